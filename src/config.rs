@@ -1,0 +1,880 @@
+//! The experiment config (`configs/*.toml`) and sweep files (`sweeps/*.toml`): parsed, checked
+//! and expanded into resolved model configs before anything trains. Every error names the file,
+//! line and column, the key, and what would be valid.
+
+use crate::models::{self, check_value, kind_spec, ModelConfig, ParamValue, Task};
+use crate::rng::SplitMix64;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// A mistake in what the user wrote: exit code 2, nothing trained, nothing written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigError {
+    pub file: String,
+    pub line: Option<usize>,
+    pub col: Option<usize>,
+    pub key: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file)?;
+        if let Some(l) = self.line {
+            write!(f, ":{l}")?;
+            if let Some(c) = self.col {
+                write!(f, ":{c}")?;
+            }
+        }
+        write!(f, ": ")?;
+        if let Some(k) = &self.key {
+            write!(f, "key `{k}`: ")?;
+        }
+        write!(f, "{}", self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl ConfigError {
+    pub fn new(file: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError {
+            file: file.into(),
+            line: None,
+            col: None,
+            key: None,
+            message: message.into(),
+        }
+    }
+
+    fn at(mut self, pos: Option<(usize, usize)>) -> Self {
+        if let Some((l, c)) = pos {
+            self.line = Some(l);
+            self.col = Some(c);
+        }
+        self
+    }
+
+    fn key(mut self, key: impl Into<String>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskChoice {
+    #[default]
+    Auto,
+    Classification,
+    Regression,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Impute {
+    #[default]
+    None,
+    Mean,
+    Median,
+    MostFrequent,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Encode {
+    #[default]
+    Onehot,
+    Ordinal,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Scale {
+    #[default]
+    None,
+    Standard,
+    Minmax,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CastType {
+    F64,
+    I64,
+    Str,
+    Bool,
+}
+
+/// The data source and the target column.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// `builtin:winequality-red`, or a CSV / Parquet path relative to the config file.
+    pub source: String,
+    pub target: String,
+}
+
+/// The ETL spec: stateless steps (select, drop, filter, cast) run in polars on the whole table;
+/// steps that learn statistics (impute, encode, scale) are fitted on each training fold only.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct EtlSpec {
+    #[serde(default)]
+    pub select: Vec<String>,
+    #[serde(default)]
+    pub drop: Vec<String>,
+    /// Row filters such as `"alcohol > 9"` or `"colour == 'red'"`, all of which must hold.
+    #[serde(default)]
+    pub filter: Vec<String>,
+    #[serde(default)]
+    pub cast: BTreeMap<String, CastType>,
+    #[serde(default)]
+    pub impute: Impute,
+    #[serde(default)]
+    pub encode: Encode,
+    #[serde(default)]
+    pub scale: Scale,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CvConfig {
+    #[serde(default = "default_folds")]
+    pub folds: usize,
+    #[serde(default = "default_true")]
+    pub stratified: bool,
+    #[serde(default = "default_one")]
+    pub repeats: usize,
+    /// Share of rows held out from CV (stratified) and scored once by the refitted model.
+    #[serde(default)]
+    pub holdout: f64,
+}
+
+impl Default for CvConfig {
+    fn default() -> Self {
+        CvConfig {
+            folds: 5,
+            stratified: true,
+            repeats: 1,
+            holdout: 0.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TrackingConfig {
+    /// `sqlite:///relative/path.db` or `sqlite:////absolute/path.db`; default `sqlite:///mlflow.db`.
+    #[serde(default)]
+    pub uri: Option<String>,
+}
+
+fn default_folds() -> usize {
+    5
+}
+fn default_true() -> bool {
+    true
+}
+fn default_one() -> usize {
+    1
+}
+fn default_seed() -> u64 {
+    42
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub experiment: String,
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    #[serde(default)]
+    pub task: TaskChoice,
+    /// Metric that ranks the leaderboard; default accuracy (classification) or mae (regression).
+    #[serde(default)]
+    pub primary_metric: Option<String>,
+    pub data: DataConfig,
+    #[serde(default)]
+    pub etl: EtlSpec,
+    #[serde(default)]
+    pub cv: CvConfig,
+    #[serde(default)]
+    pub tracking: TrackingConfig,
+    /// Sweep files, relative to the config file.
+    pub sweeps: Vec<String>,
+}
+
+pub const CLASSIFICATION_METRICS: &[&str] = &[
+    "accuracy",
+    "balanced_accuracy",
+    "f1_macro",
+    "f1_weighted",
+    "log_loss",
+];
+pub const REGRESSION_METRICS: &[&str] = &[
+    "mae",
+    "rmse",
+    "r2",
+    "acc_within_0.25",
+    "acc_within_0.5",
+    "acc_within_1",
+];
+
+/// Whether a larger value of the metric is better.
+pub fn higher_is_better(metric: &str) -> bool {
+    !matches!(metric, "log_loss" | "mae" | "rmse")
+}
+
+/// A config file after `--set` overrides, parsed and range-checked.
+#[derive(Debug, Clone)]
+pub struct LoadedConfig {
+    pub path: PathBuf,
+    pub config: Config,
+    /// Model-level overrides (`--set models.n_trees=50`), applied at expansion.
+    pub model_overrides: Vec<(String, ParamValue)>,
+}
+
+impl LoadedConfig {
+    pub fn dir(&self) -> PathBuf {
+        self.path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."))
+    }
+
+    /// A path written in the config, resolved against the config file's folder.
+    pub fn resolve(&self, p: &str) -> PathBuf {
+        let pb = PathBuf::from(p);
+        if pb.is_absolute() {
+            pb
+        } else {
+            self.dir().join(pb)
+        }
+    }
+}
+
+/// Byte offset -> 1-based (line, column).
+fn line_col(src: &str, offset: usize) -> (usize, usize) {
+    let before = &src[..offset.min(src.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
+    (line, col)
+}
+
+/// Finds where `key` is written inside `[table]` (or at the top level, or in the `index`-th
+/// `[[table]]`), for errors found after parsing. Returns 1-based (line, column).
+pub fn locate(
+    src: &str,
+    table: Option<&str>,
+    index: Option<usize>,
+    key: &str,
+) -> Option<(usize, usize)> {
+    let mut current: Option<String> = None;
+    let mut seen_arrays: BTreeMap<String, usize> = BTreeMap::new();
+    let mut current_index: Option<usize> = None;
+    for (i, raw) in src.lines().enumerate() {
+        let line = raw.trim_start();
+        let indent = raw.len() - line.len();
+        if let Some(rest) = line.strip_prefix("[[") {
+            let name = rest.split("]]").next().unwrap_or("").trim().to_string();
+            let n = seen_arrays.entry(name.clone()).or_insert(0);
+            current_index = Some(*n);
+            *n += 1;
+            current = Some(name);
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix('[') {
+            current = Some(rest.split(']').next().unwrap_or("").trim().to_string());
+            current_index = None;
+            continue;
+        }
+        let in_place = current.as_deref() == table && (index.is_none() || index == current_index);
+        if !in_place {
+            // `cv.folds = 3` or `cv = { folds = 3 }` written at the top level.
+            if current.is_none() {
+                if let Some(t) = table {
+                    let dotted = format!("{t}.{key}");
+                    let k = line
+                        .split('=')
+                        .next()
+                        .unwrap_or("")
+                        .trim()
+                        .trim_matches('"');
+                    if k == dotted {
+                        return Some((i + 1, indent + 1));
+                    }
+                    if k == t && line.contains(key) {
+                        let col = raw.find(key).unwrap_or(indent);
+                        return Some((i + 1, col + 1));
+                    }
+                }
+            }
+            continue;
+        }
+        let k = line
+            .split('=')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .trim_matches('"');
+        if line.contains('=') && k == key {
+            return Some((i + 1, indent + 1));
+        }
+    }
+    None
+}
+
+/// Parses `value` from `--set key=value` as a TOML value; bare words become strings.
+pub fn parse_cli_value(value: &str) -> toml::Value {
+    match toml::from_str::<toml::Table>(&format!("v = {value}")) {
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or(toml::Value::String(value.to_string())),
+        Err(_) => toml::Value::String(value.to_string()),
+    }
+}
+
+fn param_from_toml(v: &toml::Value) -> Option<ParamValue> {
+    Some(match v {
+        toml::Value::Boolean(b) => ParamValue::Bool(*b),
+        toml::Value::Integer(i) => ParamValue::Int(*i),
+        toml::Value::Float(x) => ParamValue::Float(*x),
+        toml::Value::String(s) => ParamValue::Str(s.clone()),
+        _ => return None,
+    })
+}
+
+fn toml_type(v: &toml::Value) -> &'static str {
+    match v {
+        toml::Value::String(_) => "a string",
+        toml::Value::Integer(_) => "an integer",
+        toml::Value::Float(_) => "a number",
+        toml::Value::Boolean(_) => "a boolean",
+        toml::Value::Datetime(_) => "a date",
+        toml::Value::Array(_) => "an array",
+        toml::Value::Table(_) => "a table",
+    }
+}
+
+/// Reads a config file, applies `--set` overrides and checks every value.
+pub fn load_config(path: &Path, sets: &[String]) -> Result<LoadedConfig, ConfigError> {
+    let file = path.display().to_string();
+    let src = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::new(&file, format!("cannot read the config file: {e}")))?;
+    let mut table: toml::Table = toml::from_str(&src).map_err(|e| toml_error(&file, &src, &e))?;
+    let mut model_overrides = Vec::new();
+    let mut overridden = Vec::new();
+    for set in sets {
+        let (key, value) = set.split_once('=').ok_or_else(|| {
+            ConfigError::new(
+                "--set",
+                format!("`{set}` is not of the form key.path=value"),
+            )
+        })?;
+        let key = key.trim();
+        let value = parse_cli_value(value.trim());
+        if let Some(param) = key.strip_prefix("models.") {
+            let pv = param_from_toml(&value).ok_or_else(|| {
+                ConfigError::new(
+                    "--set",
+                    format!("`{set}`: a model parameter must be a single value"),
+                )
+            })?;
+            model_overrides.push((param.to_string(), pv));
+            continue;
+        }
+        let parts: Vec<&str> = key.split('.').collect();
+        let mut t = &mut table;
+        for p in &parts[..parts.len() - 1] {
+            let entry = t
+                .entry(p.to_string())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            t = entry.as_table_mut().ok_or_else(|| {
+                ConfigError::new("--set", format!("`{key}`: `{p}` is not a table in {file}"))
+            })?;
+        }
+        t.insert(parts[parts.len() - 1].to_string(), value);
+        overridden.push(key.to_string());
+    }
+    let config: Config = if overridden.is_empty() {
+        toml::from_str(&src).map_err(|e| toml_error(&file, &src, &e))?
+    } else {
+        let text = toml::to_string(&table).expect("a TOML table serialises");
+        toml::from_str(&text).map_err(|e| {
+            let mut err = ConfigError::new(
+                format!("{file} (after --set {})", overridden.join(", ")),
+                e.message().to_string(),
+            );
+            err.line = None;
+            err
+        })?
+    };
+    let loaded = LoadedConfig {
+        path: path.to_path_buf(),
+        config,
+        model_overrides,
+    };
+    check_config(&loaded, &src, &overridden)?;
+    Ok(loaded)
+}
+
+fn toml_error(file: &str, src: &str, e: &toml::de::Error) -> ConfigError {
+    let pos = e.span().map(|s| line_col(src, s.start));
+    ConfigError::new(file, e.message().trim().to_string()).at(pos)
+}
+
+fn check_config(
+    loaded: &LoadedConfig,
+    src: &str,
+    overridden: &[String],
+) -> Result<(), ConfigError> {
+    let c = &loaded.config;
+    let file = loaded.path.display().to_string();
+    let err = |table: Option<&str>, key: &str, msg: String| {
+        let full = match table {
+            Some(t) => format!("{t}.{key}"),
+            None => key.to_string(),
+        };
+        if overridden.contains(&full) {
+            ConfigError::new("--set", msg).key(full)
+        } else {
+            ConfigError::new(&file, msg)
+                .key(&full)
+                .at(locate(src, table, None, key))
+        }
+    };
+    if c.cv.folds < 2 || c.cv.folds > 100 {
+        return Err(err(
+            Some("cv"),
+            "folds",
+            format!("must be an integer in 2..=100, got {}", c.cv.folds),
+        ));
+    }
+    if c.cv.repeats < 1 || c.cv.repeats > 100 {
+        return Err(err(
+            Some("cv"),
+            "repeats",
+            format!("must be an integer in 1..=100, got {}", c.cv.repeats),
+        ));
+    }
+    if !(0.0..0.9).contains(&c.cv.holdout) {
+        return Err(err(
+            Some("cv"),
+            "holdout",
+            format!("must be a share in [0, 0.9), got {}", c.cv.holdout),
+        ));
+    }
+    if c.experiment.trim().is_empty() {
+        return Err(err(None, "experiment", "must not be empty".into()));
+    }
+    if let Some(m) = &c.primary_metric {
+        let valid: Vec<&str> = match c.task {
+            TaskChoice::Classification => CLASSIFICATION_METRICS.to_vec(),
+            TaskChoice::Regression => REGRESSION_METRICS.to_vec(),
+            TaskChoice::Auto => CLASSIFICATION_METRICS
+                .iter()
+                .chain(REGRESSION_METRICS)
+                .copied()
+                .collect(),
+        };
+        if !valid.contains(&m.as_str()) {
+            return Err(err(
+                None,
+                "primary_metric",
+                format!(
+                    "unknown metric \"{m}\"; valid: {}",
+                    models::quoted_list(&valid)
+                ),
+            ));
+        }
+    }
+    if let Some(uri) = &c.tracking.uri {
+        if !uri.starts_with("sqlite:///") {
+            return Err(err(Some("tracking"), "uri", format!("\"{uri}\" is not supported; use sqlite:///relative/path.db or sqlite:////absolute/path.db")));
+        }
+    }
+    if c.sweeps.is_empty() {
+        return Err(err(None, "sweeps", "name at least one sweep file".into()));
+    }
+    for s in &c.sweeps {
+        let p = loaded.resolve(s);
+        if !p.is_file() {
+            return Err(err(
+                None,
+                "sweeps",
+                format!("sweep file \"{s}\" not found (looked at {})", p.display()),
+            ));
+        }
+    }
+    if !c.data.source.starts_with("builtin:") {
+        let p = loaded.resolve(&c.data.source);
+        if !p.is_file() {
+            return Err(err(Some("data"), "source", format!("data file \"{}\" not found (looked at {}); valid sources: a .csv or .parquet file, or builtin:winequality-red", c.data.source, p.display())));
+        }
+        let ext = p
+            .extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        if ext != "csv" && ext != "parquet" {
+            return Err(err(
+                Some("data"),
+                "source",
+                format!("\"{}\" has no .csv or .parquet extension", c.data.source),
+            ));
+        }
+    } else if c.data.source != crate::data::BUILTIN_RED_WINE {
+        return Err(err(
+            Some("data"),
+            "source",
+            format!(
+                "unknown builtin \"{}\"; valid: \"{}\"",
+                c.data.source,
+                crate::data::BUILTIN_RED_WINE
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// How sweep configs are chosen: every grid point, or a seeded random sample of them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchConfig {
+    #[serde(default = "default_strategy")]
+    pub strategy: String,
+    #[serde(default)]
+    pub trials: Option<usize>,
+    #[serde(default)]
+    pub seed: Option<u64>,
+}
+
+fn default_strategy() -> String {
+    "grid".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SweepFile {
+    #[serde(default)]
+    search: Option<SearchConfig>,
+    #[serde(default)]
+    models: Vec<toml::Table>,
+}
+
+/// Reads every sweep file of the config and expands it into resolved model configs for `task`.
+pub fn expand_sweeps(loaded: &LoadedConfig, task: Task) -> Result<Vec<ModelConfig>, ConfigError> {
+    let mut out: Vec<ModelConfig> = Vec::new();
+    for s in &loaded.config.sweeps {
+        let path = loaded.resolve(s);
+        let configs = expand_sweep_file(&path, task, loaded.config.seed)?;
+        out.extend(configs);
+    }
+    for (key, value) in &loaded.model_overrides {
+        let mut hit = false;
+        for cfg in &mut out {
+            let spec = kind_spec(&cfg.kind).expect("kinds checked");
+            if let Some(p) = spec.params.iter().find(|p| p.name == key) {
+                let v = check_value(p, value)
+                    .map_err(|m| ConfigError::new("--set", m).key(format!("models.{key}")))?;
+                cfg.params.insert(key.clone(), v);
+                hit = true;
+            }
+        }
+        if !hit {
+            return Err(ConfigError::new(
+                "--set",
+                "no model config in the sweep has this parameter",
+            )
+            .key(format!("models.{key}")));
+        }
+    }
+    let mut seen = BTreeMap::new();
+    for cfg in &out {
+        if let Some(prev) = seen.insert(cfg.name.clone(), cfg) {
+            if prev.params != cfg.params || prev.kind != cfg.kind {
+                return Err(ConfigError::new(
+                    loaded.path.display().to_string(),
+                    format!("two different model configs are both named \"{}\"; give them distinct `name`s", cfg.name),
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+pub fn expand_sweep_file(
+    path: &Path,
+    task: Task,
+    default_seed: u64,
+) -> Result<Vec<ModelConfig>, ConfigError> {
+    let file = path.display().to_string();
+    let src = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::new(&file, format!("cannot read the sweep file: {e}")))?;
+    let sweep: SweepFile = toml::from_str(&src).map_err(|e| toml_error(&file, &src, &e))?;
+    if sweep.models.is_empty() {
+        return Err(ConfigError::new(&file, "no [[models]] entries"));
+    }
+    let search = sweep.search.unwrap_or(SearchConfig {
+        strategy: "grid".into(),
+        trials: None,
+        seed: None,
+    });
+    if search.strategy != "grid" && search.strategy != "random" {
+        return Err(ConfigError::new(
+            &file,
+            format!(
+                "unknown strategy \"{}\"; valid: \"grid\", \"random\"",
+                search.strategy
+            ),
+        )
+        .key("search.strategy")
+        .at(locate(&src, Some("search"), None, "strategy")));
+    }
+    if search.strategy == "random" && search.trials.unwrap_or(0) == 0 {
+        return Err(
+            ConfigError::new(&file, "random search needs `trials` = a positive integer")
+                .key("search.trials")
+                .at(locate(&src, Some("search"), None, "strategy")),
+        );
+    }
+    let mut all = Vec::new();
+    for (i, entry) in sweep.models.iter().enumerate() {
+        let at = |key: &str| locate(&src, Some("models"), Some(i), key);
+        let kind = match entry.get("kind") {
+            Some(toml::Value::String(k)) => k.clone(),
+            Some(other) => {
+                return Err(ConfigError::new(
+                    &file,
+                    format!("must be a string, got {}", toml_type(other)),
+                )
+                .key(format!("models[{i}].kind"))
+                .at(at("kind")))
+            }
+            None => {
+                return Err(ConfigError::new(
+                    &file,
+                    format!(
+                        "model entry {} has no `kind`; valid kinds: {}",
+                        i + 1,
+                        models::quoted_list(&models::kind_names())
+                    ),
+                )
+                .key(format!("models[{i}]")))
+            }
+        };
+        let spec = kind_spec(&kind).ok_or_else(|| {
+            ConfigError::new(
+                &file,
+                format!(
+                    "unknown model kind \"{kind}\"; valid kinds: {}",
+                    models::quoted_list(&models::kind_names())
+                ),
+            )
+            .key(format!("models[{i}].kind"))
+            .at(at("kind"))
+        })?;
+        if !spec.tasks.contains(&task) {
+            let valid: Vec<&str> = models::KINDS
+                .iter()
+                .filter(|k| k.tasks.contains(&task))
+                .map(|k| k.kind)
+                .collect();
+            return Err(ConfigError::new(
+                &file,
+                format!(
+                    "model kind \"{kind}\" cannot do {task}; kinds for {task}: {}",
+                    models::quoted_list(&valid)
+                ),
+            )
+            .key(format!("models[{i}].kind"))
+            .at(at("kind")));
+        }
+        let base_name = match entry.get("name") {
+            None => kind.clone(),
+            Some(toml::Value::String(n)) if !n.trim().is_empty() => n.clone(),
+            Some(other) => {
+                return Err(ConfigError::new(
+                    &file,
+                    format!("must be a non-empty string, got {}", toml_type(other)),
+                )
+                .key(format!("models[{i}].name"))
+                .at(at("name")))
+            }
+        };
+        // Each hyperparameter: a list of candidate values (one value = a list of one).
+        let mut axes: Vec<(String, Vec<ParamValue>)> = Vec::new();
+        for (key, value) in entry {
+            if key == "kind" || key == "name" {
+                continue;
+            }
+            let pspec = spec.params.iter().find(|p| p.name == key).ok_or_else(|| {
+                let valid: Vec<&str> = spec.params.iter().map(|p| p.name).collect();
+                ConfigError::new(
+                    &file,
+                    format!(
+                        "unknown parameter for \"{kind}\"; valid: {}",
+                        models::quoted_list(&valid)
+                    ),
+                )
+                .key(format!("models[{i}].{key}"))
+                .at(at(key))
+            })?;
+            let raw: Vec<&toml::Value> = match value {
+                toml::Value::Array(items) if !items.is_empty() => items.iter().collect(),
+                toml::Value::Array(_) => {
+                    return Err(ConfigError::new(&file, "an empty list gives no configs")
+                        .key(format!("models[{i}].{key}"))
+                        .at(at(key)))
+                }
+                v => vec![v],
+            };
+            let mut values = Vec::new();
+            for v in raw {
+                let pv = param_from_toml(v).ok_or_else(|| {
+                    ConfigError::new(&file, format!("must be {}, got {}", pspec.ty, toml_type(v)))
+                        .key(format!("models[{i}].{key}"))
+                        .at(at(key))
+                })?;
+                let pv = check_value(pspec, &pv).map_err(|m| {
+                    ConfigError::new(&file, m)
+                        .key(format!("models[{i}].{key}"))
+                        .at(at(key))
+                })?;
+                values.push(pv);
+            }
+            axes.push((key.clone(), values));
+        }
+        let grid = cartesian(&axes);
+        let varying: Vec<&str> = axes
+            .iter()
+            .filter(|(_, v)| v.len() > 1)
+            .map(|(k, _)| k.as_str())
+            .collect();
+        let mut configs: Vec<ModelConfig> = grid
+            .into_iter()
+            .map(|chosen| {
+                let mut params: BTreeMap<String, ParamValue> = spec
+                    .params
+                    .iter()
+                    .map(|p| (p.name.to_string(), models::default_value(p)))
+                    .collect();
+                for (k, v) in &chosen {
+                    params.insert(k.clone(), v.clone());
+                }
+                let suffix: Vec<String> = chosen
+                    .iter()
+                    .filter(|(k, _)| varying.contains(&k.as_str()))
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
+                let name = if suffix.is_empty() {
+                    base_name.clone()
+                } else {
+                    format!("{base_name}[{}]", suffix.join(","))
+                };
+                ModelConfig {
+                    name,
+                    kind: kind.clone(),
+                    params,
+                }
+            })
+            .collect();
+        if search.strategy == "random" {
+            let trials = search.trials.unwrap_or(1);
+            if configs.len() > trials {
+                let mut rng =
+                    SplitMix64::derive(search.seed.unwrap_or(default_seed), 0x5EED + i as u64);
+                rng.shuffle(&mut configs);
+                configs.truncate(trials);
+            }
+        }
+        all.extend(configs);
+    }
+    Ok(all)
+}
+
+fn cartesian(axes: &[(String, Vec<ParamValue>)]) -> Vec<Vec<(String, ParamValue)>> {
+    let mut out: Vec<Vec<(String, ParamValue)>> = vec![Vec::new()];
+    for (k, values) in axes {
+        let mut next = Vec::with_capacity(out.len() * values.len());
+        for prefix in &out {
+            for v in values {
+                let mut p = prefix.clone();
+                p.push((k.clone(), v.clone()));
+                next.push(p);
+            }
+        }
+        out = next;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    #[test]
+    fn grid_is_the_cartesian_product_with_defaults_filled() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write(
+            d.path(),
+            "s.toml",
+            "[[models]]\nkind = \"random_forest\"\nn_trees = [10, 20]\nmax_depth = [3, 5, 7]\n",
+        );
+        let cfgs = expand_sweep_file(&p, Task::Classification, 1).unwrap();
+        assert_eq!(cfgs.len(), 6);
+        assert_eq!(cfgs[0].name, "random_forest[max_depth=3,n_trees=10]");
+        assert_eq!(cfgs[0].params["bootstrap"], ParamValue::Bool(true));
+    }
+
+    #[test]
+    fn unknown_parameter_names_line_key_and_valid_choices() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write(
+            d.path(),
+            "s.toml",
+            "[[models]]\nkind = \"knn\"\n\n[[models]]\nkind = \"knn\"\nkk = 3\n",
+        );
+        let e = expand_sweep_file(&p, Task::Classification, 1).unwrap_err();
+        assert_eq!(e.line, Some(6));
+        assert_eq!(e.key.as_deref(), Some("models[1].kk"));
+        assert!(e.message.contains("\"k\""), "{e}");
+    }
+
+    #[test]
+    fn random_search_samples_trials_reproducibly() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write(d.path(), "s.toml", "[search]\nstrategy = \"random\"\ntrials = 3\nseed = 5\n[[models]]\nkind = \"knn\"\nk = [1, 2, 3, 4, 5, 6, 7, 8]\n");
+        let a = expand_sweep_file(&p, Task::Classification, 1).unwrap();
+        let b = expand_sweep_file(&p, Task::Classification, 1).unwrap();
+        assert_eq!(a.len(), 3);
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn locate_finds_keys_in_tables_and_array_entries() {
+        let src = "a = 1\n[cv]\nfolds = 1\n[[models]]\nk = 1\n[[models]]\n  k = 2\n";
+        assert_eq!(locate(src, Some("cv"), None, "folds"), Some((3, 1)));
+        assert_eq!(locate(src, Some("models"), Some(1), "k"), Some((7, 3)));
+        assert_eq!(locate(src, None, None, "a"), Some((1, 1)));
+    }
+
+    #[test]
+    fn cli_values_parse_as_toml_or_fall_back_to_strings() {
+        assert_eq!(parse_cli_value("10"), toml::Value::Integer(10));
+        assert_eq!(parse_cli_value("0.5"), toml::Value::Float(0.5));
+        assert_eq!(
+            parse_cli_value("standard"),
+            toml::Value::String("standard".into())
+        );
+    }
+}

@@ -1,0 +1,520 @@
+//! Data in: sources (CSV, Parquet, the embedded red wine), the stateless ETL steps run through
+//! polars, and the conversion to a column table that the fold-fitted preprocessing reads.
+
+use crate::config::{CastType, ConfigError, EtlSpec, LoadedConfig};
+use anyhow::{anyhow, Context, Result};
+use polars::prelude::*;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+
+pub const BUILTIN_RED_WINE: &str = "builtin:winequality-red";
+
+/// Where the data came from and the hash of its content, as recorded with an ETL version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InputRef {
+    /// `builtin:...` or the absolute path of the file.
+    pub uri: String,
+    /// sha256 of the file's bytes (or of the builtin table's values).
+    pub sha256: String,
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    let mut h = Sha256::new();
+    h.update(bytes);
+    format!("{:x}", h.finalize())
+}
+
+fn builtin_red_wine() -> DataFrame {
+    let ds = linfa_datasets::winequality();
+    let names = ds.feature_names();
+    let records = ds.records();
+    let mut columns: Vec<Column> = names
+        .iter()
+        .enumerate()
+        .map(|(j, n)| Column::new(n.as_str().into(), records.column(j).to_vec()))
+        .collect();
+    let quality: Vec<i64> = ds.targets().iter().map(|t| *t as i64).collect();
+    columns.push(Column::new("quality".into(), quality));
+    DataFrame::new(records.nrows(), columns).expect("the builtin table is rectangular")
+}
+
+/// Resolves the config's source to an input reference (hashing the file).
+pub fn input_ref(loaded: &LoadedConfig) -> Result<InputRef> {
+    let source = &loaded.config.data.source;
+    if source == BUILTIN_RED_WINE {
+        return Ok(builtin_input_ref());
+    }
+    let path = loaded.resolve(source);
+    file_input_ref(&path)
+}
+
+pub fn builtin_input_ref() -> InputRef {
+    let df = builtin_red_wine();
+    let mut h = Sha256::new();
+    for c in df.columns() {
+        let s = c
+            .as_materialized_series()
+            .cast(&DataType::Float64)
+            .expect("numeric builtin");
+        for v in s.f64().expect("f64").into_no_null_iter() {
+            h.update(v.to_le_bytes());
+        }
+    }
+    InputRef {
+        uri: BUILTIN_RED_WINE.to_string(),
+        sha256: format!("{:x}", h.finalize()),
+    }
+}
+
+pub fn file_input_ref(path: &Path) -> Result<InputRef> {
+    let bytes =
+        std::fs::read(path).with_context(|| format!("cannot read data file {}", path.display()))?;
+    let abs = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    Ok(InputRef {
+        uri: abs.display().to_string(),
+        sha256: sha256_hex(&bytes),
+    })
+}
+
+/// Reads a source into a DataFrame: `builtin:winequality-red`, or a .csv / .parquet path.
+pub fn read_source(uri: &str) -> Result<DataFrame> {
+    if uri == BUILTIN_RED_WINE {
+        return Ok(builtin_red_wine());
+    }
+    let path = PathBuf::from(uri);
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let df = match ext.as_str() {
+        "csv" => CsvReadOptions::default()
+            .with_has_header(true)
+            .with_infer_schema_length(Some(10_000))
+            .try_into_reader_with_file_path(Some(path.clone()))?
+            .finish()
+            .map_err(|e| anyhow!("cannot parse CSV file {}: {e}", path.display()))?,
+        "parquet" => {
+            let f = std::fs::File::open(&path)
+                .with_context(|| format!("cannot open {}", path.display()))?;
+            ParquetReader::new(f)
+                .finish()
+                .map_err(|e| anyhow!("cannot parse Parquet file {}: {e}", path.display()))?
+        }
+        other => {
+            return Err(anyhow!(
+                "{}: unsupported extension \".{other}\"; use .csv or .parquet",
+                path.display()
+            ))
+        }
+    };
+    Ok(df)
+}
+
+fn column_names(df: &DataFrame) -> Vec<String> {
+    df.get_column_names()
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+
+fn missing_column(file: &str, key: &str, name: &str, df: &DataFrame) -> ConfigError {
+    let names = column_names(df);
+    let mut e = ConfigError::new(
+        file,
+        format!(
+            "column \"{name}\" does not exist; columns: {}",
+            names
+                .iter()
+                .map(|n| format!("\"{n}\""))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    );
+    e.key = Some(key.to_string());
+    e
+}
+
+const OPERATORS: &[&str] = &[">=", "<=", "!=", "==", ">", "<"];
+
+/// Parses a filter such as `alcohol > 9.5` or `colour == 'red'` (column names may hold spaces).
+pub fn parse_filter(
+    text: &str,
+) -> std::result::Result<(String, &'static str, LiteralValueRepr), String> {
+    let (pos, op) = OPERATORS
+        .iter()
+        .filter_map(|op| text.find(op).map(|p| (p, *op)))
+        .min_by_key(|(p, op)| (*p, std::cmp::Reverse(op.len())))
+        .ok_or_else(|| {
+            format!(
+                "filter \"{text}\" has no comparison; use one of {}",
+                OPERATORS.join(" ")
+            )
+        })?;
+    let column = text[..pos].trim().trim_matches('`').to_string();
+    let value = text[pos + op.len()..].trim();
+    if column.is_empty() || value.is_empty() {
+        return Err(format!("filter \"{text}\" must read `column OP value`"));
+    }
+    let lit = if let Some(s) = value.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')) {
+        LiteralValueRepr::Str(s.to_string())
+    } else if let Some(s) = value.strip_prefix('"').and_then(|v| v.strip_suffix('"')) {
+        LiteralValueRepr::Str(s.to_string())
+    } else if let Ok(x) = value.parse::<f64>() {
+        LiteralValueRepr::Num(x)
+    } else if value == "true" || value == "false" {
+        LiteralValueRepr::Bool(value == "true")
+    } else {
+        return Err(format!("filter \"{text}\": value `{value}` is neither a number, true/false nor a quoted string"));
+    };
+    Ok((column, op, lit))
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum LiteralValueRepr {
+    Num(f64),
+    Str(String),
+    Bool(bool),
+}
+
+/// Applies select, drop, cast and filter (in that order) through polars' lazy engine, after
+/// checking every named column exists. Rows whose target is missing are dropped.
+pub fn apply_stateless(
+    df: DataFrame,
+    spec: &EtlSpec,
+    target: &str,
+    file: &str,
+) -> Result<DataFrame> {
+    let names = column_names(&df);
+    let has = |n: &str| names.iter().any(|c| c == n);
+    if !has(target) {
+        return Err(missing_column(file, "data.target", target, &df).into());
+    }
+    for n in &spec.select {
+        if !has(n) {
+            return Err(missing_column(file, "etl.select", n, &df).into());
+        }
+    }
+    for n in &spec.drop {
+        if !has(n) {
+            return Err(missing_column(file, "etl.drop", n, &df).into());
+        }
+        if n == target {
+            return Err(ConfigError::new(
+                file,
+                format!("cannot drop the target column \"{target}\""),
+            )
+            .into_key("etl.drop")
+            .into());
+        }
+    }
+    for n in spec.cast.keys() {
+        if !has(n) {
+            return Err(missing_column(file, "etl.cast", n, &df).into());
+        }
+    }
+    let mut filters = Vec::new();
+    for f in &spec.filter {
+        let (c, op, v) =
+            parse_filter(f).map_err(|m| ConfigError::new(file, m).into_key("etl.filter"))?;
+        if !has(&c) {
+            return Err(missing_column(file, "etl.filter", &c, &df).into());
+        }
+        let l = match v {
+            LiteralValueRepr::Num(x) => lit(x),
+            LiteralValueRepr::Str(s) => lit(s),
+            LiteralValueRepr::Bool(b) => lit(b),
+        };
+        let e = col(c.as_str());
+        filters.push(match op {
+            ">=" => e.gt_eq(l),
+            "<=" => e.lt_eq(l),
+            "!=" => e.neq(l),
+            "==" => e.eq(l),
+            ">" => e.gt(l),
+            _ => e.lt(l),
+        });
+    }
+    let mut lf = df.lazy();
+    if !spec.select.is_empty() {
+        let mut keep: Vec<Expr> = spec.select.iter().map(|n| col(n.as_str())).collect();
+        if !spec.select.iter().any(|n| n == target) {
+            keep.push(col(target));
+        }
+        lf = lf.select(keep);
+    }
+    if !spec.drop.is_empty() {
+        lf = lf.drop(Selector::ByName {
+            names: spec
+                .drop
+                .iter()
+                .map(|s| PlSmallStr::from(s.as_str()))
+                .collect(),
+            strict: true,
+        });
+    }
+    for (n, t) in &spec.cast {
+        let dt = match t {
+            CastType::F64 => DataType::Float64,
+            CastType::I64 => DataType::Int64,
+            CastType::Str => DataType::String,
+            CastType::Bool => DataType::Boolean,
+        };
+        lf = lf.with_column(col(n.as_str()).strict_cast(dt));
+    }
+    for f in filters {
+        lf = lf.filter(f);
+    }
+    lf = lf.filter(col(target).is_not_null());
+    let out = lf
+        .collect()
+        .map_err(|e| anyhow!("{file}: ETL failed in polars: {e}"))?;
+    Ok(out)
+}
+
+trait IntoKey {
+    fn into_key(self, key: &str) -> ConfigError;
+}
+impl IntoKey for ConfigError {
+    fn into_key(mut self, key: &str) -> ConfigError {
+        self.key = Some(key.to_string());
+        self
+    }
+}
+
+/// One feature column after stateless ETL.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FeatureValues {
+    Numeric(Vec<Option<f64>>),
+    Categorical(Vec<Option<String>>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Feature {
+    pub name: String,
+    pub dtype: String,
+    pub values: FeatureValues,
+}
+
+impl Feature {
+    pub fn missing(&self) -> usize {
+        match &self.values {
+            FeatureValues::Numeric(v) => v.iter().filter(|x| x.is_none()).count(),
+            FeatureValues::Categorical(v) => v.iter().filter(|x| x.is_none()).count(),
+        }
+    }
+}
+
+/// The target column as read: numbers (with whether all are whole) or text.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TargetValues {
+    Numeric { values: Vec<f64>, integral: bool },
+    Text(Vec<String>),
+}
+
+#[derive(Debug, Clone)]
+pub struct Table {
+    pub features: Vec<Feature>,
+    pub target_name: String,
+    pub target: TargetValues,
+    pub n_rows: usize,
+}
+
+/// Splits the ETL output into feature columns and the target.
+pub fn to_table(df: &DataFrame, target: &str) -> Result<Table> {
+    let mut features = Vec::new();
+    let mut target_values = None;
+    for c in df.columns() {
+        let name = c.name().to_string();
+        let s = c.as_materialized_series();
+        let dtype = s.dtype().to_string();
+        if name == target {
+            target_values = Some(if s.dtype().is_primitive_numeric() {
+                let v: Vec<f64> = s
+                    .cast(&DataType::Float64)?
+                    .f64()?
+                    .into_no_null_iter()
+                    .collect();
+                let integral = v.iter().all(|x| x.fract() == 0.0);
+                TargetValues::Numeric {
+                    values: v,
+                    integral,
+                }
+            } else {
+                let s = s.cast(&DataType::String)?;
+                TargetValues::Text(
+                    s.str()?
+                        .iter()
+                        .map(|x| x.unwrap_or_default().to_string())
+                        .collect(),
+                )
+            });
+            continue;
+        }
+        let values = if s.dtype().is_primitive_numeric() || s.dtype().is_bool() {
+            FeatureValues::Numeric(
+                s.cast(&DataType::Float64)?
+                    .f64()?
+                    .iter()
+                    .map(|x| x.filter(|v| !v.is_nan()))
+                    .collect(),
+            )
+        } else if s.dtype().is_string() {
+            FeatureValues::Categorical(s.str()?.iter().map(|x| x.map(str::to_string)).collect())
+        } else {
+            let s2 = s.cast(&DataType::String).map_err(|e| {
+                anyhow!("column \"{name}\" of type {dtype} cannot be used as a feature: {e}")
+            })?;
+            FeatureValues::Categorical(s2.str()?.iter().map(|x| x.map(str::to_string)).collect())
+        };
+        features.push(Feature {
+            name,
+            dtype,
+            values,
+        });
+    }
+    Ok(Table {
+        features,
+        target_name: target.to_string(),
+        target: target_values.context("target column vanished during ETL")?,
+        n_rows: df.height(),
+    })
+}
+
+/// A fingerprint of the ETL output (names, types and every value, target included): the same
+/// spec on the same input must reproduce it bit for bit.
+pub fn fingerprint(table: &Table) -> String {
+    let mut h = Sha256::new();
+    for f in &table.features {
+        h.update(f.name.as_bytes());
+        h.update([0]);
+        h.update(f.dtype.as_bytes());
+        h.update([0]);
+        match &f.values {
+            FeatureValues::Numeric(v) => {
+                for x in v {
+                    match x {
+                        Some(x) => h.update(x.to_bits().to_le_bytes()),
+                        None => h.update([0xff; 9]),
+                    }
+                }
+            }
+            FeatureValues::Categorical(v) => {
+                for x in v {
+                    match x {
+                        Some(s) => {
+                            h.update(s.as_bytes());
+                            h.update([0]);
+                        }
+                        None => h.update([0xff; 2]),
+                    }
+                }
+            }
+        }
+    }
+    h.update(table.target_name.as_bytes());
+    match &table.target {
+        TargetValues::Numeric { values, .. } => values
+            .iter()
+            .for_each(|x| h.update(x.to_bits().to_le_bytes())),
+        TargetValues::Text(v) => v.iter().for_each(|s| {
+            h.update(s.as_bytes());
+            h.update([0]);
+        }),
+    }
+    format!("{:x}", h.finalize())
+}
+
+pub fn schema_of(df: &DataFrame) -> Vec<(String, String)> {
+    df.columns()
+        .iter()
+        .map(|c| (c.name().to_string(), c.dtype().to_string()))
+        .collect()
+}
+
+/// Writes a table to .parquet or .csv (by extension).
+pub fn write_frame(df: &mut DataFrame, path: &Path) -> Result<()> {
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let mut f =
+        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    match ext.as_str() {
+        "parquet" => {
+            ParquetWriter::new(&mut f).finish(df)?;
+        }
+        "csv" => {
+            CsvWriter::new(&mut f).include_header(true).finish(df)?;
+        }
+        other => {
+            return Err(anyhow!(
+                "{}: cannot write \".{other}\"; use .parquet or .csv",
+                path.display()
+            ))
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_red_wine_is_the_real_table() {
+        let df = builtin_red_wine();
+        assert_eq!(df.height(), 1599);
+        assert_eq!(df.width(), 12);
+        let t = to_table(&df, "quality").unwrap();
+        match t.target {
+            TargetValues::Numeric { values, integral } => {
+                assert!(integral);
+                assert_eq!(values.iter().cloned().fold(f64::INFINITY, f64::min), 3.0);
+                assert_eq!(values.iter().cloned().fold(0.0, f64::max), 8.0);
+            }
+            _ => panic!("numeric target expected"),
+        }
+    }
+
+    #[test]
+    fn filters_parse_with_spaces_in_names() {
+        let (c, op, v) = parse_filter("fixed acidity >= 7.5").unwrap();
+        assert_eq!(
+            (c.as_str(), op, v),
+            ("fixed acidity", ">=", LiteralValueRepr::Num(7.5))
+        );
+        let (_, op, v) = parse_filter("colour == 'red'").unwrap();
+        assert_eq!((op, v), ("==", LiteralValueRepr::Str("red".into())));
+        assert!(parse_filter("alcohol").is_err());
+    }
+
+    #[test]
+    fn stateless_etl_filters_and_drops() {
+        let df = builtin_red_wine();
+        let spec = EtlSpec {
+            drop: vec!["density".into()],
+            filter: vec!["alcohol > 12".into()],
+            ..Default::default()
+        };
+        let out = apply_stateless(df, &spec, "quality", "t.toml").unwrap();
+        assert_eq!(out.width(), 11);
+        assert!(out.height() < 200 && out.height() > 50, "{}", out.height());
+    }
+
+    #[test]
+    fn unknown_column_error_lists_the_columns() {
+        let spec = EtlSpec {
+            drop: vec!["colour".into()],
+            ..Default::default()
+        };
+        let e = apply_stateless(builtin_red_wine(), &spec, "quality", "t.toml").unwrap_err();
+        let msg = format!("{e:#}");
+        assert!(
+            msg.contains("\"colour\"") && msg.contains("\"alcohol\"") && msg.contains("etl.drop"),
+            "{msg}"
+        );
+    }
+}

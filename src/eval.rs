@@ -1,0 +1,334 @@
+//! Cross-validation splits and the task metrics.
+
+use crate::models::Task;
+use crate::rng::SplitMix64;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// One CV fold: training and validation row indexes (into the CV rows), both sorted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Fold {
+    pub repeat: usize,
+    pub index: usize,
+    pub train: Vec<usize>,
+    pub test: Vec<usize>,
+}
+
+/// Groups rows for stratification: classes, or (for regression) quantile bins of the target.
+fn strata(task: Task, y: &[f64], stratified: bool) -> Vec<usize> {
+    if !stratified {
+        return vec![0; y.len()];
+    }
+    match task {
+        Task::Classification => y.iter().map(|v| *v as usize).collect(),
+        Task::Regression => vec![0; y.len()],
+    }
+}
+
+/// Splits `rows` into `k` folds, `repeats` times. Each stratum is shuffled with the seed and
+/// dealt round-robin, continuing where the previous stratum stopped, so fold sizes differ by at
+/// most one and every class is spread evenly.
+pub fn k_fold(
+    task: Task,
+    y: &[f64],
+    rows: &[usize],
+    k: usize,
+    repeats: usize,
+    stratified: bool,
+    seed: u64,
+) -> Vec<Fold> {
+    let groups = strata(
+        task,
+        &rows.iter().map(|r| y[*r]).collect::<Vec<_>>(),
+        stratified,
+    );
+    let mut by_stratum: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for (i, g) in groups.iter().enumerate() {
+        by_stratum.entry(*g).or_default().push(rows[i]);
+    }
+    let mut folds = Vec::new();
+    for rep in 0..repeats {
+        let mut rng = SplitMix64::derive(seed, 0xF01D + rep as u64);
+        let mut assignment: Vec<Vec<usize>> = vec![Vec::new(); k];
+        let mut next = 0;
+        for members in by_stratum.values() {
+            let mut m = members.clone();
+            rng.shuffle(&mut m);
+            for r in m {
+                assignment[next].push(r);
+                next = (next + 1) % k;
+            }
+        }
+        for (i, test) in assignment.iter().enumerate() {
+            let mut test = test.clone();
+            test.sort_unstable();
+            let mut train: Vec<usize> = rows
+                .iter()
+                .copied()
+                .filter(|r| test.binary_search(r).is_err())
+                .collect();
+            train.sort_unstable();
+            folds.push(Fold {
+                repeat: rep,
+                index: i,
+                train,
+                test,
+            });
+        }
+    }
+    folds
+}
+
+/// A stratified hold-out split: (rows kept for CV, held-out rows), both sorted.
+pub fn holdout_split(task: Task, y: &[f64], share: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
+    let n = y.len();
+    if share <= 0.0 {
+        return ((0..n).collect(), Vec::new());
+    }
+    let groups = strata(task, y, true);
+    let mut by_stratum: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for (i, g) in groups.iter().enumerate() {
+        by_stratum.entry(*g).or_default().push(i);
+    }
+    let mut rng = SplitMix64::derive(seed, 0x4011);
+    let mut held = Vec::new();
+    for members in by_stratum.values() {
+        let mut m = members.clone();
+        rng.shuffle(&mut m);
+        let take = (m.len() as f64 * share).round() as usize;
+        held.extend_from_slice(&m[..take.min(m.len())]);
+    }
+    held.sort_unstable();
+    let keep = (0..n).filter(|i| held.binary_search(i).is_err()).collect();
+    (keep, held)
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClassStats {
+    pub label: String,
+    pub precision: f64,
+    pub recall: f64,
+    pub f1: f64,
+    pub support: usize,
+}
+
+/// Every metric of one evaluation, by name, plus per-class details for classification.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Scores {
+    pub metrics: BTreeMap<String, f64>,
+    pub per_class: Vec<ClassStats>,
+    /// confusion[true][predicted]
+    pub confusion: Vec<Vec<usize>>,
+}
+
+pub fn classification_scores(
+    y: &[f64],
+    pred: &[f64],
+    proba: Option<&ndarray::Array2<f64>>,
+    labels: &[String],
+) -> Scores {
+    let k = labels.len();
+    let mut confusion = vec![vec![0usize; k]; k];
+    for (t, p) in y.iter().zip(pred) {
+        confusion[*t as usize][*p as usize] += 1;
+    }
+    let n = y.len() as f64;
+    let correct: usize = (0..k).map(|i| confusion[i][i]).sum();
+    let mut per_class = Vec::new();
+    let (mut recall_sum, mut recall_n, mut f1_sum, mut f1_n, mut f1_weighted) =
+        (0.0, 0, 0.0, 0, 0.0);
+    for c in 0..k {
+        let tp = confusion[c][c] as f64;
+        let support: usize = confusion[c].iter().sum();
+        let predicted: usize = (0..k).map(|r| confusion[r][c]).sum();
+        let precision = if predicted > 0 {
+            tp / predicted as f64
+        } else {
+            0.0
+        };
+        let recall = if support > 0 {
+            tp / support as f64
+        } else {
+            0.0
+        };
+        let f1 = if precision + recall > 0.0 {
+            2.0 * precision * recall / (precision + recall)
+        } else {
+            0.0
+        };
+        if support > 0 {
+            recall_sum += recall;
+            recall_n += 1;
+        }
+        // Macro averages run over the classes that occur in truth or prediction (as scikit-learn).
+        if support > 0 || predicted > 0 {
+            f1_sum += f1;
+            f1_n += 1;
+        }
+        f1_weighted += f1 * support as f64;
+        per_class.push(ClassStats {
+            label: labels[c].clone(),
+            precision,
+            recall,
+            f1,
+            support,
+        });
+    }
+    let mut metrics = BTreeMap::new();
+    metrics.insert("accuracy".into(), correct as f64 / n);
+    metrics.insert(
+        "balanced_accuracy".into(),
+        recall_sum / recall_n.max(1) as f64,
+    );
+    metrics.insert("f1_macro".into(), f1_sum / f1_n.max(1) as f64);
+    metrics.insert("f1_weighted".into(), f1_weighted / n);
+    if let Some(p) = proba {
+        let eps = 1e-15;
+        let ll: f64 = y
+            .iter()
+            .enumerate()
+            .map(|(i, t)| -p[[i, *t as usize]].clamp(eps, 1.0 - eps).ln())
+            .sum::<f64>()
+            / n;
+        metrics.insert("log_loss".into(), ll);
+    }
+    Scores {
+        metrics,
+        per_class,
+        confusion,
+    }
+}
+
+pub const TOLERANCES: &[(f64, &str)] = &[
+    (0.25, "acc_within_0.25"),
+    (0.5, "acc_within_0.5"),
+    (1.0, "acc_within_1"),
+];
+
+pub fn regression_scores(y: &[f64], pred: &[f64]) -> Scores {
+    let n = y.len() as f64;
+    let mae = y.iter().zip(pred).map(|(a, b)| (a - b).abs()).sum::<f64>() / n;
+    let mse = y
+        .iter()
+        .zip(pred)
+        .map(|(a, b)| (a - b).powi(2))
+        .sum::<f64>()
+        / n;
+    let mean = y.iter().sum::<f64>() / n;
+    let ss_tot: f64 = y.iter().map(|a| (a - mean).powi(2)).sum();
+    let mut metrics = BTreeMap::new();
+    metrics.insert("mae".into(), mae);
+    metrics.insert("rmse".into(), mse.sqrt());
+    metrics.insert(
+        "r2".into(),
+        if ss_tot > 0.0 {
+            1.0 - mse * n / ss_tot
+        } else {
+            0.0
+        },
+    );
+    for (t, name) in TOLERANCES {
+        let hits = y
+            .iter()
+            .zip(pred)
+            .filter(|(a, b)| (*a - *b).abs() <= *t)
+            .count();
+        metrics.insert((*name).into(), hits as f64 / n);
+    }
+    // MAE per target bin: whole-number targets bin by value, others by the rounded value.
+    let mut bins: BTreeMap<i64, (f64, usize)> = BTreeMap::new();
+    for (a, b) in y.iter().zip(pred) {
+        let e = bins.entry(a.round() as i64).or_default();
+        e.0 += (a - b).abs();
+        e.1 += 1;
+    }
+    for (bin, (sum, count)) in bins {
+        metrics.insert(format!("mae_bin_{bin}"), sum / count as f64);
+    }
+    Scores {
+        metrics,
+        per_class: Vec::new(),
+        confusion: Vec::new(),
+    }
+}
+
+/// Mean and sample standard deviation (n - 1).
+pub fn mean_std(values: &[f64]) -> (f64, f64) {
+    let n = values.len() as f64;
+    if n == 0.0 {
+        return (f64::NAN, f64::NAN);
+    }
+    let mean = values.iter().sum::<f64>() / n;
+    let std = if n > 1.0 {
+        (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
+    } else {
+        0.0
+    };
+    (mean, std)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stratified_folds_partition_rows_and_spread_classes() {
+        let y: Vec<f64> = (0..100).map(|i| if i < 10 { 1.0 } else { 0.0 }).collect();
+        let rows: Vec<usize> = (0..100).collect();
+        let folds = k_fold(Task::Classification, &y, &rows, 5, 2, true, 42);
+        assert_eq!(folds.len(), 10);
+        for rep in 0..2 {
+            let mut all: Vec<usize> = folds
+                .iter()
+                .filter(|f| f.repeat == rep)
+                .flat_map(|f| f.test.clone())
+                .collect();
+            all.sort();
+            assert_eq!(all, rows);
+        }
+        for f in &folds {
+            assert_eq!(f.test.len(), 20);
+            assert_eq!(f.test.iter().filter(|r| y[**r] == 1.0).count(), 2);
+            assert_eq!(f.train.len() + f.test.len(), 100);
+        }
+        assert_ne!(folds[0].test, folds[5].test, "repeats reshuffle");
+    }
+
+    #[test]
+    fn classification_metrics_match_hand_computation() {
+        // truth: a a b b c ; predicted: a b b b a
+        let labels: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
+        let s = classification_scores(
+            &[0.0, 0.0, 1.0, 1.0, 2.0],
+            &[0.0, 1.0, 1.0, 1.0, 0.0],
+            None,
+            &labels,
+        );
+        assert!((s.metrics["accuracy"] - 0.6).abs() < 1e-12);
+        // recalls: a 0.5, b 1, c 0 -> balanced 0.5
+        assert!((s.metrics["balanced_accuracy"] - 0.5).abs() < 1e-12);
+        // precisions: a 0.5, b 2/3, c 0; f1: a 0.5, b 0.8, c 0
+        assert!((s.metrics["f1_macro"] - 1.3 / 3.0).abs() < 1e-12);
+        assert_eq!(s.confusion[2][0], 1);
+    }
+
+    #[test]
+    fn regression_metrics_and_tolerance_accuracy() {
+        let s = regression_scores(&[5.0, 6.0, 7.0, 5.0], &[5.2, 6.6, 5.5, 5.0]);
+        assert!((s.metrics["mae"] - (0.2 + 0.6 + 1.5 + 0.0) / 4.0).abs() < 1e-12);
+        assert_eq!(s.metrics["acc_within_0.25"], 0.5);
+        assert_eq!(s.metrics["acc_within_1"], 0.75);
+        assert!((s.metrics["mae_bin_7"] - 1.5).abs() < 1e-12);
+    }
+
+    #[test]
+    fn holdout_is_stratified_and_disjoint() {
+        let y: Vec<f64> = (0..50).map(|i| (i % 5) as f64).collect();
+        let (keep, held) = holdout_split(Task::Classification, &y, 0.2, 1);
+        assert_eq!(held.len(), 10);
+        assert_eq!(keep.len(), 40);
+        for c in 0..5 {
+            assert_eq!(held.iter().filter(|r| y[**r] == c as f64).count(), 2);
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! `runner`: machine-learning experiments on tabular data, end to end.
+
+mod config;
+mod data;
+mod etl;
+mod eval;
+mod inspect;
+mod models;
+mod report;
+mod rng;
+mod sweep;
+mod track;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "runner",
+    version,
+    about = "Runs machine-learning experiments on tabular data: ETL, sweeps, cross-validation, MLflow tracking"
+)]
+struct Cli {
+    /// Tracking store (sqlite:///relative.db or sqlite:////absolute.db); default: the config's
+    /// tracking.uri, else MLFLOW_TRACKING_URI, else sqlite:///mlflow.db.
+    #[arg(long, global = true)]
+    tracking_uri: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train every model config of the config's sweeps with cross-validation and log the runs.
+    Sweep {
+        config: PathBuf,
+        /// Override a config key, e.g. cv.folds=10, or a model parameter for every config that
+        /// has it, e.g. models.n_trees=50.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
+        /// Train only configs whose name starts with NAME (repeatable).
+        #[arg(long, value_name = "NAME")]
+        only: Vec<String>,
+        /// Configs trained in parallel (default: the number of cores).
+        #[arg(long)]
+        jobs: Option<usize>,
+        /// Train every config once on a small split with few rounds: a quick check for CI.
+        #[arg(long)]
+        smoke: bool,
+        /// Print the results as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+        /// First training version to use, e.g. t100 (every number needed must be free).
+        #[arg(long, value_parser = sweep::check_version_arg)]
+        version: Option<i64>,
+    },
+    /// Parse and check the config and its sweeps, print the expanded configs, train nothing.
+    Validate {
+        config: PathBuf,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List every model kind with its hyperparameters, types, defaults and ranges.
+    Models {
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the training runs in the store.
+    Runs {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one training run (tN) or ETL version (vN) in full.
+    Show {
+        version: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            if let Some(io) = e.downcast_ref::<std::io::Error>() {
+                if io.kind() == std::io::ErrorKind::BrokenPipe {
+                    return ExitCode::SUCCESS;
+                }
+            }
+            eprintln!("error: {e:#}");
+            if e.downcast_ref::<config::ConfigError>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::from(1)
+            }
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let uri = cli.tracking_uri.as_deref();
+    match cli.command {
+        Command::Sweep {
+            config,
+            sets,
+            only,
+            jobs,
+            smoke,
+            json,
+            version,
+        } => {
+            let opts = sweep::SweepOptions {
+                sets,
+                only,
+                jobs,
+                smoke,
+                json,
+                tracking_uri: cli.tracking_uri.clone(),
+                version,
+            };
+            inspect::sweep_command(&config, &opts)
+        }
+        Command::Validate { config, sets, json } => inspect::validate_command(&config, &sets, json),
+        Command::Models { json } => inspect::models_command(json),
+        Command::Runs { json } => inspect::runs_command(uri, json),
+        Command::Show { version, json } => inspect::show_command(uri, &version, json),
+    }
+}

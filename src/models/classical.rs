@@ -1,0 +1,422 @@
+//! The linfa-backed models (logistic regression, SVM, naive Bayes, KNN's neighbour index) and a
+//! closed-form ridge regression. Classifiers always train on class indexes 0..K-1 and return an
+//! n x K probability matrix, with columns for classes a training fold happened to lack kept at 0.
+
+use super::{labels_from_proba, FittedModel, ModelConfig, Prediction, Task, TrainSet};
+use anyhow::{anyhow, bail, Context, Result};
+use linfa::dataset::Pr;
+use linfa::prelude::*;
+use linfa_bayes::{GaussianNb, NaiveBayes};
+use linfa_logistic::{MultiFittedLogisticRegression, MultiLogisticRegression};
+use linfa_nn::{distance::L2Dist, CommonNearestNeighbour, NearestNeighbour};
+use linfa_svm::Svm;
+use ndarray::{Array1, Array2, ArrayView2, Axis};
+use serde::{Deserialize, Serialize};
+
+/// Spreads probabilities over `classes` (the ones a model saw) into all K columns.
+fn widen(proba: ArrayView2<f64>, classes: &[usize], k: usize) -> Array2<f64> {
+    let mut out = Array2::zeros((proba.nrows(), k));
+    for (j, c) in classes.iter().enumerate() {
+        out.column_mut(*c).assign(&proba.column(j));
+    }
+    out
+}
+
+fn classified(proba: Array2<f64>) -> Prediction {
+    Prediction {
+        values: labels_from_proba(&proba),
+        proba: Some(proba),
+    }
+}
+
+// ---------------------------------------------------------------- logistic regression
+
+#[derive(Serialize, Deserialize)]
+struct Logistic {
+    n_classes: usize,
+    model: MultiFittedLogisticRegression<f64, usize>,
+}
+
+impl FittedModel for Logistic {
+    fn predict(&self, x: ArrayView2<f64>) -> Prediction {
+        let p = self.model.predict_probabilities(&x);
+        classified(widen(p.view(), self.model.classes(), self.n_classes))
+    }
+    fn to_json(&self) -> Result<serde_json::Value> {
+        Ok(serde_json::to_value(self)?)
+    }
+}
+
+pub fn fit_logistic(cfg: &ModelConfig, data: &TrainSet) -> Result<Box<dyn FittedModel>> {
+    let y = Array1::from(data.class_labels());
+    let ds = Dataset::new(data.x.to_owned(), y);
+    let model = MultiLogisticRegression::default()
+        .alpha(cfg.float("alpha"))
+        .max_iterations(cfg.int("max_iterations") as u64)
+        .gradient_tolerance(cfg.float("gradient_tolerance"))
+        .fit(&ds)
+        .map_err(|e| anyhow!("linfa-logistic: {e}"))?;
+    Ok(Box::new(Logistic {
+        n_classes: data.n_classes,
+        model,
+    }))
+}
+
+// ---------------------------------------------------------------- SVM
+
+fn svm_params<T>(cfg: &ModelConfig) -> linfa_svm::SvmParams<f64, T> {
+    let p = Svm::<f64, T>::params().eps(cfg.float("tolerance"));
+    match cfg.str("kernel") {
+        "linear" => p.linear_kernel(),
+        "poly" => p.polynomial_kernel(cfg.float("coef0"), cfg.int("degree") as f64),
+        // linfa's Gaussian kernel is exp(-|x - y|^2 / eps): eps = 1 / gamma.
+        _ => p.gaussian_kernel(1.0 / cfg.float("gamma")),
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct OneVsRestSvm {
+    n_classes: usize,
+    /// One calibrated binary SVM per class present in training.
+    models: Vec<(usize, Svm<f64, Pr>)>,
+}
+
+impl FittedModel for OneVsRestSvm {
+    fn predict(&self, x: ArrayView2<f64>) -> Prediction {
+        let mut proba = Array2::zeros((x.nrows(), self.n_classes));
+        for (c, m) in &self.models {
+            let p: Array1<Pr> = m.predict(&x);
+            for (i, v) in p.iter().enumerate() {
+                proba[[i, *c]] = **v as f64;
+            }
+        }
+        for mut row in proba.rows_mut() {
+            let s: f64 = row.sum();
+            if s > 0.0 {
+                row.mapv_inplace(|v| v / s);
+            }
+        }
+        classified(proba)
+    }
+    fn to_json(&self) -> Result<serde_json::Value> {
+        Ok(serde_json::to_value(self)?)
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct SvmRegressor {
+    model: Svm<f64, f64>,
+}
+
+impl FittedModel for SvmRegressor {
+    fn predict(&self, x: ArrayView2<f64>) -> Prediction {
+        let v: Array1<f64> = self.model.predict(&x);
+        Prediction {
+            values: v.to_vec(),
+            proba: None,
+        }
+    }
+    fn to_json(&self) -> Result<serde_json::Value> {
+        Ok(serde_json::to_value(self)?)
+    }
+}
+
+pub fn fit_svm(cfg: &ModelConfig, data: &TrainSet) -> Result<Box<dyn FittedModel>> {
+    let x = data.x.to_owned();
+    if data.task == Task::Regression {
+        let ds = Dataset::new(x, data.y.to_owned());
+        let model = svm_params::<f64>(cfg)
+            .c_svr(cfg.float("c"), Some(cfg.float("epsilon")))
+            .fit(&ds)
+            .map_err(|e| anyhow!("linfa-svm: {e}"))?;
+        return Ok(Box::new(SvmRegressor { model }));
+    }
+    let labels = data.class_labels();
+    let n = labels.len() as f64;
+    let balanced = cfg.str("class_weight") == "balanced";
+    let c = cfg.float("c");
+    let mut models = Vec::new();
+    for class in 0..data.n_classes {
+        let targets: Array1<bool> = labels.iter().map(|l| *l == class).collect();
+        let pos = targets.iter().filter(|t| **t).count() as f64;
+        if pos == 0.0 {
+            continue;
+        }
+        let (c_pos, c_neg) = if balanced {
+            (c * n / (2.0 * pos), c * n / (2.0 * (n - pos).max(1.0)))
+        } else {
+            (c, c)
+        };
+        let ds = Dataset::new(x.clone(), targets);
+        let model = svm_params::<Pr>(cfg)
+            .pos_neg_weights(c_pos, c_neg)
+            .fit(&ds)
+            .map_err(|e| anyhow!("linfa-svm (class {class} vs rest): {e}"))?;
+        models.push((class, model));
+    }
+    Ok(Box::new(OneVsRestSvm {
+        n_classes: data.n_classes,
+        models,
+    }))
+}
+
+// ---------------------------------------------------------------- Gaussian naive Bayes
+
+#[derive(Serialize, Deserialize)]
+struct NaiveBayesModel {
+    n_classes: usize,
+    model: GaussianNb<f64, usize>,
+}
+
+impl FittedModel for NaiveBayesModel {
+    fn predict(&self, x: ArrayView2<f64>) -> Prediction {
+        // predict_proba returns columns in sorted class order, independent of HashMap order.
+        let (p, classes) = self.model.predict_proba(x);
+        let classes: Vec<usize> = classes.into_iter().copied().collect();
+        classified(widen(p.view(), &classes, self.n_classes))
+    }
+    fn to_json(&self) -> Result<serde_json::Value> {
+        Ok(serde_json::to_value(self)?)
+    }
+}
+
+pub fn fit_naive_bayes(cfg: &ModelConfig, data: &TrainSet) -> Result<Box<dyn FittedModel>> {
+    let ds = Dataset::new(data.x.to_owned(), Array1::from(data.class_labels()));
+    let model = GaussianNb::params()
+        .var_smoothing(cfg.float("var_smoothing"))
+        .fit(&ds)
+        .map_err(|e| anyhow!("linfa-bayes: {e}"))?;
+    Ok(Box::new(NaiveBayesModel {
+        n_classes: data.n_classes,
+        model,
+    }))
+}
+
+// ---------------------------------------------------------------- KNN
+
+#[derive(Serialize, Deserialize)]
+struct Knn {
+    task: Task,
+    n_classes: usize,
+    k: usize,
+    distance_weighted: bool,
+    algorithm: String,
+    x: Array2<f64>,
+    y: Array1<f64>,
+}
+
+impl Knn {
+    fn algorithm(&self) -> CommonNearestNeighbour {
+        match self.algorithm.as_str() {
+            "balltree" => CommonNearestNeighbour::BallTree,
+            "linear" => CommonNearestNeighbour::LinearSearch,
+            _ => CommonNearestNeighbour::KdTree,
+        }
+    }
+}
+
+impl FittedModel for Knn {
+    fn predict(&self, x: ArrayView2<f64>) -> Prediction {
+        let index = self
+            .algorithm()
+            .from_batch(&self.x, L2Dist)
+            .expect("neighbour index over a non-empty training set");
+        let k = self.k.min(self.x.nrows());
+        let n = x.nrows();
+        let mut proba = Array2::zeros((n, self.n_classes.max(1)));
+        let mut values = vec![0.0; n];
+        for (i, row) in x.outer_iter().enumerate() {
+            let mut hits: Vec<(f64, usize)> = index
+                .k_nearest(row, k)
+                .expect("k nearest within a built index")
+                .into_iter()
+                .map(|(p, idx)| {
+                    let d: f64 = p.iter().zip(row.iter()).map(|(a, b)| (a - b).powi(2)).sum();
+                    (d.sqrt(), idx)
+                })
+                .collect();
+            // Order by distance, then by training row, so ties never depend on the index layout.
+            hits.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+            let weight = |d: f64| {
+                if self.distance_weighted {
+                    1.0 / d.max(1e-12)
+                } else {
+                    1.0
+                }
+            };
+            let total: f64 = hits.iter().map(|(d, _)| weight(*d)).sum();
+            match self.task {
+                Task::Classification => {
+                    for (d, idx) in &hits {
+                        proba[[i, self.y[*idx] as usize]] += weight(*d) / total;
+                    }
+                }
+                Task::Regression => {
+                    values[i] = hits
+                        .iter()
+                        .map(|(d, idx)| weight(*d) * self.y[*idx])
+                        .sum::<f64>()
+                        / total;
+                }
+            }
+        }
+        match self.task {
+            Task::Classification => classified(proba),
+            Task::Regression => Prediction {
+                values,
+                proba: None,
+            },
+        }
+    }
+    fn to_json(&self) -> Result<serde_json::Value> {
+        Ok(serde_json::to_value(self)?)
+    }
+}
+
+pub fn fit_knn(cfg: &ModelConfig, data: &TrainSet) -> Result<Box<dyn FittedModel>> {
+    if data.x.nrows() == 0 {
+        bail!("knn needs at least one training row");
+    }
+    Ok(Box::new(Knn {
+        task: data.task,
+        n_classes: data.n_classes,
+        k: cfg.int("k") as usize,
+        distance_weighted: cfg.str("weights") == "distance",
+        algorithm: cfg.str("algorithm").to_string(),
+        x: data.x.to_owned(),
+        y: data.y.to_owned(),
+    }))
+}
+
+// ---------------------------------------------------------------- linear / ridge
+
+#[derive(Serialize, Deserialize)]
+struct Linear {
+    coef: Vec<f64>,
+    intercept: f64,
+}
+
+impl FittedModel for Linear {
+    fn predict(&self, x: ArrayView2<f64>) -> Prediction {
+        let values = x
+            .outer_iter()
+            .map(|r| self.intercept + r.iter().zip(&self.coef).map(|(a, b)| a * b).sum::<f64>())
+            .collect();
+        Prediction {
+            values,
+            proba: None,
+        }
+    }
+    fn to_json(&self) -> Result<serde_json::Value> {
+        Ok(serde_json::to_value(self)?)
+    }
+}
+
+/// Solves the symmetric positive definite system `a x = b` by Cholesky decomposition.
+fn cholesky_solve(mut a: Array2<f64>, b: Array1<f64>) -> Option<Array1<f64>> {
+    let n = a.nrows();
+    for j in 0..n {
+        let mut d = a[[j, j]];
+        for k in 0..j {
+            d -= a[[j, k]] * a[[j, k]];
+        }
+        if d <= 0.0 || !d.is_finite() {
+            return None;
+        }
+        let d = d.sqrt();
+        a[[j, j]] = d;
+        for i in j + 1..n {
+            let mut s = a[[i, j]];
+            for k in 0..j {
+                s -= a[[i, k]] * a[[j, k]];
+            }
+            a[[i, j]] = s / d;
+        }
+    }
+    let mut z = b;
+    for i in 0..n {
+        for k in 0..i {
+            z[i] -= a[[i, k]] * z[k];
+        }
+        z[i] /= a[[i, i]];
+    }
+    for i in (0..n).rev() {
+        for k in i + 1..n {
+            z[i] -= a[[k, i]] * z[k];
+        }
+        z[i] /= a[[i, i]];
+    }
+    Some(z)
+}
+
+pub fn fit_linear(cfg: &ModelConfig, data: &TrainSet) -> Result<Box<dyn FittedModel>> {
+    let alpha = cfg.float("alpha");
+    let intercept = cfg.bool("fit_intercept");
+    let (x, y) = (data.x, data.y);
+    let p = x.ncols();
+    let (x_mean, y_mean) = if intercept {
+        (
+            x.mean_axis(Axis(0)).context("no training rows")?,
+            y.mean().context("no training rows")?,
+        )
+    } else {
+        (Array1::zeros(p), 0.0)
+    };
+    let xc = &x - &x_mean;
+    let yc = &y - y_mean;
+    let mut gram = xc.t().dot(&xc);
+    let rhs = xc.t().dot(&yc);
+    for i in 0..p {
+        gram[[i, i]] += alpha;
+    }
+    // A collinear design with alpha = 0 is singular: add the smallest ridge that makes it solvable.
+    let scale = (0..p).map(|i| gram[[i, i]]).fold(0.0f64, f64::max).max(1.0);
+    let coef = cholesky_solve(gram.clone(), rhs.clone())
+        .or_else(|| {
+            let mut g = gram;
+            for i in 0..p {
+                g[[i, i]] += 1e-10 * scale;
+            }
+            cholesky_solve(g, rhs)
+        })
+        .context("linear regression: the feature matrix is singular")?;
+    let b = y_mean - coef.dot(&x_mean);
+    Ok(Box::new(Linear {
+        coef: coef.to_vec(),
+        intercept: b,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::array;
+
+    #[test]
+    fn ridge_zero_recovers_exact_line() {
+        let x = array![[0.0, 1.0], [1.0, 0.0], [2.0, 3.0], [3.0, 1.0]];
+        let y: Array1<f64> = x.outer_iter().map(|r| 2.0 + 3.0 * r[0] - r[1]).collect();
+        let cfg = ModelConfig {
+            name: "l".into(),
+            kind: "linear".into(),
+            params: [
+                ("alpha".to_string(), super::super::ParamValue::Float(0.0)),
+                (
+                    "fit_intercept".to_string(),
+                    super::super::ParamValue::Bool(true),
+                ),
+            ]
+            .into_iter()
+            .collect(),
+        };
+        let data = TrainSet {
+            x: x.view(),
+            y: y.view(),
+            task: Task::Regression,
+            n_classes: 0,
+        };
+        let m = fit_linear(&cfg, &data).unwrap();
+        let p = m.predict(array![[10.0, 10.0]].view());
+        assert!((p.values[0] - 22.0).abs() < 1e-9, "{}", p.values[0]);
+    }
+}

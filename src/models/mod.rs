@@ -1,0 +1,436 @@
+//! Every model kind behind one trait: hyperparameters are checked against a registry before any
+//! training starts, `fit` turns a checked config into a fitted model, and the fitted model
+//! predicts (labels or values, and class probabilities where it can) and saves itself.
+
+mod classical;
+mod tree;
+
+use anyhow::{bail, Result};
+use ndarray::{Array2, ArrayView1, ArrayView2};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// What a model learns to predict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Task {
+    Classification,
+    Regression,
+}
+
+impl fmt::Display for Task {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Task::Classification => write!(f, "classification"),
+            Task::Regression => write!(f, "regression"),
+        }
+    }
+}
+
+/// A hyperparameter value as written in a sweep file and recorded with a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ParamValue {
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(String),
+}
+
+impl fmt::Display for ParamValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ParamValue::Bool(b) => write!(f, "{b}"),
+            ParamValue::Int(i) => write!(f, "{i}"),
+            ParamValue::Float(x) => write!(f, "{x}"),
+            ParamValue::Str(s) => write!(f, "{s}"),
+        }
+    }
+}
+
+/// The type and allowed range of one hyperparameter.
+#[derive(Debug, Clone, Copy)]
+pub enum ParamType {
+    Int { min: i64, max: i64 },
+    Float { min: f64, max: f64 },
+    Choice(&'static [&'static str]),
+    Bool,
+}
+
+impl fmt::Display for ParamType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ParamType::Int { min, max } => write!(f, "integer in {min}..={max}"),
+            ParamType::Float { min, max } => write!(f, "number in [{min}, {max}]"),
+            ParamType::Choice(c) => write!(f, "one of {}", quoted_list(c)),
+            ParamType::Bool => write!(f, "true or false"),
+        }
+    }
+}
+
+pub fn quoted_list(items: &[&str]) -> String {
+    items
+        .iter()
+        .map(|c| format!("\"{c}\""))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum Default_ {
+    Int(i64),
+    Float(f64),
+    Str(&'static str),
+    Bool(bool),
+}
+
+impl Default_ {
+    fn value(self) -> ParamValue {
+        match self {
+            Default_::Int(i) => ParamValue::Int(i),
+            Default_::Float(x) => ParamValue::Float(x),
+            Default_::Str(s) => ParamValue::Str(s.to_string()),
+            Default_::Bool(b) => ParamValue::Bool(b),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct ParamSpec {
+    pub name: &'static str,
+    pub ty: ParamType,
+    pub default: Default_,
+    pub help: &'static str,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct KindSpec {
+    pub kind: &'static str,
+    pub tasks: &'static [Task],
+    pub backend: &'static str,
+    pub help: &'static str,
+    pub params: &'static [ParamSpec],
+}
+
+const BOTH: &[Task] = &[Task::Classification, Task::Regression];
+const CLF: &[Task] = &[Task::Classification];
+const REG: &[Task] = &[Task::Regression];
+const CLASS_WEIGHT: ParamSpec = ParamSpec {
+    name: "class_weight",
+    ty: ParamType::Choice(&["none", "balanced"]),
+    default: Default_::Str("none"),
+    help: "weight classes inversely to their frequency (classification only)",
+};
+
+/// Every model kind this build knows, with its hyperparameters.
+pub const KINDS: &[KindSpec] = &[
+    KindSpec {
+        kind: "decision_tree",
+        tasks: BOTH,
+        backend: "runner (CART; linfa-trees has no regression trees and breaks ties by HashMap order)",
+        help: "CART decision tree",
+        params: &[
+            ParamSpec { name: "max_depth", ty: ParamType::Int { min: 0, max: 1000 }, default: Default_::Int(10), help: "maximum depth (0 = unlimited)" },
+            ParamSpec { name: "min_samples_split", ty: ParamType::Int { min: 2, max: 1_000_000 }, default: Default_::Int(2), help: "rows a node needs before it may split" },
+            ParamSpec { name: "min_samples_leaf", ty: ParamType::Int { min: 1, max: 1_000_000 }, default: Default_::Int(1), help: "rows each child must keep" },
+            ParamSpec { name: "criterion", ty: ParamType::Choice(&["gini", "entropy"]), default: Default_::Str("gini"), help: "split quality for classification (regression uses squared error)" },
+            ParamSpec { name: "max_features", ty: ParamType::Choice(&["all", "sqrt", "log2", "third"]), default: Default_::Str("all"), help: "features tried at each split" },
+            CLASS_WEIGHT,
+        ],
+    },
+    KindSpec {
+        kind: "random_forest",
+        tasks: BOTH,
+        backend: "runner (bagged CART; linfa-ensemble is classification only and not reproducible)",
+        help: "random forest of CART trees with bootstrap samples and per-split feature sampling",
+        params: &[
+            ParamSpec { name: "n_trees", ty: ParamType::Int { min: 1, max: 5000 }, default: Default_::Int(100), help: "number of trees" },
+            ParamSpec { name: "max_depth", ty: ParamType::Int { min: 0, max: 1000 }, default: Default_::Int(0), help: "maximum depth (0 = unlimited)" },
+            ParamSpec { name: "min_samples_split", ty: ParamType::Int { min: 2, max: 1_000_000 }, default: Default_::Int(2), help: "rows a node needs before it may split" },
+            ParamSpec { name: "min_samples_leaf", ty: ParamType::Int { min: 1, max: 1_000_000 }, default: Default_::Int(1), help: "rows each child must keep" },
+            ParamSpec { name: "criterion", ty: ParamType::Choice(&["gini", "entropy"]), default: Default_::Str("gini"), help: "split quality for classification" },
+            ParamSpec { name: "max_features", ty: ParamType::Choice(&["all", "sqrt", "log2", "third"]), default: Default_::Str("sqrt"), help: "features tried at each split" },
+            ParamSpec { name: "bootstrap", ty: ParamType::Bool, default: Default_::Bool(true), help: "draw each tree's rows with replacement" },
+            ParamSpec { name: "threads", ty: ParamType::Int { min: 0, max: 256 }, default: Default_::Int(0), help: "threads for tree building (0 = the sweep's per-config share)" },
+            CLASS_WEIGHT,
+        ],
+    },
+    KindSpec {
+        kind: "logistic_regression",
+        tasks: CLF,
+        backend: "linfa-logistic",
+        help: "multinomial logistic regression with L2 penalty",
+        params: &[
+            ParamSpec { name: "alpha", ty: ParamType::Float { min: 0.0, max: 1e6 }, default: Default_::Float(1.0), help: "L2 penalty" },
+            ParamSpec { name: "max_iterations", ty: ParamType::Int { min: 1, max: 100_000 }, default: Default_::Int(200), help: "optimiser iterations" },
+            ParamSpec { name: "gradient_tolerance", ty: ParamType::Float { min: 1e-12, max: 1.0 }, default: Default_::Float(1e-4), help: "stop when the gradient norm falls below this" },
+        ],
+    },
+    KindSpec {
+        kind: "svm",
+        tasks: BOTH,
+        backend: "linfa-svm (one-vs-rest with Platt scaling for several classes; epsilon-SVR for regression)",
+        help: "support vector machine",
+        params: &[
+            ParamSpec { name: "kernel", ty: ParamType::Choice(&["rbf", "linear", "poly"]), default: Default_::Str("rbf"), help: "kernel function" },
+            ParamSpec { name: "c", ty: ParamType::Float { min: 1e-6, max: 1e6 }, default: Default_::Float(1.0), help: "regularisation: larger fits the training data harder" },
+            ParamSpec { name: "gamma", ty: ParamType::Float { min: 1e-9, max: 1e6 }, default: Default_::Float(0.1), help: "RBF width: k(x, y) = exp(-gamma |x - y|^2)" },
+            ParamSpec { name: "degree", ty: ParamType::Int { min: 1, max: 10 }, default: Default_::Int(3), help: "polynomial kernel degree" },
+            ParamSpec { name: "coef0", ty: ParamType::Float { min: 0.0, max: 1e6 }, default: Default_::Float(1.0), help: "polynomial kernel constant" },
+            ParamSpec { name: "epsilon", ty: ParamType::Float { min: 0.0, max: 1e6 }, default: Default_::Float(0.1), help: "epsilon-insensitive tube (regression)" },
+            ParamSpec { name: "tolerance", ty: ParamType::Float { min: 1e-12, max: 1.0 }, default: Default_::Float(1e-3), help: "SMO stopping tolerance" },
+            CLASS_WEIGHT,
+        ],
+    },
+    KindSpec {
+        kind: "knn",
+        tasks: BOTH,
+        backend: "linfa-nn (neighbour index) + runner (vote / average)",
+        help: "k nearest neighbours",
+        params: &[
+            ParamSpec { name: "k", ty: ParamType::Int { min: 1, max: 10_000 }, default: Default_::Int(5), help: "neighbours" },
+            ParamSpec { name: "weights", ty: ParamType::Choice(&["uniform", "distance"]), default: Default_::Str("uniform"), help: "vote weighting" },
+            ParamSpec { name: "algorithm", ty: ParamType::Choice(&["kdtree", "balltree", "linear"]), default: Default_::Str("kdtree"), help: "neighbour search structure" },
+        ],
+    },
+    KindSpec {
+        kind: "naive_bayes",
+        tasks: CLF,
+        backend: "linfa-bayes",
+        help: "Gaussian naive Bayes",
+        params: &[ParamSpec { name: "var_smoothing", ty: ParamType::Float { min: 0.0, max: 1.0 }, default: Default_::Float(1e-9), help: "share of the largest variance added to all variances" }],
+    },
+    KindSpec {
+        kind: "linear",
+        tasks: REG,
+        backend: "runner (closed-form ridge, Cholesky)",
+        help: "linear least squares with optional ridge penalty",
+        params: &[
+            ParamSpec { name: "alpha", ty: ParamType::Float { min: 0.0, max: 1e9 }, default: Default_::Float(0.0), help: "ridge (L2) penalty; 0 = ordinary least squares" },
+            ParamSpec { name: "fit_intercept", ty: ParamType::Bool, default: Default_::Bool(true), help: "learn an intercept" },
+        ],
+    },
+];
+
+pub fn kind_spec(kind: &str) -> Option<&'static KindSpec> {
+    KINDS.iter().find(|k| k.kind == kind)
+}
+
+pub fn kind_names() -> Vec<&'static str> {
+    KINDS.iter().map(|k| k.kind).collect()
+}
+
+/// A model config with every hyperparameter resolved (defaults made explicit).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelConfig {
+    pub name: String,
+    pub kind: String,
+    pub params: BTreeMap<String, ParamValue>,
+}
+
+impl ModelConfig {
+    pub fn int(&self, key: &str) -> i64 {
+        match self.params.get(key) {
+            Some(ParamValue::Int(i)) => *i,
+            Some(ParamValue::Float(x)) => *x as i64,
+            other => panic!("model param {key} is {other:?}, validation should have caught it"),
+        }
+    }
+    pub fn float(&self, key: &str) -> f64 {
+        match self.params.get(key) {
+            Some(ParamValue::Float(x)) => *x,
+            Some(ParamValue::Int(i)) => *i as f64,
+            other => panic!("model param {key} is {other:?}, validation should have caught it"),
+        }
+    }
+    pub fn str(&self, key: &str) -> &str {
+        match self.params.get(key) {
+            Some(ParamValue::Str(s)) => s,
+            other => panic!("model param {key} is {other:?}, validation should have caught it"),
+        }
+    }
+    pub fn bool(&self, key: &str) -> bool {
+        match self.params.get(key) {
+            Some(ParamValue::Bool(b)) => *b,
+            other => panic!("model param {key} is {other:?}, validation should have caught it"),
+        }
+    }
+}
+
+/// Checks one value against its spec; returns the value normalised (ints accepted as floats).
+pub fn check_value(
+    spec: &ParamSpec,
+    value: &ParamValue,
+) -> std::result::Result<ParamValue, String> {
+    let bad = || {
+        format!(
+            "`{}` must be {}, got {}",
+            spec.name,
+            spec.ty,
+            value_repr(value)
+        )
+    };
+    match (spec.ty, value) {
+        (ParamType::Int { min, max }, ParamValue::Int(i)) => {
+            if *i < min || *i > max {
+                Err(bad())
+            } else {
+                Ok(value.clone())
+            }
+        }
+        (ParamType::Float { .. }, ParamValue::Int(i)) => {
+            check_value(spec, &ParamValue::Float(*i as f64)).map_err(|_| bad())
+        }
+        (ParamType::Float { min, max }, ParamValue::Float(x)) => {
+            if !x.is_finite() || *x < min || *x > max {
+                Err(bad())
+            } else {
+                Ok(value.clone())
+            }
+        }
+        (ParamType::Choice(choices), ParamValue::Str(s)) => {
+            if choices.contains(&s.as_str()) {
+                Ok(value.clone())
+            } else {
+                Err(bad())
+            }
+        }
+        (ParamType::Bool, ParamValue::Bool(_)) => Ok(value.clone()),
+        _ => Err(bad()),
+    }
+}
+
+fn value_repr(v: &ParamValue) -> String {
+    match v {
+        ParamValue::Str(s) => format!("\"{s}\""),
+        other => other.to_string(),
+    }
+}
+
+/// The training rows a model sees: features (already preprocessed), and targets as class
+/// indexes 0..K-1 (classification) or values (regression).
+pub struct TrainSet<'a> {
+    pub x: ArrayView2<'a, f64>,
+    pub y: ArrayView1<'a, f64>,
+    pub task: Task,
+    pub n_classes: usize,
+}
+
+impl TrainSet<'_> {
+    pub fn class_labels(&self) -> Vec<usize> {
+        self.y.iter().map(|v| *v as usize).collect()
+    }
+
+    /// Per-row weights for `class_weight = "balanced"`: n / (K_present * count(class)).
+    pub fn balanced_weights(&self) -> Vec<f64> {
+        let mut counts = vec![0usize; self.n_classes];
+        for c in self.class_labels() {
+            counts[c] += 1;
+        }
+        let present = counts.iter().filter(|c| **c > 0).count().max(1);
+        let n = self.y.len() as f64;
+        self.class_labels()
+            .iter()
+            .map(|c| n / (present as f64 * counts[*c] as f64))
+            .collect()
+    }
+}
+
+/// What a fitted model returns: one value per row (a class index for classification) and, for
+/// classifiers that can, an n x K matrix of class probabilities.
+pub struct Prediction {
+    pub values: Vec<f64>,
+    pub proba: Option<Array2<f64>>,
+}
+
+/// Per-call settings that are not hyperparameters: the seed and the thread budget.
+pub struct FitContext {
+    pub seed: u64,
+    pub threads: usize,
+}
+
+pub trait FittedModel: Send + Sync {
+    fn predict(&self, x: ArrayView2<f64>) -> Prediction;
+    /// The fitted state, for the run's model artifact.
+    fn to_json(&self) -> Result<serde_json::Value>;
+}
+
+/// Fits a checked model config on a training set.
+pub fn fit(cfg: &ModelConfig, data: &TrainSet, ctx: &FitContext) -> Result<Box<dyn FittedModel>> {
+    let spec = match kind_spec(&cfg.kind) {
+        Some(s) => s,
+        None => bail!("unknown model kind `{}`", cfg.kind),
+    };
+    if !spec.tasks.contains(&data.task) {
+        bail!("model kind `{}` cannot do {}", cfg.kind, data.task);
+    }
+    match cfg.kind.as_str() {
+        "decision_tree" => tree::fit_tree(cfg, data, ctx),
+        "random_forest" => tree::fit_forest(cfg, data, ctx),
+        "logistic_regression" => classical::fit_logistic(cfg, data),
+        "svm" => classical::fit_svm(cfg, data),
+        "knn" => classical::fit_knn(cfg, data),
+        "naive_bayes" => classical::fit_naive_bayes(cfg, data),
+        "linear" => classical::fit_linear(cfg, data),
+        other => bail!("model kind `{other}` has no trainer in this build"),
+    }
+}
+
+/// Index of the largest value; ties go to the lowest index so predictions never depend on
+/// iteration order.
+pub fn argmax(row: impl IntoIterator<Item = f64>) -> usize {
+    let mut best = 0;
+    let mut best_v = f64::NEG_INFINITY;
+    for (i, v) in row.into_iter().enumerate() {
+        if v > best_v {
+            best_v = v;
+            best = i;
+        }
+    }
+    best
+}
+
+pub fn labels_from_proba(proba: &Array2<f64>) -> Vec<f64> {
+    proba
+        .rows()
+        .into_iter()
+        .map(|r| argmax(r.iter().copied()) as f64)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_default_passes_its_own_check() {
+        for k in KINDS {
+            for p in k.params {
+                assert!(
+                    check_value(p, &p.default.value()).is_ok(),
+                    "{}.{}",
+                    k.kind,
+                    p.name
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn out_of_range_names_the_key_and_range() {
+        let spec = kind_spec("random_forest").unwrap();
+        let p = spec.params.iter().find(|p| p.name == "n_trees").unwrap();
+        let err = check_value(p, &ParamValue::Int(0)).unwrap_err();
+        assert!(err.contains("n_trees") && err.contains("1..=5000"), "{err}");
+    }
+
+    #[test]
+    fn argmax_breaks_ties_to_lowest_index() {
+        assert_eq!(argmax([0.2, 0.4, 0.4]), 1);
+    }
+}
+
+pub fn default_value(p: &ParamSpec) -> ParamValue {
+    p.default.value()
+}

@@ -1,0 +1,543 @@
+//! CART decision trees and random forests, written here rather than taken from linfa-trees:
+//! linfa has no regression trees, and it breaks majority-vote ties by HashMap order, which makes
+//! results differ from one process to the next. Every choice below (feature order, tie-breaks,
+//! bootstrap draws) is a pure function of the seed, so `replay --check` holds bit for bit.
+
+use super::{argmax, FitContext, FittedModel, ModelConfig, Prediction, Task, TrainSet};
+use crate::rng::SplitMix64;
+use anyhow::Result;
+use ndarray::{Array2, ArrayView1, ArrayView2};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+enum Criterion {
+    Gini,
+    Entropy,
+    SquaredError,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct TreeParams {
+    max_depth: usize,
+    min_samples_split: usize,
+    min_samples_leaf: usize,
+    criterion: Criterion,
+    max_features: usize,
+    n_classes: usize,
+}
+
+impl TreeParams {
+    fn from_config(cfg: &ModelConfig, data: &TrainSet) -> Self {
+        let p = data.x.ncols();
+        let max_features = match cfg.str("max_features") {
+            "sqrt" => (p as f64).sqrt().round() as usize,
+            "log2" => (p as f64).log2().round() as usize,
+            "third" => p / 3,
+            _ => p,
+        }
+        .clamp(1, p.max(1));
+        let criterion = match (data.task, cfg.str("criterion")) {
+            (Task::Regression, _) => Criterion::SquaredError,
+            (_, "entropy") => Criterion::Entropy,
+            _ => Criterion::Gini,
+        };
+        let depth = cfg.int("max_depth") as usize;
+        TreeParams {
+            max_depth: if depth == 0 { usize::MAX } else { depth },
+            min_samples_split: cfg.int("min_samples_split") as usize,
+            min_samples_leaf: cfg.int("min_samples_leaf") as usize,
+            criterion,
+            max_features,
+            n_classes: data.n_classes,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+enum Node {
+    /// Class probabilities (classification) or a single mean (regression).
+    Leaf(Vec<f64>),
+    Split {
+        feature: usize,
+        threshold: f64,
+        left: usize,
+        right: usize,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Tree {
+    nodes: Vec<Node>,
+}
+
+impl Tree {
+    fn leaf(&self, row: ArrayView1<f64>) -> &[f64] {
+        let mut i = 0;
+        loop {
+            match &self.nodes[i] {
+                Node::Leaf(v) => return v,
+                Node::Split {
+                    feature,
+                    threshold,
+                    left,
+                    right,
+                } => {
+                    i = if row[*feature] <= *threshold {
+                        *left
+                    } else {
+                        *right
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Impurity of a node times its weight (so children's values add up).
+fn weighted_impurity(criterion: Criterion, counts: &[f64], total: f64, sum_sq: f64) -> f64 {
+    if total <= 0.0 {
+        return 0.0;
+    }
+    match criterion {
+        Criterion::Gini => total - sum_sq / total,
+        Criterion::Entropy => {
+            let mut h = 0.0;
+            for c in counts {
+                if *c > 0.0 {
+                    let p = c / total;
+                    h -= p * p.ln();
+                }
+            }
+            total * h
+        }
+        Criterion::SquaredError => unreachable!(),
+    }
+}
+
+struct Builder<'a> {
+    x: ArrayView2<'a, f64>,
+    y: &'a [f64],
+    w: &'a [f64],
+    params: TreeParams,
+    nodes: Vec<Node>,
+}
+
+impl Builder<'_> {
+    fn leaf_value(&self, rows: &[usize]) -> Vec<f64> {
+        if self.params.criterion == Criterion::SquaredError {
+            let (mut sw, mut swy) = (0.0, 0.0);
+            for &r in rows {
+                sw += self.w[r];
+                swy += self.w[r] * self.y[r];
+            }
+            vec![if sw > 0.0 { swy / sw } else { 0.0 }]
+        } else {
+            let mut counts = vec![0.0; self.params.n_classes];
+            for &r in rows {
+                counts[self.y[r] as usize] += self.w[r];
+            }
+            let total: f64 = counts.iter().sum();
+            if total > 0.0 {
+                counts.iter_mut().for_each(|c| *c /= total);
+            }
+            counts
+        }
+    }
+
+    /// Best split of `rows` over `features`: (feature, threshold, gain). Strict improvement keeps
+    /// the first best found, so ties go to the earlier feature and the lower threshold.
+    fn best_split(&self, rows: &[usize], features: &[usize]) -> Option<(usize, f64)> {
+        let p = &self.params;
+        let n = rows.len();
+        let mut order: Vec<usize> = rows.to_vec();
+        let mut best: Option<(usize, f64)> = None;
+        let mut best_score = f64::INFINITY;
+        let k = p.n_classes;
+        // Parent statistics.
+        let mut parent_counts = vec![0.0; k.max(1)];
+        let (mut tw, mut twy, mut twyy) = (0.0, 0.0, 0.0);
+        for &r in rows {
+            let (w, y) = (self.w[r], self.y[r]);
+            tw += w;
+            if p.criterion == Criterion::SquaredError {
+                twy += w * y;
+                twyy += w * y * y;
+            } else {
+                parent_counts[y as usize] += w;
+            }
+        }
+        let parent_score = if p.criterion == Criterion::SquaredError {
+            twyy - twy * twy / tw
+        } else {
+            let sq: f64 = parent_counts.iter().map(|c| c * c).sum();
+            weighted_impurity(p.criterion, &parent_counts, tw, sq)
+        };
+        let mut left = vec![0.0; k.max(1)];
+        for &f in features {
+            order.sort_by(|a, b| self.x[[*a, f]].total_cmp(&self.x[[*b, f]]).then(a.cmp(b)));
+            left.iter_mut().for_each(|c| *c = 0.0);
+            let (mut lw, mut lwy, mut lwyy, mut lsq) = (0.0, 0.0, 0.0, 0.0);
+            let mut rsq: f64 = parent_counts.iter().map(|c| c * c).sum();
+            for i in 0..n - 1 {
+                let r = order[i];
+                let (w, y) = (self.w[r], self.y[r]);
+                lw += w;
+                if p.criterion == Criterion::SquaredError {
+                    lwy += w * y;
+                    lwyy += w * y * y;
+                } else {
+                    let c = y as usize;
+                    let right_c = parent_counts[c] - left[c];
+                    lsq += (left[c] + w).powi(2) - left[c].powi(2);
+                    rsq += (right_c - w).powi(2) - right_c.powi(2);
+                    left[c] += w;
+                }
+                let (v, v_next) = (self.x[[r, f]], self.x[[order[i + 1], f]]);
+                if v_next <= v || i + 1 < p.min_samples_leaf || n - i - 1 < p.min_samples_leaf {
+                    continue;
+                }
+                let rw = tw - lw;
+                let score = match p.criterion {
+                    Criterion::SquaredError => {
+                        let (rwy, rwyy) = (twy - lwy, twyy - lwyy);
+                        (lwyy - lwy * lwy / lw) + (rwyy - rwy * rwy / rw)
+                    }
+                    Criterion::Gini => (lw - lsq / lw) + (rw - rsq / rw),
+                    Criterion::Entropy => {
+                        let right: Vec<f64> = parent_counts
+                            .iter()
+                            .zip(&left)
+                            .map(|(t, l)| t - l)
+                            .collect();
+                        weighted_impurity(p.criterion, &left, lw, lsq)
+                            + weighted_impurity(p.criterion, &right, rw, rsq)
+                    }
+                };
+                if score < best_score {
+                    best_score = score;
+                    let mut threshold = v + (v_next - v) / 2.0;
+                    if threshold >= v_next {
+                        threshold = v;
+                    }
+                    best = Some((f, threshold));
+                }
+            }
+        }
+        // A split must reduce impurity by more than rounding noise.
+        if best_score < parent_score - 1e-12 * parent_score.abs().max(1.0) {
+            best
+        } else {
+            None
+        }
+    }
+
+    fn build(mut self, rows: Vec<usize>, rng: &mut SplitMix64) -> Tree {
+        let p_total = self.x.ncols();
+        let mut all_features: Vec<usize> = (0..p_total).collect();
+        // (node index, rows, depth); node placeholders are filled in as they are built.
+        self.nodes.push(Node::Leaf(Vec::new()));
+        let mut stack = vec![(0usize, rows, 0usize)];
+        while let Some((id, rows, depth)) = stack.pop() {
+            let value = self.leaf_value(&rows);
+            let pure = self.params.criterion != Criterion::SquaredError
+                && value.iter().filter(|v| **v > 0.0).count() <= 1;
+            if depth >= self.params.max_depth
+                || rows.len() < self.params.min_samples_split
+                || rows.len() < 2 * self.params.min_samples_leaf
+                || pure
+            {
+                self.nodes[id] = Node::Leaf(value);
+                continue;
+            }
+            let features: &[usize] = if self.params.max_features < p_total {
+                // Partial Fisher-Yates: the first max_features entries are a uniform sample.
+                for i in 0..self.params.max_features {
+                    let j = i + rng.below(p_total - i);
+                    all_features.swap(i, j);
+                }
+                &all_features[..self.params.max_features]
+            } else {
+                &all_features[..]
+            };
+            let features = features.to_vec();
+            match self.best_split(&rows, &features) {
+                None => self.nodes[id] = Node::Leaf(value),
+                Some((feature, threshold)) => {
+                    let (l, r): (Vec<usize>, Vec<usize>) = rows
+                        .iter()
+                        .partition(|&&row| self.x[[row, feature]] <= threshold);
+                    let left = self.nodes.len();
+                    self.nodes.push(Node::Leaf(Vec::new()));
+                    let right = self.nodes.len();
+                    self.nodes.push(Node::Leaf(Vec::new()));
+                    self.nodes[id] = Node::Split {
+                        feature,
+                        threshold,
+                        left,
+                        right,
+                    };
+                    stack.push((right, r, depth + 1));
+                    stack.push((left, l, depth + 1));
+                }
+            }
+        }
+        Tree { nodes: self.nodes }
+    }
+}
+
+fn row_weights(cfg: &ModelConfig, data: &TrainSet) -> Vec<f64> {
+    if data.task == Task::Classification && cfg.str("class_weight") == "balanced" {
+        data.balanced_weights()
+    } else {
+        vec![1.0; data.y.len()]
+    }
+}
+
+fn grow<'a>(
+    x: ArrayView2<'a, f64>,
+    y: &'a [f64],
+    w: &'a [f64],
+    params: TreeParams,
+    rows: Vec<usize>,
+    rng: &mut SplitMix64,
+) -> Tree {
+    Builder {
+        x,
+        y,
+        w,
+        params,
+        nodes: Vec::new(),
+    }
+    .build(rows, rng)
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct TreeEnsemble {
+    task: Task,
+    n_classes: usize,
+    trees: Vec<Tree>,
+}
+
+impl FittedModel for TreeEnsemble {
+    fn predict(&self, x: ArrayView2<f64>) -> Prediction {
+        let n = x.nrows();
+        match self.task {
+            Task::Regression => {
+                let values = (0..n)
+                    .map(|i| {
+                        let s: f64 = self.trees.iter().map(|t| t.leaf(x.row(i))[0]).sum();
+                        s / self.trees.len() as f64
+                    })
+                    .collect();
+                Prediction {
+                    values,
+                    proba: None,
+                }
+            }
+            Task::Classification => {
+                let mut proba = Array2::zeros((n, self.n_classes));
+                for i in 0..n {
+                    for t in &self.trees {
+                        for (k, v) in t.leaf(x.row(i)).iter().enumerate() {
+                            proba[[i, k]] += v;
+                        }
+                    }
+                }
+                proba.mapv_inplace(|v| v / self.trees.len() as f64);
+                let values = (0..n)
+                    .map(|i| argmax(proba.row(i).iter().copied()) as f64)
+                    .collect();
+                Prediction {
+                    values,
+                    proba: Some(proba),
+                }
+            }
+        }
+    }
+
+    fn to_json(&self) -> Result<serde_json::Value> {
+        Ok(serde_json::to_value(self)?)
+    }
+}
+
+pub fn fit_tree(
+    cfg: &ModelConfig,
+    data: &TrainSet,
+    ctx: &FitContext,
+) -> Result<Box<dyn FittedModel>> {
+    let params = TreeParams::from_config(cfg, data);
+    let y: Vec<f64> = data.y.to_vec();
+    let w = row_weights(cfg, data);
+    let mut rng = SplitMix64::derive(ctx.seed, 0);
+    let tree = grow(
+        data.x.view(),
+        &y,
+        &w,
+        params,
+        (0..y.len()).collect(),
+        &mut rng,
+    );
+    Ok(Box::new(TreeEnsemble {
+        task: data.task,
+        n_classes: data.n_classes,
+        trees: vec![tree],
+    }))
+}
+
+pub fn fit_forest(
+    cfg: &ModelConfig,
+    data: &TrainSet,
+    ctx: &FitContext,
+) -> Result<Box<dyn FittedModel>> {
+    let params = TreeParams::from_config(cfg, data);
+    let y: Vec<f64> = data.y.to_vec();
+    let w = row_weights(cfg, data);
+    let n_trees = cfg.int("n_trees") as usize;
+    let bootstrap = cfg.bool("bootstrap");
+    let threads = match cfg.int("threads") {
+        0 => ctx.threads.max(1),
+        t => t as usize,
+    }
+    .min(n_trees);
+    let n = y.len();
+    // Tree i draws only from its own stream, so the forest is the same at any thread count.
+    let build_one = |i: usize| {
+        let mut rng = SplitMix64::derive(ctx.seed, i as u64 + 1);
+        let rows: Vec<usize> = if bootstrap {
+            (0..n).map(|_| rng.below(n)).collect()
+        } else {
+            (0..n).collect()
+        };
+        grow(data.x.view(), &y, &w, params, rows, &mut rng)
+    };
+    let mut trees: Vec<Option<Tree>> = (0..n_trees).map(|_| None).collect();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let build_one = &build_one;
+                s.spawn(move || {
+                    (t..n_trees)
+                        .step_by(threads)
+                        .map(|i| (i, build_one(i)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        for h in handles {
+            for (i, tree) in h.join().expect("tree builder thread panicked") {
+                trees[i] = Some(tree);
+            }
+        }
+    });
+    Ok(Box::new(TreeEnsemble {
+        task: data.task,
+        n_classes: data.n_classes,
+        trees: trees
+            .into_iter()
+            .map(|t| t.expect("every tree built"))
+            .collect(),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::{ParamValue, KINDS};
+    use ndarray::{array, Array1};
+    use std::collections::BTreeMap;
+
+    fn cfg(kind: &str, overrides: &[(&str, ParamValue)]) -> ModelConfig {
+        let spec = KINDS.iter().find(|k| k.kind == kind).unwrap();
+        let mut params: BTreeMap<String, ParamValue> = spec
+            .params
+            .iter()
+            .map(|p| (p.name.to_string(), crate::models::default_value(p)))
+            .collect();
+        for (k, v) in overrides {
+            params.insert(k.to_string(), v.clone());
+        }
+        ModelConfig {
+            name: kind.into(),
+            kind: kind.into(),
+            params,
+        }
+    }
+
+    #[test]
+    fn tree_separates_a_threshold_exactly() {
+        let x = array![[1.0], [2.0], [3.0], [10.0], [11.0], [12.0]];
+        let y: Array1<f64> = array![0.0, 0.0, 0.0, 1.0, 1.0, 1.0];
+        let data = TrainSet {
+            x: x.view(),
+            y: y.view(),
+            task: Task::Classification,
+            n_classes: 2,
+        };
+        let m = fit_tree(
+            &cfg("decision_tree", &[]),
+            &data,
+            &FitContext {
+                seed: 1,
+                threads: 1,
+            },
+        )
+        .unwrap();
+        let p = m.predict(array![[0.0], [6.4], [6.6], [20.0]].view());
+        assert_eq!(p.values, vec![0.0, 0.0, 1.0, 1.0]);
+    }
+
+    #[test]
+    fn regression_tree_fits_steps() {
+        let x = array![[0.0], [1.0], [2.0], [3.0]];
+        let y: Array1<f64> = array![5.0, 5.0, 9.0, 9.0];
+        let data = TrainSet {
+            x: x.view(),
+            y: y.view(),
+            task: Task::Regression,
+            n_classes: 0,
+        };
+        let m = fit_tree(
+            &cfg("decision_tree", &[]),
+            &data,
+            &FitContext {
+                seed: 1,
+                threads: 1,
+            },
+        )
+        .unwrap();
+        assert_eq!(m.predict(x.view()).values, vec![5.0, 5.0, 9.0, 9.0]);
+    }
+
+    #[test]
+    fn forest_is_identical_at_any_thread_count() {
+        let n = 200;
+        let x = Array2::from_shape_fn((n, 4), |(i, j)| ((i * 7 + j * 13) % 17) as f64);
+        let y: Array1<f64> = (0..n).map(|i| ((i * 7) % 17 > 8) as u8 as f64).collect();
+        let data = TrainSet {
+            x: x.view(),
+            y: y.view(),
+            task: Task::Classification,
+            n_classes: 2,
+        };
+        let c = cfg("random_forest", &[("n_trees", ParamValue::Int(20))]);
+        let a = fit_forest(
+            &c,
+            &data,
+            &FitContext {
+                seed: 9,
+                threads: 1,
+            },
+        )
+        .unwrap();
+        let b = fit_forest(
+            &c,
+            &data,
+            &FitContext {
+                seed: 9,
+                threads: 3,
+            },
+        )
+        .unwrap();
+        assert_eq!(a.to_json().unwrap(), b.to_json().unwrap());
+    }
+}

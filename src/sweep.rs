@@ -1,0 +1,960 @@
+//! `runner sweep`: validate everything, build the ETL version, then train every model config
+//! with cross-validation, logging one MLflow run per config.
+
+use crate::config::{self, ConfigError, LoadedConfig};
+use crate::data::{self, InputRef, Table};
+use crate::etl::{self, LabelMapping, Preprocessor};
+use crate::eval::{self, Fold, Scores};
+use crate::models::{self, FitContext, ModelConfig, Task, TrainSet};
+use crate::track::mlflow::MlflowStore;
+use crate::track::{now_ms, DatasetInput, Metric, RunSpec, RunStatus, Sink};
+use anyhow::{Context, Result};
+use ndarray::{Array1, Array2};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+pub const RUNNER_VERSION: &str = env!("CARGO_PKG_VERSION");
+pub const GIT_COMMIT: &str = env!("RUNNER_GIT_COMMIT");
+pub const LIB_VERSIONS: &str = env!("RUNNER_LIB_VERSIONS");
+
+/// The data side of a sweep, ready to train on: everything checked, nothing written yet.
+pub struct Prepared {
+    pub loaded: LoadedConfig,
+    pub input: InputRef,
+    pub etl_df: polars::prelude::DataFrame,
+    pub table: Table,
+    pub task: Task,
+    pub task_reason: String,
+    pub y: Vec<f64>,
+    pub labels: Option<LabelMapping>,
+    pub etl_key: String,
+    pub etl_record: serde_json::Value,
+    pub primary_metric: String,
+}
+
+pub fn primary_metric(loaded: &LoadedConfig, task: Task) -> Result<String> {
+    let default = match task {
+        Task::Classification => "accuracy",
+        Task::Regression => "mae",
+    };
+    let m = loaded
+        .config
+        .primary_metric
+        .clone()
+        .unwrap_or_else(|| default.to_string());
+    let valid = match task {
+        Task::Classification => config::CLASSIFICATION_METRICS,
+        Task::Regression => config::REGRESSION_METRICS,
+    };
+    if !valid.contains(&m.as_str()) {
+        let src = std::fs::read_to_string(&loaded.path).unwrap_or_default();
+        let pos = config::locate(&src, None, None, "primary_metric");
+        return Err(ConfigError {
+            file: loaded.path.display().to_string(),
+            line: pos.map(|p| p.0),
+            col: pos.map(|p| p.1),
+            key: Some("primary_metric".into()),
+            message: format!(
+                "\"{m}\" is not a {task} metric; valid: {}",
+                models::quoted_list(valid)
+            ),
+        }
+        .into());
+    }
+    Ok(m)
+}
+
+/// Loads the data and runs the stateless ETL for a checked config, from a given input.
+pub fn build_etl(
+    loaded: &LoadedConfig,
+    input: &InputRef,
+) -> Result<(polars::prelude::DataFrame, Table)> {
+    let file = loaded.path.display().to_string();
+    let df = data::read_source(&input.uri)?;
+    let c = &loaded.config;
+    let out = data::apply_stateless(df, &c.etl, &c.data.target, &file)?;
+    if out.height() == 0 {
+        anyhow::bail!("{file}: the ETL leaves no rows (check etl.filter)");
+    }
+    let table = data::to_table(&out, &c.data.target)?;
+    if table.features.is_empty() {
+        anyhow::bail!("{file}: the ETL leaves no feature columns besides the target");
+    }
+    etl::check_missing(&table, &c.etl, &file)?;
+    Ok((out, table))
+}
+
+/// The ETL version's identity: the same spec on the same input content reuses its number.
+pub fn etl_identity(loaded: &LoadedConfig, input: &InputRef) -> (String, serde_json::Value) {
+    let c = &loaded.config;
+    let spec = json!({"source": c.data.source, "target": c.data.target, "etl": c.etl});
+    let key = data::sha256_hex(format!("{}\n{}", spec, input.sha256).as_bytes());
+    (key, spec)
+}
+
+pub fn prepare(loaded: LoadedConfig) -> Result<Prepared> {
+    let input = data::input_ref(&loaded)?;
+    let (etl_df, table) = build_etl(&loaded, &input)?;
+    let (task, task_reason) = etl::infer_task(loaded.config.task, &table.target);
+    let (y, labels) = etl::encode_target(task, &table.target).with_context(|| {
+        format!(
+            "{}: target \"{}\"",
+            loaded.path.display(),
+            loaded.config.data.target
+        )
+    })?;
+    let primary_metric = primary_metric(&loaded, task)?;
+    let (etl_key, spec) = etl_identity(&loaded, &input);
+    let schema = data::schema_of(&etl_df);
+    let etl_record = json!({
+        "spec": spec,
+        "spec_toml": toml::to_string(&json_to_toml_etl(&loaded)).unwrap_or_default(),
+        "input": input,
+        "schema": schema,
+        "n_rows": table.n_rows,
+        "n_cols": etl_df.width(),
+        "target_distribution": etl::target_distribution(task, &y, labels.as_ref()),
+        "fingerprint": data::fingerprint(&table),
+        "runner_version": RUNNER_VERSION,
+    });
+    Ok(Prepared {
+        loaded,
+        input,
+        etl_df,
+        table,
+        task,
+        task_reason,
+        y,
+        labels,
+        etl_key,
+        etl_record,
+        primary_metric,
+    })
+}
+
+fn json_to_toml_etl(loaded: &LoadedConfig) -> toml::Table {
+    let mut t = toml::Table::new();
+    t.insert(
+        "data".into(),
+        toml::Value::try_from(&loaded.config.data).expect("serialisable"),
+    );
+    t.insert(
+        "etl".into(),
+        toml::Value::try_from(&loaded.config.etl).expect("serialisable"),
+    );
+    t
+}
+
+/// How one config is trained and scored; recorded with the run so it can be replayed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainPlan {
+    pub model: ModelConfig,
+    pub seed: u64,
+    pub threads: usize,
+    pub folds: usize,
+    pub repeats: usize,
+    pub stratified: bool,
+    pub holdout: f64,
+    /// Smoke runs train on at most this many rows.
+    pub max_rows: Option<usize>,
+}
+
+pub struct Splits {
+    pub cv_rows: Vec<usize>,
+    pub holdout_rows: Vec<usize>,
+    pub folds: Vec<Fold>,
+}
+
+pub fn make_splits(task: Task, y: &[f64], plan: &TrainPlan) -> Splits {
+    let (mut cv_rows, holdout_rows) = eval::holdout_split(task, y, plan.holdout, plan.seed);
+    if let Some(max) = plan.max_rows {
+        if cv_rows.len() > max {
+            let sub: Vec<f64> = cv_rows.iter().map(|r| y[*r]).collect();
+            let share = 1.0 - max as f64 / cv_rows.len() as f64;
+            let (keep, _) = eval::holdout_split(task, &sub, share, plan.seed ^ 0x5A0C);
+            cv_rows = keep.into_iter().map(|i| cv_rows[i]).collect();
+        }
+    }
+    let folds = eval::k_fold(
+        task,
+        y,
+        &cv_rows,
+        plan.folds,
+        plan.repeats,
+        plan.stratified,
+        plan.seed,
+    );
+    Splits {
+        cv_rows,
+        holdout_rows,
+        folds,
+    }
+}
+
+pub fn folds_digest(folds: &[Fold]) -> String {
+    data::sha256_hex(
+        serde_json::to_string(folds)
+            .expect("folds serialise")
+            .as_bytes(),
+    )
+}
+
+/// The outcome of training one config.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunResult {
+    pub version: String,
+    pub run_uuid: String,
+    pub name: String,
+    pub kind: String,
+    pub status: String,
+    pub error: Option<String>,
+    /// Mean and standard deviation over folds.
+    pub metrics: BTreeMap<String, (f64, f64)>,
+    /// Every fold's value of every metric, in fold order.
+    pub fold_metrics: BTreeMap<String, Vec<f64>>,
+    pub holdout: BTreeMap<String, f64>,
+    pub per_class: Vec<eval::ClassStats>,
+    pub confusion: Vec<Vec<usize>>,
+    pub fit_seconds: f64,
+}
+
+/// Reports progress lines: a bar on a terminal, plain lines otherwise.
+pub struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    quiet: bool,
+}
+
+impl Progress {
+    pub fn new(total: u64, quiet: bool) -> Progress {
+        use std::io::IsTerminal;
+        let bar = if !quiet && std::io::stderr().is_terminal() {
+            let b = indicatif::ProgressBar::new(total);
+            b.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{elapsed_precise} [{bar:30}] {pos}/{len} fits  {msg}",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
+            );
+            Some(b)
+        } else {
+            None
+        };
+        Progress { bar, quiet }
+    }
+    pub fn tick(&self, msg: &str) {
+        if let Some(b) = &self.bar {
+            b.inc(1);
+            b.set_message(msg.to_string());
+        }
+    }
+    pub fn line(&self, msg: &str) {
+        match &self.bar {
+            Some(b) => b.println(msg),
+            None if !self.quiet => eprintln!("{msg}"),
+            None => {}
+        }
+    }
+    pub fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}
+
+fn class_labels(prep: &Prepared) -> Vec<String> {
+    prep.labels
+        .as_ref()
+        .map(|l| l.classes.clone())
+        .unwrap_or_default()
+}
+
+fn score(prep: &Prepared, y: &[f64], pred: &models::Prediction) -> Scores {
+    match prep.task {
+        Task::Classification => {
+            eval::classification_scores(y, &pred.values, pred.proba.as_ref(), &class_labels(prep))
+        }
+        Task::Regression => eval::regression_scores(y, &pred.values),
+    }
+}
+
+pub struct Fitted {
+    pub preprocessor: Preprocessor,
+    pub model: Box<dyn models::FittedModel>,
+}
+
+/// Fits preprocessing and model on `rows`.
+pub fn fit_on(prep: &Prepared, plan: &TrainPlan, rows: &[usize], seed: u64) -> Result<Fitted> {
+    let preprocessor = Preprocessor::fit(&prep.table, rows, &prep.loaded.config.etl);
+    let x = preprocessor.transform(&prep.table, rows);
+    let y: Array1<f64> = rows.iter().map(|r| prep.y[*r]).collect();
+    let data = TrainSet {
+        x: x.view(),
+        y: y.view(),
+        task: prep.task,
+        n_classes: prep.labels.as_ref().map(|l| l.classes.len()).unwrap_or(0),
+    };
+    let model = models::fit(
+        &plan.model,
+        &data,
+        &FitContext {
+            seed,
+            threads: plan.threads,
+        },
+    )?;
+    Ok(Fitted {
+        preprocessor,
+        model,
+    })
+}
+
+pub fn predict_rows(prep: &Prepared, fitted: &Fitted, rows: &[usize]) -> models::Prediction {
+    let x: Array2<f64> = fitted.preprocessor.transform(&prep.table, rows);
+    fitted.model.predict(x.view())
+}
+
+/// Seed for the model of fold `i` (and `u64::MAX` for the refit): distinct per fold, fixed by
+/// the run's seed.
+pub fn fold_seed(seed: u64, i: u64) -> u64 {
+    crate::rng::SplitMix64::derive(seed, 0xF17 ^ i).next_u64()
+}
+
+/// Trains one config: CV folds, then a refit on all training rows (the run's model), then the
+/// hold-out score. Metrics go to `sink` as they are produced.
+pub fn train_config(
+    prep: &Prepared,
+    plan: &TrainPlan,
+    splits: &Splits,
+    run_uuid: &str,
+    sink: &dyn Sink,
+    progress: &Progress,
+) -> Result<(RunResult, Vec<(String, Vec<u8>)>)> {
+    let started = std::time::Instant::now();
+    let mut fold_metrics: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    let k = prep.labels.as_ref().map(|l| l.classes.len()).unwrap_or(0);
+    let mut pooled = vec![vec![0usize; k]; k];
+    for (i, fold) in splits.folds.iter().enumerate() {
+        let fitted = fit_on(prep, plan, &fold.train, fold_seed(plan.seed, i as u64))
+            .with_context(|| format!("fold {} of {}", i + 1, splits.folds.len()))?;
+        let pred = predict_rows(prep, &fitted, &fold.test);
+        let y: Vec<f64> = fold.test.iter().map(|r| prep.y[*r]).collect();
+        let s = score(prep, &y, &pred);
+        let ts = now_ms();
+        let mut batch = Vec::new();
+        for (m, v) in &s.metrics {
+            fold_metrics.entry(m.clone()).or_default().push(*v);
+            batch.push(Metric {
+                key: format!("fold/{m}"),
+                value: *v,
+                step: i as i64,
+                timestamp_ms: ts,
+            });
+        }
+        sink.log_metrics(run_uuid, &batch)?;
+        for (t, row) in s.confusion.iter().enumerate() {
+            for (p, c) in row.iter().enumerate() {
+                pooled[t][p] += c;
+            }
+        }
+        progress.tick(&format!("{} fold {}", plan.model.name, i + 1));
+    }
+    // Per-class figures come from the out-of-fold predictions pooled over all folds.
+    let per_class = if prep.task == Task::Classification {
+        per_class_from_confusion(&pooled, &class_labels(prep))
+    } else {
+        Vec::new()
+    };
+    let mut metrics = BTreeMap::new();
+    let ts = now_ms();
+    let mut batch = Vec::new();
+    for (m, values) in &fold_metrics {
+        let (mean, std) = eval::mean_std(values);
+        metrics.insert(m.clone(), (mean, std));
+        batch.push(Metric {
+            key: m.clone(),
+            value: mean,
+            step: 0,
+            timestamp_ms: ts,
+        });
+        batch.push(Metric {
+            key: format!("{m}_std"),
+            value: std,
+            step: 0,
+            timestamp_ms: ts,
+        });
+    }
+    for c in &per_class {
+        for (name, v) in [
+            ("precision", c.precision),
+            ("recall", c.recall),
+            ("f1", c.f1),
+            ("support", c.support as f64),
+        ] {
+            batch.push(Metric {
+                key: format!("class_{}/{name}", sanitize(&c.label)),
+                value: v,
+                step: 0,
+                timestamp_ms: ts,
+            });
+        }
+    }
+    // The run's model: refitted on every training row.
+    let cv_seconds = started.elapsed().as_secs_f64();
+    let refit_start = std::time::Instant::now();
+    let fitted = fit_on(prep, plan, &splits.cv_rows, fold_seed(plan.seed, u64::MAX))
+        .context("refit on all training rows")?;
+    let refit_seconds = refit_start.elapsed().as_secs_f64();
+    progress.tick(&format!("{} refit", plan.model.name));
+    let mut holdout = BTreeMap::new();
+    if !splits.holdout_rows.is_empty() {
+        let pred = predict_rows(prep, &fitted, &splits.holdout_rows);
+        let y: Vec<f64> = splits.holdout_rows.iter().map(|r| prep.y[*r]).collect();
+        for (m, v) in score(prep, &y, &pred).metrics {
+            batch.push(Metric {
+                key: format!("holdout/{m}"),
+                value: v,
+                step: 0,
+                timestamp_ms: ts,
+            });
+            holdout.insert(m, v);
+        }
+    }
+    batch.push(Metric {
+        key: "cv_seconds".into(),
+        value: cv_seconds,
+        step: 0,
+        timestamp_ms: ts,
+    });
+    batch.push(Metric {
+        key: "refit_seconds".into(),
+        value: refit_seconds,
+        step: 0,
+        timestamp_ms: ts,
+    });
+    sink.log_metrics(run_uuid, &batch)?;
+
+    let artifacts = vec![(
+        "model".to_string(),
+        serde_json::to_vec(&json!({
+            "format": "runner-model/1",
+            "task": prep.task,
+            "model": plan.model,
+            "labels": prep.labels,
+            "feature_names": fitted.preprocessor.output_names,
+            "preprocessor": fitted.preprocessor,
+            "fitted": fitted.model.to_json()?,
+        }))?,
+    )];
+    let result = RunResult {
+        version: String::new(),
+        run_uuid: run_uuid.to_string(),
+        name: plan.model.name.clone(),
+        kind: plan.model.kind.clone(),
+        status: "FINISHED".into(),
+        error: None,
+        metrics,
+        fold_metrics,
+        holdout,
+        per_class,
+        confusion: pooled,
+        fit_seconds: started.elapsed().as_secs_f64(),
+    };
+    Ok((result, artifacts))
+}
+
+pub fn sanitize(label: &str) -> String {
+    label
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "_-. ".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+fn per_class_from_confusion(confusion: &[Vec<usize>], labels: &[String]) -> Vec<eval::ClassStats> {
+    let mut y = Vec::new();
+    let mut p = Vec::new();
+    for (t, row) in confusion.iter().enumerate() {
+        for (q, c) in row.iter().enumerate() {
+            for _ in 0..*c {
+                y.push(t as f64);
+                p.push(q as f64);
+            }
+        }
+    }
+    eval::classification_scores(&y, &p, None, labels).per_class
+}
+
+/// What the user asked of `runner sweep`.
+#[derive(Debug, Clone, Default)]
+pub struct SweepOptions {
+    pub sets: Vec<String>,
+    pub only: Vec<String>,
+    pub jobs: Option<usize>,
+    pub smoke: bool,
+    pub json: bool,
+    pub tracking_uri: Option<String>,
+    pub version: Option<i64>,
+}
+
+pub fn tracking_path(cli: Option<&str>, loaded: Option<&LoadedConfig>) -> Result<PathBuf> {
+    let uri = cli
+        .map(str::to_string)
+        .or_else(|| {
+            std::env::var("MLFLOW_TRACKING_URI")
+                .ok()
+                .filter(|s| !s.is_empty())
+        })
+        .or_else(|| loaded.and_then(|l| l.config.tracking.uri.clone()))
+        .unwrap_or_else(|| "sqlite:///mlflow.db".to_string());
+    crate::track::mlflow::path_from_uri(&uri)
+}
+
+pub fn user() -> String {
+    std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+pub fn cores() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+/// The plans of a sweep: one per model config, with the thread share of each.
+pub fn plans(prep: &Prepared, configs: &[ModelConfig], jobs: usize, smoke: bool) -> Vec<TrainPlan> {
+    let cv = &prep.loaded.config.cv;
+    let threads = (cores() / jobs.max(1)).max(1);
+    configs
+        .iter()
+        .map(|m| {
+            let mut model = m.clone();
+            if smoke {
+                shrink_for_smoke(&mut model);
+            }
+            TrainPlan {
+                model,
+                seed: prep.loaded.config.seed,
+                threads,
+                folds: if smoke { 2 } else { cv.folds },
+                repeats: if smoke { 1 } else { cv.repeats },
+                stratified: cv.stratified,
+                holdout: if smoke { 0.0 } else { cv.holdout },
+                max_rows: if smoke { Some(400) } else { None },
+            }
+        })
+        .collect()
+}
+
+fn shrink_for_smoke(m: &mut ModelConfig) {
+    for (key, cap) in [("n_trees", 10i64), ("max_iterations", 50)] {
+        if let Some(models::ParamValue::Int(v)) = m.params.get_mut(key) {
+            *v = (*v).min(cap);
+        }
+    }
+}
+
+/// Builds the run record that makes a run replayable from the store alone.
+pub fn run_record(
+    prep: &Prepared,
+    plan: &TrainPlan,
+    etl_version: i64,
+    splits: &Splits,
+) -> serde_json::Value {
+    json!({
+        "runner_version": RUNNER_VERSION,
+        "git_commit": GIT_COMMIT,
+        "libraries": LIB_VERSIONS,
+        "experiment": prep.loaded.config.experiment,
+        "config_file": prep.loaded.path.display().to_string(),
+        "config": prep.loaded.config,
+        "plan": plan,
+        "task": prep.task,
+        "task_reason": prep.task_reason,
+        "labels": prep.labels,
+        "etl_version": format!("v{etl_version}"),
+        "folds_sha256": folds_digest(&splits.folds),
+        "primary_metric": prep.primary_metric,
+    })
+}
+
+fn mlflow_type(polars_dtype: &str) -> &'static str {
+    match polars_dtype {
+        "f64" | "f32" => "double",
+        "i64" | "u64" | "u32" => "long",
+        "i32" | "i16" | "i8" | "u16" | "u8" => "integer",
+        "bool" => "boolean",
+        _ => "string",
+    }
+}
+
+/// Everything a sweep did, for printing.
+#[derive(Debug, Serialize)]
+pub struct SweepReport {
+    pub experiment: String,
+    pub store: String,
+    pub etl_version: String,
+    pub etl_reused: bool,
+    pub task: Task,
+    pub task_reason: String,
+    pub primary_metric: String,
+    pub higher_is_better: bool,
+    pub runs: Vec<RunResult>,
+    pub wall_seconds: f64,
+}
+
+/// Runs a sweep whose configs are already expanded and checked.
+pub fn run_sweep(
+    prep: &Prepared,
+    configs: Vec<ModelConfig>,
+    opts: &SweepOptions,
+    progress_quiet: bool,
+) -> Result<SweepReport> {
+    let started = std::time::Instant::now();
+    let jobs = opts
+        .jobs
+        .unwrap_or_else(cores)
+        .clamp(1, configs.len().max(1));
+    let plans = plans(prep, &configs, jobs, opts.smoke);
+    let store_path = tracking_path(opts.tracking_uri.as_deref(), Some(&prep.loaded))?;
+    let store = MlflowStore::open(&store_path)?;
+    let (etl_version, etl_new) = store.etl_version(&prep.etl_key, &prep.etl_record)?;
+    let (exp_id, artifact_location) = store.experiment(&prep.loaded.config.experiment)?;
+
+    let dataset = DatasetInput {
+        name: format!("{}-v{etl_version}", prep.loaded.config.experiment),
+        digest: prep.etl_record["fingerprint"]
+            .as_str()
+            .unwrap_or("")
+            .chars()
+            .take(36)
+            .collect(),
+        source_uri: prep.input.uri.clone(),
+        schema: data::schema_of(&prep.etl_df)
+            .iter()
+            .map(|(n, t)| (n.clone(), mlflow_type(t).to_string()))
+            .collect(),
+        num_rows: prep.table.n_rows,
+        num_cols: prep.etl_df.width(),
+    };
+    let all_splits: Vec<Splits> = plans
+        .iter()
+        .map(|p| make_splits(prep.task, &prep.y, p))
+        .collect();
+    let mut specs: Vec<(RunSpec, String, serde_json::Value)> = plans
+        .iter()
+        .zip(&all_splits)
+        .map(|(plan, splits)| {
+            let record = run_record(prep, plan, etl_version, splits);
+            let spec = RunSpec {
+                run_uuid: uuid::Uuid::new_v4().simple().to_string(),
+                name: plan.model.name.clone(),
+                experiment: prep.loaded.config.experiment.clone(),
+                user: user(),
+                start_ms: now_ms(),
+                git_commit: GIT_COMMIT.to_string(),
+                params: run_params(prep, plan, etl_version),
+                tags: run_tags(prep, plan, etl_version, opts.smoke),
+                dataset: Some(dataset.clone()),
+            };
+            (spec, plan.model.kind.clone(), record)
+        })
+        .collect();
+    let versions = store.create_runs(
+        exp_id,
+        &artifact_location,
+        etl_version,
+        &mut specs,
+        opts.version,
+    )?;
+
+    let folds_total: usize = all_splits.iter().map(|s| s.folds.len() + 1).sum();
+    let progress = Progress::new(folds_total as u64, progress_quiet);
+    progress.line(&format!(
+        "{} configs, {} {} rows x {} features (ETL v{etl_version}{}), task {} ({}), {jobs} parallel job(s), store {}",
+        plans.len(),
+        prep.table.n_rows,
+        prep.loaded.config.data.source,
+        prep.table.features.len(),
+        if etl_new { ", new" } else { "" },
+        prep.task,
+        prep.task_reason,
+        store_path.display()
+    ));
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<RunResult>>> = Mutex::new(vec![None; plans.len()]);
+    std::thread::scope(|s| {
+        for _ in 0..jobs {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                if i >= plans.len() {
+                    break;
+                }
+                let (spec, _, record) = &specs[i];
+                let r = run_one(
+                    prep,
+                    &plans[i],
+                    &all_splits[i],
+                    spec,
+                    record,
+                    versions[i],
+                    &store,
+                    &progress,
+                );
+                results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(r);
+            });
+        }
+    });
+    progress.finish();
+    let runs: Vec<RunResult> = results
+        .into_inner()
+        .unwrap_or_else(|e| e.into_inner())
+        .into_iter()
+        .map(|r| r.expect("every config ran"))
+        .collect();
+    Ok(SweepReport {
+        experiment: prep.loaded.config.experiment.clone(),
+        store: store_path.display().to_string(),
+        etl_version: format!("v{etl_version}"),
+        etl_reused: !etl_new,
+        task: prep.task,
+        task_reason: prep.task_reason.clone(),
+        primary_metric: prep.primary_metric.clone(),
+        higher_is_better: config::higher_is_better(&prep.primary_metric),
+        runs,
+        wall_seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Trains one run and records how it ended. A failure marks the run FAILED with its error and
+/// never stops the other configs.
+#[allow(clippy::too_many_arguments)]
+pub fn run_one(
+    prep: &Prepared,
+    plan: &TrainPlan,
+    splits: &Splits,
+    spec: &RunSpec,
+    record: &serde_json::Value,
+    version: i64,
+    store: &MlflowStore,
+    progress: &Progress,
+) -> RunResult {
+    let tv = format!("t{version}");
+    let outcome = (|| -> Result<RunResult> {
+        store.set_status(&spec.run_uuid, RunStatus::Running, None)?;
+        let (mut result, artifacts) =
+            train_config(prep, plan, splits, &spec.run_uuid, store, progress)?;
+        result.version = tv.clone();
+        for (name, bytes) in artifacts {
+            store.log_artifact(&spec.run_uuid, &format!("{name}_{tv}.json"), &bytes)?;
+        }
+        write_report_artifacts(prep, plan, record, &result, store)?;
+        store.set_summary(&spec.run_uuid, &serde_json::to_value(&result)?)?;
+        store.set_status(&spec.run_uuid, RunStatus::Finished, Some(now_ms()))?;
+        Ok(result)
+    })();
+    match outcome {
+        Ok(r) => {
+            let m = r
+                .metrics
+                .get(&prep.primary_metric)
+                .map(|(m, s)| format!("{m:.4} ± {s:.4}"))
+                .unwrap_or_default();
+            progress.line(&format!(
+                "{tv} {:<40} {} {m}  ({:.1}s)",
+                r.name, prep.primary_metric, r.fit_seconds
+            ));
+            r
+        }
+        Err(e) => {
+            let msg = format!("{e:#}");
+            let _ = store.set_tags(
+                &spec.run_uuid,
+                &[
+                    ("runner.error".into(), msg.clone()),
+                    ("mlflow.note.content".into(), format!("failed: {msg}")),
+                ],
+            );
+            let _ = store.set_status(&spec.run_uuid, RunStatus::Failed, Some(now_ms()));
+            progress.line(&format!("{tv} {} FAILED: {msg}", plan.model.name));
+            RunResult {
+                version: tv,
+                run_uuid: spec.run_uuid.clone(),
+                name: plan.model.name.clone(),
+                kind: plan.model.kind.clone(),
+                status: "FAILED".into(),
+                error: Some(msg),
+                metrics: BTreeMap::new(),
+                fold_metrics: BTreeMap::new(),
+                holdout: BTreeMap::new(),
+                per_class: Vec::new(),
+                confusion: Vec::new(),
+                fit_seconds: 0.0,
+            }
+        }
+    }
+}
+
+fn write_report_artifacts(
+    prep: &Prepared,
+    plan: &TrainPlan,
+    record: &serde_json::Value,
+    r: &RunResult,
+    sink: &dyn Sink,
+) -> Result<()> {
+    sink.log_artifact(
+        &r.run_uuid,
+        "config.json",
+        &serde_json::to_vec_pretty(&json!({
+            "config": prep.loaded.config,
+            "model": plan.model,
+            "plan": plan,
+            "record": record,
+        }))?,
+    )?;
+    let mut metrics_doc = json!({"mean_std": r.metrics, "folds": r.fold_metrics});
+    if !r.holdout.is_empty() {
+        metrics_doc["holdout"] = serde_json::to_value(&r.holdout)?;
+    }
+    sink.log_artifact(
+        &r.run_uuid,
+        "metrics.json",
+        &serde_json::to_vec_pretty(&metrics_doc)?,
+    )?;
+    if prep.task == Task::Classification {
+        let labels = class_labels(prep);
+        let mut csv = String::from("true\\predicted");
+        for l in &labels {
+            csv.push_str(&format!(",{l}"));
+        }
+        csv.push('\n');
+        for (l, row) in labels.iter().zip(&r.confusion) {
+            csv.push_str(l);
+            for c in row {
+                csv.push_str(&format!(",{c}"));
+            }
+            csv.push('\n');
+        }
+        sink.log_artifact(&r.run_uuid, "confusion_matrix.csv", csv.as_bytes())?;
+        sink.log_artifact(
+            &r.run_uuid,
+            "confusion_matrix.json",
+            &serde_json::to_vec_pretty(&json!({"labels": labels, "matrix": r.confusion}))?,
+        )?;
+        let mut md =
+            String::from("| class | precision | recall | f1 | support |\n|---|---|---|---|---|\n");
+        for c in &r.per_class {
+            md.push_str(&format!(
+                "| {} | {:.4} | {:.4} | {:.4} | {} |\n",
+                c.label, c.precision, c.recall, c.f1, c.support
+            ));
+        }
+        sink.log_artifact(&r.run_uuid, "per_class_report.md", md.as_bytes())?;
+        sink.log_artifact(
+            &r.run_uuid,
+            "per_class_report.json",
+            &serde_json::to_vec_pretty(&r.per_class)?,
+        )?;
+    }
+    Ok(())
+}
+
+fn run_params(prep: &Prepared, plan: &TrainPlan, etl_version: i64) -> Vec<(String, String)> {
+    let c = &prep.loaded.config;
+    let mut p: Vec<(String, String)> = plan
+        .model
+        .params
+        .iter()
+        .map(|(k, v)| (k.clone(), v.to_string()))
+        .collect();
+    p.extend([
+        ("model.kind".into(), plan.model.kind.clone()),
+        ("model.name".into(), plan.model.name.clone()),
+        ("seed".into(), plan.seed.to_string()),
+        ("threads".into(), plan.threads.to_string()),
+        ("task".into(), prep.task.to_string()),
+        ("cv.folds".into(), plan.folds.to_string()),
+        ("cv.repeats".into(), plan.repeats.to_string()),
+        ("cv.stratified".into(), plan.stratified.to_string()),
+        ("cv.holdout".into(), plan.holdout.to_string()),
+        ("etl_version".into(), format!("v{etl_version}")),
+        ("data.source".into(), c.data.source.clone()),
+        ("data.target".into(), c.data.target.clone()),
+        (
+            "etl.impute".into(),
+            format!("{:?}", c.etl.impute).to_lowercase(),
+        ),
+        (
+            "etl.encode".into(),
+            format!("{:?}", c.etl.encode).to_lowercase(),
+        ),
+        (
+            "etl.scale".into(),
+            format!("{:?}", c.etl.scale).to_lowercase(),
+        ),
+    ]);
+    if let Some(l) = &prep.labels {
+        p.push((
+            "label_mapping".into(),
+            l.classes
+                .iter()
+                .enumerate()
+                .map(|(i, c)| format!("{i}={c}"))
+                .collect::<Vec<_>>()
+                .join(","),
+        ));
+    }
+    p
+}
+
+fn run_tags(
+    prep: &Prepared,
+    plan: &TrainPlan,
+    etl_version: i64,
+    smoke: bool,
+) -> Vec<(String, String)> {
+    let mut t = vec![
+        ("mlflow.user".to_string(), user()),
+        (
+            "mlflow.source.name".into(),
+            format!("runner sweep {}", prep.loaded.path.display()),
+        ),
+        ("mlflow.source.type".into(), "LOCAL".into()),
+        ("mlflow.source.git.commit".into(), GIT_COMMIT.to_string()),
+        (
+            "mlflow.note.content".into(),
+            format!(
+                "{} ({}) on ETL v{etl_version}; {} by {}",
+                plan.model.name, plan.model.kind, prep.task, prep.primary_metric
+            ),
+        ),
+        ("runner.etl_version".into(), format!("v{etl_version}")),
+        ("runner.runner_version".into(), RUNNER_VERSION.to_string()),
+        ("runner.model_kind".into(), plan.model.kind.clone()),
+        ("runner.libraries".into(), LIB_VERSIONS.to_string()),
+    ];
+    if smoke {
+        t.push(("runner.smoke".into(), "true".into()));
+    }
+    t
+}
+
+pub fn check_version_arg(v: &str) -> std::result::Result<i64, String> {
+    v.strip_prefix('t')
+        .and_then(|n| n.parse::<i64>().ok())
+        .filter(|n| *n >= 1)
+        .ok_or_else(|| format!("\"{v}\" is not a training version; write it as t1, t2, ..."))
+}
+
+pub fn config_dir(p: &Path) -> PathBuf {
+    p.parent().map(Path::to_path_buf).unwrap_or_default()
+}

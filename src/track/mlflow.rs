@@ -1,0 +1,663 @@
+//! An MLflow tracking store in SQLite, written with plain SQL: what the real MLflow (3.17.2, schema
+//! revision dc11669786a5) reads with no warning. A new store gets MLflow's complete schema in one
+//! transaction; an existing store that MLflow made is written into through the core tables only,
+//! naming no column that older MLflow versions lack. Runner's own registry (ETL versions v1..,
+//! training runs t1..) lives in two `runner_` tables of the same file, so a version number and its
+//! MLflow run are created in one transaction.
+
+use super::{DatasetInput, Metric, RunSpec, RunStatus, Sink};
+use anyhow::{anyhow, bail, Context, Result};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+const MLFLOW_SCHEMA: &str = include_str!("mlflow_schema.sql");
+pub const SCHEMA_REVISION: &str = "dc11669786a5";
+
+const RUNNER_TABLES: &str = "
+CREATE TABLE IF NOT EXISTS runner_etl_versions (
+    version INTEGER PRIMARY KEY,
+    key TEXT NOT NULL UNIQUE,
+    record_json TEXT NOT NULL,
+    created_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS runner_training_runs (
+    version INTEGER PRIMARY KEY,
+    run_uuid TEXT NOT NULL,
+    experiment_id INTEGER NOT NULL,
+    etl_version INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    status TEXT NOT NULL,
+    record_json TEXT NOT NULL,
+    summary_json TEXT,
+    created_ms INTEGER NOT NULL
+);
+";
+
+/// Resolves `sqlite:///rel/path.db` (relative to the working directory) or
+/// `sqlite:////abs/path.db`, as MLflow does.
+pub fn path_from_uri(uri: &str) -> Result<PathBuf> {
+    let rest = uri
+        .strip_prefix("sqlite:///")
+        .ok_or_else(|| anyhow!("tracking URI \"{uri}\" is not supported; use sqlite:///relative/path.db or sqlite:////absolute/path.db"))?;
+    if rest.is_empty() {
+        bail!("tracking URI \"{uri}\" names no file");
+    }
+    Ok(PathBuf::from(rest))
+}
+
+pub struct MlflowStore {
+    conn: Mutex<Connection>,
+    pub path: PathBuf,
+    root: PathBuf,
+}
+
+/// A row of runner's training-run registry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainingRunRow {
+    pub version: i64,
+    pub run_uuid: String,
+    pub etl_version: i64,
+    pub name: String,
+    pub kind: String,
+    pub status: String,
+    pub record: serde_json::Value,
+    pub summary: Option<serde_json::Value>,
+    pub created_ms: i64,
+}
+
+fn open_conn(path: &Path) -> Result<Connection> {
+    let conn = Connection::open(path)
+        .with_context(|| format!("cannot open tracking store {}", path.display()))?;
+    conn.busy_timeout(std::time::Duration::from_secs(20))?;
+    conn.execute_batch("PRAGMA foreign_keys = ON;")?;
+    Ok(conn)
+}
+
+impl MlflowStore {
+    /// Opens the store, creating it (MLflow's full schema plus runner's tables) if missing.
+    pub fn open(path: &Path) -> Result<MlflowStore> {
+        if let Some(parent) = path.parent() {
+            if !parent.as_os_str().is_empty() {
+                std::fs::create_dir_all(parent)
+                    .with_context(|| format!("cannot create folder {}", parent.display()))?;
+            }
+        }
+        let fresh = !path.exists()
+            || std::fs::metadata(path)
+                .map(|m| m.len() == 0)
+                .unwrap_or(true);
+        let mut conn = open_conn(path)?;
+        let root = std::fs::canonicalize(
+            path.parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new(".")),
+        )?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let has_mlflow: bool = tx.query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type='table' AND name='alembic_version'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )? > 0;
+        if !has_mlflow {
+            if !fresh {
+                let tables: i64 = tx.query_row(
+                    "SELECT count(*) FROM sqlite_master WHERE type='table'",
+                    [],
+                    |r| r.get(0),
+                )?;
+                if tables > 0 {
+                    bail!("{} is an SQLite file but not an MLflow tracking store (no alembic_version table); refusing to write into it", path.display());
+                }
+            }
+            tx.execute_batch(MLFLOW_SCHEMA)
+                .context("loading MLflow's schema")?;
+            let now = super::now_ms();
+            let loc = root.join("mlruns").join("0");
+            tx.execute(
+                "INSERT INTO experiments (experiment_id, name, artifact_location, lifecycle_stage, creation_time, last_update_time) VALUES (0, 'Default', ?1, 'active', ?2, ?2)",
+                params![loc.display().to_string(), now],
+            )?;
+        }
+        tx.execute_batch(RUNNER_TABLES)?;
+        tx.commit()?;
+        Ok(MlflowStore {
+            conn: Mutex::new(conn),
+            path: path.to_path_buf(),
+            root,
+        })
+    }
+
+    /// Opens an existing store for reading; a missing file is an error, not a new store.
+    pub fn open_existing(path: &Path) -> Result<MlflowStore> {
+        if !path.is_file() {
+            bail!(
+                "tracking store {} does not exist; run `runner sweep` first or pass --tracking-uri",
+                path.display()
+            );
+        }
+        Self::open(path)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn schema_revision(&self) -> Result<String> {
+        Ok(self
+            .lock()
+            .query_row("SELECT version_num FROM alembic_version", [], |r| r.get(0))?)
+    }
+
+    /// Finds or creates the experiment; returns (id, artifact location).
+    pub fn experiment(&self, name: &str) -> Result<(i64, String)> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let found: Option<(i64, Option<String>, String)> = tx
+            .query_row(
+                "SELECT experiment_id, artifact_location, lifecycle_stage FROM experiments WHERE name = ?1",
+                [name],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        let out = match found {
+            Some((_, _, stage)) if stage != "active" => {
+                bail!("experiment \"{name}\" is deleted in the store; restore it in MLflow or choose another name")
+            }
+            Some((id, loc, _)) => (
+                id,
+                loc.unwrap_or_else(|| {
+                    self.root
+                        .join("mlruns")
+                        .join(id.to_string())
+                        .display()
+                        .to_string()
+                }),
+            ),
+            None => {
+                let now = super::now_ms();
+                tx.execute(
+                    "INSERT INTO experiments (name, artifact_location, lifecycle_stage, creation_time, last_update_time) VALUES (?1, '', 'active', ?2, ?2)",
+                    params![name, now],
+                )?;
+                let id = tx.last_insert_rowid();
+                let loc = self
+                    .root
+                    .join("mlruns")
+                    .join(id.to_string())
+                    .display()
+                    .to_string();
+                tx.execute(
+                    "UPDATE experiments SET artifact_location = ?1 WHERE experiment_id = ?2",
+                    params![loc, id],
+                )?;
+                (id, loc)
+            }
+        };
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// Returns the ETL version recorded under `key`, or allocates the next number for it.
+    /// Runs in one IMMEDIATE transaction, so two processes never get the same number.
+    pub fn etl_version(&self, key: &str, record: &serde_json::Value) -> Result<(i64, bool)> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        if let Some(v) = tx
+            .query_row(
+                "SELECT version FROM runner_etl_versions WHERE key = ?1",
+                [key],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()?
+        {
+            tx.commit()?;
+            return Ok((v, false));
+        }
+        let next: i64 = tx.query_row(
+            "SELECT coalesce(max(version), 0) + 1 FROM runner_etl_versions",
+            [],
+            |r| r.get(0),
+        )?;
+        tx.execute(
+            "INSERT INTO runner_etl_versions (version, key, record_json, created_ms) VALUES (?1, ?2, ?3, ?4)",
+            params![next, key, record.to_string(), super::now_ms()],
+        )?;
+        tx.commit()?;
+        Ok((next, true))
+    }
+
+    pub fn etl_record(&self, version: i64) -> Result<Option<serde_json::Value>> {
+        let conn = self.lock();
+        let rec: Option<String> = conn
+            .query_row(
+                "SELECT record_json FROM runner_etl_versions WHERE version = ?1",
+                [version],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(rec.map(|s| serde_json::from_str(&s)).transpose()?)
+    }
+
+    pub fn etl_versions(&self) -> Result<Vec<(i64, serde_json::Value)>> {
+        let conn = self.lock();
+        let mut st =
+            conn.prepare("SELECT version, record_json FROM runner_etl_versions ORDER BY version")?;
+        let rows = st.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (v, s) = row?;
+            out.push((v, serde_json::from_str(&s)?));
+        }
+        Ok(out)
+    }
+
+    /// Allocates training versions for `runs` and creates their MLflow runs (status SCHEDULED,
+    /// params, tags, dataset input) in one transaction: all of them or none. With `start`, the
+    /// numbers start there and every one must be free.
+    pub fn create_runs(
+        &self,
+        experiment_id: i64,
+        artifact_location: &str,
+        etl_version: i64,
+        runs: &mut [(RunSpec, String, serde_json::Value)],
+        start: Option<i64>,
+    ) -> Result<Vec<i64>> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let first: i64 = match start {
+            Some(s) => s,
+            None => tx.query_row(
+                "SELECT coalesce(max(version), 0) + 1 FROM runner_training_runs",
+                [],
+                |r| r.get(0),
+            )?,
+        };
+        let mut versions = Vec::new();
+        for (i, (spec, kind, record)) in runs.iter_mut().enumerate() {
+            let v = first + i as i64;
+            let taken: bool = tx.query_row(
+                "SELECT count(*) FROM runner_training_runs WHERE version = ?1",
+                [v],
+                |r| r.get::<_, i64>(0),
+            )? > 0;
+            if taken {
+                bail!("training version t{v} is already taken in {}; pick a free number or leave --version out", self.path.display());
+            }
+            let tag_version = format!("t{v}");
+            spec.name = format!("{tag_version}-{}", spec.name);
+            spec.tags
+                .push(("runner.training_version".into(), tag_version.clone()));
+            spec.tags.push(("mlflow.runName".into(), spec.name.clone()));
+            record["training_version"] = serde_json::Value::from(tag_version);
+            let artifact_uri = format!(
+                "{}/{}/artifacts",
+                artifact_location.trim_end_matches('/'),
+                spec.run_uuid
+            );
+            tx.execute(
+                "INSERT INTO runs (run_uuid, name, source_type, source_name, entry_point_name, user_id, status, start_time, end_time, source_version, lifecycle_stage, artifact_uri, experiment_id)
+                 VALUES (?1, ?2, 'UNKNOWN', '', '', ?3, 'SCHEDULED', ?4, NULL, ?5, 'active', ?6, ?7)",
+                params![spec.run_uuid, spec.name, spec.user, spec.start_ms, spec.git_commit, artifact_uri, experiment_id],
+            )?;
+            for (k, val) in &spec.tags {
+                tx.execute(
+                    "INSERT OR REPLACE INTO tags (key, value, run_uuid) VALUES (?1, ?2, ?3)",
+                    params![k, val, spec.run_uuid],
+                )?;
+            }
+            for (k, val) in &spec.params {
+                let val: String = val.chars().take(6000).collect();
+                tx.execute(
+                    "INSERT OR REPLACE INTO params (key, value, run_uuid) VALUES (?1, ?2, ?3)",
+                    params![k, val, spec.run_uuid],
+                )?;
+            }
+            if let Some(ds) = &spec.dataset {
+                insert_dataset_input(&tx, experiment_id, &spec.run_uuid, ds)?;
+            }
+            tx.execute(
+                "INSERT INTO runner_training_runs (version, run_uuid, experiment_id, etl_version, name, kind, status, record_json, summary_json, created_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'SCHEDULED', ?7, NULL, ?8)",
+                params![v, spec.run_uuid, experiment_id, etl_version, spec.name, kind.as_str(), record.to_string(), spec.start_ms],
+            )?;
+            versions.push(v);
+        }
+        tx.commit()?;
+        Ok(versions)
+    }
+
+    /// Records the final summary of a training run in the registry.
+    pub fn set_summary(&self, run_uuid: &str, summary: &serde_json::Value) -> Result<()> {
+        self.lock().execute(
+            "UPDATE runner_training_runs SET summary_json = ?1 WHERE run_uuid = ?2",
+            params![summary.to_string(), run_uuid],
+        )?;
+        Ok(())
+    }
+
+    pub fn training_runs(&self) -> Result<Vec<TrainingRunRow>> {
+        self.query_runs("ORDER BY version", [])
+    }
+
+    pub fn training_run(&self, version: i64) -> Result<Option<TrainingRunRow>> {
+        Ok(self
+            .query_runs("WHERE version = ?1", [version])?
+            .into_iter()
+            .next())
+    }
+
+    fn query_runs<P: rusqlite::Params>(&self, tail: &str, p: P) -> Result<Vec<TrainingRunRow>> {
+        let conn = self.lock();
+        let mut st = conn.prepare(&format!(
+            "SELECT version, run_uuid, etl_version, name, kind, status, record_json, summary_json, created_ms FROM runner_training_runs {tail}"
+        ))?;
+        let rows = st.query_map(p, |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, String>(5)?,
+                r.get::<_, String>(6)?,
+                r.get::<_, Option<String>>(7)?,
+                r.get::<_, i64>(8)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (version, run_uuid, etl_version, name, kind, status, rec, sum, created_ms) = row?;
+            out.push(TrainingRunRow {
+                version,
+                run_uuid,
+                etl_version,
+                name,
+                kind,
+                status,
+                record: serde_json::from_str(&rec)?,
+                summary: sum.map(|s| serde_json::from_str(&s)).transpose()?,
+                created_ms,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The artifact folder of a run, from its `artifact_uri`.
+    pub fn artifact_dir(&self, run_uuid: &str) -> Result<PathBuf> {
+        let uri: String = self
+            .lock()
+            .query_row(
+                "SELECT artifact_uri FROM runs WHERE run_uuid = ?1",
+                [run_uuid],
+                |r| r.get(0),
+            )
+            .with_context(|| format!("run {run_uuid} is not in the store"))?;
+        Ok(PathBuf::from(uri.strip_prefix("file://").unwrap_or(&uri)))
+    }
+
+    /// The latest value of every metric of a run (what the MLflow UI shows).
+    pub fn latest_metrics(&self, run_uuid: &str) -> Result<Vec<(String, f64)>> {
+        let conn = self.lock();
+        let mut st = conn.prepare(
+            "SELECT key, value, is_nan FROM latest_metrics WHERE run_uuid = ?1 ORDER BY key",
+        )?;
+        let rows = st.query_map([run_uuid], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, f64>(1)?,
+                r.get::<_, bool>(2)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (k, v, nan) = row?;
+            out.push((k, if nan { f64::NAN } else { v }));
+        }
+        Ok(out)
+    }
+
+    /// Full history of one metric: (step, value).
+    pub fn metric_history(&self, run_uuid: &str, key: &str) -> Result<Vec<(i64, f64)>> {
+        let conn = self.lock();
+        let mut st = conn.prepare("SELECT step, value, is_nan FROM metrics WHERE run_uuid = ?1 AND key = ?2 ORDER BY step, timestamp")?;
+        let rows = st.query_map(params![run_uuid, key], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, f64>(1)?,
+                r.get::<_, bool>(2)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (s, v, nan) = row?;
+            out.push((s, if nan { f64::NAN } else { v }));
+        }
+        Ok(out)
+    }
+
+    pub fn params(&self, run_uuid: &str) -> Result<Vec<(String, String)>> {
+        let conn = self.lock();
+        let mut st =
+            conn.prepare("SELECT key, value FROM params WHERE run_uuid = ?1 ORDER BY key")?;
+        let rows = st.query_map([run_uuid], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    pub fn tags(&self, run_uuid: &str) -> Result<Vec<(String, String)>> {
+        let conn = self.lock();
+        let mut st =
+            conn.prepare("SELECT key, value FROM tags WHERE run_uuid = ?1 ORDER BY key")?;
+        let rows = st.query_map([run_uuid], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+}
+
+fn insert_dataset_input(
+    tx: &rusqlite::Transaction,
+    experiment_id: i64,
+    run_uuid: &str,
+    ds: &DatasetInput,
+) -> Result<()> {
+    let digest: String = ds.digest.chars().take(36).collect();
+    let existing: Option<String> = tx
+        .query_row(
+            "SELECT dataset_uuid FROM datasets WHERE experiment_id = ?1 AND name = ?2 AND digest = ?3",
+            params![experiment_id, ds.name, digest],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let dataset_uuid = match existing {
+        Some(u) => u,
+        None => {
+            let u = uuid::Uuid::new_v4().simple().to_string();
+            let colspec: Vec<serde_json::Value> = ds
+                .schema
+                .iter()
+                .map(|(n, t)| serde_json::json!({"type": t, "name": n, "required": true}))
+                .collect();
+            let schema = serde_json::json!({"mlflow_colspec": colspec});
+            let profile = serde_json::json!({"num_rows": ds.num_rows, "num_elements": ds.num_rows * ds.num_cols});
+            let source = serde_json::json!({"uri": ds.source_uri});
+            tx.execute(
+                "INSERT INTO datasets (dataset_uuid, experiment_id, name, digest, dataset_source_type, dataset_source, dataset_schema, dataset_profile)
+                 VALUES (?1, ?2, ?3, ?4, 'local', ?5, ?6, ?7)",
+                params![u, experiment_id, ds.name, digest, source.to_string(), schema.to_string(), profile.to_string()],
+            )?;
+            u
+        }
+    };
+    let input_uuid = uuid::Uuid::new_v4().simple().to_string();
+    tx.execute(
+        "INSERT OR IGNORE INTO inputs (input_uuid, source_type, source_id, destination_type, destination_id) VALUES (?1, 'DATASET', ?2, 'RUN', ?3)",
+        params![input_uuid, dataset_uuid, run_uuid],
+    )?;
+    tx.execute(
+        "INSERT OR IGNORE INTO input_tags (input_uuid, name, value) VALUES (?1, 'mlflow.data.context', 'training')",
+        params![input_uuid],
+    )?;
+    Ok(())
+}
+
+/// MLflow stores NaN as 0 with is_nan = 1 and clamps infinities to +-f64::MAX.
+fn mlflow_value(v: f64) -> (f64, bool) {
+    if v.is_nan() {
+        (0.0, true)
+    } else if v.is_infinite() {
+        (if v > 0.0 { f64::MAX } else { f64::MIN }, false)
+    } else {
+        (v, false)
+    }
+}
+
+impl Sink for MlflowStore {
+    fn name(&self) -> &str {
+        "mlflow"
+    }
+
+    fn log_metrics(&self, run_uuid: &str, metrics: &[Metric]) -> Result<()> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        {
+            let mut hist = tx.prepare_cached(
+                "INSERT OR IGNORE INTO metrics (key, value, timestamp, run_uuid, step, is_nan) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            let mut latest = tx.prepare_cached(
+                "INSERT INTO latest_metrics (key, value, timestamp, step, is_nan, run_uuid) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT(key, run_uuid) DO UPDATE SET value = excluded.value, timestamp = excluded.timestamp, step = excluded.step, is_nan = excluded.is_nan
+                 WHERE (excluded.step, excluded.timestamp, excluded.value) > (latest_metrics.step, latest_metrics.timestamp, latest_metrics.value)",
+            )?;
+            for m in metrics {
+                let (v, nan) = mlflow_value(m.value);
+                hist.execute(params![m.key, v, m.timestamp_ms, run_uuid, m.step, nan])?;
+                latest.execute(params![m.key, v, m.timestamp_ms, m.step, nan, run_uuid])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn log_artifact(&self, run_uuid: &str, file_name: &str, bytes: &[u8]) -> Result<()> {
+        let dir = self.artifact_dir(run_uuid)?;
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create artifact folder {}", dir.display()))?;
+        // Write to a temporary name and rename, so a reader never sees half a file.
+        let tmp = dir.join(format!(".{file_name}.partial"));
+        std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+        std::fs::rename(&tmp, dir.join(file_name))?;
+        Ok(())
+    }
+
+    fn set_status(&self, run_uuid: &str, status: RunStatus, end_ms: Option<i64>) -> Result<()> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute(
+            "UPDATE runs SET status = ?1, end_time = coalesce(?2, end_time) WHERE run_uuid = ?3",
+            params![status.as_mlflow(), end_ms, run_uuid],
+        )?;
+        if status == RunStatus::Running {
+            tx.execute(
+                "UPDATE runs SET start_time = ?1 WHERE run_uuid = ?2",
+                params![super::now_ms(), run_uuid],
+            )?;
+        }
+        tx.execute(
+            "UPDATE runner_training_runs SET status = ?1 WHERE run_uuid = ?2",
+            params![status.as_mlflow(), run_uuid],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn set_tags(&self, run_uuid: &str, tags: &[(String, String)]) -> Result<()> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        for (k, v) in tags {
+            let v: String = v.chars().take(8000).collect();
+            tx.execute(
+                "INSERT OR REPLACE INTO tags (key, value, run_uuid) VALUES (?1, ?2, ?3)",
+                params![k, v, run_uuid],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uri_paths_follow_mlflow() {
+        assert_eq!(
+            path_from_uri("sqlite:///mlflow.db").unwrap(),
+            PathBuf::from("mlflow.db")
+        );
+        assert_eq!(
+            path_from_uri("sqlite:////tmp/x.db").unwrap(),
+            PathBuf::from("/tmp/x.db")
+        );
+        assert!(path_from_uri("postgresql://x").is_err());
+    }
+
+    #[test]
+    fn new_store_has_mlflow_schema_and_default_experiment() {
+        let d = tempfile::tempdir().unwrap();
+        let s = MlflowStore::open(&d.path().join("m.db")).unwrap();
+        assert_eq!(s.schema_revision().unwrap(), SCHEMA_REVISION);
+        let n: i64 = s
+            .lock()
+            .query_row(
+                "SELECT count(*) FROM experiments WHERE experiment_id = 0",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(n, 1);
+    }
+
+    #[test]
+    fn latest_metric_is_the_largest_step() {
+        let d = tempfile::tempdir().unwrap();
+        let s = MlflowStore::open(&d.path().join("m.db")).unwrap();
+        let (exp, loc) = s.experiment("e").unwrap();
+        let spec = RunSpec {
+            run_uuid: "0".repeat(32),
+            name: "x".into(),
+            experiment: "e".into(),
+            user: "u".into(),
+            start_ms: 1,
+            git_commit: "c".into(),
+            params: vec![],
+            tags: vec![],
+            dataset: None,
+        };
+        let v = s
+            .create_runs(
+                exp,
+                &loc,
+                1,
+                &mut [(spec, "knn".into(), serde_json::json!({}))],
+                None,
+            )
+            .unwrap();
+        assert_eq!(v, vec![1]);
+        let m = |step, value| Metric {
+            key: "loss".into(),
+            value,
+            step,
+            timestamp_ms: 5,
+        };
+        s.log_metrics(&"0".repeat(32), &[m(2, 0.5), m(1, 0.9), m(3, f64::NAN)])
+            .unwrap();
+        let latest = s.latest_metrics(&"0".repeat(32)).unwrap();
+        assert!(
+            latest[0].1.is_nan(),
+            "step 3 is the latest even though it is NaN"
+        );
+        assert_eq!(s.metric_history(&"0".repeat(32), "loss").unwrap().len(), 3);
+    }
+}

@@ -1,0 +1,105 @@
+//! Helpers shared by the integration tests: run the real binary, read stores with the real
+//! MLflow client.
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn runner(cwd: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_runner"));
+    c.current_dir(cwd);
+    c.env_remove("MLFLOW_TRACKING_URI");
+    c
+}
+
+pub fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("runner starts");
+    assert!(
+        out.status.success(),
+        "runner failed ({:?})\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+pub fn stdout_json(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}):\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+/// The Python of the venv that tests/setup.sh made, with the real MLflow client.
+pub fn mlflow_python() -> PathBuf {
+    if let Ok(p) = std::env::var("RUNNER_MLFLOW_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let home = std::env::var("HOME").unwrap_or_default();
+    let p = PathBuf::from(home).join(".cache/runner/mlflow-venv/bin/python");
+    assert!(
+        p.exists(),
+        "the real MLflow client is missing: run tests/run.sh (or tests/setup.sh) first"
+    );
+    p
+}
+
+pub fn sqlite_uri(db: &Path) -> String {
+    format!(
+        "sqlite:///{}",
+        std::fs::canonicalize(db.parent().unwrap())
+            .unwrap()
+            .join(db.file_name().unwrap())
+            .display()
+    )
+}
+
+/// Everything the real MLflow client reads from the store, as JSON (see tests/mlflow_read.py).
+/// Fails on any warning MLflow prints while reading.
+pub fn read_with_mlflow(db: &Path) -> Value {
+    let out = Command::new(mlflow_python())
+        .arg(repo().join("tests/mlflow_read.py"))
+        .arg(sqlite_uri(db))
+        .output()
+        .expect("python starts");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "MLflow could not read the store:\n{stderr}"
+    );
+    assert!(
+        !stderr.to_lowercase().contains("warning"),
+        "MLflow warned while reading:\n{stderr}"
+    );
+    serde_json::from_slice(&out.stdout).expect("reader prints JSON")
+}
+
+pub fn create_with_mlflow(db: &Path) {
+    let out = Command::new(mlflow_python())
+        .arg(repo().join("tests/mlflow_read.py"))
+        .arg("create")
+        .arg(sqlite_uri(db))
+        .output()
+        .expect("python starts");
+    assert!(
+        out.status.success(),
+        "MLflow could not create a store:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Writes a config (and its sweep) into `dir`; returns the config path.
+pub fn write_config(dir: &Path, config: &str, sweep: &str) -> PathBuf {
+    std::fs::write(dir.join("sweep.toml"), sweep).unwrap();
+    let p = dir.join("config.toml");
+    std::fs::write(&p, config).unwrap();
+    p
+}

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The test command: installs what the tests need (tests/setup.sh), then runs every unit and
+# integration test against the real MLflow client. Release profile, so the tests and
+# `examples/wine.sh` share one build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${RUNNER_CACHE:-$HOME/.cache/runner}/target}"
+RUNNER_MLFLOW_PYTHON="$(bash tests/setup.sh | tail -n 1)"
+export RUNNER_MLFLOW_PYTHON
+cargo test --release --locked "$@"
