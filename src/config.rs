@@ -423,7 +423,37 @@ pub fn load_config(path: &Path, sets: &[String]) -> Result<LoadedConfig, ConfigE
 
 fn toml_error(file: &str, src: &str, e: &toml::de::Error) -> ConfigError {
     let pos = e.span().map(|s| line_col(src, s.start));
-    ConfigError::new(file, e.message().trim().to_string()).at(pos)
+    let mut err = ConfigError::new(file, e.message().trim().to_string()).at(pos);
+    err.key = pos.and_then(|(line, _)| key_at_line(src, line));
+    err
+}
+
+/// The dotted key written on `line` (1-based), with its table: `cv.folds` for `folds = 1` under
+/// `[cv]`, `models[2].k` inside the third `[[models]]`.
+fn key_at_line(src: &str, line: usize) -> Option<String> {
+    let lines: Vec<&str> = src.lines().collect();
+    let text = lines.get(line.checked_sub(1)?)?.trim();
+    let (key, _) = text.split_once('=')?;
+    let key = key.trim().trim_matches('"');
+    if key.is_empty() || key.starts_with('[') {
+        return None;
+    }
+    for prev in lines[..line - 1].iter().rev() {
+        let prev = prev.trim();
+        if let Some(rest) = prev.strip_prefix("[[") {
+            let name = rest.split("]]").next()?.trim();
+            let index = lines[..line - 1]
+                .iter()
+                .filter(|l| l.trim().starts_with(&format!("[[{name}]]")))
+                .count()
+                - 1;
+            return Some(format!("{name}[{index}].{key}"));
+        }
+        if let Some(rest) = prev.strip_prefix('[') {
+            return Some(format!("{}.{key}", rest.split(']').next()?.trim()));
+        }
+    }
+    Some(key.to_string())
 }
 
 fn check_config(

@@ -1,15 +1,6 @@
 //! `runner`: machine-learning experiments on tabular data, end to end.
 
-mod config;
-mod data;
-mod etl;
-mod eval;
-mod inspect;
-mod models;
-mod report;
-mod rng;
-mod sweep;
-mod track;
+use runner::{config, inspect, sweep};
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;

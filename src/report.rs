@@ -6,7 +6,7 @@ use comfy_table::{presets::UTF8_FULL_CONDENSED, Cell, CellAlignment, Table};
 pub fn new_table(header: &[&str]) -> Table {
     let mut t = Table::new();
     t.load_preset(UTF8_FULL_CONDENSED);
-    t.set_header(header.iter().map(|h| Cell::new(h)).collect::<Vec<_>>());
+    t.set_header(header.iter().map(Cell::new).collect::<Vec<_>>());
     t
 }
 
@@ -15,7 +15,7 @@ fn num(v: f64) -> Cell {
 }
 
 /// Runs that finished, best first by the primary metric.
-pub fn ranked<'a>(report: &'a SweepReport) -> Vec<&'a RunResult> {
+pub fn ranked(report: &SweepReport) -> Vec<&RunResult> {
     let key = &report.primary_metric;
     let mut ok: Vec<&RunResult> = report
         .runs

@@ -13,7 +13,7 @@ use ndarray::{Array1, Array2};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
@@ -203,6 +203,9 @@ pub fn folds_digest(folds: &[Fold]) -> String {
     )
 }
 
+/// Named artifact contents: (file stem, bytes).
+pub type Artifacts = Vec<(String, Vec<u8>)>;
+
 /// The outcome of training one config.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunResult {
@@ -332,7 +335,7 @@ pub fn train_config(
     run_uuid: &str,
     sink: &dyn Sink,
     progress: &Progress,
-) -> Result<(RunResult, Vec<(String, Vec<u8>)>)> {
+) -> Result<(RunResult, Artifacts)> {
     let started = std::time::Instant::now();
     let mut fold_metrics: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     let k = prep.labels.as_ref().map(|l| l.classes.len()).unwrap_or(0);
@@ -953,8 +956,4 @@ pub fn check_version_arg(v: &str) -> std::result::Result<i64, String> {
         .and_then(|n| n.parse::<i64>().ok())
         .filter(|n| *n >= 1)
         .ok_or_else(|| format!("\"{v}\" is not a training version; write it as t1, t2, ..."))
-}
-
-pub fn config_dir(p: &Path) -> PathBuf {
-    p.parent().map(Path::to_path_buf).unwrap_or_default()
 }

@@ -7,10 +7,12 @@ import json
 import sys
 import warnings
 
-warnings.simplefilter("error")  # any warning while reading is a failure
+import mlflow
+import mlflow.store.tracking.sqlalchemy_store  # noqa: F401  (its import-time deprecation notices are MLflow's own)
+from mlflow.tracking import MlflowClient
 
-import mlflow  # noqa: E402
-from mlflow.tracking import MlflowClient  # noqa: E402
+# From here on, any warning while opening or reading the store is a failure.
+warnings.simplefilter("error")
 
 
 def main(uri):

@@ -47,7 +47,10 @@ fn unknown_config_key() {
 fn wrong_type() {
     let d = tempfile::tempdir().unwrap();
     let e = fails(d.path(), &config("", DATA, "folds = \"five\""), SWEEP);
-    assert!(e.contains("config.toml:10:9"), "{e}");
+    assert!(
+        e.contains("config.toml:9:9") && e.contains("cv.folds"),
+        "{e}"
+    );
     assert!(
         e.contains("invalid type: string \"five\", expected usize"),
         "{e}"
@@ -59,7 +62,7 @@ fn out_of_range_value() {
     let d = tempfile::tempdir().unwrap();
     let e = fails(d.path(), &config("", DATA, "folds = 1"), SWEEP);
     assert!(
-        e.contains("config.toml:10:1") && e.contains("cv.folds") && e.contains("2..=100"),
+        e.contains("config.toml:9:1") && e.contains("cv.folds") && e.contains("2..=100"),
         "{e}"
     );
 }
@@ -156,7 +159,7 @@ fn missing_data_file() {
         SWEEP,
     );
     assert!(
-        e.contains("config.toml:6:1")
+        e.contains("config.toml:5:1")
             && e.contains("data.source")
             && e.contains("\"nowhere.csv\" not found"),
         "{e}"

@@ -399,6 +399,10 @@ pub fn labels_from_proba(proba: &Array2<f64>) -> Vec<f64> {
         .collect()
 }
 
+pub fn default_value(p: &ParamSpec) -> ParamValue {
+    p.default.value()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -429,8 +433,4 @@ mod tests {
     fn argmax_breaks_ties_to_lowest_index() {
         assert_eq!(argmax([0.2, 0.4, 0.4]), 1);
     }
-}
-
-pub fn default_value(p: &ParamSpec) -> ParamValue {
-    p.default.value()
 }

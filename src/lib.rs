@@ -1,0 +1,13 @@
+//! runner: machine-learning experiments on tabular data, end to end. The binary (`main.rs`) only
+//! parses the command line and calls into these modules.
+
+pub mod config;
+pub mod data;
+pub mod etl;
+pub mod eval;
+pub mod inspect;
+pub mod models;
+pub mod report;
+pub mod rng;
+pub mod sweep;
+pub mod track;
