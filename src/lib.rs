@@ -7,6 +7,7 @@ pub mod etl;
 pub mod eval;
 pub mod inspect;
 pub mod models;
+pub mod replay;
 pub mod report;
 pub mod rng;
 pub mod sweep;

@@ -1,6 +1,6 @@
 //! `runner`: machine-learning experiments on tabular data, end to end.
 
-use runner::{config, inspect, sweep};
+use runner::{config, inspect, replay, sweep};
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -64,6 +64,41 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Rebuild ETL version vN from the store's record alone, verifying input hash and fingerprint.
+    ReloadEtl {
+        version: String,
+        /// A moved copy of the recorded input file (its hash must still match).
+        #[arg(long)]
+        input: Option<PathBuf>,
+        /// Write the rebuilt table to a .parquet or .csv file.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Retrain training run tN exactly from the store, log it as a new run, compare fold metrics.
+    Replay {
+        version: String,
+        /// Exit non-zero unless every fold metric matches bit for bit.
+        #[arg(long)]
+        check: bool,
+        /// Replay with a change: seed, threads, cv.folds, cv.repeats, cv.stratified, cv.holdout,
+        /// or a model hyperparameter.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
+        /// A moved copy of the recorded input file (its hash must still match).
+        #[arg(long)]
+        input: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show what differs between two training runs: settings, ETL and metrics.
+    Diff {
+        a: String,
+        b: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Show one training run (tN) or ETL version (vN) in full.
     Show {
         version: String,
@@ -119,5 +154,36 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Models { json } => inspect::models_command(json),
         Command::Runs { json } => inspect::runs_command(uri, json),
         Command::Show { version, json } => inspect::show_command(uri, &version, json),
+        Command::ReloadEtl {
+            version,
+            input,
+            out,
+            json,
+        } => {
+            let store = sweep::tracking_path(uri, None)?;
+            replay::reload_etl_command(&store, &version, input.as_deref(), out.as_deref(), json)
+        }
+        Command::Replay {
+            version,
+            check,
+            sets,
+            input,
+            json,
+        } => {
+            let store = sweep::tracking_path(uri, None)?;
+            replay::replay_command(
+                &store,
+                cli.tracking_uri.clone(),
+                &version,
+                check,
+                &sets,
+                input.as_deref(),
+                json,
+            )
+        }
+        Command::Diff { a, b, json } => {
+            let store = sweep::tracking_path(uri, None)?;
+            replay::diff_command(&store, &a, &b, json)
+        }
     }
 }

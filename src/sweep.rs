@@ -73,18 +73,32 @@ pub fn build_etl(
     loaded: &LoadedConfig,
     input: &InputRef,
 ) -> Result<(polars::prelude::DataFrame, Table)> {
-    let file = loaded.path.display().to_string();
-    let df = data::read_source(&input.uri)?;
     let c = &loaded.config;
-    let out = data::apply_stateless(df, &c.etl, &c.data.target, &file)?;
+    run_etl(
+        &c.etl,
+        &c.data.target,
+        input,
+        &loaded.path.display().to_string(),
+    )
+}
+
+/// Runs an ETL spec on an input; `origin` names the config (or store record) in errors.
+pub fn run_etl(
+    spec: &crate::config::EtlSpec,
+    target: &str,
+    input: &InputRef,
+    origin: &str,
+) -> Result<(polars::prelude::DataFrame, Table)> {
+    let df = data::read_source(&input.uri)?;
+    let out = data::apply_stateless(df, spec, target, origin)?;
     if out.height() == 0 {
-        anyhow::bail!("{file}: the ETL leaves no rows (check etl.filter)");
+        anyhow::bail!("{origin}: the ETL leaves no rows (check etl.filter)");
     }
-    let table = data::to_table(&out, &c.data.target)?;
+    let table = data::to_table(&out, target)?;
     if table.features.is_empty() {
-        anyhow::bail!("{file}: the ETL leaves no feature columns besides the target");
+        anyhow::bail!("{origin}: the ETL leaves no feature columns besides the target");
     }
-    etl::check_missing(&table, &c.etl, &file)?;
+    etl::check_missing(&table, spec, origin)?;
     Ok((out, table))
 }
 
@@ -98,6 +112,11 @@ pub fn etl_identity(loaded: &LoadedConfig, input: &InputRef) -> (String, serde_j
 
 pub fn prepare(loaded: LoadedConfig) -> Result<Prepared> {
     let input = data::input_ref(&loaded)?;
+    prepare_from(loaded, input)
+}
+
+/// Prepares a sweep on a given input (replays pass the recorded, verified one).
+pub fn prepare_from(loaded: LoadedConfig, input: InputRef) -> Result<Prepared> {
     let (etl_df, table) = build_etl(&loaded, &input)?;
     let (task, task_reason) = etl::infer_task(loaded.config.task, &table.target);
     let (y, labels) = etl::encode_target(task, &table.target).with_context(|| {
@@ -622,12 +641,24 @@ pub fn run_sweep(
     opts: &SweepOptions,
     progress_quiet: bool,
 ) -> Result<SweepReport> {
-    let started = std::time::Instant::now();
     let jobs = opts
         .jobs
         .unwrap_or_else(cores)
         .clamp(1, configs.len().max(1));
     let plans = plans(prep, &configs, jobs, opts.smoke);
+    run_plans(prep, plans, jobs, opts, progress_quiet, &[])
+}
+
+/// Creates one run per plan (all in one transaction) and trains them, `jobs` at a time.
+pub fn run_plans(
+    prep: &Prepared,
+    plans: Vec<TrainPlan>,
+    jobs: usize,
+    opts: &SweepOptions,
+    progress_quiet: bool,
+    extra_tags: &[(String, String)],
+) -> Result<SweepReport> {
+    let started = std::time::Instant::now();
     let store_path = tracking_path(opts.tracking_uri.as_deref(), Some(&prep.loaded))?;
     let store = MlflowStore::open(&store_path)?;
     let (etl_version, etl_new) = store.etl_version(&prep.etl_key, &prep.etl_record)?;
@@ -666,7 +697,10 @@ pub fn run_sweep(
                 start_ms: now_ms(),
                 git_commit: GIT_COMMIT.to_string(),
                 params: run_params(prep, plan, etl_version),
-                tags: run_tags(prep, plan, etl_version, opts.smoke),
+                tags: run_tags(prep, plan, etl_version, opts.smoke)
+                    .into_iter()
+                    .chain(extra_tags.iter().cloned())
+                    .collect(),
                 dataset: Some(dataset.clone()),
             };
             (spec, plan.model.kind.clone(), record)

@@ -1,0 +1,538 @@
+//! Reproducibility: `runner reload-etl vN` rebuilds an ETL version from what the store recorded,
+//! `runner replay tN` retrains a run from its record alone and compares every fold metric bit for
+//! bit, and `runner diff tA tB` shows what differs between two runs.
+
+use crate::config::{CvConfig, LoadedConfig, TaskChoice};
+use crate::data::{self, InputRef, Table, BUILTIN_RED_WINE};
+use crate::models::{self, check_value, kind_spec, Task};
+use crate::report::new_table;
+use crate::sweep::{self, SweepOptions, TrainPlan};
+use crate::track::mlflow::{MlflowStore, TrainingRunRow};
+use anyhow::{anyhow, bail, Context, Result};
+use comfy_table::Cell;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// An ETL version rebuilt and verified against its record.
+pub struct Reloaded {
+    pub version: i64,
+    pub record: Value,
+    pub input: InputRef,
+    pub df: polars::prelude::DataFrame,
+    pub table: Table,
+}
+
+pub fn parse_version(v: &str, prefix: char) -> Result<i64> {
+    v.strip_prefix(prefix)
+        .and_then(|n| n.parse::<i64>().ok())
+        .filter(|n| *n >= 1)
+        .ok_or_else(|| anyhow!("\"{v}\" is not a version; write it as {prefix}1, {prefix}2, ..."))
+}
+
+/// Rebuilds ETL version `version` from the store's record (spec and input reference) alone,
+/// checking the input's content hash and the fingerprint of the result.
+pub fn reload_etl(
+    store: &MlflowStore,
+    version: i64,
+    input_override: Option<&Path>,
+) -> Result<Reloaded> {
+    let Some(record) = store.etl_record(version)? else {
+        let known: Vec<String> = store
+            .etl_versions()?
+            .iter()
+            .map(|(v, _)| format!("v{v}"))
+            .collect();
+        bail!(
+            "ETL version v{version} is not in {}; known: {}",
+            store.path.display(),
+            if known.is_empty() {
+                "none".to_string()
+            } else {
+                known.join(", ")
+            }
+        );
+    };
+    let recorded: InputRef =
+        serde_json::from_value(record["input"].clone()).context("ETL record has no input")?;
+    let input = if recorded.uri == BUILTIN_RED_WINE && input_override.is_none() {
+        let now = data::builtin_input_ref();
+        if now.sha256 != recorded.sha256 {
+            bail!("the builtin data of this runner differs from what v{version} was built from (recorded sha256 {}, now {})", recorded.sha256, now.sha256);
+        }
+        now
+    } else {
+        let path = input_override
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from(&recorded.uri));
+        if !path.is_file() {
+            bail!(
+                "input file {} of ETL v{version} is missing (recorded sha256 {}); pass --input PATH to a copy of the same data",
+                path.display(),
+                recorded.sha256
+            );
+        }
+        let now = data::file_input_ref(&path)?;
+        if now.sha256 != recorded.sha256 {
+            bail!(
+                "input file {} does not hold the data of ETL v{version}: recorded sha256 {}, current sha256 {}",
+                path.display(),
+                recorded.sha256,
+                now.sha256
+            );
+        }
+        now
+    };
+    let spec = &record["spec"];
+    let etl: crate::config::EtlSpec =
+        serde_json::from_value(spec["etl"].clone()).context("ETL record has no spec")?;
+    let target = spec["target"]
+        .as_str()
+        .context("ETL record has no target")?;
+    let (df, table) = sweep::run_etl(&etl, target, &input, &format!("ETL v{version}"))?;
+    let fingerprint = data::fingerprint(&table);
+    let want = record["fingerprint"].as_str().unwrap_or("");
+    if fingerprint != want {
+        bail!("the rebuilt data of ETL v{version} differs from the recorded one: fingerprint {want} recorded, {fingerprint} now");
+    }
+    Ok(Reloaded {
+        version,
+        record,
+        input,
+        df,
+        table,
+    })
+}
+
+pub fn reload_etl_command(
+    store_path: &Path,
+    version: &str,
+    input: Option<&Path>,
+    out: Option<&Path>,
+    json_out: bool,
+) -> Result<ExitCode> {
+    let store = MlflowStore::open_existing(store_path)?;
+    let n = parse_version(version, 'v')?;
+    let mut r = reload_etl(&store, n, input)?;
+    if let Some(out) = out {
+        data::write_frame(&mut r.df, out)?;
+    }
+    if json_out {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({
+                "version": version, "verified": true, "input": r.input, "schema": data::schema_of(&r.df),
+                "n_rows": r.df.height(), "n_cols": r.df.width(), "fingerprint": r.record["fingerprint"],
+                "target_distribution": r.record["target_distribution"], "out": out,
+            }))?
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "ETL {version} rebuilt from {} (sha256 {} verified); fingerprint {} verified.",
+        r.input.uri,
+        r.input.sha256,
+        r.record["fingerprint"].as_str().unwrap_or("")
+    );
+    println!("{} rows x {} columns", r.df.height(), r.df.width());
+    let mut t = new_table(&["column", "type"]);
+    for (c, ty) in data::schema_of(&r.df) {
+        t.add_row(vec![Cell::new(c), Cell::new(ty)]);
+    }
+    println!("{t}");
+    println!("Target distribution: {}", r.record["target_distribution"]);
+    if let Some(out) = out {
+        println!("Wrote {}", out.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Applies `--set key=value` to a recorded plan; returns the changes as `key: old -> new`.
+fn apply_sets(plan: &mut TrainPlan, sets: &[String]) -> Result<Vec<String>> {
+    let mut changes = Vec::new();
+    for set in sets {
+        let (key, value) = set
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--set `{set}` is not of the form key=value"))?;
+        let (key, value) = (key.trim(), value.trim());
+        let parse_err = |what: &str| anyhow!("--set {key}={value}: {what}");
+        let old;
+        match key {
+            "seed" => {
+                old = plan.seed.to_string();
+                plan.seed = value
+                    .parse()
+                    .map_err(|_| parse_err("must be a non-negative integer"))?;
+            }
+            "threads" => {
+                old = plan.threads.to_string();
+                plan.threads = value
+                    .parse()
+                    .ok()
+                    .filter(|t| *t >= 1)
+                    .ok_or_else(|| parse_err("must be an integer >= 1"))?;
+            }
+            "cv.folds" => {
+                old = plan.folds.to_string();
+                plan.folds = value
+                    .parse()
+                    .ok()
+                    .filter(|f| (2..=100).contains(f))
+                    .ok_or_else(|| parse_err("must be an integer in 2..=100"))?;
+            }
+            "cv.repeats" => {
+                old = plan.repeats.to_string();
+                plan.repeats = value
+                    .parse()
+                    .ok()
+                    .filter(|f| (1..=100).contains(f))
+                    .ok_or_else(|| parse_err("must be an integer in 1..=100"))?;
+            }
+            "cv.stratified" => {
+                old = plan.stratified.to_string();
+                plan.stratified = value
+                    .parse()
+                    .map_err(|_| parse_err("must be true or false"))?;
+            }
+            "cv.holdout" => {
+                old = plan.holdout.to_string();
+                plan.holdout = value
+                    .parse()
+                    .ok()
+                    .filter(|h| (0.0..0.9).contains(h))
+                    .ok_or_else(|| parse_err("must be a share in [0, 0.9)"))?;
+            }
+            other => {
+                let param = other.strip_prefix("models.").unwrap_or(other);
+                let spec = kind_spec(&plan.model.kind).expect("recorded kinds exist");
+                let p = spec.params.iter().find(|p| p.name == param).ok_or_else(|| {
+                    let valid: Vec<&str> = spec.params.iter().map(|p| p.name).collect();
+                    anyhow!(
+                        "--set {other}: not a replay setting; valid: seed, threads, cv.folds, cv.repeats, cv.stratified, cv.holdout, or a {} parameter ({})",
+                        plan.model.kind,
+                        models::quoted_list(&valid)
+                    )
+                })?;
+                let tv = crate::config::parse_cli_value(value);
+                let pv = match tv {
+                    toml::Value::Integer(i) => models::ParamValue::Int(i),
+                    toml::Value::Float(x) => models::ParamValue::Float(x),
+                    toml::Value::Boolean(b) => models::ParamValue::Bool(b),
+                    toml::Value::String(s) => models::ParamValue::Str(s),
+                    _ => bail!("--set {other}: must be a single value"),
+                };
+                let pv = check_value(p, &pv).map_err(|m| anyhow!("--set {other}: {m}"))?;
+                old = plan
+                    .model
+                    .params
+                    .get(param)
+                    .map(|v| v.to_string())
+                    .unwrap_or_default();
+                plan.model.params.insert(param.to_string(), pv);
+            }
+        }
+        changes.push(format!("{key}: {old} -> {value}"));
+    }
+    Ok(changes)
+}
+
+fn fold_metrics_of(summary: &Value) -> BTreeMap<String, Vec<f64>> {
+    serde_json::from_value(summary["fold_metrics"].clone()).unwrap_or_default()
+}
+
+/// Bit-for-bit equality, NaN equal to NaN.
+fn same(a: f64, b: f64) -> bool {
+    a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan())
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn replay_command(
+    store_path: &Path,
+    tracking_uri: Option<String>,
+    version: &str,
+    check: bool,
+    sets: &[String],
+    input: Option<&Path>,
+    json_out: bool,
+) -> Result<ExitCode> {
+    let store = MlflowStore::open_existing(store_path)?;
+    let n = parse_version(version, 't')?;
+    let Some(run) = store.training_run(n)? else {
+        bail!(
+            "training run {version} is not in {}; `runner runs` lists them",
+            store.path.display()
+        );
+    };
+    if check && run.status != "FINISHED" {
+        bail!(
+            "{version} ended with status {}: there are no metrics to check against",
+            run.status
+        );
+    }
+    let reloaded = reload_etl(&store, run.etl_version, input)?;
+    let rec = &run.record;
+    let mut config: crate::config::Config =
+        serde_json::from_value(rec["config"].clone()).context("run record has no config")?;
+    let task: Task =
+        serde_json::from_value(rec["task"].clone()).context("run record has no task")?;
+    config.task = match task {
+        Task::Classification => TaskChoice::Classification,
+        Task::Regression => TaskChoice::Regression,
+    };
+    let mut plan: TrainPlan =
+        serde_json::from_value(rec["plan"].clone()).context("run record has no plan")?;
+    let changes = apply_sets(&mut plan, sets)?;
+    config.seed = plan.seed;
+    config.cv = CvConfig {
+        folds: plan.folds,
+        stratified: plan.stratified,
+        repeats: plan.repeats,
+        holdout: plan.holdout,
+    };
+    let loaded = LoadedConfig {
+        path: PathBuf::from(rec["config_file"].as_str().unwrap_or("(recorded config)")),
+        config,
+        model_overrides: Vec::new(),
+    };
+    let prep = sweep::prepare_from(loaded, reloaded.input.clone())?;
+    if serde_json::to_value(&prep.labels)? != rec["labels"] {
+        bail!(
+            "the label mapping rebuilt from ETL v{} differs from the one recorded with {version}",
+            run.etl_version
+        );
+    }
+    let splits = sweep::make_splits(prep.task, &prep.y, &plan);
+    let same_folds =
+        sweep::folds_digest(&splits.folds) == rec["folds_sha256"].as_str().unwrap_or("");
+    if changes.is_empty() && !same_folds {
+        bail!("the fold assignment regenerated for {version} differs from the recorded one (sha256 {})", rec["folds_sha256"]);
+    }
+    let mut tags = vec![("runner.replay_of".to_string(), version.to_string())];
+    if !changes.is_empty() {
+        tags.push(("runner.replay_changes".into(), changes.join("; ")));
+    }
+    let opts = SweepOptions {
+        tracking_uri,
+        ..Default::default()
+    };
+    let report = sweep::run_plans(&prep, vec![plan], 1, &opts, json_out, &tags)?;
+    let new = &report.runs[0];
+    let before = run
+        .summary
+        .as_ref()
+        .map(fold_metrics_of)
+        .unwrap_or_default();
+    let after = &new.fold_metrics;
+    let mut rows = Vec::new();
+    let mut all_match = new.status == "FINISHED" && !before.is_empty();
+    for (metric, old) in &before {
+        let now = after.get(metric).cloned().unwrap_or_default();
+        let identical = old.len() == now.len() && old.iter().zip(&now).all(|(a, b)| same(*a, *b));
+        let max_diff = old
+            .iter()
+            .zip(&now)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        all_match &= identical;
+        rows.push(json!({
+            "metric": metric,
+            "original_mean": sweep_mean(old),
+            "replay_mean": sweep_mean(&now),
+            "max_fold_diff": max_diff,
+            "identical": identical,
+        }));
+    }
+    if json_out {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({
+                "original": version, "replay": new.version, "status": new.status, "changes": changes,
+                "tolerance": 0.0, "identical": all_match, "metrics": rows,
+            }))?
+        );
+    } else {
+        println!(
+            "Replayed {version} as {} ({}, ETL v{} verified){}",
+            new.version,
+            new.status,
+            run.etl_version,
+            if changes.is_empty() {
+                String::new()
+            } else {
+                format!(" with {}", changes.join("; "))
+            }
+        );
+        let mut t = new_table(&[
+            "metric",
+            version,
+            &new.version,
+            "max |fold diff|",
+            "bit for bit",
+        ]);
+        for r in &rows {
+            t.add_row(vec![
+                Cell::new(r["metric"].as_str().unwrap_or("")),
+                Cell::new(format!(
+                    "{:.6}",
+                    r["original_mean"].as_f64().unwrap_or(f64::NAN)
+                )),
+                Cell::new(format!(
+                    "{:.6}",
+                    r["replay_mean"].as_f64().unwrap_or(f64::NAN)
+                )),
+                Cell::new(format!(
+                    "{:.3e}",
+                    r["max_fold_diff"].as_f64().unwrap_or(f64::NAN)
+                )),
+                Cell::new(if r["identical"].as_bool().unwrap_or(false) {
+                    "yes"
+                } else {
+                    "NO"
+                }),
+            ]);
+        }
+        println!("{t}");
+        println!(
+            "Tolerance: none (every model of this build is deterministic given its seed and thread count). {}",
+            if all_match { "Every fold metric matches bit for bit." } else { "Some fold metrics differ." }
+        );
+    }
+    if new.status != "FINISHED" {
+        bail!(
+            "the replay {} failed: {}",
+            new.version,
+            new.error.as_deref().unwrap_or("unknown error")
+        );
+    }
+    if check && !all_match {
+        eprintln!(
+            "error: replay check failed: {} does not reproduce {version} bit for bit",
+            new.version
+        );
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn sweep_mean(v: &[f64]) -> f64 {
+    crate::eval::mean_std(v).0
+}
+
+fn flatten(prefix: &str, v: &Value, out: &mut BTreeMap<String, String>) {
+    match v {
+        Value::Object(m) => {
+            for (k, x) in m {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten(&key, x, out);
+            }
+        }
+        other => {
+            out.insert(prefix.to_string(), other.to_string());
+        }
+    }
+}
+
+fn comparable(run: &TrainingRunRow) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let r = &run.record;
+    for key in [
+        "plan",
+        "config",
+        "labels",
+        "task",
+        "runner_version",
+        "git_commit",
+        "libraries",
+        "etl_version",
+        "folds_sha256",
+    ] {
+        flatten(key, &r[key], &mut out);
+    }
+    out.remove("plan.model.name");
+    out
+}
+
+pub fn diff_command(store_path: &Path, a: &str, b: &str, json_out: bool) -> Result<ExitCode> {
+    let store = MlflowStore::open_existing(store_path)?;
+    let get = |v: &str| -> Result<TrainingRunRow> {
+        let n = parse_version(v, 't')?;
+        store
+            .training_run(n)?
+            .ok_or_else(|| anyhow!("training run {v} is not in {}", store.path.display()))
+    };
+    let (ra, rb) = (get(a)?, get(b)?);
+    let (ca, cb) = (comparable(&ra), comparable(&rb));
+    let keys: std::collections::BTreeSet<&String> = ca.keys().chain(cb.keys()).collect();
+    let mut settings = Vec::new();
+    for k in keys {
+        let (x, y) = (ca.get(k), cb.get(k));
+        if x != y {
+            settings.push(json!({"key": k, a: x, b: y}));
+        }
+    }
+    let ma: BTreeMap<String, (f64, f64)> = ra
+        .summary
+        .as_ref()
+        .and_then(|s| serde_json::from_value(s["metrics"].clone()).ok())
+        .unwrap_or_default();
+    let mb: BTreeMap<String, (f64, f64)> = rb
+        .summary
+        .as_ref()
+        .and_then(|s| serde_json::from_value(s["metrics"].clone()).ok())
+        .unwrap_or_default();
+    let metric_keys: std::collections::BTreeSet<&String> = ma.keys().chain(mb.keys()).collect();
+    let metrics: Vec<Value> = metric_keys
+        .into_iter()
+        .map(|k| {
+            let (x, y) = (ma.get(k).map(|v| v.0), mb.get(k).map(|v| v.0));
+            json!({"metric": k, a: x, b: y, "delta": match (x, y) { (Some(x), Some(y)) => Some(y - x), _ => None }})
+        })
+        .collect();
+    if json_out {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &json!({"a": a, "b": b, "settings": settings, "metrics": metrics})
+            )?
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{a}: {} ({}), ETL v{}   {b}: {} ({}), ETL v{}",
+        ra.name, ra.kind, ra.etl_version, rb.name, rb.kind, rb.etl_version
+    );
+    if settings.is_empty() {
+        println!("Settings: identical (config, model, seed, folds, ETL, labels, versions).");
+    } else {
+        let mut t = new_table(&["setting", a, b]);
+        for s in &settings {
+            t.add_row(vec![
+                Cell::new(s["key"].as_str().unwrap_or("")),
+                Cell::new(s[a].as_str().unwrap_or("-")),
+                Cell::new(s[b].as_str().unwrap_or("-")),
+            ]);
+        }
+        println!("{t}");
+    }
+    let mut t = new_table(&["metric (mean over folds)", a, b, "delta"]);
+    for m in &metrics {
+        let f = |v: &Value| {
+            v.as_f64()
+                .map(|x| format!("{x:.4}"))
+                .unwrap_or_else(|| "-".into())
+        };
+        t.add_row(vec![
+            Cell::new(m["metric"].as_str().unwrap_or("")),
+            Cell::new(f(&m[a])),
+            Cell::new(f(&m[b])),
+            Cell::new(f(&m["delta"])),
+        ]);
+    }
+    println!("{t}");
+    Ok(ExitCode::SUCCESS)
+}
