@@ -12,3 +12,6 @@ pub mod report;
 pub mod rng;
 pub mod sweep;
 pub mod track;
+
+/// When the process started, for the `start_to_first_training_ms` figure of a sweep report.
+pub static PROCESS_START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();

@@ -108,6 +108,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    runner::PROCESS_START.get_or_init(std::time::Instant::now);
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,

@@ -632,6 +632,8 @@ pub struct SweepReport {
     pub higher_is_better: bool,
     pub runs: Vec<RunResult>,
     pub wall_seconds: f64,
+    /// From process start to the first model fit (data loaded, ETL run, store written).
+    pub start_to_first_training_ms: Option<f64>,
 }
 
 /// Runs a sweep whose configs are already expanded and checked.
@@ -727,6 +729,9 @@ pub fn run_plans(
         prep.task_reason,
         store_path.display()
     ));
+    let start_to_first_training_ms = crate::PROCESS_START
+        .get()
+        .map(|t| t.elapsed().as_secs_f64() * 1000.0);
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<Option<RunResult>>> = Mutex::new(vec![None; plans.len()]);
     std::thread::scope(|s| {
@@ -769,6 +774,7 @@ pub fn run_plans(
         higher_is_better: config::higher_is_better(&prep.primary_metric),
         runs,
         wall_seconds: started.elapsed().as_secs_f64(),
+        start_to_first_training_ms,
     })
 }
 

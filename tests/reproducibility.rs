@@ -7,7 +7,11 @@ use std::path::Path;
 fn copy_config(dir: &Path, name: &str, sweep: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(dir.join("configs")).unwrap();
     std::fs::create_dir_all(dir.join("sweeps")).unwrap();
-    std::fs::copy(repo().join("sweeps").join(sweep), dir.join("sweeps").join(sweep)).unwrap();
+    std::fs::copy(
+        repo().join("sweeps").join(sweep),
+        dir.join("sweeps").join(sweep),
+    )
+    .unwrap();
     let p = dir.join("configs").join(name);
     std::fs::copy(repo().join("configs").join(name), &p).unwrap();
     p
@@ -18,43 +22,103 @@ fn every_model_kind_replays_bit_for_bit_after_the_config_is_deleted() {
     let d = tempfile::tempdir().unwrap();
     let clf = copy_config(d.path(), "wine.toml", "wine-classifiers.toml");
     let reg = copy_config(d.path(), "wine-regression.toml", "wine-regressors.toml");
-    let a = stdout_json(&run_ok(runner(d.path()).args(["sweep"]).arg(&clf).args(["--json"])));
-    let b = stdout_json(&run_ok(runner(d.path()).args(["sweep"]).arg(&reg).args(["--json"])));
+    let a = stdout_json(&run_ok(
+        runner(d.path()).args(["sweep"]).arg(&clf).args(["--json"]),
+    ));
+    let b = stdout_json(&run_ok(
+        runner(d.path()).args(["sweep"]).arg(&reg).args(["--json"]),
+    ));
     // Replays must not need the config or sweep files.
     std::fs::remove_dir_all(d.path().join("configs")).unwrap();
     std::fs::remove_dir_all(d.path().join("sweeps")).unwrap();
     let mut kinds = std::collections::BTreeSet::new();
-    for run in a["runs"].as_array().unwrap().iter().chain(b["runs"].as_array().unwrap()) {
+    for run in a["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(b["runs"].as_array().unwrap())
+    {
         let v = run["version"].as_str().unwrap();
         let out = run_ok(runner(d.path()).args(["replay", v, "--check", "--json"]));
         let r = stdout_json(&out);
-        assert_eq!(r["identical"], true, "{v} ({}) did not replay bit for bit: {r}", run["kind"]);
+        assert_eq!(
+            r["identical"], true,
+            "{v} ({}) did not replay bit for bit: {r}",
+            run["kind"]
+        );
         assert_eq!(r["original"], v);
-        kinds.insert(format!("{}/{}", run["kind"].as_str().unwrap(), if a["runs"].as_array().unwrap().contains(run) { "clf" } else { "reg" }));
+        kinds.insert(format!(
+            "{}/{}",
+            run["kind"].as_str().unwrap(),
+            if a["runs"].as_array().unwrap().contains(run) {
+                "clf"
+            } else {
+                "reg"
+            }
+        ));
     }
-    for want in ["decision_tree/clf", "random_forest/clf", "logistic_regression/clf", "svm/clf", "knn/clf", "naive_bayes/clf", "linear/reg", "decision_tree/reg", "random_forest/reg", "svm/reg", "knn/reg"] {
+    for want in [
+        "decision_tree/clf",
+        "random_forest/clf",
+        "logistic_regression/clf",
+        "svm/clf",
+        "knn/clf",
+        "naive_bayes/clf",
+        "linear/reg",
+        "decision_tree/reg",
+        "random_forest/reg",
+        "svm/reg",
+        "knn/reg",
+    ] {
         assert!(kinds.contains(want), "{want} was not replayed: {kinds:?}");
     }
     // Replays are runs of their own, tagged with what they replay.
     let runs = stdout_json(&run_ok(runner(d.path()).args(["runs", "--json"])));
-    assert_eq!(runs.as_array().unwrap().len(), 2 * (a["runs"].as_array().unwrap().len() + b["runs"].as_array().unwrap().len()));
+    assert_eq!(
+        runs.as_array().unwrap().len(),
+        2 * (a["runs"].as_array().unwrap().len() + b["runs"].as_array().unwrap().len())
+    );
     let store = read_with_mlflow(&d.path().join("mlflow.db"));
-    let replays: Vec<_> = store["experiments"].as_array().unwrap().iter().flat_map(|e| e["runs"].as_array().unwrap().iter()).filter(|r| r["tags"]["runner.replay_of"].is_string()).collect();
+    let replays: Vec<_> = store["experiments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|e| e["runs"].as_array().unwrap().iter())
+        .filter(|r| r["tags"]["runner.replay_of"].is_string())
+        .collect();
     assert_eq!(replays.len(), runs.as_array().unwrap().len() / 2);
 }
 
 #[test]
 fn check_fails_when_a_recorded_metric_differs() {
     let d = tempfile::tempdir().unwrap();
-    run_ok(runner(d.path()).args(["sweep"]).arg(repo().join("configs/wine.toml")).args(["--only", "gaussian-nb"]));
+    run_ok(
+        runner(d.path())
+            .args(["sweep"])
+            .arg(repo().join("configs/wine.toml"))
+            .args(["--only", "gaussian-nb"]),
+    );
     // Tamper with the recorded fold accuracies, as if the original run had produced other numbers.
     let conn = rusqlite::Connection::open(d.path().join("mlflow.db")).unwrap();
-    let summary: String = conn.query_row("SELECT summary_json FROM runner_training_runs WHERE version = 1", [], |r| r.get(0)).unwrap();
+    let summary: String = conn
+        .query_row(
+            "SELECT summary_json FROM runner_training_runs WHERE version = 1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
     let mut s: serde_json::Value = serde_json::from_str(&summary).unwrap();
     let acc = s["fold_metrics"]["accuracy"][0].as_f64().unwrap();
     s["fold_metrics"]["accuracy"][0] = serde_json::json!(acc + 1e-12);
-    conn.execute("UPDATE runner_training_runs SET summary_json = ?1 WHERE version = 1", [s.to_string()]).unwrap();
-    let out = runner(d.path()).args(["replay", "t1", "--check"]).output().unwrap();
+    conn.execute(
+        "UPDATE runner_training_runs SET summary_json = ?1 WHERE version = 1",
+        [s.to_string()],
+    )
+    .unwrap();
+    let out = runner(d.path())
+        .args(["replay", "t1", "--check"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("does not reproduce t1 bit for bit"));
     assert!(String::from_utf8_lossy(&out.stdout).contains("NO"));
@@ -63,18 +127,43 @@ fn check_fails_when_a_recorded_metric_differs() {
 #[test]
 fn replay_with_a_change_records_it_and_diff_shows_it() {
     let d = tempfile::tempdir().unwrap();
-    run_ok(runner(d.path()).args(["sweep"]).arg(repo().join("configs/wine.toml")).args(["--only", "tree"]));
-    let r = stdout_json(&run_ok(runner(d.path()).args(["replay", "t1", "--set", "seed=7", "--json"])));
+    run_ok(
+        runner(d.path())
+            .args(["sweep"])
+            .arg(repo().join("configs/wine.toml"))
+            .args(["--only", "tree"]),
+    );
+    let r = stdout_json(&run_ok(
+        runner(d.path()).args(["replay", "t1", "--set", "seed=7", "--json"]),
+    ));
     assert_eq!(r["changes"][0], "seed: 42 -> 7");
     assert_eq!(r["identical"], false, "another seed gives other folds");
     let show = stdout_json(&run_ok(runner(d.path()).args(["show", "t2", "--json"])));
-    let tags: std::collections::BTreeMap<String, String> = show["tags"].as_array().unwrap().iter().map(|t| (t[0].as_str().unwrap().into(), t[1].as_str().unwrap().into())).collect();
+    let tags: std::collections::BTreeMap<String, String> = show["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t[0].as_str().unwrap().into(), t[1].as_str().unwrap().into()))
+        .collect();
     assert_eq!(tags["runner.replay_of"], "t1");
     assert_eq!(tags["runner.replay_changes"], "seed: 42 -> 7");
-    let diff = stdout_json(&run_ok(runner(d.path()).args(["diff", "t1", "t2", "--json"])));
-    let keys: Vec<&str> = diff["settings"].as_array().unwrap().iter().map(|s| s["key"].as_str().unwrap()).collect();
-    assert!(keys.contains(&"plan.seed") && keys.contains(&"folds_sha256"), "{keys:?}");
-    let bad = runner(d.path()).args(["replay", "t1", "--set", "n_tres=3"]).output().unwrap();
+    let diff = stdout_json(&run_ok(
+        runner(d.path()).args(["diff", "t1", "t2", "--json"]),
+    ));
+    let keys: Vec<&str> = diff["settings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["key"].as_str().unwrap())
+        .collect();
+    assert!(
+        keys.contains(&"plan.seed") && keys.contains(&"folds_sha256"),
+        "{keys:?}"
+    );
+    let bad = runner(d.path())
+        .args(["replay", "t1", "--set", "n_tres=3"])
+        .output()
+        .unwrap();
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("\"max_depth\""));
 }
@@ -87,32 +176,67 @@ fn reload_etl_verifies_the_input_and_follows_a_moved_copy() {
     let cfg = "experiment = \"w\"\nsweeps = [\"sweep.toml\"]\n[data]\nsource = \"white.csv\"\ntarget = \"quality\"\n[etl]\nfilter = [\"alcohol > 9\"]\nscale = \"standard\"\n[cv]\nfolds = 3\n";
     let path = write_config(d.path(), cfg, "[[models]]\nkind = \"naive_bayes\"\n");
     run_ok(runner(d.path()).args(["sweep"]).arg(&path));
-    let v = stdout_json(&run_ok(runner(d.path()).args(["reload-etl", "v1", "--json", "--out", "v1.parquet"])));
+    let v = stdout_json(&run_ok(runner(d.path()).args([
+        "reload-etl",
+        "v1",
+        "--json",
+        "--out",
+        "v1.parquet",
+    ])));
     assert_eq!(v["verified"], true);
     let rows = v["n_rows"].as_u64().unwrap();
-    assert!(rows > 4000 && rows < 4898, "the filter dropped some rows: {rows}");
+    assert!(
+        rows > 4000 && rows < 4898,
+        "the filter dropped some rows: {rows}"
+    );
     // The rebuilt table, written as Parquet, is a valid source with the same rows.
     let cfg2 = "experiment = \"w2\"\nsweeps = [\"sweep.toml\"]\n[data]\nsource = \"v1.parquet\"\ntarget = \"quality\"\n";
     let p2 = write_config(d.path(), cfg2, "[[models]]\nkind = \"naive_bayes\"\n");
-    let r = stdout_json(&run_ok(runner(d.path()).args(["validate"]).arg(&p2).args(["--json"])));
+    let r = stdout_json(&run_ok(
+        runner(d.path())
+            .args(["validate"])
+            .arg(&p2)
+            .args(["--json"]),
+    ));
     assert_eq!(r["rows"].as_u64().unwrap(), rows);
 
     // Moved: missing at the recorded path, fine with --input.
     let moved = d.path().join("moved.csv");
     std::fs::rename(&data, &moved).unwrap();
-    let out = runner(d.path()).args(["reload-etl", "v1"]).output().unwrap();
+    let out = runner(d.path())
+        .args(["reload-etl", "v1"])
+        .output()
+        .unwrap();
     let e = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(e.contains("white.csv") && e.contains("missing") && e.contains("--input"), "{e}");
-    run_ok(runner(d.path()).args(["reload-etl", "v1", "--input"]).arg(&moved));
-    run_ok(runner(d.path()).args(["replay", "t1", "--check", "--input"]).arg(&moved));
+    assert!(
+        e.contains("white.csv") && e.contains("missing") && e.contains("--input"),
+        "{e}"
+    );
+    run_ok(
+        runner(d.path())
+            .args(["reload-etl", "v1", "--input"])
+            .arg(&moved),
+    );
+    run_ok(
+        runner(d.path())
+            .args(["replay", "t1", "--check", "--input"])
+            .arg(&moved),
+    );
 
     // Modified: refused, naming the file and both hashes.
     let mut text = std::fs::read_to_string(&moved).unwrap();
     text = text.replacen("\n7,0.27,0.36,20.7", "\n7,0.28,0.36,20.7", 1);
     std::fs::write(&moved, text).unwrap();
-    let out = runner(d.path()).args(["reload-etl", "v1", "--input"]).arg(&moved).output().unwrap();
+    let out = runner(d.path())
+        .args(["reload-etl", "v1", "--input"])
+        .arg(&moved)
+        .output()
+        .unwrap();
     let e = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(e.contains("moved.csv") && e.contains("recorded sha256") && e.contains("current sha256"), "{e}");
+    assert!(
+        e.contains("moved.csv") && e.contains("recorded sha256") && e.contains("current sha256"),
+        "{e}"
+    );
 }

@@ -72,7 +72,12 @@ fn open_conn(path: &Path) -> Result<Connection> {
     let conn = Connection::open(path)
         .with_context(|| format!("cannot open tracking store {}", path.display()))?;
     conn.busy_timeout(std::time::Duration::from_secs(20))?;
-    conn.execute_batch("PRAGMA foreign_keys = ON;")?;
+    // WAL: readers (the MLflow UI) never block the writer, and a commit needs no fsync of the
+    // whole database (synchronous = NORMAL keeps it consistent after a crash). MLflow reads and
+    // writes WAL stores as they are.
+    conn.execute_batch(
+        "PRAGMA foreign_keys = ON; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;",
+    )?;
     Ok(conn)
 }
 
@@ -529,9 +534,20 @@ impl Sink for MlflowStore {
                  ON CONFLICT(key, run_uuid) DO UPDATE SET value = excluded.value, timestamp = excluded.timestamp, step = excluded.step, is_nan = excluded.is_nan
                  WHERE (excluded.step, excluded.timestamp, excluded.value) > (latest_metrics.step, latest_metrics.timestamp, latest_metrics.value)",
             )?;
+            // The batch's own latest value per key, so latest_metrics is written once per key.
+            let mut newest: std::collections::BTreeMap<&str, &Metric> =
+                std::collections::BTreeMap::new();
             for m in metrics {
                 let (v, nan) = mlflow_value(m.value);
                 hist.execute(params![m.key, v, m.timestamp_ms, run_uuid, m.step, nan])?;
+                let e = newest.entry(m.key.as_str()).or_insert(m);
+                let rank = |x: &Metric| (x.step, x.timestamp_ms, mlflow_value(x.value).0);
+                if rank(m).partial_cmp(&rank(e)) == Some(std::cmp::Ordering::Greater) {
+                    *e = m;
+                }
+            }
+            for m in newest.values() {
+                let (v, nan) = mlflow_value(m.value);
                 latest.execute(params![m.key, v, m.timestamp_ms, m.step, nan, run_uuid])?;
             }
         }

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Benchmarks of the core (not timed tests): the whole wine sweep's wall time and peak RSS,
+# start-up to the first training, start-up of the binary, and the store write figure.
+# Run: bash examples/bench.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${RUNNER_CACHE:-$HOME/.cache/runner}/target}"
+cargo build --release --locked --bin runner --example bench_store 2>/dev/null
+bin="$CARGO_TARGET_DIR/release/runner"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+echo "machine: $(nproc) cores, $(free -g | awk '/Mem/ {print $2}') GiB"
+for config in configs/wine.toml configs/wine-regression.toml; do
+  rm -f "$work/mlflow.db"
+  ( cd "$work" && /usr/bin/time -f "%e %M" -o "$work/time" "$bin" sweep "$OLDPWD/$config" --json >"$work/report.json" 2>/dev/null )
+  read -r wall rss < "$work/time"
+  first=$(python3 -c "import json;print(round(json.load(open('$work/report.json'))['start_to_first_training_ms'],1))")
+  runs=$(python3 -c "import json;print(len(json.load(open('$work/report.json'))['runs']))")
+  echo "$config: $runs configs, wall ${wall} s, peak RSS $((rss / 1024)) MiB, start to first training ${first} ms"
+done
+start=$(date +%s%N); for _ in $(seq 20); do "$bin" --version >/dev/null; done; end=$(date +%s%N)
+echo "runner --version: $(( (end - start) / 20000000 )) ms per start (mean of 20)"
+"$CARGO_TARGET_DIR/release/examples/bench_store"
