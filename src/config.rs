@@ -170,6 +170,9 @@ pub struct TrackingConfig {
     /// `sqlite:///relative/path.db` or `sqlite:////absolute/path.db`; default `sqlite:///mlflow.db`.
     #[serde(default)]
     pub uri: Option<String>,
+    /// Weights & Biases; absent means W&B only if the WANDB_* variables ask for it.
+    #[serde(default)]
+    pub wandb: Option<crate::track::wandb::WandbTable>,
 }
 
 fn default_folds() -> usize {

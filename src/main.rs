@@ -92,6 +92,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Send W&B data that could not be sent (or was spooled offline), resuming where it stopped.
+    WandbSync {
+        /// Training runs to send (default: every run with unsent W&B data).
+        versions: Vec<String>,
+        /// Give up after this many seconds per run.
+        #[arg(long, default_value_t = 300.0)]
+        timeout: f64,
+        #[arg(long)]
+        json: bool,
+    },
     /// Show what differs between two training runs: settings, ETL and metrics.
     Diff {
         a: String,
@@ -182,6 +192,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 json,
             )
         }
+        Command::WandbSync {
+            versions,
+            timeout,
+            json,
+        } => inspect::wandb_sync_command(uri, &versions, timeout, json),
         Command::Diff { a, b, json } => {
             let store = sweep::tracking_path(uri, None)?;
             replay::diff_command(&store, &a, &b, json)

@@ -7,7 +7,8 @@ use crate::etl::{self, LabelMapping, Preprocessor};
 use crate::eval::{self, Fold, Scores};
 use crate::models::{self, FitContext, ModelConfig, Task, TrainSet};
 use crate::track::mlflow::MlflowStore;
-use crate::track::{now_ms, DatasetInput, Metric, RunSpec, RunStatus, Sink};
+use crate::track::wandb::{self, WandbSink};
+use crate::track::{now_ms, DatasetInput, Fanout, Metric, RunSpec, RunStatus, Sink};
 use anyhow::{Context, Result};
 use ndarray::{Array1, Array2};
 use serde::{Deserialize, Serialize};
@@ -634,6 +635,17 @@ pub struct SweepReport {
     pub wall_seconds: f64,
     /// From process start to the first model fit (data loaded, ETL run, store written).
     pub start_to_first_training_ms: Option<f64>,
+    pub wandb: Option<WandbReport>,
+}
+
+/// What W&B did in a sweep.
+#[derive(Debug, Serialize)]
+pub struct WandbReport {
+    pub mode: String,
+    /// Runs whose spool was not fully sent when the sweep ended.
+    pub pending_runs: usize,
+    /// How long the sweep waited for W&B after training.
+    pub wait_seconds: f64,
 }
 
 /// Runs a sweep whose configs are already expanded and checked.
@@ -661,6 +673,12 @@ pub fn run_plans(
     extra_tags: &[(String, String)],
 ) -> Result<SweepReport> {
     let started = std::time::Instant::now();
+    // W&B settings are checked before anything is written (a missing key is a config error).
+    let wandb_settings = wandb::resolve(
+        prep.loaded.config.tracking.wandb.as_ref(),
+        &prep.loaded.config.experiment,
+        &prep.loaded.path.display().to_string(),
+    )?;
     let store_path = tracking_path(opts.tracking_uri.as_deref(), Some(&prep.loaded))?;
     let store = MlflowStore::open(&store_path)?;
     let (etl_version, etl_new) = store.etl_version(&prep.etl_key, &prep.etl_record)?;
@@ -716,6 +734,29 @@ pub fn run_plans(
         opts.version,
     )?;
 
+    let wandb_sink = match wandb_settings {
+        Some(settings) => {
+            let group = format!(
+                "{}-t{}-t{}",
+                prep.loaded.config.experiment,
+                versions.first().copied().unwrap_or(0),
+                versions.last().copied().unwrap_or(0)
+            );
+            let sink = WandbSink::new(settings, group)?;
+            for ((spec, kind, record), v) in specs.iter().zip(&versions) {
+                let run_dir = store.artifact_dir(&spec.run_uuid)?;
+                let run_dir = run_dir.parent().unwrap_or(&run_dir).to_path_buf();
+                let tags = vec![kind.clone(), format!("v{etl_version}"), format!("t{v}")];
+                sink.start(spec, &run_dir, record, tags)?;
+            }
+            Some(sink)
+        }
+        None => None,
+    };
+    let sink = Fanout {
+        mlflow: &store,
+        wandb: wandb_sink.as_ref(),
+    };
     let folds_total: usize = all_splits.iter().map(|s| s.folds.len() + 1).sum();
     let progress = Progress::new(folds_total as u64, progress_quiet);
     progress.line(&format!(
@@ -750,6 +791,7 @@ pub fn run_plans(
                     record,
                     versions[i],
                     &store,
+                    &sink,
                     &progress,
                 );
                 results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(r);
@@ -757,6 +799,27 @@ pub fn run_plans(
         }
     });
     progress.finish();
+    let wandb_report = wandb_sink.as_ref().map(|w| {
+        let waited = std::time::Instant::now();
+        let pending = w.close();
+        let seconds = waited.elapsed().as_secs_f64();
+        if !pending.is_empty() {
+            // Always said, also with --json: data that is not on W&B yet needs a sync.
+            let why = if w.mode() == wandb::Mode::Offline {
+                "offline mode"
+            } else if w.is_disabled() {
+                "the key was refused"
+            } else {
+                "the server did not answer in time"
+            };
+            eprintln!(
+                "W&B: {} of {} runs are not fully sent ({why}); they are spooled: `runner wandb-sync` sends them",
+                pending.len(),
+                plans.len()
+            );
+        }
+        WandbReport { mode: format!("{:?}", w.mode()).to_lowercase(), pending_runs: pending.len(), wait_seconds: seconds }
+    });
     let runs: Vec<RunResult> = results
         .into_inner()
         .unwrap_or_else(|e| e.into_inner())
@@ -775,6 +838,7 @@ pub fn run_plans(
         runs,
         wall_seconds: started.elapsed().as_secs_f64(),
         start_to_first_training_ms,
+        wandb: wandb_report,
     })
 }
 
@@ -789,20 +853,21 @@ pub fn run_one(
     record: &serde_json::Value,
     version: i64,
     store: &MlflowStore,
+    sink: &dyn Sink,
     progress: &Progress,
 ) -> RunResult {
     let tv = format!("t{version}");
     let outcome = (|| -> Result<RunResult> {
-        store.set_status(&spec.run_uuid, RunStatus::Running, None)?;
+        sink.set_status(&spec.run_uuid, RunStatus::Running, None)?;
         let (mut result, artifacts) =
-            train_config(prep, plan, splits, &spec.run_uuid, store, progress)?;
+            train_config(prep, plan, splits, &spec.run_uuid, sink, progress)?;
         result.version = tv.clone();
         for (name, bytes) in artifacts {
-            store.log_artifact(&spec.run_uuid, &format!("{name}_{tv}.json"), &bytes)?;
+            sink.log_artifact(&spec.run_uuid, &format!("{name}_{tv}.json"), &bytes)?;
         }
-        write_report_artifacts(prep, plan, record, &result, store)?;
+        write_report_artifacts(prep, plan, record, &result, sink)?;
         store.set_summary(&spec.run_uuid, &serde_json::to_value(&result)?)?;
-        store.set_status(&spec.run_uuid, RunStatus::Finished, Some(now_ms()))?;
+        sink.set_status(&spec.run_uuid, RunStatus::Finished, Some(now_ms()))?;
         Ok(result)
     })();
     match outcome {
@@ -820,14 +885,14 @@ pub fn run_one(
         }
         Err(e) => {
             let msg = format!("{e:#}");
-            let _ = store.set_tags(
+            let _ = sink.set_tags(
                 &spec.run_uuid,
                 &[
                     ("runner.error".into(), msg.clone()),
                     ("mlflow.note.content".into(), format!("failed: {msg}")),
                 ],
             );
-            let _ = store.set_status(&spec.run_uuid, RunStatus::Failed, Some(now_ms()));
+            let _ = sink.set_status(&spec.run_uuid, RunStatus::Failed, Some(now_ms()));
             progress.line(&format!("{tv} {} FAILED: {msg}", plan.model.name));
             RunResult {
                 version: tv,

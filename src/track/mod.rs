@@ -4,6 +4,7 @@
 //! server) plug in beside it without touching any trainer.
 
 pub mod mlflow;
+pub mod wandb;
 
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
@@ -78,4 +79,45 @@ pub fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+/// Sends everything to the MLflow store (whose errors count) and to W&B (whose never do: it
+/// only spools, and its sender works in the background).
+pub struct Fanout<'a> {
+    pub mlflow: &'a mlflow::MlflowStore,
+    pub wandb: Option<&'a wandb::WandbSink>,
+}
+
+impl Sink for Fanout<'_> {
+    fn name(&self) -> &str {
+        "fanout"
+    }
+    fn log_metrics(&self, run_uuid: &str, metrics: &[Metric]) -> Result<()> {
+        self.mlflow.log_metrics(run_uuid, metrics)?;
+        if let Some(w) = self.wandb {
+            let _ = w.log_metrics(run_uuid, metrics);
+        }
+        Ok(())
+    }
+    fn log_artifact(&self, run_uuid: &str, file_name: &str, bytes: &[u8]) -> Result<()> {
+        self.mlflow.log_artifact(run_uuid, file_name, bytes)?;
+        if let Some(w) = self.wandb {
+            let _ = w.log_artifact(run_uuid, file_name, bytes);
+        }
+        Ok(())
+    }
+    fn set_status(&self, run_uuid: &str, status: RunStatus, end_ms: Option<i64>) -> Result<()> {
+        self.mlflow.set_status(run_uuid, status, end_ms)?;
+        if let Some(w) = self.wandb {
+            let _ = w.set_status(run_uuid, status, end_ms);
+        }
+        Ok(())
+    }
+    fn set_tags(&self, run_uuid: &str, tags: &[(String, String)]) -> Result<()> {
+        self.mlflow.set_tags(run_uuid, tags)?;
+        if let Some(w) = self.wandb {
+            let _ = w.set_tags(run_uuid, tags);
+        }
+        Ok(())
+    }
 }

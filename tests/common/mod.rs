@@ -14,6 +14,15 @@ pub fn runner(cwd: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_runner"));
     c.current_dir(cwd);
     c.env_remove("MLFLOW_TRACKING_URI");
+    for v in [
+        "WANDB_API_KEY",
+        "WANDB_MODE",
+        "WANDB_BASE_URL",
+        "WANDB_PROJECT",
+        "WANDB_ENTITY",
+    ] {
+        c.env_remove(v);
+    }
     c
 }
 

@@ -1,0 +1,924 @@
+//! Weights & Biases as a tracking sink, speaking W&B's own HTTP protocol (GraphQL `UpsertBucket`
+//! and `CreateRunFiles`, `file_stream` posts, file uploads) as the official SDK does.
+//!
+//! Nothing a trainer does waits on the network: the sink appends every record to a spool in the
+//! run's folder (`mlruns/<exp>/<run>/wandb/spool.jsonl`), and one sender thread sends spools in
+//! the background, retrying 429, 5xx and timeouts with backoff (honouring `Retry-After`). A
+//! sweep waits for the sender at most `timeout_s` after training; what is left stays spooled and
+//! `runner wandb-sync` sends it later, resuming where it stopped: `state.json` records what the
+//! server acknowledged, and a resume query asks the server for its history line count, so no
+//! history line is sent twice or skipped. The API key is held in memory only.
+
+use super::{Metric, RunSpec, RunStatus, Sink};
+use crate::config::ConfigError;
+use anyhow::{anyhow, Context, Result};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// `[tracking.wandb]` in a config. Every key may also come from the SDK's variables
+/// (WANDB_PROJECT, WANDB_ENTITY, WANDB_BASE_URL, WANDB_MODE), which take precedence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct WandbTable {
+    #[serde(default)]
+    pub project: Option<String>,
+    #[serde(default)]
+    pub entity: Option<String>,
+    /// online | offline | disabled
+    #[serde(default)]
+    pub mode: Option<String>,
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// How long a sweep waits after training for W&B to catch up (seconds, default 60).
+    #[serde(default)]
+    pub timeout_s: Option<f64>,
+    /// Per-request timeout (seconds, default 30).
+    #[serde(default)]
+    pub request_timeout_s: Option<f64>,
+    /// First retry wait in milliseconds, doubling up to 60 s (default 2000).
+    #[serde(default)]
+    pub backoff_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Online,
+    Offline,
+}
+
+/// An API key that never prints.
+#[derive(Clone)]
+pub struct ApiKey(String);
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ApiKey(***)")
+    }
+}
+
+/// Where and how to send; everything but the key is recorded beside each spool.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Settings {
+    pub base_url: String,
+    pub entity: Option<String>,
+    pub project: String,
+    pub mode: Mode,
+    pub timeout_s: f64,
+    pub request_timeout_s: f64,
+    pub backoff_ms: u64,
+    #[serde(skip)]
+    pub api_key: Option<ApiKey>,
+}
+
+const DEFAULT_BASE_URL: &str = "https://api.wandb.ai";
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// The key for `host` from ~/.netrc (`machine HOST login user password KEY`).
+fn netrc_key(host: &str) -> Option<String> {
+    let home = env("HOME")?;
+    let text = std::fs::read_to_string(Path::new(&home).join(".netrc")).ok()?;
+    let tokens: Vec<&str> = text.split_whitespace().collect();
+    let mut i = 0;
+    while i < tokens.len() {
+        if tokens[i] == "machine" && tokens.get(i + 1) == Some(&host) {
+            let mut j = i + 2;
+            while j + 1 < tokens.len() && tokens[j] != "machine" {
+                if tokens[j] == "password" {
+                    return Some(tokens[j + 1].to_string());
+                }
+                j += 1;
+            }
+        }
+        i += 1;
+    }
+    None
+}
+
+fn host_of(url: &str) -> String {
+    let rest = url.split("://").nth(1).unwrap_or(url);
+    rest.split(['/', ':']).next().unwrap_or("").to_string()
+}
+
+/// Resolves W&B settings for a sweep: `None` when W&B is not configured or disabled. A
+/// configured online W&B without a key is an error before anything trains.
+pub fn resolve(
+    table: Option<&WandbTable>,
+    experiment: &str,
+    file: &str,
+) -> Result<Option<Settings>, ConfigError> {
+    let mode_env = env("WANDB_MODE");
+    let configured = table.is_some()
+        || env("WANDB_PROJECT").is_some()
+        || matches!(mode_env.as_deref(), Some("online" | "offline"));
+    if !configured {
+        return Ok(None);
+    }
+    let t = table.cloned().unwrap_or_default();
+    let mode = mode_env
+        .or(t.mode.clone())
+        .unwrap_or_else(|| "online".into());
+    let mode = match mode.as_str() {
+        "online" | "run" => Mode::Online,
+        "offline" | "dryrun" => Mode::Offline,
+        "disabled" => return Ok(None),
+        other => {
+            let mut e = ConfigError::new(
+                file,
+                format!(
+                    "unknown W&B mode \"{other}\"; valid: \"online\", \"offline\", \"disabled\""
+                ),
+            );
+            e.key = Some("tracking.wandb.mode (or WANDB_MODE)".into());
+            return Err(e);
+        }
+    };
+    let base_url = env("WANDB_BASE_URL")
+        .or(t.base_url.clone())
+        .unwrap_or_else(|| DEFAULT_BASE_URL.into());
+    let api_key = env("WANDB_API_KEY")
+        .or_else(|| netrc_key(&host_of(&base_url)))
+        .map(ApiKey);
+    if mode == Mode::Online && api_key.is_none() {
+        let mut e = ConfigError::new(
+            file,
+            format!(
+                "W&B logging is configured but no API key was found: set WANDB_API_KEY, add `machine {} login user password KEY` to ~/.netrc, or set WANDB_MODE=offline (and `runner wandb-sync` later)",
+                host_of(&base_url)
+            ),
+        );
+        e.key = Some("tracking.wandb".into());
+        return Err(e);
+    }
+    Ok(Some(Settings {
+        base_url: base_url.trim_end_matches('/').to_string(),
+        entity: env("WANDB_ENTITY").or(t.entity),
+        project: env("WANDB_PROJECT")
+            .or(t.project)
+            .unwrap_or_else(|| experiment.to_string()),
+        mode,
+        timeout_s: t.timeout_s.unwrap_or(60.0),
+        request_timeout_s: t.request_timeout_s.unwrap_or(30.0),
+        backoff_ms: t.backoff_ms.unwrap_or(2000),
+        api_key,
+    }))
+}
+
+/// One record of a run's spool: what would be, or was, sent.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum Record {
+    Upsert { variables: Value },
+    History { line: String },
+    File { name: String, path: PathBuf },
+    Finish { exitcode: i32 },
+}
+
+/// What the server has acknowledged for a run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct SyncState {
+    upserted: bool,
+    entity: Option<String>,
+    history_sent: usize,
+    files_sent: Vec<String>,
+    finished: bool,
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("partial");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+fn read_state(dir: &Path) -> SyncState {
+    std::fs::read(dir.join("state.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+fn read_spool(dir: &Path) -> Result<Vec<Record>> {
+    let text = std::fs::read_to_string(dir.join("spool.jsonl"))
+        .with_context(|| format!("cannot read {}", dir.join("spool.jsonl").display()))?;
+    // A line cut short by a crash is the last one and was never sent: skip it.
+    Ok(text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect())
+}
+
+/// How a request ended when it did not succeed.
+#[derive(Debug)]
+enum SendError {
+    /// Worth retrying (connection error, timeout, 429, 5xx but 501), after at least this long.
+    Retry(String, Option<Duration>),
+    /// 401 or 403: stop W&B logging for the whole session.
+    Unauthorized(String),
+    /// Any other refusal: stop sending this run (it stays spooled).
+    Rejected(String),
+    /// The time budget ran out.
+    OutOfTime,
+}
+
+fn retry_after(h: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let v = h.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    v.trim()
+        .parse::<f64>()
+        .ok()
+        .map(|s| Duration::from_secs_f64(s.max(0.0)))
+}
+
+struct Client {
+    http: reqwest::blocking::Client,
+    settings: Settings,
+    stop: Arc<AtomicBool>,
+    deadline: Arc<Mutex<Option<Instant>>>,
+}
+
+impl Client {
+    fn new(
+        settings: Settings,
+        stop: Arc<AtomicBool>,
+        deadline: Arc<Mutex<Option<Instant>>>,
+    ) -> Result<Client> {
+        let http = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs_f64(settings.request_timeout_s))
+            .user_agent(concat!("runner/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Client {
+            http,
+            settings,
+            stop,
+            deadline,
+        })
+    }
+
+    fn out_of_time(&self, extra: Duration) -> bool {
+        if self.stop.load(Ordering::SeqCst) {
+            return true;
+        }
+        match *self.deadline.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some(d) => Instant::now() + extra > d,
+            None => false,
+        }
+    }
+
+    /// Sends one request with W&B's retry rules: up to 20 retries, backoff from `backoff_ms`
+    /// doubling to 60 s with jitter, `Retry-After` honoured, never past the deadline.
+    fn send(
+        &self,
+        build: &dyn Fn() -> reqwest::blocking::RequestBuilder,
+    ) -> Result<Value, SendError> {
+        let mut attempt = 0u32;
+        loop {
+            if self.out_of_time(Duration::ZERO) {
+                return Err(SendError::OutOfTime);
+            }
+            let err = match build().send() {
+                Ok(resp) => {
+                    let status = resp.status();
+                    let after = retry_after(resp.headers());
+                    if status.is_success() {
+                        let body = resp.text().unwrap_or_default();
+                        let v: Value = if body.trim().is_empty() {
+                            Value::Null
+                        } else {
+                            serde_json::from_str(&body).unwrap_or(Value::Null)
+                        };
+                        if let Some(errors) = v.get("errors").filter(|e| !e.is_null()) {
+                            return Err(SendError::Rejected(format!("GraphQL error: {errors}")));
+                        }
+                        return Ok(v);
+                    }
+                    let code = status.as_u16();
+                    if code == 401 || code == 403 {
+                        return Err(SendError::Unauthorized(format!("HTTP {code}")));
+                    }
+                    if code == 429 || (status.is_server_error() && code != 501) {
+                        SendError::Retry(format!("HTTP {code}"), after)
+                    } else {
+                        return Err(SendError::Rejected(format!("HTTP {code}")));
+                    }
+                }
+                // reqwest's error text names the URL, never the Authorization header.
+                Err(e) => SendError::Retry(format!("{}", e.without_url()), None),
+            };
+            let SendError::Retry(msg, after) = err else {
+                unreachable!()
+            };
+            attempt += 1;
+            if attempt > 20 {
+                return Err(SendError::Retry(msg, None));
+            }
+            let base = self.settings.backoff_ms as f64 * 2f64.powi(attempt as i32 - 1);
+            let jitter = 1.0 + 0.25 * ((attempt as f64 * 0.618_034).fract());
+            let wait = after
+                .unwrap_or_else(|| Duration::from_millis((base * jitter).min(60_000.0) as u64));
+            if self.out_of_time(wait) {
+                return Err(SendError::OutOfTime);
+            }
+            let until = Instant::now() + wait;
+            while Instant::now() < until {
+                if self.stop.load(Ordering::SeqCst) {
+                    return Err(SendError::OutOfTime);
+                }
+                std::thread::sleep(Duration::from_millis(20).min(until - Instant::now()));
+            }
+        }
+    }
+
+    fn graphql(&self, operation: &str, query: &str, variables: &Value) -> Result<Value, SendError> {
+        let url = format!("{}/graphql", self.settings.base_url);
+        let body = json!({"query": query, "variables": variables, "operationName": operation});
+        let key = self.settings.api_key.clone();
+        self.send(&|| {
+            let r = self.http.post(&url).json(&body);
+            match &key {
+                Some(k) => r.basic_auth("api", Some(&k.0)),
+                None => r,
+            }
+        })
+    }
+
+    fn file_stream(&self, entity: &str, run: &str, body: &Value) -> Result<Value, SendError> {
+        let url = format!(
+            "{}/files/{}/{}/{}/file_stream",
+            self.settings.base_url, entity, self.settings.project, run
+        );
+        let key = self.settings.api_key.clone();
+        self.send(&|| {
+            let r = self.http.post(&url).json(body);
+            match &key {
+                Some(k) => r.basic_auth("api", Some(&k.0)),
+                None => r,
+            }
+        })
+    }
+
+    fn upload(
+        &self,
+        url: &str,
+        headers: &[(String, String)],
+        bytes: &[u8],
+    ) -> Result<Value, SendError> {
+        self.send(&|| {
+            let mut r = self.http.put(url).body(bytes.to_vec());
+            for (k, v) in headers {
+                r = r.header(k.as_str(), v.as_str());
+            }
+            r
+        })
+    }
+}
+
+const UPSERT_BUCKET: &str = "mutation UpsertBucket($id: String, $name: String, $project: String, $entity: String, $groupName: String, $description: String, $displayName: String, $notes: String, $commit: String, $config: JSONString, $host: String, $debug: Boolean, $program: String, $repo: String, $jobType: String, $state: String, $sweep: String, $tags: [String!], $summaryMetrics: JSONString) { upsertBucket(input: {id: $id, name: $name, groupName: $groupName, modelName: $project, entityName: $entity, description: $description, displayName: $displayName, notes: $notes, config: $config, commit: $commit, host: $host, debug: $debug, jobProgram: $program, jobRepo: $repo, jobType: $jobType, state: $state, sweep: $sweep, tags: $tags, summaryMetrics: $summaryMetrics}) { bucket { id name displayName description config sweepName project { id name entity { id name } } historyLineCount } inserted } }";
+const CREATE_RUN_FILES: &str = "mutation CreateRunFiles($entity: String!, $project: String!, $run: String!, $files: [String!]!) { createRunFiles(input: {entityName: $entity, projectName: $project, runName: $run, files: $files}) { runID uploadHeaders files { name uploadUrl } } }";
+const RUN_RESUME_STATUS: &str = "query RunResumeStatus($project: String, $entity: String, $name: String!) { model(name: $project, entityName: $entity) { id name entity { id name } bucket(name: $name, missingOk: true) { id name summaryMetrics displayName logLineCount historyLineCount eventsLineCount historyTail eventsTail config tags notes } } }";
+
+/// Sends whatever of one run's spool the server has not acknowledged yet.
+fn sync_run(client: &Client, dir: &Path, run_id: &str, resume: bool) -> Result<bool, SendError> {
+    let records = read_spool(dir).map_err(|e| SendError::Rejected(format!("{e:#}")))?;
+    let mut state = read_state(dir);
+    if state.finished {
+        return Ok(true);
+    }
+    let save = |s: &SyncState| {
+        let _ = write_atomic(
+            &dir.join("state.json"),
+            &serde_json::to_vec(s).expect("state serialises"),
+        );
+    };
+    let s = &client.settings;
+    if resume && state.upserted {
+        // The server may have more than the state says (a crash after a post, before the state
+        // was written): continue from the server's count.
+        let v = client.graphql(
+            "RunResumeStatus",
+            RUN_RESUME_STATUS,
+            &json!({"project": s.project, "entity": state.entity, "name": run_id}),
+        )?;
+        if let Some(n) = v["data"]["model"]["bucket"]["historyLineCount"].as_u64() {
+            state.history_sent = state.history_sent.max(n as usize);
+        }
+    }
+    if !state.upserted {
+        let Some(Record::Upsert { variables }) =
+            records.iter().find(|r| matches!(r, Record::Upsert { .. }))
+        else {
+            return Err(SendError::Rejected(
+                "spool has no run creation record".into(),
+            ));
+        };
+        let v = client.graphql("UpsertBucket", UPSERT_BUCKET, variables)?;
+        state.entity = v["data"]["upsertBucket"]["bucket"]["project"]["entity"]["name"]
+            .as_str()
+            .map(str::to_string)
+            .or_else(|| s.entity.clone());
+        state.upserted = true;
+        save(&state);
+    }
+    let entity = state.entity.clone().unwrap_or_else(|| "default".into());
+    let lines: Vec<&String> = records
+        .iter()
+        .filter_map(|r| {
+            if let Record::History { line } = r {
+                Some(line)
+            } else {
+                None
+            }
+        })
+        .collect();
+    let summary = |upto: usize| -> String {
+        let mut m = Map::new();
+        for l in &lines[..upto] {
+            if let Ok(Value::Object(o)) = serde_json::from_str::<Value>(l) {
+                m.extend(o);
+            }
+        }
+        Value::Object(m).to_string()
+    };
+    while state.history_sent < lines.len() {
+        let end = (state.history_sent + 1000).min(lines.len());
+        let body = json!({"files": {
+            "wandb-history.jsonl": {"offset": state.history_sent, "content": lines[state.history_sent..end]},
+            "wandb-summary.json": {"offset": 0, "content": [summary(end)]},
+        }});
+        client.file_stream(&entity, run_id, &body)?;
+        state.history_sent = end;
+        save(&state);
+    }
+    let files: Vec<(&String, &PathBuf)> = records
+        .iter()
+        .filter_map(|r| {
+            if let Record::File { name, path } = r {
+                Some((name, path))
+            } else {
+                None
+            }
+        })
+        .filter(|(n, _)| !state.files_sent.contains(n))
+        .collect();
+    if !files.is_empty() {
+        let names: Vec<&String> = files.iter().map(|(n, _)| *n).collect();
+        let v = client.graphql(
+            "CreateRunFiles",
+            CREATE_RUN_FILES,
+            &json!({"entity": entity, "project": s.project, "run": run_id, "files": names}),
+        )?;
+        let crf = &v["data"]["createRunFiles"];
+        let headers: Vec<(String, String)> = crf["uploadHeaders"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|h| {
+                        h.as_str()?
+                            .split_once(':')
+                            .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let urls: HashMap<String, String> = crf["files"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|f| {
+                        Some((
+                            f["name"].as_str()?.to_string(),
+                            f["uploadUrl"].as_str()?.to_string(),
+                        ))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        for (name, path) in files {
+            let url = urls
+                .get(name)
+                .ok_or_else(|| SendError::Rejected(format!("no upload URL for {name}")))?;
+            let bytes = std::fs::read(path)
+                .map_err(|e| SendError::Rejected(format!("cannot read {}: {e}", path.display())))?;
+            client.upload(url, &headers, &bytes)?;
+            state.files_sent.push(name.clone());
+            save(&state);
+        }
+    }
+    if let Some(Record::Finish { exitcode }) =
+        records.iter().find(|r| matches!(r, Record::Finish { .. }))
+    {
+        let body = json!({
+            "files": {"wandb-summary.json": {"offset": 0, "content": [summary(lines.len())]}},
+            "complete": true,
+            "exitcode": exitcode,
+            "uploaded": state.files_sent,
+        });
+        client.file_stream(&entity, run_id, &body)?;
+        state.finished = true;
+        save(&state);
+        return Ok(true);
+    }
+    Ok(false)
+}
+
+struct RunSpool {
+    dir: PathBuf,
+    step: u64,
+    started: Instant,
+}
+
+enum Msg {
+    Dirty(String),
+    Close,
+}
+
+/// The W&B sink of one sweep.
+pub struct WandbSink {
+    settings: Settings,
+    group: String,
+    runs: Mutex<HashMap<String, RunSpool>>,
+    tx: Mutex<Option<mpsc::Sender<Msg>>>,
+    sender: Mutex<Option<std::thread::JoinHandle<()>>>,
+    stop: Arc<AtomicBool>,
+    deadline: Arc<Mutex<Option<Instant>>>,
+    disabled: Arc<AtomicBool>,
+    /// Run folders whose spool is fully sent.
+    done: Arc<Mutex<HashSet<String>>>,
+    warned: AtomicBool,
+}
+
+fn wrap_config(record: &Value) -> String {
+    let mut m = Map::new();
+    if let Value::Object(o) = record {
+        for (k, v) in o {
+            m.insert(k.clone(), json!({"value": v}));
+        }
+    }
+    Value::Object(m).to_string()
+}
+
+impl WandbSink {
+    pub fn new(settings: Settings, group: String) -> Result<WandbSink> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let deadline = Arc::new(Mutex::new(None));
+        let disabled = Arc::new(AtomicBool::new(false));
+        let done = Arc::new(Mutex::new(HashSet::new()));
+        let (tx, rx) = mpsc::channel::<Msg>();
+        let sender = if settings.mode == Mode::Online {
+            let client = Client::new(settings.clone(), stop.clone(), deadline.clone())?;
+            let (disabled, done) = (disabled.clone(), done.clone());
+            Some(std::thread::spawn(move || {
+                sender_loop(client, rx, disabled, done)
+            }))
+        } else {
+            None
+        };
+        Ok(WandbSink {
+            settings,
+            group,
+            runs: Mutex::new(HashMap::new()),
+            tx: Mutex::new(Some(tx)),
+            sender: Mutex::new(sender),
+            stop,
+            deadline,
+            disabled,
+            done,
+            warned: AtomicBool::new(false),
+        })
+    }
+
+    fn append(&self, run_uuid: &str, rec: &Record) {
+        let dir = match self
+            .runs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(run_uuid)
+        {
+            Some(r) => r.dir.clone(),
+            None => return,
+        };
+        let res = (|| -> Result<()> {
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join("spool.jsonl"))?;
+            let mut line = serde_json::to_vec(rec)?;
+            line.push(b'\n');
+            f.write_all(&line)?;
+            Ok(())
+        })();
+        if let Err(e) = res {
+            if !self.warned.swap(true, Ordering::SeqCst) {
+                eprintln!("W&B: cannot write the spool in {}: {e:#}; W&B data of this run may be incomplete", dir.display());
+            }
+        }
+        if let Some(tx) = self.tx.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            let _ = tx.send(Msg::Dirty(dir.display().to_string()));
+        }
+    }
+
+    /// Registers a run: its spool folder and the W&B run creation record.
+    pub fn start(
+        &self,
+        spec: &RunSpec,
+        run_dir: &Path,
+        record: &Value,
+        tags: Vec<String>,
+    ) -> Result<()> {
+        let dir = run_dir.join("wandb");
+        std::fs::create_dir_all(&dir)?;
+        write_atomic(
+            &dir.join("settings.json"),
+            &serde_json::to_vec_pretty(
+                &json!({"run_id": spec.run_uuid, "settings": self.settings}),
+            )?,
+        )?;
+        self.runs.lock().unwrap_or_else(|e| e.into_inner()).insert(
+            spec.run_uuid.clone(),
+            RunSpool {
+                dir,
+                step: 0,
+                started: Instant::now(),
+            },
+        );
+        let variables = json!({
+            "name": spec.run_uuid,
+            "project": self.settings.project,
+            "entity": self.settings.entity,
+            "displayName": spec.name,
+            "groupName": self.group,
+            "jobType": "train",
+            "config": wrap_config(record),
+            "commit": spec.git_commit,
+            "program": "runner",
+            "tags": tags,
+            "notes": spec.tags.iter().find(|(k, _)| k == "mlflow.note.content").map(|(_, v)| v.clone()),
+        });
+        self.append(&spec.run_uuid, &Record::Upsert { variables });
+        Ok(())
+    }
+
+    /// Waits at most `timeout_s` for the sender, then stops it. Returns the run folders whose
+    /// spool is not fully sent.
+    pub fn close(&self) -> Vec<PathBuf> {
+        *self.deadline.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(Instant::now() + Duration::from_secs_f64(self.settings.timeout_s));
+        if let Some(tx) = self.tx.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = tx.send(Msg::Close);
+        }
+        if let Some(h) = self.sender.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let limit = Instant::now() + Duration::from_secs_f64(self.settings.timeout_s);
+            while !h.is_finished() && Instant::now() < limit {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            self.stop.store(true, Ordering::SeqCst);
+            let _ = h.join();
+        }
+        let done = self.done.lock().unwrap_or_else(|e| e.into_inner());
+        let mut pending: Vec<PathBuf> = self
+            .runs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .map(|r| r.dir.clone())
+            .filter(|d| !done.contains(&d.display().to_string()))
+            .collect();
+        pending.sort();
+        pending
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.settings.mode
+    }
+
+    pub fn is_disabled(&self) -> bool {
+        self.disabled.load(Ordering::SeqCst)
+    }
+}
+
+fn run_id_of(dir: &Path) -> Option<String> {
+    let v: Value = serde_json::from_slice(&std::fs::read(dir.join("settings.json")).ok()?).ok()?;
+    v["run_id"].as_str().map(str::to_string)
+}
+
+fn sender_loop(
+    client: Client,
+    rx: mpsc::Receiver<Msg>,
+    disabled: Arc<AtomicBool>,
+    done: Arc<Mutex<HashSet<String>>>,
+) {
+    let mut dirty: BTreeMap<String, ()> = BTreeMap::new();
+    let mut closing = false;
+    loop {
+        // Block only when there is nothing to send; otherwise take what arrived and go on.
+        let mut msgs: Vec<Msg> = Vec::new();
+        if dirty.is_empty() {
+            if closing {
+                return;
+            }
+            match rx.recv() {
+                Ok(m) => msgs.push(m),
+                Err(_) => return, // the sink is gone
+            }
+        }
+        msgs.extend(rx.try_iter());
+        for m in msgs {
+            match m {
+                Msg::Dirty(d) => {
+                    dirty.insert(d, ());
+                }
+                Msg::Close => closing = true,
+            }
+        }
+        if disabled.load(Ordering::SeqCst) {
+            return;
+        }
+        let dirs: Vec<String> = dirty.keys().cloned().collect();
+        for d in dirs {
+            let path = PathBuf::from(&d);
+            let Some(run_id) = run_id_of(&path) else {
+                dirty.remove(&d);
+                continue;
+            };
+            match sync_run(&client, &path, &run_id, false) {
+                Ok(finished) => {
+                    dirty.remove(&d);
+                    if finished {
+                        done.lock().unwrap_or_else(|e| e.into_inner()).insert(d);
+                    }
+                }
+                Err(SendError::Unauthorized(m)) => {
+                    eprintln!("W&B: the server refused the API key ({m}); W&B logging stops for this sweep, the runs stay spooled for `runner wandb-sync`");
+                    disabled.store(true, Ordering::SeqCst);
+                    return;
+                }
+                Err(SendError::Rejected(m)) => {
+                    eprintln!("W&B: run {run_id} was refused ({m}); it stays spooled in {d}");
+                    dirty.remove(&d);
+                }
+                Err(SendError::OutOfTime) => return,
+                Err(SendError::Retry(..)) => {} // try again on the next round
+            }
+        }
+        if closing && dirty.is_empty() {
+            return;
+        }
+    }
+}
+
+impl Sink for WandbSink {
+    fn name(&self) -> &str {
+        "wandb"
+    }
+
+    fn log_metrics(&self, run_uuid: &str, metrics: &[Metric]) -> Result<()> {
+        if metrics.is_empty() {
+            return Ok(());
+        }
+        let line = {
+            let mut runs = self.runs.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(r) = runs.get_mut(run_uuid) else {
+                return Ok(());
+            };
+            let mut row = Map::new();
+            for m in metrics {
+                let v = if m.value.is_finite() {
+                    json!(m.value)
+                } else {
+                    json!(if m.value.is_nan() {
+                        "NaN"
+                    } else if m.value > 0.0 {
+                        "Infinity"
+                    } else {
+                        "-Infinity"
+                    })
+                };
+                row.insert(m.key.clone(), v);
+            }
+            if metrics.iter().all(|m| m.step == metrics[0].step) {
+                row.insert("step".into(), json!(metrics[0].step));
+            }
+            row.insert("_step".into(), json!(r.step));
+            row.insert(
+                "_timestamp".into(),
+                json!(metrics[0].timestamp_ms as f64 / 1000.0),
+            );
+            row.insert("_runtime".into(), json!(r.started.elapsed().as_secs_f64()));
+            r.step += 1;
+            Value::Object(row).to_string()
+        };
+        self.append(run_uuid, &Record::History { line });
+        Ok(())
+    }
+
+    fn log_artifact(&self, run_uuid: &str, file_name: &str, _bytes: &[u8]) -> Result<()> {
+        // The MLflow sink wrote the file already; the spool refers to it.
+        let dir = self
+            .runs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(run_uuid)
+            .map(|r| r.dir.clone());
+        if let Some(dir) = dir {
+            let path = dir
+                .parent()
+                .map(|p| p.join("artifacts").join(file_name))
+                .unwrap_or_default();
+            self.append(
+                run_uuid,
+                &Record::File {
+                    name: file_name.to_string(),
+                    path,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    fn set_status(&self, run_uuid: &str, status: RunStatus, _end_ms: Option<i64>) -> Result<()> {
+        match status {
+            RunStatus::Finished => self.append(run_uuid, &Record::Finish { exitcode: 0 }),
+            RunStatus::Failed | RunStatus::Killed => {
+                self.append(run_uuid, &Record::Finish { exitcode: 1 })
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn set_tags(&self, _run_uuid: &str, _tags: &[(String, String)]) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Run folders fully sent, and those still pending with the reason.
+pub type SyncOutcome = (Vec<PathBuf>, Vec<(PathBuf, String)>);
+
+/// `runner wandb-sync`: sends what the spools of `dirs` still hold.
+pub fn sync_dirs(
+    dirs: &[PathBuf],
+    timeout_s: f64,
+) -> Result<SyncOutcome> {
+    let mut synced = Vec::new();
+    let mut pending = Vec::new();
+    for dir in dirs {
+        let v: Value = serde_json::from_slice(
+            &std::fs::read(dir.join("settings.json"))
+                .with_context(|| format!("{} has no W&B settings", dir.display()))?,
+        )?;
+        let run_id = v["run_id"]
+            .as_str()
+            .context("settings without run id")?
+            .to_string();
+        let mut settings: Settings = serde_json::from_value(v["settings"].clone())?;
+        // The SDK's variables override what was recorded; the key comes from them or ~/.netrc.
+        if let Some(u) = env("WANDB_BASE_URL") {
+            settings.base_url = u.trim_end_matches('/').to_string();
+        }
+        if let Some(p) = env("WANDB_PROJECT") {
+            settings.project = p;
+        }
+        if let Some(e) = env("WANDB_ENTITY") {
+            settings.entity = Some(e);
+        }
+        settings.api_key = env("WANDB_API_KEY")
+            .or_else(|| netrc_key(&host_of(&settings.base_url)))
+            .map(ApiKey);
+        if settings.api_key.is_none() {
+            return Err(anyhow!(
+                "no W&B API key: set WANDB_API_KEY or add machine {} to ~/.netrc",
+                host_of(&settings.base_url)
+            ));
+        }
+        settings.timeout_s = timeout_s;
+        let deadline = Arc::new(Mutex::new(Some(
+            Instant::now() + Duration::from_secs_f64(timeout_s),
+        )));
+        let client = Client::new(settings, Arc::new(AtomicBool::new(false)), deadline)?;
+        match sync_run(&client, dir, &run_id, true) {
+            Ok(true) => synced.push(dir.clone()),
+            Ok(false) => pending.push((dir.clone(), "the run has not finished yet".into())),
+            Err(SendError::Unauthorized(m)) => {
+                return Err(anyhow!("W&B refused the API key ({m})"))
+            }
+            Err(SendError::Rejected(m)) | Err(SendError::Retry(m, _)) => {
+                pending.push((dir.clone(), m))
+            }
+            Err(SendError::OutOfTime) => pending.push((dir.clone(), "out of time".into())),
+        }
+    }
+    Ok((synced, pending))
+}
+
+/// Whether a run folder's spool still holds unsent data.
+pub fn has_pending(dir: &Path) -> bool {
+    dir.join("spool.jsonl").exists() && !read_state(dir).finished
+}
