@@ -863,10 +863,7 @@ impl Sink for WandbSink {
 pub type SyncOutcome = (Vec<PathBuf>, Vec<(PathBuf, String)>);
 
 /// `runner wandb-sync`: sends what the spools of `dirs` still hold.
-pub fn sync_dirs(
-    dirs: &[PathBuf],
-    timeout_s: f64,
-) -> Result<SyncOutcome> {
+pub fn sync_dirs(dirs: &[PathBuf], timeout_s: f64) -> Result<SyncOutcome> {
     let mut synced = Vec::new();
     let mut pending = Vec::new();
     for dir in dirs {
