@@ -44,6 +44,13 @@ fn main() {
         }
     }
     println!("cargo:rustc-env=RUNNER_LIB_VERSIONS={}", versions.join(","));
+    // libxgboost.so comes from the PyPI wheel: let the binary find it without LD_LIBRARY_PATH.
+    println!("cargo:rerun-if-env-changed=XGBOOST_LIB_DIR");
+    if std::env::var_os("CARGO_FEATURE_XGBOOST").is_some() {
+        if let Ok(dir) = std::env::var("XGBOOST_LIB_DIR") {
+            println!("cargo:rustc-link-arg=-Wl,-rpath,{dir}");
+        }
+    }
     println!("cargo:rerun-if-changed=Cargo.lock");
     println!("cargo:rerun-if-changed=.git/HEAD");
     println!("cargo:rerun-if-changed=.git/index");

@@ -5,7 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${RUNNER_CACHE:-$HOME/.cache/runner}/target}"
-cargo build --release --locked --bin runner --example bench_store 2>/dev/null
+source tests/gbm-env.sh
+cargo build --release --locked --features "$RUNNER_FEATURES" --bin runner --example bench_store 2>/dev/null
 bin="$CARGO_TARGET_DIR/release/runner"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

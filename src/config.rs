@@ -710,6 +710,15 @@ pub fn expand_sweep_file(
             .key(format!("models[{i}].kind"))
             .at(at("kind"))
         })?;
+        if !spec.available() {
+            let feature = spec.feature.unwrap_or("?");
+            return Err(ConfigError::new(
+                &file,
+                format!("model kind \"{kind}\" needs the cargo feature `{feature}`, which this build lacks: build with `cargo build --release --features {feature}` (the README's commands enable it)"),
+            )
+            .key(format!("models[{i}].kind"))
+            .at(at("kind")));
+        }
         if !spec.tasks.contains(&task) {
             let valid: Vec<&str> = models::KINDS
                 .iter()

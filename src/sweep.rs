@@ -223,7 +223,7 @@ pub fn folds_digest(folds: &[Fold]) -> String {
     )
 }
 
-/// Named artifact contents: (file stem, bytes).
+/// Named artifact contents: ("stem.ext", bytes); stored as `stem_tN.ext`.
 pub type Artifacts = Vec<(String, Vec<u8>)>;
 
 /// The outcome of training one config.
@@ -312,6 +312,21 @@ pub struct Fitted {
 
 /// Fits preprocessing and model on `rows`.
 pub fn fit_on(prep: &Prepared, plan: &TrainPlan, rows: &[usize], seed: u64) -> Result<Fitted> {
+    fit_with_curve(prep, plan, rows, seed, None, None)
+}
+
+/// Type of a learning curve: (round, metric, value).
+pub type Curve = std::sync::Mutex<Vec<(i64, String, f64)>>;
+
+/// Fits on `rows`; iterative models also score `eval_rows` each round into `curve`.
+pub fn fit_with_curve(
+    prep: &Prepared,
+    plan: &TrainPlan,
+    rows: &[usize],
+    seed: u64,
+    eval_rows: Option<&[usize]>,
+    curve: Option<&Curve>,
+) -> Result<Fitted> {
     let preprocessor = Preprocessor::fit(&prep.table, rows, &prep.loaded.config.etl);
     let x = preprocessor.transform(&prep.table, rows);
     let y: Array1<f64> = rows.iter().map(|r| prep.y[*r]).collect();
@@ -321,14 +336,18 @@ pub fn fit_on(prep: &Prepared, plan: &TrainPlan, rows: &[usize], seed: u64) -> R
         task: prep.task,
         n_classes: prep.labels.as_ref().map(|l| l.classes.len()).unwrap_or(0),
     };
-    let model = models::fit(
-        &plan.model,
-        &data,
-        &FitContext {
-            seed,
-            threads: plan.threads,
-        },
-    )?;
+    let eval = eval_rows.map(|r| {
+        let x = preprocessor.transform(&prep.table, r);
+        let y: Array1<f64> = r.iter().map(|i| prep.y[*i]).collect();
+        (x, y)
+    });
+    let ctx = FitContext {
+        seed,
+        threads: plan.threads,
+        eval: eval.as_ref().map(|(x, y)| (x.view(), y.view())),
+        curve,
+    };
+    let model = models::fit(&plan.model, &data, &ctx)?;
     Ok(Fitted {
         preprocessor,
         model,
@@ -361,8 +380,17 @@ pub fn train_config(
     let k = prep.labels.as_ref().map(|l| l.classes.len()).unwrap_or(0);
     let mut pooled = vec![vec![0usize; k]; k];
     for (i, fold) in splits.folds.iter().enumerate() {
-        let fitted = fit_on(prep, plan, &fold.train, fold_seed(plan.seed, i as u64))
-            .with_context(|| format!("fold {} of {}", i + 1, splits.folds.len()))?;
+        let curve = Curve::default();
+        let fitted = fit_with_curve(
+            prep,
+            plan,
+            &fold.train,
+            fold_seed(plan.seed, i as u64),
+            Some(&fold.test),
+            Some(&curve),
+        )
+        .with_context(|| format!("fold {} of {}", i + 1, splits.folds.len()))?;
+        log_curve(sink, run_uuid, &format!("fold{i}"), curve)?;
         let pred = predict_rows(prep, &fitted, &fold.test);
         let y: Vec<f64> = fold.test.iter().map(|r| prep.y[*r]).collect();
         let s = score(prep, &y, &pred);
@@ -428,8 +456,17 @@ pub fn train_config(
     // The run's model: refitted on every training row.
     let cv_seconds = started.elapsed().as_secs_f64();
     let refit_start = std::time::Instant::now();
-    let fitted = fit_on(prep, plan, &splits.cv_rows, fold_seed(plan.seed, u64::MAX))
-        .context("refit on all training rows")?;
+    let curve = Curve::default();
+    let fitted = fit_with_curve(
+        prep,
+        plan,
+        &splits.cv_rows,
+        fold_seed(plan.seed, u64::MAX),
+        None,
+        Some(&curve),
+    )
+    .context("refit on all training rows")?;
+    log_curve(sink, run_uuid, "refit", curve)?;
     let refit_seconds = refit_start.elapsed().as_secs_f64();
     progress.tick(&format!("{} refit", plan.model.name));
     let mut holdout = BTreeMap::new();
@@ -460,8 +497,22 @@ pub fn train_config(
     });
     sink.log_metrics(run_uuid, &batch)?;
 
-    let artifacts = vec![(
-        "model".to_string(),
+    let train_pred = predict_rows(prep, &fitted, &splits.cv_rows);
+    let mut artifacts: Artifacts = vec![(
+        "predictions.csv".to_string(),
+        predictions_csv(prep, &splits.cv_rows, &train_pred).into_bytes(),
+    )];
+    let native = fitted.model.native();
+    if let Some((ext, bytes)) = &native {
+        artifacts.push((format!("model.{ext}"), bytes.clone()));
+    }
+    artifacts.push((
+        if native.is_some() {
+            "runner_model.json"
+        } else {
+            "model.json"
+        }
+        .to_string(),
         serde_json::to_vec(&json!({
             "format": "runner-model/1",
             "task": prep.task,
@@ -471,7 +522,7 @@ pub fn train_config(
             "preprocessor": fitted.preprocessor,
             "fitted": fitted.model.to_json()?,
         }))?,
-    )];
+    ));
     let result = RunResult {
         version: String::new(),
         run_uuid: run_uuid.to_string(),
@@ -487,6 +538,55 @@ pub fn train_config(
         fit_seconds: started.elapsed().as_secs_f64(),
     };
     Ok((result, artifacts))
+}
+
+/// Logs a learning curve as `<prefix>/<metric>` with step = round.
+fn log_curve(sink: &dyn Sink, run_uuid: &str, prefix: &str, curve: Curve) -> Result<()> {
+    let points = curve.into_inner().unwrap_or_else(|e| e.into_inner());
+    if points.is_empty() {
+        return Ok(());
+    }
+    let ts = now_ms();
+    let batch: Vec<Metric> = points
+        .into_iter()
+        .map(|(round, key, value)| Metric {
+            key: format!("{prefix}/{key}"),
+            value,
+            step: round,
+            timestamp_ms: ts,
+        })
+        .collect();
+    sink.log_metrics(run_uuid, &batch)
+}
+
+/// The refitted model's predictions on every training row, with decoded labels.
+fn predictions_csv(prep: &Prepared, rows: &[usize], pred: &models::Prediction) -> String {
+    let labels = prep.labels.as_ref();
+    let mut out = String::from("row,target,prediction");
+    if let (Some(l), Some(_)) = (labels, &pred.proba) {
+        for c in &l.classes {
+            out.push_str(&format!(",proba_{c}"));
+        }
+    }
+    out.push('\n');
+    let show = |v: f64| match labels {
+        Some(l) => l.classes[v as usize].clone(),
+        None => format!("{v}"),
+    };
+    for (i, r) in rows.iter().enumerate() {
+        out.push_str(&format!(
+            "{r},{},{}",
+            show(prep.y[*r]),
+            show(pred.values[i])
+        ));
+        if let (Some(_), Some(p)) = (labels, &pred.proba) {
+            for v in p.row(i) {
+                out.push_str(&format!(",{v}"));
+            }
+        }
+        out.push('\n');
+    }
+    out
 }
 
 pub fn sanitize(label: &str) -> String {
@@ -863,7 +963,9 @@ pub fn run_one(
             train_config(prep, plan, splits, &spec.run_uuid, sink, progress)?;
         result.version = tv.clone();
         for (name, bytes) in artifacts {
-            sink.log_artifact(&spec.run_uuid, &format!("{name}_{tv}.json"), &bytes)?;
+            // "model.json" -> "model_t3.json"
+            let (stem, ext) = name.split_once('.').unwrap_or((name.as_str(), "bin"));
+            sink.log_artifact(&spec.run_uuid, &format!("{stem}_{tv}.{ext}"), &bytes)?;
         }
         write_report_artifacts(prep, plan, record, &result, sink)?;
         store.set_summary(&spec.run_uuid, &serde_json::to_value(&result)?)?;

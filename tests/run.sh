@@ -7,10 +7,12 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${RUNNER_CACHE:-$HOME/.cache/runner}/target}"
 RUNNER_MLFLOW_PYTHON="$(bash tests/setup.sh | tail -n 1)"
 export RUNNER_MLFLOW_PYTHON
+# XGBoost and LightGBM: their build inputs and the Python packages the tests compare with.
+source tests/gbm-env.sh
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 status=0
-cargo test --release --locked "$@" 2>&1 | tee "$log" || status=$?
+cargo test --release --locked --features "$RUNNER_FEATURES" "$@" 2>&1 | tee "$log" || status=$?
 # One closing line over every test binary.
 awk '/^test result:/ { p += $4; f += $6; s += $8 } END { printf "tests: %d passed, %d failed, %d skipped\n", p, f, s }' "$log"
 exit "$status"

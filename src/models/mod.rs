@@ -3,6 +3,8 @@
 //! predicts (labels or values, and class probabilities where it can) and saves itself.
 
 mod classical;
+#[cfg(any(feature = "xgboost", feature = "lightgbm"))]
+mod gbm;
 mod tree;
 
 use anyhow::{bail, Result};
@@ -111,6 +113,20 @@ pub struct KindSpec {
     pub backend: &'static str,
     pub help: &'static str,
     pub params: &'static [ParamSpec],
+    /// The cargo feature this kind needs, if any.
+    pub feature: Option<&'static str>,
+}
+
+impl KindSpec {
+    /// Whether this build can train the kind.
+    pub fn available(&self) -> bool {
+        match self.feature {
+            Some("xgboost") => cfg!(feature = "xgboost"),
+            Some("lightgbm") => cfg!(feature = "lightgbm"),
+            Some(_) => false,
+            None => true,
+        }
+    }
 }
 
 const BOTH: &[Task] = &[Task::Classification, Task::Regression];
@@ -130,6 +146,7 @@ pub const KINDS: &[KindSpec] = &[
         tasks: BOTH,
         backend: "runner (CART; linfa-trees has no regression trees and breaks ties by HashMap order)",
         help: "CART decision tree",
+        feature: None,
         params: &[
             ParamSpec { name: "max_depth", ty: ParamType::Int { min: 0, max: 1000 }, default: Default_::Int(10), help: "maximum depth (0 = unlimited)" },
             ParamSpec { name: "min_samples_split", ty: ParamType::Int { min: 2, max: 1_000_000 }, default: Default_::Int(2), help: "rows a node needs before it may split" },
@@ -144,6 +161,7 @@ pub const KINDS: &[KindSpec] = &[
         tasks: BOTH,
         backend: "runner (bagged CART; linfa-ensemble is classification only and not reproducible)",
         help: "random forest of CART trees with bootstrap samples and per-split feature sampling",
+        feature: None,
         params: &[
             ParamSpec { name: "n_trees", ty: ParamType::Int { min: 1, max: 5000 }, default: Default_::Int(100), help: "number of trees" },
             ParamSpec { name: "max_depth", ty: ParamType::Int { min: 0, max: 1000 }, default: Default_::Int(0), help: "maximum depth (0 = unlimited)" },
@@ -161,6 +179,7 @@ pub const KINDS: &[KindSpec] = &[
         tasks: CLF,
         backend: "linfa-logistic",
         help: "multinomial logistic regression with L2 penalty",
+        feature: None,
         params: &[
             ParamSpec { name: "alpha", ty: ParamType::Float { min: 0.0, max: 1e6 }, default: Default_::Float(1.0), help: "L2 penalty" },
             ParamSpec { name: "max_iterations", ty: ParamType::Int { min: 1, max: 100_000 }, default: Default_::Int(200), help: "optimiser iterations" },
@@ -172,6 +191,7 @@ pub const KINDS: &[KindSpec] = &[
         tasks: BOTH,
         backend: "linfa-svm (one-vs-rest with Platt scaling for several classes; epsilon-SVR for regression)",
         help: "support vector machine",
+        feature: None,
         params: &[
             ParamSpec { name: "kernel", ty: ParamType::Choice(&["rbf", "linear", "poly"]), default: Default_::Str("rbf"), help: "kernel function" },
             ParamSpec { name: "c", ty: ParamType::Float { min: 1e-6, max: 1e6 }, default: Default_::Float(1.0), help: "regularisation: larger fits the training data harder" },
@@ -188,6 +208,7 @@ pub const KINDS: &[KindSpec] = &[
         tasks: BOTH,
         backend: "linfa-nn (neighbour index) + runner (vote / average)",
         help: "k nearest neighbours",
+        feature: None,
         params: &[
             ParamSpec { name: "k", ty: ParamType::Int { min: 1, max: 10_000 }, default: Default_::Int(5), help: "neighbours" },
             ParamSpec { name: "weights", ty: ParamType::Choice(&["uniform", "distance"]), default: Default_::Str("uniform"), help: "vote weighting" },
@@ -199,6 +220,7 @@ pub const KINDS: &[KindSpec] = &[
         tasks: CLF,
         backend: "linfa-bayes",
         help: "Gaussian naive Bayes",
+        feature: None,
         params: &[ParamSpec { name: "var_smoothing", ty: ParamType::Float { min: 0.0, max: 1.0 }, default: Default_::Float(1e-9), help: "share of the largest variance added to all variances" }],
     },
     KindSpec {
@@ -206,9 +228,57 @@ pub const KINDS: &[KindSpec] = &[
         tasks: REG,
         backend: "runner (closed-form ridge, Cholesky)",
         help: "linear least squares with optional ridge penalty",
+        feature: None,
         params: &[
             ParamSpec { name: "alpha", ty: ParamType::Float { min: 0.0, max: 1e9 }, default: Default_::Float(0.0), help: "ridge (L2) penalty; 0 = ordinary least squares" },
             ParamSpec { name: "fit_intercept", ty: ParamType::Bool, default: Default_::Bool(true), help: "learn an intercept" },
+        ],
+    },
+    KindSpec {
+        kind: "xgboost",
+        tasks: BOTH,
+        backend: "XGBoost 3.4 (crate xgb, libxgboost from the PyPI wheel); feature `xgboost`",
+        help: "gradient-boosted trees (XGBoost)",
+        feature: Some("xgboost"),
+        params: &[
+            ParamSpec { name: "n_rounds", ty: ParamType::Int { min: 1, max: 100_000 }, default: Default_::Int(100), help: "boosting rounds" },
+            ParamSpec { name: "learning_rate", ty: ParamType::Float { min: 1e-6, max: 1.0 }, default: Default_::Float(0.3), help: "shrinkage (eta)" },
+            ParamSpec { name: "max_depth", ty: ParamType::Int { min: 0, max: 64 }, default: Default_::Int(6), help: "tree depth (0 = unlimited)" },
+            ParamSpec { name: "min_child_weight", ty: ParamType::Float { min: 0.0, max: 1e6 }, default: Default_::Float(1.0), help: "minimum hessian sum in a child" },
+            ParamSpec { name: "subsample", ty: ParamType::Float { min: 0.01, max: 1.0 }, default: Default_::Float(1.0), help: "row share drawn per round" },
+            ParamSpec { name: "colsample_bytree", ty: ParamType::Float { min: 0.01, max: 1.0 }, default: Default_::Float(1.0), help: "feature share per tree" },
+            ParamSpec { name: "reg_alpha", ty: ParamType::Float { min: 0.0, max: 1e6 }, default: Default_::Float(0.0), help: "L1 penalty on leaf weights" },
+            ParamSpec { name: "reg_lambda", ty: ParamType::Float { min: 0.0, max: 1e6 }, default: Default_::Float(1.0), help: "L2 penalty on leaf weights" },
+            ParamSpec { name: "scale_pos_weight", ty: ParamType::Float { min: 1e-6, max: 1e6 }, default: Default_::Float(1.0), help: "weight of the positive class (binary)" },
+            ParamSpec { name: "early_stopping_rounds", ty: ParamType::Int { min: 0, max: 100_000 }, default: Default_::Int(0), help: "stop when the inner validation loss has not improved for this many rounds (0 = off)" },
+            ParamSpec { name: "validation_fraction", ty: ParamType::Float { min: 0.01, max: 0.5 }, default: Default_::Float(0.1), help: "share of training rows held out for early stopping" },
+            ParamSpec { name: "tree_method", ty: ParamType::Choice(&["hist", "exact", "approx"]), default: Default_::Str("hist"), help: "split finding" },
+            ParamSpec { name: "threads", ty: ParamType::Int { min: 0, max: 256 }, default: Default_::Int(0), help: "threads (0 = the sweep's per-config share)" },
+            CLASS_WEIGHT,
+        ],
+    },
+    KindSpec {
+        kind: "lightgbm",
+        tasks: BOTH,
+        backend: "LightGBM 4.7 (crate lightgbm3, built from source); feature `lightgbm`",
+        help: "gradient-boosted trees (LightGBM, leaf-wise)",
+        feature: Some("lightgbm"),
+        params: &[
+            ParamSpec { name: "n_rounds", ty: ParamType::Int { min: 1, max: 100_000 }, default: Default_::Int(100), help: "boosting rounds" },
+            ParamSpec { name: "learning_rate", ty: ParamType::Float { min: 1e-6, max: 1.0 }, default: Default_::Float(0.1), help: "shrinkage" },
+            ParamSpec { name: "num_leaves", ty: ParamType::Int { min: 2, max: 131_072 }, default: Default_::Int(31), help: "leaves per tree" },
+            ParamSpec { name: "max_depth", ty: ParamType::Int { min: 0, max: 64 }, default: Default_::Int(0), help: "tree depth (0 = unlimited)" },
+            ParamSpec { name: "min_child_weight", ty: ParamType::Float { min: 0.0, max: 1e6 }, default: Default_::Float(1e-3), help: "minimum hessian sum in a leaf" },
+            ParamSpec { name: "min_data_in_leaf", ty: ParamType::Int { min: 1, max: 1_000_000 }, default: Default_::Int(20), help: "minimum rows in a leaf" },
+            ParamSpec { name: "subsample", ty: ParamType::Float { min: 0.01, max: 1.0 }, default: Default_::Float(1.0), help: "row share per round (bagging)" },
+            ParamSpec { name: "colsample_bytree", ty: ParamType::Float { min: 0.01, max: 1.0 }, default: Default_::Float(1.0), help: "feature share per tree" },
+            ParamSpec { name: "reg_alpha", ty: ParamType::Float { min: 0.0, max: 1e6 }, default: Default_::Float(0.0), help: "L1 penalty" },
+            ParamSpec { name: "reg_lambda", ty: ParamType::Float { min: 0.0, max: 1e6 }, default: Default_::Float(0.0), help: "L2 penalty" },
+            ParamSpec { name: "scale_pos_weight", ty: ParamType::Float { min: 1e-6, max: 1e6 }, default: Default_::Float(1.0), help: "weight of the positive class (binary)" },
+            ParamSpec { name: "early_stopping_rounds", ty: ParamType::Int { min: 0, max: 100_000 }, default: Default_::Int(0), help: "stop when the inner validation loss has not improved for this many rounds (0 = off)" },
+            ParamSpec { name: "validation_fraction", ty: ParamType::Float { min: 0.01, max: 0.5 }, default: Default_::Float(0.1), help: "share of training rows held out for early stopping" },
+            ParamSpec { name: "threads", ty: ParamType::Int { min: 0, max: 256 }, default: Default_::Int(0), help: "threads (0 = the sweep's per-config share)" },
+            CLASS_WEIGHT,
         ],
     },
 ];
@@ -344,16 +414,44 @@ pub struct Prediction {
     pub proba: Option<Array2<f64>>,
 }
 
-/// Per-call settings that are not hyperparameters: the seed and the thread budget.
-pub struct FitContext {
+/// Per-call settings that are not hyperparameters: the seed, the thread budget, and for
+/// iterative models the rows to score each round and where the learning curve goes.
+pub struct FitContext<'a> {
     pub seed: u64,
     pub threads: usize,
+    /// Scored after every round for the learning curve (never used to choose anything).
+    pub eval: Option<(ArrayView2<'a, f64>, ArrayView1<'a, f64>)>,
+    /// (round, metric, value) per round, e.g. (12, "valid_mlogloss", 0.93).
+    pub curve: Option<&'a std::sync::Mutex<Vec<(i64, String, f64)>>>,
+}
+
+impl FitContext<'_> {
+    pub fn new(seed: u64, threads: usize) -> FitContext<'static> {
+        FitContext {
+            seed,
+            threads,
+            eval: None,
+            curve: None,
+        }
+    }
+
+    pub fn record(&self, round: i64, metric: &str, value: f64) {
+        if let Some(c) = self.curve {
+            c.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((round, metric.to_string(), value));
+        }
+    }
 }
 
 pub trait FittedModel: Send + Sync {
     fn predict(&self, x: ArrayView2<f64>) -> Prediction;
     /// The fitted state, for the run's model artifact.
     fn to_json(&self) -> Result<serde_json::Value>;
+    /// The model in its library's own format (extension, bytes), where it has one.
+    fn native(&self) -> Option<(&'static str, Vec<u8>)> {
+        None
+    }
 }
 
 /// Fits a checked model config on a training set.
@@ -373,6 +471,10 @@ pub fn fit(cfg: &ModelConfig, data: &TrainSet, ctx: &FitContext) -> Result<Box<d
         "knn" => classical::fit_knn(cfg, data),
         "naive_bayes" => classical::fit_naive_bayes(cfg, data),
         "linear" => classical::fit_linear(cfg, data),
+        #[cfg(feature = "xgboost")]
+        "xgboost" => gbm::fit_xgboost(cfg, data, ctx),
+        #[cfg(feature = "lightgbm")]
+        "lightgbm" => gbm::fit_lightgbm(cfg, data, ctx),
         other => bail!("model kind `{other}` has no trainer in this build"),
     }
 }

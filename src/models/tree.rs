@@ -473,15 +473,7 @@ mod tests {
             task: Task::Classification,
             n_classes: 2,
         };
-        let m = fit_tree(
-            &cfg("decision_tree", &[]),
-            &data,
-            &FitContext {
-                seed: 1,
-                threads: 1,
-            },
-        )
-        .unwrap();
+        let m = fit_tree(&cfg("decision_tree", &[]), &data, &FitContext::new(1, 1)).unwrap();
         let p = m.predict(array![[0.0], [6.4], [6.6], [20.0]].view());
         assert_eq!(p.values, vec![0.0, 0.0, 1.0, 1.0]);
     }
@@ -496,15 +488,7 @@ mod tests {
             task: Task::Regression,
             n_classes: 0,
         };
-        let m = fit_tree(
-            &cfg("decision_tree", &[]),
-            &data,
-            &FitContext {
-                seed: 1,
-                threads: 1,
-            },
-        )
-        .unwrap();
+        let m = fit_tree(&cfg("decision_tree", &[]), &data, &FitContext::new(1, 1)).unwrap();
         assert_eq!(m.predict(x.view()).values, vec![5.0, 5.0, 9.0, 9.0]);
     }
 
@@ -520,24 +504,8 @@ mod tests {
             n_classes: 2,
         };
         let c = cfg("random_forest", &[("n_trees", ParamValue::Int(20))]);
-        let a = fit_forest(
-            &c,
-            &data,
-            &FitContext {
-                seed: 9,
-                threads: 1,
-            },
-        )
-        .unwrap();
-        let b = fit_forest(
-            &c,
-            &data,
-            &FitContext {
-                seed: 9,
-                threads: 3,
-            },
-        )
-        .unwrap();
+        let a = fit_forest(&c, &data, &FitContext::new(9, 1)).unwrap();
+        let b = fit_forest(&c, &data, &FitContext::new(9, 3)).unwrap();
         assert_eq!(a.to_json().unwrap(), b.to_json().unwrap());
     }
 }

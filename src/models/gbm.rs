@@ -1,0 +1,616 @@
+//! Gradient boosting from the real native libraries: XGBoost (crate `xgb`) and LightGBM (crate
+//! `lightgbm3` and its sys crate). Both train round by round here so that every round's train
+//! and validation loss goes into the learning curve, and early stopping (on a seeded inner
+//! split of the training rows, never on the CV fold being scored) keeps the best round.
+//! Classes arrive as 0..K-1, which both libraries require.
+
+use super::{labels_from_proba, FitContext, FittedModel, ModelConfig, Prediction, Task, TrainSet};
+use anyhow::{anyhow, Result};
+use ndarray::{Array1, Array2, ArrayView1, ArrayView2};
+use serde_json::json;
+
+fn f32_rows(x: ArrayView2<f64>) -> Vec<f32> {
+    x.iter().map(|v| *v as f32).collect()
+}
+
+fn threads(cfg: &ModelConfig, ctx: &FitContext) -> usize {
+    match cfg.int("threads") {
+        0 => ctx.threads.max(1),
+        t => t as usize,
+    }
+}
+
+/// Rows used to fit and rows held out for early stopping (seeded, stratified for classes).
+fn early_stopping_split(cfg: &ModelConfig, data: &TrainSet, seed: u64) -> (Vec<usize>, Vec<usize>) {
+    let n = data.y.len();
+    if cfg.int("early_stopping_rounds") == 0 {
+        return ((0..n).collect(), Vec::new());
+    }
+    let y: Vec<f64> = data.y.to_vec();
+    crate::eval::holdout_split(data.task, &y, cfg.float("validation_fraction"), seed ^ 0xE5)
+}
+
+fn take(x: ArrayView2<f64>, y: ArrayView1<f64>, rows: &[usize]) -> (Array2<f64>, Array1<f64>) {
+    let xs = Array2::from_shape_fn((rows.len(), x.ncols()), |(i, j)| x[[rows[i], j]]);
+    let ys = rows.iter().map(|r| y[*r]).collect();
+    (xs, ys)
+}
+
+fn row_weights(cfg: &ModelConfig, data: &TrainSet, rows: &[usize]) -> Option<Vec<f32>> {
+    if data.task == Task::Classification && cfg.str("class_weight") == "balanced" {
+        let w = data.balanced_weights();
+        Some(rows.iter().map(|r| w[*r] as f32).collect())
+    } else {
+        None
+    }
+}
+
+/// Tracks the best validation loss for early stopping.
+struct Stopper {
+    patience: i64,
+    best: f64,
+    best_round: i64,
+}
+
+impl Stopper {
+    /// Returns true when training should stop after `round`.
+    fn update(&mut self, round: i64, loss: f64) -> bool {
+        if loss < self.best {
+            self.best = loss;
+            self.best_round = round;
+        }
+        self.patience > 0 && round - self.best_round >= self.patience
+    }
+}
+
+fn to_prediction(task: Task, n_classes: usize, raw: Vec<f64>, n: usize) -> Prediction {
+    match task {
+        Task::Regression => Prediction {
+            values: raw,
+            proba: None,
+        },
+        Task::Classification => {
+            let proba = if n_classes == 2 && raw.len() == n {
+                Array2::from_shape_fn((n, 2), |(i, j)| if j == 1 { raw[i] } else { 1.0 - raw[i] })
+            } else {
+                Array2::from_shape_vec((n, n_classes), raw)
+                    .expect("one probability per class and row")
+            };
+            Prediction {
+                values: labels_from_proba(&proba),
+                proba: Some(proba),
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------- XGBoost
+
+#[cfg(feature = "xgboost")]
+mod xgboost {
+    use super::*;
+    use std::sync::Mutex;
+    use xgb::{Booster, DMatrix};
+
+    fn err(e: xgb::XGBError) -> anyhow::Error {
+        anyhow!("XGBoost: {e}")
+    }
+
+    pub struct XgbModel {
+        task: Task,
+        n_classes: usize,
+        /// The booster is not Sync; predictions take turns.
+        booster: Mutex<Booster>,
+        json: Vec<u8>,
+        best_round: i64,
+    }
+
+    fn dmatrix(
+        x: ArrayView2<f64>,
+        y: Option<ArrayView1<f64>>,
+        w: Option<&[f32]>,
+    ) -> Result<DMatrix> {
+        let mut d = DMatrix::from_dense(&f32_rows(x), x.nrows()).map_err(err)?;
+        if let Some(y) = y {
+            d.set_labels(&y.iter().map(|v| *v as f32).collect::<Vec<_>>())
+                .map_err(err)?;
+        }
+        if let Some(w) = w {
+            d.set_weights(w).map_err(err)?;
+        }
+        Ok(d)
+    }
+
+    impl FittedModel for XgbModel {
+        fn predict(&self, x: ArrayView2<f64>) -> Prediction {
+            let d = dmatrix(x, None, None).expect("XGBoost DMatrix from a dense matrix");
+            let raw = self
+                .booster
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .predict(&d)
+                .expect("XGBoost predicts");
+            to_prediction(
+                self.task,
+                self.n_classes,
+                raw.into_iter().map(f64::from).collect(),
+                x.nrows(),
+            )
+        }
+        fn to_json(&self) -> Result<serde_json::Value> {
+            Ok(
+                json!({"library": "xgboost", "best_round": self.best_round, "model": "see the native model file"}),
+            )
+        }
+        fn native(&self) -> Option<(&'static str, Vec<u8>)> {
+            Some(("json", self.json.clone()))
+        }
+    }
+
+    pub fn fit(
+        cfg: &ModelConfig,
+        data: &TrainSet,
+        ctx: &FitContext,
+    ) -> Result<Box<dyn FittedModel>> {
+        let (fit_rows, stop_rows) = early_stopping_split(cfg, data, ctx.seed);
+        let (xf, yf) = take(data.x, data.y, &fit_rows);
+        let dtrain = dmatrix(
+            xf.view(),
+            Some(yf.view()),
+            row_weights(cfg, data, &fit_rows).as_deref(),
+        )?;
+        // Validation for the curve and early stopping: the inner split if early stopping is on,
+        // else the rows the caller scores (the CV fold), for the curve only.
+        let valid = if !stop_rows.is_empty() {
+            let (xv, yv) = take(data.x, data.y, &stop_rows);
+            Some(dmatrix(xv.view(), Some(yv.view()), None)?)
+        } else if let Some((x, y)) = ctx.eval {
+            Some(dmatrix(x, Some(y), None)?)
+        } else {
+            None
+        };
+        let params = xgb::parameters::BoosterParametersBuilder::default()
+            .build()
+            .map_err(|e| anyhow!("XGBoost parameters: {e}"))?;
+        let mut cached = vec![&dtrain];
+        if let Some(v) = &valid {
+            cached.push(v);
+        }
+        let mut booster = Booster::new_with_cached_dmats(&params, &cached).map_err(err)?;
+        let (objective, metric) = match (data.task, data.n_classes) {
+            (Task::Regression, _) => ("reg:squarederror", "rmse"),
+            (_, 2) => ("binary:logistic", "logloss"),
+            _ => ("multi:softprob", "mlogloss"),
+        };
+        let mut set = vec![
+            ("verbosity", "0".to_string()),
+            ("objective", objective.to_string()),
+            ("eval_metric", metric.to_string()),
+            ("eta", cfg.float("learning_rate").to_string()),
+            ("max_depth", cfg.int("max_depth").to_string()),
+            (
+                "min_child_weight",
+                cfg.float("min_child_weight").to_string(),
+            ),
+            ("subsample", cfg.float("subsample").to_string()),
+            (
+                "colsample_bytree",
+                cfg.float("colsample_bytree").to_string(),
+            ),
+            ("alpha", cfg.float("reg_alpha").to_string()),
+            ("lambda", cfg.float("reg_lambda").to_string()),
+            ("tree_method", cfg.str("tree_method").to_string()),
+            ("seed", (ctx.seed % (i32::MAX as u64)).to_string()),
+            ("nthread", threads(cfg, ctx).to_string()),
+        ];
+        if objective == "multi:softprob" {
+            set.push(("num_class", data.n_classes.to_string()));
+        }
+        if objective == "binary:logistic" {
+            set.push((
+                "scale_pos_weight",
+                cfg.float("scale_pos_weight").to_string(),
+            ));
+        }
+        for (k, v) in &set {
+            booster.set_param(k, v).map_err(err)?;
+        }
+        let mut stopper = Stopper {
+            patience: cfg.int("early_stopping_rounds"),
+            best: f64::INFINITY,
+            best_round: 0,
+        };
+        let rounds = cfg.int("n_rounds");
+        let mut last = rounds - 1;
+        for round in 0..rounds {
+            booster.update(&dtrain, round as i32).map_err(err)?;
+            let tr = booster.evaluate(&dtrain).map_err(err)?;
+            if let Some(v) = tr.get(metric) {
+                ctx.record(round, &format!("train_{metric}"), *v as f64);
+            }
+            if let Some(dv) = &valid {
+                let ev = booster.evaluate(dv).map_err(err)?;
+                let loss = ev.get(metric).map(|v| *v as f64).unwrap_or(f64::NAN);
+                ctx.record(round, &format!("valid_{metric}"), loss);
+                if !stop_rows.is_empty() && stopper.update(round, loss) {
+                    last = round;
+                    break;
+                }
+            }
+        }
+        let best_round = if stop_rows.is_empty() {
+            last
+        } else {
+            stopper.best_round
+        };
+        let booster = if best_round < last {
+            booster.slice(0, best_round as i32 + 1).map_err(err)?
+        } else {
+            booster
+        };
+        let json = booster.save_buffer(false).map_err(err)?;
+        Ok(Box::new(XgbModel {
+            task: data.task,
+            n_classes: data.n_classes,
+            booster: Mutex::new(booster),
+            json,
+            best_round,
+        }))
+    }
+}
+
+#[cfg(feature = "xgboost")]
+pub fn fit_xgboost(
+    cfg: &ModelConfig,
+    data: &TrainSet,
+    ctx: &FitContext,
+) -> Result<Box<dyn FittedModel>> {
+    xgboost::fit(cfg, data, ctx)
+}
+
+// ---------------------------------------------------------------- LightGBM
+
+#[cfg(feature = "lightgbm")]
+mod lightgbm {
+    use super::*;
+    use lightgbm3_sys as sys;
+    use std::ffi::{CStr, CString};
+    use std::os::raw::{c_char, c_int, c_void};
+
+    fn check(ret: c_int, what: &str) -> Result<()> {
+        if ret == 0 {
+            return Ok(());
+        }
+        // SAFETY: LightGBM returns a NUL-terminated, thread-local error message.
+        let msg = unsafe { CStr::from_ptr(sys::LGBM_GetLastError()) }
+            .to_string_lossy()
+            .to_string();
+        Err(anyhow!("LightGBM {what}: {msg}"))
+    }
+
+    /// Owns a LightGBM dataset handle.
+    struct Data(sys::DatasetHandle);
+    impl Drop for Data {
+        fn drop(&mut self) {
+            // SAFETY: the handle came from LGBM_DatasetCreateFromMat and is freed once.
+            unsafe { sys::LGBM_DatasetFree(self.0) };
+        }
+    }
+
+    /// Owns a LightGBM booster handle.
+    struct Handle(sys::BoosterHandle);
+    impl Drop for Handle {
+        fn drop(&mut self) {
+            // SAFETY: the handle came from LGBM_BoosterCreate / LoadModelFromString, freed once.
+            unsafe { sys::LGBM_BoosterFree(self.0) };
+        }
+    }
+
+    fn dataset(
+        x: &Array2<f64>,
+        y: &Array1<f64>,
+        w: Option<&[f32]>,
+        reference: Option<&Data>,
+        params: &str,
+    ) -> Result<Data> {
+        let flat: Vec<f64> = x.iter().copied().collect();
+        let p = CString::new(params).expect("no NUL in parameters");
+        let mut h: sys::DatasetHandle = std::ptr::null_mut();
+        // SAFETY: `flat` holds nrow * ncol row-major f64 values and outlives the call.
+        check(
+            unsafe {
+                sys::LGBM_DatasetCreateFromMat(
+                    flat.as_ptr() as *const c_void,
+                    sys::C_API_DTYPE_FLOAT64 as c_int,
+                    x.nrows() as i32,
+                    x.ncols() as i32,
+                    1,
+                    p.as_ptr(),
+                    reference.map(|r| r.0).unwrap_or(std::ptr::null_mut()),
+                    &mut h,
+                )
+            },
+            "dataset",
+        )?;
+        let data = Data(h);
+        let labels: Vec<f32> = y.iter().map(|v| *v as f32).collect();
+        let field = CString::new("label").unwrap();
+        // SAFETY: one f32 label per row.
+        check(
+            unsafe {
+                sys::LGBM_DatasetSetField(
+                    data.0,
+                    field.as_ptr(),
+                    labels.as_ptr() as *const c_void,
+                    labels.len() as c_int,
+                    sys::C_API_DTYPE_FLOAT32 as c_int,
+                )
+            },
+            "labels",
+        )?;
+        if let Some(w) = w {
+            let field = CString::new("weight").unwrap();
+            // SAFETY: one f32 weight per row.
+            check(
+                unsafe {
+                    sys::LGBM_DatasetSetField(
+                        data.0,
+                        field.as_ptr(),
+                        w.as_ptr() as *const c_void,
+                        w.len() as c_int,
+                        sys::C_API_DTYPE_FLOAT32 as c_int,
+                    )
+                },
+                "weights",
+            )?;
+        }
+        Ok(data)
+    }
+
+    fn eval(h: &Handle, idx: c_int, counts: usize) -> Result<Vec<f64>> {
+        let mut out = vec![0.0f64; counts.max(1)];
+        let mut len: c_int = 0;
+        // SAFETY: `out` has room for every metric LightGBM reports.
+        check(
+            unsafe { sys::LGBM_BoosterGetEval(h.0, idx, &mut len, out.as_mut_ptr()) },
+            "eval",
+        )?;
+        out.truncate(len as usize);
+        Ok(out)
+    }
+
+    fn model_string(h: &Handle, num_iteration: i32) -> Result<String> {
+        let mut len: i64 = 0;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            // SAFETY: `buf` is writable for its length; LightGBM reports the length it needs.
+            check(
+                unsafe {
+                    sys::LGBM_BoosterSaveModelToString(
+                        h.0,
+                        0,
+                        num_iteration,
+                        sys::C_API_FEATURE_IMPORTANCE_SPLIT as c_int,
+                        buf.len() as i64,
+                        &mut len,
+                        buf.as_mut_ptr() as *mut c_char,
+                    )
+                },
+                "save",
+            )?;
+            if (len as usize) <= buf.len() {
+                break;
+            }
+            buf = vec![0u8; len as usize];
+        }
+        buf.truncate((len as usize).saturating_sub(1));
+        Ok(String::from_utf8(buf)?)
+    }
+
+    pub struct LgbmModel {
+        task: Task,
+        n_classes: usize,
+        /// The model in LightGBM's text format; loaded for each prediction, so the fitted model
+        /// holds no native handle and is freely shared between threads.
+        text: String,
+        threads: usize,
+        best_round: i64,
+    }
+
+    impl FittedModel for LgbmModel {
+        fn predict(&self, x: ArrayView2<f64>) -> Prediction {
+            let text = CString::new(self.text.as_str()).expect("model text has no NUL");
+            let mut h: sys::BoosterHandle = std::ptr::null_mut();
+            let mut iters: c_int = 0;
+            // SAFETY: `text` is a NUL-terminated model string.
+            check(
+                unsafe { sys::LGBM_BoosterLoadModelFromString(text.as_ptr(), &mut iters, &mut h) },
+                "load",
+            )
+            .expect("LightGBM reloads its own model");
+            let h = Handle(h);
+            let flat: Vec<f64> = x.iter().copied().collect();
+            let per_row = if self.task == Task::Classification && self.n_classes > 2 {
+                self.n_classes
+            } else {
+                1
+            };
+            let mut out = vec![0.0f64; x.nrows() * per_row];
+            let mut len: i64 = 0;
+            let params = CString::new(format!("num_threads={}", self.threads)).unwrap();
+            // SAFETY: `flat` holds nrow * ncol row-major values; `out` has room for every output.
+            check(
+                unsafe {
+                    sys::LGBM_BoosterPredictForMat(
+                        h.0,
+                        flat.as_ptr() as *const c_void,
+                        sys::C_API_DTYPE_FLOAT64 as c_int,
+                        x.nrows() as i32,
+                        x.ncols() as i32,
+                        1,
+                        sys::C_API_PREDICT_NORMAL as c_int,
+                        0,
+                        -1,
+                        params.as_ptr(),
+                        &mut len,
+                        out.as_mut_ptr(),
+                    )
+                },
+                "predict",
+            )
+            .expect("LightGBM predicts on a dense matrix");
+            out.truncate(len as usize);
+            to_prediction(self.task, self.n_classes, out, x.nrows())
+        }
+        fn to_json(&self) -> Result<serde_json::Value> {
+            Ok(
+                json!({"library": "lightgbm", "best_round": self.best_round, "model": "see the native model file"}),
+            )
+        }
+        fn native(&self) -> Option<(&'static str, Vec<u8>)> {
+            Some(("txt", self.text.clone().into_bytes()))
+        }
+    }
+
+    pub fn fit(
+        cfg: &ModelConfig,
+        data: &TrainSet,
+        ctx: &FitContext,
+    ) -> Result<Box<dyn FittedModel>> {
+        let threads = threads(cfg, ctx);
+        let seed = ctx.seed % (i32::MAX as u64);
+        let (fit_rows, stop_rows) = early_stopping_split(cfg, data, ctx.seed);
+        let (objective, metric, name) = match (data.task, data.n_classes) {
+            (Task::Regression, _) => ("regression".to_string(), "rmse", "rmse"),
+            (_, 2) => ("binary".to_string(), "binary_logloss", "logloss"),
+            (_, k) => (
+                format!("multiclass num_class={k}"),
+                "multi_logloss",
+                "mlogloss",
+            ),
+        };
+        let max_depth = match cfg.int("max_depth") {
+            0 => -1,
+            d => d,
+        };
+        let subsample = cfg.float("subsample");
+        let mut params = format!(
+            "objective={objective} metric={metric} is_provide_training_metric=true learning_rate={} num_leaves={} max_depth={max_depth} \
+             min_sum_hessian_in_leaf={} min_data_in_leaf={} feature_fraction={} bagging_fraction={subsample} bagging_freq={} \
+             lambda_l1={} lambda_l2={} seed={seed} num_threads={threads} deterministic=true force_col_wise=true verbosity=-1",
+            cfg.float("learning_rate"),
+            cfg.int("num_leaves"),
+            cfg.float("min_child_weight"),
+            cfg.int("min_data_in_leaf"),
+            cfg.float("colsample_bytree"),
+            if subsample < 1.0 { 1 } else { 0 },
+            cfg.float("reg_alpha"),
+            cfg.float("reg_lambda"),
+        );
+        if data.n_classes == 2 {
+            params.push_str(&format!(
+                " scale_pos_weight={}",
+                cfg.float("scale_pos_weight")
+            ));
+        }
+        let ds_params = format!("verbosity=-1 seed={seed} num_threads={threads}");
+        let (xf, yf) = take(data.x, data.y, &fit_rows);
+        let train = dataset(
+            &xf,
+            &yf,
+            row_weights(cfg, data, &fit_rows).as_deref(),
+            None,
+            &ds_params,
+        )?;
+        let valid = if !stop_rows.is_empty() {
+            let (xv, yv) = take(data.x, data.y, &stop_rows);
+            Some(dataset(&xv, &yv, None, Some(&train), &ds_params)?)
+        } else if let Some((x, y)) = ctx.eval {
+            Some(dataset(
+                &x.to_owned(),
+                &y.to_owned(),
+                None,
+                Some(&train),
+                &ds_params,
+            )?)
+        } else {
+            None
+        };
+        let p = CString::new(params).expect("no NUL in parameters");
+        let mut h: sys::BoosterHandle = std::ptr::null_mut();
+        // SAFETY: the training dataset outlives the booster (both dropped at the end of fit).
+        check(
+            unsafe { sys::LGBM_BoosterCreate(train.0, p.as_ptr(), &mut h) },
+            "booster",
+        )?;
+        let booster = Handle(h);
+        if let Some(v) = &valid {
+            // SAFETY: the validation dataset was built with the training set as reference.
+            check(
+                unsafe { sys::LGBM_BoosterAddValidData(booster.0, v.0) },
+                "validation data",
+            )?;
+        }
+        let mut counts: c_int = 0;
+        // SAFETY: plain out-parameter.
+        check(
+            unsafe { sys::LGBM_BoosterGetEvalCounts(booster.0, &mut counts) },
+            "eval counts",
+        )?;
+        let mut stopper = Stopper {
+            patience: cfg.int("early_stopping_rounds"),
+            best: f64::INFINITY,
+            best_round: 0,
+        };
+        let rounds = cfg.int("n_rounds");
+        let mut last = rounds - 1;
+        for round in 0..rounds {
+            let mut finished: c_int = 0;
+            // SAFETY: the booster handle is live.
+            check(
+                unsafe { sys::LGBM_BoosterUpdateOneIter(booster.0, &mut finished) },
+                "update",
+            )?;
+            if let Some(v) = eval(&booster, 0, counts as usize)?.first() {
+                ctx.record(round, &format!("train_{name}"), *v);
+            }
+            if valid.is_some() {
+                let loss = eval(&booster, 1, counts as usize)?
+                    .first()
+                    .copied()
+                    .unwrap_or(f64::NAN);
+                ctx.record(round, &format!("valid_{name}"), loss);
+                if !stop_rows.is_empty() && stopper.update(round, loss) {
+                    last = round;
+                    break;
+                }
+            }
+            if finished != 0 {
+                last = round;
+                break;
+            }
+        }
+        let best_round = if stop_rows.is_empty() {
+            last
+        } else {
+            stopper.best_round
+        };
+        let text = model_string(&booster, best_round as i32 + 1)?;
+        Ok(Box::new(LgbmModel {
+            task: data.task,
+            n_classes: data.n_classes,
+            text,
+            threads,
+            best_round,
+        }))
+    }
+}
+
+#[cfg(feature = "lightgbm")]
+pub fn fit_lightgbm(
+    cfg: &ModelConfig,
+    data: &TrainSet,
+    ctx: &FitContext,
+) -> Result<Box<dyn FittedModel>> {
+    lightgbm::fit(cfg, data, ctx)
+}
