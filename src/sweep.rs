@@ -315,8 +315,7 @@ pub fn fit_on(prep: &Prepared, plan: &TrainPlan, rows: &[usize], seed: u64) -> R
     fit_with_curve(prep, plan, rows, seed, None, None)
 }
 
-/// Type of a learning curve: (round, metric, value).
-pub type Curve = std::sync::Mutex<Vec<(i64, String, f64)>>;
+pub use crate::models::Curve;
 
 /// Fits on `rows`; iterative models also score `eval_rows` each round into `curve`.
 pub fn fit_with_curve(
@@ -679,7 +678,7 @@ pub fn plans(prep: &Prepared, configs: &[ModelConfig], jobs: usize, smoke: bool)
 }
 
 fn shrink_for_smoke(m: &mut ModelConfig) {
-    for (key, cap) in [("n_trees", 10i64), ("max_iterations", 50)] {
+    for (key, cap) in [("n_trees", 10i64), ("max_iterations", 50), ("n_rounds", 10)] {
         if let Some(models::ParamValue::Int(v)) = m.params.get_mut(key) {
             *v = (*v).min(cap);
         }

@@ -77,7 +77,7 @@ fn smoke_trains_every_config_quickly_and_tags_the_runs() {
             .args(["--smoke", "--json"]),
     ));
     let runs = r["runs"].as_array().unwrap();
-    assert_eq!(runs.len(), 9, "every config");
+    assert_eq!(runs.len(), 11, "every config");
     for run in runs {
         assert_eq!(run["status"], "FINISHED");
         assert_eq!(

@@ -414,6 +414,9 @@ pub struct Prediction {
     pub proba: Option<Array2<f64>>,
 }
 
+/// A learning curve being recorded: (round, metric, value).
+pub type Curve = std::sync::Mutex<Vec<(i64, String, f64)>>;
+
 /// Per-call settings that are not hyperparameters: the seed, the thread budget, and for
 /// iterative models the rows to score each round and where the learning curve goes.
 pub struct FitContext<'a> {
@@ -422,7 +425,7 @@ pub struct FitContext<'a> {
     /// Scored after every round for the learning curve (never used to choose anything).
     pub eval: Option<(ArrayView2<'a, f64>, ArrayView1<'a, f64>)>,
     /// (round, metric, value) per round, e.g. (12, "valid_mlogloss", 0.93).
-    pub curve: Option<&'a std::sync::Mutex<Vec<(i64, String, f64)>>>,
+    pub curve: Option<&'a Curve>,
 }
 
 impl FitContext<'_> {
