@@ -51,6 +51,13 @@ fn main() {
             println!("cargo:rustc-link-arg=-Wl,-rpath,{dir}");
         }
     }
+    // libtorch comes from the PyPI torch wheel, which sets no rpath either.
+    println!("cargo:rerun-if-env-changed=LIBTORCH");
+    if std::env::var_os("CARGO_FEATURE_TORCH").is_some() {
+        if let Ok(dir) = std::env::var("LIBTORCH") {
+            println!("cargo:rustc-link-arg=-Wl,-rpath,{dir}/lib");
+        }
+    }
     println!("cargo:rerun-if-changed=Cargo.lock");
     println!("cargo:rerun-if-changed=.git/HEAD");
     println!("cargo:rerun-if-changed=.git/index");

@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${RUNNER_CACHE:-$HOME/.cache/runner}/target}"
 bash tests/setup.sh --runtime-only
 source tests/gbm-env.sh
+source tests/torch-env.sh
 cargo build --release --locked --features "$RUNNER_FEATURES" --bin runner 2>/dev/null
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

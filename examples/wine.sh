@@ -7,5 +7,6 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${RUNNER_CACHE:-$HOME/.cache/runner}/target}"
 bash tests/setup.sh --runtime-only
 source tests/gbm-env.sh
+source tests/torch-env.sh
 cargo build --release --locked --features "$RUNNER_FEATURES"
 "$CARGO_TARGET_DIR/release/runner" sweep configs/wine.toml "$@"

@@ -502,14 +502,14 @@ pub fn train_config(
         predictions_csv(prep, &splits.cv_rows, &train_pred).into_bytes(),
     )];
     let native = fitted.model.native();
-    if let Some((ext, bytes)) = &native {
+    for (ext, bytes) in &native {
         artifacts.push((format!("model.{ext}"), bytes.clone()));
     }
     artifacts.push((
-        if native.is_some() {
-            "runner_model.json"
-        } else {
+        if native.is_empty() {
             "model.json"
+        } else {
+            "runner_model.json"
         }
         .to_string(),
         serde_json::to_vec(&json!({
@@ -678,7 +678,12 @@ pub fn plans(prep: &Prepared, configs: &[ModelConfig], jobs: usize, smoke: bool)
 }
 
 fn shrink_for_smoke(m: &mut ModelConfig) {
-    for (key, cap) in [("n_trees", 10i64), ("max_iterations", 50), ("n_rounds", 10)] {
+    for (key, cap) in [
+        ("n_trees", 10i64),
+        ("max_iterations", 50),
+        ("n_rounds", 10),
+        ("epochs", 3),
+    ] {
         if let Some(models::ParamValue::Int(v)) = m.params.get_mut(key) {
             *v = (*v).min(cap);
         }
@@ -956,7 +961,7 @@ pub fn run_one(
     progress: &Progress,
 ) -> RunResult {
     let tv = format!("t{version}");
-    let outcome = (|| -> Result<RunResult> {
+    let attempt = || -> Result<RunResult> {
         sink.set_status(&spec.run_uuid, RunStatus::Running, None)?;
         let (mut result, artifacts) =
             train_config(prep, plan, splits, &spec.run_uuid, sink, progress)?;
@@ -970,7 +975,17 @@ pub fn run_one(
         store.set_summary(&spec.run_uuid, &serde_json::to_value(&result)?)?;
         sink.set_status(&spec.run_uuid, RunStatus::Finished, Some(now_ms()))?;
         Ok(result)
-    })();
+    };
+    // A panic inside a backend becomes this run's failure, never the sweep's.
+    let outcome =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(attempt)).unwrap_or_else(|p| {
+            let msg = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "unknown panic".into());
+            Err(anyhow::anyhow!("internal error (panic): {msg}"))
+        });
     match outcome {
         Ok(r) => {
             let m = r

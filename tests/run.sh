@@ -9,6 +9,7 @@ RUNNER_MLFLOW_PYTHON="$(bash tests/setup.sh | tail -n 1)"
 export RUNNER_MLFLOW_PYTHON
 # XGBoost and LightGBM: their build inputs and the Python packages the tests compare with.
 source tests/gbm-env.sh
+source tests/torch-env.sh
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 status=0

@@ -142,8 +142,8 @@ mod xgboost {
                 json!({"library": "xgboost", "best_round": self.best_round, "model": "see the native model file"}),
             )
         }
-        fn native(&self) -> Option<(&'static str, Vec<u8>)> {
-            Some(("json", self.json.clone()))
+        fn native(&self) -> Vec<(&'static str, Vec<u8>)> {
+            vec![("json", self.json.clone())]
         }
     }
 
@@ -467,8 +467,8 @@ mod lightgbm {
                 json!({"library": "lightgbm", "best_round": self.best_round, "model": "see the native model file"}),
             )
         }
-        fn native(&self) -> Option<(&'static str, Vec<u8>)> {
-            Some(("txt", self.text.clone().into_bytes()))
+        fn native(&self) -> Vec<(&'static str, Vec<u8>)> {
+            vec![("txt", self.text.clone().into_bytes())]
         }
     }
 

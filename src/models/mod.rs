@@ -5,6 +5,8 @@
 mod classical;
 #[cfg(any(feature = "xgboost", feature = "lightgbm"))]
 mod gbm;
+#[cfg(feature = "torch")]
+mod nn;
 mod tree;
 
 use anyhow::{bail, Result};
@@ -54,10 +56,21 @@ impl fmt::Display for ParamValue {
 /// The type and allowed range of one hyperparameter.
 #[derive(Debug, Clone, Copy)]
 pub enum ParamType {
-    Int { min: i64, max: i64 },
-    Float { min: f64, max: f64 },
+    Int {
+        min: i64,
+        max: i64,
+    },
+    Float {
+        min: f64,
+        max: f64,
+    },
     Choice(&'static [&'static str]),
     Bool,
+    /// Layer widths written as a string, e.g. "64,64" (or "" for none).
+    Widths {
+        max_layers: usize,
+        max_width: usize,
+    },
 }
 
 impl fmt::Display for ParamType {
@@ -67,6 +80,10 @@ impl fmt::Display for ParamType {
             ParamType::Float { min, max } => write!(f, "number in [{min}, {max}]"),
             ParamType::Choice(c) => write!(f, "one of {}", quoted_list(c)),
             ParamType::Bool => write!(f, "true or false"),
+            ParamType::Widths { max_layers, max_width } => write!(
+                f,
+                "layer widths as a string such as \"64,32\" (at most {max_layers} layers of 1..={max_width})"
+            ),
         }
     }
 }
@@ -123,6 +140,7 @@ impl KindSpec {
         match self.feature {
             Some("xgboost") => cfg!(feature = "xgboost"),
             Some("lightgbm") => cfg!(feature = "lightgbm"),
+            Some("torch") => cfg!(feature = "torch"),
             Some(_) => false,
             None => true,
         }
@@ -138,6 +156,121 @@ const CLASS_WEIGHT: ParamSpec = ParamSpec {
     default: Default_::Str("none"),
     help: "weight classes inversely to their frequency (classification only)",
 };
+
+const NN_TRAINING: [ParamSpec; 14] = [
+    CLASS_WEIGHT,
+    ParamSpec {
+        name: "optimizer",
+        ty: ParamType::Choice(&["adam", "adamw", "sgd"]),
+        default: Default_::Str("adam"),
+        help: "optimiser",
+    },
+    ParamSpec {
+        name: "learning_rate",
+        ty: ParamType::Float {
+            min: 1e-7,
+            max: 10.0,
+        },
+        default: Default_::Float(1e-3),
+        help: "step size",
+    },
+    ParamSpec {
+        name: "weight_decay",
+        ty: ParamType::Float { min: 0.0, max: 1.0 },
+        default: Default_::Float(0.0),
+        help: "L2 weight decay",
+    },
+    ParamSpec {
+        name: "momentum",
+        ty: ParamType::Float {
+            min: 0.0,
+            max: 0.999,
+        },
+        default: Default_::Float(0.9),
+        help: "SGD momentum",
+    },
+    ParamSpec {
+        name: "batch_size",
+        ty: ParamType::Int {
+            min: 1,
+            max: 1_000_000,
+        },
+        default: Default_::Int(64),
+        help: "rows per step",
+    },
+    ParamSpec {
+        name: "epochs",
+        ty: ParamType::Int {
+            min: 1,
+            max: 100_000,
+        },
+        default: Default_::Int(100),
+        help: "passes over the training rows",
+    },
+    ParamSpec {
+        name: "patience",
+        ty: ParamType::Int {
+            min: 0,
+            max: 100_000,
+        },
+        default: Default_::Int(0),
+        help: "early stopping: epochs without a better inner validation loss (0 = off)",
+    },
+    ParamSpec {
+        name: "validation_fraction",
+        ty: ParamType::Float {
+            min: 0.01,
+            max: 0.5,
+        },
+        default: Default_::Float(0.1),
+        help: "share of training rows held out for early stopping",
+    },
+    ParamSpec {
+        name: "activation",
+        ty: ParamType::Choice(&[
+            "relu",
+            "gelu",
+            "tanh",
+            "leaky_relu",
+            "silu",
+            "elu",
+            "sigmoid",
+        ]),
+        default: Default_::Str("relu"),
+        help: "activation after each hidden layer",
+    },
+    ParamSpec {
+        name: "dropout",
+        ty: ParamType::Float {
+            min: 0.0,
+            max: 0.95,
+        },
+        default: Default_::Float(0.0),
+        help: "dropout after each hidden layer",
+    },
+    ParamSpec {
+        name: "batch_norm",
+        ty: ParamType::Bool,
+        default: Default_::Bool(false),
+        help: "batch normalisation in hidden layers",
+    },
+    ParamSpec {
+        name: "device",
+        ty: ParamType::Choice(&["cpu", "cuda", "auto"]),
+        default: Default_::Str("cpu"),
+        help: "where to train",
+    },
+    ParamSpec {
+        name: "threads",
+        ty: ParamType::Int { min: 0, max: 256 },
+        default: Default_::Int(0),
+        help: "intra-op threads (0 = one)",
+    },
+];
+
+const fn nn_params<const N: usize>(own: [ParamSpec; N]) -> [ParamSpec; N] {
+    own
+}
 
 /// Every model kind this build knows, with its hyperparameters.
 pub const KINDS: &[KindSpec] = &[
@@ -281,7 +414,131 @@ pub const KINDS: &[KindSpec] = &[
             CLASS_WEIGHT,
         ],
     },
+    KindSpec {
+        kind: "mlp",
+        tasks: BOTH,
+        backend: "libtorch 2.13 (crate tch); feature `torch`",
+        help: "multilayer perceptron",
+        feature: Some("torch"),
+        params: &MLP_PARAMS,
+    },
+    KindSpec {
+        kind: "cnn",
+        tasks: BOTH,
+        backend: "libtorch 2.13 (crate tch); feature `torch`",
+        help: "1-D convolutions over the feature vector, then dense layers",
+        feature: Some("torch"),
+        params: &CNN_PARAMS,
+    },
+    KindSpec {
+        kind: "lstm",
+        tasks: BOTH,
+        backend: "libtorch 2.13 (crate tch); feature `torch`",
+        help: "LSTM reading the features as a sequence, then a dense head",
+        feature: Some("torch"),
+        params: &LSTM_PARAMS,
+    },
 ];
+
+const fn concat<const A: usize, const B: usize, const C: usize>(
+    a: [ParamSpec; A],
+    b: [ParamSpec; B],
+) -> [ParamSpec; C] {
+    let mut out = [a[0]; C];
+    let mut i = 0;
+    while i < A {
+        out[i] = a[i];
+        i += 1;
+    }
+    while i < C {
+        out[i] = b[i - A];
+        i += 1;
+    }
+    out
+}
+
+const MLP_PARAMS: [ParamSpec; 15] = concat(
+    nn_params([ParamSpec {
+        name: "hidden",
+        ty: ParamType::Widths {
+            max_layers: 16,
+            max_width: 65_536,
+        },
+        default: Default_::Str("64,64"),
+        help: "hidden layer widths",
+    }]),
+    NN_TRAINING,
+);
+const CNN_PARAMS: [ParamSpec; 19] = concat(
+    [
+        ParamSpec {
+            name: "channels",
+            ty: ParamType::Int { min: 1, max: 4096 },
+            default: Default_::Int(16),
+            help: "channels per convolution",
+        },
+        ParamSpec {
+            name: "kernel_size",
+            ty: ParamType::Int { min: 1, max: 64 },
+            default: Default_::Int(3),
+            help: "convolution width",
+        },
+        ParamSpec {
+            name: "conv_layers",
+            ty: ParamType::Int { min: 1, max: 8 },
+            default: Default_::Int(2),
+            help: "convolution layers",
+        },
+        ParamSpec {
+            name: "pool",
+            ty: ParamType::Choice(&["max", "avg", "none"]),
+            default: Default_::Str("max"),
+            help: "pooling (width 2) after each convolution",
+        },
+        ParamSpec {
+            name: "hidden",
+            ty: ParamType::Widths {
+                max_layers: 16,
+                max_width: 65_536,
+            },
+            default: Default_::Str("64"),
+            help: "dense layer widths after the convolutions",
+        },
+    ],
+    NN_TRAINING,
+);
+const LSTM_PARAMS: [ParamSpec; 18] = concat(
+    [
+        ParamSpec {
+            name: "hidden_size",
+            ty: ParamType::Int { min: 1, max: 4096 },
+            default: Default_::Int(32),
+            help: "LSTM state size",
+        },
+        ParamSpec {
+            name: "num_layers",
+            ty: ParamType::Int { min: 1, max: 8 },
+            default: Default_::Int(1),
+            help: "stacked LSTM layers",
+        },
+        ParamSpec {
+            name: "bidirectional",
+            ty: ParamType::Bool,
+            default: Default_::Bool(false),
+            help: "read the features both ways",
+        },
+        ParamSpec {
+            name: "hidden",
+            ty: ParamType::Widths {
+                max_layers: 16,
+                max_width: 65_536,
+            },
+            default: Default_::Str("32"),
+            help: "dense head widths",
+        },
+    ],
+    NN_TRAINING,
+);
 
 pub fn kind_spec(kind: &str) -> Option<&'static KindSpec> {
     KINDS.iter().find(|k| k.kind == kind)
@@ -367,8 +624,30 @@ pub fn check_value(
             }
         }
         (ParamType::Bool, ParamValue::Bool(_)) => Ok(value.clone()),
+        (
+            ParamType::Widths {
+                max_layers,
+                max_width,
+            },
+            ParamValue::Str(text),
+        ) => {
+            let widths = parse_widths(text).map_err(|_| bad())?;
+            if widths.len() > max_layers || widths.iter().any(|w| *w == 0 || *w > max_width) {
+                return Err(bad());
+            }
+            Ok(value.clone())
+        }
         _ => Err(bad()),
     }
+}
+
+/// "64, 32" -> [64, 32]; "" -> [].
+pub fn parse_widths(text: &str) -> std::result::Result<Vec<usize>, std::num::ParseIntError> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(str::parse::<usize>)
+        .collect()
 }
 
 fn value_repr(v: &ParamValue) -> String {
@@ -451,9 +730,9 @@ pub trait FittedModel: Send + Sync {
     fn predict(&self, x: ArrayView2<f64>) -> Prediction;
     /// The fitted state, for the run's model artifact.
     fn to_json(&self) -> Result<serde_json::Value>;
-    /// The model in its library's own format (extension, bytes), where it has one.
-    fn native(&self) -> Option<(&'static str, Vec<u8>)> {
-        None
+    /// The model in its library's own formats (extension, bytes), where it has them.
+    fn native(&self) -> Vec<(&'static str, Vec<u8>)> {
+        Vec::new()
     }
 }
 
@@ -478,6 +757,8 @@ pub fn fit(cfg: &ModelConfig, data: &TrainSet, ctx: &FitContext) -> Result<Box<d
         "xgboost" => gbm::fit_xgboost(cfg, data, ctx),
         #[cfg(feature = "lightgbm")]
         "lightgbm" => gbm::fit_lightgbm(cfg, data, ctx),
+        #[cfg(feature = "torch")]
+        "mlp" | "cnn" | "lstm" => nn::fit(cfg, data, ctx),
         other => bail!("model kind `{other}` has no trainer in this build"),
     }
 }

@@ -1,0 +1,527 @@
+//! Neural networks on libtorch through `tch`: an MLP of any depth, a 1-D CNN over the feature
+//! vector and an LSTM reading the features as a sequence, each with dropout, batch norm and a
+//! choice of activation, trained with Adam, AdamW or SGD. Input standardisation (fitted on the
+//! training rows) is part of the network, so the exported TorchScript takes the model's input
+//! features as they are.
+//!
+//! libtorch's random generator and thread count are process-wide, so networks train one at a
+//! time (a global lock): with a fixed seed and thread count, two runs give identical losses.
+
+use super::{labels_from_proba, FitContext, FittedModel, ModelConfig, Prediction, Task, TrainSet};
+use crate::rng::SplitMix64;
+use anyhow::{anyhow, bail, Result};
+use ndarray::{Array1, Array2, ArrayView1, ArrayView2};
+use serde_json::json;
+use std::sync::Mutex;
+use tch::nn::{self, ModuleT, OptimizerConfig, RNN};
+use tch::{Device, Kind, Tensor};
+
+static TORCH: Mutex<()> = Mutex::new(());
+
+fn lock() -> std::sync::MutexGuard<'static, ()> {
+    TORCH.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn activation(name: &str, x: &Tensor) -> Tensor {
+    match name {
+        "gelu" => x.gelu("none"),
+        "tanh" => x.tanh(),
+        "leaky_relu" => x.leaky_relu(),
+        "silu" => x.silu(),
+        "elu" => x.elu(),
+        "sigmoid" => x.sigmoid(),
+        _ => x.relu(),
+    }
+}
+
+/// Dense layers: linear -> [batch norm] -> activation -> [dropout] per width.
+fn dense(
+    vs: &nn::Path,
+    mut inp: i64,
+    widths: &[usize],
+    cfg: &ModelConfig,
+) -> (nn::SequentialT, i64) {
+    let mut seq = nn::seq_t();
+    let act = cfg.str("activation").to_string();
+    let p = cfg.float("dropout");
+    for (i, w) in widths.iter().enumerate() {
+        let w = *w as i64;
+        seq = seq.add(nn::linear(
+            vs / format!("dense{i}"),
+            inp,
+            w,
+            Default::default(),
+        ));
+        if cfg.bool("batch_norm") {
+            seq = seq.add(nn::batch_norm1d(
+                vs / format!("bn{i}"),
+                w,
+                Default::default(),
+            ));
+        }
+        let a = act.clone();
+        seq = seq.add_fn(move |x| activation(&a, x));
+        if p > 0.0 {
+            seq = seq.add_fn_t(move |x, train| x.dropout(p, train));
+        }
+        inp = w;
+    }
+    (seq, inp)
+}
+
+#[derive(Debug)]
+enum Body {
+    Mlp(nn::SequentialT),
+    Cnn {
+        convs: nn::SequentialT,
+        head: nn::SequentialT,
+    },
+    Lstm {
+        lstm: nn::LSTM,
+        head: nn::SequentialT,
+        layers: i64,
+        hidden: i64,
+    },
+}
+
+#[derive(Debug)]
+struct Net {
+    mean: Tensor,
+    std: Tensor,
+    body: Body,
+    out: nn::Linear,
+}
+
+impl ModuleT for Net {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+        let x = (x - &self.mean) / &self.std;
+        let h = match &self.body {
+            Body::Mlp(s) => s.forward_t(&x, train),
+            Body::Cnn { convs, head } => {
+                let z = convs.forward_t(&x.unsqueeze(1), train);
+                head.forward_t(&z.flatten(1, -1), train)
+            }
+            Body::Lstm {
+                lstm,
+                head,
+                layers,
+                hidden,
+            } => {
+                // Initial states built from the input, so a traced module keeps a dynamic batch.
+                let batch0 = x.select(1, 0).zeros_like();
+                let z = batch0
+                    .view([1, -1, 1])
+                    .expand([*layers, -1, *hidden], false)
+                    .contiguous();
+                let (out, _) =
+                    lstm.seq_init(&x.unsqueeze(-1), &nn::LSTMState((z.shallow_clone(), z)));
+                head.forward_t(&out.select(1, -1), train)
+            }
+        };
+        h.apply(&self.out)
+    }
+}
+
+fn build(vs: &nn::Path, cfg: &ModelConfig, features: i64, outputs: i64) -> Result<Net> {
+    let mean = vs.zeros_no_train("norm_mean", &[features]);
+    let std = vs.ones_no_train("norm_std", &[features]);
+    let widths = super::parse_widths(cfg.str("hidden")).map_err(|e| anyhow!("hidden: {e}"))?;
+    let (body, width) = match cfg.kind.as_str() {
+        "mlp" => {
+            let (s, w) = dense(vs, features, &widths, cfg);
+            (Body::Mlp(s), w)
+        }
+        "cnn" => {
+            let ch = cfg.int("channels");
+            let k = cfg.int("kernel_size");
+            let act = cfg.str("activation").to_string();
+            let pool = cfg.str("pool").to_string();
+            let mut convs = nn::seq_t();
+            let (mut len, mut inp) = (features, 1);
+            for i in 0..cfg.int("conv_layers") {
+                let conf = nn::ConvConfig {
+                    padding: k / 2,
+                    ..Default::default()
+                };
+                convs = convs.add(nn::conv1d(vs / format!("conv{i}"), inp, ch, k, conf));
+                len = len + 2 * (k / 2) - k + 1;
+                if cfg.bool("batch_norm") {
+                    convs = convs.add(nn::batch_norm1d(
+                        vs / format!("cbn{i}"),
+                        ch,
+                        Default::default(),
+                    ));
+                }
+                let a = act.clone();
+                convs = convs.add_fn(move |x| activation(&a, x));
+                if pool != "none" && len >= 2 {
+                    let p = pool.clone();
+                    convs = convs.add_fn(move |x| {
+                        if p == "max" {
+                            x.max_pool1d([2], [2], [0], [1], false)
+                        } else {
+                            x.avg_pool1d([2], [2], [0], false, true)
+                        }
+                    });
+                    len /= 2;
+                }
+                inp = ch;
+            }
+            if len < 1 {
+                bail!("cnn: kernel_size {k} is wider than the {features} features");
+            }
+            let (head, w) = dense(&(vs / "head"), ch * len, &widths, cfg);
+            (Body::Cnn { convs, head }, w)
+        }
+        _ => {
+            let hidden = cfg.int("hidden_size");
+            let layers = cfg.int("num_layers");
+            let dirs = if cfg.bool("bidirectional") { 2 } else { 1 };
+            let rc = nn::RNNConfig {
+                num_layers: layers,
+                bidirectional: dirs == 2,
+                batch_first: true,
+                ..Default::default()
+            };
+            let lstm = nn::lstm(vs / "lstm", 1, hidden, rc);
+            let (head, w) = dense(&(vs / "head"), hidden * dirs, &widths, cfg);
+            (
+                Body::Lstm {
+                    lstm,
+                    head,
+                    layers: layers * dirs,
+                    hidden,
+                },
+                w,
+            )
+        }
+    };
+    let out = nn::linear(vs / "out", width, outputs, Default::default());
+    Ok(Net {
+        mean,
+        std,
+        body,
+        out,
+    })
+}
+
+fn tensor(x: ArrayView2<f64>, device: Device) -> Tensor {
+    let flat: Vec<f32> = x.iter().map(|v| *v as f32).collect();
+    Tensor::from_slice(&flat)
+        .view([x.nrows() as i64, x.ncols() as i64])
+        .to_device(device)
+}
+
+fn targets(y: ArrayView1<f64>, task: Task, device: Device) -> Tensor {
+    match task {
+        Task::Classification => {
+            Tensor::from_slice(&y.iter().map(|v| *v as i64).collect::<Vec<_>>()).to_device(device)
+        }
+        Task::Regression => {
+            Tensor::from_slice(&y.iter().map(|v| *v as f32).collect::<Vec<_>>()).to_device(device)
+        }
+    }
+}
+
+fn device(cfg: &ModelConfig) -> Result<Device> {
+    match cfg.str("device") {
+        "cuda" if !tch::Cuda::is_available() => bail!("device = \"cuda\" but libtorch sees no CUDA device (this build links the CPU library); use \"cpu\" or \"auto\""),
+        "cuda" => Ok(Device::Cuda(0)),
+        "auto" => Ok(Device::cuda_if_available()),
+        _ => Ok(Device::Cpu),
+    }
+}
+
+pub struct NnModel {
+    task: Task,
+    n_classes: usize,
+    state: Mutex<(nn::VarStore, Net)>,
+    threads: i32,
+    safetensors: Vec<u8>,
+    torchscript: Vec<u8>,
+    epochs: i64,
+    best_epoch: i64,
+}
+
+fn output(task: Task, logits: &Tensor) -> Tensor {
+    match task {
+        Task::Classification => logits.softmax(-1, Kind::Float),
+        Task::Regression => logits.squeeze_dim(-1),
+    }
+}
+
+impl FittedModel for NnModel {
+    fn predict(&self, x: ArrayView2<f64>) -> Prediction {
+        let _g = lock();
+        tch::set_num_threads(self.threads);
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let out = tch::no_grad(|| {
+            output(
+                self.task,
+                &state.1.forward_t(&tensor(x, state.0.device()), false),
+            )
+        })
+        .to_device(Device::Cpu);
+        let v: Vec<f32> = Vec::<f32>::try_from(out.flatten(0, -1)).expect("float output");
+        match self.task {
+            Task::Regression => Prediction {
+                values: v.into_iter().map(f64::from).collect(),
+                proba: None,
+            },
+            Task::Classification => {
+                let proba = Array2::from_shape_vec(
+                    (x.nrows(), self.n_classes),
+                    v.into_iter().map(f64::from).collect(),
+                )
+                .expect("n x K");
+                Prediction {
+                    values: labels_from_proba(&proba),
+                    proba: Some(proba),
+                }
+            }
+        }
+    }
+    fn to_json(&self) -> Result<serde_json::Value> {
+        Ok(
+            json!({"library": "libtorch", "epochs": self.epochs, "best_epoch": self.best_epoch, "weights": "see model_tN.safetensors and model_tN.pt"}),
+        )
+    }
+    fn native(&self) -> Vec<(&'static str, Vec<u8>)> {
+        vec![
+            ("safetensors", self.safetensors.clone()),
+            ("pt", self.torchscript.clone()),
+        ]
+    }
+}
+
+fn temp_path(ext: &str) -> std::path::PathBuf {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    std::env::temp_dir().join(format!(
+        "runner-{}-{}.{ext}",
+        std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+    ))
+}
+
+pub fn fit(cfg: &ModelConfig, data: &TrainSet, ctx: &FitContext) -> Result<Box<dyn FittedModel>> {
+    let _g = lock();
+    let threads = match cfg.int("threads") {
+        0 => 1,
+        t => t as i32,
+    };
+    tch::set_num_threads(threads);
+    tch::manual_seed((ctx.seed % (i64::MAX as u64)) as i64);
+    let dev = device(cfg)?;
+    let (n, f) = (data.x.nrows(), data.x.ncols());
+    let outputs = if data.task == Task::Classification {
+        data.n_classes as i64
+    } else {
+        1
+    };
+    // Early stopping holds out a seeded inner split; otherwise the caller's rows are scored
+    // each epoch for the learning curve only.
+    let patience = cfg.int("patience");
+    let y_all: Vec<f64> = data.y.to_vec();
+    let (fit_rows, stop_rows) = if patience > 0 {
+        crate::eval::holdout_split(
+            data.task,
+            &y_all,
+            cfg.float("validation_fraction"),
+            ctx.seed ^ 0xE5,
+        )
+    } else {
+        ((0..n).collect(), Vec::new())
+    };
+    let take = |rows: &[usize]| -> (Array2<f64>, Array1<f64>) {
+        (
+            Array2::from_shape_fn((rows.len(), f), |(i, j)| data.x[[rows[i], j]]),
+            rows.iter().map(|r| data.y[*r]).collect(),
+        )
+    };
+    let (xf, yf) = take(&fit_rows);
+    let valid = if !stop_rows.is_empty() {
+        Some(take(&stop_rows))
+    } else {
+        ctx.eval.map(|(x, y)| (x.to_owned(), y.to_owned()))
+    };
+    let mut vs = nn::VarStore::new(dev);
+    let mut net = build(&vs.root(), cfg, f as i64, outputs)?;
+    // Standardisation from the training rows, stored in the network.
+    let mean = xf
+        .mean_axis(ndarray::Axis(0))
+        .unwrap_or_else(|| Array1::zeros(f));
+    let std = xf
+        .std_axis(ndarray::Axis(0), 0.0)
+        .mapv(|s| if s > 0.0 { s } else { 1.0 });
+    tch::no_grad(|| {
+        net.mean.copy_(
+            &Tensor::from_slice(&mean.iter().map(|v| *v as f32).collect::<Vec<_>>()).to_device(dev),
+        );
+        net.std.copy_(
+            &Tensor::from_slice(&std.iter().map(|v| *v as f32).collect::<Vec<_>>()).to_device(dev),
+        );
+    });
+    let lr = cfg.float("learning_rate");
+    let wd = cfg.float("weight_decay");
+    let mut opt = match cfg.str("optimizer") {
+        "adamw" => nn::AdamW {
+            wd,
+            ..Default::default()
+        }
+        .build(&vs, lr)?,
+        "sgd" => nn::Sgd {
+            momentum: cfg.float("momentum"),
+            wd,
+            ..Default::default()
+        }
+        .build(&vs, lr)?,
+        _ => nn::Adam {
+            wd,
+            ..Default::default()
+        }
+        .build(&vs, lr)?,
+    };
+    let class_weights =
+        (data.task == Task::Classification && cfg.str("class_weight") == "balanced").then(|| {
+            let mut counts = vec![0.0f32; data.n_classes];
+            for v in yf.iter() {
+                counts[*v as usize] += 1.0;
+            }
+            let present = counts.iter().filter(|c| **c > 0.0).count() as f32;
+            let total: f32 = counts.iter().sum();
+            Tensor::from_slice(
+                &counts
+                    .iter()
+                    .map(|c| if *c > 0.0 { total / (present * c) } else { 0.0 })
+                    .collect::<Vec<_>>(),
+            )
+            .to_device(dev)
+        });
+    let loss_of = |logits: &Tensor, y: &Tensor| -> Tensor {
+        match data.task {
+            Task::Classification => logits.cross_entropy_loss::<Tensor>(
+                y,
+                class_weights.as_ref().map(|w| w.shallow_clone()),
+                tch::Reduction::Mean,
+                -100,
+                0.0,
+            ),
+            Task::Regression => logits.squeeze_dim(-1).mse_loss(y, tch::Reduction::Mean),
+        }
+    };
+    let x_train = tensor(xf.view(), dev);
+    let y_train = targets(yf.view(), data.task, dev);
+    let valid_t = valid.as_ref().map(|(x, y)| {
+        (
+            tensor(x.view(), dev),
+            targets(y.view(), data.task, dev),
+            y.clone(),
+        )
+    });
+    let batch = cfg.int("batch_size") as usize;
+    let epochs = cfg.int("epochs");
+    let mut order: Vec<usize> = (0..fit_rows.len()).collect();
+    let mut best = (f64::INFINITY, 0i64);
+    let mut best_weights: Option<Vec<(String, Tensor)>> = None;
+    let mut ran = 0;
+    for epoch in 0..epochs {
+        SplitMix64::derive(ctx.seed, 0xE90C + epoch as u64).shuffle(&mut order);
+        let (mut total, mut seen) = (0.0, 0usize);
+        for chunk in order.chunks(batch) {
+            // A batch of one cannot be batch-normalised: fold it into the previous step.
+            if chunk.len() < 2 && cfg.bool("batch_norm") {
+                continue;
+            }
+            let idx = Tensor::from_slice(&chunk.iter().map(|i| *i as i64).collect::<Vec<_>>())
+                .to_device(dev);
+            let loss = loss_of(
+                &net.forward_t(&x_train.index_select(0, &idx), true),
+                &y_train.index_select(0, &idx),
+            );
+            opt.backward_step(&loss);
+            total += loss.double_value(&[]) * chunk.len() as f64;
+            seen += chunk.len();
+        }
+        ctx.record(epoch, "train_loss", total / seen.max(1) as f64);
+        ran = epoch + 1;
+        if let Some((xv, yv, y_raw)) = &valid_t {
+            let logits = tch::no_grad(|| net.forward_t(xv, false));
+            let vloss = loss_of(&logits, yv).double_value(&[]);
+            ctx.record(epoch, "valid_loss", vloss);
+            let out: Vec<f32> = Vec::<f32>::try_from(
+                output(data.task, &logits)
+                    .to_device(Device::Cpu)
+                    .flatten(0, -1),
+            )?;
+            match data.task {
+                Task::Classification => {
+                    let k = data.n_classes;
+                    let correct = (0..y_raw.len())
+                        .filter(|i| {
+                            super::argmax(out[i * k..(i + 1) * k].iter().map(|v| *v as f64))
+                                == y_raw[*i] as usize
+                        })
+                        .count();
+                    ctx.record(epoch, "valid_accuracy", correct as f64 / y_raw.len() as f64);
+                }
+                Task::Regression => {
+                    let mae = out
+                        .iter()
+                        .zip(y_raw.iter())
+                        .map(|(p, t)| (*p as f64 - t).abs())
+                        .sum::<f64>()
+                        / y_raw.len() as f64;
+                    ctx.record(epoch, "valid_mae", mae);
+                }
+            }
+            if patience > 0 {
+                if vloss < best.0 {
+                    best = (vloss, epoch);
+                    best_weights = Some(
+                        vs.variables()
+                            .into_iter()
+                            .map(|(k, v)| (k, v.detach().copy()))
+                            .collect(),
+                    );
+                } else if epoch - best.1 >= patience {
+                    break;
+                }
+            }
+        }
+    }
+    if let Some(weights) = best_weights {
+        let vars = vs.variables();
+        tch::no_grad(|| {
+            for (k, w) in weights {
+                if let Some(v) = vars.get(&k) {
+                    let mut v = v.shallow_clone();
+                    v.copy_(&w);
+                }
+            }
+        });
+    }
+    let st = temp_path("safetensors");
+    vs.save(&st)?;
+    let safetensors = std::fs::read(&st)?;
+    let _ = std::fs::remove_file(&st);
+    vs.freeze();
+    let example = Tensor::zeros([2, f as i64], (Kind::Float, dev));
+    let task = data.task;
+    let module = tch::CModule::create_by_tracing("runner", "forward", &[example], &mut |inputs| {
+        vec![output(task, &net.forward_t(&inputs[0], false))]
+    })?;
+    let pt = temp_path("pt");
+    module.save(&pt)?;
+    let torchscript = std::fs::read(&pt)?;
+    let _ = std::fs::remove_file(&pt);
+    Ok(Box::new(NnModel {
+        task: data.task,
+        n_classes: data.n_classes,
+        state: Mutex::new((vs, net)),
+        threads,
+        safetensors,
+        torchscript,
+        epochs: ran,
+        best_epoch: if patience > 0 { best.1 } else { ran - 1 },
+    }))
+}

@@ -1,0 +1,190 @@
+//! Neural networks through libtorch: TorchScript exports reproduce the runner's predictions
+//! through libtorch's own loader, learning curves per epoch reach the store, bad settings fail
+//! before training.
+#![cfg(feature = "torch")]
+mod common;
+use common::*;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+const CONFIG: &str = "experiment = \"nn\"\nseed = 42\nsweeps = [\"sweep.toml\"]\n[data]\nsource = \"builtin:winequality-red\"\ntarget = \"quality\"\n[cv]\nfolds = 3\n";
+
+fn artifact(dir: &Path, run_uuid: &str, name: &str) -> PathBuf {
+    for exp in std::fs::read_dir(dir.join("mlruns")).unwrap().flatten() {
+        let p = exp.path().join(run_uuid).join("artifacts").join(name);
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("no artifact {name} for run {run_uuid}")
+}
+
+fn read_csv(path: &Path) -> (Vec<String>, Vec<Vec<String>>) {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<String> = lines
+        .next()
+        .unwrap()
+        .split(',')
+        .map(|s| s.trim_matches('"').to_string())
+        .collect();
+    (
+        header,
+        lines
+            .map(|l| l.split(',').map(str::to_string).collect())
+            .collect(),
+    )
+}
+
+#[test]
+fn torchscript_exports_reproduce_the_runner_predictions() {
+    let d = tempfile::tempdir().unwrap();
+    let sweep = "[[models]]\nkind = \"mlp\"\nname = \"mlp\"\nhidden = \"32,16\"\nbatch_norm = true\ndropout = 0.2\nepochs = 15\n\
+                 [[models]]\nkind = \"cnn\"\nname = \"cnn\"\nepochs = 5\n\
+                 [[models]]\nkind = \"lstm\"\nname = \"lstm\"\nepochs = 5\nbidirectional = true\n";
+    let cfg = write_config(d.path(), CONFIG, sweep);
+    let report = stdout_json(&run_ok(
+        runner(d.path()).args(["sweep"]).arg(&cfg).args(["--json"]),
+    ));
+    run_ok(runner(d.path()).args(["reload-etl", "v1", "--out", "data.csv"]));
+    let (header, rows) = read_csv(&d.path().join("data.csv"));
+    let features: Vec<usize> = (0..header.len())
+        .filter(|i| header[*i] != "quality")
+        .collect();
+    let flat: Vec<f32> = rows
+        .iter()
+        .flat_map(|r| {
+            features
+                .iter()
+                .map(|i| r[*i].parse::<f32>().unwrap())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let x = tch::Tensor::from_slice(&flat).view([rows.len() as i64, features.len() as i64]);
+    for run in report["runs"].as_array().unwrap() {
+        assert_eq!(run["status"], "FINISHED", "{}", run["error"]);
+        let (tv, id) = (
+            run["version"].as_str().unwrap(),
+            run["run_uuid"].as_str().unwrap(),
+        );
+        assert!(artifact(d.path(), id, &format!("model_{tv}.safetensors")).exists());
+        let module = tch::CModule::load(artifact(d.path(), id, &format!("model_{tv}.pt")))
+            .expect("libtorch loads the TorchScript");
+        let out = module.forward_ts(&[&x]).unwrap();
+        let ours: Vec<f32> = Vec::<f32>::try_from(out.flatten(0, -1)).unwrap();
+        let (ph, preds) = read_csv(&artifact(d.path(), id, &format!("predictions_{tv}.csv")));
+        let proba: Vec<usize> = (0..ph.len())
+            .filter(|i| ph[*i].starts_with("proba_"))
+            .collect();
+        let mut max_diff = 0.0f64;
+        for p in &preds {
+            let row: usize = p[0].parse().unwrap();
+            for (k, c) in proba.iter().enumerate() {
+                let theirs: f64 = p[*c].parse().unwrap();
+                max_diff = max_diff.max((theirs - ours[row * proba.len() + k] as f64).abs());
+            }
+        }
+        assert!(
+            max_diff < 1e-5,
+            "{}: TorchScript differs from runner by {max_diff}",
+            run["name"]
+        );
+    }
+}
+
+#[test]
+fn per_epoch_curves_reach_the_store_and_early_stopping_restores_the_best_epoch() {
+    let d = tempfile::tempdir().unwrap();
+    let sweep = "[[models]]\nkind = \"mlp\"\nname = \"mlp\"\nepochs = 12\n[[models]]\nkind = \"mlp\"\nname = \"es\"\nepochs = 400\npatience = 5\nlearning_rate = 0.01\n";
+    let cfg = write_config(d.path(), CONFIG, sweep);
+    let report = stdout_json(&run_ok(
+        runner(d.path()).args(["sweep"]).arg(&cfg).args(["--json"]),
+    ));
+    let store = read_with_mlflow(&d.path().join("mlflow.db"));
+    let runs = store["experiments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "nn")
+        .unwrap()["runs"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let mlp = runs
+        .iter()
+        .find(|r| r["run_name"].as_str().unwrap().ends_with("-mlp"))
+        .unwrap();
+    for key in [
+        "fold0/train_loss",
+        "fold0/valid_loss",
+        "fold0/valid_accuracy",
+        "fold2/valid_loss",
+        "refit/train_loss",
+    ] {
+        let steps: Vec<i64> = mlp["history"][key]
+            .as_array()
+            .unwrap_or_else(|| panic!("{key} missing"))
+            .iter()
+            .map(|s| s[0].as_i64().unwrap())
+            .collect();
+        assert_eq!(steps, (0..12).collect::<Vec<_>>(), "{key}: step = epoch");
+    }
+    let loss: Vec<f64> = mlp["history"]["fold0/train_loss"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s[1].as_f64().unwrap())
+        .collect();
+    assert!(loss[11] < loss[0], "training loss falls: {loss:?}");
+    let es = report["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "es")
+        .unwrap();
+    let tv = es["version"].as_str().unwrap();
+    let w: Value = serde_json::from_slice(
+        &std::fs::read(artifact(
+            d.path(),
+            es["run_uuid"].as_str().unwrap(),
+            &format!("runner_model_{tv}.json"),
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let (epochs, best) = (
+        w["fitted"]["epochs"].as_i64().unwrap(),
+        w["fitted"]["best_epoch"].as_i64().unwrap(),
+    );
+    assert!(
+        epochs < 400 && epochs == best + 6,
+        "stopped 5 epochs after the best: ran {epochs}, best {best}"
+    );
+}
+
+#[test]
+fn network_settings_are_checked_before_training() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        d.path(),
+        CONFIG,
+        "[[models]]\nkind = \"mlp\"\nhidden = \"64,x\"\n",
+    );
+    let out = runner(d.path()).args(["sweep"]).arg(&cfg).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("layer widths as a string such as \"64,32\"")
+    );
+    let cfg = write_config(d.path(), CONFIG, "[[models]]\nkind = \"mlp\"\nhidden = [\"64\", \"64,64\", \"64,64,64\"]\ndropout = [0.0, 0.3]\nactivation = [\"relu\", \"gelu\"]\n");
+    let v = stdout_json(&run_ok(
+        runner(d.path())
+            .args(["validate"])
+            .arg(&cfg)
+            .args(["--json"]),
+    ));
+    assert_eq!(
+        v["models"].as_array().unwrap().len(),
+        12,
+        "depth x dropout x activation grid"
+    );
+}
