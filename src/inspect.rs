@@ -212,22 +212,7 @@ pub fn show_command(uri: Option<&str>, version: &str, json: bool) -> Result<Exit
         .strip_prefix('v')
         .and_then(|n| n.parse::<i64>().ok())
     {
-        let Some(rec) = store.etl_record(n)? else {
-            let known: Vec<String> = store
-                .etl_versions()?
-                .iter()
-                .map(|(v, _)| format!("v{v}"))
-                .collect();
-            bail!(
-                "ETL version {version} is not in {}; known: {}",
-                store.path.display(),
-                if known.is_empty() {
-                    "none".into()
-                } else {
-                    known.join(", ")
-                }
-            );
-        };
+        let rec = store.require_etl_record(n)?;
         if json {
             println!(
                 "{}",

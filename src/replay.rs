@@ -38,22 +38,7 @@ pub fn reload_etl(
     version: i64,
     input_override: Option<&Path>,
 ) -> Result<Reloaded> {
-    let Some(record) = store.etl_record(version)? else {
-        let known: Vec<String> = store
-            .etl_versions()?
-            .iter()
-            .map(|(v, _)| format!("v{v}"))
-            .collect();
-        bail!(
-            "ETL version v{version} is not in {}; known: {}",
-            store.path.display(),
-            if known.is_empty() {
-                "none".to_string()
-            } else {
-                known.join(", ")
-            }
-        );
-    };
+    let record = store.require_etl_record(version)?;
     let recorded: InputRef =
         serde_json::from_value(record["input"].clone()).context("ETL record has no input")?;
     let input = if recorded.uri == BUILTIN_RED_WINE && input_override.is_none() {

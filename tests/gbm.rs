@@ -4,7 +4,7 @@
 mod common;
 use common::*;
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 fn gbm_python() -> PathBuf {
@@ -15,17 +15,6 @@ fn gbm_python() -> PathBuf {
 }
 
 const CONFIG: &str = "experiment = \"gbm\"\nseed = 42\nsweeps = [\"sweep.toml\"]\n[data]\nsource = \"builtin:winequality-red\"\ntarget = \"quality\"\n[cv]\nfolds = 3\n";
-
-fn artifact(dir: &Path, run_uuid: &str, name: &str) -> PathBuf {
-    let mut found = None;
-    for exp in std::fs::read_dir(dir.join("mlruns")).unwrap().flatten() {
-        let p = exp.path().join(run_uuid).join("artifacts").join(name);
-        if p.exists() {
-            found = Some(p);
-        }
-    }
-    found.unwrap_or_else(|| panic!("no artifact {name} for run {run_uuid}"))
-}
 
 #[test]
 fn saved_models_predict_the_same_in_the_python_packages() {

@@ -5,19 +5,9 @@
 mod common;
 use common::*;
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 const CONFIG: &str = "experiment = \"nn\"\nseed = 42\nsweeps = [\"sweep.toml\"]\n[data]\nsource = \"builtin:winequality-red\"\ntarget = \"quality\"\n[cv]\nfolds = 3\n";
-
-fn artifact(dir: &Path, run_uuid: &str, name: &str) -> PathBuf {
-    for exp in std::fs::read_dir(dir.join("mlruns")).unwrap().flatten() {
-        let p = exp.path().join(run_uuid).join("artifacts").join(name);
-        if p.exists() {
-            return p;
-        }
-    }
-    panic!("no artifact {name} for run {run_uuid}")
-}
 
 fn read_csv(path: &Path) -> (Vec<String>, Vec<Vec<String>>) {
     let text = std::fs::read_to_string(path).unwrap();

@@ -246,6 +246,27 @@ impl MlflowStore {
         Ok(rec.map(|s| serde_json::from_str(&s)).transpose()?)
     }
 
+    /// The record of ETL version `version`, or an error that lists the versions the store has.
+    pub fn require_etl_record(&self, version: i64) -> Result<serde_json::Value> {
+        if let Some(rec) = self.etl_record(version)? {
+            return Ok(rec);
+        }
+        let known: Vec<String> = self
+            .etl_versions()?
+            .iter()
+            .map(|(v, _)| format!("v{v}"))
+            .collect();
+        bail!(
+            "ETL version v{version} is not in {}; known: {}",
+            self.path.display(),
+            if known.is_empty() {
+                "none".to_string()
+            } else {
+                known.join(", ")
+            }
+        )
+    }
+
     pub fn etl_versions(&self) -> Result<Vec<(i64, serde_json::Value)>> {
         let conn = self.lock();
         let mut st =

@@ -112,3 +112,14 @@ pub fn write_config(dir: &Path, config: &str, sweep: &str) -> PathBuf {
     std::fs::write(&p, config).unwrap();
     p
 }
+
+/// A run's artifact file, found under any experiment of the store in `dir`.
+pub fn artifact(dir: &Path, run_uuid: &str, name: &str) -> PathBuf {
+    for exp in std::fs::read_dir(dir.join("mlruns")).unwrap().flatten() {
+        let p = exp.path().join(run_uuid).join("artifacts").join(name);
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("no artifact {name} for run {run_uuid}")
+}
