@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod data;
+pub mod eda;
 pub mod etl;
 pub mod eval;
 pub mod inspect;

@@ -1,6 +1,6 @@
 //! `runner`: machine-learning experiments on tabular data, end to end.
 
-use runner::{config, inspect, replay, sweep};
+use runner::{config, eda, inspect, replay, sweep};
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -51,6 +51,18 @@ enum Command {
         config: PathBuf,
         #[arg(long = "set", value_name = "KEY=VALUE")]
         sets: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Explore the config's ETL output: target distribution, feature statistics, correlations,
+    /// cluster-to-target diagnostics; logged as an MLflow run tagged EDA.
+    Eda {
+        config: PathBuf,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
+        /// Also write the Markdown report to this file.
+        #[arg(long)]
+        out: Option<PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -163,6 +175,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Validate { config, sets, json } => inspect::validate_command(&config, &sets, json),
         Command::Models { json } => inspect::models_command(json),
+        Command::Eda {
+            config,
+            sets,
+            out,
+            json,
+        } => eda::eda_command(&config, &sets, uri, json, out.as_deref()),
         Command::Runs { json } => inspect::runs_command(uri, json),
         Command::Show { version, json } => inspect::show_command(uri, &version, json),
         Command::ReloadEtl {

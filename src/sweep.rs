@@ -724,6 +724,26 @@ fn mlflow_type(polars_dtype: &str) -> &'static str {
     }
 }
 
+/// The ETL version as an MLflow dataset input.
+pub fn dataset_input(prep: &Prepared, etl_version: i64) -> DatasetInput {
+    DatasetInput {
+        name: format!("{}-v{etl_version}", prep.loaded.config.experiment),
+        digest: prep.etl_record["fingerprint"]
+            .as_str()
+            .unwrap_or("")
+            .chars()
+            .take(36)
+            .collect(),
+        source_uri: prep.input.uri.clone(),
+        schema: data::schema_of(&prep.etl_df)
+            .iter()
+            .map(|(n, t)| (n.clone(), mlflow_type(t).to_string()))
+            .collect(),
+        num_rows: prep.table.n_rows,
+        num_cols: prep.etl_df.width(),
+    }
+}
+
 /// Everything a sweep did, for printing.
 #[derive(Debug, Serialize)]
 pub struct SweepReport {
@@ -788,22 +808,7 @@ pub fn run_plans(
     let (etl_version, etl_new) = store.etl_version(&prep.etl_key, &prep.etl_record)?;
     let (exp_id, artifact_location) = store.experiment(&prep.loaded.config.experiment)?;
 
-    let dataset = DatasetInput {
-        name: format!("{}-v{etl_version}", prep.loaded.config.experiment),
-        digest: prep.etl_record["fingerprint"]
-            .as_str()
-            .unwrap_or("")
-            .chars()
-            .take(36)
-            .collect(),
-        source_uri: prep.input.uri.clone(),
-        schema: data::schema_of(&prep.etl_df)
-            .iter()
-            .map(|(n, t)| (n.clone(), mlflow_type(t).to_string()))
-            .collect(),
-        num_rows: prep.table.n_rows,
-        num_cols: prep.etl_df.width(),
-    };
+    let dataset = dataset_input(prep, etl_version);
     let all_splits: Vec<Splits> = plans
         .iter()
         .map(|p| make_splits(prep.task, &prep.y, p))

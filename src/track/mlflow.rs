@@ -318,32 +318,7 @@ impl MlflowStore {
                 .push(("runner.training_version".into(), tag_version.clone()));
             spec.tags.push(("mlflow.runName".into(), spec.name.clone()));
             record["training_version"] = serde_json::Value::from(tag_version);
-            let artifact_uri = format!(
-                "{}/{}/artifacts",
-                artifact_location.trim_end_matches('/'),
-                spec.run_uuid
-            );
-            tx.execute(
-                "INSERT INTO runs (run_uuid, name, source_type, source_name, entry_point_name, user_id, status, start_time, end_time, source_version, lifecycle_stage, artifact_uri, experiment_id)
-                 VALUES (?1, ?2, 'UNKNOWN', '', '', ?3, 'SCHEDULED', ?4, NULL, ?5, 'active', ?6, ?7)",
-                params![spec.run_uuid, spec.name, spec.user, spec.start_ms, spec.git_commit, artifact_uri, experiment_id],
-            )?;
-            for (k, val) in &spec.tags {
-                tx.execute(
-                    "INSERT OR REPLACE INTO tags (key, value, run_uuid) VALUES (?1, ?2, ?3)",
-                    params![k, val, spec.run_uuid],
-                )?;
-            }
-            for (k, val) in &spec.params {
-                let val: String = val.chars().take(6000).collect();
-                tx.execute(
-                    "INSERT OR REPLACE INTO params (key, value, run_uuid) VALUES (?1, ?2, ?3)",
-                    params![k, val, spec.run_uuid],
-                )?;
-            }
-            if let Some(ds) = &spec.dataset {
-                insert_dataset_input(&tx, experiment_id, &spec.run_uuid, ds)?;
-            }
+            insert_run(&tx, experiment_id, artifact_location, spec, "SCHEDULED")?;
             tx.execute(
                 "INSERT INTO runner_training_runs (version, run_uuid, experiment_id, etl_version, name, kind, status, record_json, summary_json, created_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'SCHEDULED', ?7, NULL, ?8)",
@@ -353,6 +328,20 @@ impl MlflowStore {
         }
         tx.commit()?;
         Ok(versions)
+    }
+
+    /// Creates an MLflow run outside runner's training versions (an EDA run, say), RUNNING.
+    pub fn create_plain_run(
+        &self,
+        experiment_id: i64,
+        artifact_location: &str,
+        spec: &RunSpec,
+    ) -> Result<()> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        insert_run(&tx, experiment_id, artifact_location, spec, "RUNNING")?;
+        tx.commit()?;
+        Ok(())
     }
 
     /// Records the final summary of a training run in the registry.
@@ -479,6 +468,43 @@ impl MlflowStore {
         let rows = st.query_map([run_uuid], |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
+}
+
+/// The MLflow rows of one run: the run, its tags and params, and its dataset input.
+fn insert_run(
+    tx: &rusqlite::Transaction,
+    experiment_id: i64,
+    artifact_location: &str,
+    spec: &RunSpec,
+    status: &str,
+) -> Result<()> {
+    let artifact_uri = format!(
+        "{}/{}/artifacts",
+        artifact_location.trim_end_matches('/'),
+        spec.run_uuid
+    );
+    tx.execute(
+        "INSERT INTO runs (run_uuid, name, source_type, source_name, entry_point_name, user_id, status, start_time, end_time, source_version, lifecycle_stage, artifact_uri, experiment_id)
+         VALUES (?1, ?2, 'UNKNOWN', '', '', ?3, ?4, ?5, NULL, ?6, 'active', ?7, ?8)",
+        params![spec.run_uuid, spec.name, spec.user, status, spec.start_ms, spec.git_commit, artifact_uri, experiment_id],
+    )?;
+    for (k, val) in &spec.tags {
+        tx.execute(
+            "INSERT OR REPLACE INTO tags (key, value, run_uuid) VALUES (?1, ?2, ?3)",
+            params![k, val, spec.run_uuid],
+        )?;
+    }
+    for (k, val) in &spec.params {
+        let val: String = val.chars().take(6000).collect();
+        tx.execute(
+            "INSERT OR REPLACE INTO params (key, value, run_uuid) VALUES (?1, ?2, ?3)",
+            params![k, val, spec.run_uuid],
+        )?;
+    }
+    if let Some(ds) = &spec.dataset {
+        insert_dataset_input(tx, experiment_id, &spec.run_uuid, ds)?;
+    }
+    Ok(())
 }
 
 fn insert_dataset_input(

@@ -1,0 +1,622 @@
+//! `runner eda`: what the data looks like before any model sees it. Target distribution and
+//! imbalance, per-feature statistics with skew flags and suggested transforms, correlations,
+//! and cluster-to-target diagnostics (k-means on the standardised features against the classes:
+//! contingency table, purity, adjusted Rand index, normalised mutual information). Logged as one
+//! MLflow run tagged as EDA and linked to the ETL version.
+
+use crate::data::FeatureValues;
+use crate::models::Task;
+use crate::rng::SplitMix64;
+use crate::sweep::Prepared;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct FeatureStats {
+    pub name: String,
+    pub dtype: String,
+    pub missing_share: f64,
+    pub mean: f64,
+    pub std: f64,
+    pub min: f64,
+    pub max: f64,
+    /// 5th, 25th, 50th, 75th and 95th percentiles.
+    pub quantiles: [f64; 5],
+    pub skewness: f64,
+    /// Excess kurtosis (0 for a normal distribution).
+    pub kurtosis: f64,
+    pub corr_with_target: f64,
+    /// Set when |skewness| > 1: the transform that would help.
+    pub suggested_transform: Option<String>,
+}
+
+/// Sample skewness g1 = m3 / m2^1.5 (population moments).
+pub fn skewness(v: &[f64]) -> f64 {
+    let n = v.len() as f64;
+    let mean = v.iter().sum::<f64>() / n;
+    let m2 = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n;
+    let m3 = v.iter().map(|x| (x - mean).powi(3)).sum::<f64>() / n;
+    if m2 == 0.0 {
+        0.0
+    } else {
+        m3 / m2.powf(1.5)
+    }
+}
+
+/// Excess kurtosis g2 = m4 / m2^2 - 3.
+pub fn kurtosis(v: &[f64]) -> f64 {
+    let n = v.len() as f64;
+    let mean = v.iter().sum::<f64>() / n;
+    let m2 = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n;
+    let m4 = v.iter().map(|x| (x - mean).powi(4)).sum::<f64>() / n;
+    if m2 == 0.0 {
+        0.0
+    } else {
+        m4 / (m2 * m2) - 3.0
+    }
+}
+
+pub fn pearson(a: &[f64], b: &[f64]) -> f64 {
+    let n = a.len() as f64;
+    let (ma, mb) = (a.iter().sum::<f64>() / n, b.iter().sum::<f64>() / n);
+    let cov: f64 = a.iter().zip(b).map(|(x, y)| (x - ma) * (y - mb)).sum();
+    let va: f64 = a.iter().map(|x| (x - ma).powi(2)).sum();
+    let vb: f64 = b.iter().map(|y| (y - mb).powi(2)).sum();
+    if va == 0.0 || vb == 0.0 {
+        0.0
+    } else {
+        cov / (va * vb).sqrt()
+    }
+}
+
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    let pos = q * (sorted.len() - 1) as f64;
+    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+    sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
+}
+
+fn choose2(n: f64) -> f64 {
+    n * (n - 1.0) / 2.0
+}
+
+/// Adjusted Rand index of two labelings (Hubert and Arabie 1985).
+pub fn adjusted_rand_index(a: &[usize], b: &[usize]) -> f64 {
+    let table = contingency(a, b);
+    let n = a.len() as f64;
+    let sum_ij: f64 = table.values().map(|c| choose2(*c as f64)).sum();
+    let mut rows: BTreeMap<usize, f64> = BTreeMap::new();
+    let mut cols: BTreeMap<usize, f64> = BTreeMap::new();
+    for ((i, j), c) in &table {
+        *rows.entry(*i).or_default() += *c as f64;
+        *cols.entry(*j).or_default() += *c as f64;
+    }
+    let sa: f64 = rows.values().map(|c| choose2(*c)).sum();
+    let sb: f64 = cols.values().map(|c| choose2(*c)).sum();
+    let expected = sa * sb / choose2(n);
+    let max = (sa + sb) / 2.0;
+    if max == expected {
+        1.0
+    } else {
+        (sum_ij - expected) / (max - expected)
+    }
+}
+
+/// Normalised mutual information, arithmetic normalisation: I / ((H(a) + H(b)) / 2).
+pub fn normalized_mutual_information(a: &[usize], b: &[usize]) -> f64 {
+    let table = contingency(a, b);
+    let n = a.len() as f64;
+    let mut rows: BTreeMap<usize, f64> = BTreeMap::new();
+    let mut cols: BTreeMap<usize, f64> = BTreeMap::new();
+    for ((i, j), c) in &table {
+        *rows.entry(*i).or_default() += *c as f64;
+        *cols.entry(*j).or_default() += *c as f64;
+    }
+    let h = |m: &BTreeMap<usize, f64>| -> f64 {
+        m.values()
+            .map(|c| {
+                let p = c / n;
+                -p * p.ln()
+            })
+            .sum()
+    };
+    let mi: f64 = table
+        .iter()
+        .map(|((i, j), c)| {
+            let p = *c as f64 / n;
+            p * (p / ((rows[i] / n) * (cols[j] / n))).ln()
+        })
+        .sum();
+    let (ha, hb) = (h(&rows), h(&cols));
+    if ha + hb == 0.0 {
+        1.0
+    } else {
+        mi / ((ha + hb) / 2.0)
+    }
+}
+
+fn contingency(a: &[usize], b: &[usize]) -> BTreeMap<(usize, usize), usize> {
+    let mut t = BTreeMap::new();
+    for (x, y) in a.iter().zip(b) {
+        *t.entry((*x, *y)).or_default() += 1;
+    }
+    t
+}
+
+/// Lloyd's k-means with k-means++ seeding from a seeded generator: the same seed gives the same
+/// clusters. Returns the cluster of every row.
+pub fn kmeans(x: &[Vec<f64>], k: usize, seed: u64, iterations: usize) -> Vec<usize> {
+    let n = x.len();
+    let dist = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(p, q)| (p - q).powi(2)).sum::<f64>();
+    let mut rng = SplitMix64::derive(seed, 0xC1u64);
+    let mut centres: Vec<Vec<f64>> = vec![x[rng.below(n)].clone()];
+    while centres.len() < k {
+        let d: Vec<f64> = x
+            .iter()
+            .map(|p| {
+                centres
+                    .iter()
+                    .map(|c| dist(p, c))
+                    .fold(f64::INFINITY, f64::min)
+            })
+            .collect();
+        let total: f64 = d.iter().sum();
+        let mut r = rng.next_f64() * total;
+        let mut pick = n - 1;
+        for (i, di) in d.iter().enumerate() {
+            r -= di;
+            if r <= 0.0 {
+                pick = i;
+                break;
+            }
+        }
+        centres.push(x[pick].clone());
+    }
+    let mut assign = vec![0usize; n];
+    for _ in 0..iterations {
+        let mut changed = false;
+        for (i, p) in x.iter().enumerate() {
+            let best = (0..k)
+                .min_by(|a, b| dist(p, &centres[*a]).total_cmp(&dist(p, &centres[*b])))
+                .unwrap();
+            if best != assign[i] {
+                assign[i] = best;
+                changed = true;
+            }
+        }
+        for (c, centre) in centres.iter_mut().enumerate() {
+            let members: Vec<&Vec<f64>> = x
+                .iter()
+                .zip(&assign)
+                .filter(|(_, a)| **a == c)
+                .map(|(p, _)| p)
+                .collect();
+            if members.is_empty() {
+                continue;
+            }
+            for (j, v) in centre.iter_mut().enumerate() {
+                *v = members.iter().map(|m| m[j]).sum::<f64>() / members.len() as f64;
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    assign
+}
+
+#[derive(Debug, Serialize)]
+pub struct ClusterReport {
+    pub k: usize,
+    /// contingency[cluster][class]
+    pub contingency: Vec<Vec<usize>>,
+    pub purity: f64,
+    pub adjusted_rand_index: f64,
+    pub normalized_mutual_information: f64,
+    /// Per class: the share of its rows in clusters whose majority is another class.
+    pub misplaced_share: BTreeMap<String, f64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct EdaReport {
+    pub etl_version: String,
+    pub rows: usize,
+    pub task: Task,
+    pub target: String,
+    pub target_counts: BTreeMap<String, usize>,
+    pub imbalance_ratio: Option<f64>,
+    pub warnings: Vec<String>,
+    pub features: Vec<FeatureStats>,
+    /// The most correlated feature pairs, strongest first.
+    pub top_pairs: Vec<(String, String, f64)>,
+    pub clusters: Vec<ClusterReport>,
+}
+
+/// Computes the report on the ETL output of a prepared config.
+pub fn analyse(prep: &Prepared, etl_version: &str) -> EdaReport {
+    let n = prep.table.n_rows;
+    let mut warnings = Vec::new();
+    let (target_counts, imbalance_ratio) = match &prep.labels {
+        Some(l) => {
+            let mut counts = vec![0usize; l.classes.len()];
+            for y in &prep.y {
+                counts[*y as usize] += 1;
+            }
+            let (max, min) = (
+                *counts.iter().max().unwrap_or(&0),
+                *counts.iter().min().unwrap_or(&0),
+            );
+            for (c, k) in l.classes.iter().zip(&counts) {
+                if (*k as f64) < 0.02 * n as f64 || *k < 20 {
+                    warnings.push(format!(
+                        "class {c} has only {k} rows ({:.1} %): stratified folds keep it in every fold, but expect unstable per-class scores; try class_weight = \"balanced\", or merge it with a neighbouring class",
+                        100.0 * *k as f64 / n as f64
+                    ));
+                }
+            }
+            (
+                l.classes.iter().cloned().zip(counts).collect(),
+                (min > 0).then(|| max as f64 / min as f64),
+            )
+        }
+        None => (BTreeMap::new(), None),
+    };
+    let mut features = Vec::new();
+    let mut columns: Vec<(String, Vec<f64>)> = Vec::new();
+    for f in &prep.table.features {
+        let FeatureValues::Numeric(values) = &f.values else {
+            continue;
+        };
+        let present: Vec<f64> = values.iter().flatten().copied().collect();
+        if present.is_empty() {
+            continue;
+        }
+        let mut sorted = present.clone();
+        sorted.sort_by(f64::total_cmp);
+        let mean = present.iter().sum::<f64>() / present.len() as f64;
+        let std =
+            (present.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / present.len() as f64).sqrt();
+        let skew = skewness(&present);
+        let rows_present: Vec<usize> = (0..n).filter(|i| values[*i].is_some()).collect();
+        let corr = pearson(
+            &present,
+            &rows_present.iter().map(|i| prep.y[*i]).collect::<Vec<_>>(),
+        );
+        let suggested_transform = (skew.abs() > 1.0).then(|| {
+            if sorted[0] >= 0.0 && skew > 0.0 {
+                "log1p (right-skewed, non-negative)".to_string()
+            } else {
+                "Yeo-Johnson power transform".to_string()
+            }
+        });
+        if let Some(t) = &suggested_transform {
+            warnings.push(format!(
+                "feature \"{}\" is heavily skewed (skewness {skew:.2}): consider {t}",
+                f.name
+            ));
+        }
+        features.push(FeatureStats {
+            name: f.name.clone(),
+            dtype: f.dtype.clone(),
+            missing_share: f.missing() as f64 / n as f64,
+            mean,
+            std,
+            min: sorted[0],
+            max: sorted[sorted.len() - 1],
+            quantiles: [0.05, 0.25, 0.5, 0.75, 0.95].map(|q| quantile(&sorted, q)),
+            skewness: skew,
+            kurtosis: kurtosis(&present),
+            corr_with_target: corr,
+            suggested_transform,
+        });
+        // Mean-imputed column for pairwise statistics and clustering.
+        columns.push((
+            f.name.clone(),
+            values.iter().map(|v| v.unwrap_or(mean)).collect(),
+        ));
+    }
+    let mut top_pairs = Vec::new();
+    for i in 0..columns.len() {
+        for j in i + 1..columns.len() {
+            top_pairs.push((
+                columns[i].0.clone(),
+                columns[j].0.clone(),
+                pearson(&columns[i].1, &columns[j].1),
+            ));
+        }
+    }
+    top_pairs.sort_by(|a, b| b.2.abs().total_cmp(&a.2.abs()));
+    top_pairs.truncate(5);
+    let mut clusters = Vec::new();
+    if let Some(l) = &prep.labels {
+        // Standardised rows.
+        let stats: Vec<(f64, f64)> = columns
+            .iter()
+            .map(|(_, v)| {
+                let m = v.iter().sum::<f64>() / n as f64;
+                let s = (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / n as f64).sqrt();
+                (m, if s > 0.0 { s } else { 1.0 })
+            })
+            .collect();
+        let rows: Vec<Vec<f64>> = (0..n)
+            .map(|i| {
+                columns
+                    .iter()
+                    .zip(&stats)
+                    .map(|((_, v), (m, s))| (v[i] - m) / s)
+                    .collect()
+            })
+            .collect();
+        let classes: Vec<usize> = prep.y.iter().map(|v| *v as usize).collect();
+        let kc = l.classes.len();
+        let mut ks = vec![2, kc, 2 * kc];
+        ks.sort();
+        ks.dedup();
+        for k in ks {
+            let assign = kmeans(&rows, k, prep.loaded.config.seed, 100);
+            let mut table = vec![vec![0usize; kc]; k];
+            for (a, c) in assign.iter().zip(&classes) {
+                table[*a][*c] += 1;
+            }
+            let majority: Vec<usize> = table
+                .iter()
+                .map(|row| crate::models::argmax(row.iter().map(|v| *v as f64)))
+                .collect();
+            let purity = table
+                .iter()
+                .map(|row| *row.iter().max().unwrap_or(&0))
+                .sum::<usize>() as f64
+                / n as f64;
+            let mut misplaced_share = BTreeMap::new();
+            for (c, label) in l.classes.iter().enumerate() {
+                let total: usize = table.iter().map(|row| row[c]).sum();
+                let wrong: usize = table
+                    .iter()
+                    .zip(&majority)
+                    .filter(|(_, m)| **m != c)
+                    .map(|(row, _)| row[c])
+                    .sum();
+                misplaced_share.insert(
+                    label.clone(),
+                    if total > 0 {
+                        wrong as f64 / total as f64
+                    } else {
+                        0.0
+                    },
+                );
+            }
+            clusters.push(ClusterReport {
+                k,
+                contingency: table,
+                purity,
+                adjusted_rand_index: adjusted_rand_index(&assign, &classes),
+                normalized_mutual_information: normalized_mutual_information(&assign, &classes),
+                misplaced_share,
+            });
+        }
+    }
+    EdaReport {
+        etl_version: etl_version.to_string(),
+        rows: n,
+        task: prep.task,
+        target: prep.table.target_name.clone(),
+        target_counts,
+        imbalance_ratio,
+        warnings,
+        features,
+        top_pairs,
+        clusters,
+    }
+}
+
+/// The report as Markdown (the EDA run's `eda_report.md`).
+pub fn markdown(r: &EdaReport) -> String {
+    let mut s = format!(
+        "# EDA of ETL {}\n\n{} rows, target `{}` ({}).\n\n",
+        r.etl_version, r.rows, r.target, r.task
+    );
+    if !r.target_counts.is_empty() {
+        s.push_str("## Target distribution\n\n| class | rows | share |\n|---|---|---|\n");
+        for (c, k) in &r.target_counts {
+            s.push_str(&format!(
+                "| {c} | {k} | {:.1} % |\n",
+                100.0 * *k as f64 / r.rows as f64
+            ));
+        }
+        if let Some(ir) = r.imbalance_ratio {
+            s.push_str(&format!(
+                "\nImbalance ratio (largest / smallest class): {ir:.1}\n"
+            ));
+        }
+    }
+    if !r.warnings.is_empty() {
+        s.push_str("\n## Warnings\n\n");
+        for w in &r.warnings {
+            s.push_str(&format!("- {w}\n"));
+        }
+    }
+    s.push_str("\n## Features\n\n| feature | missing | mean | std | min | p50 | max | skew | kurtosis | corr(target) |\n|---|---|---|---|---|---|---|---|---|---|\n");
+    for f in &r.features {
+        s.push_str(&format!(
+            "| {} | {:.1} % | {:.4} | {:.4} | {:.4} | {:.4} | {:.4} | {:.2} | {:.2} | {:.3} |\n",
+            f.name,
+            100.0 * f.missing_share,
+            f.mean,
+            f.std,
+            f.min,
+            f.quantiles[2],
+            f.max,
+            f.skewness,
+            f.kurtosis,
+            f.corr_with_target
+        ));
+    }
+    s.push_str("\n## Most correlated feature pairs\n\n");
+    for (a, b, c) in &r.top_pairs {
+        s.push_str(&format!("- {a} ~ {b}: {c:.3}\n"));
+    }
+    for c in &r.clusters {
+        s.push_str(&format!(
+            "\n## k-means, k = {} (standardised features)\n\npurity {:.3}, adjusted Rand index {:.3}, normalised mutual information {:.3}\n\nShare of each class in clusters led by another class: {}\n",
+            c.k,
+            c.purity,
+            c.adjusted_rand_index,
+            c.normalized_mutual_information,
+            c.misplaced_share.iter().map(|(k, v)| format!("{k}: {:.0} %", 100.0 * v)).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    s
+}
+
+/// `runner eda <config>`: computes the report, logs it as an MLflow run tagged EDA and linked
+/// to the ETL version, and prints it (Markdown, or JSON with `--json`).
+pub fn eda_command(
+    path: &std::path::Path,
+    sets: &[String],
+    tracking_uri: Option<&str>,
+    json_out: bool,
+    out: Option<&std::path::Path>,
+) -> anyhow::Result<std::process::ExitCode> {
+    use crate::track::{now_ms, Metric, RunSpec, RunStatus, Sink};
+    let loaded = crate::config::load_config(path, sets)?;
+    let prep = crate::sweep::prepare(loaded)?;
+    let store_path = crate::sweep::tracking_path(tracking_uri, Some(&prep.loaded))?;
+    let store = crate::track::mlflow::MlflowStore::open(&store_path)?;
+    let (v, _) = store.etl_version(&prep.etl_key, &prep.etl_record)?;
+    let (exp, loc) = store.experiment(&prep.loaded.config.experiment)?;
+    let report = analyse(&prep, &format!("v{v}"));
+    let md = markdown(&report);
+    let spec = RunSpec {
+        run_uuid: uuid::Uuid::new_v4().simple().to_string(),
+        name: format!("eda-v{v}"),
+        experiment: prep.loaded.config.experiment.clone(),
+        user: crate::sweep::user(),
+        start_ms: now_ms(),
+        git_commit: crate::sweep::GIT_COMMIT.to_string(),
+        params: vec![
+            ("etl_version".into(), format!("v{v}")),
+            ("data.target".into(), prep.table.target_name.clone()),
+            ("task".into(), prep.task.to_string()),
+            ("seed".into(), prep.loaded.config.seed.to_string()),
+        ],
+        tags: vec![
+            ("mlflow.runName".into(), format!("eda-v{v}")),
+            ("mlflow.user".into(), crate::sweep::user()),
+            (
+                "mlflow.source.name".into(),
+                format!("runner eda {}", path.display()),
+            ),
+            ("mlflow.source.type".into(), "LOCAL".into()),
+            (
+                "mlflow.source.git.commit".into(),
+                crate::sweep::GIT_COMMIT.to_string(),
+            ),
+            ("mlflow.note.content".into(), md.clone()),
+            ("runner.kind".into(), "eda".into()),
+            ("runner.etl_version".into(), format!("v{v}")),
+        ],
+        dataset: Some(crate::sweep::dataset_input(&prep, v)),
+    };
+    store.create_plain_run(exp, &loc, &spec)?;
+    let ts = now_ms();
+    let mut metrics = Vec::new();
+    let mut push = |key: String, value: f64| {
+        metrics.push(Metric {
+            key,
+            value,
+            step: 0,
+            timestamp_ms: ts,
+        })
+    };
+    if let Some(ir) = report.imbalance_ratio {
+        push("imbalance_ratio".into(), ir);
+    }
+    for f in &report.features {
+        let name = crate::sweep::sanitize(&f.name);
+        push(format!("skewness/{name}"), f.skewness);
+        push(format!("corr_target/{name}"), f.corr_with_target);
+        push(format!("missing_share/{name}"), f.missing_share);
+    }
+    for c in &report.clusters {
+        push(format!("kmeans_k{}/purity", c.k), c.purity);
+        push(format!("kmeans_k{}/ari", c.k), c.adjusted_rand_index);
+        push(
+            format!("kmeans_k{}/nmi", c.k),
+            c.normalized_mutual_information,
+        );
+    }
+    store.log_metrics(&spec.run_uuid, &metrics)?;
+    store.log_artifact(&spec.run_uuid, "eda_report.md", md.as_bytes())?;
+    store.log_artifact(
+        &spec.run_uuid,
+        "eda.json",
+        &serde_json::to_vec_pretty(&report)?,
+    )?;
+    store.set_status(&spec.run_uuid, RunStatus::Finished, Some(now_ms()))?;
+    if let Some(out) = out {
+        std::fs::write(out, &md)
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", out.display()))?;
+    }
+    if json_out {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({"run_uuid": spec.run_uuid, "report": report})
+            )?
+        );
+    } else {
+        println!("{md}");
+        println!(
+            "Logged as MLflow run eda-v{v} ({}) in {}",
+            spec.run_uuid,
+            store_path.display()
+        );
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn skewness_and_kurtosis_match_hand_computed_values() {
+        // 1, 2, 3, 10: mean 4, m2 = 12.5, m3 = (-27 - 8 - 1 + 216) / 4 = 45 -> g1 = 45 / 12.5^1.5
+        assert!((skewness(&[1.0, 2.0, 3.0, 10.0]) - 1.018_233_765).abs() < 1e-6);
+        // m4 = (81 + 16 + 1 + 1296) / 4 = 348.5 -> g2 = 348.5 / 156.25 - 3 = -0.7696
+        assert!((kurtosis(&[1.0, 2.0, 3.0, 10.0]) + 0.769_6).abs() < 1e-6);
+        assert_eq!(skewness(&[2.0, 2.0]), 0.0);
+    }
+
+    #[test]
+    fn adjusted_rand_index_known_answers() {
+        assert_eq!(
+            adjusted_rand_index(&[0, 0, 1, 1], &[1, 1, 0, 0]),
+            1.0,
+            "a relabelling is a perfect match"
+        );
+        // scikit-learn: adjusted_rand_score([0, 0, 1, 1], [0, 0, 1, 2]) = 0.5714285714
+        assert!((adjusted_rand_index(&[0, 0, 1, 1], &[0, 0, 1, 2]) - 0.571_428_571_4).abs() < 1e-9);
+        // adjusted_rand_score([0, 0, 0, 0], [0, 1, 2, 3]) = 0.0
+        assert_eq!(adjusted_rand_index(&[0, 0, 0, 0], &[0, 1, 2, 3]), 0.0);
+    }
+
+    #[test]
+    fn normalized_mutual_information_known_answers() {
+        assert!((normalized_mutual_information(&[0, 0, 1, 1], &[1, 1, 0, 0]) - 1.0).abs() < 1e-12);
+        // scikit-learn (arithmetic): normalized_mutual_info_score([0, 0, 1, 1], [0, 0, 1, 2]) = 0.8
+        assert!((normalized_mutual_information(&[0, 0, 1, 1], &[0, 0, 1, 2]) - 0.8).abs() < 1e-9);
+    }
+
+    #[test]
+    fn kmeans_finds_separated_blobs_reproducibly() {
+        let mut x = Vec::new();
+        for i in 0..30 {
+            let o = (i % 3) as f64 * 10.0;
+            x.push(vec![o + (i as f64 * 0.01), o - (i as f64 * 0.02)]);
+        }
+        let a = kmeans(&x, 3, 7, 50);
+        assert_eq!(a, kmeans(&x, 3, 7, 50));
+        let truth: Vec<usize> = (0..30).map(|i| i % 3).collect();
+        assert_eq!(adjusted_rand_index(&a, &truth), 1.0);
+    }
+}
