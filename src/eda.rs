@@ -467,6 +467,94 @@ pub fn markdown(r: &EdaReport) -> String {
     s
 }
 
+/// The EDA pictures: target distribution, one histogram per feature, the correlation heatmap
+/// and the cluster-against-class heatmap for k = number of classes.
+pub fn plots(prep: &Prepared, r: &EdaReport) -> Vec<(String, String)> {
+    use crate::plot;
+    let mut out = Vec::new();
+    if r.target_counts.is_empty() {
+        out.push((
+            "target_distribution.svg".into(),
+            plot::histogram(&format!("Target {}", r.target), &prep.y, 20),
+        ));
+    } else {
+        let labels: Vec<String> = r.target_counts.keys().cloned().collect();
+        let counts: Vec<f64> = r.target_counts.values().map(|c| *c as f64).collect();
+        out.push((
+            "target_distribution.svg".into(),
+            plot::bar_chart(
+                &format!("Target {}", r.target),
+                "rows",
+                &labels,
+                &counts,
+                None,
+            ),
+        ));
+    }
+    let mut columns: Vec<(String, Vec<f64>)> = Vec::new();
+    for f in &prep.table.features {
+        if let FeatureValues::Numeric(v) = &f.values {
+            let present: Vec<f64> = v.iter().flatten().copied().collect();
+            if present.is_empty() {
+                continue;
+            }
+            out.push((
+                format!(
+                    "hist_{}.svg",
+                    crate::sweep::sanitize(&f.name).replace(' ', "_")
+                ),
+                plot::histogram(&f.name, &present, 20),
+            ));
+            let mean = present.iter().sum::<f64>() / present.len() as f64;
+            columns.push((
+                f.name.clone(),
+                v.iter().map(|x| x.unwrap_or(mean)).collect(),
+            ));
+        }
+    }
+    let names: Vec<String> = columns.iter().map(|c| c.0.clone()).collect();
+    let corr: Vec<Vec<f64>> = columns
+        .iter()
+        .map(|a| columns.iter().map(|b| pearson(&a.1, &b.1)).collect())
+        .collect();
+    out.push((
+        "correlation_heatmap.svg".into(),
+        plot::heatmap(
+            "Feature correlations (Pearson)",
+            &names,
+            &names,
+            &corr,
+            "",
+            "",
+        ),
+    ));
+    if let (Some(l), Some(c)) = (
+        &prep.labels,
+        r.clusters
+            .iter()
+            .find(|c| Some(c.k) == prep.labels.as_ref().map(|l| l.classes.len())),
+    ) {
+        let rows: Vec<String> = (0..c.k).map(|i| format!("cluster {i}")).collect();
+        let m: Vec<Vec<f64>> = c
+            .contingency
+            .iter()
+            .map(|r| r.iter().map(|v| *v as f64).collect())
+            .collect();
+        out.push((
+            "clusters_vs_target.svg".into(),
+            plot::heatmap(
+                &format!("k-means (k = {}) against the classes", c.k),
+                &rows,
+                &l.classes,
+                &m,
+                "cluster",
+                "class",
+            ),
+        ));
+    }
+    out
+}
+
 /// `runner eda <config>`: computes the report, logs it as an MLflow run tagged EDA and linked
 /// to the ETL version, and prints it (Markdown, or JSON with `--json`).
 pub fn eda_command(
@@ -551,6 +639,9 @@ pub fn eda_command(
         "eda.json",
         &serde_json::to_vec_pretty(&report)?,
     )?;
+    for (name, svg) in plots(&prep, &report) {
+        store.log_artifact(&spec.run_uuid, &name, svg.as_bytes())?;
+    }
     store.set_status(&spec.run_uuid, RunStatus::Finished, Some(now_ms()))?;
     if let Some(out) = out {
         std::fs::write(out, &md)

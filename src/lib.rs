@@ -8,6 +8,7 @@ pub mod etl;
 pub mod eval;
 pub mod inspect;
 pub mod models;
+pub mod plot;
 pub mod replay;
 pub mod report;
 pub mod rng;

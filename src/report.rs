@@ -136,6 +136,9 @@ pub fn print_sweep(report: &SweepReport) {
             println!("\nBest: {} {} ({})", best.version, best.name, best.kind);
         }
     }
+    if let Some(c) = &report.comparison_chart {
+        println!("Comparison chart: {c}");
+    }
     println!(
         "{} runs ({} failed) in {:.1}s, logged to {}; `mlflow ui` in that folder shows them.",
         report.runs.len(),

@@ -378,6 +378,9 @@ pub fn train_config(
     let mut fold_metrics: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     let k = prep.labels.as_ref().map(|l| l.classes.len()).unwrap_or(0);
     let mut pooled = vec![vec![0usize; k]; k];
+    let mut fold0_curve = Vec::new();
+    // Out-of-fold (true, predicted) of the first repeat, for the regression plots.
+    let mut oof: Vec<(f64, f64)> = Vec::new();
     for (i, fold) in splits.folds.iter().enumerate() {
         let curve = Curve::default();
         let fitted = fit_with_curve(
@@ -389,8 +392,16 @@ pub fn train_config(
             Some(&curve),
         )
         .with_context(|| format!("fold {} of {}", i + 1, splits.folds.len()))?;
-        log_curve(sink, run_uuid, &format!("fold{i}"), curve)?;
+        let points = log_curve(sink, run_uuid, &format!("fold{i}"), curve)?;
+        if i == 0 {
+            fold0_curve = points;
+        }
         let pred = predict_rows(prep, &fitted, &fold.test);
+        if fold.repeat == 0 {
+            for (r, v) in fold.test.iter().zip(&pred.values) {
+                oof.push((prep.y[*r], *v));
+            }
+        }
         let y: Vec<f64> = fold.test.iter().map(|r| prep.y[*r]).collect();
         let s = score(prep, &y, &pred);
         let ts = now_ms();
@@ -465,7 +476,7 @@ pub fn train_config(
         Some(&curve),
     )
     .context("refit on all training rows")?;
-    log_curve(sink, run_uuid, "refit", curve)?;
+    let refit_curve = log_curve(sink, run_uuid, "refit", curve)?;
     let refit_seconds = refit_start.elapsed().as_secs_f64();
     progress.tick(&format!("{} refit", plan.model.name));
     let mut holdout = BTreeMap::new();
@@ -501,6 +512,7 @@ pub fn train_config(
         "predictions.csv".to_string(),
         predictions_csv(prep, &splits.cv_rows, &train_pred).into_bytes(),
     )];
+    artifacts.extend(run_plots(prep, &pooled, &fold0_curve, &refit_curve, &oof));
     let native = fitted.model.native();
     for (ext, bytes) in &native {
         artifacts.push((format!("model.{ext}"), bytes.clone()));
@@ -540,22 +552,109 @@ pub fn train_config(
 }
 
 /// Logs a learning curve as `<prefix>/<metric>` with step = round.
-fn log_curve(sink: &dyn Sink, run_uuid: &str, prefix: &str, curve: Curve) -> Result<()> {
+fn log_curve(
+    sink: &dyn Sink,
+    run_uuid: &str,
+    prefix: &str,
+    curve: Curve,
+) -> Result<Vec<(i64, String, f64)>> {
     let points = curve.into_inner().unwrap_or_else(|e| e.into_inner());
     if points.is_empty() {
-        return Ok(());
+        return Ok(points);
     }
     let ts = now_ms();
     let batch: Vec<Metric> = points
-        .into_iter()
+        .iter()
         .map(|(round, key, value)| Metric {
             key: format!("{prefix}/{key}"),
-            value,
-            step: round,
+            value: *value,
+            step: *round,
             timestamp_ms: ts,
         })
         .collect();
-    sink.log_metrics(run_uuid, &batch)
+    sink.log_metrics(run_uuid, &batch)?;
+    Ok(points)
+}
+
+/// The pictures of a run: confusion matrix and per-class F1 (classification), predicted against
+/// actual and residuals from out-of-fold predictions (regression), learning curves (iterative
+/// models).
+fn run_plots(
+    prep: &Prepared,
+    confusion: &[Vec<usize>],
+    fold0: &[(i64, String, f64)],
+    refit: &[(i64, String, f64)],
+    oof: &[(f64, f64)],
+) -> Artifacts {
+    use crate::plot;
+    let mut out: Artifacts = Vec::new();
+    if let Some(l) = &prep.labels {
+        let m: Vec<Vec<f64>> = confusion
+            .iter()
+            .map(|r| r.iter().map(|c| *c as f64).collect())
+            .collect();
+        out.push((
+            "confusion_matrix.svg".into(),
+            plot::heatmap(
+                "Confusion matrix (out-of-fold, all folds)",
+                &l.classes,
+                &l.classes,
+                &m,
+                "true",
+                "predicted",
+            )
+            .into_bytes(),
+        ));
+        let stats = per_class_from_confusion(confusion, &l.classes);
+        let f1: Vec<f64> = stats.iter().map(|c| c.f1).collect();
+        out.push((
+            "per_class_f1.svg".into(),
+            plot::bar_chart("F1 per class (out-of-fold)", "F1", &l.classes, &f1, None).into_bytes(),
+        ));
+    } else if !oof.is_empty() {
+        out.push((
+            "predicted_vs_actual.svg".into(),
+            plot::scatter(
+                "Predicted against actual (out-of-fold)",
+                "actual",
+                "predicted",
+                oof,
+                true,
+            )
+            .into_bytes(),
+        ));
+        let res: Vec<(f64, f64)> = oof.iter().map(|(t, p)| (*p, p - t)).collect();
+        out.push((
+            "residuals.svg".into(),
+            plot::scatter(
+                "Residuals (out-of-fold)",
+                "predicted",
+                "predicted - actual",
+                &res,
+                false,
+            )
+            .into_bytes(),
+        ));
+    }
+    if !fold0.is_empty() || !refit.is_empty() {
+        let mut series: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+        for (prefix, points) in [("fold0", fold0), ("refit", refit)] {
+            for (round, key, value) in points {
+                if key.contains("loss") || key.contains("rmse") {
+                    series
+                        .entry(format!("{prefix} {key}"))
+                        .or_default()
+                        .push((*round as f64, *value));
+                }
+            }
+        }
+        let series: Vec<(String, Vec<(f64, f64)>)> = series.into_iter().collect();
+        out.push((
+            "learning_curve.svg".into(),
+            plot::line_chart("Learning curve", "round / epoch", "loss", &series).into_bytes(),
+        ));
+    }
+    out
 }
 
 /// The refitted model's predictions on every training row, with decoded labels.
@@ -760,6 +859,8 @@ pub struct SweepReport {
     /// From process start to the first model fit (data loaded, ETL run, store written).
     pub start_to_first_training_ms: Option<f64>,
     pub wandb: Option<WandbReport>,
+    /// The sweep's comparison chart (SVG), beside the experiment's runs.
+    pub comparison_chart: Option<String>,
 }
 
 /// What W&B did in a sweep.
@@ -935,7 +1036,49 @@ pub fn run_plans(
         .into_iter()
         .map(|r| r.expect("every config ran"))
         .collect();
+    // The sweep at a glance: the primary metric of every config with its fold spread, saved
+    // beside the experiment's runs.
+    let chart = {
+        let done: Vec<&RunResult> = runs
+            .iter()
+            .filter(|r| r.metrics.contains_key(&prep.primary_metric))
+            .collect();
+        let labels: Vec<String> = done
+            .iter()
+            .map(|r| format!("{} {}", r.version, r.name))
+            .collect();
+        let means: Vec<f64> = done
+            .iter()
+            .map(|r| r.metrics[&prep.primary_metric].0)
+            .collect();
+        let stds: Vec<f64> = done
+            .iter()
+            .map(|r| r.metrics[&prep.primary_metric].1)
+            .collect();
+        let svg = crate::plot::bar_chart(
+            &format!(
+                "{}: {} per config (mean ± std over folds)",
+                prep.loaded.config.experiment, prep.primary_metric
+            ),
+            &prep.primary_metric,
+            &labels,
+            &means,
+            Some(&stds),
+        );
+        let dir = std::path::PathBuf::from(&artifact_location);
+        let path = dir.join(format!(
+            "sweep_t{}-t{}_{}.svg",
+            versions.first().copied().unwrap_or(0),
+            versions.last().copied().unwrap_or(0),
+            crate::sweep::sanitize(&prep.primary_metric)
+        ));
+        std::fs::create_dir_all(&dir)
+            .ok()
+            .and_then(|_| std::fs::write(&path, svg).ok())
+            .map(|_| path.display().to_string())
+    };
     Ok(SweepReport {
+        comparison_chart: chart,
         experiment: prep.loaded.config.experiment.clone(),
         store: store_path.display().to_string(),
         etl_version: format!("v{etl_version}"),

@@ -1,6 +1,7 @@
 //! `runner eda`: the report a person reads, and an EDA run the real MLflow client reads.
 mod common;
 use common::*;
+use std::path::PathBuf;
 
 #[test]
 fn eda_reports_the_red_wine_and_logs_an_mlflow_run() {
@@ -90,7 +91,29 @@ fn eda_reports_the_red_wine_and_logs_an_mlflow_run() {
         .iter()
         .map(|a| a.as_str().unwrap())
         .collect();
-    assert_eq!(arts, vec!["eda.json", "eda_report.md"]);
+    for want in [
+        "eda.json",
+        "eda_report.md",
+        "target_distribution.svg",
+        "correlation_heatmap.svg",
+        "clusters_vs_target.svg",
+        "hist_alcohol.svg",
+    ] {
+        assert!(arts.contains(&want), "{want} missing: {arts:?}");
+    }
+    // The plots are real pictures: well-formed SVG, one bar per grade, the 11 x 11 heatmap.
+    let dir = PathBuf::from(
+        run["artifact_uri"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("file://"),
+    );
+    let target = std::fs::read_to_string(dir.join("target_distribution.svg")).unwrap();
+    assert!(target.starts_with("<svg") && target.trim_end().ends_with("</svg>"));
+    assert_eq!(target.matches("<title>").count(), 6, "one bar per grade");
+    assert!(target.contains("<title>5: 681</title>"));
+    let heat = std::fs::read_to_string(dir.join("correlation_heatmap.svg")).unwrap();
+    assert_eq!(heat.matches("<rect x=").count(), 121);
     // A later sweep on the same ETL reuses its version.
     let s = stdout_json(&run_ok(
         runner(d.path())

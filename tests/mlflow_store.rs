@@ -93,6 +93,9 @@ fn mlflow_reads_every_part_of_a_sweep() {
         "confusion_matrix.csv".into(),
         "per_class_report.md".into(),
         "config.json".into(),
+        format!("confusion_matrix_{tv}.svg"),
+        format!("per_class_f1_{tv}.svg"),
+        format!("predictions_{tv}.csv"),
     ] {
         assert!(
             arts.contains(&want.as_str()),

@@ -1,0 +1,338 @@
+//! Small SVG charts written directly (no font or graphics libraries to build): bar charts,
+//! heatmaps, line charts, scatter plots and histograms, sized 640 x 420. The MLflow UI shows
+//! SVG artifacts as images.
+
+const W: f64 = 640.0;
+const H: f64 = 420.0;
+const LEFT: f64 = 70.0;
+const RIGHT: f64 = 20.0;
+const TOP: f64 = 40.0;
+const BOTTOM: f64 = 70.0;
+const PALETTE: [&str; 8] = [
+    "#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#9c755f",
+];
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+fn open(title: &str) -> String {
+    format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\" viewBox=\"0 0 {W} {H}\" font-family=\"sans-serif\" font-size=\"11\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"{}\" y=\"22\" text-anchor=\"middle\" font-size=\"14\" font-weight=\"bold\">{}</text>\n",
+        W / 2.0,
+        esc(title)
+    )
+}
+
+fn nice_range(lo: f64, hi: f64) -> (f64, f64) {
+    if !lo.is_finite() || !hi.is_finite() {
+        return (0.0, 1.0);
+    }
+    if (hi - lo).abs() < 1e-12 {
+        return (lo - 0.5, hi + 0.5);
+    }
+    let pad = (hi - lo) * 0.05;
+    (lo - pad, hi + pad)
+}
+
+fn axes(svg: &mut String, ymin: f64, ymax: f64, ylabel: &str) {
+    let (x0, y0, y1) = (LEFT, H - BOTTOM, TOP);
+    svg.push_str(&format!("<line x1=\"{x0}\" y1=\"{y0}\" x2=\"{}\" y2=\"{y0}\" stroke=\"black\"/>\n<line x1=\"{x0}\" y1=\"{y0}\" x2=\"{x0}\" y2=\"{y1}\" stroke=\"black\"/>\n", W - RIGHT));
+    for i in 0..=4 {
+        let v = ymin + (ymax - ymin) * i as f64 / 4.0;
+        let y = y0 - (y0 - y1) * i as f64 / 4.0;
+        svg.push_str(&format!("<line x1=\"{}\" y1=\"{y:.1}\" x2=\"{x0}\" y2=\"{y:.1}\" stroke=\"black\"/><text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>\n", x0 - 4.0, x0 - 6.0, y + 4.0, fmt(v)));
+    }
+    svg.push_str(&format!("<text x=\"14\" y=\"{}\" transform=\"rotate(-90 14 {})\" text-anchor=\"middle\">{}</text>\n", (y0 + y1) / 2.0, (y0 + y1) / 2.0, esc(ylabel)));
+}
+
+fn fmt(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e6 {
+        return format!("{v:.0}");
+    }
+    if v.abs() >= 1000.0 || (v != 0.0 && v.abs() < 0.01) {
+        format!("{v:.2e}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+fn y_of(v: f64, ymin: f64, ymax: f64) -> f64 {
+    let (y0, y1) = (H - BOTTOM, TOP);
+    y0 - (v - ymin) / (ymax - ymin) * (y0 - y1)
+}
+
+/// Bars with optional error bars (± err).
+pub fn bar_chart(
+    title: &str,
+    ylabel: &str,
+    labels: &[String],
+    values: &[f64],
+    errors: Option<&[f64]>,
+) -> String {
+    let mut svg = open(title);
+    let hi = values
+        .iter()
+        .zip(errors.unwrap_or(&vec![0.0; values.len()]))
+        .map(|(v, e)| v + e)
+        .fold(0.0, f64::max);
+    let lo = values.iter().copied().fold(0.0, f64::min);
+    let (ymin, ymax) = nice_range(lo, hi);
+    let ymin = ymin.min(0.0);
+    axes(&mut svg, ymin, ymax, ylabel);
+    let n = values.len().max(1) as f64;
+    let slot = (W - LEFT - RIGHT) / n;
+    for (i, (l, v)) in labels.iter().zip(values).enumerate() {
+        let x = LEFT + slot * i as f64 + slot * 0.15;
+        let (yv, y0) = (y_of(*v, ymin, ymax), y_of(0.0, ymin, ymax));
+        svg.push_str(&format!("<rect x=\"{x:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{}\"><title>{}: {}</title></rect>\n", yv.min(y0), slot * 0.7, (y0 - yv).abs(), PALETTE[0], esc(l), fmt(*v)));
+        if let Some(e) = errors.map(|e| e[i]) {
+            let cx = x + slot * 0.35;
+            svg.push_str(&format!("<line x1=\"{cx:.1}\" y1=\"{:.1}\" x2=\"{cx:.1}\" y2=\"{:.1}\" stroke=\"black\"/>\n", y_of(v + e, ymin, ymax), y_of(v - e, ymin, ymax)));
+        }
+        let lx = x + slot * 0.35;
+        let ly = H - BOTTOM + 12.0;
+        svg.push_str(&format!("<text x=\"{lx:.1}\" y=\"{ly:.1}\" text-anchor=\"end\" transform=\"rotate(-35 {lx:.1} {ly:.1})\">{}</text>\n", esc(l)));
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
+
+/// A heatmap with the count (or value) in every cell.
+pub fn heatmap(
+    title: &str,
+    rows: &[String],
+    cols: &[String],
+    m: &[Vec<f64>],
+    row_axis: &str,
+    col_axis: &str,
+) -> String {
+    let mut svg = open(title);
+    let (nr, nc) = (rows.len().max(1) as f64, cols.len().max(1) as f64);
+    let (x0, y0) = (LEFT + 40.0, TOP + 10.0);
+    let cw = (W - x0 - RIGHT) / nc;
+    let ch = (H - y0 - BOTTOM) / nr;
+    let (lo, hi) = m
+        .iter()
+        .flatten()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+            (a.min(*v), b.max(*v))
+        });
+    let span = if hi > lo { hi - lo } else { 1.0 };
+    for (i, row) in m.iter().enumerate() {
+        for (j, v) in row.iter().enumerate() {
+            let t = (v - lo) / span;
+            let (r, g, b) = (255.0 - t * 200.0, 255.0 - t * 140.0, 255.0 - t * 60.0);
+            let (x, y) = (x0 + j as f64 * cw, y0 + i as f64 * ch);
+            svg.push_str(&format!(
+                "<rect x=\"{x:.1}\" y=\"{y:.1}\" width=\"{cw:.1}\" height=\"{ch:.1}\" fill=\"rgb({r:.0},{g:.0},{b:.0})\" stroke=\"white\"/><text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\" fill=\"{}\">{}</text>\n",
+                x + cw / 2.0,
+                y + ch / 2.0 + 4.0,
+                if t > 0.6 { "white" } else { "black" },
+                if v.fract() == 0.0 { format!("{v:.0}") } else { format!("{v:.2}") }
+            ));
+        }
+    }
+    for (i, r) in rows.iter().enumerate() {
+        svg.push_str(&format!(
+            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>\n",
+            x0 - 4.0,
+            y0 + (i as f64 + 0.5) * ch + 4.0,
+            esc(r)
+        ));
+    }
+    for (j, c) in cols.iter().enumerate() {
+        let (lx, ly) = (x0 + (j as f64 + 0.5) * cw, H - BOTTOM + 14.0);
+        svg.push_str(&format!("<text x=\"{lx:.1}\" y=\"{ly:.1}\" text-anchor=\"end\" transform=\"rotate(-35 {lx:.1} {ly:.1})\">{}</text>\n", esc(c)));
+    }
+    svg.push_str(&format!(
+        "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n",
+        (x0 + W - RIGHT) / 2.0,
+        H - 8.0,
+        esc(col_axis)
+    ));
+    svg.push_str(&format!("<text x=\"14\" y=\"{:.1}\" transform=\"rotate(-90 14 {:.1})\" text-anchor=\"middle\">{}</text>\n", (y0 + H - BOTTOM) / 2.0, (y0 + H - BOTTOM) / 2.0, esc(row_axis)));
+    svg.push_str("</svg>\n");
+    svg
+}
+
+/// Lines, one per named series of (x, y) points.
+pub fn line_chart(
+    title: &str,
+    xlabel: &str,
+    ylabel: &str,
+    series: &[(String, Vec<(f64, f64)>)],
+) -> String {
+    let mut svg = open(title);
+    let pts = series
+        .iter()
+        .flat_map(|(_, p)| p.iter().filter(|(_, y)| y.is_finite()));
+    let (xmin, xmax, ylo, yhi) = pts.fold(
+        (
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+        ),
+        |(a, b, c, d), (x, y)| (a.min(*x), b.max(*x), c.min(*y), d.max(*y)),
+    );
+    let (ymin, ymax) = nice_range(ylo, yhi);
+    let (xmin, xmax) = if xmax > xmin {
+        (xmin, xmax)
+    } else {
+        (xmin - 1.0, xmin + 1.0)
+    };
+    axes(&mut svg, ymin, ymax, ylabel);
+    let x_of = |x: f64| LEFT + (x - xmin) / (xmax - xmin) * (W - LEFT - RIGHT);
+    for (k, (name, points)) in series.iter().enumerate() {
+        let path: Vec<String> = points
+            .iter()
+            .filter(|(_, y)| y.is_finite())
+            .map(|(x, y)| format!("{:.1},{:.1}", x_of(*x), y_of(*y, ymin, ymax)))
+            .collect();
+        let color = PALETTE[k % PALETTE.len()];
+        svg.push_str(&format!(
+            "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"1.5\" points=\"{}\"/>\n",
+            path.join(" ")
+        ));
+        svg.push_str(&format!("<rect x=\"{}\" y=\"{}\" width=\"10\" height=\"10\" fill=\"{color}\"/><text x=\"{}\" y=\"{}\">{}</text>\n", W - RIGHT - 150.0, TOP + 4.0 + 14.0 * k as f64, W - RIGHT - 136.0, TOP + 13.0 + 14.0 * k as f64, esc(name)));
+    }
+    for i in 0..=4 {
+        let v = xmin + (xmax - xmin) * i as f64 / 4.0;
+        svg.push_str(&format!(
+            "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n",
+            x_of(v),
+            H - BOTTOM + 16.0,
+            fmt(v)
+        ));
+    }
+    svg.push_str(&format!(
+        "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n",
+        (LEFT + W - RIGHT) / 2.0,
+        H - 30.0,
+        esc(xlabel)
+    ));
+    svg.push_str("</svg>\n");
+    svg
+}
+
+/// Points, with an optional diagonal y = x.
+pub fn scatter(
+    title: &str,
+    xlabel: &str,
+    ylabel: &str,
+    points: &[(f64, f64)],
+    diagonal: bool,
+) -> String {
+    let mut svg = open(title);
+    let (xlo, xhi, ylo, yhi) = points.iter().fold(
+        (
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+        ),
+        |(a, b, c, d), (x, y)| (a.min(*x), b.max(*x), c.min(*y), d.max(*y)),
+    );
+    let (xmin, xmax) = nice_range(xlo, xhi);
+    let (ymin, ymax) = if diagonal {
+        nice_range(ylo.min(xlo), yhi.max(xhi))
+    } else {
+        nice_range(ylo, yhi)
+    };
+    axes(&mut svg, ymin, ymax, ylabel);
+    let x_of = |x: f64| LEFT + (x - xmin) / (xmax - xmin) * (W - LEFT - RIGHT);
+    if diagonal {
+        let (a, b) = (xmin.max(ymin), xmax.min(ymax));
+        svg.push_str(&format!("<line x1=\"{:.1}\" y1=\"{:.1}\" x2=\"{:.1}\" y2=\"{:.1}\" stroke=\"#999\" stroke-dasharray=\"4\"/>\n", x_of(a), y_of(a, ymin, ymax), x_of(b), y_of(b, ymin, ymax)));
+    }
+    for (x, y) in points {
+        svg.push_str(&format!(
+            "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"2\" fill=\"{}\" fill-opacity=\"0.5\"/>\n",
+            x_of(*x),
+            y_of(*y, ymin, ymax),
+            PALETTE[0]
+        ));
+    }
+    for i in 0..=4 {
+        let v = xmin + (xmax - xmin) * i as f64 / 4.0;
+        svg.push_str(&format!(
+            "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n",
+            x_of(v),
+            H - BOTTOM + 16.0,
+            fmt(v)
+        ));
+    }
+    svg.push_str(&format!(
+        "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n",
+        (LEFT + W - RIGHT) / 2.0,
+        H - 30.0,
+        esc(xlabel)
+    ));
+    svg.push_str("</svg>\n");
+    svg
+}
+
+/// A histogram with `bins` equal-width bins.
+pub fn histogram(title: &str, values: &[f64], bins: usize) -> String {
+    let (lo, hi) = values
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+            (a.min(*v), b.max(*v))
+        });
+    let width = if hi > lo {
+        (hi - lo) / bins as f64
+    } else {
+        1.0
+    };
+    let mut counts = vec![0.0; bins];
+    for v in values {
+        counts[(((v - lo) / width) as usize).min(bins - 1)] += 1.0;
+    }
+    let labels: Vec<String> = (0..bins).map(|i| fmt(lo + width * i as f64)).collect();
+    bar_chart(title, "rows", &labels, &counts, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn charts_are_well_formed_svg_with_their_content() {
+        let svg = bar_chart(
+            "a <b>",
+            "y",
+            &["x".into(), "z".into()],
+            &[1.0, 2.0],
+            Some(&[0.1, 0.2]),
+        );
+        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+        assert_eq!(svg.matches("<rect x=").count(), 2, "one bar per value");
+        assert!(svg.contains("a &lt;b&gt;"), "titles are escaped");
+        let h = heatmap(
+            "m",
+            &["r1".into()],
+            &["c1".into(), "c2".into()],
+            &[vec![3.0, 7.0]],
+            "true",
+            "predicted",
+        );
+        assert!(h.contains(">7<") && h.contains(">3<"));
+        let l = line_chart(
+            "l",
+            "round",
+            "loss",
+            &[("train".into(), vec![(0.0, 1.0), (1.0, 0.5)])],
+        );
+        assert!(l.contains("<polyline"));
+        assert_eq!(
+            histogram("h", &[1.0, 2.0, 2.0, 3.0], 3)
+                .matches("<title>")
+                .count(),
+            3
+        );
+    }
+}
