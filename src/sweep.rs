@@ -513,6 +513,56 @@ pub fn train_config(
         predictions_csv(prep, &splits.cv_rows, &train_pred).into_bytes(),
     )];
     artifacts.extend(run_plots(prep, &pooled, &fold0_curve, &refit_curve, &oof));
+    // Feature importance of the refitted model, where the backend has it: a table, a chart and
+    // one metric per feature.
+    let importances = fitted.model.feature_importance();
+    if !importances.is_empty() {
+        let names = &fitted.preprocessor.output_names;
+        let mut csv = String::from("feature");
+        for (kind, _) in &importances {
+            csv.push_str(&format!(",{kind}"));
+        }
+        csv.push('\n');
+        for (j, name) in names.iter().enumerate() {
+            csv.push_str(&format!("\"{name}\""));
+            for (_, v) in &importances {
+                csv.push_str(&format!(",{}", v.get(j).copied().unwrap_or(0.0)));
+            }
+            csv.push('\n');
+        }
+        artifacts.push(("feature_importance.csv".into(), csv.into_bytes()));
+        let (kind, values) = importances.last().expect("non-empty");
+        let mut order: Vec<usize> = (0..values.len()).collect();
+        order.sort_by(|a, b| values[*b].total_cmp(&values[*a]));
+        let labels: Vec<String> = order
+            .iter()
+            .map(|j| names.get(*j).cloned().unwrap_or_default())
+            .collect();
+        let sorted: Vec<f64> = order.iter().map(|j| values[*j]).collect();
+        artifacts.push((
+            "feature_importance.svg".into(),
+            crate::plot::bar_chart(
+                &format!("Feature importance ({kind})"),
+                kind,
+                &labels,
+                &sorted,
+                None,
+            )
+            .into_bytes(),
+        ));
+        let ts = now_ms();
+        let batch: Vec<Metric> = names
+            .iter()
+            .zip(values)
+            .map(|(n, v)| Metric {
+                key: format!("importance_{kind}/{}", sanitize(n)),
+                value: *v,
+                step: 0,
+                timestamp_ms: ts,
+            })
+            .collect();
+        sink.log_metrics(run_uuid, &batch)?;
+    }
     let native = fitted.model.native();
     for (ext, bytes) in &native {
         artifacts.push((format!("model.{ext}"), bytes.clone()));

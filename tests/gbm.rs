@@ -27,6 +27,35 @@ fn saved_models_predict_the_same_in_the_python_packages() {
     run_ok(runner(d.path()).args(["reload-etl", "v1", "--out", "data.csv"]));
     for run in report["runs"].as_array().unwrap() {
         assert_eq!(run["status"], "FINISHED", "{}", run["error"]);
+        // Feature importance from the library (XGBoost gain, LightGBM split and gain): on this
+        // data alcohol is among the three most useful features.
+        let imp = std::fs::read_to_string(artifact(
+            d.path(),
+            run["run_uuid"].as_str().unwrap(),
+            &format!(
+                "feature_importance_{}.csv",
+                run["version"].as_str().unwrap()
+            ),
+        ))
+        .unwrap();
+        let mut rows: Vec<(String, f64)> = imp
+            .lines()
+            .skip(1)
+            .map(|l| {
+                let c: Vec<&str> = l.split(',').collect();
+                (
+                    c[0].trim_matches('"').to_string(),
+                    c[c.len() - 1].parse().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(rows.len(), 11);
+        rows.sort_by(|a, b| b.1.total_cmp(&a.1));
+        assert!(
+            rows[..3].iter().any(|(n, _)| n == "alcohol"),
+            "{}: {rows:?}",
+            run["kind"]
+        );
         let (kind, tv, id) = (
             run["kind"].as_str().unwrap(),
             run["version"].as_str().unwrap(),

@@ -69,6 +69,18 @@ fn mlflow_reads_every_part_of_a_sweep() {
         "per-class metrics use the original grades"
     );
     assert_eq!(run["metrics"]["class_3/support"].as_f64().unwrap(), 10.0);
+    // Mean decrease in impurity, normalised: sums to 1, alcohol first (as known for this data).
+    let imp: Vec<(&String, f64)> = run["metrics"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| k.starts_with("importance_impurity/"))
+        .map(|(k, v)| (k, v.as_f64().unwrap()))
+        .collect();
+    assert_eq!(imp.len(), 11);
+    assert!((imp.iter().map(|(_, v)| v).sum::<f64>() - 1.0).abs() < 1e-9);
+    let top = imp.iter().max_by(|a, b| a.1.total_cmp(&b.1)).unwrap();
+    assert_eq!(top.0.as_str(), "importance_impurity/alcohol");
     // Tags.
     let t = &run["tags"];
     assert!(t["runner.training_version"]
@@ -96,6 +108,8 @@ fn mlflow_reads_every_part_of_a_sweep() {
         format!("confusion_matrix_{tv}.svg"),
         format!("per_class_f1_{tv}.svg"),
         format!("predictions_{tv}.csv"),
+        format!("feature_importance_{tv}.csv"),
+        format!("feature_importance_{tv}.svg"),
     ] {
         assert!(
             arts.contains(&want.as_str()),

@@ -103,6 +103,32 @@ mod xgboost {
         booster: Mutex<Booster>,
         json: Vec<u8>,
         best_round: i64,
+        /// Total gain of the splits on each feature.
+        gain: Vec<f64>,
+    }
+
+    /// Sums `gain=` per feature over a text dump with statistics ("[f3<0.5] ... gain=1.2,...").
+    fn gain_per_feature(dump: &str, features: usize) -> Vec<f64> {
+        let mut gain = vec![0.0; features];
+        for line in dump.lines() {
+            let (Some(a), Some(g)) = (line.find("[f"), line.find("gain=")) else {
+                continue;
+            };
+            let f: Option<usize> = line[a + 2..]
+                .split(|c: char| !c.is_ascii_digit())
+                .next()
+                .and_then(|s| s.parse().ok());
+            let v: Option<f64> = line[g + 5..]
+                .split(',')
+                .next()
+                .and_then(|s| s.trim().parse().ok());
+            if let (Some(f), Some(v)) = (f, v) {
+                if f < features {
+                    gain[f] += v;
+                }
+            }
+        }
+        gain
     }
 
     fn dmatrix(
@@ -144,6 +170,9 @@ mod xgboost {
         }
         fn native(&self) -> Vec<(&'static str, Vec<u8>)> {
             vec![("json", self.json.clone())]
+        }
+        fn feature_importance(&self) -> Vec<(&'static str, Vec<f64>)> {
+            vec![("gain", self.gain.clone())]
         }
     }
 
@@ -249,12 +278,17 @@ mod xgboost {
             booster
         };
         let json = booster.save_buffer(false).map_err(err)?;
+        let gain = gain_per_feature(
+            &booster.dump_model(true, None).map_err(err)?,
+            data.x.ncols(),
+        );
         Ok(Box::new(XgbModel {
             task: data.task,
             n_classes: data.n_classes,
             booster: Mutex::new(booster),
             json,
             best_round,
+            gain,
         }))
     }
 }
@@ -415,6 +449,20 @@ mod lightgbm {
         text: String,
         threads: usize,
         best_round: i64,
+        split: Vec<f64>,
+        gain: Vec<f64>,
+    }
+
+    fn importance(h: &Handle, features: usize, iterations: i32, kind: u32) -> Result<Vec<f64>> {
+        let mut out = vec![0.0f64; features];
+        // SAFETY: `out` holds one value per feature, as LightGBM writes.
+        check(
+            unsafe {
+                sys::LGBM_BoosterFeatureImportance(h.0, iterations, kind as c_int, out.as_mut_ptr())
+            },
+            "feature importance",
+        )?;
+        Ok(out)
     }
 
     impl FittedModel for LgbmModel {
@@ -469,6 +517,9 @@ mod lightgbm {
         }
         fn native(&self) -> Vec<(&'static str, Vec<u8>)> {
             vec![("txt", self.text.clone().into_bytes())]
+        }
+        fn feature_importance(&self) -> Vec<(&'static str, Vec<f64>)> {
+            vec![("split", self.split.clone()), ("gain", self.gain.clone())]
         }
     }
 
@@ -596,12 +647,27 @@ mod lightgbm {
             stopper.best_round
         };
         let text = model_string(&booster, best_round as i32 + 1)?;
+        let iterations = best_round as i32 + 1;
+        let split = importance(
+            &booster,
+            data.x.ncols(),
+            iterations,
+            sys::C_API_FEATURE_IMPORTANCE_SPLIT,
+        )?;
+        let gain = importance(
+            &booster,
+            data.x.ncols(),
+            iterations,
+            sys::C_API_FEATURE_IMPORTANCE_GAIN,
+        )?;
         Ok(Box::new(LgbmModel {
             task: data.task,
             n_classes: data.n_classes,
             text,
             threads,
             best_round,
+            split,
+            gain,
         }))
     }
 }

@@ -734,6 +734,11 @@ pub trait FittedModel: Send + Sync {
     fn native(&self) -> Vec<(&'static str, Vec<u8>)> {
         Vec::new()
     }
+    /// Importance of each input feature, by kind ("impurity", "gain", "split"), where the
+    /// backend provides it.
+    fn feature_importance(&self) -> Vec<(&'static str, Vec<f64>)> {
+        Vec::new()
+    }
 }
 
 /// Fits a checked model config on a training set.

@@ -68,6 +68,8 @@ enum Node {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Tree {
     nodes: Vec<Node>,
+    /// Total weighted impurity decrease of the splits on each feature.
+    importance: Vec<f64>,
 }
 
 impl Tree {
@@ -120,6 +122,7 @@ struct Builder<'a> {
     w: &'a [f64],
     params: TreeParams,
     nodes: Vec<Node>,
+    importance: Vec<f64>,
 }
 
 impl Builder<'_> {
@@ -146,7 +149,7 @@ impl Builder<'_> {
 
     /// Best split of `rows` over `features`: (feature, threshold, gain). Strict improvement keeps
     /// the first best found, so ties go to the earlier feature and the lower threshold.
-    fn best_split(&self, rows: &[usize], features: &[usize]) -> Option<(usize, f64)> {
+    fn best_split(&self, rows: &[usize], features: &[usize]) -> Option<(usize, f64, f64)> {
         let p = &self.params;
         let n = rows.len();
         let mut order: Vec<usize> = rows.to_vec();
@@ -225,7 +228,7 @@ impl Builder<'_> {
         }
         // A split must reduce impurity by more than rounding noise.
         if best_score < parent_score - 1e-12 * parent_score.abs().max(1.0) {
-            best
+            best.map(|(f, t)| (f, t, parent_score - best_score))
         } else {
             None
         }
@@ -262,7 +265,8 @@ impl Builder<'_> {
             let features = features.to_vec();
             match self.best_split(&rows, &features) {
                 None => self.nodes[id] = Node::Leaf(value),
-                Some((feature, threshold)) => {
+                Some((feature, threshold, gain)) => {
+                    self.importance[feature] += gain;
                     let (l, r): (Vec<usize>, Vec<usize>) = rows
                         .iter()
                         .partition(|&&row| self.x[[row, feature]] <= threshold);
@@ -281,7 +285,10 @@ impl Builder<'_> {
                 }
             }
         }
-        Tree { nodes: self.nodes }
+        Tree {
+            nodes: self.nodes,
+            importance: self.importance,
+        }
     }
 }
 
@@ -307,6 +314,7 @@ fn grow<'a>(
         w,
         params,
         nodes: Vec::new(),
+        importance: vec![0.0; x.ncols()],
     }
     .build(rows, rng)
 }
@@ -357,6 +365,25 @@ impl FittedModel for TreeEnsemble {
 
     fn to_json(&self) -> Result<serde_json::Value> {
         Ok(serde_json::to_value(self)?)
+    }
+
+    fn feature_importance(&self) -> Vec<(&'static str, Vec<f64>)> {
+        // Mean decrease in impurity, normalised to sum to 1 (as scikit-learn reports it).
+        let p = self.trees.first().map(|t| t.importance.len()).unwrap_or(0);
+        let mut total = vec![0.0; p];
+        for t in &self.trees {
+            let s: f64 = t.importance.iter().sum();
+            if s > 0.0 {
+                for (a, b) in total.iter_mut().zip(&t.importance) {
+                    *a += b / s;
+                }
+            }
+        }
+        let s: f64 = total.iter().sum();
+        if s > 0.0 {
+            total.iter_mut().for_each(|v| *v /= s);
+        }
+        vec![("impurity", total)]
     }
 }
 
