@@ -101,6 +101,44 @@ pub fn bar_chart(
     svg
 }
 
+/// Grouped bars: one group per label, one bar per named series, with a legend.
+pub fn grouped_bars(
+    title: &str,
+    ylabel: &str,
+    labels: &[String],
+    series: &[(String, Vec<f64>)],
+) -> String {
+    let mut svg = open(title);
+    let hi = series
+        .iter()
+        .flat_map(|(_, v)| v.iter().copied())
+        .fold(0.0, f64::max);
+    let (_, ymax) = nice_range(0.0, hi);
+    axes(&mut svg, 0.0, ymax, ylabel);
+    let slot = (W - LEFT - RIGHT) / labels.len().max(1) as f64;
+    let bw = slot * 0.8 / series.len().max(1) as f64;
+    for (i, l) in labels.iter().enumerate() {
+        for (k, (name, values)) in series.iter().enumerate() {
+            let v = values.get(i).copied().unwrap_or(0.0);
+            let x = LEFT + slot * i as f64 + slot * 0.1 + bw * k as f64;
+            let (yv, y0) = (y_of(v, 0.0, ymax), y_of(0.0, 0.0, ymax));
+            svg.push_str(&format!("<rect x=\"{x:.1}\" y=\"{yv:.1}\" width=\"{bw:.1}\" height=\"{:.1}\" fill=\"{}\"><title>{} {}: {}</title></rect>\n", y0 - yv, PALETTE[k % PALETTE.len()], esc(l), esc(name), fmt(v)));
+        }
+        svg.push_str(&format!(
+            "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n",
+            LEFT + slot * (i as f64 + 0.5),
+            H - BOTTOM + 16.0,
+            esc(l)
+        ));
+    }
+    for (k, (name, _)) in series.iter().enumerate() {
+        let color = PALETTE[k % PALETTE.len()];
+        svg.push_str(&format!("<rect x=\"{}\" y=\"{}\" width=\"10\" height=\"10\" fill=\"{color}\"/><text x=\"{}\" y=\"{}\">{}</text>\n", W - RIGHT - 110.0, TOP + 4.0 + 14.0 * k as f64, W - RIGHT - 96.0, TOP + 13.0 + 14.0 * k as f64, esc(name)));
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
+
 /// A heatmap with the count (or value) in every cell.
 pub fn heatmap(
     title: &str,

@@ -505,7 +505,6 @@ pub fn train_config(
         step: 0,
         timestamp_ms: ts,
     });
-    sink.log_metrics(run_uuid, &batch)?;
 
     let train_pred = predict_rows(prep, &fitted, &splits.cv_rows);
     let mut artifacts: Artifacts = vec![(
@@ -550,19 +549,15 @@ pub fn train_config(
             )
             .into_bytes(),
         ));
-        let ts = now_ms();
-        let batch: Vec<Metric> = names
-            .iter()
-            .zip(values)
-            .map(|(n, v)| Metric {
-                key: format!("importance_{kind}/{}", sanitize(n)),
-                value: *v,
-                step: 0,
-                timestamp_ms: ts,
-            })
-            .collect();
-        sink.log_metrics(run_uuid, &batch)?;
+        // Into the run's final batch (one history line on W&B).
+        batch.extend(names.iter().zip(values).map(|(n, v)| Metric {
+            key: format!("importance_{kind}/{}", sanitize(n)),
+            value: *v,
+            step: 0,
+            timestamp_ms: ts,
+        }));
     }
+    sink.log_metrics(run_uuid, &batch)?;
     let native = fitted.model.native();
     for (ext, bytes) in &native {
         artifacts.push((format!("model.{ext}"), bytes.clone()));
@@ -656,10 +651,26 @@ fn run_plots(
             .into_bytes(),
         ));
         let stats = per_class_from_confusion(confusion, &l.classes);
-        let f1: Vec<f64> = stats.iter().map(|c| c.f1).collect();
+        let series = vec![
+            (
+                "precision".to_string(),
+                stats.iter().map(|c| c.precision).collect(),
+            ),
+            (
+                "recall".to_string(),
+                stats.iter().map(|c| c.recall).collect(),
+            ),
+            ("F1".to_string(), stats.iter().map(|c| c.f1).collect()),
+        ];
         out.push((
-            "per_class_f1.svg".into(),
-            plot::bar_chart("F1 per class (out-of-fold)", "F1", &l.classes, &f1, None).into_bytes(),
+            "per_class.svg".into(),
+            plot::grouped_bars(
+                "Precision, recall and F1 per class (out-of-fold)",
+                "score",
+                &l.classes,
+                &series,
+            )
+            .into_bytes(),
         ));
     } else if !oof.is_empty() {
         out.push((

@@ -106,7 +106,7 @@ fn mlflow_reads_every_part_of_a_sweep() {
         "per_class_report.md".into(),
         "config.json".into(),
         format!("confusion_matrix_{tv}.svg"),
-        format!("per_class_f1_{tv}.svg"),
+        format!("per_class_{tv}.svg"),
         format!("predictions_{tv}.csv"),
         format!("feature_importance_{tv}.csv"),
         format!("feature_importance_{tv}.svg"),
