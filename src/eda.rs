@@ -1,12 +1,11 @@
 //! `runner eda`: what the data looks like before any model sees it. Target distribution and
 //! imbalance, per-feature statistics with skew flags and suggested transforms, correlations,
 //! and cluster-to-target diagnostics (k-means on the standardised features against the classes:
-//! contingency table, purity, adjusted Rand index, normalised mutual information). Logged as one
-//! MLflow run tagged as EDA and linked to the ETL version.
+//! contingency table, purity, adjusted Rand index, normalised mutual information; k-means from
+//! linfa-clustering). Logged as one MLflow run tagged as EDA and linked to the ETL version.
 
 use crate::data::FeatureValues;
 use crate::models::Task;
-use crate::rng::SplitMix64;
 use crate::sweep::Prepared;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -142,66 +141,19 @@ fn contingency(a: &[usize], b: &[usize]) -> BTreeMap<(usize, usize), usize> {
     t
 }
 
-/// Lloyd's k-means with k-means++ seeding from a seeded generator: the same seed gives the same
-/// clusters. Returns the cluster of every row.
-pub fn kmeans(x: &[Vec<f64>], k: usize, seed: u64, iterations: usize) -> Vec<usize> {
-    let n = x.len();
-    let dist = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(p, q)| (p - q).powi(2)).sum::<f64>();
-    let mut rng = SplitMix64::derive(seed, 0xC1u64);
-    let mut centres: Vec<Vec<f64>> = vec![x[rng.below(n)].clone()];
-    while centres.len() < k {
-        let d: Vec<f64> = x
-            .iter()
-            .map(|p| {
-                centres
-                    .iter()
-                    .map(|c| dist(p, c))
-                    .fold(f64::INFINITY, f64::min)
-            })
-            .collect();
-        let total: f64 = d.iter().sum();
-        let mut r = rng.next_f64() * total;
-        let mut pick = n - 1;
-        for (i, di) in d.iter().enumerate() {
-            r -= di;
-            if r <= 0.0 {
-                pick = i;
-                break;
-            }
-        }
-        centres.push(x[pick].clone());
-    }
-    let mut assign = vec![0usize; n];
-    for _ in 0..iterations {
-        let mut changed = false;
-        for (i, p) in x.iter().enumerate() {
-            let best = (0..k)
-                .min_by(|a, b| dist(p, &centres[*a]).total_cmp(&dist(p, &centres[*b])))
-                .unwrap();
-            if best != assign[i] {
-                assign[i] = best;
-                changed = true;
-            }
-        }
-        for (c, centre) in centres.iter_mut().enumerate() {
-            let members: Vec<&Vec<f64>> = x
-                .iter()
-                .zip(&assign)
-                .filter(|(_, a)| **a == c)
-                .map(|(p, _)| p)
-                .collect();
-            if members.is_empty() {
-                continue;
-            }
-            for (j, v) in centre.iter_mut().enumerate() {
-                *v = members.iter().map(|m| m[j]).sum::<f64>() / members.len() as f64;
-            }
-        }
-        if !changed {
-            break;
-        }
-    }
-    assign
+/// k-means (linfa-clustering: k-means++ initialisation, 10 runs, the best by inertia), its
+/// generator seeded from the config's seed so the clusters are the same on every run.
+pub fn kmeans(x: &ndarray::Array2<f64>, k: usize, seed: u64) -> anyhow::Result<Vec<usize>> {
+    use linfa::prelude::*;
+    use rand_xoshiro::rand_core::SeedableRng;
+    let rng = rand_xoshiro::Xoshiro256Plus::seed_from_u64(seed);
+    let ds = linfa::DatasetBase::from(x.clone());
+    let model = linfa_clustering::KMeans::params_with_rng(k, rng)
+        .max_n_iterations(300)
+        .tolerance(1e-6)
+        .fit(&ds)
+        .map_err(|e| anyhow::anyhow!("k-means (k = {k}): {e}"))?;
+    Ok(model.predict(x).to_vec())
 }
 
 #[derive(Debug, Serialize)]
@@ -337,22 +289,21 @@ pub fn analyse(prep: &Prepared, etl_version: &str) -> EdaReport {
                 (m, if s > 0.0 { s } else { 1.0 })
             })
             .collect();
-        let rows: Vec<Vec<f64>> = (0..n)
-            .map(|i| {
-                columns
-                    .iter()
-                    .zip(&stats)
-                    .map(|((_, v), (m, s))| (v[i] - m) / s)
-                    .collect()
-            })
-            .collect();
+        let rows = ndarray::Array2::from_shape_fn((n, columns.len()), |(i, j)| {
+            (columns[j].1[i] - stats[j].0) / stats[j].1
+        });
         let classes: Vec<usize> = prep.y.iter().map(|v| *v as usize).collect();
         let kc = l.classes.len();
         let mut ks = vec![2, kc, 2 * kc];
         ks.sort();
         ks.dedup();
         for k in ks {
-            let assign = kmeans(&rows, k, prep.loaded.config.seed, 100);
+            let Ok(assign) = kmeans(&rows, k, prep.loaded.config.seed) else {
+                warnings.push(format!(
+                    "k-means with k = {k} failed on these rows; no cluster diagnostics for it"
+                ));
+                continue;
+            };
             let mut table = vec![vec![0usize; kc]; k];
             for (a, c) in assign.iter().zip(&classes) {
                 table[*a][*c] += 1;
@@ -700,13 +651,16 @@ mod tests {
 
     #[test]
     fn kmeans_finds_separated_blobs_reproducibly() {
-        let mut x = Vec::new();
-        for i in 0..30 {
+        let x = ndarray::Array2::from_shape_fn((30, 2), |(i, j)| {
             let o = (i % 3) as f64 * 10.0;
-            x.push(vec![o + (i as f64 * 0.01), o - (i as f64 * 0.02)]);
-        }
-        let a = kmeans(&x, 3, 7, 50);
-        assert_eq!(a, kmeans(&x, 3, 7, 50));
+            if j == 0 {
+                o + i as f64 * 0.01
+            } else {
+                o - i as f64 * 0.02
+            }
+        });
+        let a = kmeans(&x, 3, 7).unwrap();
+        assert_eq!(a, kmeans(&x, 3, 7).unwrap());
         let truth: Vec<usize> = (0..30).map(|i| i % 3).collect();
         assert_eq!(adjusted_rand_index(&a, &truth), 1.0);
     }
