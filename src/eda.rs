@@ -523,7 +523,12 @@ pub fn eda_command(
     let (v, _) = store.etl_version(&prep.etl_key, &prep.etl_record)?;
     let (exp, loc) = store.experiment(&prep.loaded.config.experiment)?;
     let report = analyse(&prep, &format!("v{v}"));
-    let md = markdown(&report);
+    let pictures = plots(&prep, &report);
+    let mut md = markdown(&report);
+    md.push_str("\n## Plots\n\n");
+    for (name, _) in &pictures {
+        md.push_str(&format!("![{name}]({name})\n"));
+    }
     let spec = RunSpec {
         run_uuid: uuid::Uuid::new_v4().simple().to_string(),
         name: format!("eda-v{v}"),
@@ -590,13 +595,23 @@ pub fn eda_command(
         "eda.json",
         &serde_json::to_vec_pretty(&report)?,
     )?;
-    for (name, svg) in plots(&prep, &report) {
-        store.log_artifact(&spec.run_uuid, &name, svg.as_bytes())?;
+    for (name, svg) in &pictures {
+        store.log_artifact(&spec.run_uuid, name, svg.as_bytes())?;
     }
     store.set_status(&spec.run_uuid, RunStatus::Finished, Some(now_ms()))?;
     if let Some(out) = out {
+        // The report and its pictures side by side, so the links resolve.
         std::fs::write(out, &md)
             .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", out.display()))?;
+        let dir = out
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
+        for (name, svg) in &pictures {
+            let p = dir.join(name);
+            std::fs::write(&p, svg)
+                .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", p.display()))?;
+        }
     }
     if json_out {
         println!(

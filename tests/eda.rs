@@ -70,6 +70,13 @@ fn eda_reports_the_red_wine_and_logs_an_mlflow_run() {
     assert!(std::fs::read_to_string(d.path().join("eda.md"))
         .unwrap()
         .contains("## k-means, k = 6"));
+    assert!(std::fs::read_to_string(d.path().join("eda.md"))
+        .unwrap()
+        .contains("![correlation_heatmap.svg](correlation_heatmap.svg)"));
+    assert!(
+        d.path().join("correlation_heatmap.svg").exists(),
+        "the pictures sit beside --out"
+    );
     // The EDA run, read back by MLflow.
     let store = read_with_mlflow(&d.path().join("mlflow.db"));
     let exp = store["experiments"]
