@@ -74,9 +74,10 @@ fn open_conn(path: &Path) -> Result<Connection> {
     conn.busy_timeout(std::time::Duration::from_secs(20))?;
     // WAL: readers (the MLflow UI) never block the writer, and a commit needs no fsync of the
     // whole database (synchronous = NORMAL keeps it consistent after a crash). MLflow reads and
-    // writes WAL stores as they are.
+    // writes WAL stores as they are. Checkpoints (which do fsync) run every 20000 pages rather
+    // than every 1000, and when the last connection closes: a third of the write time went there.
     conn.execute_batch(
-        "PRAGMA foreign_keys = ON; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;",
+        "PRAGMA foreign_keys = ON; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 20000;",
     )?;
     Ok(conn)
 }
