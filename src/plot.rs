@@ -60,6 +60,26 @@ fn fmt(v: f64) -> String {
     }
 }
 
+/// Five tick labels under a numeric x axis, and its title.
+fn x_axis(svg: &mut String, xmin: f64, xmax: f64, xlabel: &str) {
+    let x_of = |x: f64| LEFT + (x - xmin) / (xmax - xmin) * (W - LEFT - RIGHT);
+    for i in 0..=4 {
+        let v = xmin + (xmax - xmin) * i as f64 / 4.0;
+        svg.push_str(&format!(
+            "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n",
+            x_of(v),
+            H - BOTTOM + 16.0,
+            fmt(v)
+        ));
+    }
+    svg.push_str(&format!(
+        "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n",
+        (LEFT + W - RIGHT) / 2.0,
+        H - 30.0,
+        esc(xlabel)
+    ));
+}
+
 fn y_of(v: f64, ymin: f64, ymax: f64) -> f64 {
     let (y0, y1) = (H - BOTTOM, TOP);
     y0 - (v - ymin) / (ymax - ymin) * (y0 - y1)
@@ -238,21 +258,7 @@ pub fn line_chart(
         ));
         svg.push_str(&format!("<rect x=\"{}\" y=\"{}\" width=\"10\" height=\"10\" fill=\"{color}\"/><text x=\"{}\" y=\"{}\">{}</text>\n", W - RIGHT - 150.0, TOP + 4.0 + 14.0 * k as f64, W - RIGHT - 136.0, TOP + 13.0 + 14.0 * k as f64, esc(name)));
     }
-    for i in 0..=4 {
-        let v = xmin + (xmax - xmin) * i as f64 / 4.0;
-        svg.push_str(&format!(
-            "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n",
-            x_of(v),
-            H - BOTTOM + 16.0,
-            fmt(v)
-        ));
-    }
-    svg.push_str(&format!(
-        "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n",
-        (LEFT + W - RIGHT) / 2.0,
-        H - 30.0,
-        esc(xlabel)
-    ));
+    x_axis(&mut svg, xmin, xmax, xlabel);
     svg.push_str("</svg>\n");
     svg
 }
@@ -295,21 +301,7 @@ pub fn scatter(
             PALETTE[0]
         ));
     }
-    for i in 0..=4 {
-        let v = xmin + (xmax - xmin) * i as f64 / 4.0;
-        svg.push_str(&format!(
-            "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n",
-            x_of(v),
-            H - BOTTOM + 16.0,
-            fmt(v)
-        ));
-    }
-    svg.push_str(&format!(
-        "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n",
-        (LEFT + W - RIGHT) / 2.0,
-        H - 30.0,
-        esc(xlabel)
-    ));
+    x_axis(&mut svg, xmin, xmax, xlabel);
     svg.push_str("</svg>\n");
     svg
 }

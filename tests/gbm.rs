@@ -100,15 +100,7 @@ fn learning_curves_reach_the_store_and_early_stopping_keeps_the_best_round() {
         runner(d.path()).args(["sweep"]).arg(&cfg).args(["--json"]),
     ));
     let store = read_with_mlflow(&d.path().join("mlflow.db"));
-    let runs = store["experiments"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["name"] == "gbm")
-        .unwrap()["runs"]
-        .as_array()
-        .unwrap()
-        .clone();
+    let runs = experiment_runs(&store, "gbm");
     let xgb = runs
         .iter()
         .find(|r| r["run_name"].as_str().unwrap().ends_with("-xgb"))

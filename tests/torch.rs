@@ -91,15 +91,7 @@ fn per_epoch_curves_reach_the_store_and_early_stopping_restores_the_best_epoch()
         runner(d.path()).args(["sweep"]).arg(&cfg).args(["--json"]),
     ));
     let store = read_with_mlflow(&d.path().join("mlflow.db"));
-    let runs = store["experiments"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["name"] == "nn")
-        .unwrap()["runs"]
-        .as_array()
-        .unwrap()
-        .clone();
+    let runs = experiment_runs(&store, "nn");
     let mlp = runs
         .iter()
         .find(|r| r["run_name"].as_str().unwrap().ends_with("-mlp"))

@@ -368,37 +368,29 @@ mod lightgbm {
         )?;
         let data = Data(h);
         let labels: Vec<f32> = y.iter().map(|v| *v as f32).collect();
-        let field = CString::new("label").unwrap();
-        // SAFETY: one f32 label per row.
+        set_field(&data, "label", &labels)?;
+        if let Some(w) = w {
+            set_field(&data, "weight", w)?;
+        }
+        Ok(data)
+    }
+
+    /// Sets one f32 value per row of a dataset field ("label", "weight").
+    fn set_field(data: &Data, name: &str, values: &[f32]) -> Result<()> {
+        let field = CString::new(name).expect("no NUL in a field name");
+        // SAFETY: `values` holds one f32 per row and outlives the call.
         check(
             unsafe {
                 sys::LGBM_DatasetSetField(
                     data.0,
                     field.as_ptr(),
-                    labels.as_ptr() as *const c_void,
-                    labels.len() as c_int,
+                    values.as_ptr() as *const c_void,
+                    values.len() as c_int,
                     sys::C_API_DTYPE_FLOAT32 as c_int,
                 )
             },
-            "labels",
-        )?;
-        if let Some(w) = w {
-            let field = CString::new("weight").unwrap();
-            // SAFETY: one f32 weight per row.
-            check(
-                unsafe {
-                    sys::LGBM_DatasetSetField(
-                        data.0,
-                        field.as_ptr(),
-                        w.as_ptr() as *const c_void,
-                        w.len() as c_int,
-                        sys::C_API_DTYPE_FLOAT32 as c_int,
-                    )
-                },
-                "weights",
-            )?;
-        }
-        Ok(data)
+            name,
+        )
     }
 
     fn eval(h: &Handle, idx: c_int, counts: usize) -> Result<Vec<f64>> {

@@ -123,3 +123,16 @@ pub fn artifact(dir: &Path, run_uuid: &str, name: &str) -> PathBuf {
     }
     panic!("no artifact {name} for run {run_uuid}")
 }
+
+/// The runs of one experiment, as the MLflow client read them.
+pub fn experiment_runs(store: &Value, experiment: &str) -> Vec<Value> {
+    store["experiments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == experiment)
+        .unwrap_or_else(|| panic!("no experiment {experiment}"))["runs"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
