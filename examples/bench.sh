@@ -4,9 +4,7 @@
 # Run: bash examples/bench.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${RUNNER_CACHE:-$HOME/.cache/runner}/target}"
-source tests/gbm-env.sh
-source tests/torch-env.sh
+source tests/build-env.sh
 cargo build --release --locked --features "$RUNNER_FEATURES" --bin runner --example bench_store 2>/dev/null
 bin="$CARGO_TARGET_DIR/release/runner"
 work=$(mktemp -d)

@@ -5,10 +5,7 @@
 # round scored on train and validation rows. Run: bash examples/bench_gbm.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${RUNNER_CACHE:-$HOME/.cache/runner}/target}"
-bash tests/setup.sh --runtime-only
-source tests/gbm-env.sh
-source tests/torch-env.sh
+source tests/build-env.sh
 cargo build --release --locked --features "$RUNNER_FEATURES" --bin runner 2>/dev/null
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

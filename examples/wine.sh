@@ -4,9 +4,6 @@
 # Extra arguments go to `runner sweep` (e.g. --jobs 1, --smoke, --json).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${RUNNER_CACHE:-$HOME/.cache/runner}/target}"
-bash tests/setup.sh --runtime-only
-source tests/gbm-env.sh
-source tests/torch-env.sh
+source tests/build-env.sh
 cargo build --release --locked --features "$RUNNER_FEATURES"
 "$CARGO_TARGET_DIR/release/runner" sweep configs/wine.toml "$@"

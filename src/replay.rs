@@ -25,10 +25,7 @@ pub struct Reloaded {
 }
 
 pub fn parse_version(v: &str, prefix: char) -> Result<i64> {
-    v.strip_prefix(prefix)
-        .and_then(|n| n.parse::<i64>().ok())
-        .filter(|n| *n >= 1)
-        .ok_or_else(|| anyhow!("\"{v}\" is not a version; write it as {prefix}1, {prefix}2, ..."))
+    sweep::parse_version(v, prefix).map_err(|m| anyhow!(m))
 }
 
 /// Rebuilds ETL version `version` from the store's record (spec and input reference) alone,

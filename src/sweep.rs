@@ -1381,9 +1381,18 @@ fn run_tags(
     t
 }
 
+/// `t3` -> 3 (training versions), for clap.
 pub fn check_version_arg(v: &str) -> std::result::Result<i64, String> {
-    v.strip_prefix('t')
+    parse_version(v, 't')
+}
+
+/// `t3` -> 3 or `v2` -> 2: a version number written with its prefix.
+pub fn parse_version(v: &str, prefix: char) -> std::result::Result<i64, String> {
+    let what = if prefix == 't' { "training" } else { "ETL" };
+    v.strip_prefix(prefix)
         .and_then(|n| n.parse::<i64>().ok())
         .filter(|n| *n >= 1)
-        .ok_or_else(|| format!("\"{v}\" is not a training version; write it as t1, t2, ..."))
+        .ok_or_else(|| {
+            format!("\"{v}\" is not a {what} version; write it as {prefix}1, {prefix}2, ...")
+        })
 }

@@ -146,15 +146,11 @@ fn learning_curves_reach_the_store_and_early_stopping_keeps_the_best_round() {
         .find(|r| r["name"] == "lgbm-es")
         .unwrap();
     let tv = es["version"].as_str().unwrap();
-    let wrapper: Value = serde_json::from_slice(
-        &std::fs::read(artifact(
-            d.path(),
-            es["run_uuid"].as_str().unwrap(),
-            &format!("runner_model_{tv}.json"),
-        ))
-        .unwrap(),
-    )
-    .unwrap();
+    let wrapper: Value = read_json(&artifact(
+        d.path(),
+        es["run_uuid"].as_str().unwrap(),
+        &format!("runner_model_{tv}.json"),
+    ));
     let best = wrapper["fitted"]["best_round"].as_i64().unwrap();
     let lgbm = runs
         .iter()

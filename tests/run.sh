@@ -4,12 +4,10 @@
 # `examples/wine.sh` share one build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${RUNNER_CACHE:-$HOME/.cache/runner}/target}"
+source tests/build-env.sh
+# The real MLflow client the tests read stores with.
 RUNNER_MLFLOW_PYTHON="$(bash tests/setup.sh | tail -n 1)"
 export RUNNER_MLFLOW_PYTHON
-# XGBoost and LightGBM: their build inputs and the Python packages the tests compare with.
-source tests/gbm-env.sh
-source tests/torch-env.sh
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 status=0

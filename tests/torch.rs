@@ -125,15 +125,11 @@ fn per_epoch_curves_reach_the_store_and_early_stopping_restores_the_best_epoch()
         .find(|r| r["name"] == "es")
         .unwrap();
     let tv = es["version"].as_str().unwrap();
-    let w: Value = serde_json::from_slice(
-        &std::fs::read(artifact(
-            d.path(),
-            es["run_uuid"].as_str().unwrap(),
-            &format!("runner_model_{tv}.json"),
-        ))
-        .unwrap(),
-    )
-    .unwrap();
+    let w: Value = read_json(&artifact(
+        d.path(),
+        es["run_uuid"].as_str().unwrap(),
+        &format!("runner_model_{tv}.json"),
+    ));
     let (epochs, best) = (
         w["fitted"]["epochs"].as_i64().unwrap(),
         w["fitted"]["best_epoch"].as_i64().unwrap(),

@@ -4,7 +4,10 @@
 //! split of the training rows, never on the CV fold being scored) keeps the best round.
 //! Classes arrive as 0..K-1, which both libraries require.
 
-use super::{labels_from_proba, FitContext, FittedModel, ModelConfig, Prediction, Task, TrainSet};
+use super::{
+    labels_from_proba, EarlyStopping, FitContext, FittedModel, ModelConfig, Prediction, Task,
+    TrainSet,
+};
 use anyhow::{anyhow, Result};
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2};
 use serde_json::json;
@@ -42,24 +45,6 @@ fn row_weights(cfg: &ModelConfig, data: &TrainSet, rows: &[usize]) -> Option<Vec
         Some(rows.iter().map(|r| w[*r] as f32).collect())
     } else {
         None
-    }
-}
-
-/// Tracks the best validation loss for early stopping.
-struct Stopper {
-    patience: i64,
-    best: f64,
-    best_round: i64,
-}
-
-impl Stopper {
-    /// Returns true when training should stop after `round`.
-    fn update(&mut self, round: i64, loss: f64) -> bool {
-        if loss < self.best {
-            self.best = loss;
-            self.best_round = round;
-        }
-        self.patience > 0 && round - self.best_round >= self.patience
     }
 }
 
@@ -244,11 +229,7 @@ mod xgboost {
         for (k, v) in &set {
             booster.set_param(k, v).map_err(err)?;
         }
-        let mut stopper = Stopper {
-            patience: cfg.int("early_stopping_rounds"),
-            best: f64::INFINITY,
-            best_round: 0,
-        };
+        let mut stopper = EarlyStopping::new(cfg.int("early_stopping_rounds"));
         let rounds = cfg.int("n_rounds");
         let mut last = rounds - 1;
         for round in 0..rounds {
@@ -261,17 +242,13 @@ mod xgboost {
                 let ev = booster.evaluate(dv).map_err(err)?;
                 let loss = ev.get(metric).map(|v| *v as f64).unwrap_or(f64::NAN);
                 ctx.record(round, &format!("valid_{metric}"), loss);
-                if !stop_rows.is_empty() && stopper.update(round, loss) {
+                if stopper.update(round, loss).1 {
                     last = round;
                     break;
                 }
             }
         }
-        let best_round = if stop_rows.is_empty() {
-            last
-        } else {
-            stopper.best_round
-        };
+        let best_round = stopper.kept(last);
         let booster = if best_round < last {
             booster.slice(0, best_round as i32 + 1).map_err(err)?
         } else {
@@ -600,11 +577,7 @@ mod lightgbm {
             unsafe { sys::LGBM_BoosterGetEvalCounts(booster.0, &mut counts) },
             "eval counts",
         )?;
-        let mut stopper = Stopper {
-            patience: cfg.int("early_stopping_rounds"),
-            best: f64::INFINITY,
-            best_round: 0,
-        };
+        let mut stopper = EarlyStopping::new(cfg.int("early_stopping_rounds"));
         let rounds = cfg.int("n_rounds");
         let mut last = rounds - 1;
         for round in 0..rounds {
@@ -623,7 +596,7 @@ mod lightgbm {
                     .copied()
                     .unwrap_or(f64::NAN);
                 ctx.record(round, &format!("valid_{name}"), loss);
-                if !stop_rows.is_empty() && stopper.update(round, loss) {
+                if stopper.update(round, loss).1 {
                     last = round;
                     break;
                 }
@@ -633,11 +606,7 @@ mod lightgbm {
                 break;
             }
         }
-        let best_round = if stop_rows.is_empty() {
-            last
-        } else {
-            stopper.best_round
-        };
+        let best_round = stopper.kept(last);
         let text = model_string(&booster, best_round as i32 + 1)?;
         let iterations = best_round as i32 + 1;
         let split = importance(

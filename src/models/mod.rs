@@ -768,6 +768,46 @@ pub fn fit(cfg: &ModelConfig, data: &TrainSet, ctx: &FitContext) -> Result<Box<d
     }
 }
 
+/// Early stopping on a validation loss, shared by the boosting libraries and the networks.
+pub(crate) struct EarlyStopping {
+    patience: i64,
+    best: f64,
+    best_round: i64,
+}
+
+impl EarlyStopping {
+    /// `patience` rounds without a better loss stop training; 0 never stops.
+    pub(crate) fn new(patience: i64) -> Self {
+        EarlyStopping {
+            patience,
+            best: f64::INFINITY,
+            best_round: 0,
+        }
+    }
+
+    /// Records the loss after `round`: (whether it is the best so far, whether to stop).
+    pub(crate) fn update(&mut self, round: i64, loss: f64) -> (bool, bool) {
+        let improved = loss < self.best;
+        if improved {
+            self.best = loss;
+            self.best_round = round;
+        }
+        (
+            improved,
+            self.patience > 0 && round - self.best_round >= self.patience,
+        )
+    }
+
+    /// The round to keep: the best one when early stopping is on, else `last`.
+    pub(crate) fn kept(&self, last: i64) -> i64 {
+        if self.patience > 0 {
+            self.best_round
+        } else {
+            last
+        }
+    }
+}
+
 /// Index of the largest value; ties go to the lowest index so predictions never depend on
 /// iteration order.
 pub fn argmax(row: impl IntoIterator<Item = f64>) -> usize {

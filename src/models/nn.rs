@@ -445,7 +445,7 @@ pub fn fit(cfg: &ModelConfig, data: &TrainSet, ctx: &FitContext) -> Result<Box<d
     let batch = cfg.int("batch_size") as usize;
     let epochs = cfg.int("epochs");
     let mut order: Vec<usize> = (0..fit_rows.len()).collect();
-    let mut best = (f64::INFINITY, 0i64);
+    let mut stopper = super::EarlyStopping::new(patience);
     let mut best_weights: Option<Vec<(String, Tensor)>> = None;
     let mut ran = 0;
     for epoch in 0..epochs {
@@ -498,18 +498,17 @@ pub fn fit(cfg: &ModelConfig, data: &TrainSet, ctx: &FitContext) -> Result<Box<d
                     ctx.record(epoch, "valid_mae", mae);
                 }
             }
-            if patience > 0 {
-                if vloss < best.0 {
-                    best = (vloss, epoch);
-                    best_weights = Some(
-                        vs.variables()
-                            .into_iter()
-                            .map(|(k, v)| (k, v.detach().copy()))
-                            .collect(),
-                    );
-                } else if epoch - best.1 >= patience {
-                    break;
-                }
+            let (improved, stop) = stopper.update(epoch, vloss);
+            if improved && patience > 0 {
+                best_weights = Some(
+                    vs.variables()
+                        .into_iter()
+                        .map(|(k, v)| (k, v.detach().copy()))
+                        .collect(),
+                );
+            }
+            if stop {
+                break;
             }
         }
     }
@@ -546,6 +545,6 @@ pub fn fit(cfg: &ModelConfig, data: &TrainSet, ctx: &FitContext) -> Result<Box<d
         safetensors,
         torchscript,
         epochs: ran,
-        best_epoch: if patience > 0 { best.1 } else { ran - 1 },
+        best_epoch: stopper.kept(ran - 1),
     }))
 }

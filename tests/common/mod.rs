@@ -136,3 +136,11 @@ pub fn experiment_runs(store: &Value, experiment: &str) -> Vec<Value> {
         .unwrap()
         .clone()
 }
+
+/// A JSON file, parsed.
+pub fn read_json(path: &Path) -> Value {
+    serde_json::from_slice(
+        &std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+    )
+    .unwrap()
+}
