@@ -13,8 +13,8 @@ use std::process::ExitCode;
     about = "Runs machine-learning experiments on tabular data: ETL, sweeps, cross-validation, MLflow tracking"
 )]
 struct Cli {
-    /// Tracking store (sqlite:///relative.db or sqlite:////absolute.db); default: the config's
-    /// tracking.uri, else MLFLOW_TRACKING_URI, else sqlite:///mlflow.db.
+    /// Tracking store (sqlite:///relative.db or sqlite:////absolute.db); default:
+    /// MLFLOW_TRACKING_URI, else the config's tracking.uri, else sqlite:///mlflow.db.
     #[arg(long, global = true)]
     tracking_uri: Option<String>,
     #[command(subcommand)]
