@@ -57,7 +57,7 @@ impl ConfigError {
         self
     }
 
-    fn key(mut self, key: impl Into<String>) -> Self {
+    pub fn key(mut self, key: impl Into<String>) -> Self {
         self.key = Some(key.into());
         self
     }
@@ -603,19 +603,13 @@ pub fn expand_sweeps(loaded: &LoadedConfig, task: Task) -> Result<Vec<ModelConfi
     let mut out: Vec<ModelConfig> = Vec::new();
     for s in &loaded.config.sweeps {
         let path = loaded.resolve(s);
-        let configs = expand_sweep_file(&path, task, loaded.config.seed)?;
+        let configs = expand_sweep_file_after(&path, task, loaded.config.seed, &out)?;
         out.extend(configs);
     }
     for (key, value) in &loaded.model_overrides {
         let mut hit = false;
         for cfg in &mut out {
-            let spec = kind_spec(&cfg.kind).expect("kinds checked");
-            if let Some(p) = spec.params.iter().find(|p| p.name == key) {
-                let v = check_value(p, value)
-                    .map_err(|m| ConfigError::new("--set", m).key(format!("models.{key}")))?;
-                cfg.params.insert(key.clone(), v);
-                hit = true;
-            }
+            hit |= apply_override(cfg, key, value)?;
         }
         if !hit {
             return Err(ConfigError::new(
@@ -639,10 +633,43 @@ pub fn expand_sweeps(loaded: &LoadedConfig, task: Task) -> Result<Vec<ModelConfi
     Ok(out)
 }
 
+/// Sets `models.<key>` on a config and its members wherever the kind has that parameter.
+fn apply_override(
+    cfg: &mut ModelConfig,
+    key: &str,
+    value: &ParamValue,
+) -> Result<bool, ConfigError> {
+    let mut hit = false;
+    for m in &mut cfg.members {
+        hit |= apply_override(m, key, value)?;
+    }
+    if cfg.from_run.is_some() {
+        return Ok(hit);
+    }
+    let spec = kind_spec(&cfg.kind).expect("kinds checked");
+    if let Some(p) = spec.params.iter().find(|p| p.name == key) {
+        let v = check_value(p, value)
+            .map_err(|m| ConfigError::new("--set", m).key(format!("models.{key}")))?;
+        cfg.params.insert(key.to_string(), v);
+        hit = true;
+    }
+    Ok(hit)
+}
+
 pub fn expand_sweep_file(
     path: &Path,
     task: Task,
     default_seed: u64,
+) -> Result<Vec<ModelConfig>, ConfigError> {
+    expand_sweep_file_after(path, task, default_seed, &[])
+}
+
+/// Expands one sweep file; ensemble members may name configs of this file or of `earlier` ones.
+pub fn expand_sweep_file_after(
+    path: &Path,
+    task: Task,
+    default_seed: u64,
+    earlier: &[ModelConfig],
 ) -> Result<Vec<ModelConfig>, ConfigError> {
     let file = path.display().to_string();
     let src = std::fs::read_to_string(path)
@@ -749,8 +776,44 @@ pub fn expand_sweep_file(
         };
         // Each hyperparameter: a list of candidate values (one value = a list of one).
         let mut axes: Vec<(String, Vec<ParamValue>)> = Vec::new();
+        let mut member_refs: Vec<String> = Vec::new();
+        if models::is_ensemble(&kind) {
+            member_refs = match entry.get("members") {
+                Some(toml::Value::Array(items))
+                    if items.len() >= 2 && items.iter().all(|v| v.is_str()) =>
+                {
+                    items
+                        .iter()
+                        .map(|v| v.as_str().unwrap_or_default().to_string())
+                        .collect()
+                }
+                _ => {
+                    return Err(ConfigError::new(
+                        &file,
+                        format!("\"{kind}\" needs `members = [\"name\", ...]`: at least two names of model configs in the sweeps (a grid config by its full name, e.g. \"forest[n_trees=100]\") or earlier runs (\"t3\")"),
+                    )
+                    .key(format!("models[{i}].members"))
+                    .at(at("members").or(at("kind"))))
+                }
+            };
+            if let Some(toml::Value::String(meta)) = entry.get("meta") {
+                let ok = match meta.as_str() {
+                    "linear" => task == Task::Regression,
+                    "logistic_regression" => task == Task::Classification,
+                    _ => true,
+                };
+                if !ok {
+                    return Err(ConfigError::new(
+                        &file,
+                        format!("meta-learner \"{meta}\" cannot do {task}; use \"auto\", \"random_forest\" or {}", if task == Task::Regression { "\"linear\"" } else { "\"logistic_regression\"" }),
+                    )
+                    .key(format!("models[{i}].meta"))
+                    .at(at("meta")));
+                }
+            }
+        }
         for (key, value) in entry {
-            if key == "kind" || key == "name" {
+            if key == "kind" || key == "name" || (key == "members" && !member_refs.is_empty()) {
                 continue;
             }
             let pspec = spec.params.iter().find(|p| p.name == key).ok_or_else(|| {
@@ -821,9 +884,22 @@ pub fn expand_sweep_file(
                     name,
                     kind: kind.clone(),
                     params,
+                    members: Vec::new(),
+                    from_run: None,
                 }
             })
             .collect();
+        if !member_refs.is_empty() {
+            let known: Vec<&ModelConfig> = earlier.iter().chain(&all).collect();
+            let members = resolve_members(&member_refs, &known).map_err(|m| {
+                ConfigError::new(&file, m)
+                    .key(format!("models[{i}].members"))
+                    .at(at("members"))
+            })?;
+            for c in &mut configs {
+                c.members = members.clone();
+            }
+        }
         if search.strategy == "random" {
             let trials = search.trials.unwrap_or(1);
             if configs.len() > trials {
@@ -836,6 +912,62 @@ pub fn expand_sweep_file(
         all.extend(configs);
     }
     Ok(all)
+}
+
+/// Finds each member: an earlier run ("t3", resolved against the store later), a config by its
+/// full name, or by its entry name when that entry expanded to one config.
+fn resolve_members(refs: &[String], known: &[&ModelConfig]) -> Result<Vec<ModelConfig>, String> {
+    let mut out = Vec::new();
+    for r in refs {
+        if crate::sweep::parse_version(r, 't').is_ok() {
+            out.push(ModelConfig {
+                name: r.clone(),
+                from_run: Some(r.clone()),
+                ..Default::default()
+            });
+            continue;
+        }
+        let exact: Vec<&&ModelConfig> = known.iter().filter(|c| &c.name == r).collect();
+        let prefix = format!("{r}[");
+        let hits: Vec<&&ModelConfig> = if exact.is_empty() {
+            known
+                .iter()
+                .filter(|c| c.name.starts_with(&prefix))
+                .collect()
+        } else {
+            exact
+        };
+        match hits.as_slice() {
+            [one] if models::is_ensemble(&one.kind) => {
+                return Err(format!(
+                    "member \"{r}\" is itself an ensemble; members must be single models"
+                ))
+            }
+            [one] => out.push((**one).clone()),
+            [] => {
+                let names: Vec<&str> = known
+                    .iter()
+                    .filter(|c| !models::is_ensemble(&c.kind))
+                    .map(|c| c.name.as_str())
+                    .collect();
+                return Err(format!(
+                    "member \"{r}\" is not a model config of the sweeps above this entry nor a run version (t3); names: {}",
+                    names.join(", ")
+                ));
+            }
+            many => {
+                return Err(format!(
+                    "member \"{r}\" matches {} configs ({}); name one",
+                    many.len(),
+                    many.iter()
+                        .map(|c| c.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn cartesian(axes: &[(String, Vec<ParamValue>)]) -> Vec<Vec<(String, ParamValue)>> {

@@ -40,9 +40,17 @@ fn select_only(
 pub fn sweep_command(path: &Path, opts: &SweepOptions) -> Result<ExitCode> {
     let loaded = config::load_config(path, &opts.sets)?;
     let prep = sweep::prepare(loaded)?;
-    let configs = config::expand_sweeps(&prep.loaded, prep.task)?;
+    let mut configs = config::expand_sweeps(&prep.loaded, prep.task)?;
+    let store_path = sweep::tracking_path(opts.tracking_uri.as_deref(), Some(&prep.loaded))?;
+    sweep::resolve_run_members(&mut configs, &store_path, prep.task, path)?;
     let configs = select_only(configs, &opts.only, path)?;
-    let report = sweep::run_sweep(&prep, configs, opts, opts.json)?;
+    let mut report = sweep::run_sweep(&prep, configs.clone(), opts, opts.json)?;
+    if let Some(n) = opts.ensemble_top {
+        let ensembles = sweep::top_ensembles(&report, &configs, n)?;
+        let more = sweep::run_sweep(&prep, ensembles, opts, opts.json)?;
+        report.runs.extend(more.runs);
+        report.wall_seconds += more.wall_seconds;
+    }
     if opts.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -56,10 +64,17 @@ pub fn sweep_command(path: &Path, opts: &SweepOptions) -> Result<ExitCode> {
     })
 }
 
-pub fn validate_command(path: &Path, sets: &[String], json: bool) -> Result<ExitCode> {
+pub fn validate_command(
+    path: &Path,
+    sets: &[String],
+    uri: Option<&str>,
+    json: bool,
+) -> Result<ExitCode> {
     let loaded = config::load_config(path, sets)?;
     let prep = sweep::prepare(loaded)?;
-    let configs = config::expand_sweeps(&prep.loaded, prep.task)?;
+    let mut configs = config::expand_sweeps(&prep.loaded, prep.task)?;
+    let store_path = sweep::tracking_path(uri, Some(&prep.loaded))?;
+    sweep::resolve_run_members(&mut configs, &store_path, prep.task, path)?;
     if json {
         println!(
             "{}",

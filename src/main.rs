@@ -45,6 +45,10 @@ enum Command {
         /// First training version to use, e.g. t100 (every number needed must be free).
         #[arg(long, value_parser = sweep::check_version_arg)]
         version: Option<i64>,
+        /// After the sweep, train a soft-voting and a stacking ensemble of the N best configs
+        /// (by the primary metric), e.g. top=3.
+        #[arg(long, value_name = "top=N", value_parser = sweep::check_ensemble_arg)]
+        ensemble: Option<usize>,
     },
     /// Parse and check the config and its sweeps, print the expanded configs, train nothing.
     Validate {
@@ -161,6 +165,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             smoke,
             json,
             version,
+            ensemble,
         } => {
             let opts = sweep::SweepOptions {
                 sets,
@@ -170,10 +175,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 json,
                 tracking_uri: cli.tracking_uri.clone(),
                 version,
+                ensemble_top: ensemble,
             };
             inspect::sweep_command(&config, &opts)
         }
-        Command::Validate { config, sets, json } => inspect::validate_command(&config, &sets, json),
+        Command::Validate { config, sets, json } => {
+            inspect::validate_command(&config, &sets, uri, json)
+        }
         Command::Models { json } => inspect::models_command(json),
         Command::Eda {
             config,

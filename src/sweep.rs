@@ -785,6 +785,8 @@ pub struct SweepOptions {
     pub json: bool,
     pub tracking_uri: Option<String>,
     pub version: Option<i64>,
+    /// `--ensemble top=N`: after the sweep, a voting and a stacking ensemble of the N best.
+    pub ensemble_top: Option<usize>,
 }
 
 pub fn tracking_path(cli: Option<&str>, loaded: Option<&LoadedConfig>) -> Result<PathBuf> {
@@ -1005,6 +1007,18 @@ pub fn run_plans(
         opts.version,
     )?;
 
+    // Ensembles name the runs of their members.
+    let batch: Vec<(String, &ModelConfig, i64)> = specs
+        .iter()
+        .zip(&plans)
+        .zip(&versions)
+        .map(|(((spec, _, _), plan), v)| (spec.run_uuid.clone(), &plan.model, *v))
+        .collect();
+    for ((spec, _, _), plan) in specs.iter().zip(&plans) {
+        if let Some(tag) = members_tag(plan, &batch) {
+            store.set_tags(&spec.run_uuid, &[("runner.members".to_string(), tag)])?;
+        }
+    }
     let wandb_sink = match wandb_settings {
         Some(settings) => {
             let group = format!(
@@ -1379,6 +1393,146 @@ fn run_tags(
         t.push(("runner.smoke".into(), "true".into()));
     }
     t
+}
+
+/// `top=3` -> 3, for clap.
+pub fn check_ensemble_arg(v: &str) -> std::result::Result<usize, String> {
+    v.strip_prefix("top=")
+        .and_then(|n| n.parse::<usize>().ok())
+        .filter(|n| (2..=20).contains(n))
+        .ok_or_else(|| format!("\"{v}\" is not an ensemble choice; write top=N with N in 2..=20"))
+}
+
+/// Replaces ensemble members that name earlier runs ("t3") with the model configs those runs
+/// trained (kept with `from_run`), so that the plan recorded with the ensemble is complete.
+pub fn resolve_run_members(
+    configs: &mut [ModelConfig],
+    store_path: &std::path::Path,
+    task: Task,
+    file: &std::path::Path,
+) -> Result<()> {
+    let pending = |m: &ModelConfig| m.from_run.is_some() && m.kind.is_empty();
+    if !configs.iter().any(|c| c.members.iter().any(pending)) {
+        return Ok(());
+    }
+    let store = if store_path.is_file() {
+        Some(MlflowStore::open_existing(store_path)?)
+    } else {
+        None
+    };
+    let file = file.display().to_string();
+    for c in configs.iter_mut() {
+        for m in c.members.iter_mut().filter(|m| pending(m)) {
+            let t = m.from_run.clone().unwrap_or_default();
+            let bad = |msg: String| ConfigError::new(&file, msg).key(format!("{}.members", c.name));
+            let row = match &store {
+                Some(s) => s.training_run(parse_version(&t, 't').map_err(|e| bad(e))?)?,
+                None => None,
+            }
+            .ok_or_else(|| {
+                bad(format!(
+                    "member \"{t}\" of \"{}\": the store {} has no training run {t} (`runner runs` lists them)",
+                    c.name,
+                    store_path.display()
+                ))
+            })?;
+            let model: ModelConfig = serde_json::from_value(row.record["plan"]["model"].clone())
+                .with_context(|| format!("the record of {t}"))?;
+            let run_task: Option<Task> = serde_json::from_value(row.record["task"].clone()).ok();
+            if models::is_ensemble(&model.kind) {
+                return Err(bad(format!("member \"{t}\" of \"{}\" is itself an ensemble ({}); members must be single models", c.name, model.kind)).into());
+            }
+            if run_task != Some(task) {
+                return Err(bad(format!(
+                    "member \"{t}\" of \"{}\" was trained for {} but this sweep does {task}",
+                    c.name,
+                    run_task
+                        .map(|t| t.to_string())
+                        .unwrap_or_else(|| "another task".into())
+                ))
+                .into());
+            }
+            let spec = models::kind_spec(&model.kind).context("unknown kind in a recorded run")?;
+            if !spec.available() {
+                return Err(bad(format!(
+                    "member \"{t}\" of \"{}\" is a {} model, which needs the cargo feature `{}`",
+                    c.name,
+                    model.kind,
+                    spec.feature.unwrap_or("?")
+                ))
+                .into());
+            }
+            *m = ModelConfig {
+                from_run: Some(t),
+                ..model
+            };
+        }
+    }
+    Ok(())
+}
+
+/// The ensembles of `--ensemble top=N`: soft voting and stacking over the N best finished
+/// single-model runs of a sweep.
+pub fn top_ensembles(
+    report: &SweepReport,
+    configs: &[ModelConfig],
+    n: usize,
+) -> Result<Vec<ModelConfig>> {
+    let best: Vec<ModelConfig> = crate::report::ranked(report)
+        .into_iter()
+        .filter(|r| !models::is_ensemble(&r.kind))
+        .filter_map(|r| {
+            configs
+                .iter()
+                .find(|c| c.name == r.name)
+                .map(|c| ModelConfig {
+                    from_run: Some(r.version.clone()),
+                    ..c.clone()
+                })
+        })
+        .take(n)
+        .collect();
+    if best.len() < 2 {
+        anyhow::bail!(
+            "--ensemble top={n} needs at least two finished single-model runs; this sweep has {}",
+            best.len()
+        );
+    }
+    Ok(["voting", "stacking"]
+        .iter()
+        .map(|kind| ModelConfig {
+            members: best.clone(),
+            ..ModelConfig::with_defaults(kind, &format!("{kind}[top{}]", best.len()))
+        })
+        .collect())
+}
+
+/// The `runner.members` tag: each member with the run that trained it alone, where one did.
+fn members_tag(plan: &TrainPlan, batch: &[(String, &ModelConfig, i64)]) -> Option<String> {
+    if plan.model.members.is_empty() {
+        return None;
+    }
+    Some(
+        plan.model
+            .members
+            .iter()
+            .map(|m| {
+                let run = m.from_run.clone().or_else(|| {
+                    batch
+                        .iter()
+                        .find(|(_, c, _)| {
+                            c.name == m.name && c.kind == m.kind && c.params == m.params
+                        })
+                        .map(|(_, _, v)| format!("t{v}"))
+                });
+                match run {
+                    Some(t) => format!("{t} {}", m.name),
+                    None => m.name.clone(),
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
+    )
 }
 
 /// `t3` -> 3 (training versions), for clap.

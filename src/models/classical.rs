@@ -29,6 +29,20 @@ fn classified(proba: Array2<f64>) -> Prediction {
     }
 }
 
+/// Rebuilds a saved model of one of this file's kinds from its JSON form.
+pub fn load(kind: &str, task: Task, value: &serde_json::Value) -> Result<Box<dyn FittedModel>> {
+    let v = value.clone();
+    Ok(match (kind, task) {
+        ("logistic_regression", _) => Box::new(serde_json::from_value::<Logistic>(v)?),
+        ("svm", Task::Classification) => Box::new(serde_json::from_value::<OneVsRestSvm>(v)?),
+        ("svm", Task::Regression) => Box::new(serde_json::from_value::<SvmRegressor>(v)?),
+        ("naive_bayes", _) => Box::new(serde_json::from_value::<NaiveBayesModel>(v)?),
+        ("knn", _) => Box::new(serde_json::from_value::<Knn>(v)?),
+        ("linear", _) => Box::new(serde_json::from_value::<Linear>(v)?),
+        (other, _) => bail!("no loader for model kind `{other}`"),
+    })
+}
+
 // ---------------------------------------------------------------- logistic regression
 
 #[derive(Serialize, Deserialize)]
@@ -408,6 +422,7 @@ mod tests {
             ]
             .into_iter()
             .collect(),
+            ..Default::default()
         };
         let data = TrainSet {
             x: x.view(),

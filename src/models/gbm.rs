@@ -161,6 +161,23 @@ mod xgboost {
         }
     }
 
+    pub fn load(
+        json_model: &[u8],
+        task: Task,
+        n_classes: usize,
+        best_round: i64,
+    ) -> Result<Box<dyn FittedModel>> {
+        let booster = Booster::load_buffer(json_model).map_err(err)?;
+        Ok(Box::new(XgbModel {
+            task,
+            n_classes,
+            booster: Mutex::new(booster),
+            json: json_model.to_vec(),
+            best_round,
+            gain: Vec::new(),
+        }))
+    }
+
     pub fn fit(
         cfg: &ModelConfig,
         data: &TrainSet,
@@ -268,6 +285,16 @@ mod xgboost {
             gain,
         }))
     }
+}
+
+#[cfg(feature = "xgboost")]
+pub fn load_xgboost(
+    json_model: &[u8],
+    task: Task,
+    n_classes: usize,
+    best_round: i64,
+) -> Result<Box<dyn FittedModel>> {
+    xgboost::load(json_model, task, n_classes, best_round)
 }
 
 #[cfg(feature = "xgboost")]
@@ -420,6 +447,23 @@ mod lightgbm {
         best_round: i64,
         split: Vec<f64>,
         gain: Vec<f64>,
+    }
+
+    pub fn load(
+        text: &[u8],
+        task: Task,
+        n_classes: usize,
+        best_round: i64,
+    ) -> Result<Box<dyn FittedModel>> {
+        Ok(Box::new(LgbmModel {
+            task,
+            n_classes,
+            text: String::from_utf8(text.to_vec())?,
+            threads: 1,
+            best_round,
+            split: Vec::new(),
+            gain: Vec::new(),
+        }))
     }
 
     fn importance(h: &Handle, features: usize, iterations: i32, kind: u32) -> Result<Vec<f64>> {
@@ -631,6 +675,16 @@ mod lightgbm {
             gain,
         }))
     }
+}
+
+#[cfg(feature = "lightgbm")]
+pub fn load_lightgbm(
+    text: &[u8],
+    task: Task,
+    n_classes: usize,
+    best_round: i64,
+) -> Result<Box<dyn FittedModel>> {
+    lightgbm::load(text, task, n_classes, best_round)
 }
 
 #[cfg(feature = "lightgbm")]

@@ -3,6 +3,7 @@
 //! predicts (labels or values, and class probabilities where it can) and saves itself.
 
 mod classical;
+mod ensemble;
 #[cfg(any(feature = "xgboost", feature = "lightgbm"))]
 mod gbm;
 #[cfg(feature = "torch")]
@@ -438,7 +439,34 @@ pub const KINDS: &[KindSpec] = &[
         feature: Some("torch"),
         params: &LSTM_PARAMS,
     },
+    KindSpec {
+        kind: "voting",
+        tasks: BOTH,
+        backend: "runner",
+        help: "averages its `members` (names of configs in the sweeps, or earlier runs tN): soft voting averages class probabilities, hard voting counts predicted classes; regression averages values",
+        feature: None,
+        params: &[
+            ParamSpec { name: "voting", ty: ParamType::Choice(&["soft", "hard"]), default: Default_::Str("soft"), help: "classification: average probabilities (soft) or count votes (hard)" },
+        ],
+    },
+    KindSpec {
+        kind: "stacking",
+        tasks: BOTH,
+        backend: "runner",
+        help: "a meta-learner trained on out-of-fold predictions of its `members` (inner CV within each training set), members refitted on all training rows",
+        feature: None,
+        params: &[
+            ParamSpec { name: "meta", ty: ParamType::Choice(&["auto", "logistic_regression", "linear", "random_forest"]), default: Default_::Str("auto"), help: "meta-learner; auto = logistic_regression for classes, linear for regression" },
+            ParamSpec { name: "inner_folds", ty: ParamType::Int { min: 2, max: 20 }, default: Default_::Int(5), help: "inner CV folds that produce the out-of-fold member predictions" },
+            ParamSpec { name: "passthrough", ty: ParamType::Bool, default: Default_::Bool(false), help: "also give the meta-learner the input features" },
+        ],
+    },
 ];
+
+/// Kinds that combine other configs (`members`).
+pub fn is_ensemble(kind: &str) -> bool {
+    kind == "voting" || kind == "stacking"
+}
 
 const fn concat<const A: usize, const B: usize, const C: usize>(
     a: [ParamSpec; A],
@@ -549,14 +577,35 @@ pub fn kind_names() -> Vec<&'static str> {
 }
 
 /// A model config with every hyperparameter resolved (defaults made explicit).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ModelConfig {
     pub name: String,
     pub kind: String,
     pub params: BTreeMap<String, ParamValue>,
+    /// Ensembles: the member configs, resolved.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<ModelConfig>,
+    /// Ensemble members taken from an earlier run: its version, e.g. "t3".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_run: Option<String>,
 }
 
 impl ModelConfig {
+    /// A config of `kind` with every hyperparameter at its default.
+    pub fn with_defaults(kind: &str, name: &str) -> ModelConfig {
+        let spec = kind_spec(kind).expect("a known kind");
+        ModelConfig {
+            name: name.to_string(),
+            kind: kind.to_string(),
+            params: spec
+                .params
+                .iter()
+                .map(|p| (p.name.to_string(), p.default.value()))
+                .collect(),
+            ..Default::default()
+        }
+    }
+
     pub fn int(&self, key: &str) -> i64 {
         match self.params.get(key) {
             Some(ParamValue::Int(i)) => *i,
@@ -764,7 +813,48 @@ pub fn fit(cfg: &ModelConfig, data: &TrainSet, ctx: &FitContext) -> Result<Box<d
         "lightgbm" => gbm::fit_lightgbm(cfg, data, ctx),
         #[cfg(feature = "torch")]
         "mlp" | "cnn" | "lstm" => nn::fit(cfg, data, ctx),
+        "voting" | "stacking" => ensemble::fit(cfg, data, ctx),
         other => bail!("model kind `{other}` has no trainer in this build"),
+    }
+}
+
+/// Rebuilds a fitted model from what a run saved: its config, its `to_json` form and its native
+/// files by extension ("json" for XGBoost, "txt" for LightGBM, "pt" for the networks).
+pub fn load(
+    cfg: &ModelConfig,
+    fitted: &serde_json::Value,
+    native: &BTreeMap<String, Vec<u8>>,
+    task: Task,
+    n_classes: usize,
+    n_features: usize,
+) -> Result<Box<dyn FittedModel>> {
+    let spec =
+        kind_spec(&cfg.kind).ok_or_else(|| anyhow::anyhow!("unknown model kind `{}`", cfg.kind))?;
+    if !spec.available() {
+        bail!(
+            "model kind `{}` needs the cargo feature `{}`, which this build lacks",
+            cfg.kind,
+            spec.feature.unwrap_or("?")
+        );
+    }
+    #[allow(unused_variables)]
+    let file = |ext: &str| {
+        native
+            .get(ext)
+            .ok_or_else(|| anyhow::anyhow!("the saved {} model has no .{ext} file", cfg.kind))
+    };
+    #[allow(unused_variables)]
+    let best_round = fitted["best_round"].as_i64().unwrap_or(0);
+    match cfg.kind.as_str() {
+        "decision_tree" | "random_forest" => tree::load(fitted),
+        "voting" | "stacking" => ensemble::load(fitted, task, n_classes, n_features),
+        #[cfg(feature = "xgboost")]
+        "xgboost" => gbm::load_xgboost(file("json")?, task, n_classes, best_round),
+        #[cfg(feature = "lightgbm")]
+        "lightgbm" => gbm::load_lightgbm(file("txt")?, task, n_classes, best_round),
+        #[cfg(feature = "torch")]
+        "mlp" | "cnn" | "lstm" => nn::load_torchscript(file("pt")?, task, n_classes),
+        kind => classical::load(kind, task, fitted),
     }
 }
 

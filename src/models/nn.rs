@@ -274,6 +274,26 @@ fn output(task: Task, logits: &Tensor) -> Tensor {
     }
 }
 
+/// Network outputs (probabilities or values) as a prediction.
+fn to_prediction(task: Task, n_classes: usize, out: &Tensor, rows: usize) -> Prediction {
+    let v: Vec<f32> = Vec::<f32>::try_from(out.flatten(0, -1)).expect("float output");
+    match task {
+        Task::Regression => Prediction {
+            values: v.into_iter().map(f64::from).collect(),
+            proba: None,
+        },
+        Task::Classification => {
+            let proba =
+                Array2::from_shape_vec((rows, n_classes), v.into_iter().map(f64::from).collect())
+                    .expect("n x K");
+            Prediction {
+                values: labels_from_proba(&proba),
+                proba: Some(proba),
+            }
+        }
+    }
+}
+
 impl FittedModel for NnModel {
     fn predict(&self, x: ArrayView2<f64>) -> Prediction {
         let _g = lock();
@@ -286,24 +306,7 @@ impl FittedModel for NnModel {
             )
         })
         .to_device(Device::Cpu);
-        let v: Vec<f32> = Vec::<f32>::try_from(out.flatten(0, -1)).expect("float output");
-        match self.task {
-            Task::Regression => Prediction {
-                values: v.into_iter().map(f64::from).collect(),
-                proba: None,
-            },
-            Task::Classification => {
-                let proba = Array2::from_shape_vec(
-                    (x.nrows(), self.n_classes),
-                    v.into_iter().map(f64::from).collect(),
-                )
-                .expect("n x K");
-                Prediction {
-                    values: labels_from_proba(&proba),
-                    proba: Some(proba),
-                }
-            }
-        }
+        to_prediction(self.task, self.n_classes, &out, x.nrows())
     }
     fn to_json(&self) -> Result<serde_json::Value> {
         Ok(
@@ -547,4 +550,43 @@ pub fn fit(cfg: &ModelConfig, data: &TrainSet, ctx: &FitContext) -> Result<Box<d
         epochs: ran,
         best_epoch: stopper.kept(ran - 1),
     }))
+}
+
+/// A saved network run through its TorchScript module (the `model_tN.pt` it was exported as).
+pub struct ScriptModel {
+    task: Task,
+    n_classes: usize,
+    module: Mutex<tch::CModule>,
+    torchscript: Vec<u8>,
+}
+
+pub fn load_torchscript(
+    bytes: &[u8],
+    task: Task,
+    n_classes: usize,
+) -> Result<Box<dyn FittedModel>> {
+    let module = tch::CModule::load_data(&mut std::io::Cursor::new(bytes))?;
+    Ok(Box::new(ScriptModel {
+        task,
+        n_classes,
+        module: Mutex::new(module),
+        torchscript: bytes.to_vec(),
+    }))
+}
+
+impl FittedModel for ScriptModel {
+    fn predict(&self, x: ArrayView2<f64>) -> Prediction {
+        let _g = lock();
+        tch::set_num_threads(1);
+        let module = self.module.lock().unwrap_or_else(|e| e.into_inner());
+        let out = tch::no_grad(|| module.forward_ts(&[tensor(x, Device::Cpu)]))
+            .expect("TorchScript forward");
+        to_prediction(self.task, self.n_classes, &out, x.nrows())
+    }
+    fn to_json(&self) -> Result<serde_json::Value> {
+        Ok(json!({"library": "libtorch", "weights": "see model_tN.pt"}))
+    }
+    fn native(&self) -> Vec<(&'static str, Vec<u8>)> {
+        vec![("pt", self.torchscript.clone())]
+    }
 }

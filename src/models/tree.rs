@@ -387,6 +387,12 @@ impl FittedModel for TreeEnsemble {
     }
 }
 
+pub fn load(value: &serde_json::Value) -> Result<Box<dyn FittedModel>> {
+    Ok(Box::new(serde_json::from_value::<TreeEnsemble>(
+        value.clone(),
+    )?))
+}
+
 pub fn fit_tree(
     cfg: &ModelConfig,
     data: &TrainSet,
@@ -487,6 +493,7 @@ mod tests {
             name: kind.into(),
             kind: kind.into(),
             params,
+            ..Default::default()
         }
     }
 
