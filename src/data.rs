@@ -178,6 +178,53 @@ pub enum LiteralValueRepr {
     Bool(bool),
 }
 
+fn filter_expr(c: &str, op: &str, v: LiteralValueRepr) -> Expr {
+    let l = match v {
+        LiteralValueRepr::Num(x) => lit(x),
+        LiteralValueRepr::Str(s) => lit(s),
+        LiteralValueRepr::Bool(b) => lit(b),
+    };
+    let e = col(c);
+    match op {
+        ">=" => e.gt_eq(l),
+        "<=" => e.lt_eq(l),
+        "!=" => e.neq(l),
+        "==" => e.eq(l),
+        ">" => e.gt(l),
+        _ => e.lt(l),
+    }
+}
+
+/// The recorded ETL's casts and filters applied to new data for prediction. The input row of
+/// each kept row is in the column `row`; filters on columns the input lacks (the target) are
+/// skipped. Returns the frame and the filters that were applied.
+pub fn apply_for_prediction(df: DataFrame, spec: &EtlSpec) -> Result<(DataFrame, Vec<String>)> {
+    let names = column_names(&df);
+    let has = |n: &str| names.iter().any(|c| c == n);
+    let mut lf = df.lazy().with_row_index("row", None);
+    for (n, t) in spec.cast.iter().filter(|(n, _)| has(n)) {
+        let dt = match t {
+            CastType::F64 => DataType::Float64,
+            CastType::I64 => DataType::Int64,
+            CastType::Str => DataType::String,
+            CastType::Bool => DataType::Boolean,
+        };
+        lf = lf.with_column(col(n.as_str()).strict_cast(dt));
+    }
+    let mut applied = Vec::new();
+    for f in &spec.filter {
+        let (c, op, v) = parse_filter(f).map_err(|m| anyhow!(m))?;
+        if has(&c) {
+            lf = lf.filter(filter_expr(&c, op, v));
+            applied.push(f.clone());
+        }
+    }
+    let out = lf
+        .collect()
+        .map_err(|e| anyhow!("the recorded ETL (casts, filters) failed on the input: {e}"))?;
+    Ok((out, applied))
+}
+
 /// Applies select, drop, cast and filter (in that order) through polars' lazy engine, after
 /// checking every named column exists. Rows whose target is missing are dropped.
 pub fn apply_stateless(
@@ -221,20 +268,7 @@ pub fn apply_stateless(
         if !has(&c) {
             return Err(missing_column(file, "etl.filter", &c, &df).into());
         }
-        let l = match v {
-            LiteralValueRepr::Num(x) => lit(x),
-            LiteralValueRepr::Str(s) => lit(s),
-            LiteralValueRepr::Bool(b) => lit(b),
-        };
-        let e = col(c.as_str());
-        filters.push(match op {
-            ">=" => e.gt_eq(l),
-            "<=" => e.lt_eq(l),
-            "!=" => e.neq(l),
-            "==" => e.eq(l),
-            ">" => e.gt(l),
-            _ => e.lt(l),
-        });
+        filters.push(filter_expr(&c, op, v));
     }
     let mut lf = df.lazy();
     if !spec.select.is_empty() {
@@ -321,6 +355,54 @@ pub struct Table {
     pub n_rows: usize,
 }
 
+/// One column as a feature: numbers (booleans as 0/1) or categories.
+fn feature_of(name: String, s: &Series) -> Result<Feature> {
+    let dtype = s.dtype().to_string();
+    let values = if s.dtype().is_primitive_numeric() || s.dtype().is_bool() {
+        FeatureValues::Numeric(
+            s.cast(&DataType::Float64)?
+                .f64()?
+                .iter()
+                .map(|x| x.filter(|v| !v.is_nan()))
+                .collect(),
+        )
+    } else if s.dtype().is_string() {
+        FeatureValues::Categorical(s.str()?.iter().map(|x| x.map(str::to_string)).collect())
+    } else {
+        let s2 = s.cast(&DataType::String).map_err(|e| {
+            anyhow!("column \"{name}\" of type {dtype} cannot be used as a feature: {e}")
+        })?;
+        FeatureValues::Categorical(s2.str()?.iter().map(|x| x.map(str::to_string)).collect())
+    };
+    Ok(Feature {
+        name,
+        dtype,
+        values,
+    })
+}
+
+/// The named feature columns of new data, in that order, without a target (for prediction).
+pub fn feature_table(df: &DataFrame, names: &[String]) -> Result<Table> {
+    let features = names
+        .iter()
+        .map(|n| {
+            let c = df
+                .column(n)
+                .map_err(|_| anyhow!("column \"{n}\" is missing"))?;
+            feature_of(n.clone(), c.as_materialized_series())
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Table {
+        features,
+        target_name: String::new(),
+        target: TargetValues::Numeric {
+            values: Vec::new(),
+            integral: true,
+        },
+        n_rows: df.height(),
+    })
+}
+
 /// Splits the ETL output into feature columns and the target.
 pub fn to_table(df: &DataFrame, target: &str) -> Result<Table> {
     let mut features = Vec::new();
@@ -328,7 +410,6 @@ pub fn to_table(df: &DataFrame, target: &str) -> Result<Table> {
     for c in df.columns() {
         let name = c.name().to_string();
         let s = c.as_materialized_series();
-        let dtype = s.dtype().to_string();
         if name == target {
             target_values = Some(if s.dtype().is_primitive_numeric() {
                 let v: Vec<f64> = s
@@ -352,27 +433,7 @@ pub fn to_table(df: &DataFrame, target: &str) -> Result<Table> {
             });
             continue;
         }
-        let values = if s.dtype().is_primitive_numeric() || s.dtype().is_bool() {
-            FeatureValues::Numeric(
-                s.cast(&DataType::Float64)?
-                    .f64()?
-                    .iter()
-                    .map(|x| x.filter(|v| !v.is_nan()))
-                    .collect(),
-            )
-        } else if s.dtype().is_string() {
-            FeatureValues::Categorical(s.str()?.iter().map(|x| x.map(str::to_string)).collect())
-        } else {
-            let s2 = s.cast(&DataType::String).map_err(|e| {
-                anyhow!("column \"{name}\" of type {dtype} cannot be used as a feature: {e}")
-            })?;
-            FeatureValues::Categorical(s2.str()?.iter().map(|x| x.map(str::to_string)).collect())
-        };
-        features.push(Feature {
-            name,
-            dtype,
-            values,
-        });
+        features.push(feature_of(name, s)?);
     }
     Ok(Table {
         features,

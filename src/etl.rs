@@ -263,6 +263,28 @@ impl Preprocessor {
         }
     }
 
+    /// The input columns this preprocessor reads, each with whether it must be numeric.
+    pub fn inputs(&self) -> Vec<(String, bool)> {
+        self.columns
+            .iter()
+            .map(|(n, step)| (n.clone(), matches!(step, ColumnStep::Numeric { .. })))
+            .collect()
+    }
+
+    /// Numeric inputs as (fill, shift, scale): the model sees (value or fill - shift) / scale.
+    /// None if any input is categorical.
+    pub fn numeric_steps(&self) -> Option<Vec<(String, f64, f64, f64)>> {
+        self.columns
+            .iter()
+            .map(|(n, step)| match step {
+                ColumnStep::Numeric { fill, shift, scale } => {
+                    Some((n.clone(), *fill, *shift, *scale))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The model matrix for `rows`. Categories never seen in training become all-zero one-hot
     /// columns (or -1 as ordinal).
     pub fn transform(&self, table: &Table, rows: &[usize]) -> Array2<f64> {

@@ -9,6 +9,7 @@ pub mod eval;
 pub mod inspect;
 pub mod models;
 pub mod plot;
+pub mod predict;
 pub mod replay;
 pub mod report;
 pub mod rng;

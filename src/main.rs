@@ -1,6 +1,6 @@
 //! `runner`: machine-learning experiments on tabular data, end to end.
 
-use runner::{config, eda, inspect, replay, sweep};
+use runner::{config, eda, inspect, predict, replay, sweep};
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -125,6 +125,20 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Predict new data with training run tN's saved model: the run's ETL, preprocessing and
+    /// label mapping applied; the input's columns and types must match what tN was trained on.
+    Predict {
+        version: String,
+        /// New data (.csv or .parquet) with the run's feature columns (the target may be absent).
+        #[arg(long)]
+        input: PathBuf,
+        /// Write the CSV here instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Add one probability column per class (classification).
+        #[arg(long)]
+        proba: bool,
+    },
     /// Show one training run (tN) or ETL version (vN) in full.
     Show {
         version: String,
@@ -223,6 +237,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             timeout,
             json,
         } => inspect::wandb_sync_command(uri, &versions, timeout, json),
+        Command::Predict {
+            version,
+            input,
+            out,
+            proba,
+        } => predict::predict_command(uri, &version, &input, out.as_deref(), proba),
         Command::Diff { a, b, json } => {
             let store = sweep::tracking_path(uri, None)?;
             replay::diff_command(&store, &a, &b, json)
