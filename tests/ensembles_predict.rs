@@ -1,0 +1,307 @@
+//! Voting and stacking ensembles (better than their members on the red wine, members' runs
+//! recorded, replayable) and `runner predict` (the saved model gives the run's own predictions,
+//! and input that does not match is refused by name).
+mod common;
+use common::*;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+const CONFIG: &str = "experiment = \"ens\"\nseed = 42\nsweeps = [\"sweep.toml\"]\n[data]\nsource = \"builtin:winequality-red\"\ntarget = \"quality\"\n[etl]\nscale = \"standard\"\n[cv]\nfolds = 5\n";
+
+const MEMBERS: &str = "[[models]]\nkind = \"random_forest\"\nname = \"forest\"\nn_trees = 60\n[[models]]\nkind = \"knn\"\nname = \"knn\"\nk = [5, 15]\nweights = \"distance\"\n[[models]]\nkind = \"logistic_regression\"\nname = \"logistic\"\n";
+
+fn accuracy_and_f1(run: &Value) -> (f64, f64) {
+    (
+        run["metrics"]["accuracy"][0].as_f64().unwrap(),
+        run["metrics"]["f1_macro"][0].as_f64().unwrap(),
+    )
+}
+
+#[test]
+fn ensembles_beat_their_best_member_and_record_the_members_runs() {
+    let d = tempfile::tempdir().unwrap();
+    let sweep = format!(
+        "{MEMBERS}[[models]]\nkind = \"voting\"\nname = \"vote\"\nmembers = [\"forest\", \"knn[k=15]\", \"logistic\"]\n[[models]]\nkind = \"stacking\"\nname = \"stack\"\nmembers = [\"forest\", \"knn[k=15]\", \"logistic\"]\ninner_folds = 4\n"
+    );
+    let cfg = write_config(d.path(), CONFIG, &sweep);
+    let report = stdout_json(&run_ok(
+        runner(d.path()).args(["sweep"]).arg(&cfg).args(["--json"]),
+    ));
+    let runs: BTreeMap<String, &Value> = report["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["name"].as_str().unwrap().to_string(), r))
+        .collect();
+    let members = ["forest", "knn[k=15]", "logistic"];
+    let best_acc = members
+        .iter()
+        .map(|m| accuracy_and_f1(runs[*m]).0)
+        .fold(0.0, f64::max);
+    let best_f1 = members
+        .iter()
+        .map(|m| accuracy_and_f1(runs[*m]).1)
+        .fold(0.0, f64::max);
+    for e in ["vote", "stack"] {
+        let (acc, f1) = accuracy_and_f1(runs[e]);
+        eprintln!("{e}: accuracy {acc:.4} (best member {best_acc:.4}), macro F1 {f1:.4} (best member {best_f1:.4})");
+        assert!(
+            acc > best_acc || f1 > best_f1,
+            "{e} beats no member: accuracy {acc} vs {best_acc}, f1 {f1} vs {best_f1}"
+        );
+    }
+    // The MLflow client sees which runs the members are.
+    let store = read_with_mlflow(&d.path().join("mlflow.db"));
+    let mlflow_runs = experiment_runs(&store, "ens");
+    let tag = |name: &str| -> String {
+        mlflow_runs
+            .iter()
+            .find(|r| {
+                r["tags"]["mlflow.runName"]
+                    .as_str()
+                    .unwrap()
+                    .ends_with(name)
+            })
+            .unwrap()["tags"]["runner.members"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let expected = members
+        .iter()
+        .map(|m| format!("{} {m}", runs[*m]["version"].as_str().unwrap()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    assert_eq!(tag("-stack"), expected);
+    assert_eq!(tag("-vote"), expected);
+    // An ensemble replays bit for bit from the store alone (members included).
+    std::fs::remove_file(d.path().join("sweep.toml")).unwrap();
+    run_ok(runner(d.path()).args([
+        "replay",
+        runs["stack"]["version"].as_str().unwrap(),
+        "--check",
+    ]));
+}
+
+#[test]
+fn ensemble_top_n_and_members_from_earlier_runs() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = write_config(d.path(), CONFIG, MEMBERS);
+    let report = stdout_json(&run_ok(runner(d.path()).args(["sweep"]).arg(&cfg).args([
+        "--json",
+        "--ensemble",
+        "top=2",
+        "--set",
+        "cv.folds=3",
+    ])));
+    let runs = report["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 6, "4 configs and 2 ensembles");
+    // The two best single models by accuracy are the members.
+    let mut singles: Vec<&Value> = runs[..4].iter().collect();
+    singles.sort_by(|a, b| accuracy_and_f1(b).0.total_cmp(&accuracy_and_f1(a).0));
+    let store = read_with_mlflow(&d.path().join("mlflow.db"));
+    let voting = experiment_runs(&store, "ens")
+        .into_iter()
+        .find(|r| r["tags"]["runner.model_kind"] == "voting")
+        .expect("a voting run");
+    assert_eq!(
+        voting["tags"]["runner.members"].as_str().unwrap(),
+        format!(
+            "{} {}, {} {}",
+            singles[0]["version"].as_str().unwrap(),
+            singles[0]["name"].as_str().unwrap(),
+            singles[1]["version"].as_str().unwrap(),
+            singles[1]["name"].as_str().unwrap()
+        )
+    );
+    // A later sweep names earlier runs as members; a missing run is a config error.
+    let later = "[[models]]\nkind = \"voting\"\nname = \"old-pair\"\nmembers = [\"t1\", \"t3\"]\nvoting = \"hard\"\n";
+    std::fs::write(d.path().join("sweep.toml"), later).unwrap();
+    let out =
+        run_ok(
+            runner(d.path())
+                .args(["sweep"])
+                .arg(&cfg)
+                .args(["--json", "--set", "cv.folds=3"]),
+        );
+    let r = &stdout_json(&out)["runs"][0];
+    assert_eq!(r["status"], "FINISHED");
+    std::fs::write(d.path().join("sweep.toml"), later.replace("t3", "t99")).unwrap();
+    let out = runner(d.path()).args(["sweep"]).arg(&cfg).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("t99") && err.contains("no training run"),
+        "{err}"
+    );
+}
+
+/// Reads a predictions CSV into (prediction, probabilities) per row.
+fn read_predictions(path: &Path) -> Vec<(String, Vec<f64>)> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let pred = header.iter().position(|h| *h == "prediction").unwrap();
+    lines
+        .map(|l| {
+            let c: Vec<&str> = l.split(',').collect();
+            let proba = header
+                .iter()
+                .zip(&c)
+                .filter(|(h, _)| h.starts_with("proba_"))
+                .map(|(_, v)| v.parse().unwrap())
+                .collect();
+            (c[pred].to_string(), proba)
+        })
+        .collect()
+}
+
+#[test]
+fn predict_gives_each_runs_own_predictions_and_refuses_mismatched_input() {
+    let d = tempfile::tempdir().unwrap();
+    let mut sweep = String::from("[[models]]\nkind = \"decision_tree\"\n[[models]]\nkind = \"random_forest\"\nn_trees = 20\n[[models]]\nkind = \"logistic_regression\"\n[[models]]\nkind = \"svm\"\n[[models]]\nkind = \"knn\"\n[[models]]\nkind = \"naive_bayes\"\n");
+    let mut members = vec!["random_forest", "knn"];
+    if cfg!(feature = "xgboost") {
+        sweep.push_str("[[models]]\nkind = \"xgboost\"\nn_rounds = 30\n");
+        members.push("xgboost");
+    }
+    if cfg!(feature = "lightgbm") {
+        sweep.push_str("[[models]]\nkind = \"lightgbm\"\nn_rounds = 30\n");
+    }
+    if cfg!(feature = "torch") {
+        sweep.push_str("[[models]]\nkind = \"mlp\"\nepochs = 5\n");
+        members.push("mlp");
+    }
+    sweep.push_str(&format!(
+        "[[models]]\nkind = \"stacking\"\nmembers = {members:?}\ninner_folds = 3\n"
+    ));
+    let cfg = write_config(d.path(), CONFIG, &sweep);
+    let report = stdout_json(&run_ok(runner(d.path()).args(["sweep"]).arg(&cfg).args([
+        "--json",
+        "--set",
+        "cv.folds=2",
+    ])));
+    run_ok(runner(d.path()).args(["reload-etl", "v1", "--out", "new.csv"]));
+    for run in report["runs"].as_array().unwrap() {
+        assert_eq!(run["status"], "FINISHED", "{}", run["error"]);
+        let tv = run["version"].as_str().unwrap();
+        let out = d.path().join(format!("p_{tv}.csv"));
+        run_ok(
+            runner(d.path())
+                .args(["predict", tv, "--input", "new.csv", "--proba", "--out"])
+                .arg(&out),
+        );
+        let got = read_predictions(&out);
+        let want = read_predictions(&artifact(
+            d.path(),
+            run["run_uuid"].as_str().unwrap(),
+            &format!("predictions_{tv}.csv"),
+        ));
+        assert_eq!(got.len(), 1599);
+        assert_eq!(got.len(), want.len());
+        let kind = run["kind"].as_str().unwrap();
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert_eq!(g.0, w.0, "{kind} row {i}: label");
+            assert!(
+                ["3", "4", "5", "6", "7", "8"].contains(&g.0.as_str()),
+                "decoded label"
+            );
+            for (a, b) in g.1.iter().zip(&w.1) {
+                assert!((a - b).abs() <= 1e-12, "{kind} row {i}: {a} vs {b}");
+            }
+        }
+    }
+    // Input that does not match what the run was trained on.
+    let text = std::fs::read_to_string(d.path().join("new.csv")).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let ph = header.iter().position(|h| *h == "pH").unwrap();
+    let without: String = text
+        .lines()
+        .map(|l| {
+            let mut c: Vec<&str> = l.split(',').collect();
+            c.remove(ph);
+            c.join(",") + "\n"
+        })
+        .collect();
+    std::fs::write(d.path().join("no_ph.csv"), without).unwrap();
+    let as_text: String = text
+        .lines()
+        .enumerate()
+        .map(|(i, l)| {
+            let mut c: Vec<&str> = l.split(',').collect();
+            if i > 0 {
+                c[ph] = "acidic";
+            }
+            c.join(",") + "\n"
+        })
+        .collect();
+    std::fs::write(d.path().join("text_ph.csv"), as_text).unwrap();
+    for (file, needle) in [
+        (
+            "no_ph.csv",
+            "lacks 1 column(s) that t1 was trained on: \"pH\"",
+        ),
+        ("text_ph.csv", "column \"pH\" holds text"),
+        ("absent.csv", "no such input file"),
+    ] {
+        let out = runner(d.path())
+            .args(["predict", "t1", "--input", file])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{file}: {err}");
+        assert!(err.contains(needle) && err.contains(file), "{file}: {err}");
+        assert!(out.stdout.is_empty(), "{file}: nothing predicted");
+    }
+}
+
+#[test]
+fn predict_regression_values_and_filters() {
+    let d = tempfile::tempdir().unwrap();
+    let config = "experiment = \"reg\"\nseed = 42\ntask = \"regression\"\nsweeps = [\"sweep.toml\"]\n[data]\nsource = \"builtin:winequality-red\"\ntarget = \"quality\"\n[etl]\nfilter = [\"alcohol > 9\"]\n";
+    let cfg = write_config(
+        d.path(),
+        &config,
+        "[[models]]\nkind = \"linear\"\n[[models]]\nkind = \"voting\"\nmembers = [\"linear\", \"forest\"]\n[[models]]\nkind = \"random_forest\"\nname = \"forest\"\nn_trees = 10\n",
+    );
+    let out = runner(d.path()).args(["sweep"]).arg(&cfg).output().unwrap();
+    // Members must be defined above the ensemble that names them.
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("member \"forest\""));
+    write_config(
+        d.path(),
+        &config,
+        "[[models]]\nkind = \"linear\"\n[[models]]\nkind = \"random_forest\"\nname = \"forest\"\nn_trees = 10\n[[models]]\nkind = \"voting\"\nmembers = [\"linear\", \"forest\"]\n",
+    );
+    run_ok(
+        runner(d.path())
+            .args(["sweep"])
+            .arg(&cfg)
+            .args(["--set", "cv.folds=2"]),
+    );
+    // The builtin data, unfiltered: rows with alcohol <= 9 are dropped by the recorded filter.
+    let raw = "fixed acidity,volatile acidity,citric acid,residual sugar,chlorides,free sulfur dioxide,total sulfur dioxide,density,pH,sulphates,alcohol\n7.4,0.7,0.0,1.9,0.076,11.0,34.0,0.9978,3.51,0.56,9.4\n7.8,0.88,0.0,2.6,0.098,25.0,67.0,0.9968,3.2,0.68,8.9\n7.8,0.76,0.04,2.3,0.092,15.0,54.0,0.997,3.26,0.65,9.8\n";
+    std::fs::write(d.path().join("new.csv"), raw).unwrap();
+    for tv in ["t1", "t2", "t3"] {
+        let out = run_ok(runner(d.path()).args(["predict", tv, "--input", "new.csv"]));
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let rows: Vec<&str> = text.lines().collect();
+        assert_eq!(rows[0], "row,prediction");
+        assert_eq!(rows.len(), 3, "{tv}: the filtered row is left out:\n{text}");
+        assert!(
+            rows[1].starts_with("0,") && rows[2].starts_with("2,"),
+            "{text}"
+        );
+        let v: f64 = rows[1].split(',').nth(1).unwrap().parse().unwrap();
+        assert!((3.0..=8.5).contains(&v), "{tv}: a wine grade, got {v}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("alcohol > 9"));
+    }
+    let out = runner(d.path())
+        .args(["predict", "t1", "--input", "new.csv", "--proba"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("regression"));
+}
