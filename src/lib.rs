@@ -8,6 +8,7 @@ pub mod etl;
 pub mod eval;
 pub mod inspect;
 pub mod models;
+pub mod onnx;
 pub mod plot;
 pub mod predict;
 pub mod replay;

@@ -139,6 +139,17 @@ enum Command {
         #[arg(long)]
         proba: bool,
     },
+    /// Export training run tN's model for deployment: native (the library's own files and
+    /// runner's preprocessing and labels), onnx (trees, linear models, MLP; preprocessing
+    /// included) or torchscript (the networks).
+    Export {
+        version: String,
+        #[arg(long, value_parser = ["native", "onnx", "torchscript"])]
+        format: String,
+        /// Folder to write into (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Show one training run (tN) or ETL version (vN) in full.
     Show {
         version: String,
@@ -243,6 +254,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             out,
             proba,
         } => predict::predict_command(uri, &version, &input, out.as_deref(), proba),
+        Command::Export {
+            version,
+            format,
+            out,
+        } => predict::export_command(uri, &version, &format, &out),
         Command::Diff { a, b, json } => {
             let store = sweep::tracking_path(uri, None)?;
             replay::diff_command(&store, &a, &b, json)

@@ -28,6 +28,10 @@ pub struct SavedModel {
     pub artifact_dir: PathBuf,
     /// The saved files the model was read from.
     pub files: Vec<PathBuf>,
+    /// The saved runner model document (`fitted` holds the model's own form).
+    pub document: Value,
+    /// Native files by extension.
+    pub native: BTreeMap<String, Vec<u8>>,
 }
 
 /// Reads training run `version`'s model from its artifacts.
@@ -53,7 +57,7 @@ pub fn load_run_model(store: &MlflowStore, version: i64) -> Result<SavedModel> {
     let mut files = vec![main.clone()];
     let mut native = BTreeMap::new();
     if has_native {
-        for ext in ["json", "txt", "pt"] {
+        for ext in ["json", "txt", "pt", "safetensors"] {
             let p = dir.join(format!("model_{tv}.{ext}"));
             if p.is_file() {
                 native.insert(ext.to_string(), std::fs::read(&p)?);
@@ -88,6 +92,8 @@ pub fn load_run_model(store: &MlflowStore, version: i64) -> Result<SavedModel> {
         record: run.record,
         artifact_dir: dir,
         files,
+        document: saved,
+        native,
     })
 }
 
@@ -275,5 +281,71 @@ pub fn predict_command(
         }
         None => print!("{csv}"),
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `runner export tN --format native|onnx|torchscript --out DIR`.
+pub fn export_command(
+    uri: Option<&str>,
+    version: &str,
+    format: &str,
+    out: &Path,
+) -> Result<ExitCode> {
+    let v = sweep::parse_version(version, 't').map_err(|m| anyhow::anyhow!(m))?;
+    let store_path = sweep::tracking_path(uri, None)?;
+    let store = MlflowStore::open_existing(&store_path)?;
+    let saved = load_run_model(&store, v)?;
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let copy = |from: &Path| -> Result<PathBuf> {
+        let to = out.join(from.file_name().unwrap_or_default());
+        std::fs::copy(from, &to)
+            .with_context(|| format!("cannot copy {} to {}", from.display(), to.display()))?;
+        Ok(to)
+    };
+    let written: Vec<PathBuf> = match format {
+        "native" => saved.files.iter().map(|f| copy(f)).collect::<Result<_>>()?,
+        "torchscript" => {
+            let pt = saved
+                .files
+                .iter()
+                .find(|f| f.extension().is_some_and(|e| e == "pt"))
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "{} is a {} model; TorchScript export covers the networks (mlp, cnn, lstm): use --format native or onnx",
+                        saved.version,
+                        saved.config.kind
+                    )
+                })?;
+            vec![copy(pt)?, copy(&saved.files[0])?]
+        }
+        "onnx" => {
+            let bytes = crate::onnx::export(&crate::onnx::Source {
+                version: &saved.version,
+                config: &saved.config,
+                task: saved.task,
+                labels: saved.labels.as_ref(),
+                preprocessor: &saved.preprocessor,
+                fitted: &saved.document["fitted"],
+                safetensors: saved.native.get("safetensors").map(Vec::as_slice),
+            })?;
+            let to = out.join(format!("model_{}.onnx", saved.version));
+            std::fs::write(&to, bytes).with_context(|| format!("cannot write {}", to.display()))?;
+            vec![to]
+        }
+        other => {
+            bail!("unknown export format \"{other}\"; valid: \"native\", \"onnx\", \"torchscript\"")
+        }
+    };
+    for w in &written {
+        println!("{}", w.display());
+    }
+    eprintln!(
+        "{} ({}, {}) exported as {format}: {} file(s) in {}",
+        saved.version,
+        saved.config.name,
+        saved.config.kind,
+        written.len(),
+        out.display()
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,614 @@
+//! ONNX export of a run's saved model, written as protobuf by hand (the handful of ONNX messages
+//! needed here are smaller than a protobuf code generator and its build step).
+//!
+//! Every exported graph takes the run's input columns as `input` (double, N x F, in the order of
+//! the `feature_names` metadata), applies the fitted preprocessing (missing values filled,
+//! shift and scale) in double precision, then the model:
+//! - decision trees and random forests: `ai.onnx.ml.TreeEnsembleRegressor` with double
+//!   thresholds (one target per class for classification, averaged over trees);
+//! - logistic regression: MatMul + Add + Softmax; linear (ridge) regression: MatMul + Add;
+//! - MLP: the network's standardisation, Gemm layers, batch norm (inference form), activation,
+//!   Softmax, in float like the network itself.
+//!
+//! Classifiers output `probabilities` (double, N x K) and `label` (N; the original class labels,
+//! int64 when they are all whole numbers, else strings); regressors output `value` (double, N).
+
+use crate::etl::{LabelMapping, Preprocessor};
+use crate::models::Task;
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::Value;
+
+/// Kinds this module can export.
+pub const KINDS: &[&str] = &[
+    "decision_tree",
+    "random_forest",
+    "logistic_regression",
+    "linear",
+    "mlp",
+];
+
+// ---------------------------------------------------------------- protobuf
+
+#[derive(Default)]
+struct Pb(Vec<u8>);
+
+impl Pb {
+    fn varint(&mut self, mut v: u64) {
+        while v >= 0x80 {
+            self.0.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        self.0.push(v as u8);
+    }
+    fn key(&mut self, field: u32, wire: u32) {
+        self.varint(((field << 3) | wire) as u64);
+    }
+    fn int(&mut self, field: u32, v: i64) -> &mut Self {
+        self.key(field, 0);
+        self.varint(v as u64);
+        self
+    }
+    fn bytes(&mut self, field: u32, b: &[u8]) -> &mut Self {
+        self.key(field, 2);
+        self.varint(b.len() as u64);
+        self.0.extend_from_slice(b);
+        self
+    }
+    fn str(&mut self, field: u32, s: &str) -> &mut Self {
+        self.bytes(field, s.as_bytes())
+    }
+    fn msg(&mut self, field: u32, m: &Pb) -> &mut Self {
+        self.bytes(field, &m.0)
+    }
+    fn float(&mut self, field: u32, v: f32) -> &mut Self {
+        self.key(field, 5);
+        self.0.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+    fn packed_ints(&mut self, field: u32, vs: &[i64]) -> &mut Self {
+        let mut inner = Pb::default();
+        for v in vs {
+            inner.varint(*v as u64);
+        }
+        self.bytes(field, &inner.0)
+    }
+}
+
+// ---------------------------------------------------------------- ONNX messages
+
+const FLOAT: i64 = 1;
+const INT64: i64 = 7;
+const STRING: i64 = 8;
+const DOUBLE: i64 = 11;
+
+enum Data<'a> {
+    F64(&'a [f64]),
+    F32(&'a [f32]),
+    I64(&'a [i64]),
+    Str(&'a [String]),
+}
+
+fn tensor(name: &str, dims: &[i64], data: Data) -> Pb {
+    let mut t = Pb::default();
+    t.packed_ints(1, dims);
+    match data {
+        Data::F64(v) => {
+            t.int(2, DOUBLE);
+            t.bytes(
+                9,
+                &v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<_>>(),
+            );
+        }
+        Data::F32(v) => {
+            t.int(2, FLOAT);
+            t.bytes(
+                9,
+                &v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<_>>(),
+            );
+        }
+        Data::I64(v) => {
+            t.int(2, INT64);
+            t.bytes(
+                9,
+                &v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<_>>(),
+            );
+        }
+        Data::Str(v) => {
+            t.int(2, STRING);
+            for s in v {
+                t.str(6, s);
+            }
+        }
+    }
+    t.str(8, name);
+    t
+}
+
+enum Attr<'a> {
+    Int(&'a str, i64),
+    Float(&'a str, f32),
+    Str(&'a str, &'a str),
+    Ints(&'a str, Vec<i64>),
+    Strs(&'a str, Vec<String>),
+    Tensor(&'a str, Pb),
+}
+
+fn attribute(a: Attr) -> Pb {
+    let mut p = Pb::default();
+    match a {
+        Attr::Int(n, v) => {
+            p.str(1, n).int(3, v).int(20, 2);
+        }
+        Attr::Float(n, v) => {
+            p.str(1, n).float(2, v).int(20, 1);
+        }
+        Attr::Str(n, v) => {
+            p.str(1, n).str(4, v).int(20, 3);
+        }
+        Attr::Ints(n, v) => {
+            p.str(1, n).packed_ints(8, &v).int(20, 7);
+        }
+        Attr::Strs(n, v) => {
+            p.str(1, n);
+            for s in &v {
+                p.str(9, s);
+            }
+            p.int(20, 8);
+        }
+        Attr::Tensor(n, t) => {
+            p.str(1, n).msg(5, &t).int(20, 4);
+        }
+    }
+    p
+}
+
+/// A value's type: element type and shape ("N" for the batch dimension).
+fn value_info(name: &str, elem: i64, dims: &[Option<i64>]) -> Pb {
+    let mut shape = Pb::default();
+    for d in dims {
+        let mut dim = Pb::default();
+        match d {
+            Some(v) => dim.int(1, *v),
+            None => dim.str(2, "N"),
+        };
+        shape.msg(1, &dim);
+    }
+    let mut tt = Pb::default();
+    tt.int(1, elem).msg(2, &shape);
+    let mut ty = Pb::default();
+    ty.msg(1, &tt);
+    let mut vi = Pb::default();
+    vi.str(1, name).msg(2, &ty);
+    vi
+}
+
+#[derive(Default)]
+struct Graph {
+    nodes: Vec<Pb>,
+    inits: Vec<Pb>,
+    n: usize,
+}
+
+impl Graph {
+    fn fresh(&mut self, stem: &str) -> String {
+        self.n += 1;
+        format!("{stem}_{}", self.n)
+    }
+    fn init(&mut self, stem: &str, dims: &[i64], data: Data) -> String {
+        let name = self.fresh(stem);
+        self.inits.push(tensor(&name, dims, data));
+        name
+    }
+    fn node_in(
+        &mut self,
+        domain: &str,
+        op: &str,
+        inputs: &[&str],
+        outputs: &[&str],
+        attrs: Vec<Attr>,
+    ) {
+        let mut p = Pb::default();
+        for i in inputs {
+            p.str(1, i);
+        }
+        for o in outputs {
+            p.str(2, o);
+        }
+        p.str(3, &self.fresh(op)).str(4, op);
+        for a in attrs {
+            p.msg(5, &attribute(a));
+        }
+        if !domain.is_empty() {
+            p.str(7, domain);
+        }
+        self.nodes.push(p);
+    }
+    /// One node with one output; returns the output's name.
+    fn op(&mut self, op: &str, inputs: &[&str], attrs: Vec<Attr>) -> String {
+        let out = self.fresh(&op.to_lowercase());
+        self.node_in("", op, inputs, &[&out], attrs);
+        out
+    }
+}
+
+// ---------------------------------------------------------------- models
+
+fn ndarray_data(v: &Value, what: &str) -> Result<(Vec<usize>, Vec<f64>)> {
+    let dim = v["dim"]
+        .as_array()
+        .with_context(|| format!("{what}: no dim"))?
+        .iter()
+        .map(|d| d.as_u64().unwrap_or(0) as usize)
+        .collect();
+    let data = v["data"]
+        .as_array()
+        .with_context(|| format!("{what}: no data"))?
+        .iter()
+        .map(|d| d.as_f64().unwrap_or(f64::NAN))
+        .collect();
+    Ok((dim, data))
+}
+
+fn trees(g: &mut Graph, fitted: &Value, x: &str, task: Task, k: usize) -> Result<String> {
+    let trees = fitted["trees"].as_array().context("saved trees")?;
+    let targets = if task == Task::Classification { k } else { 1 };
+    let (mut tree_ids, mut node_ids, mut features, mut modes, mut values) =
+        (vec![], vec![], vec![], vec![], vec![]);
+    let (mut true_ids, mut false_ids) = (vec![], vec![]);
+    let (mut t_tree, mut t_node, mut t_id, mut t_weight) = (vec![], vec![], vec![], vec![]);
+    for (t, tree) in trees.iter().enumerate() {
+        for (n, node) in tree["nodes"]
+            .as_array()
+            .context("tree nodes")?
+            .iter()
+            .enumerate()
+        {
+            tree_ids.push(t as i64);
+            node_ids.push(n as i64);
+            if let Some(s) = node.get("Split") {
+                features.push(s["feature"].as_i64().context("feature")?);
+                modes.push("BRANCH_LEQ".to_string());
+                values.push(s["threshold"].as_f64().context("threshold")?);
+                true_ids.push(s["left"].as_i64().context("left")?);
+                false_ids.push(s["right"].as_i64().context("right")?);
+            } else {
+                let leaf = node["Leaf"].as_array().context("leaf")?;
+                features.push(0);
+                modes.push("LEAF".to_string());
+                values.push(0.0);
+                true_ids.push(0);
+                false_ids.push(0);
+                for (c, v) in leaf.iter().enumerate().take(targets) {
+                    t_tree.push(t as i64);
+                    t_node.push(n as i64);
+                    t_id.push(c as i64);
+                    t_weight.push(v.as_f64().unwrap_or(0.0));
+                }
+            }
+        }
+    }
+    let out = g.fresh("trees");
+    let n_values = values.len() as i64;
+    let n_weights = t_weight.len() as i64;
+    g.node_in(
+        "ai.onnx.ml",
+        "TreeEnsembleRegressor",
+        &[x],
+        &[&out],
+        vec![
+            Attr::Str("aggregate_function", "AVERAGE"),
+            Attr::Str("post_transform", "NONE"),
+            Attr::Int("n_targets", targets as i64),
+            Attr::Ints("nodes_treeids", tree_ids),
+            Attr::Ints("nodes_nodeids", node_ids),
+            Attr::Ints("nodes_featureids", features),
+            Attr::Strs("nodes_modes", modes),
+            Attr::Tensor(
+                "nodes_values_as_tensor",
+                tensor("", &[n_values], Data::F64(&values)),
+            ),
+            Attr::Ints("nodes_truenodeids", true_ids),
+            Attr::Ints("nodes_falsenodeids", false_ids),
+            Attr::Ints("target_treeids", t_tree),
+            Attr::Ints("target_nodeids", t_node),
+            Attr::Ints("target_ids", t_id),
+            Attr::Tensor(
+                "target_weights_as_tensor",
+                tensor("", &[n_weights], Data::F64(&t_weight)),
+            ),
+        ],
+    );
+    // The operator's output is float whatever the weights' type.
+    Ok(g.op("Cast", &[&out], vec![Attr::Int("to", DOUBLE)]))
+}
+
+fn logistic(g: &mut Graph, fitted: &Value, x: &str, k: usize) -> Result<String> {
+    let m = &fitted["model"];
+    let (pdim, params) = ndarray_data(&m["params"], "params")?;
+    let (_, intercept) = ndarray_data(&m["intercept"], "intercept")?;
+    let classes: Vec<usize> = m["classes"]
+        .as_array()
+        .context("classes")?
+        .iter()
+        .map(|c| c.as_u64().unwrap_or(0) as usize)
+        .collect();
+    let (f, seen) = (pdim[0], pdim[1]);
+    // Widened to all K classes; a class absent from training gets logit -inf (probability 0).
+    let mut w = vec![0.0; f * k];
+    let mut b = vec![f64::NEG_INFINITY; k];
+    for (j, c) in classes.iter().enumerate() {
+        for i in 0..f {
+            w[i * k + c] = params[i * seen + j];
+        }
+        b[*c] = intercept[j];
+    }
+    let w = g.init("coef", &[f as i64, k as i64], Data::F64(&w));
+    let b = g.init("intercept", &[k as i64], Data::F64(&b));
+    let z = g.op("MatMul", &[x, &w], vec![]);
+    let z = g.op("Add", &[&z, &b], vec![]);
+    Ok(g.op("Softmax", &[&z], vec![Attr::Int("axis", -1)]))
+}
+
+fn linear(g: &mut Graph, fitted: &Value, x: &str) -> Result<String> {
+    let coef: Vec<f64> = fitted["coef"]
+        .as_array()
+        .context("coef")?
+        .iter()
+        .map(|v| v.as_f64().unwrap_or(0.0))
+        .collect();
+    let intercept = fitted["intercept"].as_f64().context("intercept")?;
+    let w = g.init("coef", &[coef.len() as i64, 1], Data::F64(&coef));
+    let b = g.init("intercept", &[1], Data::F64(&[intercept]));
+    let z = g.op("MatMul", &[x, &w], vec![]);
+    Ok(g.op("Add", &[&z, &b], vec![]))
+}
+
+/// Tensors of a safetensors file (float32 only), by name.
+fn safetensors(bytes: &[u8]) -> Result<std::collections::BTreeMap<String, (Vec<i64>, Vec<f32>)>> {
+    let n = u64::from_le_bytes(bytes.get(..8).context("short safetensors")?.try_into()?) as usize;
+    let header: Value = serde_json::from_slice(bytes.get(8..8 + n).context("short header")?)?;
+    let data = &bytes[8 + n..];
+    let mut out = std::collections::BTreeMap::new();
+    for (name, t) in header.as_object().context("header")? {
+        if name == "__metadata__" {
+            continue;
+        }
+        if t["dtype"] != "F32" {
+            bail!("tensor {name} is {}, expected F32", t["dtype"]);
+        }
+        let shape = t["shape"]
+            .as_array()
+            .context("shape")?
+            .iter()
+            .map(|d| d.as_i64().unwrap_or(0))
+            .collect();
+        let (a, b) = (
+            t["data_offsets"][0].as_u64().context("offsets")? as usize,
+            t["data_offsets"][1].as_u64().context("offsets")? as usize,
+        );
+        let v = data
+            .get(a..b)
+            .context("tensor data out of range")?
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        out.insert(name.clone(), (shape, v));
+    }
+    Ok(out)
+}
+
+fn mlp(
+    g: &mut Graph,
+    params: &crate::models::ModelConfig,
+    weights: &[u8],
+    x: &str,
+    task: Task,
+) -> Result<String> {
+    let w = safetensors(weights)?;
+    let mut get = |name: &str| -> Result<String> {
+        let (shape, v) = w
+            .get(name)
+            .with_context(|| format!("no tensor {name} in the weights"))?;
+        Ok(g.init(name, shape, Data::F32(v)))
+    };
+    let (mean, std) = (get("norm_mean")?, get("norm_std")?);
+    let widths =
+        crate::models::parse_widths(params.str("hidden")).map_err(|e| anyhow!("hidden: {e}"))?;
+    let batch_norm = params.bool("batch_norm");
+    let act = params.str("activation").to_string();
+    let mut layers = Vec::new();
+    for i in 0..widths.len() {
+        let dense = (
+            get(&format!("dense{i}.weight"))?,
+            get(&format!("dense{i}.bias"))?,
+        );
+        let bn = if batch_norm {
+            Some([
+                get(&format!("bn{i}.weight"))?,
+                get(&format!("bn{i}.bias"))?,
+                get(&format!("bn{i}.running_mean"))?,
+                get(&format!("bn{i}.running_var"))?,
+            ])
+        } else {
+            None
+        };
+        layers.push((dense, bn));
+    }
+    let out_layer = (get("out.weight")?, get("out.bias")?);
+    let h = g.op("Cast", &[x], vec![Attr::Int("to", FLOAT)]);
+    let h = g.op("Sub", &[&h, &mean], vec![]);
+    let mut h = g.op("Div", &[&h, &std], vec![]);
+    for ((wt, b), bn) in layers {
+        h = g.op("Gemm", &[&h, &wt, &b], vec![Attr::Int("transB", 1)]);
+        if let Some([s, bias, m, v]) = bn {
+            h = g.op(
+                "BatchNormalization",
+                &[&h, &s, &bias, &m, &v],
+                vec![Attr::Float("epsilon", 1e-5)],
+            );
+        }
+        h = match act.as_str() {
+            "tanh" => g.op("Tanh", &[&h], vec![]),
+            "sigmoid" => g.op("Sigmoid", &[&h], vec![]),
+            "leaky_relu" => g.op("LeakyRelu", &[&h], vec![Attr::Float("alpha", 0.01)]),
+            "elu" => g.op("Elu", &[&h], vec![Attr::Float("alpha", 1.0)]),
+            "silu" => {
+                let s = g.op("Sigmoid", &[&h], vec![]);
+                g.op("Mul", &[&h, &s], vec![])
+            }
+            "gelu" => {
+                // 0.5 x (1 + erf(x / sqrt 2)), the exact GELU torch uses.
+                let r2 = g.init("sqrt2", &[], Data::F32(&[std::f32::consts::SQRT_2]));
+                let one = g.init("one", &[], Data::F32(&[1.0]));
+                let half = g.init("half", &[], Data::F32(&[0.5]));
+                let e = g.op("Div", &[&h, &r2], vec![]);
+                let e = g.op("Erf", &[&e], vec![]);
+                let e = g.op("Add", &[&e, &one], vec![]);
+                let e = g.op("Mul", &[&h, &e], vec![]);
+                g.op("Mul", &[&e, &half], vec![])
+            }
+            _ => g.op("Relu", &[&h], vec![]),
+        };
+    }
+    let (wt, b) = out_layer;
+    let h = g.op("Gemm", &[&h, &wt, &b], vec![Attr::Int("transB", 1)]);
+    let h = if task == Task::Classification {
+        g.op("Softmax", &[&h], vec![Attr::Int("axis", -1)])
+    } else {
+        h
+    };
+    Ok(g.op("Cast", &[&h], vec![Attr::Int("to", DOUBLE)]))
+}
+
+/// What the exporter needs of a saved run.
+pub struct Source<'a> {
+    pub version: &'a str,
+    pub config: &'a crate::models::ModelConfig,
+    pub task: Task,
+    pub labels: Option<&'a LabelMapping>,
+    pub preprocessor: &'a Preprocessor,
+    pub fitted: &'a Value,
+    /// The network's weights (model_tN.safetensors), for the MLP.
+    pub safetensors: Option<&'a [u8]>,
+}
+
+/// The ONNX model of a saved run.
+pub fn export(src: &Source) -> Result<Vec<u8>> {
+    let kind = src.config.kind.as_str();
+    if !KINDS.contains(&kind) {
+        bail!(
+            "ONNX export covers {}; {} is a {kind} model: use --format native{}",
+            crate::models::quoted_list(KINDS),
+            src.version,
+            if ["cnn", "lstm"].contains(&kind) {
+                " or --format torchscript"
+            } else {
+                ""
+            }
+        );
+    }
+    let steps = src.preprocessor.numeric_steps().ok_or_else(|| {
+        anyhow!(
+            "{} reads text columns (one-hot or ordinal encoded); ONNX export covers numeric inputs only: use --format native",
+            src.version
+        )
+    })?;
+    let f = steps.len() as i64;
+    let mut g = Graph::default();
+    // Preprocessing, in double like the runner: (value, or its fill if missing, - shift) / scale.
+    let fill: Vec<f64> = steps.iter().map(|s| s.1).collect();
+    let shift: Vec<f64> = steps.iter().map(|s| s.2).collect();
+    let scale: Vec<f64> = steps.iter().map(|s| s.3).collect();
+    let fill = g.init("fill", &[f], Data::F64(&fill));
+    let shift = g.init("shift", &[f], Data::F64(&shift));
+    let scale = g.init("scale", &[f], Data::F64(&scale));
+    let nan = g.op("IsNaN", &["input"], vec![]);
+    let x = g.op("Where", &[&nan, &fill, "input"], vec![]);
+    let x = g.op("Sub", &[&x, &shift], vec![]);
+    let x = g.op("Div", &[&x, &scale], vec![]);
+    let k = src.labels.map(|l| l.classes.len()).unwrap_or(0);
+    let y = match kind {
+        "decision_tree" | "random_forest" => trees(&mut g, src.fitted, &x, src.task, k)?,
+        "logistic_regression" => logistic(&mut g, src.fitted, &x, k)?,
+        "linear" => linear(&mut g, src.fitted, &x)?,
+        _ => mlp(
+            &mut g,
+            src.config,
+            src.safetensors
+                .context("the run has no model_tN.safetensors")?,
+            &x,
+            src.task,
+        )?,
+    };
+    let mut outputs = Vec::new();
+    match (src.task, src.labels) {
+        (Task::Classification, Some(labels)) => {
+            g.node_in("", "Identity", &[&y], &["probabilities"], vec![]);
+            let idx = g.op(
+                "ArgMax",
+                &["probabilities"],
+                vec![Attr::Int("axis", 1), Attr::Int("keepdims", 0)],
+            );
+            let ints: Option<Vec<i64>> = labels.classes.iter().map(|c| c.parse().ok()).collect();
+            let (table, elem) = match &ints {
+                Some(v) => (g.init("classes", &[k as i64], Data::I64(v)), INT64),
+                None => (
+                    g.init("classes", &[k as i64], Data::Str(&labels.classes)),
+                    STRING,
+                ),
+            };
+            g.node_in(
+                "",
+                "Gather",
+                &[&table, &idx],
+                &["label"],
+                vec![Attr::Int("axis", 0)],
+            );
+            outputs.push(value_info("label", elem, &[None]));
+            outputs.push(value_info("probabilities", DOUBLE, &[None, Some(k as i64)]));
+        }
+        _ => {
+            let shape = g.init("shape", &[1], Data::I64(&[-1]));
+            g.node_in("", "Reshape", &[&y, &shape], &["value"], vec![]);
+            outputs.push(value_info("value", DOUBLE, &[None]));
+        }
+    }
+    let mut graph = Pb::default();
+    for n in &g.nodes {
+        graph.msg(1, n);
+    }
+    graph.str(2, &format!("runner_{}", src.version));
+    for i in &g.inits {
+        graph.msg(5, i);
+    }
+    graph.msg(11, &value_info("input", DOUBLE, &[None, Some(f)]));
+    for o in &outputs {
+        graph.msg(12, o);
+    }
+    let mut model = Pb::default();
+    model
+        .int(1, 8)
+        .str(2, "runner")
+        .str(3, env!("CARGO_PKG_VERSION"))
+        .msg(7, &graph);
+    for (domain, version) in [("", 17), ("ai.onnx.ml", 3)] {
+        let mut o = Pb::default();
+        o.str(1, domain).int(2, version);
+        model.msg(8, &o);
+    }
+    let names: Vec<String> = steps.iter().map(|s| s.0.clone()).collect();
+    for (key, value) in [
+        ("runner.run", src.version.to_string()),
+        ("runner.model_kind", kind.to_string()),
+        ("feature_names", serde_json::to_string(&names)?),
+        (
+            "labels",
+            serde_json::to_string(&src.labels.map(|l| &l.classes))?,
+        ),
+    ] {
+        let mut e = Pb::default();
+        e.str(1, key).str(2, &value);
+        model.msg(14, &e);
+    }
+    Ok(model.0)
+}
