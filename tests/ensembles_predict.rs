@@ -305,3 +305,173 @@ fn predict_regression_values_and_filters() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("regression"));
 }
+
+/// Runs an exported ONNX model in onnxruntime from PyPI (tests/onnx_check.py).
+fn onnxruntime(model: &Path, data: &Path) -> Value {
+    let out = std::process::Command::new(mlflow_python())
+        .arg(repo().join("tests/onnx_check.py"))
+        .arg(model)
+        .arg(data)
+        .output()
+        .expect("python starts");
+    assert!(
+        out.status.success(),
+        "onnxruntime failed on {}:\n{}",
+        model.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn onnx_exports_predict_the_same_in_onnxruntime() {
+    let d = tempfile::tempdir().unwrap();
+    let mut sweep = String::from("[[models]]\nkind = \"decision_tree\"\n[[models]]\nkind = \"random_forest\"\nn_trees = 30\n[[models]]\nkind = \"logistic_regression\"\n[[models]]\nkind = \"knn\"\n");
+    if cfg!(feature = "torch") {
+        sweep.push_str(
+            "[[models]]\nkind = \"mlp\"\nepochs = 5\nhidden = \"16,8\"\nactivation = \"gelu\"\n",
+        );
+    }
+    // Missing values in the input are filled inside the graph as in the runner.
+    let cfg = write_config(
+        d.path(),
+        &CONFIG.replace(
+            "scale = \"standard\"",
+            "scale = \"standard\"\nimpute = \"median\"",
+        ),
+        &sweep,
+    );
+    let report = stdout_json(&run_ok(runner(d.path()).args(["sweep"]).arg(&cfg).args([
+        "--json",
+        "--set",
+        "cv.folds=2",
+    ])));
+    run_ok(runner(d.path()).args(["reload-etl", "v1", "--out", "new.csv"]));
+    // Blank a few cells: both sides must fill them with the training median.
+    let text = std::fs::read_to_string(d.path().join("new.csv")).unwrap();
+    let holes: String = text
+        .lines()
+        .enumerate()
+        .map(|(i, l)| {
+            let mut c: Vec<&str> = l.split(',').collect();
+            if i > 0 && i % 50 == 0 {
+                c[i % 11] = "";
+            }
+            c.join(",") + "\n"
+        })
+        .collect();
+    std::fs::write(d.path().join("new.csv"), holes).unwrap();
+    for run in report["runs"].as_array().unwrap() {
+        let (tv, kind) = (
+            run["version"].as_str().unwrap(),
+            run["kind"].as_str().unwrap(),
+        );
+        let out = runner(d.path())
+            .args(["export", tv, "--format", "onnx", "--out", "export"])
+            .output()
+            .unwrap();
+        if kind == "knn" {
+            assert!(!out.status.success());
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                err.contains("--format native") && err.contains("random_forest"),
+                "{err}"
+            );
+            continue;
+        }
+        assert!(
+            out.status.success(),
+            "{kind}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let onnx = onnxruntime(
+            &d.path().join(format!("export/model_{tv}.onnx")),
+            &d.path().join("new.csv"),
+        );
+        let p = d.path().join(format!("p_{tv}.csv"));
+        run_ok(
+            runner(d.path())
+                .args(["predict", tv, "--input", "new.csv", "--proba", "--out"])
+                .arg(&p),
+        );
+        let ours = read_predictions(&p);
+        let labels = onnx["label"].as_array().unwrap();
+        let proba = onnx["probabilities"].as_array().unwrap();
+        assert_eq!(labels.len(), ours.len());
+        // Trees and the MLP compute in float inside onnxruntime; logistic stays in double.
+        let tol = if kind == "logistic_regression" {
+            1e-12
+        } else {
+            1e-5
+        };
+        let mut label_diffs = 0;
+        for (i, (l, (label, pr))) in labels.iter().zip(&ours).enumerate() {
+            let theirs: Vec<f64> = proba[i]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap())
+                .collect();
+            for (a, b) in theirs.iter().zip(pr) {
+                assert!(
+                    (a - b).abs() <= tol,
+                    "{kind} row {i}: onnxruntime {a}, runner {b}"
+                );
+            }
+            if l.to_string() != *label {
+                // Only where two classes are within float rounding of each other.
+                let mut s = pr.clone();
+                s.sort_by(|a, b| b.total_cmp(a));
+                assert!(s[0] - s[1] < 1e-5, "{kind} row {i}: label {l} vs {label}");
+                label_diffs += 1;
+            }
+        }
+        assert!(label_diffs <= 2, "{kind}: {label_diffs} labels differ");
+    }
+    // Native and TorchScript exports copy the saved files.
+    let out =
+        run_ok(runner(d.path()).args(["export", "t2", "--format", "native", "--out", "native"]));
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(listed.contains("model_t2.json"), "{listed}");
+    let out = runner(d.path())
+        .args(["export", "t2", "--format", "torchscript", "--out", "ts"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("TorchScript export covers the networks"));
+}
+
+#[test]
+fn onnx_export_of_regressors() {
+    let d = tempfile::tempdir().unwrap();
+    let config = "experiment = \"reg\"\nseed = 42\ntask = \"regression\"\nsweeps = [\"sweep.toml\"]\n[data]\nsource = \"builtin:winequality-red\"\ntarget = \"quality\"\n[etl]\nscale = \"minmax\"\n[cv]\nfolds = 2\n";
+    let cfg = write_config(
+        d.path(),
+        config,
+        "[[models]]\nkind = \"linear\"\n[[models]]\nkind = \"random_forest\"\nn_trees = 20\n",
+    );
+    run_ok(runner(d.path()).args(["sweep"]).arg(&cfg));
+    run_ok(runner(d.path()).args(["reload-etl", "v1", "--out", "new.csv"]));
+    for (tv, tol) in [("t1", 1e-9), ("t2", 1e-5)] {
+        run_ok(runner(d.path()).args(["export", tv, "--format", "onnx", "--out", "x"]));
+        let onnx = onnxruntime(
+            &d.path().join(format!("x/model_{tv}.onnx")),
+            &d.path().join("new.csv"),
+        );
+        let out = run_ok(runner(d.path()).args(["predict", tv, "--input", "new.csv"]));
+        let ours: Vec<f64> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .skip(1)
+            .map(|l| l.split(',').nth(1).unwrap().parse().unwrap())
+            .collect();
+        let theirs = onnx["value"].as_array().unwrap();
+        assert_eq!(ours.len(), theirs.len());
+        for (a, b) in ours.iter().zip(theirs) {
+            let b = b.as_f64().unwrap();
+            assert!(
+                (a - b).abs() <= tol * a.abs().max(1.0),
+                "{tv}: runner {a}, onnxruntime {b}"
+            );
+        }
+    }
+}

@@ -35,4 +35,9 @@ if ! "$venv/bin/python" -c 'import mlflow, sys; sys.exit(mlflow.__version__ != "
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q --disable-pip-version-check mlflow==3.17.2
 fi
+# onnxruntime (and numpy, which mlflow brings) for the ONNX export test.
+if ! "$venv/bin/python" -c 'import onnxruntime, sys; sys.exit(onnxruntime.__version__ != "1.30.0")' >/dev/null 2>&1; then
+  echo "setup: adding onnxruntime==1.30.0 to $venv" >&2
+  "$venv/bin/pip" install -q --disable-pip-version-check onnxruntime==1.30.0
+fi
 echo "$venv/bin/python"
