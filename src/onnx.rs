@@ -363,8 +363,11 @@ fn linear(g: &mut Graph, fitted: &Value, x: &str) -> Result<String> {
     Ok(g.op("Add", &[&z, &b], vec![]))
 }
 
+/// Float tensors by name: (shape, values).
+type Tensors = std::collections::BTreeMap<String, (Vec<i64>, Vec<f32>)>;
+
 /// Tensors of a safetensors file (float32 only), by name.
-fn safetensors(bytes: &[u8]) -> Result<std::collections::BTreeMap<String, (Vec<i64>, Vec<f32>)>> {
+fn safetensors(bytes: &[u8]) -> Result<Tensors> {
     let n = u64::from_le_bytes(bytes.get(..8).context("short safetensors")?.try_into()?) as usize;
     let header: Value = serde_json::from_slice(bytes.get(8..8 + n).context("short header")?)?;
     let data = &bytes[8 + n..];

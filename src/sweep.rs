@@ -1426,7 +1426,7 @@ pub fn resolve_run_members(
             let t = m.from_run.clone().unwrap_or_default();
             let bad = |msg: String| ConfigError::new(&file, msg).key(format!("{}.members", c.name));
             let row = match &store {
-                Some(s) => s.training_run(parse_version(&t, 't').map_err(|e| bad(e))?)?,
+                Some(s) => s.training_run(parse_version(&t, 't').map_err(&bad)?)?,
                 None => None,
             }
             .ok_or_else(|| {

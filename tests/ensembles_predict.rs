@@ -263,7 +263,7 @@ fn predict_regression_values_and_filters() {
     let config = "experiment = \"reg\"\nseed = 42\ntask = \"regression\"\nsweeps = [\"sweep.toml\"]\n[data]\nsource = \"builtin:winequality-red\"\ntarget = \"quality\"\n[etl]\nfilter = [\"alcohol > 9\"]\n";
     let cfg = write_config(
         d.path(),
-        &config,
+        config,
         "[[models]]\nkind = \"linear\"\n[[models]]\nkind = \"voting\"\nmembers = [\"linear\", \"forest\"]\n[[models]]\nkind = \"random_forest\"\nname = \"forest\"\nn_trees = 10\n",
     );
     let out = runner(d.path()).args(["sweep"]).arg(&cfg).output().unwrap();
@@ -272,7 +272,7 @@ fn predict_regression_values_and_filters() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("member \"forest\""));
     write_config(
         d.path(),
-        &config,
+        config,
         "[[models]]\nkind = \"linear\"\n[[models]]\nkind = \"random_forest\"\nname = \"forest\"\nn_trees = 10\n[[models]]\nkind = \"voting\"\nmembers = [\"linear\", \"forest\"]\n",
     );
     run_ok(
@@ -418,7 +418,12 @@ fn onnx_exports_predict_the_same_in_onnxruntime() {
                     "{kind} row {i}: onnxruntime {a}, runner {b}"
                 );
             }
-            if l.to_string() != *label {
+            let l = l
+                .as_i64()
+                .map(|v| v.to_string())
+                .or_else(|| l.as_str().map(str::to_string))
+                .unwrap();
+            if l != *label {
                 // Only where two classes are within float rounding of each other.
                 let mut s = pr.clone();
                 s.sort_by(|a, b| b.total_cmp(a));

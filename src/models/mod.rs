@@ -859,12 +859,20 @@ pub fn load(
 }
 
 /// Early stopping on a validation loss, shared by the boosting libraries and the networks.
+#[cfg_attr(
+    not(any(feature = "xgboost", feature = "lightgbm", feature = "torch")),
+    allow(dead_code)
+)]
 pub(crate) struct EarlyStopping {
     patience: i64,
     best: f64,
     best_round: i64,
 }
 
+#[cfg_attr(
+    not(any(feature = "xgboost", feature = "lightgbm", feature = "torch")),
+    allow(dead_code)
+)]
 impl EarlyStopping {
     /// `patience` rounds without a better loss stop training; 0 never stops.
     pub(crate) fn new(patience: i64) -> Self {
