@@ -178,6 +178,16 @@ pub enum LiteralValueRepr {
     Bool(bool),
 }
 
+fn cast_expr(column: &str, to: CastType) -> Expr {
+    let dt = match to {
+        CastType::F64 => DataType::Float64,
+        CastType::I64 => DataType::Int64,
+        CastType::Str => DataType::String,
+        CastType::Bool => DataType::Boolean,
+    };
+    col(column).strict_cast(dt)
+}
+
 fn filter_expr(c: &str, op: &str, v: LiteralValueRepr) -> Expr {
     let l = match v {
         LiteralValueRepr::Num(x) => lit(x),
@@ -203,13 +213,7 @@ pub fn apply_for_prediction(df: DataFrame, spec: &EtlSpec) -> Result<(DataFrame,
     let has = |n: &str| names.iter().any(|c| c == n);
     let mut lf = df.lazy().with_row_index("row", None);
     for (n, t) in spec.cast.iter().filter(|(n, _)| has(n)) {
-        let dt = match t {
-            CastType::F64 => DataType::Float64,
-            CastType::I64 => DataType::Int64,
-            CastType::Str => DataType::String,
-            CastType::Bool => DataType::Boolean,
-        };
-        lf = lf.with_column(col(n.as_str()).strict_cast(dt));
+        lf = lf.with_column(cast_expr(n, *t));
     }
     let mut applied = Vec::new();
     for f in &spec.filter {
@@ -289,13 +293,7 @@ pub fn apply_stateless(
         });
     }
     for (n, t) in &spec.cast {
-        let dt = match t {
-            CastType::F64 => DataType::Float64,
-            CastType::I64 => DataType::Int64,
-            CastType::Str => DataType::String,
-            CastType::Bool => DataType::Boolean,
-        };
-        lf = lf.with_column(col(n.as_str()).strict_cast(dt));
+        lf = lf.with_column(cast_expr(n, *t));
     }
     for f in filters {
         lf = lf.filter(f);

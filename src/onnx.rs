@@ -91,28 +91,26 @@ enum Data<'a> {
 fn tensor(name: &str, dims: &[i64], data: Data) -> Pb {
     let mut t = Pb::default();
     t.packed_ints(1, dims);
+    let raw = |t: &mut Pb, elem: i64, bytes: Vec<u8>| {
+        t.int(2, elem);
+        t.bytes(9, &bytes);
+    };
     match data {
-        Data::F64(v) => {
-            t.int(2, DOUBLE);
-            t.bytes(
-                9,
-                &v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<_>>(),
-            );
-        }
-        Data::F32(v) => {
-            t.int(2, FLOAT);
-            t.bytes(
-                9,
-                &v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<_>>(),
-            );
-        }
-        Data::I64(v) => {
-            t.int(2, INT64);
-            t.bytes(
-                9,
-                &v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<_>>(),
-            );
-        }
+        Data::F64(v) => raw(
+            &mut t,
+            DOUBLE,
+            v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        ),
+        Data::F32(v) => raw(
+            &mut t,
+            FLOAT,
+            v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        ),
+        Data::I64(v) => raw(
+            &mut t,
+            INT64,
+            v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        ),
         Data::Str(v) => {
             t.int(2, STRING);
             for s in v {

@@ -288,14 +288,7 @@ mod xgboost {
 }
 
 #[cfg(feature = "xgboost")]
-pub fn load_xgboost(
-    json_model: &[u8],
-    task: Task,
-    n_classes: usize,
-    best_round: i64,
-) -> Result<Box<dyn FittedModel>> {
-    xgboost::load(json_model, task, n_classes, best_round)
-}
+pub use xgboost::load as load_xgboost;
 
 #[cfg(feature = "xgboost")]
 pub fn fit_xgboost(
@@ -678,14 +671,7 @@ mod lightgbm {
 }
 
 #[cfg(feature = "lightgbm")]
-pub fn load_lightgbm(
-    text: &[u8],
-    task: Task,
-    n_classes: usize,
-    best_round: i64,
-) -> Result<Box<dyn FittedModel>> {
-    lightgbm::load(text, task, n_classes, best_round)
-}
+pub use lightgbm::load as load_lightgbm;
 
 #[cfg(feature = "lightgbm")]
 pub fn fit_lightgbm(
