@@ -108,12 +108,23 @@ pub fn validate_command(
         "hyperparameters (defaults made explicit)",
     ]);
     for (i, c) in configs.iter().enumerate() {
-        let params = c
+        let mut params = c
             .params
             .iter()
             .map(|(k, v)| format!("{k}={v}"))
             .collect::<Vec<_>>()
             .join(" ");
+        if !c.members.is_empty() {
+            let members: Vec<String> = c
+                .members
+                .iter()
+                .map(|m| match &m.from_run {
+                    Some(t) => format!("{t} {}", m.name),
+                    None => m.name.clone(),
+                })
+                .collect();
+            params.push_str(&format!(" members={}", members.join(",")));
+        }
         t.add_row(vec![
             Cell::new(i + 1),
             Cell::new(&c.name),
