@@ -50,6 +50,17 @@ pub fn sweep_command(path: &Path, opts: &SweepOptions) -> Result<ExitCode> {
         let more = sweep::run_sweep(&prep, ensembles, opts, opts.json)?;
         report.runs.extend(more.runs);
         report.wall_seconds += more.wall_seconds;
+        // One chart over the sweep and its ensembles, in place of the two partial ones.
+        if let Some(first) = report.comparison_chart.take() {
+            let dir = Path::new(&first)
+                .parent()
+                .unwrap_or(Path::new("."))
+                .to_path_buf();
+            for partial in [Some(first), more.comparison_chart].into_iter().flatten() {
+                let _ = std::fs::remove_file(partial);
+            }
+            report.comparison_chart = sweep::comparison_chart(&prep, &report.runs, &dir);
+        }
     }
     if opts.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

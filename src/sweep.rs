@@ -1113,45 +1113,7 @@ pub fn run_plans(
         .collect();
     // The sweep at a glance: the primary metric of every config with its fold spread, saved
     // beside the experiment's runs.
-    let chart = {
-        let done: Vec<&RunResult> = runs
-            .iter()
-            .filter(|r| r.metrics.contains_key(&prep.primary_metric))
-            .collect();
-        let labels: Vec<String> = done
-            .iter()
-            .map(|r| format!("{} {}", r.version, r.name))
-            .collect();
-        let means: Vec<f64> = done
-            .iter()
-            .map(|r| r.metrics[&prep.primary_metric].0)
-            .collect();
-        let stds: Vec<f64> = done
-            .iter()
-            .map(|r| r.metrics[&prep.primary_metric].1)
-            .collect();
-        let svg = crate::plot::bar_chart(
-            &format!(
-                "{}: {} per config (mean ± std over folds)",
-                prep.loaded.config.experiment, prep.primary_metric
-            ),
-            &prep.primary_metric,
-            &labels,
-            &means,
-            Some(&stds),
-        );
-        let dir = std::path::PathBuf::from(&artifact_location);
-        let path = dir.join(format!(
-            "sweep_t{}-t{}_{}.svg",
-            versions.first().copied().unwrap_or(0),
-            versions.last().copied().unwrap_or(0),
-            crate::sweep::sanitize(&prep.primary_metric)
-        ));
-        std::fs::create_dir_all(&dir)
-            .ok()
-            .and_then(|_| std::fs::write(&path, svg).ok())
-            .map(|_| path.display().to_string())
-    };
+    let chart = comparison_chart(prep, &runs, std::path::Path::new(&artifact_location));
     Ok(SweepReport {
         comparison_chart: chart,
         experiment: prep.loaded.config.experiment.clone(),
@@ -1167,6 +1129,50 @@ pub fn run_plans(
         start_to_first_training_ms,
         wandb: wandb_report,
     })
+}
+
+/// The sweep at a glance: the primary metric of every run with its fold spread, saved in `dir`
+/// (the experiment's folder) as `sweep_tA-tB_<metric>.svg`; returns its path.
+pub fn comparison_chart(
+    prep: &Prepared,
+    runs: &[RunResult],
+    dir: &std::path::Path,
+) -> Option<String> {
+    let metric = &prep.primary_metric;
+    let done: Vec<&RunResult> = runs
+        .iter()
+        .filter(|r| r.metrics.contains_key(metric))
+        .collect();
+    let labels: Vec<String> = done
+        .iter()
+        .map(|r| format!("{} {}", r.version, r.name))
+        .collect();
+    let means: Vec<f64> = done.iter().map(|r| r.metrics[metric].0).collect();
+    let stds: Vec<f64> = done.iter().map(|r| r.metrics[metric].1).collect();
+    let svg = crate::plot::bar_chart(
+        &format!(
+            "{}: {metric} per config (mean ± std over folds)",
+            prep.loaded.config.experiment
+        ),
+        metric,
+        &labels,
+        &means,
+        Some(&stds),
+    );
+    let versions: Vec<i64> = runs
+        .iter()
+        .filter_map(|r| parse_version(&r.version, 't').ok())
+        .collect();
+    let path = dir.join(format!(
+        "sweep_t{}-t{}_{}.svg",
+        versions.iter().min().copied().unwrap_or(0),
+        versions.iter().max().copied().unwrap_or(0),
+        sanitize(metric)
+    ));
+    std::fs::create_dir_all(dir)
+        .ok()
+        .and_then(|_| std::fs::write(&path, svg).ok())
+        .map(|_| path.display().to_string())
 }
 
 /// Trains one run and records how it ended. A failure marks the run FAILED with its error and

@@ -97,6 +97,24 @@ fn ensemble_top_n_and_members_from_earlier_runs() {
     ])));
     let runs = report["runs"].as_array().unwrap();
     assert_eq!(runs.len(), 6, "4 configs and 2 ensembles");
+    // One comparison chart over the sweep and its ensembles.
+    let chart = std::path::PathBuf::from(report["comparison_chart"].as_str().unwrap());
+    assert!(
+        chart.ends_with("sweep_t1-t6_accuracy.svg"),
+        "{}",
+        chart.display()
+    );
+    let svg = std::fs::read_to_string(&chart).unwrap();
+    assert!(
+        svg.contains("voting[top2]") && svg.contains("t1 "),
+        "every run is on the chart"
+    );
+    let charts = std::fs::read_dir(chart.parent().unwrap())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("sweep_"))
+        .count();
+    assert_eq!(charts, 1, "no partial charts left behind");
     // The two best single models by accuracy are the members.
     let mut singles: Vec<&Value> = runs[..4].iter().collect();
     singles.sort_by(|a, b| accuracy_and_f1(b).0.total_cmp(&accuracy_and_f1(a).0));
