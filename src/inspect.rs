@@ -44,24 +44,26 @@ pub fn sweep_command(path: &Path, opts: &SweepOptions) -> Result<ExitCode> {
     let store_path = sweep::tracking_path(opts.tracking_uri.as_deref(), Some(&prep.loaded))?;
     sweep::resolve_run_members(&mut configs, &store_path, prep.task, path)?;
     let configs = select_only(configs, &opts.only, path)?;
-    let mut report = sweep::run_sweep(&prep, configs.clone(), opts, opts.json)?;
-    if let Some(n) = opts.ensemble_top {
-        let ensembles = sweep::top_ensembles(&report, &configs, n)?;
-        let more = sweep::run_sweep(&prep, ensembles, opts, opts.json)?;
-        report.runs.extend(more.runs);
-        report.wall_seconds += more.wall_seconds;
-        // One chart over the sweep and its ensembles, in place of the two partial ones.
-        if let Some(first) = report.comparison_chart.take() {
-            let dir = Path::new(&first)
-                .parent()
-                .unwrap_or(Path::new("."))
-                .to_path_buf();
-            for partial in [Some(first), more.comparison_chart].into_iter().flatten() {
-                let _ = std::fs::remove_file(partial);
-            }
-            report.comparison_chart = sweep::comparison_chart(&prep, &report.runs, &dir);
+    let report = match opts.ensemble_top {
+        None => sweep::run_sweep(&prep, configs, opts, opts.json)?,
+        Some(n) => {
+            // Two batches (the configs, then their ensembles) and one chart over both.
+            let batch = SweepOptions {
+                no_chart: true,
+                ..opts.clone()
+            };
+            let mut report = sweep::run_sweep(&prep, configs.clone(), &batch, opts.json)?;
+            let ensembles = sweep::top_ensembles(&report, &configs, n)?;
+            let more = sweep::run_sweep(&prep, ensembles, &batch, opts.json)?;
+            report.runs.extend(more.runs);
+            report.wall_seconds += more.wall_seconds;
+            let (_, location) = MlflowStore::open_existing(Path::new(&report.store))?
+                .experiment(&report.experiment)?;
+            report.comparison_chart =
+                sweep::comparison_chart(&prep, &report.runs, Path::new(&location));
+            report
         }
-    }
+    };
     if opts.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -201,6 +201,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 tracking_uri: cli.tracking_uri.clone(),
                 version,
                 ensemble_top: ensemble,
+                no_chart: false,
             };
             inspect::sweep_command(&config, &opts)
         }

@@ -97,6 +97,13 @@ pub fn load_run_model(store: &MlflowStore, version: i64) -> Result<SavedModel> {
     })
 }
 
+/// `tN` of the chosen store, loaded.
+fn open_saved(uri: Option<&str>, version: &str) -> Result<SavedModel> {
+    let v = sweep::parse_version(version, 't').map_err(|m| anyhow::anyhow!(m))?;
+    let store = MlflowStore::open_existing(&sweep::tracking_path(uri, None)?)?;
+    load_run_model(&store, v)
+}
+
 /// What prediction made of an input file.
 pub struct Predicted {
     /// Input row (0-based) of each prediction.
@@ -253,10 +260,7 @@ pub fn predict_command(
     out: Option<&Path>,
     proba: bool,
 ) -> Result<ExitCode> {
-    let v = sweep::parse_version(version, 't').map_err(|m| anyhow::anyhow!(m))?;
-    let store_path = sweep::tracking_path(uri, None)?;
-    let store = MlflowStore::open_existing(&store_path)?;
-    let saved = load_run_model(&store, v)?;
+    let saved = open_saved(uri, version)?;
     let p = predict_file(&saved, input)?;
     let csv = to_csv(&saved, &p, proba)?;
     if !p.filters.is_empty() {
@@ -291,10 +295,7 @@ pub fn export_command(
     format: &str,
     out: &Path,
 ) -> Result<ExitCode> {
-    let v = sweep::parse_version(version, 't').map_err(|m| anyhow::anyhow!(m))?;
-    let store_path = sweep::tracking_path(uri, None)?;
-    let store = MlflowStore::open_existing(&store_path)?;
-    let saved = load_run_model(&store, v)?;
+    let saved = open_saved(uri, version)?;
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let copy = |from: &Path| -> Result<PathBuf> {
         let to = out.join(from.file_name().unwrap_or_default());

@@ -787,6 +787,8 @@ pub struct SweepOptions {
     pub version: Option<i64>,
     /// `--ensemble top=N`: after the sweep, a voting and a stacking ensemble of the N best.
     pub ensemble_top: Option<usize>,
+    /// Leave the comparison chart to the caller (it draws one over several batches).
+    pub no_chart: bool,
 }
 
 pub fn tracking_path(cli: Option<&str>, loaded: Option<&LoadedConfig>) -> Result<PathBuf> {
@@ -1113,7 +1115,11 @@ pub fn run_plans(
         .collect();
     // The sweep at a glance: the primary metric of every config with its fold spread, saved
     // beside the experiment's runs.
-    let chart = comparison_chart(prep, &runs, std::path::Path::new(&artifact_location));
+    let chart = if opts.no_chart {
+        None
+    } else {
+        comparison_chart(prep, &runs, std::path::Path::new(&artifact_location))
+    };
     Ok(SweepReport {
         comparison_chart: chart,
         experiment: prep.loaded.config.experiment.clone(),

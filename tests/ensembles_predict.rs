@@ -25,9 +25,7 @@ fn ensembles_beat_their_best_member_and_record_the_members_runs() {
         "{MEMBERS}[[models]]\nkind = \"voting\"\nname = \"vote\"\nmembers = [\"forest\", \"knn[k=15]\", \"logistic\"]\n[[models]]\nkind = \"stacking\"\nname = \"stack\"\nmembers = [\"forest\", \"knn[k=15]\", \"logistic\"]\ninner_folds = 4\n"
     );
     let cfg = write_config(d.path(), CONFIG, &sweep);
-    let report = stdout_json(&run_ok(
-        runner(d.path()).args(["sweep"]).arg(&cfg).args(["--json"]),
-    ));
+    let report = sweep_json(d.path(), &cfg, &[]);
     let runs: BTreeMap<String, &Value> = report["runs"]
         .as_array()
         .unwrap()
@@ -88,13 +86,11 @@ fn ensembles_beat_their_best_member_and_record_the_members_runs() {
 fn ensemble_top_n_and_members_from_earlier_runs() {
     let d = tempfile::tempdir().unwrap();
     let cfg = write_config(d.path(), CONFIG, MEMBERS);
-    let report = stdout_json(&run_ok(runner(d.path()).args(["sweep"]).arg(&cfg).args([
-        "--json",
-        "--ensemble",
-        "top=2",
-        "--set",
-        "cv.folds=3",
-    ])));
+    let report = sweep_json(
+        d.path(),
+        &cfg,
+        &["--ensemble", "top=2", "--set", "cv.folds=3"],
+    );
     let runs = report["runs"].as_array().unwrap();
     assert_eq!(runs.len(), 6, "4 configs and 2 ensembles");
     // One comparison chart over the sweep and its ensembles.
@@ -136,14 +132,8 @@ fn ensemble_top_n_and_members_from_earlier_runs() {
     // A later sweep names earlier runs as members; a missing run is a config error.
     let later = "[[models]]\nkind = \"voting\"\nname = \"old-pair\"\nmembers = [\"t1\", \"t3\"]\nvoting = \"hard\"\n";
     std::fs::write(d.path().join("sweep.toml"), later).unwrap();
-    let out =
-        run_ok(
-            runner(d.path())
-                .args(["sweep"])
-                .arg(&cfg)
-                .args(["--json", "--set", "cv.folds=3"]),
-        );
-    let r = &stdout_json(&out)["runs"][0];
+    let report = sweep_json(d.path(), &cfg, &["--set", "cv.folds=3"]);
+    let r = &report["runs"][0];
     assert_eq!(r["status"], "FINISHED");
     std::fs::write(d.path().join("sweep.toml"), later.replace("t3", "t99")).unwrap();
     let out = runner(d.path()).args(["sweep"]).arg(&cfg).output().unwrap();
@@ -195,11 +185,7 @@ fn predict_gives_each_runs_own_predictions_and_refuses_mismatched_input() {
         "[[models]]\nkind = \"stacking\"\nmembers = {members:?}\ninner_folds = 3\n"
     ));
     let cfg = write_config(d.path(), CONFIG, &sweep);
-    let report = stdout_json(&run_ok(runner(d.path()).args(["sweep"]).arg(&cfg).args([
-        "--json",
-        "--set",
-        "cv.folds=2",
-    ])));
+    let report = sweep_json(d.path(), &cfg, &["--set", "cv.folds=2"]);
     run_ok(runner(d.path()).args(["reload-etl", "v1", "--out", "new.csv"]));
     for run in report["runs"].as_array().unwrap() {
         assert_eq!(run["status"], "FINISHED", "{}", run["error"]);
@@ -359,11 +345,7 @@ fn onnx_exports_predict_the_same_in_onnxruntime() {
         ),
         &sweep,
     );
-    let report = stdout_json(&run_ok(runner(d.path()).args(["sweep"]).arg(&cfg).args([
-        "--json",
-        "--set",
-        "cv.folds=2",
-    ])));
+    let report = sweep_json(d.path(), &cfg, &["--set", "cv.folds=2"]);
     run_ok(runner(d.path()).args(["reload-etl", "v1", "--out", "new.csv"]));
     // Blank a few cells: both sides must fill them with the training median.
     let text = std::fs::read_to_string(d.path().join("new.csv")).unwrap();

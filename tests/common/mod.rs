@@ -144,3 +144,14 @@ pub fn read_json(path: &Path) -> Value {
     )
     .unwrap()
 }
+
+/// `runner sweep CONFIG --json [args]` in `dir`, which must succeed; its report.
+pub fn sweep_json(dir: &Path, config: &Path, args: &[&str]) -> Value {
+    stdout_json(&run_ok(
+        runner(dir)
+            .args(["sweep"])
+            .arg(config)
+            .arg("--json")
+            .args(args),
+    ))
+}
