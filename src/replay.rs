@@ -131,6 +131,14 @@ pub fn reload_etl_command(
 }
 
 /// Applies `--set key=value` to a recorded plan; returns the changes as `key: old -> new`.
+/// `value` parsed, if it lies in `range`.
+fn parse_within<T: std::str::FromStr + PartialOrd>(
+    value: &str,
+    range: impl std::ops::RangeBounds<T>,
+) -> Option<T> {
+    value.parse().ok().filter(|v| range.contains(v))
+}
+
 fn apply_sets(plan: &mut TrainPlan, sets: &[String]) -> Result<Vec<String>> {
     let mut changes = Vec::new();
     for set in sets {
@@ -149,26 +157,17 @@ fn apply_sets(plan: &mut TrainPlan, sets: &[String]) -> Result<Vec<String>> {
             }
             "threads" => {
                 old = plan.threads.to_string();
-                plan.threads = value
-                    .parse()
-                    .ok()
-                    .filter(|t| *t >= 1)
+                plan.threads = parse_within(value, 1..=usize::MAX)
                     .ok_or_else(|| parse_err("must be an integer >= 1"))?;
             }
             "cv.folds" => {
                 old = plan.folds.to_string();
-                plan.folds = value
-                    .parse()
-                    .ok()
-                    .filter(|f| (2..=100).contains(f))
+                plan.folds = parse_within(value, 2..=100)
                     .ok_or_else(|| parse_err("must be an integer in 2..=100"))?;
             }
             "cv.repeats" => {
                 old = plan.repeats.to_string();
-                plan.repeats = value
-                    .parse()
-                    .ok()
-                    .filter(|f| (1..=100).contains(f))
+                plan.repeats = parse_within(value, 1..=100)
                     .ok_or_else(|| parse_err("must be an integer in 1..=100"))?;
             }
             "cv.stratified" => {
@@ -179,10 +178,7 @@ fn apply_sets(plan: &mut TrainPlan, sets: &[String]) -> Result<Vec<String>> {
             }
             "cv.holdout" => {
                 old = plan.holdout.to_string();
-                plan.holdout = value
-                    .parse()
-                    .ok()
-                    .filter(|h| (0.0..0.9).contains(h))
+                plan.holdout = parse_within(value, 0.0..0.9)
                     .ok_or_else(|| parse_err("must be a share in [0, 0.9)"))?;
             }
             other => {

@@ -92,12 +92,7 @@ fn eda_reports_the_red_wine_and_logs_an_mlflow_run() {
     assert_eq!(run["tags"]["runner.etl_version"], "v1");
     assert_eq!(run["inputs"][0]["name"], "wine-quality-v1");
     assert!(run["metrics"]["kmeans_k6/nmi"].is_number());
-    let arts: Vec<&str> = run["artifacts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap())
-        .collect();
+    let arts = artifact_names(run);
     for want in [
         "eda.json",
         "eda_report.md",

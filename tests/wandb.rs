@@ -11,6 +11,13 @@ use wandb_server::{FaultKind, WandbServer};
 
 const KEY: &str = "wandbtestkey0123456789abcdefghijklmnopqr";
 
+/// `runner` in `dir` with the test's W&B key in its environment.
+fn keyed(dir: &Path) -> std::process::Command {
+    let mut c = runner(dir);
+    c.env("WANDB_API_KEY", KEY);
+    c
+}
+
 fn config(dir: &Path, server: &WandbServer, extra: &str) -> std::path::PathBuf {
     let cfg = format!(
         "experiment = \"wine-wb\"\nsweeps = [\"sweep.toml\"]\n[data]\nsource = \"builtin:winequality-red\"\ntarget = \"quality\"\n[etl]\nscale = \"standard\"\n[cv]\nfolds = 3\n[tracking.wandb]\nproject = \"wine\"\nbase_url = \"{}\"\nbackoff_ms = 20\n{extra}",
@@ -140,13 +147,7 @@ fn a_sweep_logs_every_run_to_wandb() {
     let server = WandbServer::start(KEY);
     let d = tempfile::tempdir().unwrap();
     let cfg = config(d.path(), &server, "");
-    let out = run_ok(
-        runner(d.path())
-            .env("WANDB_API_KEY", KEY)
-            .args(["sweep"])
-            .arg(&cfg)
-            .args(["--json"]),
-    );
+    let out = run_ok(keyed(d.path()).args(["sweep"]).arg(&cfg).args(["--json"]));
     let report = stdout_json(&out);
     assert_eq!(report["wandb"]["mode"], "online");
     assert_eq!(report["wandb"]["pending_runs"], 0);
@@ -161,11 +162,7 @@ fn a_sweep_logs_every_run_to_wandb() {
     }
     assert_key_nowhere(d.path(), &[&out]);
     // Nothing left to sync.
-    let sync = run_ok(
-        runner(d.path())
-            .env("WANDB_API_KEY", KEY)
-            .args(["wandb-sync"]),
-    );
+    let sync = run_ok(keyed(d.path()).args(["wandb-sync"]));
     assert!(String::from_utf8_lossy(&sync.stdout).contains("Nothing to send"));
 }
 
@@ -183,13 +180,7 @@ fn injected_failures_are_retried_and_the_sweep_still_finishes() {
     );
     let d = tempfile::tempdir().unwrap();
     let cfg = config(d.path(), &server, "");
-    let out = run_ok(
-        runner(d.path())
-            .env("WANDB_API_KEY", KEY)
-            .args(["sweep"])
-            .arg(&cfg)
-            .args(["--json"]),
-    );
+    let out = run_ok(keyed(d.path()).args(["sweep"]).arg(&cfg).args(["--json"]));
     let report = stdout_json(&out);
     assert_eq!(
         report["wandb"]["pending_runs"], 0,
@@ -213,13 +204,7 @@ fn a_dead_server_costs_a_bounded_wait_and_the_spool_syncs_later() {
     let d = tempfile::tempdir().unwrap();
     let cfg = config(d.path(), &server, "timeout_s = 1\nrequest_timeout_s = 1\n");
     let t = Instant::now();
-    let out = run_ok(
-        runner(d.path())
-            .env("WANDB_API_KEY", KEY)
-            .args(["sweep"])
-            .arg(&cfg)
-            .args(["--json"]),
-    );
+    let out = run_ok(keyed(d.path()).args(["sweep"]).arg(&cfg).args(["--json"]));
     let report = stdout_json(&out);
     assert!(
         report["wandb"]["wait_seconds"].as_f64().unwrap() < 3.0,
@@ -239,11 +224,7 @@ fn a_dead_server_costs_a_bounded_wait_and_the_spool_syncs_later() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("wandb-sync"));
     // The server comes back: one sync sends everything, exactly once.
     server.clear_faults();
-    let sync = run_ok(
-        runner(d.path())
-            .env("WANDB_API_KEY", KEY)
-            .args(["wandb-sync", "--json"]),
-    );
+    let sync = run_ok(keyed(d.path()).args(["wandb-sync", "--json"]));
     let s = stdout_json(&sync);
     assert_eq!(s["synced"].as_array().unwrap().len(), 2, "{s}");
     for run in report["runs"].as_array().unwrap() {
@@ -273,8 +254,7 @@ fn offline_mode_spools_and_sync_resumes_without_duplicates() {
     );
     // First sync: the history goes, the file uploads are refused (400), so the runs stay pending.
     server.fail("CreateRunFiles", FaultKind::Status(400), 2);
-    let first = runner(d.path())
-        .env("WANDB_API_KEY", KEY)
+    let first = keyed(d.path())
         .env("WANDB_BASE_URL", &server.url)
         .args(["wandb-sync"])
         .output()
@@ -296,8 +276,7 @@ fn offline_mode_spools_and_sync_resumes_without_duplicates() {
         std::fs::write(&state, s.to_string()).unwrap();
     }
     let second = run_ok(
-        runner(d.path())
-            .env("WANDB_API_KEY", KEY)
+        keyed(d.path())
             .env("WANDB_BASE_URL", &server.url)
             .args(["wandb-sync"]),
     );
@@ -368,8 +347,7 @@ fn wandb_without_a_key_is_refused_before_training() {
 fn without_wandb_configured_nothing_is_sent() {
     let d = tempfile::tempdir().unwrap();
     let out = run_ok(
-        runner(d.path())
-            .env("WANDB_API_KEY", KEY)
+        keyed(d.path())
             .args(["sweep"])
             .arg(repo().join("configs/wine.toml"))
             .args(["--only", "gaussian-nb", "--json"]),

@@ -155,3 +155,13 @@ pub fn sweep_json(dir: &Path, config: &Path, args: &[&str]) -> Value {
             .args(args),
     ))
 }
+
+/// The artifact paths of a run as the MLflow client listed them.
+pub fn artifact_names(run: &Value) -> Vec<&str> {
+    run["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect()
+}
