@@ -94,7 +94,7 @@ fn mlflow_reads_every_part_of_a_sweep() {
     assert!(t["runner.runner_version"].as_str().is_some());
     // Artifacts.
     let tv = t["runner.training_version"].as_str().unwrap();
-    let arts = artifact_names(&run);
+    let arts = artifact_names(run);
     for want in [
         format!("model_{tv}.json"),
         "confusion_matrix.csv".into(),
