@@ -38,9 +38,9 @@ fn red_wine_classification_reaches_the_targets() {
     );
     assert!(metric(&r, "svm-rbf[c=1]", "accuracy") >= 0.60, "RBF SVM");
     if cfg!(feature = "torch") {
-        // MLP 2x64 ReLU, dropout 0.1, batch norm, Adam 1e-3, 100 epochs, batch 64. The issue
-        // asks 0.63; this build measures 0.625 (seed 42), so the guard is set at 0.60.
-        assert!(metric(&r, "mlp", "accuracy") >= 0.60, "MLP");
+        // MLP 2x64 ReLU, dropout 0.1, batch norm, Adam 1e-3, 100 epochs, batch 64: the issue's
+        // target at seed 42 (PyTorch's default initialisation; 0.638 measured).
+        assert!(metric(&r, "mlp", "accuracy") >= 0.63, "MLP");
     }
 }
 
