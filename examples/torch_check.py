@@ -1,5 +1,8 @@
 """Checks a runner TorchScript export with PyTorch in Python (the full `torch` wheel, 4.7 GB,
 too heavy for every CI run; the test suite does the same check through libtorch's loader).
+The module takes the run's preprocessed features: this script applies the fitted preprocessing
+saved beside it (runner_model_tN.json: missing values filled, shift, scale) to the raw CSV.
+`bash examples/bench_torch.sh` runs it.
 
 Usage:
   runner reload-etl v1 --out data.csv
@@ -8,6 +11,8 @@ Usage:
 Prints the largest difference between PyTorch's outputs and runner's predictions.
 """
 import csv
+import json
+import re
 import sys
 
 import torch
@@ -15,8 +20,15 @@ import torch
 
 def main(model_pt, data_csv, target, predictions_csv):
     rows = list(csv.DictReader(open(data_csv)))
-    features = [c for c in rows[0] if c != target]
-    x = torch.tensor([[float(r[c]) for c in features] for r in rows], dtype=torch.float32)
+    saved = json.load(open(re.sub(r"model_(t\d+)\.pt$", r"runner_model_\1.json", model_pt)))
+    columns = saved["preprocessor"]["columns"]
+    steps = [(name, step["Numeric"]) for name, step in columns]
+
+    def value(r, name, s):
+        v = float(r[name]) if r[name] != "" else s["fill"]
+        return (v - s["shift"]) / s["scale"]
+
+    x = torch.tensor([[value(r, n, s) for n, s in steps] for r in rows], dtype=torch.float64).float()
     module = torch.jit.load(model_pt)
     out = module(x).detach().numpy()
     preds = list(csv.DictReader(open(predictions_csv)))

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Benchmark: train time of the wine MLP through runner (tch/libtorch) against the same network
+# in PyTorch (Python), on this machine, in one run. Both: red wine, stratified 5-fold CV plus a
+# refit (6 fits), MLP 2x64 ReLU, batch norm, dropout 0.1, Adam 1e-3, 100 epochs, batch 64, one
+# intra-op thread, inputs standardised inside the network, validation loss every epoch.
+# Then examples/torch_check.py runs runner's TorchScript export in PyTorch.
+# Python needs the full torch wheel: the first run adds its Python and CUDA library dependencies
+# (about 3 GB) to the lean venv of tests/torch-env.sh. Run: bash examples/bench_torch.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source tests/build-env.sh
+py="$(dirname "$(dirname "$(dirname "$(dirname "$LIBTORCH")")")")/bin/python"
+if ! "$py" -c 'import torch' >/dev/null 2>&1; then
+  echo "bench_torch: adding what Python's torch imports to $(dirname "$(dirname "$py")") (once)" >&2
+  "$(dirname "$py")/pip" install -q --disable-pip-version-check typing_extensions filelock sympy networkx jinja2 fsspec numpy \
+    nvidia-cudnn-cu13==9.20.0.48 nvidia-cusparselt-cu13==0.8.1 nvidia-nccl-cu13==2.29.7 nvidia-nvshmem-cu13==3.4.5 \
+    "cuda-toolkit[cublas,cudart,cufft,cufile,cupti,curand,cusolver,cusparse,nvjitlink,nvrtc,nvtx]==13.0.3"
+fi
+cargo build --release --locked --features "$RUNNER_FEATURES" --bin runner 2>/dev/null
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+(cd "$work" && "$CARGO_TARGET_DIR/release/runner" sweep "$OLDPWD/configs/wine.toml" --only mlp --jobs 1 --json >"$work/r.json" 2>/dev/null)
+"$CARGO_TARGET_DIR/release/runner" --tracking-uri "sqlite:///$work/mlflow.db" reload-etl v1 --out "$work/wine.csv" >/dev/null
+"$py" - "$work/r.json" "$work/wine.csv" <<'PY'
+import csv, json, sys, time
+import numpy as np, torch
+from torch import nn
+torch.set_num_threads(1)
+report = json.load(open(sys.argv[1]))
+rows = list(csv.DictReader(open(sys.argv[2])))
+feats = [c for c in rows[0] if c != "quality"]
+X = np.array([[float(r[c]) for c in feats] for r in rows], dtype=np.float32)
+classes = sorted({int(r["quality"]) for r in rows})
+y = np.array([classes.index(int(r["quality"])) for r in rows])
+# Stratified 5-fold, shuffled with a seed (same sizes as runner's; not the same rows).
+rng = np.random.default_rng(42)
+fold = np.empty(len(y), int)
+nxt = 0
+for c in range(len(classes)):
+    for i in rng.permutation(np.where(y == c)[0]):
+        fold[i] = nxt; nxt = (nxt + 1) % 5
+splits = [(np.where(fold != k)[0], np.where(fold == k)[0]) for k in range(5)] + [(np.arange(len(y)), None)]
+def fit(tr, te, seed):
+    torch.manual_seed(seed)
+    xt, yt = torch.tensor(X[tr]), torch.tensor(y[tr])
+    mean, std = xt.mean(0), xt.std(0, unbiased=False).clamp_min(1e-12)
+    net = nn.Sequential(nn.Linear(len(feats), 64), nn.BatchNorm1d(64), nn.ReLU(), nn.Dropout(0.1),
+                        nn.Linear(64, 64), nn.BatchNorm1d(64), nn.ReLU(), nn.Dropout(0.1), nn.Linear(64, len(classes)))
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    loss_fn = nn.CrossEntropyLoss()
+    xs = (xt - mean) / std
+    xv = (torch.tensor(X[te]) - mean) / std if te is not None else None
+    yv = torch.tensor(y[te]) if te is not None else None
+    for epoch in range(100):
+        net.train()
+        total = 0.0
+        for b in torch.randperm(len(tr)).split(64):
+            opt.zero_grad(); loss = loss_fn(net(xs[b]), yt[b]); loss.backward(); opt.step()
+            total += loss.item() * len(b)  # the epoch's train loss, as runner logs it
+        if xv is not None:
+            net.eval()
+            with torch.no_grad():
+                out = net(xv); loss_fn(out, yv).item(); (out.argmax(1) == yv).float().mean().item()
+    if te is None:
+        return None
+    with torch.no_grad():
+        return (net(xv).argmax(1).numpy() == y[te]).mean()
+t = time.perf_counter()
+accs = [a for a in (fit(tr, te, s) for s, (tr, te) in enumerate(splits)) if a is not None]
+py = time.perf_counter() - t
+ours = next(r for r in report["runs"] if r["name"] == "mlp")
+print(f"mlp runner {ours['fit_seconds']:.2f} s (accuracy {ours['metrics']['accuracy'][0]:.4f}) | PyTorch {torch.__version__} {py:.2f} s (accuracy {np.mean(accs):.4f}) for 6 fits x 100 epochs, 1 thread")
+PY
+pt=$(ls "$work"/mlruns/*/*/artifacts/model_t*.pt | head -n 1)
+preds=$(ls "$(dirname "$pt")"/predictions_t*.csv)
+"$py" examples/torch_check.py "$pt" "$work/wine.csv" quality "$preds"
