@@ -335,6 +335,8 @@ fn onnx_exports_predict_the_same_in_onnxruntime() {
         sweep.push_str(
             "[[models]]\nkind = \"mlp\"\nepochs = 5\nhidden = \"16,8\"\nactivation = \"gelu\"\n",
         );
+        sweep.push_str("[[models]]\nkind = \"cnn\"\nepochs = 3\nchannels = 4\npool = \"avg\"\nactivation = \"tanh\"\n");
+        sweep.push_str("[[models]]\nkind = \"lstm\"\nepochs = 3\nhidden_size = 8\nnum_layers = 2\nbidirectional = true\nhidden = \"8\"\n");
     }
     // Missing values in the input are filled inside the graph as in the runner.
     let cfg = write_config(
@@ -398,7 +400,7 @@ fn onnx_exports_predict_the_same_in_onnxruntime() {
         let labels = onnx["label"].as_array().unwrap();
         let proba = onnx["probabilities"].as_array().unwrap();
         assert_eq!(labels.len(), ours.len());
-        // Trees and the MLP compute in float inside onnxruntime; logistic stays in double.
+        // Trees and the networks compute in float inside onnxruntime; logistic stays in double.
         let tol = if kind == "logistic_regression" {
             1e-12
         } else {
