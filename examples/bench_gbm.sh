@@ -12,23 +12,13 @@ trap 'rm -rf "$work"' EXIT
 (cd "$work" && "$CARGO_TARGET_DIR/release/runner" sweep "$OLDPWD/configs/wine.toml" --only xgboost --only lightgbm --jobs 1 --json >"$work/r.json" 2>/dev/null)
 "$CARGO_TARGET_DIR/release/runner" --tracking-uri "sqlite:///$work/mlflow.db" reload-etl v1 --out "$work/wine.csv" >/dev/null
 "$RUNNER_GBM_PYTHON" - "$work/r.json" "$work/wine.csv" <<'PY'
-import csv, json, sys, time
+import json, sys, time
 import numpy as np, xgboost as xgb, lightgbm as lgb
 report = json.load(open(sys.argv[1]))
-rows = list(csv.DictReader(open(sys.argv[2])))
-feats = [c for c in rows[0] if c != "quality"]
-X = np.array([[float(r[c]) for c in feats] for r in rows])
-classes = sorted({int(r["quality"]) for r in rows})
-y = np.array([classes.index(int(r["quality"])) for r in rows])
-# Stratified 5-fold, shuffled with a seed (same sizes as runner's; not the same rows).
-rng = np.random.default_rng(42)
-fold = np.empty(len(y), int)
-nxt = 0
-for c in range(len(classes)):
-    idx = rng.permutation(np.where(y == c)[0])
-    for i in idx:
-        fold[i] = nxt; nxt = (nxt + 1) % 5
-splits = [(np.where(fold != k)[0], np.where(fold == k)[0]) for k in range(5)] + [(np.arange(len(y)), None)]
+sys.path.insert(0, "examples")
+import bench_wine
+X, y, feats, classes = bench_wine.load(sys.argv[2])
+splits = bench_wine.splits(y, len(classes))
 def run_xgb():
     accs = []
     for tr, te in splits:

@@ -22,24 +22,15 @@ trap 'rm -rf "$work"' EXIT
 (cd "$work" && "$CARGO_TARGET_DIR/release/runner" sweep "$OLDPWD/configs/wine.toml" --only mlp --jobs 1 --json >"$work/r.json" 2>/dev/null)
 "$CARGO_TARGET_DIR/release/runner" --tracking-uri "sqlite:///$work/mlflow.db" reload-etl v1 --out "$work/wine.csv" >/dev/null
 "$py" - "$work/r.json" "$work/wine.csv" <<'PY'
-import csv, json, sys, time
+import json, sys, time
 import numpy as np, torch
 from torch import nn
 torch.set_num_threads(1)
 report = json.load(open(sys.argv[1]))
-rows = list(csv.DictReader(open(sys.argv[2])))
-feats = [c for c in rows[0] if c != "quality"]
-X = np.array([[float(r[c]) for c in feats] for r in rows], dtype=np.float32)
-classes = sorted({int(r["quality"]) for r in rows})
-y = np.array([classes.index(int(r["quality"])) for r in rows])
-# Stratified 5-fold, shuffled with a seed (same sizes as runner's; not the same rows).
-rng = np.random.default_rng(42)
-fold = np.empty(len(y), int)
-nxt = 0
-for c in range(len(classes)):
-    for i in rng.permutation(np.where(y == c)[0]):
-        fold[i] = nxt; nxt = (nxt + 1) % 5
-splits = [(np.where(fold != k)[0], np.where(fold == k)[0]) for k in range(5)] + [(np.arange(len(y)), None)]
+sys.path.insert(0, "examples")
+import bench_wine
+X, y, feats, classes = bench_wine.load(sys.argv[2], np.float32)
+splits = bench_wine.splits(y, len(classes))
 def fit(tr, te, seed):
     torch.manual_seed(seed)
     xt, yt = torch.tensor(X[tr]), torch.tensor(y[tr])
