@@ -29,6 +29,7 @@ pub const KINDS: &[&str] = &[
     "mlp",
     "cnn",
     "lstm",
+    "xgboost",
 ];
 
 // ---------------------------------------------------------------- protobuf
@@ -131,6 +132,7 @@ enum Attr<'a> {
     Float(&'a str, f32),
     Str(&'a str, &'a str),
     Ints(&'a str, Vec<i64>),
+    Floats(&'a str, Vec<f32>),
     Strs(&'a str, Vec<String>),
     Tensor(&'a str, Pb),
 }
@@ -149,6 +151,10 @@ fn attribute(a: Attr) -> Pb {
         }
         Attr::Ints(n, v) => {
             p.str(1, n).packed_ints(8, &v).int(20, 7);
+        }
+        Attr::Floats(n, v) => {
+            let b: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+            p.str(1, n).bytes(7, &b).int(20, 6);
         }
         Attr::Strs(n, v) => {
             p.str(1, n);
@@ -321,6 +327,126 @@ fn trees(g: &mut Graph, fitted: &Value, x: &str, task: Task, k: usize) -> Result
         ],
     );
     // The operator's output is float whatever the weights' type.
+    Ok(g.op("Cast", &[&out], vec![Attr::Int("to", DOUBLE)]))
+}
+
+/// An XGBoost model from its JSON: every tree as `TreeEnsembleRegressor` nodes in float, as
+/// XGBoost compares (`x < threshold` goes left), summed per class onto the base score, then
+/// softmax (classes), logistic (two classes) or nothing (regression).
+fn xgboost(g: &mut Graph, json_model: &[u8], x: &str, task: Task, k: usize) -> Result<String> {
+    let doc: Value = serde_json::from_slice(json_model).context("XGBoost JSON model")?;
+    let learner = &doc["learner"];
+    let model = &learner["gradient_booster"]["model"];
+    let objective = learner["objective"]["name"].as_str().unwrap_or_default();
+    let base: Vec<f32> = learner["learner_model_param"]["base_score"]
+        .as_str()
+        .context("base_score")?
+        .trim_matches(|c| c == '[' || c == ']')
+        .split(',')
+        .map(|v| v.trim().parse::<f32>())
+        .collect::<std::result::Result<_, _>>()
+        .context("base_score")?;
+    let (targets, post, base) = match objective {
+        "multi:softprob" | "multi:softmax" => (k, "Softmax", base),
+        // The base score is a probability; the trees add to its logit.
+        "binary:logistic" => (1, "Sigmoid", vec![(base[0] / (1.0 - base[0])).ln()]),
+        "reg:squarederror" => (1, "", base),
+        other => bail!("ONNX export of XGBoost objective {other} is not written"),
+    };
+    let base = if base.len() == targets {
+        base
+    } else {
+        vec![base[0]; targets]
+    };
+    let info = model["tree_info"].as_array().context("tree_info")?;
+    let ints = |v: &Value| -> Vec<i64> {
+        v.as_array()
+            .map(|a| a.iter().map(|x| x.as_i64().unwrap_or(0)).collect())
+            .unwrap_or_default()
+    };
+    let floats = |v: &Value| -> Vec<f32> {
+        v.as_array()
+            .map(|a| a.iter().map(|x| x.as_f64().unwrap_or(0.0) as f32).collect())
+            .unwrap_or_default()
+    };
+    let (mut tree_ids, mut node_ids, mut features, mut modes, mut values) =
+        (vec![], vec![], vec![], vec![], vec![]);
+    let (mut true_ids, mut false_ids) = (vec![], vec![]);
+    let (mut t_tree, mut t_node, mut t_id, mut t_weight) = (vec![], vec![], vec![], vec![]);
+    for (t, tree) in model["trees"]
+        .as_array()
+        .context("trees")?
+        .iter()
+        .enumerate()
+    {
+        let (left, right) = (ints(&tree["left_children"]), ints(&tree["right_children"]));
+        let (feature, cond) = (
+            ints(&tree["split_indices"]),
+            floats(&tree["split_conditions"]),
+        );
+        let class = info.get(t).and_then(Value::as_i64).unwrap_or(0);
+        for n in 0..left.len() {
+            tree_ids.push(t as i64);
+            node_ids.push(n as i64);
+            if left[n] < 0 {
+                features.push(0);
+                modes.push("LEAF".to_string());
+                values.push(0.0);
+                true_ids.push(0);
+                false_ids.push(0);
+                t_tree.push(t as i64);
+                t_node.push(n as i64);
+                t_id.push(class);
+                t_weight.push(cond[n]);
+            } else {
+                features.push(feature[n]);
+                modes.push("BRANCH_LT".to_string());
+                values.push(cond[n]);
+                true_ids.push(left[n]);
+                false_ids.push(right[n]);
+            }
+        }
+    }
+    // XGBoost reads its input as float.
+    let xf = g.op("Cast", &[x], vec![Attr::Int("to", FLOAT)]);
+    let out = g.fresh("xgboost");
+    g.node_in(
+        "ai.onnx.ml",
+        "TreeEnsembleRegressor",
+        &[&xf],
+        &[&out],
+        vec![
+            Attr::Str("aggregate_function", "SUM"),
+            // onnxruntime leaves a regressor's LOGISTIC post-transform out: explicit nodes below.
+            Attr::Str("post_transform", "NONE"),
+            Attr::Int("n_targets", targets as i64),
+            Attr::Floats("base_values", base),
+            Attr::Ints("nodes_treeids", tree_ids),
+            Attr::Ints("nodes_nodeids", node_ids),
+            Attr::Ints("nodes_featureids", features),
+            Attr::Strs("nodes_modes", modes),
+            Attr::Floats("nodes_values", values),
+            Attr::Ints("nodes_truenodeids", true_ids),
+            Attr::Ints("nodes_falsenodeids", false_ids),
+            Attr::Ints("target_treeids", t_tree),
+            Attr::Ints("target_nodeids", t_node),
+            Attr::Ints("target_ids", t_id),
+            Attr::Floats("target_weights", t_weight),
+        ],
+    );
+    let out = match post {
+        "Softmax" => g.op("Softmax", &[&out], vec![Attr::Int("axis", -1)]),
+        "Sigmoid" => g.op("Sigmoid", &[&out], vec![]),
+        _ => out,
+    };
+    let out = if task == Task::Classification && targets == 1 {
+        // P(class 1) -> [1 - p, p], as runner reports two classes.
+        let one = g.init("one", &[], Data::F32(&[1.0]));
+        let q = g.op("Sub", &[&one, &out], vec![]);
+        g.op("Concat", &[&q, &out], vec![Attr::Int("axis", 1)])
+    } else {
+        out
+    };
     Ok(g.op("Cast", &[&out], vec![Attr::Int("to", DOUBLE)]))
 }
 
@@ -650,8 +776,9 @@ pub struct Source<'a> {
     pub labels: Option<&'a LabelMapping>,
     pub preprocessor: &'a Preprocessor,
     pub fitted: &'a Value,
-    /// The network's weights (model_tN.safetensors), for the networks.
-    pub safetensors: Option<&'a [u8]>,
+    /// The model's native files by extension: "safetensors" for the networks, "json" for
+    /// XGBoost.
+    pub native: &'a std::collections::BTreeMap<String, Vec<u8>>,
 }
 
 /// The ONNX model of a saved run.
@@ -688,10 +815,20 @@ pub fn export(src: &Source) -> Result<Vec<u8>> {
         "decision_tree" | "random_forest" => trees(&mut g, src.fitted, &x, src.task, k)?,
         "logistic_regression" => logistic(&mut g, src.fitted, &x, k)?,
         "linear" => linear(&mut g, src.fitted, &x)?,
+        "xgboost" => xgboost(
+            &mut g,
+            src.native
+                .get("json")
+                .context("the run has no XGBoost model_tN.json")?,
+            &x,
+            src.task,
+            k,
+        )?,
         _ => network(
             &mut g,
             src.config,
-            src.safetensors
+            src.native
+                .get("safetensors")
                 .context("the run has no model_tN.safetensors")?,
             &x,
             f,

@@ -327,7 +327,7 @@ pub fn export_command(
                 labels: saved.labels.as_ref(),
                 preprocessor: &saved.preprocessor,
                 fitted: &saved.document["fitted"],
-                safetensors: saved.native.get("safetensors").map(Vec::as_slice),
+                native: &saved.native,
             })?;
             let to = out.join(format!("model_{}.onnx", saved.version));
             std::fs::write(&to, bytes).with_context(|| format!("cannot write {}", to.display()))?;

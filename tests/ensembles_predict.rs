@@ -327,48 +327,16 @@ fn onnxruntime(model: &Path, data: &Path) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-#[test]
-fn onnx_exports_predict_the_same_in_onnxruntime() {
-    let d = tempfile::tempdir().unwrap();
-    let mut sweep = String::from("[[models]]\nkind = \"decision_tree\"\n[[models]]\nkind = \"random_forest\"\nn_trees = 30\n[[models]]\nkind = \"logistic_regression\"\n[[models]]\nkind = \"knn\"\n");
-    if cfg!(feature = "torch") {
-        sweep.push_str(
-            "[[models]]\nkind = \"mlp\"\nepochs = 5\nhidden = \"16,8\"\nactivation = \"gelu\"\n",
-        );
-        sweep.push_str("[[models]]\nkind = \"cnn\"\nepochs = 3\nchannels = 4\npool = \"avg\"\nactivation = \"tanh\"\n");
-        sweep.push_str("[[models]]\nkind = \"lstm\"\nepochs = 3\nhidden_size = 8\nnum_layers = 2\nbidirectional = true\nhidden = \"8\"\n");
-    }
-    // Missing values in the input are filled inside the graph as in the runner.
-    let cfg = write_config(
-        d.path(),
-        &CONFIG.replace(
-            "scale = \"standard\"",
-            "scale = \"standard\"\nimpute = \"median\"",
-        ),
-        &sweep,
-    );
-    let report = sweep_json(d.path(), &cfg, &["--set", "cv.folds=2"]);
-    run_ok(runner(d.path()).args(["reload-etl", "v1", "--out", "new.csv"]));
-    // Blank a few cells: both sides must fill them with the training median.
-    let text = std::fs::read_to_string(d.path().join("new.csv")).unwrap();
-    let holes: String = text
-        .lines()
-        .enumerate()
-        .map(|(i, l)| {
-            let mut c: Vec<&str> = l.split(',').collect();
-            if i > 0 && i % 50 == 0 {
-                c[i % 11] = "";
-            }
-            c.join(",") + "\n"
-        })
-        .collect();
-    std::fs::write(d.path().join("new.csv"), holes).unwrap();
+/// Exports every finished run of `report` as ONNX, runs it in onnxruntime on `input` and
+/// compares with `runner predict`; KNN must be refused. Returns how many models were compared.
+fn onnx_matches_predict(dir: &Path, report: &Value, input: &str) -> usize {
+    let mut checked = 0;
     for run in report["runs"].as_array().unwrap() {
         let (tv, kind) = (
             run["version"].as_str().unwrap(),
             run["kind"].as_str().unwrap(),
         );
-        let out = runner(d.path())
+        let out = runner(dir)
             .args(["export", tv, "--format", "onnx", "--out", "export"])
             .output()
             .unwrap();
@@ -381,19 +349,20 @@ fn onnx_exports_predict_the_same_in_onnxruntime() {
             );
             continue;
         }
+        checked += 1;
         assert!(
             out.status.success(),
             "{kind}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
         let onnx = onnxruntime(
-            &d.path().join(format!("export/model_{tv}.onnx")),
-            &d.path().join("new.csv"),
+            &dir.join(format!("export/model_{tv}.onnx")),
+            &dir.join(input),
         );
-        let p = d.path().join(format!("p_{tv}.csv"));
+        let p = dir.join(format!("p_{tv}.csv"));
         run_ok(
-            runner(d.path())
-                .args(["predict", tv, "--input", "new.csv", "--proba", "--out"])
+            runner(dir)
+                .args(["predict", tv, "--input", input, "--proba", "--out"])
                 .arg(&p),
         );
         let ours = read_predictions(&p);
@@ -435,6 +404,50 @@ fn onnx_exports_predict_the_same_in_onnxruntime() {
         }
         assert!(label_diffs <= 2, "{kind}: {label_diffs} labels differ");
     }
+    checked
+}
+
+#[test]
+fn onnx_exports_predict_the_same_in_onnxruntime() {
+    let d = tempfile::tempdir().unwrap();
+    let mut sweep = String::from("[[models]]\nkind = \"decision_tree\"\n[[models]]\nkind = \"random_forest\"\nn_trees = 30\n[[models]]\nkind = \"logistic_regression\"\n[[models]]\nkind = \"knn\"\n");
+    if cfg!(feature = "torch") {
+        sweep.push_str(
+            "[[models]]\nkind = \"mlp\"\nepochs = 5\nhidden = \"16,8\"\nactivation = \"gelu\"\n",
+        );
+        sweep.push_str("[[models]]\nkind = \"cnn\"\nepochs = 3\nchannels = 4\npool = \"avg\"\nactivation = \"tanh\"\n");
+        sweep.push_str("[[models]]\nkind = \"lstm\"\nepochs = 3\nhidden_size = 8\nnum_layers = 2\nbidirectional = true\nhidden = \"8\"\n");
+    }
+    if cfg!(feature = "xgboost") {
+        sweep.push_str("[[models]]\nkind = \"xgboost\"\nn_rounds = 40\n");
+    }
+    // Missing values in the input are filled inside the graph as in the runner.
+    let cfg = write_config(
+        d.path(),
+        &CONFIG.replace(
+            "scale = \"standard\"",
+            "scale = \"standard\"\nimpute = \"median\"",
+        ),
+        &sweep,
+    );
+    let report = sweep_json(d.path(), &cfg, &["--set", "cv.folds=2"]);
+    run_ok(runner(d.path()).args(["reload-etl", "v1", "--out", "new.csv"]));
+    // Blank a few cells: both sides must fill them with the training median.
+    let text = std::fs::read_to_string(d.path().join("new.csv")).unwrap();
+    let holes: String = text
+        .lines()
+        .enumerate()
+        .map(|(i, l)| {
+            let mut c: Vec<&str> = l.split(',').collect();
+            if i > 0 && i % 50 == 0 {
+                c[i % 11] = "";
+            }
+            c.join(",") + "\n"
+        })
+        .collect();
+    std::fs::write(d.path().join("new.csv"), holes).unwrap();
+    let checked = onnx_matches_predict(d.path(), &report, "new.csv");
+    assert!(checked >= 3, "{checked} models checked");
     // Native and TorchScript exports copy the saved files.
     let out =
         run_ok(runner(d.path()).args(["export", "t2", "--format", "native", "--out", "native"]));
@@ -449,17 +462,47 @@ fn onnx_exports_predict_the_same_in_onnxruntime() {
 }
 
 #[test]
+fn onnx_export_of_two_class_models() {
+    let d = tempfile::tempdir().unwrap();
+    // Grades 5 and 6 only: two classes.
+    let config = CONFIG.replace(
+        "[etl]\n",
+        "[etl]\nfilter = [\"quality >= 5\", \"quality <= 6\"]\n",
+    );
+    let mut sweep = String::from("[[models]]\nkind = \"random_forest\"\nn_trees = 20\n[[models]]\nkind = \"logistic_regression\"\n");
+    if cfg!(feature = "xgboost") {
+        sweep.push_str("[[models]]\nkind = \"xgboost\"\nn_rounds = 30\n");
+    }
+    let cfg = write_config(d.path(), &config, &sweep);
+    let report = sweep_json(d.path(), &cfg, &["--set", "cv.folds=2"]);
+    run_ok(runner(d.path()).args(["reload-etl", "v1", "--out", "new.csv"]));
+    let checked = onnx_matches_predict(d.path(), &report, "new.csv");
+    assert_eq!(checked, report["runs"].as_array().unwrap().len());
+}
+
+#[test]
 fn onnx_export_of_regressors() {
     let d = tempfile::tempdir().unwrap();
     let config = "experiment = \"reg\"\nseed = 42\ntask = \"regression\"\nsweeps = [\"sweep.toml\"]\n[data]\nsource = \"builtin:winequality-red\"\ntarget = \"quality\"\n[etl]\nscale = \"minmax\"\n[cv]\nfolds = 2\n";
     let cfg = write_config(
         d.path(),
         config,
-        "[[models]]\nkind = \"linear\"\n[[models]]\nkind = \"random_forest\"\nn_trees = 20\n",
+        &format!(
+            "[[models]]\nkind = \"linear\"\n[[models]]\nkind = \"random_forest\"\nn_trees = 20\n{}",
+            if cfg!(feature = "xgboost") {
+                "[[models]]\nkind = \"xgboost\"\nn_rounds = 30\n"
+            } else {
+                ""
+            }
+        ),
     );
     run_ok(runner(d.path()).args(["sweep"]).arg(&cfg));
     run_ok(runner(d.path()).args(["reload-etl", "v1", "--out", "new.csv"]));
-    for (tv, tol) in [("t1", 1e-9), ("t2", 1e-5)] {
+    let mut runs = vec![("t1", 1e-9), ("t2", 1e-5)];
+    if cfg!(feature = "xgboost") {
+        runs.push(("t3", 1e-5));
+    }
+    for (tv, tol) in runs {
         run_ok(runner(d.path()).args(["export", tv, "--format", "onnx", "--out", "x"]));
         let onnx = onnxruntime(
             &d.path().join(format!("x/model_{tv}.onnx")),
