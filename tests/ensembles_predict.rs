@@ -421,6 +421,9 @@ fn onnx_exports_predict_the_same_in_onnxruntime() {
     if cfg!(feature = "xgboost") {
         sweep.push_str("[[models]]\nkind = \"xgboost\"\nn_rounds = 40\n");
     }
+    if cfg!(feature = "lightgbm") {
+        sweep.push_str("[[models]]\nkind = \"lightgbm\"\nn_rounds = 40\n");
+    }
     // Missing values in the input are filled inside the graph as in the runner.
     let cfg = write_config(
         d.path(),
@@ -473,6 +476,9 @@ fn onnx_export_of_two_class_models() {
     if cfg!(feature = "xgboost") {
         sweep.push_str("[[models]]\nkind = \"xgboost\"\nn_rounds = 30\n");
     }
+    if cfg!(feature = "lightgbm") {
+        sweep.push_str("[[models]]\nkind = \"lightgbm\"\nn_rounds = 30\n");
+    }
     let cfg = write_config(d.path(), &config, &sweep);
     let report = sweep_json(d.path(), &cfg, &["--set", "cv.folds=2"]);
     run_ok(runner(d.path()).args(["reload-etl", "v1", "--out", "new.csv"]));
@@ -488,20 +494,30 @@ fn onnx_export_of_regressors() {
         d.path(),
         config,
         &format!(
-            "[[models]]\nkind = \"linear\"\n[[models]]\nkind = \"random_forest\"\nn_trees = 20\n{}",
+            "[[models]]\nkind = \"linear\"\n[[models]]\nkind = \"random_forest\"\nn_trees = 20\n{}{}",
             if cfg!(feature = "xgboost") {
                 "[[models]]\nkind = \"xgboost\"\nn_rounds = 30\n"
+            } else {
+                ""
+            },
+            if cfg!(feature = "lightgbm") {
+                "[[models]]\nkind = \"lightgbm\"\nn_rounds = 30\n"
             } else {
                 ""
             }
         ),
     );
-    run_ok(runner(d.path()).args(["sweep"]).arg(&cfg));
+    let report = sweep_json(d.path(), &cfg, &[]);
     run_ok(runner(d.path()).args(["reload-etl", "v1", "--out", "new.csv"]));
-    let mut runs = vec![("t1", 1e-9), ("t2", 1e-5)];
-    if cfg!(feature = "xgboost") {
-        runs.push(("t3", 1e-5));
-    }
+    let runs: Vec<(&str, f64)> = report["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let tol = if r["kind"] == "linear" { 1e-9 } else { 1e-5 };
+            (r["version"].as_str().unwrap(), tol)
+        })
+        .collect();
     for (tv, tol) in runs {
         run_ok(runner(d.path()).args(["export", tv, "--format", "onnx", "--out", "x"]));
         let onnx = onnxruntime(
