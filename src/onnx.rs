@@ -275,16 +275,15 @@ struct TreeNodes {
 }
 
 impl TreeNodes {
-    /// Node `node` of tree `tree`: rows with `x[feature] mode threshold` go to `left`.
+    /// Node `node` of tree `tree`: rows with `x[feature] mode threshold` go to `left`, the
+    /// others to `right`.
     fn split(
         &mut self,
-        tree: i64,
-        node: i64,
+        (tree, node): (i64, i64),
         feature: i64,
         mode: &str,
         threshold: f64,
-        left: i64,
-        right: i64,
+        (left, right): (i64, i64),
     ) {
         self.tree.push(tree);
         self.node.push(node);
@@ -297,7 +296,7 @@ impl TreeNodes {
 
     /// A leaf adding `values[c]` to target `first + c`.
     fn leaf(&mut self, tree: i64, node: i64, first: i64, values: &[f64]) {
-        self.split(tree, node, 0, "LEAF", 0.0, 0, 0);
+        self.split((tree, node), 0, "LEAF", 0.0, (0, 0));
         for (c, v) in values.iter().enumerate() {
             self.t_tree.push(tree);
             self.t_node.push(node);
@@ -394,13 +393,11 @@ fn trees(g: &mut Graph, fitted: &Value, x: &str, task: Task, k: usize) -> Result
                 let int = |k: &str| s[k].as_i64().with_context(|| k.to_string());
                 let threshold = s["threshold"].as_f64().context("threshold")?;
                 nodes.split(
-                    t,
-                    n,
+                    (t, n),
                     int("feature")?,
                     "BRANCH_LEQ",
                     threshold,
-                    int("left")?,
-                    int("right")?,
+                    (int("left")?, int("right")?),
                 );
             } else {
                 let leaf: Vec<f64> = node["Leaf"]
@@ -472,7 +469,13 @@ fn xgboost(g: &mut Graph, json_model: &[u8], x: &str, task: Task, k: usize) -> R
             if left[n] < 0 {
                 nodes.leaf(t, id, class, &[cond[n]]);
             } else {
-                nodes.split(t, id, feature[n], "BRANCH_LT", cond[n], left[n], right[n]);
+                nodes.split(
+                    (t, id),
+                    feature[n],
+                    "BRANCH_LT",
+                    cond[n],
+                    (left[n], right[n]),
+                );
             }
         }
     }
@@ -544,13 +547,11 @@ fn lightgbm(g: &mut Graph, text: &[u8], x: &str, task: Task) -> Result<String> {
                 bail!("ONNX export of LightGBM categorical splits is not written");
             }
             nodes.split(
-                t,
-                n as i64,
+                (t, n as i64),
                 feature[n] as i64,
                 "BRANCH_LEQ",
                 threshold[n],
-                id(left[n]),
-                id(right[n]),
+                (id(left[n]), id(right[n])),
             );
         }
         for (i, v) in leaves.iter().enumerate() {
