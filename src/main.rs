@@ -140,8 +140,8 @@ enum Command {
         proba: bool,
     },
     /// Export training run tN's model for deployment: native (the library's own files and
-    /// runner's preprocessing and labels), onnx (trees, linear models, MLP; preprocessing
-    /// included) or torchscript (the networks).
+    /// runner's preprocessing and labels), onnx (trees, forests, XGBoost, LightGBM, linear and
+    /// logistic models, MLP, CNN, LSTM; preprocessing included) or torchscript (the networks).
     Export {
         version: String,
         #[arg(long, value_parser = ["native", "onnx", "torchscript"])]
