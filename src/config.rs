@@ -426,9 +426,24 @@ pub fn load_config(path: &Path, sets: &[String]) -> Result<LoadedConfig, ConfigE
 
 fn toml_error(file: &str, src: &str, e: &toml::de::Error) -> ConfigError {
     let pos = e.span().map(|s| line_col(src, s.start));
-    let mut err = ConfigError::new(file, e.message().trim().to_string()).at(pos);
+    let message = e.message().trim().to_string();
+    let hint = unknown_field_hint(&message);
+    let mut err = ConfigError::new(file, format!("{message}{hint}")).at(pos);
     err.key = pos.and_then(|(line, _)| key_at_line(src, line));
     err
+}
+
+/// serde's "unknown field `folsd`, expected one of `folds`, `repeats`" gains "; did you mean
+/// \"folds\"?".
+fn unknown_field_hint(message: &str) -> String {
+    let Some(rest) = message.strip_prefix("unknown field `") else {
+        return String::new();
+    };
+    let Some((given, expected)) = rest.split_once('`') else {
+        return String::new();
+    };
+    let valid: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+    crate::suggest::hint(given, &valid)
 }
 
 /// The dotted key written on `line` (1-based), with its table: `cv.folds` for `folds = 1` under
@@ -518,8 +533,9 @@ fn check_config(
                 None,
                 "primary_metric",
                 format!(
-                    "unknown metric \"{m}\"; valid: {}",
-                    models::quoted_list(&valid)
+                    "unknown metric \"{m}\"; valid: {}{}",
+                    models::quoted_list(&valid),
+                    crate::suggest::hint(m, &valid)
                 ),
             ));
         }
@@ -545,18 +561,17 @@ fn check_config(
     if !c.data.source.starts_with("builtin:") {
         let p = loaded.resolve(&c.data.source);
         if !p.is_file() {
-            return Err(err(Some("data"), "source", format!("data file \"{}\" not found (looked at {}); valid sources: a .csv or .parquet file, or builtin:winequality-red", c.data.source, p.display())));
+            return Err(err(Some("data"), "source", format!("data file \"{}\" not found (looked at {}); valid sources: a file ({}) or builtin:winequality-red", c.data.source, p.display(), crate::data::ACCEPTED_EXTENSIONS)));
         }
-        let ext = p
-            .extension()
-            .and_then(|e| e.to_str())
-            .unwrap_or("")
-            .to_ascii_lowercase();
-        if ext != "csv" && ext != "parquet" {
+        if crate::data::Format::of(&p).is_none() {
             return Err(err(
                 Some("data"),
                 "source",
-                format!("\"{}\" has no .csv or .parquet extension", c.data.source),
+                format!(
+                    "\"{}\" is not a file type runner reads; accepted: {}",
+                    c.data.source,
+                    crate::data::ACCEPTED_EXTENSIONS
+                ),
             ));
         }
     } else if c.data.source != crate::data::BUILTIN_RED_WINE {
@@ -730,8 +745,9 @@ pub fn expand_sweep_file_after(
             ConfigError::new(
                 &file,
                 format!(
-                    "unknown model kind \"{kind}\"; valid kinds: {}",
-                    models::quoted_list(&models::kind_names())
+                    "unknown model kind \"{kind}\"; valid kinds: {}{}",
+                    models::quoted_list(&models::kind_names()),
+                    crate::suggest::hint(&kind, &models::kind_names())
                 ),
             )
             .key(format!("models[{i}].kind"))
@@ -821,8 +837,9 @@ pub fn expand_sweep_file_after(
                 ConfigError::new(
                     &file,
                     format!(
-                        "unknown parameter for \"{kind}\"; valid: {}",
-                        models::quoted_list(&valid)
+                        "unknown parameter for \"{kind}\"; valid: {}{}",
+                        models::quoted_list(&valid),
+                        crate::suggest::hint(key, &valid)
                     ),
                 )
                 .key(format!("models[{i}].{key}"))
@@ -1022,6 +1039,34 @@ mod tests {
         assert_eq!(e.line, Some(6));
         assert_eq!(e.key.as_deref(), Some("models[1].kk"));
         assert!(e.message.contains("\"k\""), "{e}");
+    }
+
+    #[test]
+    fn mistyped_kind_and_parameter_get_a_did_you_mean() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write(
+            d.path(),
+            "s.toml",
+            "[[models]]\nkind = \"random_forrest\"\n",
+        );
+        let e = expand_sweep_file(&p, Task::Classification, 1).unwrap_err();
+        assert!(e.message.contains("did you mean \"random_forest\"?"), "{e}");
+        let p = write(
+            d.path(),
+            "s.toml",
+            "[[models]]\nkind = \"knn\"\nweigths = \"distance\"\n",
+        );
+        let e = expand_sweep_file(&p, Task::Classification, 1).unwrap_err();
+        assert!(e.message.contains("did you mean \"weights\"?"), "{e}");
+    }
+
+    #[test]
+    fn mistyped_config_key_gets_a_did_you_mean() {
+        assert_eq!(
+            unknown_field_hint("unknown field `fodls`, expected one of `folds`, `repeats`"),
+            "; did you mean \"folds\"?"
+        );
+        assert_eq!(unknown_field_hint("invalid type: integer"), "");
     }
 
     #[test]

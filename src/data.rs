@@ -77,39 +77,107 @@ pub fn file_input_ref(path: &Path) -> Result<InputRef> {
     })
 }
 
-/// Reads a source into a DataFrame: `builtin:winequality-red`, or a .csv / .parquet path.
+/// The file formats runner reads, by extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Comma-separated, optionally gzip-, zstd- or zlib-compressed (`.csv.gz`).
+    Csv,
+    /// Tab-separated.
+    Tsv,
+    Parquet,
+    /// Newline-delimited JSON: one object per line.
+    Ndjson,
+    /// Arrow IPC (Feather version 2).
+    Ipc,
+}
+
+/// What `Format::of` accepts, for error messages.
+pub const ACCEPTED_EXTENSIONS: &str =
+    ".csv, .csv.gz, .tsv, .tsv.gz, .parquet, .ndjson, .jsonl, .arrow, .feather, .ipc";
+
+impl Format {
+    /// The format of a path by its extension (a trailing `.gz` or `.zst` on CSV and TSV).
+    pub fn of(path: &Path) -> Option<Format> {
+        let name = path.file_name()?.to_str()?.to_ascii_lowercase();
+        let name = name
+            .strip_suffix(".gz")
+            .or_else(|| name.strip_suffix(".zst"))
+            .filter(|n| n.ends_with(".csv") || n.ends_with(".tsv"))
+            .unwrap_or(&name);
+        let ext = name.rsplit_once('.')?.1;
+        Some(match ext {
+            "csv" => Format::Csv,
+            "tsv" | "tab" => Format::Tsv,
+            "parquet" | "pq" => Format::Parquet,
+            "ndjson" | "jsonl" => Format::Ndjson,
+            "arrow" | "feather" | "ipc" => Format::Ipc,
+            _ => return None,
+        })
+    }
+}
+
+fn read_delimited(path: &Path, separator: u8, what: &str) -> Result<DataFrame> {
+    CsvReadOptions::default()
+        .with_has_header(true)
+        .with_infer_schema_length(Some(10_000))
+        .with_parse_options(CsvParseOptions::default().with_separator(separator))
+        .try_into_reader_with_file_path(Some(path.to_path_buf()))?
+        .finish()
+        .map_err(|e| anyhow!("cannot parse {what} file {}: {e}", path.display()))
+}
+
+/// Reads a source into a DataFrame: `builtin:winequality-red`, or a file in one of the
+/// [`Format`]s.
 pub fn read_source(uri: &str) -> Result<DataFrame> {
     if uri == BUILTIN_RED_WINE {
         return Ok(builtin_red_wine());
     }
     let path = PathBuf::from(uri);
-    let ext = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    let df = match ext.as_str() {
-        "csv" => CsvReadOptions::default()
-            .with_has_header(true)
-            .with_infer_schema_length(Some(10_000))
-            .try_into_reader_with_file_path(Some(path.clone()))?
-            .finish()
-            .map_err(|e| anyhow!("cannot parse CSV file {}: {e}", path.display()))?,
-        "parquet" => {
-            let f = std::fs::File::open(&path)
-                .with_context(|| format!("cannot open {}", path.display()))?;
-            ParquetReader::new(f)
-                .finish()
-                .map_err(|e| anyhow!("cannot parse Parquet file {}: {e}", path.display()))?
-        }
-        other => {
-            return Err(anyhow!(
-                "{}: unsupported extension \".{other}\"; use .csv or .parquet",
-                path.display()
-            ))
-        }
+    let Some(format) = Format::of(&path) else {
+        return Err(anyhow!(
+            "{}: unsupported file type; accepted: {ACCEPTED_EXTENSIONS}",
+            path.display()
+        ));
     };
+    let open =
+        || std::fs::File::open(&path).with_context(|| format!("cannot open {}", path.display()));
+    let df = match format {
+        Format::Csv => read_delimited(&path, b',', "CSV")?,
+        Format::Tsv => read_delimited(&path, b'\t', "TSV")?,
+        Format::Parquet => ParquetReader::new(open()?)
+            .finish()
+            .map_err(|e| anyhow!("cannot parse Parquet file {}: {e}", path.display()))?,
+        Format::Ndjson => JsonReader::new(open()?)
+            .with_json_format(JsonFormat::JsonLines)
+            .infer_schema_len(std::num::NonZeroUsize::new(10_000))
+            .finish()
+            .map_err(|e| anyhow!("cannot parse NDJSON file {}: {e}", path.display()))?,
+        Format::Ipc => IpcReader::new(open()?)
+            .finish()
+            .map_err(|e| anyhow!("cannot parse Arrow IPC file {}: {e}", path.display()))?,
+    };
+    refuse_duplicate_columns(&df, &path)?;
     Ok(df)
+}
+
+/// polars renames a repeated header `a` to `a_duplicated_0`: refuse the file instead, naming
+/// both columns, since which one a config means is a guess.
+fn refuse_duplicate_columns(df: &DataFrame, path: &Path) -> Result<()> {
+    let names = column_names(df);
+    for (i, name) in names.iter().enumerate() {
+        let Some((base, _)) = name.split_once("_duplicated_") else {
+            continue;
+        };
+        if let Some(first) = names.iter().position(|n| n == base) {
+            return Err(anyhow!(
+                "{}: columns {} and {} are both named \"{base}\"; rename one of them",
+                path.display(),
+                first + 1,
+                i + 1
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn column_names(df: &DataFrame) -> Vec<String> {
@@ -124,12 +192,13 @@ fn missing_column(file: &str, key: &str, name: &str, df: &DataFrame) -> ConfigEr
     let mut e = ConfigError::new(
         file,
         format!(
-            "column \"{name}\" does not exist; columns: {}",
+            "column \"{name}\" does not exist; columns: {}{}",
             names
                 .iter()
                 .map(|n| format!("\"{n}\""))
                 .collect::<Vec<_>>()
-                .join(", ")
+                .join(", "),
+            crate::suggest::hint(name, &names)
         ),
     );
     e.key = Some(key.to_string());

@@ -617,7 +617,7 @@ pub fn eda_command(
         println!(
             "{}",
             serde_json::to_string_pretty(
-                &serde_json::json!({"run_uuid": spec.run_uuid, "report": report})
+                &serde_json::json!({"schema": crate::JSON_SCHEMA, "run_uuid": spec.run_uuid, "report": report})
             )?
         );
     } else {

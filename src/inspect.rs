@@ -3,8 +3,11 @@
 use crate::config::{self, ConfigError};
 use crate::models::{self, KINDS};
 use crate::report::{self, new_table};
+use crate::sweep::mean_std;
 use crate::sweep::{self, SweepOptions};
-use crate::track::mlflow::MlflowStore;
+use crate::sweep_parent;
+use crate::track::mlflow::{MlflowStore, TrainingRunRow};
+use crate::track::wandb;
 use anyhow::{bail, Result};
 use comfy_table::Cell;
 use serde_json::json;
@@ -44,30 +47,31 @@ pub fn sweep_command(path: &Path, opts: &SweepOptions) -> Result<ExitCode> {
     let store_path = sweep::tracking_path(opts.tracking_uri.as_deref(), Some(&prep.loaded))?;
     sweep::resolve_run_members(&mut configs, &store_path, prep.task, path)?;
     let configs = select_only(configs, &opts.only, path)?;
-    let report = match opts.ensemble_top {
-        None => sweep::run_sweep(&prep, configs, opts, opts.json)?,
-        Some(n) => {
-            // Two batches (the configs, then their ensembles) and one chart over both.
-            let batch = SweepOptions {
-                no_chart: true,
-                ..opts.clone()
-            };
-            let mut report = sweep::run_sweep(&prep, configs.clone(), &batch, opts.json)?;
-            let ensembles = sweep::top_ensembles(&report, &configs, n)?;
-            let more = sweep::run_sweep(&prep, ensembles, &batch, opts.json)?;
-            report.runs.extend(more.runs);
-            report.wall_seconds += more.wall_seconds;
-            let (_, location) = MlflowStore::open_existing(Path::new(&report.store))?
-                .experiment(&report.experiment)?;
-            report.comparison_chart =
-                sweep::comparison_chart(&prep, &report.runs, Path::new(&location));
-            report
+    // Everything is checked (W&B settings too) before the parent run is written.
+    wandb::resolve(
+        prep.loaded.config.tracking.wandb.as_ref(),
+        &prep.loaded.config.experiment,
+        &prep.loaded.path.display().to_string(),
+    )?;
+    check_first_run_free(&store_path, opts.version, configs.len())?;
+    let parent = sweep_parent::start(&prep, opts, configs.len())?;
+    let opts = SweepOptions {
+        parent_run: Some(parent.run_uuid.clone()),
+        ..opts.clone()
+    };
+    let trained = train_batches(&prep, configs, &opts);
+    let mut report = match trained {
+        Ok(r) => r,
+        Err(e) => {
+            sweep_parent::fail(&parent);
+            return Err(e);
         }
     };
+    sweep_parent::finish(&parent, &prep, &mut report)?;
     if opts.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        report::print_sweep(&report);
+        report::print_sweep(&report, opts.wide);
     }
     let failed = report.runs.iter().any(|r| r.status != "FINISHED");
     Ok(if failed {
@@ -75,6 +79,51 @@ pub fn sweep_command(path: &Path, opts: &SweepOptions) -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// `--first-run tN`: every number the sweep needs must be free, checked before anything is
+/// written (the store checks again when it numbers the runs).
+fn check_first_run_free(store_path: &Path, first: Option<i64>, n: usize) -> Result<()> {
+    let Some(first) = first else {
+        return Ok(());
+    };
+    if !store_path.is_file() {
+        return Ok(());
+    }
+    let store = MlflowStore::open_read_only(store_path)?;
+    let taken: Vec<String> = store
+        .training_runs()?
+        .iter()
+        .filter(|r| r.version >= first && r.version < first + n as i64)
+        .map(|r| format!("t{}", r.version))
+        .collect();
+    if let Some(t) = taken.first() {
+        bail!(ConfigError::new(
+            "--first-run",
+            format!(
+                "training version {t} is already taken in {}; the sweep needs t{first}..t{} free: pick a free number or leave --first-run out",
+                store_path.display(),
+                first + n as i64 - 1
+            )
+        ));
+    }
+    Ok(())
+}
+
+/// The sweep's configs, then (with `--ensemble top=N`) their ensembles, as one report.
+fn train_batches(
+    prep: &sweep::Prepared,
+    configs: Vec<models::ModelConfig>,
+    opts: &SweepOptions,
+) -> Result<sweep::SweepReport> {
+    let mut report = sweep::run_sweep(prep, configs.clone(), opts, opts.json)?;
+    if let Some(n) = opts.ensemble_top {
+        let ensembles = sweep::top_ensembles(&report, &configs, n)?;
+        let more = sweep::run_sweep(prep, ensembles, opts, opts.json)?;
+        report.runs.extend(more.runs);
+        report.wall_seconds += more.wall_seconds;
+    }
+    Ok(report)
 }
 
 pub fn validate_command(
@@ -92,6 +141,7 @@ pub fn validate_command(
         println!(
             "{}",
             serde_json::to_string_pretty(&json!({
+                "schema": crate::JSON_SCHEMA,
                 "config": prep.loaded.config,
                 "task": prep.task,
                 "task_reason": prep.task_reason,
@@ -162,6 +212,7 @@ pub fn models_command(json: bool) -> Result<ExitCode> {
                 "params": k.params.iter().map(|p| json!({"name": p.name, "type": p.ty.to_string(), "default": models::default_value(p), "help": p.help})).collect::<Vec<_>>(),
             }))
             .collect();
+        let doc = json!({"schema": crate::JSON_SCHEMA, "kinds": doc});
         println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(ExitCode::SUCCESS);
     }
@@ -188,31 +239,131 @@ pub fn models_command(json: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The store, for a command that only reads it: nothing in the file changes.
 fn open_store(uri: Option<&str>) -> Result<MlflowStore> {
     let path = sweep::tracking_path(uri, None)?;
-    MlflowStore::open_existing(&path)
+    MlflowStore::open_read_only(&path)
 }
 
-pub fn runs_command(uri: Option<&str>, json: bool) -> Result<ExitCode> {
+/// `runner runs` filters: experiment, state, a metric to sort by and a count.
+#[derive(Debug, Default)]
+pub struct RunsFilter {
+    pub experiment: Option<String>,
+    pub sort: Option<String>,
+    pub status: Option<String>,
+    pub limit: Option<usize>,
+}
+
+const STATES: &[&str] = &["finished", "failed", "running", "scheduled", "killed"];
+
+fn usage_error(flag: &str, message: String) -> anyhow::Error {
+    ConfigError::new(flag, message).into()
+}
+
+/// The runs the filter keeps, in its order.
+fn filter_runs(mut runs: Vec<TrainingRunRow>, filter: &RunsFilter) -> Result<Vec<TrainingRunRow>> {
+    if let Some(e) = &filter.experiment {
+        let names: std::collections::BTreeSet<&str> =
+            runs.iter().map(|r| r.experiment.as_str()).collect();
+        if !names.contains(e.as_str()) {
+            let names: Vec<&str> = names.into_iter().collect();
+            bail!(usage_error(
+                "--experiment",
+                format!(
+                    "no experiment \"{e}\" in the store; experiments: {}{}",
+                    models::quoted_list(&names),
+                    crate::suggest::hint(e, &names)
+                )
+            ));
+        }
+        runs.retain(|r| &r.experiment == e);
+    }
+    if let Some(state) = &filter.status {
+        let state = state.to_lowercase();
+        if !STATES.contains(&state.as_str()) {
+            bail!(usage_error(
+                "--status",
+                format!(
+                    "unknown state \"{state}\"; valid: {}{}",
+                    models::quoted_list(STATES),
+                    crate::suggest::hint(&state, STATES)
+                )
+            ));
+        }
+        runs.retain(|r| r.status.to_lowercase() == state);
+    }
+    if let Some(metric) = &filter.sort {
+        let known: std::collections::BTreeSet<String> = runs
+            .iter()
+            .filter_map(|r| r.summary.as_ref())
+            .flat_map(|s| mean_std::all(&s["metrics"]).into_keys())
+            .collect();
+        if !known.contains(metric) && !runs.is_empty() {
+            let known: Vec<&str> = known.iter().map(String::as_str).collect();
+            bail!(usage_error(
+                "--sort",
+                format!(
+                    "no run has the metric \"{metric}\"; metrics: {}{}",
+                    models::quoted_list(&known),
+                    crate::suggest::hint(metric, &known)
+                )
+            ));
+        }
+        let higher = config::higher_is_better(metric);
+        let value = |r: &TrainingRunRow| {
+            r.summary
+                .as_ref()
+                .and_then(|s| mean_std::get(&s["metrics"], metric))
+                .map(|(m, _)| if higher { -m } else { m })
+                .filter(|m| !m.is_nan())
+        };
+        // Runs without the metric go last; ties keep run order.
+        runs.sort_by(|a, b| match (value(a), value(b)) {
+            (Some(x), Some(y)) => x.total_cmp(&y),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (None, None) => std::cmp::Ordering::Equal,
+        });
+    }
+    if let Some(n) = filter.limit {
+        runs.truncate(n);
+    }
+    Ok(runs)
+}
+
+pub fn runs_command(
+    uri: Option<&str>,
+    filter: &RunsFilter,
+    wide: bool,
+    json: bool,
+) -> Result<ExitCode> {
     let store = open_store(uri)?;
-    let runs = store.training_runs()?;
+    let gone = derive_killed(&store)?;
+    let mut runs = store.training_runs()?;
+    for r in runs.iter_mut().filter(|r| gone.contains_key(&r.run_uuid)) {
+        r.status = "KILLED".into();
+    }
+    let runs = filter_runs(runs, filter)?;
     if json {
         let doc: Vec<_> = runs
             .iter()
-            .map(|r| json!({"version": format!("t{}", r.version), "name": r.name, "kind": r.kind, "etl_version": format!("v{}", r.etl_version), "status": r.status, "run_uuid": r.run_uuid, "metrics": r.summary.as_ref().map(|s| s["metrics"].clone())}))
+            .map(|r| json!({"version": format!("t{}", r.version), "experiment": r.experiment, "name": r.name, "kind": r.kind, "etl_version": format!("v{}", r.etl_version), "status": r.status, "status_reason": gone.get(&r.run_uuid), "run_uuid": r.run_uuid, "metrics": r.summary.as_ref().map(|s| mean_std_json(&s["metrics"]))}))
             .collect();
+        let doc = json!({"schema": crate::JSON_SCHEMA, "store": store.path, "runs": doc});
         println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(ExitCode::SUCCESS);
     }
-    let mut t = new_table(&[
+    let header = [
         "run",
+        "experiment",
         "name",
         "kind",
         "etl",
         "status",
         "primary metric",
         "value ± std",
-    ]);
+    ];
+    let mut texts: Vec<Vec<String>> = Vec::with_capacity(runs.len());
     for r in &runs {
         let metric = r.record["primary_metric"]
             .as_str()
@@ -221,28 +372,55 @@ pub fn runs_command(uri: Option<&str>, json: bool) -> Result<ExitCode> {
         let value = r
             .summary
             .as_ref()
-            .and_then(|s| s["metrics"][&metric].as_array().cloned())
-            .map(|a| {
-                format!(
-                    "{:.4} ± {:.4}",
-                    a[0].as_f64().unwrap_or(f64::NAN),
-                    a[1].as_f64().unwrap_or(f64::NAN)
-                )
-            })
+            .and_then(|s| mean_std::get(&s["metrics"], &metric))
+            .map(|(m, s)| format!("{m:.4} ± {s:.4}"))
             .unwrap_or_else(|| "-".into());
-        t.add_row(vec![
-            Cell::new(format!("t{}", r.version)),
-            Cell::new(&r.name),
-            Cell::new(&r.kind),
-            Cell::new(format!("v{}", r.etl_version)),
-            Cell::new(&r.status),
-            Cell::new(metric),
-            Cell::new(value),
+        texts.push(vec![
+            format!("t{}", r.version),
+            r.experiment.clone(),
+            r.name.clone(),
+            r.kind.clone(),
+            format!("v{}", r.etl_version),
+            shown_status(&r.status, gone.get(&r.run_uuid)),
+            metric,
+            value,
         ]);
     }
-    println!("{t}");
+    let rows: Vec<Vec<Cell>> = texts
+        .iter()
+        .map(|t| t.iter().map(Cell::new).collect())
+        .collect();
+    // Least important first: the ETL version, the kind, the experiment, the metric's name.
+    report::print_fitted(&header, &rows, &texts, &[4, 3, 1, 6], wide);
     println!("{} training runs in {}", runs.len(), store.path.display());
     Ok(ExitCode::SUCCESS)
+}
+
+/// Runs the store still calls RUNNING or SCHEDULED whose owner is gone, with the reason: what
+/// the next writing command will mark KILLED. Read-only commands show them so and write nothing.
+fn derive_killed(store: &MlflowStore) -> Result<std::collections::BTreeMap<String, String>> {
+    Ok(store.gone_runs()?.into_iter().collect())
+}
+
+/// "KILLED (process gone)" for a run whose owner is gone, else the stored status.
+fn shown_status(status: &str, gone: Option<&String>) -> String {
+    match gone {
+        Some(reason) => format!(
+            "KILLED ({})",
+            reason.split_once(':').map(|(why, _)| why).unwrap_or(reason)
+        ),
+        None => status.to_string(),
+    }
+}
+
+/// A stored summary's metrics as `{"name": {"mean": .., "std": ..}}`, whatever shape they were
+/// stored in.
+fn mean_std_json(metrics: &serde_json::Value) -> serde_json::Value {
+    let all = mean_std::all(metrics);
+    json!(all
+        .into_iter()
+        .map(|(k, (mean, std))| (k, json!({"mean": mean, "std": std})))
+        .collect::<serde_json::Map<_, _>>())
 }
 
 pub fn show_command(uri: Option<&str>, version: &str, json: bool) -> Result<ExitCode> {
@@ -255,7 +433,9 @@ pub fn show_command(uri: Option<&str>, version: &str, json: bool) -> Result<Exit
         if json {
             println!(
                 "{}",
-                serde_json::to_string_pretty(&json!({"version": version, "record": rec}))?
+                serde_json::to_string_pretty(
+                    &json!({"schema": crate::JSON_SCHEMA, "version": version, "record": rec})
+                )?
             );
         } else {
             println!("ETL version {version}");
@@ -271,6 +451,8 @@ pub fn show_command(uri: Option<&str>, version: &str, json: bool) -> Result<Exit
             store.path.display()
         );
     };
+    let gone = derive_killed(&store)?;
+    let status = shown_status(&run.status, gone.get(&run.run_uuid));
     let params = store.params(&run.run_uuid)?;
     let tags = store.tags(&run.run_uuid)?;
     let metrics = store.latest_metrics(&run.run_uuid)?;
@@ -288,7 +470,7 @@ pub fn show_command(uri: Option<&str>, version: &str, json: bool) -> Result<Exit
         println!(
             "{}",
             serde_json::to_string_pretty(&json!({
-                "version": version, "run_uuid": run.run_uuid, "name": run.name, "kind": run.kind, "status": run.status,
+                "schema": crate::JSON_SCHEMA, "version": version, "run_uuid": run.run_uuid, "name": run.name, "kind": run.kind, "status": status, "status_reason": gone.get(&run.run_uuid),
                 "etl_version": format!("v{}", run.etl_version), "record": run.record, "summary": run.summary,
                 "params": params, "tags": tags, "metrics": metrics, "artifact_dir": dir, "artifacts": artifacts,
             }))?
@@ -297,7 +479,7 @@ pub fn show_command(uri: Option<&str>, version: &str, json: bool) -> Result<Exit
     }
     println!(
         "Training run {version}: {} ({}), status {}, ETL v{}, MLflow run {}",
-        run.name, run.kind, run.status, run.etl_version, run.run_uuid
+        run.name, run.kind, status, run.etl_version, run.run_uuid
     );
     let mut t = new_table(&["param", "value"]);
     for (k, v) in &params {
@@ -305,7 +487,7 @@ pub fn show_command(uri: Option<&str>, version: &str, json: bool) -> Result<Exit
     }
     println!("{t}");
     let mut t = new_table(&["metric", "value"]);
-    for (k, v) in metrics.iter().filter(|(k, _)| !k.starts_with("fold/")) {
+    for (k, v) in metrics.iter().filter(|(k, _)| !is_fold_metric(k)) {
         t.add_row(vec![Cell::new(k), Cell::new(format!("{v:.6}"))]);
     }
     println!("{t}");
@@ -322,6 +504,16 @@ pub fn show_command(uri: Option<&str>, version: &str, json: bool) -> Result<Exit
     Ok(ExitCode::SUCCESS)
 }
 
+/// A per-fold value (`fold2/accuracy`, `fold0/valid_loss`) or, in stores written before JSON
+/// schema 2, `fold/accuracy`.
+fn is_fold_metric(key: &str) -> bool {
+    let Some(rest) = key.strip_prefix("fold") else {
+        return false;
+    };
+    let digits = rest.chars().take_while(char::is_ascii_digit).count();
+    rest[digits..].starts_with('/')
+}
+
 /// `runner wandb-sync [tN ...]`: sends what W&B has not acknowledged of the given runs (all runs
 /// with a spool when none is named), resuming where each stopped.
 pub fn wandb_sync_command(
@@ -330,7 +522,7 @@ pub fn wandb_sync_command(
     timeout_s: f64,
     json: bool,
 ) -> Result<ExitCode> {
-    let store = open_store(uri)?;
+    let store = MlflowStore::open_existing(&sweep::tracking_path(uri, None)?)?;
     let mut runs = store.training_runs()?;
     if !versions.is_empty() {
         let wanted: Vec<i64> = versions
@@ -366,7 +558,7 @@ pub fn wandb_sync_command(
         println!(
             "{}",
             serde_json::to_string_pretty(
-                &json!({"synced": synced, "pending": pending.iter().map(|(v, m)| json!({"version": v, "reason": m})).collect::<Vec<_>>()})
+                &json!({"schema": crate::JSON_SCHEMA, "synced": synced, "pending": pending.iter().map(|(v, m)| json!({"version": v, "reason": m})).collect::<Vec<_>>()})
             )?
         );
     } else {

@@ -14,8 +14,14 @@ pub mod predict;
 pub mod replay;
 pub mod report;
 pub mod rng;
+pub mod suggest;
 pub mod sweep;
+pub mod sweep_parent;
 pub mod track;
+
+/// The version of the shape of every `--json` document (documented in the README): 2 writes
+/// metrics as `{"mean": .., "std": ..}` objects.
+pub const JSON_SCHEMA: u32 = 2;
 
 /// When the process started, for the `start_to_first_training_ms` figure of a sweep report.
 pub static PROCESS_START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();

@@ -10,21 +10,35 @@ use std::process::ExitCode;
 #[command(
     name = "runner",
     version,
-    about = "Runs machine-learning experiments on tabular data: ETL, sweeps, cross-validation, MLflow tracking"
+    about = "Runs machine-learning experiments on tabular data: ETL, sweeps, cross-validation, MLflow tracking",
+    after_help = "Examples:\n  runner sweep configs/wine.toml\n  runner runs --sort accuracy --limit 5\n  runner replay t3 --check\n\nExit codes: 0 success; 1 a run failed or the store could not be written; 2 a mistake in the\ncommand line, config, sweep or data, found before anything was written."
 )]
 struct Cli {
     /// Tracking store (sqlite:///relative.db or sqlite:////absolute.db); default:
     /// MLFLOW_TRACKING_URI, else the config's tracking.uri, else sqlite:///mlflow.db.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, value_name = "URI")]
     tracking_uri: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
 
+/// Configs trained at once: 1 or more.
+fn jobs_arg(v: &str) -> Result<usize, String> {
+    match v.parse::<usize>() {
+        Ok(0) => Err("must be at least 1 (configs trained at once)".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("\"{v}\" is not a whole number of jobs (1, 2, ...)")),
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Train every model config of the config's sweeps with cross-validation and log the runs.
+    #[command(
+        after_help = "Examples:\n  runner sweep configs/wine.toml\n  runner sweep configs/wine.toml --only random_forest --set cv.folds=10\n  runner sweep configs/wine.toml --ensemble top=3 --json > results.json"
+    )]
     Sweep {
+        /// The experiment config (TOML): data, ETL, CV, tracking, and the sweep files to train.
         config: PathBuf,
         /// Override a config key, e.g. cv.folds=10, or a model parameter for every config that
         /// has it, e.g. models.n_trees=50.
@@ -33,67 +47,115 @@ enum Command {
         /// Train only configs whose name starts with NAME (repeatable).
         #[arg(long, value_name = "NAME")]
         only: Vec<String>,
-        /// Configs trained in parallel (default: the number of cores).
-        #[arg(long)]
+        /// Configs trained in parallel, at least 1 (default: the number of cores).
+        #[arg(long, value_name = "N", value_parser = jobs_arg)]
         jobs: Option<usize>,
         /// Train every config once on a small split with few rounds: a quick check for CI.
         #[arg(long)]
         smoke: bool,
-        /// Print the results as JSON on stdout.
+        /// Print the results as JSON on stdout (see the README for the schema).
         #[arg(long)]
         json: bool,
-        /// First training version to use, e.g. t100 (every number needed must be free).
-        #[arg(long, value_parser = sweep::check_version_arg)]
-        version: Option<i64>,
+        /// Number the sweep's training runs from tN on, e.g. t100 (every number needed must be
+        /// free); default: the next free number.
+        #[arg(long, value_name = "tN", value_parser = sweep::check_version_arg)]
+        first_run: Option<i64>,
         /// After the sweep, train a soft-voting and a stacking ensemble of the N best configs
         /// (by the primary metric), e.g. top=3.
         #[arg(long, value_name = "top=N", value_parser = sweep::check_ensemble_arg)]
         ensemble: Option<usize>,
+        /// Print every leaderboard column, however wide the terminal.
+        #[arg(long)]
+        wide: bool,
     },
     /// Parse and check the config and its sweeps, print the expanded configs, train nothing.
+    #[command(
+        after_help = "Examples:\n  runner validate configs/wine.toml\n  runner validate configs/wine.toml --set cv.folds=10 --json"
+    )]
     Validate {
+        /// The experiment config (TOML) to check, with the sweep files it names.
         config: PathBuf,
+        /// Override a config key before checking, as with `runner sweep --set`.
         #[arg(long = "set", value_name = "KEY=VALUE")]
         sets: Vec<String>,
+        /// Print the resolved config and expanded model configs as JSON.
         #[arg(long)]
         json: bool,
     },
     /// Explore the config's ETL output: target distribution, feature statistics, correlations,
     /// cluster-to-target diagnostics; logged as an MLflow run tagged EDA.
+    #[command(
+        after_help = "Examples:\n  runner eda configs/wine.toml\n  runner eda configs/wine.toml --out eda.md\n  runner eda configs/wine.toml --json | jq .target"
+    )]
     Eda {
+        /// The experiment config (TOML) whose data and ETL to explore.
         config: PathBuf,
+        /// Override a config key first, as with `runner sweep --set`.
         #[arg(long = "set", value_name = "KEY=VALUE")]
         sets: Vec<String>,
         /// Also write the Markdown report to this file.
-        #[arg(long)]
+        #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
+        /// Print the analysis as JSON instead of Markdown.
         #[arg(long)]
         json: bool,
     },
     /// List every model kind with its hyperparameters, types, defaults and ranges.
+    #[command(
+        after_help = "Examples:\n  runner models\n  runner models --json | jq '.kinds[].kind'"
+    )]
     Models {
+        /// Print the kinds and their parameters as JSON.
         #[arg(long)]
         json: bool,
     },
-    /// List the training runs in the store.
+    /// List the training runs in the store, with their state and primary metric.
+    #[command(
+        after_help = "Examples:\n  runner runs\n  runner runs --experiment wine --sort accuracy --limit 10\n  runner runs --status failed --json"
+    )]
     Runs {
+        /// Only runs of this experiment.
+        #[arg(long, value_name = "NAME")]
+        experiment: Option<String>,
+        /// Order by this metric's mean, best first (e.g. accuracy, mae); default: by run number.
+        #[arg(long, value_name = "METRIC")]
+        sort: Option<String>,
+        /// Only runs in this state: finished, failed, running, scheduled or killed.
+        #[arg(long, value_name = "STATE")]
+        status: Option<String>,
+        /// Show at most N runs (after filtering and sorting).
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
+        /// Print every column, however wide the terminal.
+        #[arg(long)]
+        wide: bool,
+        /// Print the runs as JSON (see the README for the schema).
         #[arg(long)]
         json: bool,
     },
     /// Rebuild ETL version vN from the store's record alone, verifying input hash and fingerprint.
+    #[command(
+        after_help = "Examples:\n  runner reload-etl v1\n  runner reload-etl v2 --input /data/moved.csv --out v2.parquet"
+    )]
     ReloadEtl {
+        /// The ETL version to rebuild: v1, v2, ...
         version: String,
         /// A moved copy of the recorded input file (its hash must still match).
-        #[arg(long)]
+        #[arg(long, value_name = "FILE")]
         input: Option<PathBuf>,
         /// Write the rebuilt table to a .parquet or .csv file.
-        #[arg(long)]
+        #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
+        /// Print the verification result as JSON.
         #[arg(long)]
         json: bool,
     },
     /// Retrain training run tN exactly from the store, log it as a new run, compare fold metrics.
+    #[command(
+        after_help = "Examples:\n  runner replay t3\n  runner replay t3 --check\n  runner replay t3 --set seed=7 --set cv.folds=10"
+    )]
     Replay {
+        /// The training run to retrain: t1, t2, ...
         version: String,
         /// Exit non-zero unless every fold metric matches bit for bit.
         #[arg(long)]
@@ -103,37 +165,51 @@ enum Command {
         #[arg(long = "set", value_name = "KEY=VALUE")]
         sets: Vec<String>,
         /// A moved copy of the recorded input file (its hash must still match).
-        #[arg(long)]
+        #[arg(long, value_name = "FILE")]
         input: Option<PathBuf>,
+        /// Print the new run and the comparison as JSON.
         #[arg(long)]
         json: bool,
     },
     /// Send W&B data that could not be sent (or was spooled offline), resuming where it stopped.
+    #[command(
+        after_help = "Examples:\n  runner wandb-sync\n  runner wandb-sync t3 t4 --timeout 60"
+    )]
     WandbSync {
         /// Training runs to send (default: every run with unsent W&B data).
         versions: Vec<String>,
         /// Give up after this many seconds per run.
-        #[arg(long, default_value_t = 300.0)]
+        #[arg(long, default_value_t = 300.0, value_name = "SECONDS")]
         timeout: f64,
+        /// Print what was sent per run as JSON.
         #[arg(long)]
         json: bool,
     },
     /// Show what differs between two training runs: settings, ETL and metrics.
+    #[command(after_help = "Examples:\n  runner diff t1 t2\n  runner diff t3 t9 --json")]
     Diff {
+        /// The first training run (tN).
         a: String,
+        /// The second training run (tN).
         b: String,
+        /// Print the differences as JSON.
         #[arg(long)]
         json: bool,
     },
     /// Predict new data with training run tN's saved model: the run's ETL, preprocessing and
     /// label mapping applied; the input's columns and types must match what tN was trained on.
+    #[command(
+        after_help = "Examples:\n  runner predict t3 --input new.csv\n  runner predict t3 --input new.parquet --proba --out predictions.csv"
+    )]
     Predict {
+        /// The training run whose model predicts: t1, t2, ...
         version: String,
-        /// New data (.csv or .parquet) with the run's feature columns (the target may be absent).
-        #[arg(long)]
+        /// New data (.csv, .csv.gz, .tsv, .parquet, .ndjson/.jsonl, .arrow/.feather/.ipc) with
+        /// the run's feature columns (the target may be absent).
+        #[arg(long, value_name = "FILE")]
         input: PathBuf,
         /// Write the CSV here instead of standard output.
-        #[arg(long)]
+        #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
         /// Add one probability column per class (classification).
         #[arg(long)]
@@ -142,24 +218,67 @@ enum Command {
     /// Export training run tN's model for deployment: native (the library's own files and
     /// runner's preprocessing and labels), onnx (trees, forests, XGBoost, LightGBM, linear and
     /// logistic models, MLP, CNN, LSTM; preprocessing included) or torchscript (the networks).
+    #[command(
+        after_help = "Examples:\n  runner export t3 --format onnx --out model/\n  runner export t5 --format native --out t5-native/"
+    )]
     Export {
+        /// The training run to export: t1, t2, ...
         version: String,
+        /// The format: native, onnx or torchscript.
         #[arg(long, value_parser = ["native", "onnx", "torchscript"])]
         format: String,
         /// Folder to write into (created if missing).
-        #[arg(long)]
+        #[arg(long, value_name = "DIR")]
         out: PathBuf,
     },
     /// Show one training run (tN) or ETL version (vN) in full.
+    #[command(
+        after_help = "Examples:\n  runner show t3\n  runner show v1\n  runner show t3 --json | jq .metrics"
+    )]
     Show {
+        /// A training run (t1, t2, ...) or an ETL version (v1, v2, ...).
         version: String,
+        /// Print everything recorded as JSON.
         #[arg(long)]
         json: bool,
     },
+    /// Print a shell completion script for runner.
+    #[command(
+        after_help = "Examples:\n  runner completions bash > /etc/bash_completion.d/runner\n  runner completions zsh > ~/.zfunc/_runner\n  runner completions fish > ~/.config/fish/completions/runner.fish"
+    )]
+    Completions {
+        /// The shell: bash, zsh, fish, powershell or elvish.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// Output piped into `head` and the like: a closed stdout ends the program quietly with exit 0,
+/// as ripgrep and cargo do, instead of `println!`'s panic.
+fn quiet_on_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
 }
 
 fn main() -> ExitCode {
     runner::PROCESS_START.get_or_init(std::time::Instant::now);
+    quiet_on_broken_pipe();
+    // A write past the file-size limit (ulimit -f) then fails with an error that runner reports
+    // and records, like a full disk, instead of killing the process mid-run.
+    // SAFETY: setting a signal's disposition to SIG_IGN has no preconditions.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
@@ -189,8 +308,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             jobs,
             smoke,
             json,
-            version,
+            first_run,
             ensemble,
+            wide,
         } => {
             let opts = sweep::SweepOptions {
                 sets,
@@ -199,9 +319,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 smoke,
                 json,
                 tracking_uri: cli.tracking_uri.clone(),
-                version,
+                version: first_run,
                 ensemble_top: ensemble,
-                no_chart: false,
+                wide,
+                parent_run: None,
             };
             inspect::sweep_command(&config, &opts)
         }
@@ -215,7 +336,22 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             out,
             json,
         } => eda::eda_command(&config, &sets, uri, json, out.as_deref()),
-        Command::Runs { json } => inspect::runs_command(uri, json),
+        Command::Runs {
+            experiment,
+            sort,
+            status,
+            limit,
+            wide,
+            json,
+        } => {
+            let filter = inspect::RunsFilter {
+                experiment,
+                sort,
+                status,
+                limit,
+            };
+            inspect::runs_command(uri, &filter, wide, json)
+        }
         Command::Show { version, json } => inspect::show_command(uri, &version, json),
         Command::ReloadEtl {
             version,
@@ -263,6 +399,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Diff { a, b, json } => {
             let store = sweep::tracking_path(uri, None)?;
             replay::diff_command(&store, &a, &b, json)
+        }
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "runner", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

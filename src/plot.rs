@@ -27,24 +27,60 @@ fn open(title: &str) -> String {
     )
 }
 
-fn nice_range(lo: f64, hi: f64) -> (f64, f64) {
-    if !lo.is_finite() || !hi.is_finite() {
-        return (0.0, 1.0);
-    }
-    if (hi - lo).abs() < 1e-12 {
-        return (lo - 0.5, hi + 0.5);
-    }
-    let pad = (hi - lo) * 0.05;
-    (lo - pad, hi + pad)
+/// An axis: its bounds and the ticks between them.
+#[derive(Debug, Clone, PartialEq)]
+struct Axis {
+    lo: f64,
+    hi: f64,
+    ticks: Vec<f64>,
+    /// Decimal places that print every tick exactly.
+    decimals: usize,
 }
 
-fn axes(svg: &mut String, ymin: f64, ymax: f64, ylabel: &str) {
+/// An axis over [lo, hi] with 3 to 7 ticks at a round step (1, 2 or 5 times a power of ten;
+/// whole numbers when `integer`), its bounds on ticks that enclose the data: data that is never
+/// negative gets no negative axis.
+fn nice_axis(lo: f64, hi: f64, integer: bool) -> Axis {
+    let (lo, hi) = match (lo.is_finite(), hi.is_finite()) {
+        (true, true) if hi > lo => (lo, hi),
+        (true, true) if lo == 0.0 => (0.0, 1.0),
+        (true, true) => (lo - lo.abs() * 0.1, hi + hi.abs() * 0.1),
+        _ => (0.0, 1.0),
+    };
+    let raw = (hi - lo) / 4.0;
+    let magnitude = 10f64.powf(raw.log10().floor());
+    let mut step = [1.0, 2.0, 5.0, 10.0]
+        .iter()
+        .map(|m| m * magnitude)
+        .find(|s| *s >= raw * 0.999)
+        .unwrap_or(10.0 * magnitude);
+    if integer {
+        step = step.max(1.0).round();
+    }
+    let first = (lo / step + 1e-9).floor();
+    let last = (hi / step - 1e-9).ceil();
+    let ticks: Vec<f64> = (0..=((last - first) as i64))
+        .map(|i| (first + i as f64) * step)
+        .collect();
+    let decimals = if step >= 1.0 {
+        0
+    } else {
+        (-step.log10().floor()) as usize
+    };
+    Axis {
+        lo: first * step,
+        hi: last * step,
+        ticks,
+        decimals,
+    }
+}
+
+fn axes(svg: &mut String, y: &Axis, ylabel: &str) {
     let (x0, y0, y1) = (LEFT, H - BOTTOM, TOP);
     svg.push_str(&format!("<line x1=\"{x0}\" y1=\"{y0}\" x2=\"{}\" y2=\"{y0}\" stroke=\"black\"/>\n<line x1=\"{x0}\" y1=\"{y0}\" x2=\"{x0}\" y2=\"{y1}\" stroke=\"black\"/>\n", W - RIGHT));
-    for i in 0..=4 {
-        let v = ymin + (ymax - ymin) * i as f64 / 4.0;
-        let y = y0 - (y0 - y1) * i as f64 / 4.0;
-        svg.push_str(&format!("<line x1=\"{}\" y1=\"{y:.1}\" x2=\"{x0}\" y2=\"{y:.1}\" stroke=\"black\"/><text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>\n", x0 - 4.0, x0 - 6.0, y + 4.0, fmt(v)));
+    for v in &y.ticks {
+        let yy = y_of(*v, y.lo, y.hi);
+        svg.push_str(&format!("<line x1=\"{}\" y1=\"{yy:.1}\" x2=\"{x0}\" y2=\"{yy:.1}\" stroke=\"black\"/><text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{:.*}</text>\n", x0 - 4.0, x0 - 6.0, yy + 4.0, y.decimals, v));
     }
     svg.push_str(&format!("<text x=\"14\" y=\"{}\" transform=\"rotate(-90 14 {})\" text-anchor=\"middle\">{}</text>\n", (y0 + y1) / 2.0, (y0 + y1) / 2.0, esc(ylabel)));
 }
@@ -60,16 +96,15 @@ fn fmt(v: f64) -> String {
     }
 }
 
-/// Five tick labels under a numeric x axis, and its title.
-fn x_axis(svg: &mut String, xmin: f64, xmax: f64, xlabel: &str) {
-    let x_of = |x: f64| LEFT + (x - xmin) / (xmax - xmin) * (W - LEFT - RIGHT);
-    for i in 0..=4 {
-        let v = xmin + (xmax - xmin) * i as f64 / 4.0;
+/// Tick labels under a numeric x axis, and its title.
+fn x_axis(svg: &mut String, x: &Axis, xlabel: &str) {
+    for v in &x.ticks {
         svg.push_str(&format!(
-            "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n",
-            x_of(v),
+            "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{:.*}</text>\n",
+            x_of(*v, x),
             H - BOTTOM + 16.0,
-            fmt(v)
+            x.decimals,
+            v
         ));
     }
     svg.push_str(&format!(
@@ -78,6 +113,10 @@ fn x_axis(svg: &mut String, xmin: f64, xmax: f64, xlabel: &str) {
         H - 30.0,
         esc(xlabel)
     ));
+}
+
+fn x_of(v: f64, x: &Axis) -> f64 {
+    LEFT + (v - x.lo) / (x.hi - x.lo) * (W - LEFT - RIGHT)
 }
 
 fn y_of(v: f64, ymin: f64, ymax: f64) -> f64 {
@@ -100,9 +139,9 @@ pub fn bar_chart(
         .map(|(v, e)| v + e)
         .fold(0.0, f64::max);
     let lo = values.iter().copied().fold(0.0, f64::min);
-    let (ymin, ymax) = nice_range(lo, hi);
-    let ymin = ymin.min(0.0);
-    axes(&mut svg, ymin, ymax, ylabel);
+    let y = nice_axis(lo, hi, false);
+    let (ymin, ymax) = (y.lo, y.hi);
+    axes(&mut svg, &y, ylabel);
     let n = values.len().max(1) as f64;
     let slot = (W - LEFT - RIGHT) / n;
     for (i, (l, v)) in labels.iter().zip(values).enumerate() {
@@ -133,8 +172,9 @@ pub fn grouped_bars(
         .iter()
         .flat_map(|(_, v)| v.iter().copied())
         .fold(0.0, f64::max);
-    let (_, ymax) = nice_range(0.0, hi);
-    axes(&mut svg, 0.0, ymax, ylabel);
+    let y = nice_axis(0.0, hi, false);
+    let ymax = y.hi;
+    axes(&mut svg, &y, ylabel);
     let slot = (W - LEFT - RIGHT) / labels.len().max(1) as f64;
     let bw = slot * 0.8 / series.len().max(1) as f64;
     for (i, l) in labels.iter().enumerate() {
@@ -217,6 +257,25 @@ pub fn heatmap(
     svg
 }
 
+/// How a line is drawn.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Stroke {
+    Solid,
+    /// Thin and translucent: one of many (a fold), behind the solid lines.
+    Faint,
+    Dashed,
+}
+
+/// One line of a line chart: its legend name (`None`: no legend entry), colour index, stroke and
+/// (x, y) points.
+#[derive(Debug, Clone)]
+pub struct Line {
+    pub name: Option<String>,
+    pub color: usize,
+    pub stroke: Stroke,
+    pub points: Vec<(f64, f64)>,
+}
+
 /// Lines, one per named series of (x, y) points.
 pub fn line_chart(
     title: &str,
@@ -224,10 +283,31 @@ pub fn line_chart(
     ylabel: &str,
     series: &[(String, Vec<(f64, f64)>)],
 ) -> String {
-    let mut svg = open(title);
-    let pts = series
+    let lines: Vec<Line> = series
         .iter()
-        .flat_map(|(_, p)| p.iter().filter(|(_, y)| y.is_finite()));
+        .enumerate()
+        .map(|(k, (name, points))| Line {
+            name: Some(name.clone()),
+            color: k,
+            stroke: Stroke::Solid,
+            points: points.clone(),
+        })
+        .collect();
+    lines_chart(title, xlabel, ylabel, &lines, false)
+}
+
+/// Lines with their own strokes; `integer_x` puts x ticks on whole numbers (rounds, epochs).
+pub fn lines_chart(
+    title: &str,
+    xlabel: &str,
+    ylabel: &str,
+    lines: &[Line],
+    integer_x: bool,
+) -> String {
+    let mut svg = open(title);
+    let pts = lines
+        .iter()
+        .flat_map(|l| l.points.iter().filter(|(_, y)| y.is_finite()));
     let (xmin, xmax, ylo, yhi) = pts.fold(
         (
             f64::INFINITY,
@@ -237,28 +317,41 @@ pub fn line_chart(
         ),
         |(a, b, c, d), (x, y)| (a.min(*x), b.max(*x), c.min(*y), d.max(*y)),
     );
-    let (ymin, ymax) = nice_range(ylo, yhi);
-    let (xmin, xmax) = if xmax > xmin {
-        (xmin, xmax)
-    } else {
-        (xmin - 1.0, xmin + 1.0)
-    };
-    axes(&mut svg, ymin, ymax, ylabel);
-    let x_of = |x: f64| LEFT + (x - xmin) / (xmax - xmin) * (W - LEFT - RIGHT);
-    for (k, (name, points)) in series.iter().enumerate() {
-        let path: Vec<String> = points
+    let y = nice_axis(ylo, yhi, false);
+    let x = nice_axis(xmin, xmax, integer_x);
+    axes(&mut svg, &y, ylabel);
+    // Faint lines first, so the solid ones are drawn over them.
+    let mut order: Vec<&Line> = lines.iter().collect();
+    order.sort_by_key(|l| l.stroke != Stroke::Faint);
+    for line in order {
+        let path: Vec<String> = line
+            .points
             .iter()
-            .filter(|(_, y)| y.is_finite())
-            .map(|(x, y)| format!("{:.1},{:.1}", x_of(*x), y_of(*y, ymin, ymax)))
+            .filter(|(_, v)| v.is_finite())
+            .map(|(px, py)| format!("{:.1},{:.1}", x_of(*px, &x), y_of(*py, y.lo, y.hi)))
             .collect();
-        let color = PALETTE[k % PALETTE.len()];
+        let color = PALETTE[line.color % PALETTE.len()];
+        let style = match line.stroke {
+            Stroke::Solid => "stroke-width=\"2\"",
+            Stroke::Faint => "stroke-width=\"1\" stroke-opacity=\"0.3\"",
+            Stroke::Dashed => "stroke-width=\"1.5\" stroke-dasharray=\"5 3\"",
+        };
         svg.push_str(&format!(
-            "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"1.5\" points=\"{}\"/>\n",
+            "<polyline fill=\"none\" stroke=\"{color}\" {style} points=\"{}\"/>\n",
             path.join(" ")
         ));
-        svg.push_str(&format!("<rect x=\"{}\" y=\"{}\" width=\"10\" height=\"10\" fill=\"{color}\"/><text x=\"{}\" y=\"{}\">{}</text>\n", W - RIGHT - 150.0, TOP + 4.0 + 14.0 * k as f64, W - RIGHT - 136.0, TOP + 13.0 + 14.0 * k as f64, esc(name)));
     }
-    x_axis(&mut svg, xmin, xmax, xlabel);
+    let named = lines.iter().filter_map(|l| Some((l.name.as_ref()?, l)));
+    for (k, (name, line)) in named.enumerate() {
+        let color = PALETTE[line.color % PALETTE.len()];
+        let opacity = if line.stroke == Stroke::Faint {
+            0.3
+        } else {
+            1.0
+        };
+        svg.push_str(&format!("<rect x=\"{}\" y=\"{}\" width=\"10\" height=\"10\" fill=\"{color}\" fill-opacity=\"{opacity}\"/><text x=\"{}\" y=\"{}\">{}</text>\n", W - RIGHT - 190.0, TOP + 4.0 + 14.0 * k as f64, W - RIGHT - 176.0, TOP + 13.0 + 14.0 * k as f64, esc(name)));
+    }
+    x_axis(&mut svg, &x, xlabel);
     svg.push_str("</svg>\n");
     svg
 }
@@ -281,14 +374,15 @@ pub fn scatter(
         ),
         |(a, b, c, d), (x, y)| (a.min(*x), b.max(*x), c.min(*y), d.max(*y)),
     );
-    let (xmin, xmax) = nice_range(xlo, xhi);
-    let (ymin, ymax) = if diagonal {
-        nice_range(ylo.min(xlo), yhi.max(xhi))
+    let x = nice_axis(xlo, xhi, false);
+    let y = if diagonal {
+        nice_axis(ylo.min(xlo), yhi.max(xhi), false)
     } else {
-        nice_range(ylo, yhi)
+        nice_axis(ylo, yhi, false)
     };
-    axes(&mut svg, ymin, ymax, ylabel);
-    let x_of = |x: f64| LEFT + (x - xmin) / (xmax - xmin) * (W - LEFT - RIGHT);
+    let (xmin, xmax, ymin, ymax) = (x.lo, x.hi, y.lo, y.hi);
+    axes(&mut svg, &y, ylabel);
+    let x_of = |v: f64| x_of(v, &x);
     if diagonal {
         let (a, b) = (xmin.max(ymin), xmax.min(ymax));
         svg.push_str(&format!("<line x1=\"{:.1}\" y1=\"{:.1}\" x2=\"{:.1}\" y2=\"{:.1}\" stroke=\"#999\" stroke-dasharray=\"4\"/>\n", x_of(a), y_of(a, ymin, ymax), x_of(b), y_of(b, ymin, ymax)));
@@ -301,7 +395,7 @@ pub fn scatter(
             PALETTE[0]
         ));
     }
-    x_axis(&mut svg, xmin, xmax, xlabel);
+    x_axis(&mut svg, &x, xlabel);
     svg.push_str("</svg>\n");
     svg
 }
@@ -329,6 +423,29 @@ pub fn histogram(title: &str, values: &[f64], bins: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn axes_have_round_ticks_bounded_by_the_data() {
+        // 200 boosting rounds: whole-number ticks, no 49.750.
+        let x = nice_axis(0.0, 199.0, true);
+        assert_eq!(x.ticks, vec![0.0, 50.0, 100.0, 150.0, 200.0]);
+        assert_eq!(x.decimals, 0);
+        // A loss between 0.05 and 1.3 never gets a negative axis.
+        let y = nice_axis(0.05, 1.3, false);
+        assert_eq!(y.lo, 0.0);
+        assert!(y.hi >= 1.3 && y.hi <= 1.6, "{y:?}");
+        assert!(y.ticks.iter().all(|t| (t / 0.5).fract().abs() < 1e-9
+            || (t / 0.2).fract().abs() < 1e-9
+            || (t / 0.1).fract().abs() < 1e-9));
+        // 7 epochs: integer ticks even when the step would be fractional.
+        let e = nice_axis(1.0, 7.0, true);
+        assert!(e.ticks.iter().all(|t| t.fract() == 0.0), "{e:?}");
+        // Accuracy 0.58..0.69: ticks at 0.02 or 0.05 steps, printed with 2 decimals.
+        let a = nice_axis(0.58, 0.69, false);
+        assert!(a.lo <= 0.58 && a.hi >= 0.69 && a.lo >= 0.5, "{a:?}");
+        assert_eq!(a.decimals, 2);
+        assert_eq!(format!("{:.*}", a.decimals, a.ticks[1]), "0.60");
+    }
 
     #[test]
     fn charts_are_well_formed_svg_with_their_content() {

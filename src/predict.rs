@@ -100,7 +100,7 @@ pub fn load_run_model(store: &MlflowStore, version: i64) -> Result<SavedModel> {
 /// `tN` of the chosen store, loaded.
 fn open_saved(uri: Option<&str>, version: &str) -> Result<SavedModel> {
     let v = sweep::parse_version(version, 't').map_err(|m| anyhow::anyhow!(m))?;
-    let store = MlflowStore::open_existing(&sweep::tracking_path(uri, None)?)?;
+    let store = MlflowStore::open_read_only(&sweep::tracking_path(uri, None)?)?;
     load_run_model(&store, v)
 }
 

@@ -94,7 +94,7 @@ pub fn reload_etl_command(
     out: Option<&Path>,
     json_out: bool,
 ) -> Result<ExitCode> {
-    let store = MlflowStore::open_existing(store_path)?;
+    let store = MlflowStore::open_read_only(store_path)?;
     let n = parse_version(version, 'v')?;
     let mut r = reload_etl(&store, n, input)?;
     if let Some(out) = out {
@@ -104,7 +104,7 @@ pub fn reload_etl_command(
         println!(
             "{}",
             serde_json::to_string_pretty(&json!({
-                "version": version, "verified": true, "input": r.input, "schema": data::schema_of(&r.df),
+                "schema": crate::JSON_SCHEMA, "version": version, "verified": true, "input": r.input, "data_schema": data::schema_of(&r.df),
                 "n_rows": r.df.height(), "n_cols": r.df.width(), "fingerprint": r.record["fingerprint"],
                 "target_distribution": r.record["target_distribution"], "out": out,
             }))?
@@ -234,7 +234,7 @@ pub fn replay_command(
     input: Option<&Path>,
     json_out: bool,
 ) -> Result<ExitCode> {
-    let store = MlflowStore::open_existing(store_path)?;
+    let store = MlflowStore::open_read_only(store_path)?;
     let n = parse_version(version, 't')?;
     let Some(run) = store.training_run(n)? else {
         bail!(
@@ -325,7 +325,7 @@ pub fn replay_command(
         println!(
             "{}",
             serde_json::to_string_pretty(&json!({
-                "original": version, "replay": new.version, "status": new.status, "changes": changes,
+                "schema": crate::JSON_SCHEMA, "original": version, "replay": new.version, "status": new.status, "changes": changes,
                 "tolerance": 0.0, "identical": all_match, "metrics": rows,
             }))?
         );
@@ -436,7 +436,7 @@ fn comparable(run: &TrainingRunRow) -> BTreeMap<String, String> {
 }
 
 pub fn diff_command(store_path: &Path, a: &str, b: &str, json_out: bool) -> Result<ExitCode> {
-    let store = MlflowStore::open_existing(store_path)?;
+    let store = MlflowStore::open_read_only(store_path)?;
     let get = |v: &str| -> Result<TrainingRunRow> {
         let n = parse_version(v, 't')?;
         store
@@ -456,12 +456,12 @@ pub fn diff_command(store_path: &Path, a: &str, b: &str, json_out: bool) -> Resu
     let ma: BTreeMap<String, (f64, f64)> = ra
         .summary
         .as_ref()
-        .and_then(|s| serde_json::from_value(s["metrics"].clone()).ok())
+        .map(|s| crate::sweep::mean_std::all(&s["metrics"]))
         .unwrap_or_default();
     let mb: BTreeMap<String, (f64, f64)> = rb
         .summary
         .as_ref()
-        .and_then(|s| serde_json::from_value(s["metrics"].clone()).ok())
+        .map(|s| crate::sweep::mean_std::all(&s["metrics"]))
         .unwrap_or_default();
     let metric_keys: std::collections::BTreeSet<&String> = ma.keys().chain(mb.keys()).collect();
     let metrics: Vec<Value> = metric_keys
@@ -475,7 +475,7 @@ pub fn diff_command(store_path: &Path, a: &str, b: &str, json_out: bool) -> Resu
         println!(
             "{}",
             serde_json::to_string_pretty(
-                &json!({"a": a, "b": b, "settings": settings, "metrics": metrics})
+                &json!({"schema": crate::JSON_SCHEMA, "a": a, "b": b, "settings": settings, "metrics": metrics})
             )?
         );
         return Ok(ExitCode::SUCCESS);

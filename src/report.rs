@@ -1,13 +1,119 @@
 //! What a person reads: the leaderboard, the per-class breakdown, run and version listings.
 
 use crate::sweep::{RunResult, SweepReport};
-use comfy_table::{presets::UTF8_FULL_CONDENSED, Cell, CellAlignment, Table};
+use comfy_table::{presets::UTF8_FULL_CONDENSED, Cell, CellAlignment, ContentArrangement, Table};
+use std::io::IsTerminal;
 
 pub fn new_table(header: &[&str]) -> Table {
     let mut t = Table::new();
     t.load_preset(UTF8_FULL_CONDENSED);
     t.set_header(header.iter().map(Cell::new).collect::<Vec<_>>());
     t
+}
+
+/// The terminal's width in columns when stdout is a terminal; `None` when it is a pipe or a file,
+/// where tables print every column without wrapping.
+pub fn terminal_width() -> Option<usize> {
+    if !std::io::stdout().is_terminal() {
+        return None;
+    }
+    let mut size = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes one `winsize` into the struct we pass, and fd 1 is open.
+    let ok = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut size) } == 0;
+    if ok && size.ws_col > 0 {
+        return Some(size.ws_col as usize);
+    }
+    let columns = std::env::var("COLUMNS").ok().and_then(|c| c.parse().ok());
+    Some(columns.unwrap_or(80))
+}
+
+/// A table's text, fitted to `width`: the columns in `drop_order` (least important first) are
+/// left out one by one until the table fits, then long cells wrap. `None` prints every column
+/// unwrapped (a pipe, a file, or `--wide`). Returns the text and how many columns were left out.
+pub fn fit_table(
+    header: &[&str],
+    rows: &[Vec<Cell>],
+    texts: &[Vec<String>],
+    drop_order: &[usize],
+    width: Option<usize>,
+) -> (String, usize) {
+    let mut keep: Vec<bool> = vec![true; header.len()];
+    let mut dropped = 0;
+    if let Some(width) = width {
+        let col_width = |i: usize| {
+            texts
+                .iter()
+                .filter_map(|r| r.get(i))
+                .chain(std::iter::once(&header[i].to_string()))
+                .map(|t| t.lines().map(|l| l.chars().count()).max().unwrap_or(0))
+                .max()
+                .unwrap_or(0)
+                + 3
+        };
+        let widths: Vec<usize> = (0..header.len()).map(col_width).collect();
+        let total = |keep: &[bool]| {
+            1 + widths
+                .iter()
+                .zip(keep)
+                .filter(|(_, k)| **k)
+                .map(|(w, _)| w)
+                .sum::<usize>()
+        };
+        for &i in drop_order {
+            if total(&keep) <= width {
+                break;
+            }
+            keep[i] = false;
+            dropped += 1;
+        }
+    }
+    let kept_header: Vec<&str> = header
+        .iter()
+        .zip(&keep)
+        .filter(|(_, k)| **k)
+        .map(|(h, _)| *h)
+        .collect();
+    let mut t = new_table(&kept_header);
+    match width {
+        Some(w) => {
+            t.set_content_arrangement(ContentArrangement::Dynamic);
+            t.set_width(w.min(u16::MAX as usize) as u16);
+        }
+        None => {
+            t.set_content_arrangement(ContentArrangement::Disabled);
+        }
+    }
+    for row in rows {
+        t.add_row(
+            row.iter()
+                .zip(&keep)
+                .filter(|(_, k)| **k)
+                .map(|(c, _)| c.clone())
+                .collect::<Vec<_>>(),
+        );
+    }
+    (t.to_string(), dropped)
+}
+
+/// Prints a table built by [`fit_table`], with a note when columns were left out.
+pub fn print_fitted(
+    header: &[&str],
+    rows: &[Vec<Cell>],
+    texts: &[Vec<String>],
+    drop_order: &[usize],
+    wide: bool,
+) {
+    let width = if wide { None } else { terminal_width() };
+    let (text, dropped) = fit_table(header, rows, texts, drop_order, width);
+    println!("{text}");
+    if dropped > 0 {
+        println!("({dropped} columns left out to fit the terminal; --wide shows them)");
+    }
 }
 
 fn num(v: f64) -> Cell {
@@ -34,7 +140,7 @@ pub fn ranked(report: &SweepReport) -> Vec<&RunResult> {
     ok
 }
 
-pub fn print_sweep(report: &SweepReport) {
+pub fn print_sweep(report: &SweepReport, wide: bool) {
     let key = &report.primary_metric;
     let columns: Vec<&str> = match report.task {
         crate::models::Task::Classification => {
@@ -50,29 +156,48 @@ pub fn print_sweep(report: &SweepReport) {
         }
     }
     header.push("seconds");
-    let mut t = new_table(&header);
+    let mut rows: Vec<Vec<Cell>> = Vec::new();
+    let mut texts: Vec<Vec<String>> = Vec::new();
     for (i, r) in ranked(report).iter().enumerate() {
-        let mut row = vec![
-            Cell::new(i + 1),
-            Cell::new(&r.version),
-            Cell::new(&r.name),
-            Cell::new(&r.kind),
-        ];
         let (m, s) = r.metrics[key];
-        row.push(Cell::new(format!("{m:.4} ± {s:.4}")).set_alignment(CellAlignment::Right));
+        let mut text = vec![
+            (i + 1).to_string(),
+            r.version.clone(),
+            r.name.clone(),
+            r.kind.clone(),
+            format!("{m:.4} ± {s:.4}"),
+        ];
         for c in &columns {
             if c != key {
-                row.push(
+                text.push(
                     r.metrics
                         .get(*c)
-                        .map(|v| num(v.0))
-                        .unwrap_or_else(|| Cell::new("-")),
+                        .map(|v| format!("{:.4}", v.0))
+                        .unwrap_or_else(|| "-".into()),
                 );
             }
         }
-        row.push(num(r.fit_seconds));
-        t.add_row(row);
+        text.push(format!("{:.4}", r.fit_seconds));
+        let row = text
+            .iter()
+            .enumerate()
+            .map(|(j, t)| {
+                let cell = Cell::new(t);
+                if j >= 4 {
+                    cell.set_alignment(CellAlignment::Right)
+                } else {
+                    cell
+                }
+            })
+            .collect();
+        rows.push(row);
+        texts.push(text);
     }
+    // Least important first: seconds, the secondary metrics from the right, the kind, the rank.
+    let n = header.len();
+    let mut drop_order: Vec<usize> = vec![n - 1];
+    drop_order.extend((5..n - 1).rev());
+    drop_order.extend([3, 0]);
     println!(
         "Experiment \"{}\", ETL {}{}, task {} ({}); ranked by {} ({}), mean ± std over folds",
         report.experiment,
@@ -87,7 +212,7 @@ pub fn print_sweep(report: &SweepReport) {
             "lower is better"
         }
     );
-    println!("{t}");
+    print_fitted(&header, &rows, &texts, &drop_order, wide);
     let failed: Vec<&RunResult> = report
         .runs
         .iter()

@@ -60,8 +60,9 @@ pub fn primary_metric(loaded: &LoadedConfig, task: Task) -> Result<String> {
             col: pos.map(|p| p.1),
             key: Some("primary_metric".into()),
             message: format!(
-                "\"{m}\" is not a {task} metric; valid: {}",
-                models::quoted_list(valid)
+                "\"{m}\" is not a {task} metric; valid: {}{}",
+                models::quoted_list(valid),
+                crate::suggest::hint(&m, valid)
             ),
         }
         .into());
@@ -116,17 +117,80 @@ pub fn prepare(loaded: LoadedConfig) -> Result<Prepared> {
     prepare_from(loaded, input)
 }
 
+/// A mistake in the data found while preparing (a file polars cannot parse, a cast that fails,
+/// a filter that leaves no rows...) is the user's to fix, found before anything is written:
+/// it becomes a [`ConfigError`] (exit 2) that names the config, keeping the cause's text.
+fn as_data_error(loaded: &LoadedConfig, e: anyhow::Error) -> anyhow::Error {
+    if e.downcast_ref::<ConfigError>().is_some() {
+        return e;
+    }
+    ConfigError::new(loaded.path.display().to_string(), format!("{e:#}")).into()
+}
+
+/// Data that cannot be learned from: more folds than rows, one class, or a class too small for
+/// stratified folds. Names the key to change.
+fn check_learnable(
+    loaded: &LoadedConfig,
+    task: Task,
+    y: &[f64],
+    labels: Option<&LabelMapping>,
+) -> Result<()> {
+    let cv = &loaded.config.cv;
+    let file = loaded.path.display().to_string();
+    let src = std::fs::read_to_string(&loaded.path).unwrap_or_default();
+    let at = |table: &str, key: &str| config::locate(&src, Some(table), None, key);
+    let fail = |table: &str, key: &str, message: String| -> Result<()> {
+        let pos = at(table, key);
+        Err(ConfigError {
+            file: file.clone(),
+            line: pos.map(|p| p.0),
+            col: pos.map(|p| p.1),
+            key: Some(format!("{table}.{key}")),
+            message,
+        }
+        .into())
+    };
+    let target = &loaded.config.data.target;
+    if y.len() < cv.folds {
+        return fail(
+            "cv",
+            "folds",
+            format!(
+                "{} folds need at least {} rows; the data has {} after the ETL",
+                cv.folds,
+                cv.folds,
+                y.len()
+            ),
+        );
+    }
+    let Some(labels) = labels.filter(|_| task == Task::Classification) else {
+        return Ok(());
+    };
+    let mut counts = vec![0usize; labels.classes.len()];
+    for v in y {
+        counts[*v as usize] += 1;
+    }
+    let present: Vec<usize> = (0..counts.len()).filter(|c| counts[*c] > 0).collect();
+    if present.len() < 2 {
+        let only = present.first().map(|c| labels.decode(*c)).unwrap_or("");
+        return fail("data", "target", format!("column \"{target}\" has a single class (\"{only}\") after the ETL; classification needs at least two"));
+    }
+    if cv.stratified {
+        if let Some(c) = present.iter().find(|c| counts[**c] < cv.folds) {
+            return fail("cv", "folds", format!("class \"{}\" of column \"{target}\" has {} rows, fewer than the {} stratified folds need (one per fold); lower cv.folds, set cv.stratified = false, or filter the class out with etl.filter", labels.decode(*c), counts[*c], cv.folds));
+        }
+    }
+    Ok(())
+}
+
 /// Prepares a sweep on a given input (replays pass the recorded, verified one).
 pub fn prepare_from(loaded: LoadedConfig, input: InputRef) -> Result<Prepared> {
-    let (etl_df, table) = build_etl(&loaded, &input)?;
+    let (etl_df, table) = build_etl(&loaded, &input).map_err(|e| as_data_error(&loaded, e))?;
     let (task, task_reason) = etl::infer_task(loaded.config.task, &table.target);
-    let (y, labels) = etl::encode_target(task, &table.target).with_context(|| {
-        format!(
-            "{}: target \"{}\"",
-            loaded.path.display(),
-            loaded.config.data.target
-        )
-    })?;
+    let (y, labels) = etl::encode_target(task, &table.target)
+        .with_context(|| format!("target \"{}\"", loaded.config.data.target))
+        .map_err(|e| as_data_error(&loaded, e))?;
+    check_learnable(&loaded, task, &y, labels.as_ref())?;
     let primary_metric = primary_metric(&loaded, task)?;
     let (etl_key, spec) = etl_identity(&loaded, &input);
     let schema = data::schema_of(&etl_df);
@@ -235,7 +299,9 @@ pub struct RunResult {
     pub kind: String,
     pub status: String,
     pub error: Option<String>,
-    /// Mean and standard deviation over folds.
+    /// Mean and standard deviation over folds; written as `{"mean": .., "std": ..}`, read from
+    /// that or from the `[mean, std]` pairs of stores written before JSON schema 2.
+    #[serde(with = "mean_std")]
     pub metrics: BTreeMap<String, (f64, f64)>,
     /// Every fold's value of every metric, in fold order.
     pub fold_metrics: BTreeMap<String, Vec<f64>>,
@@ -378,7 +444,7 @@ pub fn train_config(
     let mut fold_metrics: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     let k = prep.labels.as_ref().map(|l| l.classes.len()).unwrap_or(0);
     let mut pooled = vec![vec![0usize; k]; k];
-    let mut fold0_curve = Vec::new();
+    let mut fold_curves = Vec::new();
     // Out-of-fold (true, predicted) of the first repeat, for the regression plots.
     let mut oof: Vec<(f64, f64)> = Vec::new();
     for (i, fold) in splits.folds.iter().enumerate() {
@@ -393,8 +459,8 @@ pub fn train_config(
         )
         .with_context(|| format!("fold {} of {}", i + 1, splits.folds.len()))?;
         let points = log_curve(sink, run_uuid, &format!("fold{i}"), curve)?;
-        if i == 0 {
-            fold0_curve = points;
+        if fold.repeat == 0 {
+            fold_curves.push(points);
         }
         let pred = predict_rows(prep, &fitted, &fold.test);
         if fold.repeat == 0 {
@@ -409,9 +475,9 @@ pub fn train_config(
         for (m, v) in &s.metrics {
             fold_metrics.entry(m.clone()).or_default().push(*v);
             batch.push(Metric {
-                key: format!("fold/{m}"),
+                key: format!("fold{i}/{m}"),
                 value: *v,
-                step: i as i64,
+                step: 0,
                 timestamp_ms: ts,
             });
         }
@@ -511,7 +577,7 @@ pub fn train_config(
         "predictions.csv".to_string(),
         predictions_csv(prep, &splits.cv_rows, &train_pred).into_bytes(),
     )];
-    artifacts.extend(run_plots(prep, &pooled, &fold0_curve, &refit_curve, &oof));
+    artifacts.extend(run_plots(prep, &pooled, &fold_curves, &refit_curve, &oof));
     // Feature importance of the refitted model, where the backend has it: a table, a chart and
     // one metric per feature.
     let importances = fitted.model.feature_importance();
@@ -627,7 +693,7 @@ fn log_curve(
 fn run_plots(
     prep: &Prepared,
     confusion: &[Vec<usize>],
-    fold0: &[(i64, String, f64)],
+    folds: &[Vec<(i64, String, f64)>],
     refit: &[(i64, String, f64)],
     oof: &[(f64, f64)],
 ) -> Artifacts {
@@ -697,25 +763,73 @@ fn run_plots(
             .into_bytes(),
         ));
     }
-    if !fold0.is_empty() || !refit.is_empty() {
-        let mut series: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
-        for (prefix, points) in [("fold0", fold0), ("refit", refit)] {
-            for (round, key, value) in points {
-                if key.contains("loss") || key.contains("rmse") {
-                    series
-                        .entry(format!("{prefix} {key}"))
-                        .or_default()
-                        .push((*round as f64, *value));
-                }
-            }
-        }
-        let series: Vec<(String, Vec<(f64, f64)>)> = series.into_iter().collect();
+    if folds.iter().any(|f| !f.is_empty()) || !refit.is_empty() {
         out.push((
             "learning_curve.svg".into(),
-            plot::line_chart("Learning curve", "round / epoch", "loss", &series).into_bytes(),
+            learning_curve_svg(folds, refit).into_bytes(),
         ));
     }
     out
+}
+
+/// Every loss curve: each fold faint, their mean (over the folds that reached each round, since
+/// early stopping ends folds at different rounds) solid, the refit dashed.
+fn learning_curve_svg(folds: &[Vec<(i64, String, f64)>], refit: &[(i64, String, f64)]) -> String {
+    use crate::plot::{Line, Stroke};
+    let is_loss = |key: &str| key.contains("loss") || key.contains("rmse");
+    let keys: std::collections::BTreeSet<&String> = folds
+        .iter()
+        .flatten()
+        .chain(refit)
+        .map(|(_, k, _)| k)
+        .filter(|k| is_loss(k))
+        .collect();
+    let curve = |points: &[(i64, String, f64)], key: &str| -> Vec<(f64, f64)> {
+        points
+            .iter()
+            .filter(|(_, k, _)| k == key)
+            .map(|(r, _, v)| (*r as f64, *v))
+            .collect()
+    };
+    let mut lines = Vec::new();
+    for (color, key) in keys.into_iter().enumerate() {
+        let mut sums: BTreeMap<i64, (f64, usize)> = BTreeMap::new();
+        for (i, fold) in folds.iter().enumerate() {
+            let points = curve(fold, key);
+            for (r, v) in &points {
+                let e = sums.entry(*r as i64).or_insert((0.0, 0));
+                e.0 += v;
+                e.1 += 1;
+            }
+            lines.push(Line {
+                name: (i == 0).then(|| format!("{key}, each fold")),
+                color,
+                stroke: Stroke::Faint,
+                points,
+            });
+        }
+        if !sums.is_empty() {
+            lines.push(Line {
+                name: Some(format!("{key}, mean of {} folds", folds.len())),
+                color,
+                stroke: Stroke::Solid,
+                points: sums
+                    .into_iter()
+                    .map(|(r, (sum, n))| (r as f64, sum / n as f64))
+                    .collect(),
+            });
+        }
+        let refit_points = curve(refit, key);
+        if !refit_points.is_empty() {
+            lines.push(Line {
+                name: Some(format!("{key}, refit")),
+                color,
+                stroke: Stroke::Dashed,
+                points: refit_points,
+            });
+        }
+    }
+    crate::plot::lines_chart("Learning curve", "round / epoch", "loss", &lines, true)
 }
 
 /// The refitted model's predictions on every training row, with decoded labels.
@@ -787,8 +901,10 @@ pub struct SweepOptions {
     pub version: Option<i64>,
     /// `--ensemble top=N`: after the sweep, a voting and a stacking ensemble of the N best.
     pub ensemble_top: Option<usize>,
-    /// Leave the comparison chart to the caller (it draws one over several batches).
-    pub no_chart: bool,
+    /// The sweep's parent run: every training run gets `mlflow.parentRunId` pointing at it.
+    pub parent_run: Option<String>,
+    /// `--wide`: every leaderboard column, however wide the terminal.
+    pub wide: bool,
 }
 
 pub fn tracking_path(cli: Option<&str>, loaded: Option<&LoadedConfig>) -> Result<PathBuf> {
@@ -801,13 +917,52 @@ pub fn tracking_path(cli: Option<&str>, loaded: Option<&LoadedConfig>) -> Result
         })
         .or_else(|| loaded.and_then(|l| l.config.tracking.uri.clone()))
         .unwrap_or_else(|| "sqlite:///mlflow.db".to_string());
-    crate::track::mlflow::path_from_uri(&uri)
+    // A URI runner cannot use is the user's mistake wherever it was written: exit 2.
+    crate::track::mlflow::path_from_uri(&uri).map_err(|e| {
+        let origin = if cli.is_some() {
+            "--tracking-uri".to_string()
+        } else if std::env::var("MLFLOW_TRACKING_URI").is_ok_and(|s| !s.is_empty()) {
+            "MLFLOW_TRACKING_URI".to_string()
+        } else {
+            loaded
+                .map(|l| format!("{} (tracking.uri)", l.path.display()))
+                .unwrap_or_default()
+        };
+        ConfigError::new(origin, format!("{e:#}")).into()
+    })
 }
 
+/// Who runs runner: `USER`, else `LOGNAME`, else the login name of the process's uid (cron,
+/// containers and CI often set neither variable), else "unknown".
 pub fn user() -> String {
     std::env::var("USER")
         .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| "unknown".into())
+        .ok()
+        .filter(|u| !u.is_empty())
+        .or_else(login_name)
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn login_name() -> Option<String> {
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut buf = vec![0 as libc::c_char; 4096];
+    let mut found: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: getpwuid_r fills `pwd` with pointers into `buf`, which outlives their use here.
+    let rc = unsafe {
+        libc::getpwuid_r(
+            libc::getuid(),
+            &mut pwd,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut found,
+        )
+    };
+    if rc != 0 || found.is_null() || pwd.pw_name.is_null() {
+        return None;
+    }
+    // SAFETY: pw_name points at a NUL-terminated string inside `buf`.
+    let name = unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) };
+    Some(name.to_string_lossy().into_owned()).filter(|n| !n.is_empty())
 }
 
 pub fn cores() -> usize {
@@ -908,9 +1063,72 @@ pub fn dataset_input(prep: &Prepared, etl_version: i64) -> DatasetInput {
     }
 }
 
+/// Each metric's mean and standard deviation over folds, as `{"mean": .., "std": ..}` objects.
+pub mod mean_std {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::collections::BTreeMap;
+
+    #[derive(Serialize, Deserialize)]
+    struct MeanStd {
+        mean: f64,
+        std: f64,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        Object(MeanStd),
+        Pair(f64, f64),
+    }
+
+    pub fn serialize<S: Serializer>(
+        m: &BTreeMap<String, (f64, f64)>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        let objects: BTreeMap<&String, MeanStd> = m
+            .iter()
+            .map(|(k, &(mean, std))| (k, MeanStd { mean, std }))
+            .collect();
+        objects.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<String, (f64, f64)>, D::Error> {
+        let raw = BTreeMap::<String, Either>::deserialize(d)?;
+        Ok(raw
+            .into_iter()
+            .map(|(k, v)| match v {
+                Either::Object(o) => (k, (o.mean, o.std)),
+                Either::Pair(m, s) => (k, (m, s)),
+            })
+            .collect())
+    }
+
+    /// One metric's (mean, std) from a stored summary's `metrics` object, in either shape.
+    pub fn get(metrics: &serde_json::Value, key: &str) -> Option<(f64, f64)> {
+        let v = &metrics[key];
+        match (v["mean"].as_f64(), v["std"].as_f64()) {
+            (Some(m), Some(s)) => Some((m, s)),
+            _ => Some((v[0].as_f64()?, v[1].as_f64()?)),
+        }
+    }
+
+    /// Every metric of a stored summary's `metrics` object, in either shape.
+    pub fn all(metrics: &serde_json::Value) -> BTreeMap<String, (f64, f64)> {
+        #[derive(Deserialize)]
+        struct Wrapper(#[serde(deserialize_with = "deserialize")] BTreeMap<String, (f64, f64)>);
+        serde_json::from_value::<Wrapper>(metrics.clone())
+            .map(|w| w.0)
+            .unwrap_or_default()
+    }
+}
+
 /// Everything a sweep did, for printing.
 #[derive(Debug, Serialize)]
 pub struct SweepReport {
+    /// The version of this JSON document's shape (`runner sweep --json`).
+    pub schema: u32,
     pub experiment: String,
     pub store: String,
     pub etl_version: String,
@@ -924,8 +1142,10 @@ pub struct SweepReport {
     /// From process start to the first model fit (data loaded, ETL run, store written).
     pub start_to_first_training_ms: Option<f64>,
     pub wandb: Option<WandbReport>,
-    /// The sweep's comparison chart (SVG), beside the experiment's runs.
+    /// The sweep's comparison chart (SVG), an artifact of the sweep's parent run.
     pub comparison_chart: Option<String>,
+    /// The MLflow run that groups the sweep's runs.
+    pub parent_run: Option<String>,
 }
 
 /// What W&B did in a sweep.
@@ -995,6 +1215,11 @@ pub fn run_plans(
                 tags: run_tags(prep, plan, etl_version, opts.smoke)
                     .into_iter()
                     .chain(extra_tags.iter().cloned())
+                    .chain(
+                        opts.parent_run
+                            .iter()
+                            .map(|p| ("mlflow.parentRunId".to_string(), p.clone())),
+                    )
                     .collect(),
                 dataset: Some(dataset.clone()),
             };
@@ -1008,6 +1233,9 @@ pub fn run_plans(
         &mut specs,
         opts.version,
     )?;
+    // While it trains, this process says it is alive: a run it leaves behind when killed is
+    // recognised as such by the next command.
+    let _heartbeat = store.heartbeat()?;
 
     // Ensembles name the runs of their members.
     let batch: Vec<(String, &ModelConfig, i64)> = specs
@@ -1113,15 +1341,10 @@ pub fn run_plans(
         .into_iter()
         .map(|r| r.expect("every config ran"))
         .collect();
-    // The sweep at a glance: the primary metric of every config with its fold spread, saved
-    // beside the experiment's runs.
-    let chart = if opts.no_chart {
-        None
-    } else {
-        comparison_chart(prep, &runs, std::path::Path::new(&artifact_location))
-    };
     Ok(SweepReport {
-        comparison_chart: chart,
+        schema: crate::JSON_SCHEMA,
+        comparison_chart: None,
+        parent_run: None,
         experiment: prep.loaded.config.experiment.clone(),
         store: store_path.display().to_string(),
         etl_version: format!("v{etl_version}"),
@@ -1137,13 +1360,8 @@ pub fn run_plans(
     })
 }
 
-/// The sweep at a glance: the primary metric of every run with its fold spread, saved in `dir`
-/// (the experiment's folder) as `sweep_tA-tB_<metric>.svg`; returns its path.
-pub fn comparison_chart(
-    prep: &Prepared,
-    runs: &[RunResult],
-    dir: &std::path::Path,
-) -> Option<String> {
+/// The sweep at a glance: the primary metric of every run with its fold spread, as SVG.
+pub fn comparison_svg(prep: &Prepared, runs: &[RunResult]) -> String {
     let metric = &prep.primary_metric;
     let done: Vec<&RunResult> = runs
         .iter()
@@ -1155,7 +1373,7 @@ pub fn comparison_chart(
         .collect();
     let means: Vec<f64> = done.iter().map(|r| r.metrics[metric].0).collect();
     let stds: Vec<f64> = done.iter().map(|r| r.metrics[metric].1).collect();
-    let svg = crate::plot::bar_chart(
+    crate::plot::bar_chart(
         &format!(
             "{}: {metric} per config (mean ± std over folds)",
             prep.loaded.config.experiment
@@ -1164,21 +1382,38 @@ pub fn comparison_chart(
         &labels,
         &means,
         Some(&stds),
-    );
-    let versions: Vec<i64> = runs
-        .iter()
-        .filter_map(|r| parse_version(&r.version, 't').ok())
-        .collect();
-    let path = dir.join(format!(
-        "sweep_t{}-t{}_{}.svg",
-        versions.iter().min().copied().unwrap_or(0),
-        versions.iter().max().copied().unwrap_or(0),
-        sanitize(metric)
-    ));
-    std::fs::create_dir_all(dir)
-        .ok()
-        .and_then(|_| std::fs::write(&path, svg).ok())
-        .map(|_| path.display().to_string())
+    )
+}
+
+/// Tries a store write three times (a full disk or a locked file may clear), 0.2 s and 1 s
+/// apart.
+fn with_retries(mut write: impl FnMut() -> Result<()>) -> Result<()> {
+    let mut last = None;
+    for wait_ms in [0, 200, 1000] {
+        std::thread::sleep(std::time::Duration::from_millis(wait_ms));
+        match write() {
+            Ok(()) => return Ok(()),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| anyhow::anyhow!("no attempt made")))
+}
+
+/// Records a run as FAILED with its error, retrying; returns the message to report, which says
+/// so when even that could not be written (the run then stays unfinished in the store until the
+/// next runner command that writes there marks it KILLED).
+fn record_failure(sink: &dyn Sink, run_uuid: &str, msg: String) -> String {
+    let tags = [
+        ("runner.error".to_string(), msg.clone()),
+        ("mlflow.note.content".to_string(), format!("failed: {msg}")),
+    ];
+    let tagged = with_retries(|| sink.set_tags(run_uuid, &tags));
+    let status = with_retries(|| sink.set_status(run_uuid, RunStatus::Failed, Some(now_ms())));
+    match (status, tagged) {
+        (Err(e), _) => format!("{msg}; recording FAILED also failed after 3 tries: {e:#}"),
+        (Ok(()), Err(e)) => format!("{msg}; recording the error as a tag failed: {e:#}"),
+        (Ok(()), Ok(())) => msg,
+    }
 }
 
 /// Trains one run and records how it ended. A failure marks the run FAILED with its error and
@@ -1235,15 +1470,7 @@ pub fn run_one(
             r
         }
         Err(e) => {
-            let msg = format!("{e:#}");
-            let _ = sink.set_tags(
-                &spec.run_uuid,
-                &[
-                    ("runner.error".into(), msg.clone()),
-                    ("mlflow.note.content".into(), format!("failed: {msg}")),
-                ],
-            );
-            let _ = sink.set_status(&spec.run_uuid, RunStatus::Failed, Some(now_ms()));
+            let msg = record_failure(sink, &spec.run_uuid, format!("{e:#}"));
             progress.line(&format!("{tv} {} FAILED: {msg}", plan.model.name));
             RunResult {
                 version: tv,
@@ -1428,7 +1655,7 @@ pub fn resolve_run_members(
         return Ok(());
     }
     let store = if store_path.is_file() {
-        Some(MlflowStore::open_existing(store_path)?)
+        Some(MlflowStore::open_read_only(store_path)?)
     } else {
         None
     };
@@ -1559,6 +1786,60 @@ pub fn parse_version(v: &str, prefix: char) -> std::result::Result<i64, String> 
         .and_then(|n| n.parse::<i64>().ok())
         .filter(|n| *n >= 1)
         .ok_or_else(|| {
-            format!("\"{v}\" is not a {what} version; write it as {prefix}1, {prefix}2, ...")
+            let hint = v
+                .trim_start_matches(|c: char| c.is_ascii_alphabetic())
+                .parse::<i64>()
+                .ok()
+                .filter(|n| *n >= 1)
+                .map(|n| format!("; did you mean \"{prefix}{n}\"?"))
+                .unwrap_or_default();
+            format!("\"{v}\" is not a {what} version; write it as {prefix}1, {prefix}2, ...{hint}")
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn learning_curve_draws_every_fold_faint_and_their_mean() {
+        // Five folds that stop at different rounds (early stopping), and a refit.
+        let folds: Vec<Vec<(i64, String, f64)>> = (0..5)
+            .map(|f| {
+                (0..(40 + 10 * f))
+                    .flat_map(|r| {
+                        let loss = 1.0 / (r as f64 + 1.0) + 0.01 * f as f64;
+                        [
+                            (r, "train_loss".to_string(), loss),
+                            (r, "valid_loss".to_string(), loss + 0.1),
+                        ]
+                    })
+                    .collect()
+            })
+            .collect();
+        let refit: Vec<(i64, String, f64)> = (0..60)
+            .map(|r| (r, "train_loss".to_string(), 0.5))
+            .collect();
+        let svg = learning_curve_svg(&folds, &refit);
+        assert_eq!(
+            svg.matches("stroke-opacity=\"0.3\"").count(),
+            10,
+            "5 folds x 2 curves"
+        );
+        assert!(svg.contains("valid_loss, mean of 5 folds"));
+        assert!(svg.contains("train_loss, refit"));
+        assert_eq!(svg.matches("stroke-dasharray=\"5 3\"").count(), 1);
+        // Rounds 0..79: whole-number ticks; losses from 0.0125 up: no negative axis.
+        assert!(svg.contains(">20</text>") && !svg.contains(">19.750"));
+        assert!(!svg.contains(">-0."), "no tick below zero");
+    }
+
+    #[test]
+    fn metrics_read_in_both_stored_shapes() {
+        let old = serde_json::json!({"accuracy": [0.6, 0.02]});
+        let new = serde_json::json!({"accuracy": {"mean": 0.6, "std": 0.02}});
+        assert_eq!(mean_std::get(&old, "accuracy"), Some((0.6, 0.02)));
+        assert_eq!(mean_std::get(&new, "accuracy"), Some((0.6, 0.02)));
+        assert_eq!(mean_std::all(&old), mean_std::all(&new));
+    }
 }

@@ -13,8 +13,8 @@ const MEMBERS: &str = "[[models]]\nkind = \"random_forest\"\nname = \"forest\"\n
 
 fn accuracy_and_f1(run: &Value) -> (f64, f64) {
     (
-        run["metrics"]["accuracy"][0].as_f64().unwrap(),
-        run["metrics"]["f1_macro"][0].as_f64().unwrap(),
+        run["metrics"]["accuracy"]["mean"].as_f64().unwrap(),
+        run["metrics"]["f1_macro"]["mean"].as_f64().unwrap(),
     )
 }
 

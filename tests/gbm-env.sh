@@ -1,27 +1,40 @@
 #!/usr/bin/env bash
 # Sourced by tests/run.sh and examples/wine.sh: makes the XGBoost and LightGBM features
-# buildable. A Python 3.12 venv (PyPI's xgboost >= 3.3 needs 3.12) holds the xgboost-cpu wheel,
-# whose libxgboost.so the xgb crate links (no C++ build), a CMake >= 3.28 for LightGBM's bundled
-# source (Debian 12 has 3.25), and the Python packages the tests compare predictions with.
-# Idempotent: a complete venv is reused.
+# buildable with the machine's own `python3` (Debian 12's 3.11, Debian 13's 3.13), no second
+# interpreter. Idempotent: what is complete is reused.
+# - libxgboost.so 3.4.1, which the xgb crate links, is unpacked from PyPI's xgboost-cpu wheel.
+#   That wheel declares Python >= 3.12 but holds a plain C library, so pip only downloads it
+#   (for a 3.12 tag) and never installs it.
+# - A venv from `python3` holds CMake >= 3.28 for LightGBM's bundled source (Debian 12 has
+#   3.25) and the Python packages the tests compare predictions with: xgboost-cpu 3.2.0 (the
+#   newest that installs on 3.11; it loads runner's XGBoost 3.4 JSON models) and lightgbm 4.7.0.
 cache="${RUNNER_CACHE:-$HOME/.cache/runner}"
 gbm="$cache/gbm-venv"
-if ! "$gbm/bin/python" -c 'import xgboost, lightgbm, numpy, sys; sys.exit(not (xgboost.__version__ == "3.4.1" and lightgbm.__version__ == "4.7.0"))' >/dev/null 2>&1; then
-  py312=""
-  for c in python3.12 /root/.pyenv/versions/3.12*/bin/python3.12 "$HOME"/.pyenv/versions/3.12*/bin/python3.12 /usr/bin/python3.12; do
-    if command -v "$c" >/dev/null 2>&1; then py312="$c"; break; fi
-  done
-  if [ -z "$py312" ]; then
-    echo "setup: Python 3.12 is needed for the XGBoost wheel (xgboost >= 3.3 on PyPI); install python3.12 (pyenv or your distribution) and run again" >&2
-    exit 1
-  fi
-  echo "setup: creating $gbm with xgboost-cpu 3.4.1, lightgbm 4.7.0, cmake (once)" >&2
+xgb_lib="$cache/xgboost-3.4.1/lib"
+if ! "$gbm/bin/python" -c 'import xgboost, lightgbm, numpy, sys; sys.exit(not (xgboost.__version__ == "3.2.0" and lightgbm.__version__ == "4.7.0"))' >/dev/null 2>&1 || [ ! -x "$gbm/bin/cmake" ]; then
+  echo "setup: creating $gbm with xgboost-cpu 3.2.0, lightgbm 4.7.0, cmake (once)" >&2
   rm -rf "$gbm"
-  "$py312" -m venv "$gbm"
-  "$gbm/bin/pip" install -q --disable-pip-version-check xgboost-cpu==3.4.1 lightgbm==4.7.0 "cmake>=3.28" numpy
+  python3 -m venv "$gbm"
+  "$gbm/bin/pip" install -q --disable-pip-version-check xgboost-cpu==3.2.0 lightgbm==4.7.0 "cmake>=3.28" numpy
 fi
-site="$("$gbm/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
-export XGBOOST_LIB_DIR="$site/xgboost/lib"
+if [ ! -f "$xgb_lib/libxgboost.so" ]; then
+  echo "setup: unpacking libxgboost.so from the xgboost-cpu 3.4.1 wheel into $xgb_lib (once)" >&2
+  wheels="$(mktemp -d)"
+  "$gbm/bin/pip" download -q --disable-pip-version-check --no-deps --only-binary=:all: \
+    --python-version 3.12 xgboost-cpu==3.4.1 -d "$wheels"
+  mkdir -p "$xgb_lib"
+  "$gbm/bin/python" - "$wheels"/xgboost_cpu-3.4.1-*.whl "$xgb_lib" <<'EOF'
+import sys, zipfile
+wheel, out = sys.argv[1], sys.argv[2]
+with zipfile.ZipFile(wheel) as z:
+    data = z.read("xgboost/lib/libxgboost.so")
+with open(out + "/libxgboost.so.partial", "wb") as f:
+    f.write(data)
+EOF
+  mv "$xgb_lib/libxgboost.so.partial" "$xgb_lib/libxgboost.so"
+  rm -rf "$wheels"
+fi
+export XGBOOST_LIB_DIR="$xgb_lib"
 # The wheel's library names itself libxgboost.so.3.
 [ -e "$XGBOOST_LIB_DIR/libxgboost.so.3" ] || ln -s libxgboost.so "$XGBOOST_LIB_DIR/libxgboost.so.3"
 export CMAKE="$gbm/bin/cmake"

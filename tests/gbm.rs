@@ -198,7 +198,7 @@ fn red_wine_gbm_targets() {
     for run in clf["runs"].as_array().unwrap() {
         // 200 rounds, depth 6, learning rate 0.1, stratified 5-fold CV, seed 42.
         assert!(
-            run["metrics"]["accuracy"][0].as_f64().unwrap() >= 0.67,
+            run["metrics"]["accuracy"]["mean"].as_f64().unwrap() >= 0.67,
             "{} {}",
             run["name"],
             run["metrics"]["accuracy"]
@@ -212,7 +212,7 @@ fn red_wine_gbm_targets() {
     ));
     for run in reg["runs"].as_array().unwrap() {
         assert!(
-            run["metrics"]["mae"][0].as_f64().unwrap() <= 0.43,
+            run["metrics"]["mae"]["mean"].as_f64().unwrap() <= 0.43,
             "{} {}",
             run["name"],
             run["metrics"]["mae"]

@@ -20,7 +20,7 @@ def main(uri):
     out = {"mlflow_version": mlflow.__version__, "experiments": []}
     for exp in client.search_experiments():
         runs = client.search_runs([exp.experiment_id], max_results=10000, order_by=["attributes.start_time ASC"])
-        e = {"name": exp.name, "id": exp.experiment_id, "runs": []}
+        e = {"name": exp.name, "id": exp.experiment_id, "tags": dict(exp.tags), "runs": []}
         for r in runs:
             hist = {}
             for key in r.data.metrics:

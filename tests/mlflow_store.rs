@@ -202,7 +202,7 @@ fn a_chosen_version_number_is_used_once() {
         runner(dir.path()).args(["sweep"]).arg(&cfg).args([
             "--only",
             "gaussian-nb",
-            "--version",
+            "--first-run",
             "t7",
             "--json",
         ]),
@@ -211,7 +211,7 @@ fn a_chosen_version_number_is_used_once() {
     let out = runner(dir.path())
         .args(["sweep"])
         .arg(&cfg)
-        .args(["--only", "gaussian-nb", "--version", "t7"])
+        .args(["--only", "gaussian-nb", "--first-run", "t7"])
         .output()
         .unwrap();
     assert!(!out.status.success());

@@ -172,7 +172,7 @@ fn replay_with_a_change_records_it_and_diff_shows_it() {
 fn reload_etl_verifies_the_input_and_follows_a_moved_copy() {
     let d = tempfile::tempdir().unwrap();
     let data = d.path().join("white.csv");
-    std::fs::copy(repo().join("../shared/data/winequality-white.csv"), &data).unwrap();
+    std::fs::copy(repo().join("tests/data/winequality-white.csv"), &data).unwrap();
     let cfg = "experiment = \"w\"\nsweeps = [\"sweep.toml\"]\n[data]\nsource = \"white.csv\"\ntarget = \"quality\"\n[etl]\nfilter = [\"alcohol > 9\"]\nscale = \"standard\"\n[cv]\nfolds = 3\n";
     let path = write_config(d.path(), cfg, "[[models]]\nkind = \"naive_bayes\"\n");
     run_ok(runner(d.path()).args(["sweep"]).arg(&path));

@@ -229,7 +229,8 @@ fn validate_prints_expanded_configs_and_trains_nothing() {
 fn models_lists_every_kind_with_ranges() {
     let d = tempfile::tempdir().unwrap();
     let v = stdout_json(&run_ok(runner(d.path()).args(["models", "--json"])));
-    let kinds: Vec<&str> = v
+    assert_eq!(v["schema"], 2);
+    let kinds: Vec<&str> = v["kinds"]
         .as_array()
         .unwrap()
         .iter()

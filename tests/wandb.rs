@@ -113,7 +113,7 @@ fn assert_complete(server: &WandbServer, report: &Value, run: &Value, folds: usi
     let key = report["primary_metric"].as_str().unwrap();
     assert_eq!(
         summary[key].as_f64().unwrap(),
-        run["metrics"][key][0].as_f64().unwrap(),
+        run["metrics"][key]["mean"].as_f64().unwrap(),
         "summary holds the final metrics"
     );
     let tv = run["version"].as_str().unwrap();

@@ -5,7 +5,7 @@
 //! training runs t1..) lives in two `runner_` tables of the same file, so a version number and its
 //! MLflow run are created in one transaction.
 
-use super::{DatasetInput, Metric, RunSpec, RunStatus, Sink};
+use super::{owner, DatasetInput, Metric, RunSpec, RunStatus, Sink};
 use anyhow::{anyhow, bail, Context, Result};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde::{Deserialize, Serialize};
@@ -34,7 +34,81 @@ CREATE TABLE IF NOT EXISTS runner_training_runs (
     summary_json TEXT,
     created_ms INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS runner_run_owners (
+    run_uuid TEXT PRIMARY KEY,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    process_start TEXT NOT NULL,
+    heartbeat_ms INTEGER NOT NULL
+);
 ";
+
+/// MLflow schema revisions runner writes into: from 7f2a7d5fae7d (MLflow 2.4, which added the
+/// dataset tables runner writes) to dc11669786a5 (MLflow 3.17.2, whose schema new stores get),
+/// in MLflow's migration order. Runner names no column that the oldest of them lacks.
+pub const COMPATIBLE_REVISIONS: &[&str] = &[
+    "7f2a7d5fae7d",
+    "2d6e25af4d3e",
+    "acf3f17fdcc7",
+    "867495a8f9d4",
+    "5b0e9adcef9c",
+    "4465047574b1",
+    "f5a4f2784254",
+    "0584bdc529eb",
+    "400f98739977",
+    "6953534de441",
+    "bda7b8c39065",
+    "cbc13b556ace",
+    "770bee3ae1dd",
+    "a1b2c3d4e5f6",
+    "de4033877273",
+    "1a0cddfcaa16",
+    "534353b11cbc",
+    "71994744cf8e",
+    "3da73c924c2f",
+    "bf29a5ff90ea",
+    "1bd49d398cd23",
+    "b7c8d9e0f1a2",
+    "5d2d30f0abce",
+    "c9d4e5f6a7b8",
+    "2c33131f4dae",
+    "d3e4f5a6b7c8",
+    "d0e1f2a3b4c5",
+    "c8d9e0f1a2b3",
+    "1b5f0d9ad7c1",
+    "e1f2a3b4c5d6",
+    "76601a5f987d",
+    "c3d6457b6d8a",
+    "a5b4c3d2e1f0",
+    "ae8bbe7743c9",
+    "7d34483879f0",
+    "da6fb0208061",
+    "89d3d66ed43f",
+    "b7e4c1a90f23",
+    "a8b9c0d1e2f3",
+    "c1d2e3f4a5b6",
+    "c3d9e7f1a2b4",
+    "6f8d9c3b2a1e",
+    "1971f2d9a75b",
+    "17e22815139b",
+    "b7e2c1a4d9f3",
+    "75868b020152",
+    "dc11669786a5",
+];
+
+/// The MLflow tables runner writes into.
+const WRITTEN_TABLES: &[&str] = &[
+    "experiments",
+    "experiment_tags",
+    "runs",
+    "tags",
+    "params",
+    "metrics",
+    "latest_metrics",
+    "datasets",
+    "inputs",
+    "input_tags",
+];
 
 /// Resolves `sqlite:///rel/path.db` (relative to the working directory) or
 /// `sqlite:////abs/path.db`, as MLflow does.
@@ -66,24 +140,106 @@ pub struct TrainingRunRow {
     pub record: serde_json::Value,
     pub summary: Option<serde_json::Value>,
     pub created_ms: i64,
+    /// The MLflow experiment's name.
+    pub experiment: String,
 }
 
-fn open_conn(path: &Path) -> Result<Connection> {
+/// A refusal to use a store: the user's to fix (another file, another revision), exit 2.
+fn refuse(path: &Path, message: String) -> anyhow::Error {
+    crate::config::ConfigError::new(path.display().to_string(), message).into()
+}
+
+fn table_names(conn: &Connection) -> rusqlite::Result<Vec<String>> {
+    let mut st = conn.prepare("SELECT name FROM sqlite_master WHERE type = 'table'")?;
+    let names = st.query_map([], |r| r.get(0))?;
+    names.collect()
+}
+
+/// Whether runner may write into the file at `path`, decided with reads alone: an empty file or
+/// an MLflow store at a compatible revision with every table runner writes. Anything else is
+/// refused before the first write, so a refused file is left exactly as it was.
+fn check_before_writing(conn: &Connection, path: &Path) -> Result<bool> {
+    let tables = table_names(conn).map_err(|e| {
+        refuse(
+            path,
+            format!("is not an SQLite database ({e}); refusing to write into it"),
+        )
+    })?;
+    if tables.is_empty() {
+        return Ok(true);
+    }
+    if !tables.iter().any(|t| t == "alembic_version") {
+        return Err(refuse(path, "is an SQLite file but not an MLflow tracking store (no alembic_version table); refusing to write into it".into()));
+    }
+    let revision: String = conn
+        .query_row("SELECT version_num FROM alembic_version", [], |r| r.get(0))
+        .map_err(|e| {
+            refuse(
+                path,
+                format!("has no readable MLflow schema revision ({e})"),
+            )
+        })?;
+    if !COMPATIBLE_REVISIONS.contains(&revision.as_str()) {
+        return Err(refuse(path, format!(
+            "is an MLflow store at schema revision {revision}, which this runner does not know; it writes revision {SCHEMA_REVISION} (MLflow 3.17.2) and the {} revisions back to 7f2a7d5fae7d (MLflow 2.4). A newer store needs a newer runner; an older one can be upgraded with `mlflow db upgrade`",
+            COMPATIBLE_REVISIONS.len() - 1
+        )));
+    }
+    let missing: Vec<&str> = WRITTEN_TABLES
+        .iter()
+        .copied()
+        .filter(|t| !tables.iter().any(|x| x == t))
+        .collect();
+    if !missing.is_empty() {
+        return Err(refuse(path, format!(
+            "is an MLflow store at revision {revision} but lacks the tables {}; refusing to write into a damaged store",
+            missing.join(", ")
+        )));
+    }
+    Ok(false)
+}
+
+fn open_conn(path: &Path) -> Result<(Connection, bool)> {
     let conn = Connection::open(path)
         .with_context(|| format!("cannot open tracking store {}", path.display()))?;
     conn.busy_timeout(std::time::Duration::from_secs(20))?;
+    let fresh = check_before_writing(&conn, path)?;
     // WAL: readers (the MLflow UI) never block the writer, and a commit needs no fsync of the
     // whole database (synchronous = NORMAL keeps it consistent after a crash). MLflow reads and
     // writes WAL stores as they are. Checkpoints (which do fsync) run every 20000 pages rather
     // than every 1000, and when the last connection closes: a third of the write time went there.
     conn.execute_batch(
         "PRAGMA foreign_keys = ON; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 20000;",
-    )?;
-    Ok(conn)
+    )
+    .with_context(|| format!("cannot set up tracking store {}", path.display()))?;
+    Ok((conn, fresh))
+}
+
+/// `file:` URI of a path, with the characters a URI gives meaning to escaped.
+fn file_uri(path: &Path, query: &str) -> String {
+    let mut out = String::from("file:");
+    for b in path.as_os_str().as_encoded_bytes() {
+        match b {
+            b'%' | b'?' | b'#' => out.push_str(&format!("%{b:02X}")),
+            _ => out.push(*b as char),
+        }
+    }
+    format!("{out}?{query}")
+}
+
+fn writable(path: &Path) -> bool {
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    // SAFETY: `c` is a NUL-terminated path. access() on a read-only mount fails with EROFS
+    // even for root, who ignores file modes.
+    unsafe { libc::access(c.as_ptr(), libc::W_OK) == 0 }
 }
 
 impl MlflowStore {
-    /// Opens the store, creating it (MLflow's full schema plus runner's tables) if missing.
+    /// Opens the store for writing, creating it (MLflow's full schema plus runner's tables) if
+    /// missing. A file that is not a compatible MLflow store is refused before anything is
+    /// written. Runs of this store whose owner is gone are marked KILLED.
     pub fn open(path: &Path) -> Result<MlflowStore> {
         if let Some(parent) = path.parent() {
             if !parent.as_os_str().is_empty() {
@@ -91,33 +247,14 @@ impl MlflowStore {
                     .with_context(|| format!("cannot create folder {}", parent.display()))?;
             }
         }
-        let fresh = !path.exists()
-            || std::fs::metadata(path)
-                .map(|m| m.len() == 0)
-                .unwrap_or(true);
-        let mut conn = open_conn(path)?;
+        let (mut conn, fresh) = open_conn(path)?;
         let root = std::fs::canonicalize(
             path.parent()
                 .filter(|p| !p.as_os_str().is_empty())
                 .unwrap_or(Path::new(".")),
         )?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let has_mlflow: bool = tx.query_row(
-            "SELECT count(*) FROM sqlite_master WHERE type='table' AND name='alembic_version'",
-            [],
-            |r| r.get::<_, i64>(0),
-        )? > 0;
-        if !has_mlflow {
-            if !fresh {
-                let tables: i64 = tx.query_row(
-                    "SELECT count(*) FROM sqlite_master WHERE type='table'",
-                    [],
-                    |r| r.get(0),
-                )?;
-                if tables > 0 {
-                    bail!("{} is an SQLite file but not an MLflow tracking store (no alembic_version table); refusing to write into it", path.display());
-                }
-            }
+        if fresh {
             tx.execute_batch(MLFLOW_SCHEMA)
                 .context("loading MLflow's schema")?;
             let now = super::now_ms();
@@ -128,7 +265,54 @@ impl MlflowStore {
             )?;
         }
         tx.execute_batch(RUNNER_TABLES)?;
-        tx.commit()?;
+        tx.commit()
+            .with_context(|| format!("cannot write tracking store {}", path.display()))?;
+        let store = MlflowStore {
+            conn: Mutex::new(conn),
+            path: path.to_path_buf(),
+            root,
+        };
+        store.reconcile()?;
+        Ok(store)
+    }
+
+    /// Opens an existing store for writing; a missing file is an error, not a new store.
+    pub fn open_existing(path: &Path) -> Result<MlflowStore> {
+        Self::require_file(path)?;
+        Self::open(path)
+    }
+
+    /// Opens an existing store for reading only: nothing in the file changes (no journal mode,
+    /// no tables), and it works on read-only media.
+    pub fn open_read_only(path: &Path) -> Result<MlflowStore> {
+        Self::require_file(path)?;
+        use rusqlite::OpenFlags;
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_URI
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        // On read-only media SQLite cannot make the WAL index a WAL-mode store needs, even to
+        // read: `immutable` tells it that nothing can change the file there.
+        let query = if writable(dir) {
+            "mode=ro"
+        } else {
+            "immutable=1"
+        };
+        let conn = Connection::open_with_flags(file_uri(path, query), flags)
+            .with_context(|| format!("cannot open tracking store {} to read", path.display()))?;
+        conn.busy_timeout(std::time::Duration::from_secs(20))?;
+        let tables = table_names(&conn)
+            .with_context(|| format!("cannot read tracking store {}", path.display()))?;
+        if !tables.iter().any(|t| t == "runs") {
+            return Err(refuse(
+                path,
+                "is not an MLflow tracking store (no runs table)".into(),
+            ));
+        }
+        let root = std::fs::canonicalize(dir)?;
         Ok(MlflowStore {
             conn: Mutex::new(conn),
             path: path.to_path_buf(),
@@ -136,15 +320,22 @@ impl MlflowStore {
         })
     }
 
-    /// Opens an existing store for reading; a missing file is an error, not a new store.
-    pub fn open_existing(path: &Path) -> Result<MlflowStore> {
+    fn require_file(path: &Path) -> Result<()> {
         if !path.is_file() {
             bail!(
                 "tracking store {} does not exist; run `runner sweep` first or pass --tracking-uri",
                 path.display()
             );
         }
-        Self::open(path)
+        Ok(())
+    }
+
+    fn has_table(&self, name: &str) -> Result<bool> {
+        Ok(self.lock().query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
+            [name],
+            |r| r.get::<_, i64>(0),
+        )? > 0)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -202,6 +393,12 @@ impl MlflowStore {
                 (id, loc)
             }
         };
+        // The MLflow UI files experiments by this tag; without it, runner's experiments appear
+        // under the GenAI navigation.
+        tx.execute(
+            "INSERT OR IGNORE INTO experiment_tags (key, value, experiment_id) VALUES ('mlflow.experimentKind', 'custom_model_development', ?1)",
+            [out.0],
+        )?;
         tx.commit()?;
         Ok(out)
     }
@@ -303,6 +500,7 @@ impl MlflowStore {
             )?,
         };
         let mut versions = Vec::new();
+        let me = owner::Owner::current();
         for (i, (spec, kind, record)) in runs.iter_mut().enumerate() {
             let v = first + i as i64;
             let taken: bool = tx.query_row(
@@ -311,7 +509,7 @@ impl MlflowStore {
                 |r| r.get::<_, i64>(0),
             )? > 0;
             if taken {
-                bail!("training version t{v} is already taken in {}; pick a free number or leave --version out", self.path.display());
+                bail!("training version t{v} is already taken in {}; pick a free number or leave --first-run out", self.path.display());
             }
             let tag_version = format!("t{v}");
             spec.name = format!("{tag_version}-{}", spec.name);
@@ -320,6 +518,7 @@ impl MlflowStore {
             spec.tags.push(("mlflow.runName".into(), spec.name.clone()));
             record["training_version"] = serde_json::Value::from(tag_version);
             insert_run(&tx, experiment_id, artifact_location, spec, "SCHEDULED")?;
+            Self::insert_owner(&tx, &spec.run_uuid, &me)?;
             tx.execute(
                 "INSERT INTO runner_training_runs (version, run_uuid, experiment_id, etl_version, name, kind, status, record_json, summary_json, created_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'SCHEDULED', ?7, NULL, ?8)",
@@ -329,6 +528,22 @@ impl MlflowStore {
         }
         tx.commit()?;
         Ok(versions)
+    }
+
+    /// Renames a run (its `name` and its `mlflow.runName` tag).
+    pub fn rename_run(&self, run_uuid: &str, name: &str) -> Result<()> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute(
+            "UPDATE runs SET name = ?1 WHERE run_uuid = ?2",
+            params![name, run_uuid],
+        )?;
+        tx.execute(
+            "INSERT OR REPLACE INTO tags (key, value, run_uuid) VALUES ('mlflow.runName', ?1, ?2)",
+            params![name, run_uuid],
+        )?;
+        tx.commit()?;
+        Ok(())
     }
 
     /// Creates an MLflow run outside runner's training versions (an EDA run, say), RUNNING.
@@ -341,6 +556,7 @@ impl MlflowStore {
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         insert_run(&tx, experiment_id, artifact_location, spec, "RUNNING")?;
+        Self::insert_owner(&tx, &spec.run_uuid, &owner::Owner::current())?;
         tx.commit()?;
         Ok(())
     }
@@ -354,13 +570,129 @@ impl MlflowStore {
         Ok(())
     }
 
+    /// Every training run, by number; none in a store runner never wrote into.
     pub fn training_runs(&self) -> Result<Vec<TrainingRunRow>> {
-        self.query_runs("ORDER BY version", [])
+        if !self.has_table("runner_training_runs")? {
+            return Ok(Vec::new());
+        }
+        self.query_runs("ORDER BY t.version", [])
+    }
+
+    /// Runs still RUNNING or SCHEDULED whose owner is gone, with the reason: runner's runs that
+    /// record an owner, and training runs of older runners (no owner) silent for longer than
+    /// the stale limit. Runs that other programs (MLflow's own client) made are never judged.
+    pub fn gone_runs(&self) -> Result<Vec<(String, String)>> {
+        if !self.has_table("runner_run_owners")? {
+            return Ok(Vec::new());
+        }
+        let conn = self.lock();
+        let mut st = conn.prepare(
+            "SELECT r.run_uuid, r.start_time, o.host, o.pid, o.process_start, o.heartbeat_ms,
+                    t.version IS NOT NULL
+             FROM runs r
+             LEFT JOIN runner_run_owners o ON o.run_uuid = r.run_uuid
+             LEFT JOIN runner_training_runs t ON t.run_uuid = r.run_uuid
+             WHERE r.status IN ('RUNNING', 'SCHEDULED')
+               AND (o.run_uuid IS NOT NULL OR t.version IS NOT NULL)",
+        )?;
+        let rows = st.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, Option<i64>>(1)?,
+                r.get::<_, Option<String>>(2)?,
+                r.get::<_, Option<i64>>(3)?,
+                r.get::<_, Option<String>>(4)?,
+                r.get::<_, Option<i64>>(5)?,
+            ))
+        })?;
+        let now = super::now_ms();
+        let mut gone = Vec::new();
+        for row in rows {
+            let (run_uuid, start, host, pid, process_start, heartbeat) = row?;
+            let liveness = match (host, pid, process_start) {
+                (Some(host), Some(pid), Some(process_start)) => owner::Owner {
+                    host,
+                    pid,
+                    process_start,
+                }
+                .liveness(heartbeat.unwrap_or(0), now),
+                _ => owner::stale_heartbeat(
+                    "a run of an older runner (no owner recorded)",
+                    start.unwrap_or(0),
+                    now,
+                ),
+            };
+            if let owner::Liveness::Gone(reason) = liveness {
+                gone.push((run_uuid, reason));
+            }
+        }
+        Ok(gone)
+    }
+
+    /// Marks every run whose owner is gone KILLED, with the reason in `runner.killed_reason`.
+    /// Every command that writes to the store does this when it opens it.
+    fn reconcile(&self) -> Result<()> {
+        let gone = self.gone_runs()?;
+        if gone.is_empty() {
+            return Ok(());
+        }
+        let now = super::now_ms();
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        for (run_uuid, reason) in &gone {
+            // Only if still unfinished: the owner may have finished it since the check.
+            let changed = tx.execute(
+                "UPDATE runs SET status = 'KILLED', end_time = ?1 WHERE run_uuid = ?2 AND status IN ('RUNNING', 'SCHEDULED')",
+                params![now, run_uuid],
+            )?;
+            if changed == 0 {
+                continue;
+            }
+            tx.execute(
+                "UPDATE runner_training_runs SET status = 'KILLED' WHERE run_uuid = ?1",
+                [run_uuid],
+            )?;
+            let note = format!(
+                "{reason}; marked KILLED by pid {} at {now} ms",
+                std::process::id()
+            );
+            tx.execute(
+                "INSERT OR REPLACE INTO tags (key, value, run_uuid) VALUES ('runner.killed_reason', ?1, ?2)",
+                params![note, run_uuid],
+            )?;
+        }
+        tx.commit()
+            .with_context(|| format!("cannot mark stale runs KILLED in {}", self.path.display()))?;
+        Ok(())
+    }
+
+    /// Records this process as the owner of a run, in the transaction that creates it.
+    fn insert_owner(tx: &rusqlite::Transaction, run_uuid: &str, me: &owner::Owner) -> Result<()> {
+        tx.execute(
+            "INSERT OR REPLACE INTO runner_run_owners (run_uuid, host, pid, process_start, heartbeat_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![run_uuid, me.host, me.pid, me.process_start, super::now_ms()],
+        )?;
+        tx.execute(
+            "INSERT OR REPLACE INTO tags (key, value, run_uuid) VALUES ('runner.owner', ?1, ?2)",
+            params![format!("pid {} on {}", me.pid, me.host), run_uuid],
+        )?;
+        Ok(())
+    }
+
+    /// Refreshes the heartbeat of every unfinished run this process owns.
+    pub fn beat(&self, me: &owner::Owner) -> Result<()> {
+        self.lock().execute(
+            "UPDATE runner_run_owners SET heartbeat_ms = ?1
+             WHERE host = ?2 AND pid = ?3 AND process_start = ?4
+               AND run_uuid IN (SELECT run_uuid FROM runs WHERE status IN ('RUNNING', 'SCHEDULED'))",
+            params![super::now_ms(), me.host, me.pid, me.process_start],
+        )?;
+        Ok(())
     }
 
     pub fn training_run(&self, version: i64) -> Result<Option<TrainingRunRow>> {
         Ok(self
-            .query_runs("WHERE version = ?1", [version])?
+            .query_runs("WHERE t.version = ?1", [version])?
             .into_iter()
             .next())
     }
@@ -368,7 +700,7 @@ impl MlflowStore {
     fn query_runs<P: rusqlite::Params>(&self, tail: &str, p: P) -> Result<Vec<TrainingRunRow>> {
         let conn = self.lock();
         let mut st = conn.prepare(&format!(
-            "SELECT version, run_uuid, etl_version, name, kind, status, record_json, summary_json, created_ms FROM runner_training_runs {tail}"
+            "SELECT t.version, t.run_uuid, t.etl_version, t.name, t.kind, t.status, t.record_json, t.summary_json, t.created_ms, coalesce(e.name, '') FROM runner_training_runs t LEFT JOIN experiments e ON e.experiment_id = t.experiment_id {tail}"
         ))?;
         let rows = st.query_map(p, |r| {
             Ok((
@@ -381,11 +713,23 @@ impl MlflowStore {
                 r.get::<_, String>(6)?,
                 r.get::<_, Option<String>>(7)?,
                 r.get::<_, i64>(8)?,
+                r.get::<_, String>(9)?,
             ))
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (version, run_uuid, etl_version, name, kind, status, rec, sum, created_ms) = row?;
+            let (
+                version,
+                run_uuid,
+                etl_version,
+                name,
+                kind,
+                status,
+                rec,
+                sum,
+                created_ms,
+                experiment,
+            ) = row?;
             out.push(TrainingRunRow {
                 version,
                 run_uuid,
@@ -396,6 +740,7 @@ impl MlflowStore {
                 record: serde_json::from_str(&rec)?,
                 summary: sum.map(|s| serde_json::from_str(&s)).transpose()?,
                 created_ms,
+                experiment,
             });
         }
         Ok(out)
@@ -565,12 +910,62 @@ fn mlflow_value(v: f64) -> (f64, bool) {
     }
 }
 
-impl Sink for MlflowStore {
-    fn name(&self) -> &str {
-        "mlflow"
-    }
+/// Refreshes the heartbeat of this process's unfinished runs every [`owner::HEARTBEAT_EVERY`],
+/// on a connection of its own, until dropped.
+pub struct Heartbeat {
+    stop: std::sync::Arc<(Mutex<bool>, std::sync::Condvar)>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
 
-    fn log_metrics(&self, run_uuid: &str, metrics: &[Metric]) -> Result<()> {
+impl MlflowStore {
+    pub fn heartbeat(&self) -> Result<Heartbeat> {
+        let path = self.path.clone();
+        let stop = std::sync::Arc::new((Mutex::new(false), std::sync::Condvar::new()));
+        let signal = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let me = owner::Owner::current();
+            let Ok((conn, _)) = open_conn(&path) else {
+                return;
+            };
+            let store = MlflowStore {
+                conn: Mutex::new(conn),
+                path,
+                root: PathBuf::new(),
+            };
+            let (lock, wake) = &*signal;
+            let mut stopped = lock.lock().unwrap_or_else(|e| e.into_inner());
+            while !*stopped {
+                let (guard, _) = wake
+                    .wait_timeout(stopped, owner::HEARTBEAT_EVERY)
+                    .unwrap_or_else(|e| e.into_inner());
+                stopped = guard;
+                if !*stopped {
+                    // A missed beat is harmless: the next one, or the process itself, tells.
+                    let _ = store.beat(&me);
+                }
+            }
+        });
+        Ok(Heartbeat {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        let (lock, wake) = &*self.stop;
+        *lock.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        wake.notify_all();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The sink calls, whose errors [`Sink for MlflowStore`] names the store in.
+impl MlflowStore {
+    fn write_log_metrics(&self, run_uuid: &str, metrics: &[Metric]) -> Result<()> {
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         {
@@ -603,18 +998,31 @@ impl Sink for MlflowStore {
         Ok(())
     }
 
-    fn log_artifact(&self, run_uuid: &str, file_name: &str, bytes: &[u8]) -> Result<()> {
+    fn write_log_artifact(&self, run_uuid: &str, file_name: &str, bytes: &[u8]) -> Result<()> {
         let dir = self.artifact_dir(run_uuid)?;
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create artifact folder {}", dir.display()))?;
         // Write to a temporary name and rename, so a reader never sees half a file.
         let tmp = dir.join(format!(".{file_name}.partial"));
-        std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
-        std::fs::rename(&tmp, dir.join(file_name))?;
-        Ok(())
+        let written = std::fs::write(&tmp, bytes)
+            .with_context(|| format!("cannot write {}", tmp.display()))
+            .and_then(|_| {
+                std::fs::rename(&tmp, dir.join(file_name))
+                    .with_context(|| format!("cannot rename {}", tmp.display()))
+            });
+        if written.is_err() {
+            // A disk that filled up mid-write leaves no half file behind.
+            let _ = std::fs::remove_file(&tmp);
+        }
+        written
     }
 
-    fn set_status(&self, run_uuid: &str, status: RunStatus, end_ms: Option<i64>) -> Result<()> {
+    fn write_set_status(
+        &self,
+        run_uuid: &str,
+        status: RunStatus,
+        end_ms: Option<i64>,
+    ) -> Result<()> {
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.execute(
@@ -635,7 +1043,7 @@ impl Sink for MlflowStore {
         Ok(())
     }
 
-    fn set_tags(&self, run_uuid: &str, tags: &[(String, String)]) -> Result<()> {
+    fn write_set_tags(&self, run_uuid: &str, tags: &[(String, String)]) -> Result<()> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         for (k, v) in tags {
@@ -647,6 +1055,34 @@ impl Sink for MlflowStore {
         }
         tx.commit()?;
         Ok(())
+    }
+}
+
+impl Sink for MlflowStore {
+    fn name(&self) -> &str {
+        "mlflow"
+    }
+    fn log_metrics(&self, run_uuid: &str, metrics: &[Metric]) -> Result<()> {
+        self.write_log_metrics(run_uuid, metrics)
+            .with_context(|| format!("tracking store {}: logging metrics", self.path.display()))
+    }
+    fn log_artifact(&self, run_uuid: &str, file_name: &str, bytes: &[u8]) -> Result<()> {
+        self.write_log_artifact(run_uuid, file_name, bytes)
+            .with_context(|| format!("tracking store {}: saving {file_name}", self.path.display()))
+    }
+    fn set_status(&self, run_uuid: &str, status: RunStatus, end_ms: Option<i64>) -> Result<()> {
+        self.write_set_status(run_uuid, status, end_ms)
+            .with_context(|| {
+                format!(
+                    "tracking store {}: recording status {}",
+                    self.path.display(),
+                    status.as_mlflow()
+                )
+            })
+    }
+    fn set_tags(&self, run_uuid: &str, tags: &[(String, String)]) -> Result<()> {
+        self.write_set_tags(run_uuid, tags)
+            .with_context(|| format!("tracking store {}: setting tags", self.path.display()))
     }
 }
 

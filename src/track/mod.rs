@@ -4,6 +4,7 @@
 //! server) plug in beside it without touching any trainer.
 
 pub mod mlflow;
+pub mod owner;
 pub mod wandb;
 
 use anyhow::Result;
