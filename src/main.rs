@@ -10,6 +10,7 @@ use std::process::ExitCode;
 #[command(
     name = "runner",
     version,
+    propagate_version = true,
     about = "Runs machine-learning experiments on tabular data: ETL, sweeps, cross-validation, MLflow tracking",
     after_help = "Examples:\n  runner sweep configs/wine.toml\n  runner runs --sort accuracy --limit 5\n  runner replay t3 --check\n\nExit codes: 0 success; 1 a run failed or the store could not be written; 2 a mistake in the\ncommand line, config, sweep or data, found before anything was written."
 )]

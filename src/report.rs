@@ -4,9 +4,14 @@ use crate::sweep::{RunResult, SweepReport};
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Cell, CellAlignment, ContentArrangement, Table};
 use std::io::IsTerminal;
 
+/// A table with runner's look; on a terminal, long cells wrap to its width.
 pub fn new_table(header: &[&str]) -> Table {
     let mut t = Table::new();
     t.load_preset(UTF8_FULL_CONDENSED);
+    if let Some(width) = terminal_width() {
+        t.set_content_arrangement(ContentArrangement::Dynamic);
+        t.set_width(width.min(u16::MAX as usize) as u16);
+    }
     t.set_header(header.iter().map(Cell::new).collect::<Vec<_>>());
     t
 }

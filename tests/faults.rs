@@ -58,7 +58,8 @@ fn forest_config(dir: &Path, experiment: &str, trees: usize, configs: usize) -> 
     let mut sweep = String::new();
     for i in 0..configs {
         sweep.push_str(&format!(
-            "[[models]]\nkind = \"random_forest\"\nname = \"forest{i}\"\nn_trees = {trees}\nseed = {i}\n"
+            "[[models]]\nkind = \"random_forest\"\nname = \"forest{i}\"\nn_trees = {trees}\nmin_samples_leaf = {}\n",
+            i + 1
         ));
     }
     write_config(dir, &cfg, &sweep)
@@ -110,6 +111,10 @@ fn runs_of_a_killed_process_are_shown_killed_and_reconciled_by_the_next_writer()
     let started = std::time::Instant::now();
     loop {
         assert!(started.elapsed().as_secs() < 120, "no run started training");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the sweep ended before it was killed"
+        );
         if db.exists() {
             let out = runner(d.path()).args(["runs", "--json"]).output().unwrap();
             if out.status.success() && statuses(&stdout_json(&out)).contains(&"RUNNING".into()) {
@@ -224,7 +229,7 @@ fn a_full_disk_fails_runs_cleanly_and_names_the_store() {
         all.contains(&db.display().to_string()),
         "the message names the store: {all}"
     );
-    let partial: Vec<_> = walk(&small)
+    let partial: Vec<_> = files_under(&small)
         .into_iter()
         .filter(|p| p.to_string_lossy().ends_with(".partial"))
         .collect();
@@ -243,19 +248,6 @@ fn a_full_disk_fails_runs_cleanly_and_names_the_store() {
         "the disk filled up: {st:?}"
     );
     drop(mount);
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }
 
 #[test]

@@ -44,19 +44,19 @@ fn mlflow_reads_every_part_of_a_sweep() {
     assert_eq!(p["cv.folds"], "5");
     assert_eq!(p["etl_version"], "v1");
     assert_eq!(p["label_mapping"], "0=3,1=4,2=5,3=6,4=7,5=8");
-    // Metrics: per fold with step = fold, mean and std, per class with original labels.
-    let folds: Vec<i64> = run["history"]["fold/accuracy"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s[0].as_i64().unwrap())
-        .collect();
-    assert_eq!(folds, vec![0, 1, 2, 3, 4]);
-    let fold_values: Vec<f64> = run["history"]["fold/accuracy"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s[1].as_f64().unwrap())
+    // Metrics: each fold's under its own key, mean and std, per class with original labels.
+    assert!(
+        run["metrics"].get("fold/accuracy").is_none(),
+        "no metric whose displayed value is only the last fold's"
+    );
+    let fold_values: Vec<f64> = (0..5)
+        .map(|i| {
+            let history = run["history"][format!("fold{i}/accuracy")]
+                .as_array()
+                .unwrap();
+            assert_eq!(history.len(), 1, "one value per fold key");
+            history[0][1].as_f64().unwrap()
+        })
         .collect();
     let mean = fold_values.iter().sum::<f64>() / 5.0;
     assert!(
@@ -165,6 +165,7 @@ fn runs_and_show_read_the_store_back() {
             .args(["--only", "gaussian-nb"]),
     );
     let runs = stdout_json(&run_ok(runner(dir.path()).args(["runs", "--json"])));
+    let runs = &runs["runs"];
     assert_eq!(runs[0]["version"], "t1");
     assert_eq!(runs[0]["status"], "FINISHED");
     assert_eq!(runs[0]["etl_version"], "v1");

@@ -75,7 +75,7 @@ fn every_model_kind_replays_bit_for_bit_after_the_config_is_deleted() {
     // Replays are runs of their own, tagged with what they replay.
     let runs = stdout_json(&run_ok(runner(d.path()).args(["runs", "--json"])));
     assert_eq!(
-        runs.as_array().unwrap().len(),
+        runs["runs"].as_array().unwrap().len(),
         2 * (a["runs"].as_array().unwrap().len() + b["runs"].as_array().unwrap().len())
     );
     let store = read_with_mlflow(&d.path().join("mlflow.db"));
@@ -86,7 +86,7 @@ fn every_model_kind_replays_bit_for_bit_after_the_config_is_deleted() {
         .flat_map(|e| e["runs"].as_array().unwrap().iter())
         .filter(|r| r["tags"]["runner.replay_of"].is_string())
         .collect();
-    assert_eq!(replays.len(), runs.as_array().unwrap().len() / 2);
+    assert_eq!(replays.len(), runs["runs"].as_array().unwrap().len() / 2);
 }
 
 #[test]

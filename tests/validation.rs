@@ -247,7 +247,7 @@ fn models_lists_every_kind_with_ranges() {
     ] {
         assert!(kinds.contains(&k), "{k} missing from {kinds:?}");
     }
-    let rf = v
+    let rf = v["kinds"]
         .as_array()
         .unwrap()
         .iter()

@@ -28,7 +28,7 @@ fn config(dir: &Path, server: &WandbServer, extra: &str) -> std::path::PathBuf {
 
 /// Every file under `dir` and the process output, searched for the key.
 fn assert_key_nowhere(dir: &Path, outputs: &[&std::process::Output]) {
-    for entry in walk(dir) {
+    for entry in files_under(dir) {
         let bytes = std::fs::read(&entry).unwrap();
         assert!(
             !String::from_utf8_lossy(&bytes).contains(KEY),
@@ -43,19 +43,6 @@ fn assert_key_nowhere(dir: &Path, outputs: &[&std::process::Output]) {
             "the API key was printed"
         );
     }
-}
-
-fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }
 
 /// Checks a run on the server is complete: created with its config, contiguous history with
@@ -266,7 +253,7 @@ fn offline_mode_spools_and_sync_resumes_without_duplicates() {
         String::from_utf8_lossy(&first.stdout)
     );
     // Simulate a crash that lost the record of what was acknowledged.
-    for state in walk(d.path())
+    for state in files_under(d.path())
         .into_iter()
         .filter(|p| p.ends_with("wandb/state.json"))
     {
@@ -353,7 +340,7 @@ fn without_wandb_configured_nothing_is_sent() {
             .args(["--only", "gaussian-nb", "--json"]),
     );
     assert!(stdout_json(&out)["wandb"].is_null());
-    assert!(!walk(d.path())
+    assert!(!files_under(d.path())
         .iter()
         .any(|p| p.to_string_lossy().contains("wandb")));
 }

@@ -703,45 +703,26 @@ impl MlflowStore {
             "SELECT t.version, t.run_uuid, t.etl_version, t.name, t.kind, t.status, t.record_json, t.summary_json, t.created_ms, coalesce(e.name, '') FROM runner_training_runs t LEFT JOIN experiments e ON e.experiment_id = t.experiment_id {tail}"
         ))?;
         let rows = st.query_map(p, |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, i64>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, String>(4)?,
-                r.get::<_, String>(5)?,
-                r.get::<_, String>(6)?,
-                r.get::<_, Option<String>>(7)?,
-                r.get::<_, i64>(8)?,
-                r.get::<_, String>(9)?,
-            ))
+            let run = TrainingRunRow {
+                version: r.get(0)?,
+                run_uuid: r.get(1)?,
+                etl_version: r.get(2)?,
+                name: r.get(3)?,
+                kind: r.get(4)?,
+                status: r.get(5)?,
+                record: serde_json::Value::Null,
+                summary: None,
+                created_ms: r.get(8)?,
+                experiment: r.get(9)?,
+            };
+            Ok((run, r.get::<_, String>(6)?, r.get::<_, Option<String>>(7)?))
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (
-                version,
-                run_uuid,
-                etl_version,
-                name,
-                kind,
-                status,
-                rec,
-                sum,
-                created_ms,
-                experiment,
-            ) = row?;
-            out.push(TrainingRunRow {
-                version,
-                run_uuid,
-                etl_version,
-                name,
-                kind,
-                status,
-                record: serde_json::from_str(&rec)?,
-                summary: sum.map(|s| serde_json::from_str(&s)).transpose()?,
-                created_ms,
-                experiment,
-            });
+            let (mut run, record, summary) = row?;
+            run.record = serde_json::from_str(&record)?;
+            run.summary = summary.map(|s| serde_json::from_str(&s)).transpose()?;
+            out.push(run);
         }
         Ok(out)
     }

@@ -165,3 +165,17 @@ pub fn artifact_names(run: &Value) -> Vec<&str> {
         .map(|a| a.as_str().unwrap())
         .collect()
 }
+
+/// Every file under `dir`, recursively (none when it cannot be read).
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
