@@ -6,7 +6,7 @@ use crate::report::{self, new_table};
 use crate::sweep::mean_std;
 use crate::sweep::{self, SweepOptions};
 use crate::sweep_parent;
-use crate::track::mlflow::{MlflowStore, TrainingRunRow};
+use crate::track::mlflow::{MlflowStore, RunListing};
 use crate::track::wandb;
 use anyhow::{bail, Result};
 use comfy_table::Cell;
@@ -67,13 +67,18 @@ pub fn sweep_command(path: &Path, opts: &SweepOptions) -> Result<ExitCode> {
             return Err(e);
         }
     };
-    sweep_parent::finish(&parent, &prep, &mut report)?;
+    let parent_done = sweep_parent::finish(&parent, &prep, &mut report);
+    if let Err(e) = &parent_done {
+        // The runs are logged; only the summary run is incomplete. Say so, and report them.
+        eprintln!("error: the sweep's parent run could not be completed: {e:#}");
+        sweep_parent::fail(&parent);
+    }
     if opts.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         report::print_sweep(&report, opts.wide);
     }
-    let failed = report.runs.iter().any(|r| r.status != "FINISHED");
+    let failed = report.runs.iter().any(|r| r.status != "FINISHED") || parent_done.is_err();
     Ok(if failed {
         ExitCode::from(1)
     } else {
@@ -261,7 +266,7 @@ fn usage_error(flag: &str, message: String) -> anyhow::Error {
 }
 
 /// The runs the filter keeps, in its order.
-fn filter_runs(mut runs: Vec<TrainingRunRow>, filter: &RunsFilter) -> Result<Vec<TrainingRunRow>> {
+fn filter_runs(mut runs: Vec<RunListing>, filter: &RunsFilter) -> Result<Vec<RunListing>> {
     if let Some(e) = &filter.experiment {
         let names: std::collections::BTreeSet<&str> =
             runs.iter().map(|r| r.experiment.as_str()).collect();
@@ -295,8 +300,7 @@ fn filter_runs(mut runs: Vec<TrainingRunRow>, filter: &RunsFilter) -> Result<Vec
     if let Some(metric) = &filter.sort {
         let known: std::collections::BTreeSet<String> = runs
             .iter()
-            .filter_map(|r| r.summary.as_ref())
-            .flat_map(|s| mean_std::all(&s["metrics"]).into_keys())
+            .flat_map(|r| mean_std::all(&r.metrics).into_keys())
             .collect();
         if !known.contains(metric) && !runs.is_empty() {
             let known: Vec<&str> = known.iter().map(String::as_str).collect();
@@ -310,10 +314,8 @@ fn filter_runs(mut runs: Vec<TrainingRunRow>, filter: &RunsFilter) -> Result<Vec
             ));
         }
         let higher = config::higher_is_better(metric);
-        let value = |r: &TrainingRunRow| {
-            r.summary
-                .as_ref()
-                .and_then(|s| mean_std::get(&s["metrics"], metric))
+        let value = |r: &RunListing| {
+            mean_std::get(&r.metrics, metric)
                 .map(|(m, _)| if higher { -m } else { m })
                 .filter(|m| !m.is_nan())
         };
@@ -339,7 +341,7 @@ pub fn runs_command(
 ) -> Result<ExitCode> {
     let store = open_store(uri)?;
     let gone = derive_killed(&store)?;
-    let mut runs = store.training_runs()?;
+    let mut runs = store.run_list()?;
     for r in runs.iter_mut().filter(|r| gone.contains_key(&r.run_uuid)) {
         r.status = "KILLED".into();
     }
@@ -347,7 +349,7 @@ pub fn runs_command(
     if json {
         let doc: Vec<_> = runs
             .iter()
-            .map(|r| json!({"version": format!("t{}", r.version), "experiment": r.experiment, "name": r.name, "kind": r.kind, "etl_version": format!("v{}", r.etl_version), "status": r.status, "status_reason": gone.get(&r.run_uuid), "run_uuid": r.run_uuid, "metrics": r.summary.as_ref().map(|s| mean_std_json(&s["metrics"]))}))
+            .map(|r| json!({"version": format!("t{}", r.version), "experiment": r.experiment, "name": r.name, "kind": r.kind, "etl_version": format!("v{}", r.etl_version), "status": r.status, "status_reason": gone.get(&r.run_uuid), "run_uuid": r.run_uuid, "metrics": (!r.metrics.is_null()).then(|| mean_std_json(&r.metrics))}))
             .collect();
         let doc = json!({"schema": crate::JSON_SCHEMA, "store": store.path, "runs": doc});
         println!("{}", serde_json::to_string_pretty(&doc)?);
@@ -365,14 +367,8 @@ pub fn runs_command(
     ];
     let mut texts: Vec<Vec<String>> = Vec::with_capacity(runs.len());
     for r in &runs {
-        let metric = r.record["primary_metric"]
-            .as_str()
-            .unwrap_or("")
-            .to_string();
-        let value = r
-            .summary
-            .as_ref()
-            .and_then(|s| mean_std::get(&s["metrics"], &metric))
+        let metric = r.primary_metric.clone();
+        let value = mean_std::get(&r.metrics, &metric)
             .map(|(m, s)| format!("{m:.4} ± {s:.4}"))
             .unwrap_or_else(|| "-".into());
         texts.push(vec![

@@ -128,6 +128,21 @@ pub struct MlflowStore {
     root: PathBuf,
 }
 
+/// A training run as listed: what `runner runs` shows and filters on.
+#[derive(Debug, Clone)]
+pub struct RunListing {
+    pub version: i64,
+    pub run_uuid: String,
+    pub etl_version: i64,
+    pub name: String,
+    pub kind: String,
+    pub status: String,
+    pub experiment: String,
+    pub primary_metric: String,
+    /// The summary's `metrics` object (null for a run that has not finished).
+    pub metrics: serde_json::Value,
+}
+
 /// A row of runner's training-run registry.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TrainingRunRow {
@@ -576,6 +591,46 @@ impl MlflowStore {
             return Ok(Vec::new());
         }
         self.query_runs("ORDER BY t.version", [])
+    }
+
+    /// Every training run as `runner runs` lists it, by number: only the record's primary metric
+    /// and the summary's metrics are read, with SQLite's JSON functions, so a store of 10,000
+    /// runs lists quickly.
+    pub fn run_list(&self) -> Result<Vec<RunListing>> {
+        if !self.has_table("runner_training_runs")? {
+            return Ok(Vec::new());
+        }
+        let conn = self.lock();
+        let mut st = conn.prepare(
+            "SELECT t.version, t.run_uuid, t.etl_version, t.name, t.kind, t.status,
+                    coalesce(e.name, ''), coalesce(json_extract(t.record_json, '$.primary_metric'), ''),
+                    json_extract(t.summary_json, '$.metrics')
+             FROM runner_training_runs t LEFT JOIN experiments e ON e.experiment_id = t.experiment_id
+             ORDER BY t.version",
+        )?;
+        let rows = st.query_map([], |r| {
+            let run = RunListing {
+                version: r.get(0)?,
+                run_uuid: r.get(1)?,
+                etl_version: r.get(2)?,
+                name: r.get(3)?,
+                kind: r.get(4)?,
+                status: r.get(5)?,
+                experiment: r.get(6)?,
+                primary_metric: r.get(7)?,
+                metrics: serde_json::Value::Null,
+            };
+            Ok((run, r.get::<_, Option<String>>(8)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (mut run, metrics) = row?;
+            if let Some(m) = metrics {
+                run.metrics = serde_json::from_str(&m)?;
+            }
+            out.push(run);
+        }
+        Ok(out)
     }
 
     /// Runs still RUNNING or SCHEDULED whose owner is gone, with the reason: runner's runs that
