@@ -296,6 +296,14 @@ pub fn line_chart(
     lines_chart(title, xlabel, ylabel, &lines, false)
 }
 
+fn stroke_style(stroke: Stroke) -> &'static str {
+    match stroke {
+        Stroke::Solid => "stroke-width=\"2\"",
+        Stroke::Faint => "stroke-width=\"1\" stroke-opacity=\"0.3\"",
+        Stroke::Dashed => "stroke-width=\"1.5\" stroke-dasharray=\"5 3\"",
+    }
+}
+
 /// Lines with their own strokes; `integer_x` puts x ticks on whole numbers (rounds, epochs).
 pub fn lines_chart(
     title: &str,
@@ -331,25 +339,25 @@ pub fn lines_chart(
             .map(|(px, py)| format!("{:.1},{:.1}", x_of(*px, &x), y_of(*py, y.lo, y.hi)))
             .collect();
         let color = PALETTE[line.color % PALETTE.len()];
-        let style = match line.stroke {
-            Stroke::Solid => "stroke-width=\"2\"",
-            Stroke::Faint => "stroke-width=\"1\" stroke-opacity=\"0.3\"",
-            Stroke::Dashed => "stroke-width=\"1.5\" stroke-dasharray=\"5 3\"",
-        };
         svg.push_str(&format!(
-            "<polyline fill=\"none\" stroke=\"{color}\" {style} points=\"{}\"/>\n",
+            "<polyline fill=\"none\" stroke=\"{color}\" {} points=\"{}\"/>\n",
+            stroke_style(line.stroke),
             path.join(" ")
         ));
     }
     let named = lines.iter().filter_map(|l| Some((l.name.as_ref()?, l)));
     for (k, (name, line)) in named.enumerate() {
+        // A short sample of the line itself, so faint, solid and dashed read apart.
         let color = PALETTE[line.color % PALETTE.len()];
-        let opacity = if line.stroke == Stroke::Faint {
-            0.3
-        } else {
-            1.0
-        };
-        svg.push_str(&format!("<rect x=\"{}\" y=\"{}\" width=\"10\" height=\"10\" fill=\"{color}\" fill-opacity=\"{opacity}\"/><text x=\"{}\" y=\"{}\">{}</text>\n", W - RIGHT - 190.0, TOP + 4.0 + 14.0 * k as f64, W - RIGHT - 176.0, TOP + 13.0 + 14.0 * k as f64, esc(name)));
+        let (x, y) = (W - RIGHT - 200.0, TOP + 9.0 + 14.0 * k as f64);
+        svg.push_str(&format!(
+            "<line x1=\"{x}\" y1=\"{y}\" x2=\"{}\" y2=\"{y}\" stroke=\"{color}\" {}/><text x=\"{}\" y=\"{}\">{}</text>\n",
+            x + 18.0,
+            stroke_style(line.stroke),
+            x + 24.0,
+            y + 4.0,
+            esc(name)
+        ));
     }
     x_axis(&mut svg, &x, xlabel);
     svg.push_str("</svg>\n");
