@@ -240,3 +240,76 @@ fn reload_etl_verifies_the_input_and_follows_a_moved_copy() {
         "{e}"
     );
 }
+
+/// A copy of the store that runner at 49265f8 wrote (tests/data/store-49265f8), its artifact
+/// locations moved into `dir` as a user moving the folder would.
+fn old_release_store(dir: &Path) -> std::path::PathBuf {
+    let db = dir.join("mlflow.db");
+    std::fs::copy(repo().join("tests/data/store-49265f8/mlflow.db"), &db).unwrap();
+    let c = rusqlite::Connection::open(&db).unwrap();
+    let here = dir.display().to_string();
+    c.execute(
+        "UPDATE experiments SET artifact_location = replace(artifact_location, '/tmp/fixture', ?1)",
+        [&here],
+    )
+    .unwrap();
+    c.execute(
+        "UPDATE runs SET artifact_uri = replace(artifact_uri, '/tmp/fixture', ?1)",
+        [&here],
+    )
+    .unwrap();
+    db
+}
+
+#[test]
+fn runs_written_by_the_previous_release_replay_bit_for_bit() {
+    let d = tempfile::tempdir().unwrap();
+    let db = old_release_store(d.path());
+    let runs = stdout_json(&run_ok(runner(d.path()).args(["runs", "--json"])));
+    let listed: Vec<(&str, &str)> = runs["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["version"].as_str().unwrap(),
+                r["status"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        listed,
+        vec![
+            ("t1", "FINISHED"),
+            ("t2", "FINISHED"),
+            ("t3", "FINISHED"),
+            ("t4", "FINISHED")
+        ]
+    );
+    // Its summaries hold metrics as [mean, std] pairs: read as {mean, std}.
+    assert!(
+        runs["runs"][2]["metrics"]["accuracy"]["mean"]
+            .as_f64()
+            .unwrap()
+            > 0.6
+    );
+    for t in ["t1", "t2", "t3", "t4"] {
+        let out = run_ok(runner(d.path()).args(["replay", t, "--check", "--json"]));
+        assert_eq!(stdout_json(&out)["identical"], true, "{t}");
+    }
+    // A run that release left RUNNING (its process killed) records no owner: it counts as
+    // killed once it has been silent longer than the stale limit.
+    let c = rusqlite::Connection::open(&db).unwrap();
+    c.execute_batch(
+        "UPDATE runs SET status = 'RUNNING', start_time = 1000 WHERE name = 't2-tree';
+         UPDATE runner_training_runs SET status = 'RUNNING' WHERE version = 2;",
+    )
+    .unwrap();
+    drop(c);
+    let runs = stdout_json(&run_ok(runner(d.path()).args(["runs", "--json"])));
+    assert_eq!(runs["runs"][1]["status"], "KILLED");
+    assert!(runs["runs"][1]["status_reason"]
+        .as_str()
+        .unwrap()
+        .contains("older runner"));
+}

@@ -637,19 +637,24 @@ impl MlflowStore {
     /// record an owner, and training runs of older runners (no owner) silent for longer than
     /// the stale limit. Runs that other programs (MLflow's own client) made are never judged.
     pub fn gone_runs(&self) -> Result<Vec<(String, String)>> {
-        if !self.has_table("runner_run_owners")? {
+        if !self.has_table("runner_training_runs")? {
             return Ok(Vec::new());
         }
+        // A store of an older runner has no owners table: its runs are judged by age alone.
+        let owners = if self.has_table("runner_run_owners")? {
+            "runner_run_owners"
+        } else {
+            "(SELECT NULL AS run_uuid, NULL AS host, NULL AS pid, NULL AS process_start, NULL AS heartbeat_ms)"
+        };
         let conn = self.lock();
-        let mut st = conn.prepare(
-            "SELECT r.run_uuid, r.start_time, o.host, o.pid, o.process_start, o.heartbeat_ms,
-                    t.version IS NOT NULL
+        let mut st = conn.prepare(&format!(
+            "SELECT r.run_uuid, r.start_time, o.host, o.pid, o.process_start, o.heartbeat_ms
              FROM runs r
-             LEFT JOIN runner_run_owners o ON o.run_uuid = r.run_uuid
+             LEFT JOIN {owners} o ON o.run_uuid = r.run_uuid
              LEFT JOIN runner_training_runs t ON t.run_uuid = r.run_uuid
              WHERE r.status IN ('RUNNING', 'SCHEDULED')
-               AND (o.run_uuid IS NOT NULL OR t.version IS NOT NULL)",
-        )?;
+               AND (o.run_uuid IS NOT NULL OR t.version IS NOT NULL)"
+        ))?;
         let rows = st.query_map([], |r| {
             Ok((
                 r.get::<_, String>(0)?,
