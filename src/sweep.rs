@@ -390,7 +390,7 @@ pub fn fit_with_curve(
     rows: &[usize],
     seed: u64,
     eval_rows: Option<&[usize]>,
-    curve: Option<&Curve>,
+    curve: Option<&Curve<'_>>,
 ) -> Result<Fitted> {
     let preprocessor = Preprocessor::fit(&prep.table, rows, &prep.loaded.config.etl);
     let x = preprocessor.transform(&prep.table, rows);
@@ -448,7 +448,7 @@ pub fn train_config(
     // Out-of-fold (true, predicted) of the first repeat, for the regression plots.
     let mut oof: Vec<(f64, f64)> = Vec::new();
     for (i, fold) in splits.folds.iter().enumerate() {
-        let curve = Curve::default();
+        let curve = live_curve(sink, run_uuid, format!("fold{i}"));
         let fitted = fit_with_curve(
             prep,
             plan,
@@ -458,7 +458,7 @@ pub fn train_config(
             Some(&curve),
         )
         .with_context(|| format!("fold {} of {}", i + 1, splits.folds.len()))?;
-        let points = log_curve(sink, run_uuid, &format!("fold{i}"), curve)?;
+        let points = finish_curve(curve)?;
         if fold.repeat == 0 {
             fold_curves.push(points);
         }
@@ -532,7 +532,7 @@ pub fn train_config(
     // The run's model: refitted on every training row.
     let cv_seconds = started.elapsed().as_secs_f64();
     let refit_start = std::time::Instant::now();
-    let curve = Curve::default();
+    let curve = live_curve(sink, run_uuid, "refit".to_string());
     let fitted = fit_with_curve(
         prep,
         plan,
@@ -542,7 +542,7 @@ pub fn train_config(
         Some(&curve),
     )
     .context("refit on all training rows")?;
-    let refit_curve = log_curve(sink, run_uuid, "refit", curve)?;
+    let refit_curve = finish_curve(curve)?;
     let refit_seconds = refit_start.elapsed().as_secs_f64();
     progress.tick(&format!("{} refit", plan.model.name));
     let mut holdout = BTreeMap::new();
@@ -662,29 +662,31 @@ pub fn train_config(
     Ok((result, artifacts))
 }
 
-/// Logs a learning curve as `<prefix>/<metric>` with step = round.
-fn log_curve(
-    sink: &dyn Sink,
-    run_uuid: &str,
-    prefix: &str,
-    curve: Curve,
-) -> Result<Vec<(i64, String, f64)>> {
-    let points = curve.into_inner().unwrap_or_else(|e| e.into_inner());
-    if points.is_empty() {
-        return Ok(points);
-    }
-    let ts = now_ms();
-    let batch: Vec<Metric> = points
-        .iter()
-        .map(|(round, key, value)| Metric {
-            key: format!("{prefix}/{key}"),
-            value: *value,
-            step: *round,
-            timestamp_ms: ts,
-        })
-        .collect();
-    sink.log_metrics(run_uuid, &batch)?;
-    Ok(points)
+/// A learning curve that reaches the trackers while the model trains: each round's metrics as
+/// one batch `<prefix>/<metric>` (step = round, the time it was measured), sent when the next
+/// round starts, so `mlflow ui` and W&B draw the curve as it grows.
+fn live_curve<'a>(sink: &'a dyn Sink, run_uuid: &'a str, prefix: String) -> Curve<'a> {
+    Curve::streaming(Box::new(move |points: &[models::CurvePoint]| {
+        let batch: Vec<Metric> = points
+            .iter()
+            .map(|(round, key, value, at_ms)| Metric {
+                key: format!("{prefix}/{key}"),
+                value: *value,
+                step: *round,
+                timestamp_ms: *at_ms,
+            })
+            .collect();
+        sink.log_metrics(run_uuid, &batch)
+    }))
+}
+
+/// Sends the curve's last round; its points as (round, metric, value).
+fn finish_curve(curve: Curve<'_>) -> Result<Vec<(i64, String, f64)>> {
+    Ok(curve
+        .finish()?
+        .into_iter()
+        .map(|(round, key, value, _)| (round, key, value))
+        .collect())
 }
 
 /// The pictures of a run: confusion matrix and per-class F1 (classification), predicted against

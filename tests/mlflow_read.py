@@ -24,7 +24,7 @@ def main(uri):
         for r in runs:
             hist = {}
             for key in r.data.metrics:
-                hist[key] = [[m.step, m.value] for m in client.get_metric_history(r.info.run_id, key)]
+                hist[key] = [[m.step, m.value, m.timestamp] for m in client.get_metric_history(r.info.run_id, key)]
             inputs = []
             if r.inputs is not None:
                 for di in r.inputs.dataset_inputs:
@@ -57,8 +57,47 @@ def create(uri):
             mlflow.log_metric("loss", 1.0 / (step + 1), step=step)
 
 
+def runner_wrote(path):
+    """Whether runner has created its store at `path` (read-only look, so MLflow never
+    creates a store of its own there first)."""
+    import os
+    import sqlite3
+    if not os.path.exists(path):
+        return False
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        n = con.execute("SELECT count(*) FROM sqlite_master WHERE name = 'runner_training_runs'").fetchone()[0]
+        con.close()
+        return n > 0
+    except sqlite3.Error:
+        return False
+
+
+def watch(uri, name, key, seconds):
+    """Prints, every half second while the run named *name* trains, how many points of `key`
+    the MLflow client reads: one JSON line per look, until the run ends or time is up."""
+    import time
+    print(json.dumps({"ready": True}), flush=True)
+    deadline = time.time() + float(seconds)
+    while not runner_wrote(uri[len("sqlite:///"):]) and time.time() < deadline:
+        time.sleep(0.1)
+    client = MlflowClient(tracking_uri=uri)
+    while time.time() < deadline:
+        runs = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])
+                if name in (r.info.run_name or "")]
+        if runs:
+            r = runs[0]
+            n = len(client.get_metric_history(r.info.run_id, key))
+            print(json.dumps({"status": r.info.status, "points": n}), flush=True)
+            if r.info.status in ("FINISHED", "FAILED", "KILLED"):
+                return
+        time.sleep(0.5)
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "create":
         create(sys.argv[2])
+    elif sys.argv[1] == "watch":
+        watch(*sys.argv[2:6])
     else:
         main(sys.argv[1])

@@ -166,3 +166,66 @@ fn network_settings_are_checked_before_training() {
         "depth x dropout x activation grid"
     );
 }
+
+/// Each epoch's metrics reach the store as the epoch ends: the MLflow client, polling while an
+/// MLP trains, reads a history that grows, with the times the epochs ended.
+#[test]
+fn mlflow_reads_the_learning_curve_growing_while_the_network_trains() {
+    let d = tempfile::tempdir().unwrap();
+    let sweep = "[[models]]\nkind = \"mlp\"\nname = \"slow-mlp\"\nhidden = \"64,64\"\nepochs = 400\nbatch_size = 16\n";
+    let cfg = write_config(d.path(), &CONFIG.replace("folds = 3", "folds = 2"), sweep);
+    // The watcher (MLflow's client, slow to import) is ready before training starts.
+    let db = d.path().join("mlflow.db");
+    let mut watch = std::process::Command::new(mlflow_python())
+        .arg(repo().join("tests/mlflow_read.py"))
+        .args([
+            "watch",
+            &sqlite_uri(&db),
+            "slow-mlp",
+            "fold0/train_loss",
+            "240",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(watch.stdout.take().unwrap()));
+    let ready = lines.next().unwrap().unwrap();
+    assert!(ready.contains("ready"), "{ready}");
+    let mut sweep_process = runner(d.path())
+        .args(["sweep"])
+        .arg(&cfg)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let looks: Vec<Value> = lines
+        .map(|l| serde_json::from_str(&l.unwrap()).unwrap())
+        .collect();
+    assert!(sweep_process.wait().unwrap().success());
+    watch.wait().unwrap();
+    let while_running: Vec<u64> = looks
+        .iter()
+        .filter(|l| l["status"] == "RUNNING")
+        .map(|l| l["points"].as_u64().unwrap())
+        .filter(|n| *n > 0 && *n < 400)
+        .collect();
+    let mut distinct = while_running.clone();
+    distinct.dedup();
+    assert!(
+        distinct.len() >= 2 && distinct.windows(2).all(|w| w[0] < w[1]),
+        "the history grows while the run trains: {looks:?}"
+    );
+    let store = read_with_mlflow(&db);
+    let run = &experiment_runs(&store, "nn")
+        .into_iter()
+        .find(|r| r["run_name"].as_str().unwrap().contains("slow-mlp"))
+        .unwrap();
+    let history = run["history"]["fold0/train_loss"].as_array().unwrap();
+    assert_eq!(history.len(), 400);
+    let first = history[0][2].as_i64().unwrap();
+    let last = history[399][2].as_i64().unwrap();
+    assert!(
+        last > first,
+        "each epoch carries the time it ended: {first} .. {last}"
+    );
+}

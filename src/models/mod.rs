@@ -742,8 +742,73 @@ pub struct Prediction {
     pub proba: Option<Array2<f64>>,
 }
 
-/// A learning curve being recorded: (round, metric, value).
-pub type Curve = std::sync::Mutex<Vec<(i64, String, f64)>>;
+/// One point of a learning curve: (round, metric, value, when it was measured in ms since the
+/// epoch).
+pub type CurvePoint = (i64, String, f64, i64);
+
+/// Receives each round's points while training runs (a tracker, for live charts).
+pub type CurveListener<'a> = Box<dyn Fn(&[CurvePoint]) -> anyhow::Result<()> + Send + Sync + 'a>;
+
+/// A learning curve being recorded: every point, and (with a listener) each round's points sent
+/// on as soon as the next round starts, so a tracker shows training as it happens. A listener's
+/// first error is kept for [`Curve::finish`] to report; training never waits on it twice.
+#[derive(Default)]
+pub struct Curve<'a> {
+    points: std::sync::Mutex<Vec<CurvePoint>>,
+    /// Points of the round in progress, not yet sent.
+    pending: std::sync::Mutex<Vec<CurvePoint>>,
+    listener: Option<CurveListener<'a>>,
+    failed: std::sync::Mutex<Option<anyhow::Error>>,
+}
+
+fn unpoisoned<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl<'a> Curve<'a> {
+    pub fn streaming(listener: CurveListener<'a>) -> Curve<'a> {
+        Curve {
+            listener: Some(listener),
+            ..Curve::default()
+        }
+    }
+
+    fn record(&self, round: i64, metric: &str, value: f64) {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        let point = (round, metric.to_string(), value, now_ms);
+        unpoisoned(&self.points).push(point.clone());
+        let mut pending = unpoisoned(&self.pending);
+        if pending.first().is_some_and(|p| p.0 != round) {
+            self.send(&std::mem::take(&mut *pending));
+        }
+        pending.push(point);
+    }
+
+    fn send(&self, batch: &[CurvePoint]) {
+        let Some(listener) = &self.listener else {
+            return;
+        };
+        let mut failed = unpoisoned(&self.failed);
+        if failed.is_none() && !batch.is_empty() {
+            if let Err(e) = listener(batch) {
+                *failed = Some(e);
+            }
+        }
+    }
+
+    /// Sends what is still pending and returns every point, or the listener's first error.
+    pub fn finish(self) -> anyhow::Result<Vec<CurvePoint>> {
+        let last = std::mem::take(&mut *unpoisoned(&self.pending));
+        self.send(&last);
+        if let Some(e) = unpoisoned(&self.failed).take() {
+            return Err(e);
+        }
+        Ok(std::mem::take(&mut *unpoisoned(&self.points)))
+    }
+}
 
 /// Per-call settings that are not hyperparameters: the seed, the thread budget, and for
 /// iterative models the rows to score each round and where the learning curve goes.
@@ -753,7 +818,7 @@ pub struct FitContext<'a> {
     /// Scored after every round for the learning curve (never used to choose anything).
     pub eval: Option<(ArrayView2<'a, f64>, ArrayView1<'a, f64>)>,
     /// (round, metric, value) per round, e.g. (12, "valid_mlogloss", 0.93).
-    pub curve: Option<&'a Curve>,
+    pub curve: Option<&'a Curve<'a>>,
 }
 
 impl FitContext<'_> {
@@ -768,9 +833,7 @@ impl FitContext<'_> {
 
     pub fn record(&self, round: i64, metric: &str, value: f64) {
         if let Some(c) = self.curve {
-            c.lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push((round, metric.to_string(), value));
+            c.record(round, metric, value);
         }
     }
 }
