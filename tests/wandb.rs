@@ -377,3 +377,47 @@ fn bench_wandb_overhead() {
     let (on, wait) = time(&[("WANDB_API_KEY", KEY)]);
     eprintln!("wine sweep: {off:.2} s without W&B, {on:.2} s with W&B to a local server (waited {wait:.3} s after training)");
 }
+
+/// An iterative model's curves reach W&B as they grow: one history line per (fold, round), with
+/// that fold's own keys and `_step` rising by one per line.
+#[cfg(feature = "xgboost")]
+#[test]
+fn boosting_rounds_reach_wandb_one_history_line_each() {
+    let server = WandbServer::start(KEY);
+    let d = tempfile::tempdir().unwrap();
+    let cfg = config(d.path(), &server, "");
+    std::fs::write(
+        d.path().join("sweep.toml"),
+        "[[models]]\nkind = \"xgboost\"\nname = \"xgb\"\nn_rounds = 12\n",
+    )
+    .unwrap();
+    let report = stdout_json(&run_ok(
+        keyed(d.path()).args(["sweep"]).arg(&cfg).args(["--json"]),
+    ));
+    let run = &report["runs"][0];
+    let st = server.state.lock().unwrap();
+    let r = &st.runs[run["run_uuid"].as_str().unwrap()];
+    let lines: Vec<Value> = r
+        .history
+        .values()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for fold in 0..3 {
+        let key = format!("fold{fold}/valid_mlogloss");
+        let with_key: Vec<&Value> = lines.iter().filter(|l| l.get(&key).is_some()).collect();
+        assert_eq!(with_key.len(), 12, "{key}: one line per round");
+        assert!(
+            with_key
+                .iter()
+                .all(|l| l.get(format!("fold{fold}/train_mlogloss")).is_some()),
+            "a round's train and validation loss share its line"
+        );
+    }
+    let refit = lines
+        .iter()
+        .filter(|l| l.get("refit/train_mlogloss").is_some())
+        .count();
+    assert_eq!(refit, 12);
+    let steps: Vec<u64> = lines.iter().map(|l| l["_step"].as_u64().unwrap()).collect();
+    assert_eq!(steps, (0..lines.len() as u64).collect::<Vec<_>>());
+}
