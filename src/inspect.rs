@@ -358,7 +358,7 @@ pub fn runs_command(
     let header = [
         "run",
         "experiment",
-        "name",
+        "config",
         "kind",
         "etl",
         "status",
@@ -374,7 +374,11 @@ pub fn runs_command(
         texts.push(vec![
             format!("t{}", r.version),
             r.experiment.clone(),
-            r.name.clone(),
+            // The MLflow run name is `tN-<config>`; the run column already says tN.
+            r.name
+                .strip_prefix(&format!("t{}-", r.version))
+                .unwrap_or(&r.name)
+                .to_string(),
             r.kind.clone(),
             format!("v{}", r.etl_version),
             shown_status(&r.status, gone.get(&r.run_uuid)),

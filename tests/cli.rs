@@ -237,7 +237,7 @@ fn tables_fit_the_terminal_and_pipes_get_every_column() {
     for col in [
         "run",
         "experiment",
-        "name",
+        "config",
         "kind",
         "etl",
         "status",
