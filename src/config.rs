@@ -172,7 +172,32 @@ pub struct TrackingConfig {
     pub uri: Option<String>,
     /// Weights & Biases; absent means W&B only if the WANDB_* variables ask for it.
     #[serde(default)]
-    pub wandb: Option<crate::track::wandb::WandbTable>,
+    pub wandb: Option<WandbTable>,
+}
+
+/// `[tracking.wandb]` in a config. Every key may also come from the SDK's variables
+/// (WANDB_PROJECT, WANDB_ENTITY, WANDB_BASE_URL, WANDB_MODE), which take precedence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct WandbTable {
+    #[serde(default)]
+    pub project: Option<String>,
+    #[serde(default)]
+    pub entity: Option<String>,
+    /// online | offline | disabled
+    #[serde(default)]
+    pub mode: Option<String>,
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// How long a sweep waits after training for W&B to catch up (seconds, default 60).
+    #[serde(default)]
+    pub timeout_s: Option<f64>,
+    /// Per-request timeout (seconds, default 30).
+    #[serde(default)]
+    pub request_timeout_s: Option<f64>,
+    /// First retry wait in milliseconds, doubling up to 60 s (default 2000).
+    #[serde(default)]
+    pub backoff_ms: Option<u64>,
 }
 
 fn default_folds() -> usize {
@@ -561,27 +586,27 @@ fn check_config(
     if !c.data.source.starts_with("builtin:") {
         let p = loaded.resolve(&c.data.source);
         if !p.is_file() {
-            return Err(err(Some("data"), "source", format!("data file \"{}\" not found (looked at {}); valid sources: a file ({}) or builtin:winequality-red", c.data.source, p.display(), crate::data::ACCEPTED_EXTENSIONS)));
+            return Err(err(Some("data"), "source", format!("data file \"{}\" not found (looked at {}); valid sources: a file ({}) or builtin:winequality-red", c.data.source, p.display(), crate::source::ACCEPTED_EXTENSIONS)));
         }
-        if crate::data::Format::of(&p).is_none() {
+        if crate::source::Format::of(&p).is_none() {
             return Err(err(
                 Some("data"),
                 "source",
                 format!(
                     "\"{}\" is not a file type runner reads; accepted: {}",
                     c.data.source,
-                    crate::data::ACCEPTED_EXTENSIONS
+                    crate::source::ACCEPTED_EXTENSIONS
                 ),
             ));
         }
-    } else if c.data.source != crate::data::BUILTIN_RED_WINE {
+    } else if c.data.source != crate::source::BUILTIN_RED_WINE {
         return Err(err(
             Some("data"),
             "source",
             format!(
                 "unknown builtin \"{}\"; valid: \"{}\"",
                 c.data.source,
-                crate::data::BUILTIN_RED_WINE
+                crate::source::BUILTIN_RED_WINE
             ),
         ));
     }
@@ -936,7 +961,7 @@ pub fn expand_sweep_file_after(
 fn resolve_members(refs: &[String], known: &[&ModelConfig]) -> Result<Vec<ModelConfig>, String> {
     let mut out = Vec::new();
     for r in refs {
-        if crate::sweep::parse_version(r, 't').is_ok() {
+        if crate::types::parse_version(r, 't').is_ok() {
             out.push(ModelConfig {
                 name: r.clone(),
                 from_run: Some(r.clone()),

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
-pub const BUILTIN_RED_WINE: &str = "builtin:winequality-red";
+pub use crate::source::{Format, ACCEPTED_EXTENSIONS, BUILTIN_RED_WINE};
 
 /// Where the data came from and the hash of its content, as recorded with an ETL version.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -75,45 +75,6 @@ pub fn file_input_ref(path: &Path) -> Result<InputRef> {
         uri: abs.display().to_string(),
         sha256: sha256_hex(&bytes),
     })
-}
-
-/// The file formats runner reads, by extension.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    /// Comma-separated, optionally gzip-, zstd- or zlib-compressed (`.csv.gz`).
-    Csv,
-    /// Tab-separated.
-    Tsv,
-    Parquet,
-    /// Newline-delimited JSON: one object per line.
-    Ndjson,
-    /// Arrow IPC (Feather version 2).
-    Ipc,
-}
-
-/// What `Format::of` accepts, for error messages.
-pub const ACCEPTED_EXTENSIONS: &str =
-    ".csv, .csv.gz, .tsv, .tsv.gz, .parquet, .ndjson, .jsonl, .arrow, .feather, .ipc";
-
-impl Format {
-    /// The format of a path by its extension (a trailing `.gz` or `.zst` on CSV and TSV).
-    pub fn of(path: &Path) -> Option<Format> {
-        let name = path.file_name()?.to_str()?.to_ascii_lowercase();
-        let name = name
-            .strip_suffix(".gz")
-            .or_else(|| name.strip_suffix(".zst"))
-            .filter(|n| n.ends_with(".csv") || n.ends_with(".tsv"))
-            .unwrap_or(&name);
-        let ext = name.rsplit_once('.')?.1;
-        Some(match ext {
-            "csv" => Format::Csv,
-            "tsv" | "tab" => Format::Tsv,
-            "parquet" | "pq" => Format::Parquet,
-            "ndjson" | "jsonl" => Format::Ndjson,
-            "arrow" | "feather" | "ipc" => Format::Ipc,
-            _ => return None,
-        })
-    }
 }
 
 fn read_delimited(path: &Path, separator: u8, what: &str) -> Result<DataFrame> {

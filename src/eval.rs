@@ -1,7 +1,7 @@
 //! Cross-validation splits and the task metrics.
 
-use crate::models::Task;
 use crate::rng::SplitMix64;
+use crate::types::Task;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 

@@ -14,10 +14,12 @@ pub mod predict;
 pub mod replay;
 pub mod report;
 pub mod rng;
+pub mod source;
 pub mod suggest;
 pub mod sweep;
 pub mod sweep_parent;
 pub mod track;
+pub mod types;
 
 /// The version of the shape of every `--json` document (documented in the README): 2 writes
 /// metrics as `{"mean": .., "std": ..}` objects.

@@ -1,5 +1,6 @@
 //! What a person reads: the leaderboard, the per-class breakdown, run and version listings.
 
+pub use crate::sweep::ranked;
 use crate::sweep::{RunResult, SweepReport};
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Cell, CellAlignment, ContentArrangement, Table};
 use std::io::IsTerminal;
@@ -123,26 +124,6 @@ pub fn print_fitted(
 
 fn num(v: f64) -> Cell {
     Cell::new(format!("{v:.4}")).set_alignment(CellAlignment::Right)
-}
-
-/// Runs that finished, best first by the primary metric.
-pub fn ranked(report: &SweepReport) -> Vec<&RunResult> {
-    let key = &report.primary_metric;
-    let mut ok: Vec<&RunResult> = report
-        .runs
-        .iter()
-        .filter(|r| r.metrics.contains_key(key))
-        .collect();
-    ok.sort_by(|a, b| {
-        let (x, y) = (a.metrics[key].0, b.metrics[key].0);
-        let ord = if report.higher_is_better {
-            y.total_cmp(&x)
-        } else {
-            x.total_cmp(&y)
-        };
-        ord.then_with(|| a.version.cmp(&b.version))
-    });
-    ok
 }
 
 pub fn print_sweep(report: &SweepReport, wide: bool) {

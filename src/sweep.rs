@@ -1719,7 +1719,7 @@ pub fn top_ensembles(
     configs: &[ModelConfig],
     n: usize,
 ) -> Result<Vec<ModelConfig>> {
-    let best: Vec<ModelConfig> = crate::report::ranked(report)
+    let best: Vec<ModelConfig> = ranked(report)
         .into_iter()
         .filter(|r| !models::is_ensemble(&r.kind))
         .filter_map(|r| {
@@ -1776,27 +1776,26 @@ fn members_tag(plan: &TrainPlan, batch: &[(String, &ModelConfig, i64)]) -> Optio
     )
 }
 
-/// `t3` -> 3 (training versions), for clap.
-pub fn check_version_arg(v: &str) -> std::result::Result<i64, String> {
-    parse_version(v, 't')
-}
+pub use crate::types::{check_version_arg, parse_version};
 
-/// `t3` -> 3 or `v2` -> 2: a version number written with its prefix.
-pub fn parse_version(v: &str, prefix: char) -> std::result::Result<i64, String> {
-    let what = if prefix == 't' { "training" } else { "ETL" };
-    v.strip_prefix(prefix)
-        .and_then(|n| n.parse::<i64>().ok())
-        .filter(|n| *n >= 1)
-        .ok_or_else(|| {
-            let hint = v
-                .trim_start_matches(|c: char| c.is_ascii_alphabetic())
-                .parse::<i64>()
-                .ok()
-                .filter(|n| *n >= 1)
-                .map(|n| format!("; did you mean \"{prefix}{n}\"?"))
-                .unwrap_or_default();
-            format!("\"{v}\" is not a {what} version; write it as {prefix}1, {prefix}2, ...{hint}")
-        })
+/// Runs that finished, best first by the primary metric.
+pub fn ranked(report: &SweepReport) -> Vec<&RunResult> {
+    let key = &report.primary_metric;
+    let mut ok: Vec<&RunResult> = report
+        .runs
+        .iter()
+        .filter(|r| r.metrics.contains_key(key))
+        .collect();
+    ok.sort_by(|a, b| {
+        let (x, y) = (a.metrics[key].0, b.metrics[key].0);
+        let ord = if report.higher_is_better {
+            y.total_cmp(&x)
+        } else {
+            x.total_cmp(&y)
+        };
+        ord.then_with(|| a.version.cmp(&b.version))
+    });
+    ok
 }
 
 #[cfg(test)]

@@ -16,22 +16,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
 
-/// What a model learns to predict.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Task {
-    Classification,
-    Regression,
-}
-
-impl fmt::Display for Task {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Task::Classification => write!(f, "classification"),
-            Task::Regression => write!(f, "regression"),
-        }
-    }
-}
+pub use crate::types::Task;
 
 /// A hyperparameter value as written in a sweep file and recorded with a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

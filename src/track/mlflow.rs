@@ -173,7 +173,7 @@ fn table_names(conn: &Connection) -> rusqlite::Result<Vec<String>> {
 /// Whether runner may write into the file at `path`, decided with reads alone: an empty file or
 /// an MLflow store at a compatible revision with every table runner writes. Anything else is
 /// refused before the first write, so a refused file is left exactly as it was.
-fn check_before_writing(conn: &Connection, path: &Path) -> Result<bool> {
+fn check_before_writing(conn: &Connection, path: &Path) -> Result<()> {
     let tables = table_names(conn).map_err(|e| {
         refuse(
             path,
@@ -181,7 +181,7 @@ fn check_before_writing(conn: &Connection, path: &Path) -> Result<bool> {
         )
     })?;
     if tables.is_empty() {
-        return Ok(true);
+        return Ok(());
     }
     if !tables.iter().any(|t| t == "alembic_version") {
         return Err(refuse(path, "is an SQLite file but not an MLflow tracking store (no alembic_version table); refusing to write into it".into()));
@@ -211,23 +211,41 @@ fn check_before_writing(conn: &Connection, path: &Path) -> Result<bool> {
             missing.join(", ")
         )));
     }
-    Ok(false)
+    Ok(())
 }
 
-fn open_conn(path: &Path) -> Result<(Connection, bool)> {
+fn open_conn(path: &Path) -> Result<Connection> {
     let conn = Connection::open(path)
         .with_context(|| format!("cannot open tracking store {}", path.display()))?;
     conn.busy_timeout(std::time::Duration::from_secs(20))?;
-    let fresh = check_before_writing(&conn, path)?;
+    check_before_writing(&conn, path)?;
     // WAL: readers (the MLflow UI) never block the writer, and a commit needs no fsync of the
     // whole database (synchronous = NORMAL keeps it consistent after a crash). MLflow reads and
     // writes WAL stores as they are. Checkpoints (which do fsync) run every 20000 pages rather
     // than every 1000, and when the last connection closes: a third of the write time went there.
-    conn.execute_batch(
-        "PRAGMA foreign_keys = ON; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 20000;",
-    )
-    .with_context(|| format!("cannot set up tracking store {}", path.display()))?;
-    Ok((conn, fresh))
+    // Switching a new file to WAL needs the file to itself: when another runner holds it (it is
+    // creating the schema), SQLite answers "locked" at once rather than waiting, so wait here.
+    let started = std::time::Instant::now();
+    loop {
+        let set = conn.execute_batch(
+            "PRAGMA foreign_keys = ON; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 20000;",
+        );
+        match set {
+            Ok(()) => return Ok(conn),
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if matches!(
+                    e.code,
+                    rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                ) && started.elapsed() < std::time::Duration::from_secs(20) =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("cannot set up tracking store {}", path.display()))
+            }
+        }
+    }
 }
 
 /// `file:` URI of a path, with the characters a URI gives meaning to escaped.
@@ -262,14 +280,21 @@ impl MlflowStore {
                     .with_context(|| format!("cannot create folder {}", parent.display()))?;
             }
         }
-        let (mut conn, fresh) = open_conn(path)?;
+        let mut conn = open_conn(path)?;
         let root = std::fs::canonicalize(
             path.parent()
                 .filter(|p| !p.as_os_str().is_empty())
                 .unwrap_or(Path::new(".")),
         )?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        if fresh {
+        // Decided again inside the write lock: another runner may have created the schema since
+        // the file was checked.
+        let has_schema = tx.query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'alembic_version'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )? > 0;
+        if !has_schema {
             tx.execute_batch(MLFLOW_SCHEMA)
                 .context("loading MLflow's schema")?;
             let now = super::now_ms();
@@ -965,7 +990,7 @@ impl MlflowStore {
         let signal = stop.clone();
         let thread = std::thread::spawn(move || {
             let me = owner::Owner::current();
-            let Ok((conn, _)) = open_conn(&path) else {
+            let Ok(conn) = open_conn(&path) else {
                 return;
             };
             let store = MlflowStore {

@@ -21,30 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// `[tracking.wandb]` in a config. Every key may also come from the SDK's variables
-/// (WANDB_PROJECT, WANDB_ENTITY, WANDB_BASE_URL, WANDB_MODE), which take precedence.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct WandbTable {
-    #[serde(default)]
-    pub project: Option<String>,
-    #[serde(default)]
-    pub entity: Option<String>,
-    /// online | offline | disabled
-    #[serde(default)]
-    pub mode: Option<String>,
-    #[serde(default)]
-    pub base_url: Option<String>,
-    /// How long a sweep waits after training for W&B to catch up (seconds, default 60).
-    #[serde(default)]
-    pub timeout_s: Option<f64>,
-    /// Per-request timeout (seconds, default 30).
-    #[serde(default)]
-    pub request_timeout_s: Option<f64>,
-    /// First retry wait in milliseconds, doubling up to 60 s (default 2000).
-    #[serde(default)]
-    pub backoff_ms: Option<u64>,
-}
+pub use crate::config::WandbTable;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
