@@ -128,6 +128,13 @@ pub struct MlflowStore {
     root: PathBuf,
 }
 
+/// The columns every training-run query starts with, in this order: version, run id, ETL
+/// version, name, kind, status, experiment name (from [`RUNS_WITH_EXPERIMENT`]).
+const RUN_HEAD: &str =
+    "t.version, t.run_uuid, t.etl_version, t.name, t.kind, t.status, coalesce(e.name, '')";
+const RUNS_WITH_EXPERIMENT: &str =
+    "runner_training_runs t LEFT JOIN experiments e ON e.experiment_id = t.experiment_id";
+
 /// A training run as listed: what `runner runs` shows and filters on.
 #[derive(Debug, Clone)]
 pub struct RunListing {
@@ -626,13 +633,11 @@ impl MlflowStore {
             return Ok(Vec::new());
         }
         let conn = self.lock();
-        let mut st = conn.prepare(
-            "SELECT t.version, t.run_uuid, t.etl_version, t.name, t.kind, t.status,
-                    coalesce(e.name, ''), coalesce(json_extract(t.record_json, '$.primary_metric'), ''),
-                    json_extract(t.summary_json, '$.metrics')
-             FROM runner_training_runs t LEFT JOIN experiments e ON e.experiment_id = t.experiment_id
-             ORDER BY t.version",
-        )?;
+        let mut st = conn.prepare(&format!(
+            "SELECT {RUN_HEAD}, coalesce(json_extract(t.record_json, '$.primary_metric'), ''),
+                        json_extract(t.summary_json, '$.metrics')
+                 FROM {RUNS_WITH_EXPERIMENT} ORDER BY t.version"
+        ))?;
         let rows = st.query_map([], |r| {
             let run = RunListing {
                 version: r.get(0)?,
@@ -785,7 +790,7 @@ impl MlflowStore {
     fn query_runs<P: rusqlite::Params>(&self, tail: &str, p: P) -> Result<Vec<TrainingRunRow>> {
         let conn = self.lock();
         let mut st = conn.prepare(&format!(
-            "SELECT t.version, t.run_uuid, t.etl_version, t.name, t.kind, t.status, t.record_json, t.summary_json, t.created_ms, coalesce(e.name, '') FROM runner_training_runs t LEFT JOIN experiments e ON e.experiment_id = t.experiment_id {tail}"
+            "SELECT {RUN_HEAD}, t.record_json, t.summary_json, t.created_ms FROM {RUNS_WITH_EXPERIMENT} {tail}"
         ))?;
         let rows = st.query_map(p, |r| {
             let run = TrainingRunRow {
@@ -795,12 +800,12 @@ impl MlflowStore {
                 name: r.get(3)?,
                 kind: r.get(4)?,
                 status: r.get(5)?,
+                experiment: r.get(6)?,
                 record: serde_json::Value::Null,
                 summary: None,
-                created_ms: r.get(8)?,
-                experiment: r.get(9)?,
+                created_ms: r.get(9)?,
             };
-            Ok((run, r.get::<_, String>(6)?, r.get::<_, Option<String>>(7)?))
+            Ok((run, r.get::<_, String>(7)?, r.get::<_, Option<String>>(8)?))
         })?;
         let mut out = Vec::new();
         for row in rows {
