@@ -2,7 +2,7 @@
 //! metrics with mean and std, per-fold values, per-class figures) for timing `runner runs` on
 //! it. Run: cargo run --release --example bench_runs -- PATH.db [RUNS]
 use runner::track::mlflow::MlflowStore;
-use runner::track::{RunSpec, RunStatus, Sink};
+use runner::track::{RunSpec, RunStatus, Tracker};
 use serde_json::json;
 
 fn summary(i: usize) -> serde_json::Value {
@@ -71,7 +71,7 @@ fn main() -> anyhow::Result<()> {
         store.create_runs(exp, &loc, 1, &mut specs, None)?;
         for (j, (spec, _, _)) in specs.iter().enumerate() {
             store.set_summary(&spec.run_uuid, &summary(batch * 1000 + j))?;
-            store.set_status(&spec.run_uuid, RunStatus::Finished, Some(1))?;
+            store.finish_run(&spec.run_uuid, RunStatus::Finished, 1)?;
         }
     }
     println!(

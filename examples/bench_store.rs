@@ -1,7 +1,7 @@
 //! Benchmark: time to write 100 runs x (10 params + 3 metrics x 100 steps) into a fresh MLflow
 //! SQLite store through runner's store code. Run: cargo run --release --example bench_store
 use runner::track::mlflow::MlflowStore;
-use runner::track::{Metric, RunSpec, Sink};
+use runner::track::{Metric, RunSpec, Tracker};
 
 fn main() -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("runner-bench-{}", std::process::id()));
@@ -46,7 +46,7 @@ fn main() -> anyhow::Result<()> {
             })
             .collect();
         store.log_metrics(&spec.run_uuid, &metrics)?;
-        store.set_status(&spec.run_uuid, runner::track::RunStatus::Finished, Some(1))?;
+        store.finish_run(&spec.run_uuid, runner::track::RunStatus::Finished, 1)?;
     }
     let write = t1.elapsed();
     println!(

@@ -6,62 +6,9 @@ use crate::models::{self, check_value, kind_spec, ModelConfig, ParamValue, Task}
 use crate::rng::SplitMix64;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
 
-/// A mistake in what the user wrote: exit code 2, nothing trained, nothing written.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ConfigError {
-    pub file: String,
-    pub line: Option<usize>,
-    pub col: Option<usize>,
-    pub key: Option<String>,
-    pub message: String,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.file)?;
-        if let Some(l) = self.line {
-            write!(f, ":{l}")?;
-            if let Some(c) = self.col {
-                write!(f, ":{c}")?;
-            }
-        }
-        write!(f, ": ")?;
-        if let Some(k) = &self.key {
-            write!(f, "key `{k}`: ")?;
-        }
-        write!(f, "{}", self.message)
-    }
-}
-
-impl std::error::Error for ConfigError {}
-
-impl ConfigError {
-    pub fn new(file: impl Into<String>, message: impl Into<String>) -> Self {
-        ConfigError {
-            file: file.into(),
-            line: None,
-            col: None,
-            key: None,
-            message: message.into(),
-        }
-    }
-
-    fn at(mut self, pos: Option<(usize, usize)>) -> Self {
-        if let Some((l, c)) = pos {
-            self.line = Some(l);
-            self.col = Some(c);
-        }
-        self
-    }
-
-    pub fn key(mut self, key: impl Into<String>) -> Self {
-        self.key = Some(key.into());
-        self
-    }
-}
+pub use crate::types::ConfigError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -173,6 +120,10 @@ pub struct TrackingConfig {
     /// Weights & Biases; absent means W&B only if the WANDB_* variables ask for it.
     #[serde(default)]
     pub wandb: Option<WandbTable>,
+    /// A JSON-lines file that gets every run event as it happens (a CI log), relative to the
+    /// working folder.
+    #[serde(default)]
+    pub jsonl: Option<String>,
 }
 
 /// `[tracking.wandb]` in a config. Every key may also come from the SDK's variables
@@ -430,7 +381,12 @@ pub fn load_config(path: &Path, sets: &[String]) -> Result<LoadedConfig, ConfigE
     let config: Config = if overridden.is_empty() {
         toml::from_str(&src).map_err(|e| toml_error(&file, &src, &e))?
     } else {
-        let text = toml::to_string(&table).expect("a TOML table serialises");
+        let text = toml::to_string(&table).map_err(|e| {
+            ConfigError::new(
+                format!("{file} (after --set {})", overridden.join(", ")),
+                format!("cannot be written back as TOML: {e}"),
+            )
+        })?;
         toml::from_str(&text).map_err(|e| {
             let mut err = ConfigError::new(
                 format!("{file} (after --set {})", overridden.join(", ")),
@@ -499,50 +455,31 @@ fn key_at_line(src: &str, line: usize) -> Option<String> {
     Some(key.to_string())
 }
 
-fn check_config(
-    loaded: &LoadedConfig,
-    src: &str,
-    overridden: &[String],
-) -> Result<(), ConfigError> {
-    let c = &loaded.config;
-    let file = loaded.path.display().to_string();
-    let err = |table: Option<&str>, key: &str, msg: String| {
-        let full = match table {
-            Some(t) => format!("{t}.{key}"),
-            None => key.to_string(),
-        };
-        if overridden.contains(&full) {
-            ConfigError::new("--set", msg).key(full)
-        } else {
-            ConfigError::new(&file, msg)
-                .key(&full)
-                .at(locate(src, table, None, key))
-        }
-    };
+/// A mistake in a config: the table and key it is at, and what is wrong.
+type Problem = (Option<&'static str>, &'static str, String);
+
+/// The first out-of-range `[cv]` setting, or an empty experiment name.
+fn cv_problem(c: &Config) -> Option<Problem> {
     if c.cv.folds < 2 || c.cv.folds > 100 {
-        return Err(err(
-            Some("cv"),
-            "folds",
-            format!("must be an integer in 2..=100, got {}", c.cv.folds),
-        ));
+        let msg = format!("must be an integer in 2..=100, got {}", c.cv.folds);
+        return Some((Some("cv"), "folds", msg));
     }
     if c.cv.repeats < 1 || c.cv.repeats > 100 {
-        return Err(err(
-            Some("cv"),
-            "repeats",
-            format!("must be an integer in 1..=100, got {}", c.cv.repeats),
-        ));
+        let msg = format!("must be an integer in 1..=100, got {}", c.cv.repeats);
+        return Some((Some("cv"), "repeats", msg));
     }
     if !(0.0..0.9).contains(&c.cv.holdout) {
-        return Err(err(
-            Some("cv"),
-            "holdout",
-            format!("must be a share in [0, 0.9), got {}", c.cv.holdout),
-        ));
+        let msg = format!("must be a share in [0, 0.9), got {}", c.cv.holdout);
+        return Some((Some("cv"), "holdout", msg));
     }
     if c.experiment.trim().is_empty() {
-        return Err(err(None, "experiment", "must not be empty".into()));
+        return Some((None, "experiment", "must not be empty".into()));
     }
+    None
+}
+
+/// A primary metric the task does not have, or a tracking URI runner cannot write.
+fn metric_or_tracking_problem(c: &Config) -> Option<Problem> {
     if let Some(m) = &c.primary_metric {
         let valid: Vec<&str> = match c.task {
             TaskChoice::Classification => CLASSIFICATION_METRICS.to_vec(),
@@ -554,63 +491,77 @@ fn check_config(
                 .collect(),
         };
         if !valid.contains(&m.as_str()) {
-            return Err(err(
-                None,
-                "primary_metric",
-                format!(
-                    "unknown metric \"{m}\"; valid: {}{}",
-                    models::quoted_list(&valid),
-                    crate::suggest::hint(m, &valid)
-                ),
-            ));
+            let hint = crate::suggest::hint(m, &valid);
+            let msg = format!(
+                "unknown metric \"{m}\"; valid: {}{hint}",
+                models::quoted_list(&valid)
+            );
+            return Some((None, "primary_metric", msg));
         }
     }
-    if let Some(uri) = &c.tracking.uri {
-        if !uri.starts_with("sqlite:///") {
-            return Err(err(Some("tracking"), "uri", format!("\"{uri}\" is not supported; use sqlite:///relative/path.db or sqlite:////absolute/path.db")));
-        }
+    match &c.tracking.uri {
+        Some(uri) if !uri.starts_with("sqlite:///") => Some((Some("tracking"), "uri", format!("\"{uri}\" is not supported; use sqlite:///relative/path.db or sqlite:////absolute/path.db"))),
+        _ => None,
     }
+}
+
+/// A sweep file or data source that is missing or of a kind runner does not read.
+fn file_problem(loaded: &LoadedConfig) -> Option<Problem> {
+    let c = &loaded.config;
     if c.sweeps.is_empty() {
-        return Err(err(None, "sweeps", "name at least one sweep file".into()));
+        return Some((None, "sweeps", "name at least one sweep file".into()));
     }
     for s in &c.sweeps {
         let p = loaded.resolve(s);
         if !p.is_file() {
-            return Err(err(
-                None,
-                "sweeps",
-                format!("sweep file \"{s}\" not found (looked at {})", p.display()),
-            ));
+            let msg = format!("sweep file \"{s}\" not found (looked at {})", p.display());
+            return Some((None, "sweeps", msg));
         }
     }
-    if !c.data.source.starts_with("builtin:") {
-        let p = loaded.resolve(&c.data.source);
-        if !p.is_file() {
-            return Err(err(Some("data"), "source", format!("data file \"{}\" not found (looked at {}); valid sources: a file ({}) or builtin:winequality-red", c.data.source, p.display(), crate::source::ACCEPTED_EXTENSIONS)));
-        }
-        if crate::source::Format::of(&p).is_none() {
-            return Err(err(
-                Some("data"),
-                "source",
-                format!(
-                    "\"{}\" is not a file type runner reads; accepted: {}",
-                    c.data.source,
-                    crate::source::ACCEPTED_EXTENSIONS
-                ),
-            ));
-        }
-    } else if c.data.source != crate::source::BUILTIN_RED_WINE {
-        return Err(err(
-            Some("data"),
-            "source",
-            format!(
-                "unknown builtin \"{}\"; valid: \"{}\"",
-                c.data.source,
-                crate::source::BUILTIN_RED_WINE
-            ),
-        ));
+    let source = &c.data.source;
+    let accepted = crate::source::ACCEPTED_EXTENSIONS;
+    if source.starts_with("builtin:") {
+        let builtin = crate::source::BUILTIN_RED_WINE;
+        return (source != builtin).then(|| {
+            let msg = format!("unknown builtin \"{source}\"; valid: \"{builtin}\"");
+            (Some("data"), "source", msg)
+        });
     }
-    Ok(())
+    let p = loaded.resolve(source);
+    if !p.is_file() {
+        return Some((Some("data"), "source", format!("data file \"{source}\" not found (looked at {}); valid sources: a file ({accepted}) or builtin:winequality-red", p.display())));
+    }
+    if crate::source::Format::of(&p).is_none() {
+        let msg = format!("\"{source}\" is not a file type runner reads; accepted: {accepted}");
+        return Some((Some("data"), "source", msg));
+    }
+    None
+}
+
+fn check_config(
+    loaded: &LoadedConfig,
+    src: &str,
+    overridden: &[String],
+) -> Result<(), ConfigError> {
+    let c = &loaded.config;
+    let problem = cv_problem(c)
+        .or_else(|| metric_or_tracking_problem(c))
+        .or_else(|| file_problem(loaded));
+    let Some((table, key, msg)) = problem else {
+        return Ok(());
+    };
+    let full = match table {
+        Some(t) => format!("{t}.{key}"),
+        None => key.to_string(),
+    };
+    if overridden.contains(&full) {
+        Err(ConfigError::new("--set", msg).key(full))
+    } else {
+        let file = loaded.path.display().to_string();
+        Err(ConfigError::new(file, msg)
+            .key(&full)
+            .at(locate(src, table, None, key)))
+    }
 }
 
 /// How sweep configs are chosen: every grid point, or a seeded random sample of them.
@@ -686,7 +637,12 @@ fn apply_override(
     if cfg.from_run.is_some() {
         return Ok(hit);
     }
-    let spec = kind_spec(&cfg.kind).expect("kinds checked");
+    let spec = kind_spec(&cfg.kind).ok_or_else(|| {
+        ConfigError::new(
+            "--set",
+            format!("`{}` has an unknown kind `{}`", cfg.name, cfg.kind),
+        )
+    })?;
     if let Some(p) = spec.params.iter().find(|p| p.name == key) {
         let v = check_value(p, value)
             .map_err(|m| ConfigError::new("--set", m).key(format!("models.{key}")))?;
@@ -704,6 +660,241 @@ pub fn expand_sweep_file(
     expand_sweep_file_after(path, task, default_seed, &[])
 }
 
+/// One `[[models]]` entry of a sweep file, for errors that point at its keys.
+struct Entry<'a> {
+    file: &'a str,
+    src: &'a str,
+    index: usize,
+    table: &'a toml::Table,
+}
+
+impl Entry<'_> {
+    /// An error about `key` of this entry, with its line and column.
+    fn error(&self, key: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError::new(self.file, message)
+            .key(format!("models[{}].{key}", self.index))
+            .at(locate(self.src, Some("models"), Some(self.index), key))
+    }
+
+    /// The entry's kind, known to this build and able to do `task`.
+    fn kind(&self, task: Task) -> Result<(String, &'static models::KindSpec), ConfigError> {
+        let names = models::kind_names();
+        let kind = match self.table.get("kind") {
+            Some(toml::Value::String(k)) => k.clone(),
+            Some(other) => {
+                return Err(self.error(
+                    "kind",
+                    format!("must be a string, got {}", toml_type(other)),
+                ))
+            }
+            None => {
+                let msg = format!(
+                    "model entry {} has no `kind`; valid kinds: {}",
+                    self.index + 1,
+                    models::quoted_list(&names)
+                );
+                return Err(ConfigError::new(self.file, msg).key(format!("models[{}]", self.index)));
+            }
+        };
+        let spec = kind_spec(&kind).ok_or_else(|| {
+            let hint = crate::suggest::hint(&kind, &names);
+            let msg = format!(
+                "unknown model kind \"{kind}\"; valid kinds: {}{hint}",
+                models::quoted_list(&names)
+            );
+            self.error("kind", msg)
+        })?;
+        if !spec.available() {
+            let feature = spec.feature.unwrap_or("?");
+            return Err(self.error("kind", format!("model kind \"{kind}\" needs the cargo feature `{feature}`, which this build lacks: build with `cargo build --release --features {feature}` (the README's commands enable it)")));
+        }
+        if !spec.tasks.contains(&task) {
+            let valid: Vec<&str> = models::kind_specs()
+                .filter(|k| k.tasks.contains(&task))
+                .map(|k| k.kind)
+                .collect();
+            let msg = format!(
+                "model kind \"{kind}\" cannot do {task}; kinds for {task}: {}",
+                models::quoted_list(&valid)
+            );
+            return Err(self.error("kind", msg));
+        }
+        Ok((kind, spec))
+    }
+
+    /// The entry's name: `name`, or its kind.
+    fn name(&self, kind: &str) -> Result<String, ConfigError> {
+        match self.table.get("name") {
+            None => Ok(kind.to_string()),
+            Some(toml::Value::String(n)) if !n.trim().is_empty() => Ok(n.clone()),
+            Some(other) => Err(self.error(
+                "name",
+                format!("must be a non-empty string, got {}", toml_type(other)),
+            )),
+        }
+    }
+
+    /// An ensemble's `members` (names of configs or runs), with its meta-learner checked
+    /// against the task; none for other kinds.
+    fn members(&self, kind: &str, task: Task) -> Result<Vec<String>, ConfigError> {
+        if !models::is_ensemble(kind) {
+            return Ok(Vec::new());
+        }
+        let members: Vec<String> = match self.table.get("members") {
+            Some(toml::Value::Array(items))
+                if items.len() >= 2 && items.iter().all(|v| v.is_str()) =>
+            {
+                items
+                    .iter()
+                    .map(|v| v.as_str().unwrap_or_default().to_string())
+                    .collect()
+            }
+            _ => {
+                let msg = format!("\"{kind}\" needs `members = [\"name\", ...]`: at least two names of model configs in the sweeps (a grid config by its full name, e.g. \"forest[n_trees=100]\") or earlier runs (\"t3\")");
+                let at = locate(self.src, Some("models"), Some(self.index), "members").or(locate(
+                    self.src,
+                    Some("models"),
+                    Some(self.index),
+                    "kind",
+                ));
+                return Err(ConfigError::new(self.file, msg)
+                    .key(format!("models[{}].members", self.index))
+                    .at(at));
+            }
+        };
+        if let Some(toml::Value::String(meta)) = self.table.get("meta") {
+            let ok = match meta.as_str() {
+                "linear" => task == Task::Regression,
+                "logistic_regression" => task == Task::Classification,
+                _ => true,
+            };
+            if !ok {
+                let own = if task == Task::Regression {
+                    "\"linear\""
+                } else {
+                    "\"logistic_regression\""
+                };
+                let msg = format!("meta-learner \"{meta}\" cannot do {task}; use \"auto\", \"random_forest\" or {own}");
+                return Err(self.error("meta", msg));
+            }
+        }
+        Ok(members)
+    }
+
+    /// Each hyperparameter the entry sets, with its candidate values (one value is a list of
+    /// one), every value checked against the kind's declared type and range.
+    fn axes(
+        &self,
+        kind: &str,
+        spec: &models::KindSpec,
+        has_members: bool,
+    ) -> Result<Vec<(String, Vec<ParamValue>)>, ConfigError> {
+        let mut axes = Vec::new();
+        for (key, value) in self.table {
+            if key == "kind" || key == "name" || (key == "members" && has_members) {
+                continue;
+            }
+            let pspec = spec.params.iter().find(|p| p.name == key).ok_or_else(|| {
+                let valid: Vec<&str> = spec.params.iter().map(|p| p.name).collect();
+                let hint = crate::suggest::hint(key, &valid);
+                let msg = format!(
+                    "unknown parameter for \"{kind}\"; valid: {}{hint}",
+                    models::quoted_list(&valid)
+                );
+                self.error(key, msg)
+            })?;
+            let raw: Vec<&toml::Value> = match value {
+                toml::Value::Array(items) if !items.is_empty() => items.iter().collect(),
+                toml::Value::Array(_) => {
+                    return Err(self.error(key, "an empty list gives no configs"))
+                }
+                v => vec![v],
+            };
+            let mut values = Vec::new();
+            for v in raw {
+                let pv = param_from_toml(v).ok_or_else(|| {
+                    self.error(key, format!("must be {}, got {}", pspec.ty, toml_type(v)))
+                })?;
+                values.push(check_value(pspec, &pv).map_err(|m| self.error(key, m))?);
+            }
+            axes.push((key.clone(), values));
+        }
+        Ok(axes)
+    }
+}
+
+/// The configs of one entry: every combination of its candidate values, the other
+/// hyperparameters at their defaults, named `base[key=value,...]` by what varies.
+fn grid_configs(
+    kind: &str,
+    spec: &models::KindSpec,
+    base_name: &str,
+    axes: &[(String, Vec<ParamValue>)],
+) -> Vec<ModelConfig> {
+    let varying: Vec<&str> = axes
+        .iter()
+        .filter(|(_, v)| v.len() > 1)
+        .map(|(k, _)| k.as_str())
+        .collect();
+    cartesian(axes)
+        .into_iter()
+        .map(|chosen| {
+            let mut params: BTreeMap<String, ParamValue> = spec
+                .params
+                .iter()
+                .map(|p| (p.name.to_string(), models::default_value(p)))
+                .collect();
+            for (k, v) in &chosen {
+                params.insert(k.clone(), v.clone());
+            }
+            let suffix: Vec<String> = chosen
+                .iter()
+                .filter(|(k, _)| varying.contains(&k.as_str()))
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            let name = if suffix.is_empty() {
+                base_name.to_string()
+            } else {
+                format!("{base_name}[{}]", suffix.join(","))
+            };
+            ModelConfig {
+                name,
+                kind: kind.to_string(),
+                params,
+                members: Vec::new(),
+                from_run: None,
+                algorithm: Some(spec.algorithm),
+            }
+        })
+        .collect()
+}
+
+/// The file's `[search]`, checked: grid, or random with a positive number of trials.
+fn search_of(
+    file: &str,
+    src: &str,
+    search: Option<SearchConfig>,
+) -> Result<SearchConfig, ConfigError> {
+    let search = search.unwrap_or(SearchConfig {
+        strategy: "grid".into(),
+        trials: None,
+        seed: None,
+    });
+    let at = locate(src, Some("search"), None, "strategy");
+    if search.strategy != "grid" && search.strategy != "random" {
+        let msg = format!(
+            "unknown strategy \"{}\"; valid: \"grid\", \"random\"",
+            search.strategy
+        );
+        return Err(ConfigError::new(file, msg).key("search.strategy").at(at));
+    }
+    if search.strategy == "random" && search.trials.unwrap_or(0) == 0 {
+        let msg = "random search needs `trials` = a positive integer";
+        return Err(ConfigError::new(file, msg).key("search.trials").at(at));
+    }
+    Ok(search)
+}
+
 /// Expands one sweep file; ensemble members may name configs of this file or of `earlier` ones.
 pub fn expand_sweep_file_after(
     path: &Path,
@@ -718,226 +909,24 @@ pub fn expand_sweep_file_after(
     if sweep.models.is_empty() {
         return Err(ConfigError::new(&file, "no [[models]] entries"));
     }
-    let search = sweep.search.unwrap_or(SearchConfig {
-        strategy: "grid".into(),
-        trials: None,
-        seed: None,
-    });
-    if search.strategy != "grid" && search.strategy != "random" {
-        return Err(ConfigError::new(
-            &file,
-            format!(
-                "unknown strategy \"{}\"; valid: \"grid\", \"random\"",
-                search.strategy
-            ),
-        )
-        .key("search.strategy")
-        .at(locate(&src, Some("search"), None, "strategy")));
-    }
-    if search.strategy == "random" && search.trials.unwrap_or(0) == 0 {
-        return Err(
-            ConfigError::new(&file, "random search needs `trials` = a positive integer")
-                .key("search.trials")
-                .at(locate(&src, Some("search"), None, "strategy")),
-        );
-    }
+    let search = search_of(&file, &src, sweep.search)?;
     let mut all = Vec::new();
-    for (i, entry) in sweep.models.iter().enumerate() {
-        let at = |key: &str| locate(&src, Some("models"), Some(i), key);
-        let kind = match entry.get("kind") {
-            Some(toml::Value::String(k)) => k.clone(),
-            Some(other) => {
-                return Err(ConfigError::new(
-                    &file,
-                    format!("must be a string, got {}", toml_type(other)),
-                )
-                .key(format!("models[{i}].kind"))
-                .at(at("kind")))
-            }
-            None => {
-                return Err(ConfigError::new(
-                    &file,
-                    format!(
-                        "model entry {} has no `kind`; valid kinds: {}",
-                        i + 1,
-                        models::quoted_list(&models::kind_names())
-                    ),
-                )
-                .key(format!("models[{i}]")))
-            }
+    for (i, table) in sweep.models.iter().enumerate() {
+        let entry = Entry {
+            file: &file,
+            src: &src,
+            index: i,
+            table,
         };
-        let spec = kind_spec(&kind).ok_or_else(|| {
-            ConfigError::new(
-                &file,
-                format!(
-                    "unknown model kind \"{kind}\"; valid kinds: {}{}",
-                    models::quoted_list(&models::kind_names()),
-                    crate::suggest::hint(&kind, &models::kind_names())
-                ),
-            )
-            .key(format!("models[{i}].kind"))
-            .at(at("kind"))
-        })?;
-        if !spec.available() {
-            let feature = spec.feature.unwrap_or("?");
-            return Err(ConfigError::new(
-                &file,
-                format!("model kind \"{kind}\" needs the cargo feature `{feature}`, which this build lacks: build with `cargo build --release --features {feature}` (the README's commands enable it)"),
-            )
-            .key(format!("models[{i}].kind"))
-            .at(at("kind")));
-        }
-        if !spec.tasks.contains(&task) {
-            let valid: Vec<&str> = models::KINDS
-                .iter()
-                .filter(|k| k.tasks.contains(&task))
-                .map(|k| k.kind)
-                .collect();
-            return Err(ConfigError::new(
-                &file,
-                format!(
-                    "model kind \"{kind}\" cannot do {task}; kinds for {task}: {}",
-                    models::quoted_list(&valid)
-                ),
-            )
-            .key(format!("models[{i}].kind"))
-            .at(at("kind")));
-        }
-        let base_name = match entry.get("name") {
-            None => kind.clone(),
-            Some(toml::Value::String(n)) if !n.trim().is_empty() => n.clone(),
-            Some(other) => {
-                return Err(ConfigError::new(
-                    &file,
-                    format!("must be a non-empty string, got {}", toml_type(other)),
-                )
-                .key(format!("models[{i}].name"))
-                .at(at("name")))
-            }
-        };
-        // Each hyperparameter: a list of candidate values (one value = a list of one).
-        let mut axes: Vec<(String, Vec<ParamValue>)> = Vec::new();
-        let mut member_refs: Vec<String> = Vec::new();
-        if models::is_ensemble(&kind) {
-            member_refs = match entry.get("members") {
-                Some(toml::Value::Array(items))
-                    if items.len() >= 2 && items.iter().all(|v| v.is_str()) =>
-                {
-                    items
-                        .iter()
-                        .map(|v| v.as_str().unwrap_or_default().to_string())
-                        .collect()
-                }
-                _ => {
-                    return Err(ConfigError::new(
-                        &file,
-                        format!("\"{kind}\" needs `members = [\"name\", ...]`: at least two names of model configs in the sweeps (a grid config by its full name, e.g. \"forest[n_trees=100]\") or earlier runs (\"t3\")"),
-                    )
-                    .key(format!("models[{i}].members"))
-                    .at(at("members").or(at("kind"))))
-                }
-            };
-            if let Some(toml::Value::String(meta)) = entry.get("meta") {
-                let ok = match meta.as_str() {
-                    "linear" => task == Task::Regression,
-                    "logistic_regression" => task == Task::Classification,
-                    _ => true,
-                };
-                if !ok {
-                    return Err(ConfigError::new(
-                        &file,
-                        format!("meta-learner \"{meta}\" cannot do {task}; use \"auto\", \"random_forest\" or {}", if task == Task::Regression { "\"linear\"" } else { "\"logistic_regression\"" }),
-                    )
-                    .key(format!("models[{i}].meta"))
-                    .at(at("meta")));
-                }
-            }
-        }
-        for (key, value) in entry {
-            if key == "kind" || key == "name" || (key == "members" && !member_refs.is_empty()) {
-                continue;
-            }
-            let pspec = spec.params.iter().find(|p| p.name == key).ok_or_else(|| {
-                let valid: Vec<&str> = spec.params.iter().map(|p| p.name).collect();
-                ConfigError::new(
-                    &file,
-                    format!(
-                        "unknown parameter for \"{kind}\"; valid: {}{}",
-                        models::quoted_list(&valid),
-                        crate::suggest::hint(key, &valid)
-                    ),
-                )
-                .key(format!("models[{i}].{key}"))
-                .at(at(key))
-            })?;
-            let raw: Vec<&toml::Value> = match value {
-                toml::Value::Array(items) if !items.is_empty() => items.iter().collect(),
-                toml::Value::Array(_) => {
-                    return Err(ConfigError::new(&file, "an empty list gives no configs")
-                        .key(format!("models[{i}].{key}"))
-                        .at(at(key)))
-                }
-                v => vec![v],
-            };
-            let mut values = Vec::new();
-            for v in raw {
-                let pv = param_from_toml(v).ok_or_else(|| {
-                    ConfigError::new(&file, format!("must be {}, got {}", pspec.ty, toml_type(v)))
-                        .key(format!("models[{i}].{key}"))
-                        .at(at(key))
-                })?;
-                let pv = check_value(pspec, &pv).map_err(|m| {
-                    ConfigError::new(&file, m)
-                        .key(format!("models[{i}].{key}"))
-                        .at(at(key))
-                })?;
-                values.push(pv);
-            }
-            axes.push((key.clone(), values));
-        }
-        let grid = cartesian(&axes);
-        let varying: Vec<&str> = axes
-            .iter()
-            .filter(|(_, v)| v.len() > 1)
-            .map(|(k, _)| k.as_str())
-            .collect();
-        let mut configs: Vec<ModelConfig> = grid
-            .into_iter()
-            .map(|chosen| {
-                let mut params: BTreeMap<String, ParamValue> = spec
-                    .params
-                    .iter()
-                    .map(|p| (p.name.to_string(), models::default_value(p)))
-                    .collect();
-                for (k, v) in &chosen {
-                    params.insert(k.clone(), v.clone());
-                }
-                let suffix: Vec<String> = chosen
-                    .iter()
-                    .filter(|(k, _)| varying.contains(&k.as_str()))
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect();
-                let name = if suffix.is_empty() {
-                    base_name.clone()
-                } else {
-                    format!("{base_name}[{}]", suffix.join(","))
-                };
-                ModelConfig {
-                    name,
-                    kind: kind.clone(),
-                    params,
-                    members: Vec::new(),
-                    from_run: None,
-                }
-            })
-            .collect();
+        let (kind, spec) = entry.kind(task)?;
+        let base_name = entry.name(&kind)?;
+        let member_refs = entry.members(&kind, task)?;
+        let axes = entry.axes(&kind, spec, !member_refs.is_empty())?;
+        let mut configs = grid_configs(&kind, spec, &base_name, &axes);
         if !member_refs.is_empty() {
             let known: Vec<&ModelConfig> = earlier.iter().chain(&all).collect();
-            let members = resolve_members(&member_refs, &known).map_err(|m| {
-                ConfigError::new(&file, m)
-                    .key(format!("models[{i}].members"))
-                    .at(at("members"))
-            })?;
+            let members =
+                resolve_members(&member_refs, &known).map_err(|m| entry.error("members", m))?;
             for c in &mut configs {
                 c.members = members.clone();
             }
@@ -945,8 +934,8 @@ pub fn expand_sweep_file_after(
         if search.strategy == "random" {
             let trials = search.trials.unwrap_or(1);
             if configs.len() > trials {
-                let mut rng =
-                    SplitMix64::derive(search.seed.unwrap_or(default_seed), 0x5EED + i as u64);
+                let seed = search.seed.unwrap_or(default_seed);
+                let mut rng = SplitMix64::derive(seed, 0x5EED + i as u64);
                 rng.shuffle(&mut configs);
                 configs.truncate(trials);
             }

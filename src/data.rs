@@ -36,6 +36,10 @@ fn builtin_red_wine() -> DataFrame {
         .collect();
     let quality: Vec<i64> = ds.targets().iter().map(|t| *t as i64).collect();
     columns.push(Column::new("quality".into(), quality));
+    #[allow(
+        clippy::expect_used,
+        reason = "the builtin columns all have the embedded set's row count"
+    )]
     DataFrame::new(records.nrows(), columns).expect("the builtin table is rectangular")
 }
 
@@ -53,12 +57,12 @@ pub fn builtin_input_ref() -> InputRef {
     let df = builtin_red_wine();
     let mut h = Sha256::new();
     for c in df.columns() {
-        let s = c
-            .as_materialized_series()
-            .cast(&DataType::Float64)
-            .expect("numeric builtin");
-        for v in s.f64().expect("f64").into_no_null_iter() {
-            h.update(v.to_le_bytes());
+        let as_f64 = c.as_materialized_series().cast(&DataType::Float64);
+        // Every builtin column is numeric: the cast and the view always succeed.
+        if let Some(values) = as_f64.as_ref().ok().and_then(|s| s.f64().ok()) {
+            for v in values.into_no_null_iter() {
+                h.update(v.to_le_bytes());
+            }
         }
     }
     InputRef {

@@ -29,32 +29,36 @@ pub struct FeatureStats {
     pub suggested_transform: Option<String>,
 }
 
+/// The population moments of `v` from ndarray-stats: (m2, skewness m3 / m2^1.5, kurtosis
+/// m4 / m2^2); all 0 for a constant or empty column.
+fn moments(v: &[f64]) -> (f64, f64, f64) {
+    use ndarray_stats::SummaryStatisticsExt;
+    let a = ndarray::ArrayView1::from(v);
+    let m2 = a.central_moment(2).unwrap_or(0.0);
+    if m2 <= 0.0 || !m2.is_finite() {
+        return (0.0, 0.0, 0.0);
+    }
+    let skew = a.skewness().unwrap_or(0.0);
+    let kurt = a.kurtosis().unwrap_or(0.0);
+    (m2, skew, kurt)
+}
+
 /// Sample skewness g1 = m3 / m2^1.5 (population moments).
 pub fn skewness(v: &[f64]) -> f64 {
-    let n = v.len() as f64;
-    let mean = v.iter().sum::<f64>() / n;
-    let m2 = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n;
-    let m3 = v.iter().map(|x| (x - mean).powi(3)).sum::<f64>() / n;
-    if m2 == 0.0 {
-        0.0
-    } else {
-        m3 / m2.powf(1.5)
-    }
+    moments(v).1
 }
 
 /// Excess kurtosis g2 = m4 / m2^2 - 3.
 pub fn kurtosis(v: &[f64]) -> f64 {
-    let n = v.len() as f64;
-    let mean = v.iter().sum::<f64>() / n;
-    let m2 = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n;
-    let m4 = v.iter().map(|x| (x - mean).powi(4)).sum::<f64>() / n;
+    let (m2, _, k) = moments(v);
     if m2 == 0.0 {
         0.0
     } else {
-        m4 / (m2 * m2) - 3.0
+        k - 3.0
     }
 }
 
+/// Pearson's correlation, written out: ndarray-stats has it only for the rows of a matrix.
 pub fn pearson(a: &[f64], b: &[f64]) -> f64 {
     let n = a.len() as f64;
     let (ma, mb) = (a.iter().sum::<f64>() / n, b.iter().sum::<f64>() / n);
@@ -183,168 +187,206 @@ pub struct EdaReport {
     pub clusters: Vec<ClusterReport>,
 }
 
+/// Rows per class and the largest-to-smallest ratio, with a warning per rare class.
+fn class_balance(
+    prep: &Prepared,
+    warnings: &mut Vec<String>,
+) -> (BTreeMap<String, usize>, Option<f64>) {
+    let Some(l) = &prep.labels else {
+        return (BTreeMap::new(), None);
+    };
+    let n = prep.table.n_rows;
+    let mut counts = vec![0usize; l.classes.len()];
+    for y in &prep.y {
+        counts[*y as usize] += 1;
+    }
+    let max = counts.iter().max().copied().unwrap_or(0);
+    let min = counts.iter().min().copied().unwrap_or(0);
+    for (c, k) in l.classes.iter().zip(&counts) {
+        if (*k as f64) < 0.02 * n as f64 || *k < 20 {
+            warnings.push(format!(
+                "class {c} has only {k} rows ({:.1} %): stratified folds keep it in every fold, but expect unstable per-class scores; try class_weight = \"balanced\", or merge it with a neighbouring class",
+                100.0 * *k as f64 / n as f64
+            ));
+        }
+    }
+    let counts = l.classes.iter().cloned().zip(counts).collect();
+    (counts, (min > 0).then(|| max as f64 / min as f64))
+}
+
+/// The statistics of one numeric feature (its present values), with a warning when it is
+/// heavily skewed.
+fn feature_stats(
+    prep: &Prepared,
+    f: &crate::data::Feature,
+    values: &[Option<f64>],
+    warnings: &mut Vec<String>,
+) -> Option<FeatureStats> {
+    let n = prep.table.n_rows;
+    let present: Vec<f64> = values.iter().flatten().copied().collect();
+    if present.is_empty() {
+        return None;
+    }
+    let mut sorted = present.clone();
+    sorted.sort_by(f64::total_cmp);
+    let mean = present.iter().sum::<f64>() / present.len() as f64;
+    let var = present.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / present.len() as f64;
+    let skew = skewness(&present);
+    let target: Vec<f64> = (0..n)
+        .filter(|i| values[*i].is_some())
+        .map(|i| prep.y[i])
+        .collect();
+    let suggested_transform = (skew.abs() > 1.0).then(|| {
+        if sorted[0] >= 0.0 && skew > 0.0 {
+            "log1p (right-skewed, non-negative)".to_string()
+        } else {
+            "Yeo-Johnson power transform".to_string()
+        }
+    });
+    if let Some(t) = &suggested_transform {
+        warnings.push(format!(
+            "feature \"{}\" is heavily skewed (skewness {skew:.2}): consider {t}",
+            f.name
+        ));
+    }
+    Some(FeatureStats {
+        name: f.name.clone(),
+        dtype: f.dtype.clone(),
+        missing_share: f.missing() as f64 / n as f64,
+        mean,
+        std: var.sqrt(),
+        min: sorted[0],
+        max: sorted[sorted.len() - 1],
+        quantiles: [0.05, 0.25, 0.5, 0.75, 0.95].map(|q| quantile(&sorted, q)),
+        skewness: skew,
+        kurtosis: kurtosis(&present),
+        corr_with_target: pearson(&present, &target),
+        suggested_transform,
+    })
+}
+
+/// The five most correlated pairs of (mean-imputed) columns, strongest first.
+fn top_correlated_pairs(columns: &[(String, Vec<f64>)]) -> Vec<(String, String, f64)> {
+    let mut pairs = Vec::new();
+    for (i, (a, va)) in columns.iter().enumerate() {
+        for (b, vb) in &columns[i + 1..] {
+            pairs.push((a.clone(), b.clone(), pearson(va, vb)));
+        }
+    }
+    pairs.sort_by(|a, b| b.2.abs().total_cmp(&a.2.abs()));
+    pairs.truncate(5);
+    pairs
+}
+
+/// How one k-means clustering lines up with the classes.
+fn cluster_report(
+    assign: &[usize],
+    classes: &[usize],
+    labels: &[String],
+    k: usize,
+) -> ClusterReport {
+    let kc = labels.len();
+    let mut table = vec![vec![0usize; kc]; k];
+    for (a, c) in assign.iter().zip(classes) {
+        table[*a][*c] += 1;
+    }
+    let majority: Vec<usize> = table
+        .iter()
+        .map(|row| crate::models::argmax(row.iter().map(|v| *v as f64)))
+        .collect();
+    let biggest: usize = table
+        .iter()
+        .map(|row| row.iter().max().copied().unwrap_or(0))
+        .sum();
+    let mut misplaced_share = BTreeMap::new();
+    for (c, label) in labels.iter().enumerate() {
+        let total: usize = table.iter().map(|row| row[c]).sum();
+        let wrong: usize = table
+            .iter()
+            .zip(&majority)
+            .filter(|(_, m)| **m != c)
+            .map(|(row, _)| row[c])
+            .sum();
+        let share = if total > 0 {
+            wrong as f64 / total as f64
+        } else {
+            0.0
+        };
+        misplaced_share.insert(label.clone(), share);
+    }
+    ClusterReport {
+        k,
+        contingency: table,
+        purity: biggest as f64 / classes.len().max(1) as f64,
+        adjusted_rand_index: adjusted_rand_index(assign, classes),
+        normalized_mutual_information: normalized_mutual_information(assign, classes),
+        misplaced_share,
+    }
+}
+
+/// k-means on the standardised columns with k = 2, K and 2K (K classes), each compared with
+/// the classes; a k that fails is a warning.
+fn cluster_reports(
+    prep: &Prepared,
+    columns: &[(String, Vec<f64>)],
+    warnings: &mut Vec<String>,
+) -> Vec<ClusterReport> {
+    let Some(l) = &prep.labels else {
+        return Vec::new();
+    };
+    let n = prep.table.n_rows;
+    let stats: Vec<(f64, f64)> = columns
+        .iter()
+        .map(|(_, v)| {
+            let m = v.iter().sum::<f64>() / n as f64;
+            let s = (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / n as f64).sqrt();
+            (m, if s > 0.0 { s } else { 1.0 })
+        })
+        .collect();
+    let rows = ndarray::Array2::from_shape_fn((n, columns.len()), |(i, j)| {
+        (columns[j].1[i] - stats[j].0) / stats[j].1
+    });
+    let classes: Vec<usize> = prep.y.iter().map(|v| *v as usize).collect();
+    let kc = l.classes.len();
+    let mut ks = vec![2, kc, 2 * kc];
+    ks.sort();
+    ks.dedup();
+    let mut clusters = Vec::new();
+    for k in ks {
+        match kmeans(&rows, k, prep.loaded.config.seed) {
+            Ok(assign) => clusters.push(cluster_report(&assign, &classes, &l.classes, k)),
+            Err(_) => warnings.push(format!(
+                "k-means with k = {k} failed on these rows; no cluster diagnostics for it"
+            )),
+        }
+    }
+    clusters
+}
+
 /// Computes the report on the ETL output of a prepared config.
 pub fn analyse(prep: &Prepared, etl_version: &str) -> EdaReport {
     let n = prep.table.n_rows;
     let mut warnings = Vec::new();
-    let (target_counts, imbalance_ratio) = match &prep.labels {
-        Some(l) => {
-            let mut counts = vec![0usize; l.classes.len()];
-            for y in &prep.y {
-                counts[*y as usize] += 1;
-            }
-            let (max, min) = (
-                *counts.iter().max().unwrap_or(&0),
-                *counts.iter().min().unwrap_or(&0),
-            );
-            for (c, k) in l.classes.iter().zip(&counts) {
-                if (*k as f64) < 0.02 * n as f64 || *k < 20 {
-                    warnings.push(format!(
-                        "class {c} has only {k} rows ({:.1} %): stratified folds keep it in every fold, but expect unstable per-class scores; try class_weight = \"balanced\", or merge it with a neighbouring class",
-                        100.0 * *k as f64 / n as f64
-                    ));
-                }
-            }
-            (
-                l.classes.iter().cloned().zip(counts).collect(),
-                (min > 0).then(|| max as f64 / min as f64),
-            )
-        }
-        None => (BTreeMap::new(), None),
-    };
+    let (target_counts, imbalance_ratio) = class_balance(prep, &mut warnings);
     let mut features = Vec::new();
     let mut columns: Vec<(String, Vec<f64>)> = Vec::new();
     for f in &prep.table.features {
         let FeatureValues::Numeric(values) = &f.values else {
             continue;
         };
-        let present: Vec<f64> = values.iter().flatten().copied().collect();
-        if present.is_empty() {
+        let Some(stats) = feature_stats(prep, f, values, &mut warnings) else {
             continue;
-        }
-        let mut sorted = present.clone();
-        sorted.sort_by(f64::total_cmp);
-        let mean = present.iter().sum::<f64>() / present.len() as f64;
-        let std =
-            (present.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / present.len() as f64).sqrt();
-        let skew = skewness(&present);
-        let rows_present: Vec<usize> = (0..n).filter(|i| values[*i].is_some()).collect();
-        let corr = pearson(
-            &present,
-            &rows_present.iter().map(|i| prep.y[*i]).collect::<Vec<_>>(),
-        );
-        let suggested_transform = (skew.abs() > 1.0).then(|| {
-            if sorted[0] >= 0.0 && skew > 0.0 {
-                "log1p (right-skewed, non-negative)".to_string()
-            } else {
-                "Yeo-Johnson power transform".to_string()
-            }
-        });
-        if let Some(t) = &suggested_transform {
-            warnings.push(format!(
-                "feature \"{}\" is heavily skewed (skewness {skew:.2}): consider {t}",
-                f.name
-            ));
-        }
-        features.push(FeatureStats {
-            name: f.name.clone(),
-            dtype: f.dtype.clone(),
-            missing_share: f.missing() as f64 / n as f64,
-            mean,
-            std,
-            min: sorted[0],
-            max: sorted[sorted.len() - 1],
-            quantiles: [0.05, 0.25, 0.5, 0.75, 0.95].map(|q| quantile(&sorted, q)),
-            skewness: skew,
-            kurtosis: kurtosis(&present),
-            corr_with_target: corr,
-            suggested_transform,
-        });
+        };
         // Mean-imputed column for pairwise statistics and clustering.
+        let mean = stats.mean;
         columns.push((
             f.name.clone(),
             values.iter().map(|v| v.unwrap_or(mean)).collect(),
         ));
+        features.push(stats);
     }
-    let mut top_pairs = Vec::new();
-    for i in 0..columns.len() {
-        for j in i + 1..columns.len() {
-            top_pairs.push((
-                columns[i].0.clone(),
-                columns[j].0.clone(),
-                pearson(&columns[i].1, &columns[j].1),
-            ));
-        }
-    }
-    top_pairs.sort_by(|a, b| b.2.abs().total_cmp(&a.2.abs()));
-    top_pairs.truncate(5);
-    let mut clusters = Vec::new();
-    if let Some(l) = &prep.labels {
-        // Standardised rows.
-        let stats: Vec<(f64, f64)> = columns
-            .iter()
-            .map(|(_, v)| {
-                let m = v.iter().sum::<f64>() / n as f64;
-                let s = (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / n as f64).sqrt();
-                (m, if s > 0.0 { s } else { 1.0 })
-            })
-            .collect();
-        let rows = ndarray::Array2::from_shape_fn((n, columns.len()), |(i, j)| {
-            (columns[j].1[i] - stats[j].0) / stats[j].1
-        });
-        let classes: Vec<usize> = prep.y.iter().map(|v| *v as usize).collect();
-        let kc = l.classes.len();
-        let mut ks = vec![2, kc, 2 * kc];
-        ks.sort();
-        ks.dedup();
-        for k in ks {
-            let Ok(assign) = kmeans(&rows, k, prep.loaded.config.seed) else {
-                warnings.push(format!(
-                    "k-means with k = {k} failed on these rows; no cluster diagnostics for it"
-                ));
-                continue;
-            };
-            let mut table = vec![vec![0usize; kc]; k];
-            for (a, c) in assign.iter().zip(&classes) {
-                table[*a][*c] += 1;
-            }
-            let majority: Vec<usize> = table
-                .iter()
-                .map(|row| crate::models::argmax(row.iter().map(|v| *v as f64)))
-                .collect();
-            let purity = table
-                .iter()
-                .map(|row| *row.iter().max().unwrap_or(&0))
-                .sum::<usize>() as f64
-                / n as f64;
-            let mut misplaced_share = BTreeMap::new();
-            for (c, label) in l.classes.iter().enumerate() {
-                let total: usize = table.iter().map(|row| row[c]).sum();
-                let wrong: usize = table
-                    .iter()
-                    .zip(&majority)
-                    .filter(|(_, m)| **m != c)
-                    .map(|(row, _)| row[c])
-                    .sum();
-                misplaced_share.insert(
-                    label.clone(),
-                    if total > 0 {
-                        wrong as f64 / total as f64
-                    } else {
-                        0.0
-                    },
-                );
-            }
-            clusters.push(ClusterReport {
-                k,
-                contingency: table,
-                purity,
-                adjusted_rand_index: adjusted_rand_index(&assign, &classes),
-                normalized_mutual_information: normalized_mutual_information(&assign, &classes),
-                misplaced_share,
-            });
-        }
-    }
+    let top_pairs = top_correlated_pairs(&columns);
+    let clusters = cluster_reports(prep, &columns, &mut warnings);
     EdaReport {
         etl_version: etl_version.to_string(),
         rows: n,
@@ -506,36 +548,17 @@ pub fn plots(prep: &Prepared, r: &EdaReport) -> Vec<(String, String)> {
     out
 }
 
-/// `runner eda <config>`: computes the report, logs it as an MLflow run tagged EDA and linked
-/// to the ETL version, and prints it (Markdown, or JSON with `--json`).
-pub fn eda_command(
-    path: &std::path::Path,
-    sets: &[String],
-    tracking_uri: Option<&str>,
-    json_out: bool,
-    out: Option<&std::path::Path>,
-) -> anyhow::Result<std::process::ExitCode> {
-    use crate::track::{now_ms, Metric, RunSpec, RunStatus, Sink};
-    let loaded = crate::config::load_config(path, sets)?;
-    let prep = crate::sweep::prepare(loaded)?;
-    let store_path = crate::sweep::tracking_path(tracking_uri, Some(&prep.loaded))?;
-    let store = crate::track::mlflow::MlflowStore::open(&store_path)?;
-    let (v, _) = store.etl_version(&prep.etl_key, &prep.etl_record)?;
-    let (exp, loc) = store.experiment(&prep.loaded.config.experiment)?;
-    let report = analyse(&prep, &format!("v{v}"));
-    let pictures = plots(&prep, &report);
-    let mut md = markdown(&report);
-    md.push_str("\n## Plots\n\n");
-    for (name, _) in &pictures {
-        md.push_str(&format!("![{name}]({name})\n"));
-    }
-    let spec = RunSpec {
+/// The EDA run as trackers first see it: named `eda-v<N>`, tagged with its report.
+fn eda_run(prep: &Prepared, path: &std::path::Path, v: i64, md: &str) -> crate::track::TrackedRun {
+    use crate::sweep::{user, GIT_COMMIT};
+    let name = format!("eda-v{v}");
+    let spec = crate::track::RunSpec {
         run_uuid: uuid::Uuid::new_v4().simple().to_string(),
-        name: format!("eda-v{v}"),
+        name: name.clone(),
         experiment: prep.loaded.config.experiment.clone(),
-        user: crate::sweep::user(),
-        start_ms: now_ms(),
-        git_commit: crate::sweep::GIT_COMMIT.to_string(),
+        user: user(),
+        start_ms: crate::track::now_ms(),
+        git_commit: GIT_COMMIT.to_string(),
         params: vec![
             ("etl_version".into(), format!("v{v}")),
             ("data.target".into(), prep.table.target_name.clone()),
@@ -543,28 +566,37 @@ pub fn eda_command(
             ("seed".into(), prep.loaded.config.seed.to_string()),
         ],
         tags: vec![
-            ("mlflow.runName".into(), format!("eda-v{v}")),
-            ("mlflow.user".into(), crate::sweep::user()),
+            ("mlflow.runName".into(), name),
+            ("mlflow.user".into(), user()),
             (
                 "mlflow.source.name".into(),
                 format!("runner eda {}", path.display()),
             ),
             ("mlflow.source.type".into(), "LOCAL".into()),
-            (
-                "mlflow.source.git.commit".into(),
-                crate::sweep::GIT_COMMIT.to_string(),
-            ),
-            ("mlflow.note.content".into(), md.clone()),
+            ("mlflow.source.git.commit".into(), GIT_COMMIT.to_string()),
+            ("mlflow.note.content".into(), md.to_string()),
             ("runner.kind".into(), "eda".into()),
             ("runner.etl_version".into(), format!("v{v}")),
         ],
-        dataset: Some(crate::sweep::dataset_input(&prep, v)),
+        dataset: Some(crate::sweep::dataset_input(prep, v)),
     };
-    store.create_plain_run(exp, &loc, &spec)?;
-    let ts = now_ms();
+    crate::track::TrackedRun {
+        spec,
+        version: None,
+        kind: "eda".into(),
+        record: serde_json::json!({"etl_version": format!("v{v}"), "config": prep.loaded.config}),
+        curve_axis: "step",
+        group: None,
+    }
+}
+
+/// The report's figures as metrics: imbalance, per-feature skewness, target correlation and
+/// missing share, and per-k cluster agreement.
+fn eda_metrics(report: &EdaReport) -> Vec<crate::track::Metric> {
+    let ts = crate::track::now_ms();
     let mut metrics = Vec::new();
     let mut push = |key: String, value: f64| {
-        metrics.push(Metric {
+        metrics.push(crate::track::Metric {
             key,
             value,
             step: 0,
@@ -588,43 +620,83 @@ pub fn eda_command(
             c.normalized_mutual_information,
         );
     }
-    store.log_metrics(&spec.run_uuid, &metrics)?;
-    store.log_artifact(&spec.run_uuid, "eda_report.md", md.as_bytes())?;
-    store.log_artifact(
-        &spec.run_uuid,
-        "eda.json",
-        &serde_json::to_vec_pretty(&report)?,
-    )?;
-    for (name, svg) in &pictures {
-        store.log_artifact(&spec.run_uuid, name, svg.as_bytes())?;
+    metrics
+}
+
+/// Writes the report to `out` and its pictures beside it, so the links resolve.
+fn write_report_files(
+    out: &std::path::Path,
+    md: &str,
+    pictures: &[(String, String)],
+) -> anyhow::Result<()> {
+    std::fs::write(out, md).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", out.display()))?;
+    let dir = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    for (name, svg) in pictures {
+        let p = dir.join(name);
+        std::fs::write(&p, svg)
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", p.display()))?;
     }
-    store.set_status(&spec.run_uuid, RunStatus::Finished, Some(now_ms()))?;
+    Ok(())
+}
+
+/// `runner eda <config>`: computes the report, logs it as a run tagged EDA and linked to the
+/// ETL version on every tracker, and prints it (Markdown, or JSON with `--json`).
+pub fn eda_command(
+    path: &std::path::Path,
+    sets: &[String],
+    tracking_uri: Option<&str>,
+    json_out: bool,
+    out: Option<&std::path::Path>,
+) -> anyhow::Result<std::process::ExitCode> {
+    use crate::track::{now_ms, RunStatus, Tracker, Trackers};
+    let loaded = crate::config::load_config(path, sets)?;
+    let prep = crate::sweep::prepare(loaded)?;
+    let c = &prep.loaded.config;
+    // W&B settings are checked before anything is written (a missing key is a config error).
+    let wandb_settings = crate::track::wandb::resolve(
+        c.tracking.wandb.as_ref(),
+        &c.experiment,
+        &prep.loaded.path.display().to_string(),
+    )?;
+    let store_path = crate::sweep::tracking_path(tracking_uri, Some(&prep.loaded))?;
+    let others = crate::track::open_others(&c.tracking, wandb_settings, &store_path)?;
+    let store = crate::track::mlflow::MlflowStore::open(&store_path)?;
+    let (v, _) = store.etl_version(&prep.etl_key, &prep.etl_record)?;
+    let trackers = Trackers::new(&store, others.iter().map(|t| t.as_ref()).collect());
+    let report = analyse(&prep, &format!("v{v}"));
+    let pictures = plots(&prep, &report);
+    let mut md = markdown(&report);
+    md.push_str("\n## Plots\n\n");
+    for (name, _) in &pictures {
+        md.push_str(&format!("![{name}]({name})\n"));
+    }
+    let run = eda_run(&prep, path, v, &md);
+    let run_uuid = run.spec.run_uuid.clone();
+    trackers.create_run(&run)?;
+    trackers.start_run(&run_uuid)?;
+    trackers.log_metrics(&run_uuid, &eda_metrics(&report))?;
+    trackers.log_artifact(&run_uuid, "eda_report.md", md.as_bytes())?;
+    trackers.log_artifact(&run_uuid, "eda.json", &serde_json::to_vec_pretty(&report)?)?;
+    for (name, svg) in &pictures {
+        trackers.log_artifact(&run_uuid, name, svg.as_bytes())?;
+    }
+    trackers.finish_run(&run_uuid, RunStatus::Finished, now_ms())?;
+    for note in trackers.close() {
+        eprintln!("{note}");
+    }
     if let Some(out) = out {
-        // The report and its pictures side by side, so the links resolve.
-        std::fs::write(out, &md)
-            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", out.display()))?;
-        let dir = out
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(std::path::Path::new("."));
-        for (name, svg) in &pictures {
-            let p = dir.join(name);
-            std::fs::write(&p, svg)
-                .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", p.display()))?;
-        }
+        write_report_files(out, &md, &pictures)?;
     }
     if json_out {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(
-                &serde_json::json!({"schema": crate::JSON_SCHEMA, "run_uuid": spec.run_uuid, "report": report})
-            )?
-        );
+        let doc = serde_json::json!({"schema": crate::JSON_SCHEMA, "run_uuid": run_uuid, "report": report});
+        println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
         println!("{md}");
         println!(
-            "Logged as MLflow run eda-v{v} ({}) in {}",
-            spec.run_uuid,
+            "Logged as MLflow run eda-v{v} ({run_uuid}) in {}",
             store_path.display()
         );
     }

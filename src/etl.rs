@@ -82,9 +82,10 @@ pub fn encode_target(
             let y = values
                 .iter()
                 .map(|v| {
+                    // Every value is among its own distinct values: the search finds it.
                     classes
                         .binary_search_by(|c| c.total_cmp(v))
-                        .expect("value among classes") as f64
+                        .unwrap_or_else(|at| at) as f64
                 })
                 .collect();
             Ok((
@@ -100,7 +101,7 @@ pub fn encode_target(
             classes.dedup();
             let y = values
                 .iter()
-                .map(|v| classes.binary_search(v).expect("value among classes") as f64)
+                .map(|v| classes.binary_search(v).unwrap_or_else(|at| at) as f64)
                 .collect();
             Ok((y, Some(LabelMapping { classes })))
         }
@@ -232,8 +233,7 @@ impl Preprocessor {
                         counts
                             .iter()
                             .find(|(_, c)| **c == max)
-                            .map(|(k, _)| k.to_string())
-                            .unwrap()
+                            .map_or_else(|| MISSING_CATEGORY.to_string(), |(k, _)| k.to_string())
                     };
                     let mut categories: Vec<String> =
                         counts.keys().map(|k| k.to_string()).collect();
@@ -287,7 +287,7 @@ impl Preprocessor {
 
     /// The model matrix for `rows`. Categories never seen in training become all-zero one-hot
     /// columns (or -1 as ordinal).
-    pub fn transform(&self, table: &Table, rows: &[usize]) -> Array2<f64> {
+    pub fn transform(&self, table: &Table, rows: &[usize]) -> anyhow::Result<Array2<f64>> {
         let mut out = Array2::zeros((rows.len(), self.output_names.len()));
         let mut j = 0;
         for ((_, step), f) in self.columns.iter().zip(&table.features) {
@@ -317,10 +317,23 @@ impl Preprocessor {
                     }
                     j += 1;
                 }
-                _ => panic!("preprocessor applied to a table of another schema"),
+                (_, values) => anyhow::bail!(
+                    "column `{}` holds {} values, but the preprocessing was fitted on {} ones",
+                    f.name,
+                    if matches!(values, FeatureValues::Numeric(_)) {
+                        "numeric"
+                    } else {
+                        "text"
+                    },
+                    if matches!(step, ColumnStep::Numeric { .. }) {
+                        "numeric"
+                    } else {
+                        "text"
+                    },
+                ),
             }
         }
-        out
+        Ok(out)
     }
 }
 
@@ -400,7 +413,7 @@ mod tests {
         // Row 3 (x = 100, c = "z") is the validation row: it must not move the mean or add a category.
         let p = Preprocessor::fit(&table(), &[0, 1, 2], &spec);
         assert_eq!(p.output_names, vec!["x", "c=a", "c=b"]);
-        let m = p.transform(&table(), &[1, 3]);
+        let m = p.transform(&table(), &[1, 3]).unwrap();
         assert_eq!(
             m[[0, 0]],
             0.0,

@@ -1,7 +1,7 @@
 //! The subcommands besides the training itself: sweep's front end, validate, models, runs, show.
 
 use crate::config::{self, ConfigError};
-use crate::models::{self, KINDS};
+use crate::models;
 use crate::report::{self, new_table};
 use crate::sweep::mean_std;
 use crate::sweep::{self, SweepOptions};
@@ -53,6 +53,9 @@ pub fn sweep_command(path: &Path, opts: &SweepOptions) -> Result<ExitCode> {
         &prep.loaded.config.experiment,
         &prep.loaded.path.display().to_string(),
     )?;
+    if let Some(log) = &prep.loaded.config.tracking.jsonl {
+        crate::track::jsonl::JsonlTracker::open(Path::new(log))?;
+    }
     check_first_run_free(&store_path, opts.version, configs.len())?;
     let parent = sweep_parent::start(&prep, opts, configs.len())?;
     let opts = SweepOptions {
@@ -121,14 +124,7 @@ fn train_batches(
     configs: Vec<models::ModelConfig>,
     opts: &SweepOptions,
 ) -> Result<sweep::SweepReport> {
-    let mut report = sweep::run_sweep(prep, configs.clone(), opts, opts.json)?;
-    if let Some(n) = opts.ensemble_top {
-        let ensembles = sweep::top_ensembles(&report, &configs, n)?;
-        let more = sweep::run_sweep(prep, ensembles, opts, opts.json)?;
-        report.runs.extend(more.runs);
-        report.wall_seconds += more.wall_seconds;
-    }
-    Ok(report)
+    crate::schedule::run_sweep(prep, configs, opts, opts.json)
 }
 
 pub fn validate_command(
@@ -207,8 +203,7 @@ pub fn validate_command(
 
 pub fn models_command(json: bool) -> Result<ExitCode> {
     if json {
-        let doc: Vec<_> = KINDS
-            .iter()
+        let doc: Vec<_> = models::kind_specs()
             .map(|k| json!({
                 "kind": k.kind,
                 "tasks": k.tasks,
@@ -221,7 +216,7 @@ pub fn models_command(json: bool) -> Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(ExitCode::SUCCESS);
     }
-    for k in KINDS {
+    for k in models::kind_specs() {
         let tasks: Vec<String> = k.tasks.iter().map(|t| t.to_string()).collect();
         println!(
             "{} — {} [{}]; backend: {}",
@@ -514,6 +509,17 @@ fn is_fold_metric(key: &str) -> bool {
     rest[digits..].starts_with('/')
 }
 
+/// A run's W&B spool: beside the store, or (written by releases before 0.2) in the run's
+/// MLflow folder.
+fn wandb_spool(store: &MlflowStore, run_uuid: &str) -> Result<std::path::PathBuf> {
+    let dir = wandb::WandbSink::spool_dir(&wandb::spool_root(&store.path), run_uuid);
+    if dir.exists() {
+        return Ok(dir);
+    }
+    let art = store.artifact_dir(run_uuid)?;
+    Ok(art.parent().unwrap_or(&art).join("wandb"))
+}
+
 /// `runner wandb-sync [tN ...]`: sends what W&B has not acknowledged of the given runs (all runs
 /// with a spool when none is named), resuming where each stopped.
 pub fn wandb_sync_command(
@@ -539,8 +545,7 @@ pub fn wandb_sync_command(
     let mut dirs = Vec::new();
     let mut names = std::collections::BTreeMap::new();
     for r in &runs {
-        let art = store.artifact_dir(&r.run_uuid)?;
-        let dir = art.parent().unwrap_or(&art).join("wandb");
+        let dir = wandb_spool(&store, &r.run_uuid)?;
         if crate::track::wandb::has_pending(&dir) {
             names.insert(dir.clone(), format!("t{}", r.version));
             dirs.push(dir);

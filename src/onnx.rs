@@ -20,18 +20,13 @@ use crate::models::{ModelConfig, Task};
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
 
-/// Kinds this module can export.
-pub const KINDS: &[&str] = &[
-    "decision_tree",
-    "random_forest",
-    "logistic_regression",
-    "linear",
-    "mlp",
-    "cnn",
-    "lstm",
-    "xgboost",
-    "lightgbm",
-];
+/// Kinds this module can export: those whose spec says `onnx`.
+pub fn exportable_kinds() -> Vec<&'static str> {
+    crate::models::kind_specs()
+        .filter(|k| k.onnx)
+        .map(|k| k.kind)
+        .collect()
+}
 
 // ---------------------------------------------------------------- protobuf
 
@@ -606,36 +601,23 @@ fn linear(g: &mut Graph, fitted: &Value, x: &str) -> Result<String> {
 /// Float tensors by name: (shape, values).
 type Tensors = std::collections::BTreeMap<String, (Vec<i64>, Vec<f32>)>;
 
-/// Tensors of a safetensors file (float32 only), by name.
+/// Tensors of a safetensors file (float32 only), by name; read with the `safetensors` crate
+/// (the format libtorch's `VarStore::save` writes).
 fn safetensors(bytes: &[u8]) -> Result<Tensors> {
-    let n = u64::from_le_bytes(bytes.get(..8).context("short safetensors")?.try_into()?) as usize;
-    let header: Value = serde_json::from_slice(bytes.get(8..8 + n).context("short header")?)?;
-    let data = &bytes[8 + n..];
+    let file = safetensors::SafeTensors::deserialize(bytes)
+        .map_err(|e| anyhow!("the network's weights are not a safetensors file: {e:?}"))?;
     let mut out = std::collections::BTreeMap::new();
-    for (name, t) in header.as_object().context("header")? {
-        if name == "__metadata__" {
-            continue;
+    for (name, view) in file.tensors() {
+        if view.dtype() != safetensors::Dtype::F32 {
+            bail!("tensor {name} is {:?}, expected F32", view.dtype());
         }
-        if t["dtype"] != "F32" {
-            bail!("tensor {name} is {}, expected F32", t["dtype"]);
-        }
-        let shape = t["shape"]
-            .as_array()
-            .context("shape")?
-            .iter()
-            .map(|d| d.as_i64().unwrap_or(0))
-            .collect();
-        let (a, b) = (
-            t["data_offsets"][0].as_u64().context("offsets")? as usize,
-            t["data_offsets"][1].as_u64().context("offsets")? as usize,
-        );
-        let v = data
-            .get(a..b)
-            .context("tensor data out of range")?
+        let shape = view.shape().iter().map(|d| *d as i64).collect();
+        let values = view
+            .data()
             .chunks_exact(4)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect();
-        out.insert(name.clone(), (shape, v));
+        out.insert(name, (shape, values));
     }
     Ok(out)
 }
@@ -714,13 +696,13 @@ impl Weights<'_> {
     /// off at inference).
     fn dense(&mut self, prefix: &str, cfg: &ModelConfig, mut h: String) -> Result<String> {
         let widths =
-            crate::models::parse_widths(cfg.str("hidden")).map_err(|e| anyhow!("hidden: {e}"))?;
+            crate::models::parse_widths(cfg.str("hidden")?).map_err(|e| anyhow!("hidden: {e}"))?;
         for i in 0..widths.len() {
             h = self.linear(&format!("{prefix}dense{i}"), &h)?;
-            if cfg.bool("batch_norm") {
+            if cfg.bool("batch_norm")? {
                 h = self.batch_norm(&format!("{prefix}bn{i}"), &h)?;
             }
-            h = self.activation(cfg.str("activation"), &h);
+            h = self.activation(cfg.str("activation")?, &h);
         }
         Ok(h)
     }
@@ -729,10 +711,10 @@ impl Weights<'_> {
     fn convolutions(&mut self, cfg: &ModelConfig, features: i64, h: &str) -> Result<String> {
         let axis = self.g.init("axis1", &[1], Data::I64(&[1]));
         let mut h = self.g.op("Unsqueeze", &[h, &axis], vec![]);
-        let k = cfg.int("kernel_size");
-        let pool = cfg.str("pool");
+        let k = cfg.int("kernel_size")?;
+        let pool = cfg.str("pool")?;
         let mut len = features;
-        for i in 0..cfg.int("conv_layers") {
+        for i in 0..cfg.int("conv_layers")? {
             let w = self.get(&format!("conv{i}.weight"))?;
             let b = self.get(&format!("conv{i}.bias"))?;
             h = self.g.op(
@@ -744,10 +726,10 @@ impl Weights<'_> {
                 ],
             );
             len = len + 2 * (k / 2) - k + 1;
-            if cfg.bool("batch_norm") {
+            if cfg.bool("batch_norm")? {
                 h = self.batch_norm(&format!("cbn{i}"), &h)?;
             }
-            h = self.activation(cfg.str("activation"), &h);
+            h = self.activation(cfg.str("activation")?, &h);
             if pool != "none" && len >= 2 {
                 let op = if pool == "max" {
                     "MaxPool"
@@ -771,8 +753,8 @@ impl Weights<'_> {
     /// The stacked LSTM reading the features as a sequence, as `nn.rs` builds it: N x F ->
     /// N x (directions H), the output of the last step.
     fn lstm(&mut self, cfg: &ModelConfig, h: &str) -> Result<String> {
-        let hidden = cfg.int("hidden_size");
-        let dirs: &[&str] = if cfg.bool("bidirectional") {
+        let hidden = cfg.int("hidden_size")?;
+        let dirs: &[&str] = if cfg.bool("bidirectional")? {
             &["", "_reverse"]
         } else {
             &[""]
@@ -792,7 +774,7 @@ impl Weights<'_> {
                 .flat_map(|g| v[g * block..(g + 1) * block].iter().copied())
                 .collect()
         };
-        for layer in 0..cfg.int("num_layers") {
+        for layer in 0..cfg.int("num_layers")? {
             let (mut w, mut r, mut b) = (Vec::new(), Vec::new(), Vec::new());
             let mut input = 0;
             for d in dirs {
@@ -893,72 +875,53 @@ pub struct Source<'a> {
     pub native: &'a std::collections::BTreeMap<String, Vec<u8>>,
 }
 
-/// The ONNX model of a saved run.
-pub fn export(src: &Source) -> Result<Vec<u8>> {
+/// The model's part of the graph, reading the preprocessed `x`: its output's name.
+fn model_graph(g: &mut Graph, src: &Source, x: &str, f: i64) -> Result<String> {
     let kind = src.config.kind.as_str();
-    if !KINDS.contains(&kind) {
-        bail!(
-            "ONNX export covers {}; {} is a {kind} model: use --format native",
-            crate::models::quoted_list(KINDS),
-            src.version,
-        );
-    }
-    let steps = src.preprocessor.numeric_steps().ok_or_else(|| {
-        anyhow!(
-            "{} reads text columns (one-hot or ordinal encoded); ONNX export covers numeric inputs only: use --format native",
-            src.version
-        )
-    })?;
-    let f = steps.len() as i64;
-    let mut g = Graph::default();
-    // Preprocessing, in double like the runner: (value, or its fill if missing, - shift) / scale.
-    let fill: Vec<f64> = steps.iter().map(|s| s.1).collect();
-    let shift: Vec<f64> = steps.iter().map(|s| s.2).collect();
-    let scale: Vec<f64> = steps.iter().map(|s| s.3).collect();
-    let fill = g.init("fill", &[f], Data::F64(&fill));
-    let shift = g.init("shift", &[f], Data::F64(&shift));
-    let scale = g.init("scale", &[f], Data::F64(&scale));
-    let nan = g.op("IsNaN", &["input"], vec![]);
-    let x = g.op("Where", &[&nan, &fill, "input"], vec![]);
-    let x = g.op("Sub", &[&x, &shift], vec![]);
-    let x = g.op("Div", &[&x, &scale], vec![]);
     let k = src.labels.map(|l| l.classes.len()).unwrap_or(0);
-    let y = match kind {
-        "decision_tree" | "random_forest" => trees(&mut g, src.fitted, &x, src.task, k)?,
-        "logistic_regression" => logistic(&mut g, src.fitted, &x, k)?,
-        "linear" => linear(&mut g, src.fitted, &x)?,
+    Ok(match kind {
+        "decision_tree" | "random_forest" => trees(g, src.fitted, x, src.task, k)?,
+        "logistic_regression" => logistic(g, src.fitted, x, k)?,
+        "linear" => linear(g, src.fitted, x)?,
         "lightgbm" => lightgbm(
-            &mut g,
+            g,
             src.native
                 .get("txt")
                 .context("the run has no LightGBM model_tN.txt")?,
-            &x,
+            x,
             src.task,
         )?,
         "xgboost" => xgboost(
-            &mut g,
+            g,
             src.native
                 .get("json")
                 .context("the run has no XGBoost model_tN.json")?,
-            &x,
+            x,
             src.task,
             k,
         )?,
-        _ => network(
-            &mut g,
+        "mlp" | "cnn" | "lstm" => network(
+            g,
             src.config,
             src.native
                 .get("safetensors")
                 .context("the run has no model_tN.safetensors")?,
-            &x,
+            x,
             f,
             src.task,
         )?,
-    };
+        other => bail!("{other} is marked exportable but has no ONNX writer"),
+    })
+}
+
+/// The graph's outputs from the model's `y`: `probabilities` and `label` for a classifier,
+/// `value` for a regressor.
+fn output_nodes(g: &mut Graph, src: &Source, y: &str) -> Vec<Pb> {
+    let k = src.labels.map(|l| l.classes.len()).unwrap_or(0);
     let mut outputs = Vec::new();
     match (src.task, src.labels) {
         (Task::Classification, Some(labels)) => {
-            g.node_in("", "Identity", &[&y], &["probabilities"], vec![]);
+            g.node_in("", "Identity", &[y], &["probabilities"], vec![]);
             let idx = g.op(
                 "ArgMax",
                 &["probabilities"],
@@ -984,10 +947,45 @@ pub fn export(src: &Source) -> Result<Vec<u8>> {
         }
         _ => {
             let shape = g.init("shape", &[1], Data::I64(&[-1]));
-            g.node_in("", "Reshape", &[&y, &shape], &["value"], vec![]);
+            g.node_in("", "Reshape", &[y, &shape], &["value"], vec![]);
             outputs.push(value_info("value", DOUBLE, &[None]));
         }
     }
+    outputs
+}
+
+/// The ONNX model of a saved run.
+pub fn export(src: &Source) -> Result<Vec<u8>> {
+    let kind = src.config.kind.as_str();
+    let exportable = exportable_kinds();
+    if !exportable.contains(&kind) {
+        bail!(
+            "ONNX export covers {}; {} is a {kind} model: use --format native",
+            crate::models::quoted_list(&exportable),
+            src.version,
+        );
+    }
+    let steps = src.preprocessor.numeric_steps().ok_or_else(|| {
+        anyhow!(
+            "{} reads text columns (one-hot or ordinal encoded); ONNX export covers numeric inputs only: use --format native",
+            src.version
+        )
+    })?;
+    let f = steps.len() as i64;
+    let mut g = Graph::default();
+    // Preprocessing, in double like the runner: (value, or its fill if missing, - shift) / scale.
+    let fill: Vec<f64> = steps.iter().map(|s| s.1).collect();
+    let shift: Vec<f64> = steps.iter().map(|s| s.2).collect();
+    let scale: Vec<f64> = steps.iter().map(|s| s.3).collect();
+    let fill = g.init("fill", &[f], Data::F64(&fill));
+    let shift = g.init("shift", &[f], Data::F64(&shift));
+    let scale = g.init("scale", &[f], Data::F64(&scale));
+    let nan = g.op("IsNaN", &["input"], vec![]);
+    let x = g.op("Where", &[&nan, &fill, "input"], vec![]);
+    let x = g.op("Sub", &[&x, &shift], vec![]);
+    let x = g.op("Div", &[&x, &scale], vec![]);
+    let y = model_graph(&mut g, src, &x, f)?;
+    let outputs = output_nodes(&mut g, src, &y);
     let mut graph = Pb::default();
     for n in &g.nodes {
         graph.msg(1, n);

@@ -73,14 +73,14 @@ pub fn load_run_model(store: &MlflowStore, version: i64) -> Result<SavedModel> {
     let preprocessor: Preprocessor =
         serde_json::from_value(saved["preprocessor"].clone()).context("saved preprocessing")?;
     let n_classes = labels.as_ref().map(|l| l.classes.len()).unwrap_or(0);
-    let model = models::load(
-        &config,
-        &saved["fitted"],
-        &native,
+    let model = models::load(&models::SavedModel {
+        config: &config,
+        fitted: &saved["fitted"],
+        native: &native,
         task,
         n_classes,
-        preprocessor.output_names.len(),
-    )
+        n_features: preprocessor.output_names.len(),
+    })
     .with_context(|| format!("loading {tv}'s {} model", config.kind))?;
     Ok(SavedModel {
         version: tv,
@@ -182,8 +182,8 @@ pub fn predict_file(saved: &SavedModel, input: &Path) -> Result<Predicted> {
         }
     }
     let rows: Vec<usize> = (0..table.n_rows).collect();
-    let x = saved.preprocessor.transform(&table, &rows);
-    let prediction = saved.model.predict(x.view());
+    let x = saved.preprocessor.transform(&table, &rows)?;
+    let prediction = saved.model.predict(x.view())?;
     let row_ids: Vec<u64> = df
         .column("row")?
         .cast(&polars::prelude::DataType::UInt64)?

@@ -183,7 +183,12 @@ fn apply_sets(plan: &mut TrainPlan, sets: &[String]) -> Result<Vec<String>> {
             }
             other => {
                 let param = other.strip_prefix("models.").unwrap_or(other);
-                let spec = kind_spec(&plan.model.kind).expect("recorded kinds exist");
+                let spec = kind_spec(&plan.model.kind).ok_or_else(|| {
+                    anyhow!(
+                        "the run records an unknown model kind `{}`",
+                        plan.model.kind
+                    )
+                })?;
                 let p = spec.params.iter().find(|p| p.name == param).ok_or_else(|| {
                     let valid: Vec<&str> = spec.params.iter().map(|p| p.name).collect();
                     anyhow!(
@@ -224,31 +229,12 @@ fn same(a: f64, b: f64) -> bool {
     a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan())
 }
 
-#[allow(clippy::too_many_arguments)]
-pub fn replay_command(
-    store_path: &Path,
-    tracking_uri: Option<String>,
-    version: &str,
-    check: bool,
+/// The config and plan a run recorded, with `--set` changes applied to the plan (returned in
+/// words), ready to prepare the data again.
+fn recorded_setup(
+    run: &TrainingRunRow,
     sets: &[String],
-    input: Option<&Path>,
-    json_out: bool,
-) -> Result<ExitCode> {
-    let store = MlflowStore::open_read_only(store_path)?;
-    let n = parse_version(version, 't')?;
-    let Some(run) = store.training_run(n)? else {
-        bail!(
-            "training run {version} is not in {}; `runner runs` lists them",
-            store.path.display()
-        );
-    };
-    if check && run.status != "FINISHED" {
-        bail!(
-            "{version} ended with status {}: there are no metrics to check against",
-            run.status
-        );
-    }
-    let reloaded = reload_etl(&store, run.etl_version, input)?;
+) -> Result<(LoadedConfig, TrainPlan, Vec<String>)> {
     let rec = &run.record;
     let mut config: crate::config::Config =
         serde_json::from_value(rec["config"].clone()).context("run record has no config")?;
@@ -273,6 +259,100 @@ pub fn replay_command(
         config,
         model_overrides: Vec::new(),
     };
+    Ok((loaded, plan, changes))
+}
+
+/// Each fold metric of the original run against the replay's: (rows for the report, whether
+/// every one is identical bit for bit).
+fn compare_folds(run: &TrainingRunRow, new: &sweep::RunResult) -> (Vec<Value>, bool) {
+    let before = run
+        .summary
+        .as_ref()
+        .map(fold_metrics_of)
+        .unwrap_or_default();
+    let mut rows = Vec::new();
+    let mut all_match = new.status == "FINISHED" && !before.is_empty();
+    for (metric, old) in &before {
+        let now = new.fold_metrics.get(metric).cloned().unwrap_or_default();
+        let identical = old.len() == now.len() && old.iter().zip(&now).all(|(a, b)| same(*a, *b));
+        let max_diff = old
+            .iter()
+            .zip(&now)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        all_match &= identical;
+        rows.push(json!({
+            "metric": metric,
+            "original_mean": sweep_mean(old),
+            "replay_mean": sweep_mean(&now),
+            "max_fold_diff": max_diff,
+            "identical": identical,
+        }));
+    }
+    (rows, all_match)
+}
+
+/// The comparison as a table: each metric's mean before and after, and whether it matches.
+fn print_comparison(version: &str, new: &sweep::RunResult, rows: &[Value], all_match: bool) {
+    let header = [
+        "metric",
+        version,
+        &new.version,
+        "max |fold diff|",
+        "bit for bit",
+    ];
+    let mut t = new_table(&header);
+    let number = |r: &Value, key: &str| r[key].as_f64().unwrap_or(f64::NAN);
+    for r in rows {
+        let identical = r["identical"].as_bool().unwrap_or(false);
+        t.add_row(vec![
+            Cell::new(r["metric"].as_str().unwrap_or("")),
+            Cell::new(format!("{:.6}", number(r, "original_mean"))),
+            Cell::new(format!("{:.6}", number(r, "replay_mean"))),
+            Cell::new(format!("{:.3e}", number(r, "max_fold_diff"))),
+            Cell::new(if identical { "yes" } else { "NO" }),
+        ]);
+    }
+    println!("{t}");
+    println!(
+        "Tolerance: none (every model of this build is deterministic given its seed and thread count). {}",
+        if all_match { "Every fold metric matches bit for bit." } else { "Some fold metrics differ." }
+    );
+}
+
+/// The training run `version` of the store, which `--check` needs FINISHED.
+fn run_to_replay(store: &MlflowStore, version: &str, check: bool) -> Result<TrainingRunRow> {
+    let n = parse_version(version, 't')?;
+    let Some(run) = store.training_run(n)? else {
+        bail!(
+            "training run {version} is not in {}; `runner runs` lists them",
+            store.path.display()
+        );
+    };
+    if check && run.status != "FINISHED" {
+        bail!(
+            "{version} ended with status {}: there are no metrics to check against",
+            run.status
+        );
+    }
+    Ok(run)
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn replay_command(
+    store_path: &Path,
+    tracking_uri: Option<String>,
+    version: &str,
+    check: bool,
+    sets: &[String],
+    input: Option<&Path>,
+    json_out: bool,
+) -> Result<ExitCode> {
+    let store = MlflowStore::open_read_only(store_path)?;
+    let run = run_to_replay(&store, version, check)?;
+    let reloaded = reload_etl(&store, run.etl_version, input)?;
+    let rec = &run.record;
+    let (loaded, plan, changes) = recorded_setup(&run, sets)?;
     let prep = sweep::prepare_from(loaded, reloaded.input.clone())?;
     if serde_json::to_value(&prep.labels)? != rec["labels"] {
         bail!(
@@ -294,87 +374,26 @@ pub fn replay_command(
         tracking_uri,
         ..Default::default()
     };
-    let report = sweep::run_plans(&prep, vec![plan], 1, &opts, json_out, &tags)?;
+    let report = crate::schedule::run_plans(&prep, vec![plan], 1, &opts, json_out, &tags)?;
     let new = &report.runs[0];
-    let before = run
-        .summary
-        .as_ref()
-        .map(fold_metrics_of)
-        .unwrap_or_default();
-    let after = &new.fold_metrics;
-    let mut rows = Vec::new();
-    let mut all_match = new.status == "FINISHED" && !before.is_empty();
-    for (metric, old) in &before {
-        let now = after.get(metric).cloned().unwrap_or_default();
-        let identical = old.len() == now.len() && old.iter().zip(&now).all(|(a, b)| same(*a, *b));
-        let max_diff = old
-            .iter()
-            .zip(&now)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0, f64::max);
-        all_match &= identical;
-        rows.push(json!({
-            "metric": metric,
-            "original_mean": sweep_mean(old),
-            "replay_mean": sweep_mean(&now),
-            "max_fold_diff": max_diff,
-            "identical": identical,
-        }));
-    }
+    let (rows, all_match) = compare_folds(&run, new);
     if json_out {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&json!({
-                "schema": crate::JSON_SCHEMA, "original": version, "replay": new.version, "status": new.status, "changes": changes,
-                "tolerance": 0.0, "identical": all_match, "metrics": rows,
-            }))?
-        );
+        let doc = json!({
+            "schema": crate::JSON_SCHEMA, "original": version, "replay": new.version, "status": new.status, "changes": changes,
+            "tolerance": 0.0, "identical": all_match, "metrics": rows,
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
+        let with = if changes.is_empty() {
+            String::new()
+        } else {
+            format!(" with {}", changes.join("; "))
+        };
         println!(
-            "Replayed {version} as {} ({}, ETL v{} verified){}",
-            new.version,
-            new.status,
-            run.etl_version,
-            if changes.is_empty() {
-                String::new()
-            } else {
-                format!(" with {}", changes.join("; "))
-            }
+            "Replayed {version} as {} ({}, ETL v{} verified){with}",
+            new.version, new.status, run.etl_version,
         );
-        let mut t = new_table(&[
-            "metric",
-            version,
-            &new.version,
-            "max |fold diff|",
-            "bit for bit",
-        ]);
-        for r in &rows {
-            t.add_row(vec![
-                Cell::new(r["metric"].as_str().unwrap_or("")),
-                Cell::new(format!(
-                    "{:.6}",
-                    r["original_mean"].as_f64().unwrap_or(f64::NAN)
-                )),
-                Cell::new(format!(
-                    "{:.6}",
-                    r["replay_mean"].as_f64().unwrap_or(f64::NAN)
-                )),
-                Cell::new(format!(
-                    "{:.3e}",
-                    r["max_fold_diff"].as_f64().unwrap_or(f64::NAN)
-                )),
-                Cell::new(if r["identical"].as_bool().unwrap_or(false) {
-                    "yes"
-                } else {
-                    "NO"
-                }),
-            ]);
-        }
-        println!("{t}");
-        println!(
-            "Tolerance: none (every model of this build is deterministic given its seed and thread count). {}",
-            if all_match { "Every fold metric matches bit for bit." } else { "Some fold metrics differ." }
-        );
+        print_comparison(version, new, &rows, all_match);
     }
     if new.status != "FINISHED" {
         bail!(

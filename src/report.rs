@@ -126,64 +126,109 @@ fn num(v: f64) -> Cell {
     Cell::new(format!("{v:.4}")).set_alignment(CellAlignment::Right)
 }
 
-pub fn print_sweep(report: &SweepReport, wide: bool) {
-    let key = &report.primary_metric;
-    let columns: Vec<&str> = match report.task {
+/// The leaderboard's columns after the run's identity: the primary metric, then the task's
+/// usual metrics.
+fn metric_columns(report: &SweepReport) -> Vec<&str> {
+    let key = report.primary_metric.as_str();
+    let usual: &[&str] = match report.task {
         crate::models::Task::Classification => {
-            vec!["accuracy", "balanced_accuracy", "f1_macro", "log_loss"]
+            &["accuracy", "balanced_accuracy", "f1_macro", "log_loss"]
         }
-        crate::models::Task::Regression => vec!["mae", "rmse", "r2", "acc_within_0.5"],
+        crate::models::Task::Regression => &["mae", "rmse", "r2", "acc_within_0.5"],
     };
+    std::iter::once(key)
+        .chain(usual.iter().copied().filter(|c| *c != key))
+        .collect()
+}
+
+/// One leaderboard row as text: rank, run, model, kind, the primary metric with its spread,
+/// the other metrics and the fit time.
+fn leaderboard_row(rank: usize, r: &RunResult, metrics: &[&str]) -> Vec<String> {
+    let (m, s) = r.metrics[metrics[0]];
+    let mut text = vec![
+        rank.to_string(),
+        r.version.clone(),
+        r.name.clone(),
+        r.kind.clone(),
+        format!("{m:.4} ± {s:.4}"),
+    ];
+    for c in &metrics[1..] {
+        let v = r.metrics.get(*c).map(|v| format!("{:.4}", v.0));
+        text.push(v.unwrap_or_else(|| "-".into()));
+    }
+    text.push(format!("{:.4}", r.fit_seconds));
+    text
+}
+
+/// The ranked runs as a table that fits the terminal (`wide`: every column).
+fn print_leaderboard(report: &SweepReport, wide: bool) {
+    let metrics = metric_columns(report);
     let mut header = vec!["#", "run", "model", "kind"];
-    header.push(key.as_str());
-    for c in &columns {
-        if c != key {
-            header.push(c);
-        }
-    }
+    header.extend(metrics.iter().copied());
     header.push("seconds");
-    let mut rows: Vec<Vec<Cell>> = Vec::new();
-    let mut texts: Vec<Vec<String>> = Vec::new();
-    for (i, r) in ranked(report).iter().enumerate() {
-        let (m, s) = r.metrics[key];
-        let mut text = vec![
-            (i + 1).to_string(),
-            r.version.clone(),
-            r.name.clone(),
-            r.kind.clone(),
-            format!("{m:.4} ± {s:.4}"),
-        ];
-        for c in &columns {
-            if c != key {
-                text.push(
-                    r.metrics
-                        .get(*c)
-                        .map(|v| format!("{:.4}", v.0))
-                        .unwrap_or_else(|| "-".into()),
-                );
-            }
-        }
-        text.push(format!("{:.4}", r.fit_seconds));
-        let row = text
-            .iter()
-            .enumerate()
-            .map(|(j, t)| {
-                let cell = Cell::new(t);
-                if j >= 4 {
-                    cell.set_alignment(CellAlignment::Right)
-                } else {
-                    cell
-                }
-            })
-            .collect();
-        rows.push(row);
-        texts.push(text);
-    }
+    let texts: Vec<Vec<String>> = ranked(report)
+        .iter()
+        .enumerate()
+        .map(|(i, r)| leaderboard_row(i + 1, r, &metrics))
+        .collect();
+    let rows: Vec<Vec<Cell>> = texts
+        .iter()
+        .map(|text| {
+            let cells = text.iter().enumerate();
+            cells
+                .map(|(j, t)| match j {
+                    0..=3 => Cell::new(t),
+                    _ => Cell::new(t).set_alignment(CellAlignment::Right),
+                })
+                .collect()
+        })
+        .collect();
     // Least important first: seconds, the secondary metrics from the right, the kind, the rank.
     let n = header.len();
     let mut drop_order: Vec<usize> = vec![n - 1];
     drop_order.extend((5..n - 1).rev());
     drop_order.extend([3, 0]);
+    print_fitted(&header, &rows, &texts, &drop_order, wide);
+}
+
+/// The best run's per-class figures and confusion matrix (classification).
+fn print_best(best: &RunResult) {
+    if best.per_class.is_empty() {
+        println!("\nBest: {} {} ({})", best.version, best.name, best.kind);
+        return;
+    }
+    println!(
+        "\nBest: {} {} ({}); per class, out-of-fold predictions pooled over folds:",
+        best.version, best.name, best.kind
+    );
+    let mut t = new_table(&["class", "precision", "recall", "f1", "support"]);
+    for c in &best.per_class {
+        t.add_row(vec![
+            Cell::new(&c.label),
+            num(c.precision),
+            num(c.recall),
+            num(c.f1),
+            Cell::new(c.support).set_alignment(CellAlignment::Right),
+        ]);
+    }
+    println!("{t}");
+    println!("Confusion matrix (rows: true, columns: predicted):");
+    let labels: Vec<&str> = best.per_class.iter().map(|c| c.label.as_str()).collect();
+    let mut header = vec![""];
+    header.extend(labels.iter());
+    let mut t = new_table(&header);
+    for (l, row) in labels.iter().zip(&best.confusion) {
+        let mut cells = vec![Cell::new(l)];
+        cells.extend(
+            row.iter()
+                .map(|c| Cell::new(c).set_alignment(CellAlignment::Right)),
+        );
+        t.add_row(cells);
+    }
+    println!("{t}");
+}
+
+pub fn print_sweep(report: &SweepReport, wide: bool) {
     println!(
         "Experiment \"{}\", ETL {}{}, task {} ({}); ranked by {} ({}), mean ± std over folds",
         report.experiment,
@@ -191,14 +236,14 @@ pub fn print_sweep(report: &SweepReport, wide: bool) {
         if report.etl_reused { " (reused)" } else { "" },
         report.task,
         report.task_reason,
-        key,
+        report.primary_metric,
         if report.higher_is_better {
             "higher is better"
         } else {
             "lower is better"
         }
     );
-    print_fitted(&header, &rows, &texts, &drop_order, wide);
+    print_leaderboard(report, wide);
     let failed: Vec<&RunResult> = report
         .runs
         .iter()
@@ -213,39 +258,7 @@ pub fn print_sweep(report: &SweepReport, wide: bool) {
         );
     }
     if let Some(best) = ranked(report).first() {
-        if !best.per_class.is_empty() {
-            println!(
-                "\nBest: {} {} ({}); per class, out-of-fold predictions pooled over folds:",
-                best.version, best.name, best.kind
-            );
-            let mut t = new_table(&["class", "precision", "recall", "f1", "support"]);
-            for c in &best.per_class {
-                t.add_row(vec![
-                    Cell::new(&c.label),
-                    num(c.precision),
-                    num(c.recall),
-                    num(c.f1),
-                    Cell::new(c.support).set_alignment(CellAlignment::Right),
-                ]);
-            }
-            println!("{t}");
-            println!("Confusion matrix (rows: true, columns: predicted):");
-            let labels: Vec<&str> = best.per_class.iter().map(|c| c.label.as_str()).collect();
-            let mut header = vec![""];
-            header.extend(labels.iter());
-            let mut t = new_table(&header);
-            for (l, row) in labels.iter().zip(&best.confusion) {
-                let mut cells = vec![Cell::new(l)];
-                cells.extend(
-                    row.iter()
-                        .map(|c| Cell::new(c).set_alignment(CellAlignment::Right)),
-                );
-                t.add_row(cells);
-            }
-            println!("{t}");
-        } else {
-            println!("\nBest: {} {} ({})", best.version, best.name, best.kind);
-        }
+        print_best(best);
     }
     if let Some(c) = &report.comparison_chart {
         println!("Comparison chart: {c}");

@@ -7,16 +7,13 @@ use crate::etl::{self, LabelMapping, Preprocessor};
 use crate::eval::{self, Fold, Scores};
 use crate::models::{self, FitContext, ModelConfig, Task, TrainSet};
 use crate::track::mlflow::MlflowStore;
-use crate::track::wandb::{self, WandbSink};
-use crate::track::{now_ms, DatasetInput, Fanout, Metric, RunSpec, RunStatus, Sink};
+use crate::track::{now_ms, DatasetInput, Metric, RunSpec, RunStatus, Tracker};
 use anyhow::{Context, Result};
 use ndarray::{Array1, Array2};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
 
 pub const RUNNER_VERSION: &str = env!("CARGO_PKG_VERSION");
 pub const GIT_COMMIT: &str = env!("RUNNER_GIT_COMMIT");
@@ -220,16 +217,16 @@ pub fn prepare_from(loaded: LoadedConfig, input: InputRef) -> Result<Prepared> {
     })
 }
 
+/// The `[data]` and `[etl]` tables as TOML (the ETL's source, recorded with its version); a
+/// table TOML cannot write is left out.
 fn json_to_toml_etl(loaded: &LoadedConfig) -> toml::Table {
     let mut t = toml::Table::new();
-    t.insert(
-        "data".into(),
-        toml::Value::try_from(&loaded.config.data).expect("serialisable"),
-    );
-    t.insert(
-        "etl".into(),
-        toml::Value::try_from(&loaded.config.etl).expect("serialisable"),
-    );
+    if let Ok(data) = toml::Value::try_from(&loaded.config.data) {
+        t.insert("data".into(), data);
+    }
+    if let Ok(etl) = toml::Value::try_from(&loaded.config.etl) {
+        t.insert("etl".into(), etl);
+    }
     t
 }
 
@@ -279,12 +276,9 @@ pub fn make_splits(task: Task, y: &[f64], plan: &TrainPlan) -> Splits {
     }
 }
 
+/// The SHA-256 of the folds' row lists (their JSON; lists of numbers always serialise).
 pub fn folds_digest(folds: &[Fold]) -> String {
-    data::sha256_hex(
-        serde_json::to_string(folds)
-            .expect("folds serialise")
-            .as_bytes(),
-    )
+    data::sha256_hex(serde_json::to_string(folds).unwrap_or_default().as_bytes())
 }
 
 /// Named artifact contents: ("stem.ext", bytes); stored as `stem_tN.ext`.
@@ -326,7 +320,7 @@ impl Progress {
                 indicatif::ProgressStyle::with_template(
                     "{elapsed_precise} [{bar:30}] {pos}/{len} fits  {msg}",
                 )
-                .expect("valid template")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
                 .progress_chars("=> "),
             );
             Some(b)
@@ -393,7 +387,7 @@ pub fn fit_with_curve(
     curve: Option<&Curve<'_>>,
 ) -> Result<Fitted> {
     let preprocessor = Preprocessor::fit(&prep.table, rows, &prep.loaded.config.etl);
-    let x = preprocessor.transform(&prep.table, rows);
+    let x = preprocessor.transform(&prep.table, rows)?;
     let y: Array1<f64> = rows.iter().map(|r| prep.y[*r]).collect();
     let data = TrainSet {
         x: x.view(),
@@ -401,11 +395,13 @@ pub fn fit_with_curve(
         task: prep.task,
         n_classes: prep.labels.as_ref().map(|l| l.classes.len()).unwrap_or(0),
     };
-    let eval = eval_rows.map(|r| {
-        let x = preprocessor.transform(&prep.table, r);
-        let y: Array1<f64> = r.iter().map(|i| prep.y[*i]).collect();
-        (x, y)
-    });
+    let eval = eval_rows
+        .map(|r| -> Result<(Array2<f64>, Array1<f64>)> {
+            let x = preprocessor.transform(&prep.table, r)?;
+            let y: Array1<f64> = r.iter().map(|i| prep.y[*i]).collect();
+            Ok((x, y))
+        })
+        .transpose()?;
     let ctx = FitContext {
         seed,
         threads: plan.threads,
@@ -419,8 +415,12 @@ pub fn fit_with_curve(
     })
 }
 
-pub fn predict_rows(prep: &Prepared, fitted: &Fitted, rows: &[usize]) -> models::Prediction {
-    let x: Array2<f64> = fitted.preprocessor.transform(&prep.table, rows);
+pub fn predict_rows(
+    prep: &Prepared,
+    fitted: &Fitted,
+    rows: &[usize],
+) -> Result<models::Prediction> {
+    let x: Array2<f64> = fitted.preprocessor.transform(&prep.table, rows)?;
     fitted.model.predict(x.view())
 }
 
@@ -430,221 +430,233 @@ pub fn fold_seed(seed: u64, i: u64) -> u64 {
     crate::rng::SplitMix64::derive(seed, 0xF17 ^ i).next_u64()
 }
 
-/// Trains one config: CV folds, then a refit on all training rows (the run's model), then the
-/// hold-out score. Metrics go to `sink` as they are produced.
-pub fn train_config(
+/// What the CV folds of one config gave.
+struct CvOutcome {
+    /// Each metric's value per fold.
+    fold_metrics: BTreeMap<String, Vec<f64>>,
+    /// The confusion matrix summed over every fold (classification).
+    pooled: Vec<Vec<usize>>,
+    /// The learning curve of each fold of the first repeat.
+    fold_curves: Vec<Vec<(i64, String, f64)>>,
+    /// Out-of-fold (true, predicted) of the first repeat, for the regression plots.
+    oof: Vec<(f64, f64)>,
+}
+
+/// A step-0 metric measured at `ts`.
+fn metric(key: String, value: f64, ts: i64) -> Metric {
+    Metric {
+        key,
+        value,
+        step: 0,
+        timestamp_ms: ts,
+    }
+}
+
+/// Trains and scores every CV fold; each fold's scores reach the trackers as it ends.
+fn cross_validate(
     prep: &Prepared,
     plan: &TrainPlan,
     splits: &Splits,
     run_uuid: &str,
-    sink: &dyn Sink,
+    trackers: &dyn Tracker,
     progress: &Progress,
-) -> Result<(RunResult, Artifacts)> {
-    let started = std::time::Instant::now();
-    let mut fold_metrics: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+) -> Result<CvOutcome> {
     let k = prep.labels.as_ref().map(|l| l.classes.len()).unwrap_or(0);
-    let mut pooled = vec![vec![0usize; k]; k];
-    let mut fold_curves = Vec::new();
-    // Out-of-fold (true, predicted) of the first repeat, for the regression plots.
-    let mut oof: Vec<(f64, f64)> = Vec::new();
+    let mut cv = CvOutcome {
+        fold_metrics: BTreeMap::new(),
+        pooled: vec![vec![0usize; k]; k],
+        fold_curves: Vec::new(),
+        oof: Vec::new(),
+    };
     for (i, fold) in splits.folds.iter().enumerate() {
-        let curve = live_curve(sink, run_uuid, format!("fold{i}"));
+        let curve = live_curve(trackers, run_uuid, format!("fold{i}"));
+        let seed = fold_seed(plan.seed, i as u64);
         let fitted = fit_with_curve(
             prep,
             plan,
             &fold.train,
-            fold_seed(plan.seed, i as u64),
+            seed,
             Some(&fold.test),
             Some(&curve),
         )
         .with_context(|| format!("fold {} of {}", i + 1, splits.folds.len()))?;
         let points = finish_curve(curve)?;
+        let pred = predict_rows(prep, &fitted, &fold.test)?;
         if fold.repeat == 0 {
-            fold_curves.push(points);
-        }
-        let pred = predict_rows(prep, &fitted, &fold.test);
-        if fold.repeat == 0 {
-            for (r, v) in fold.test.iter().zip(&pred.values) {
-                oof.push((prep.y[*r], *v));
-            }
+            cv.fold_curves.push(points);
+            let truth = fold.test.iter().map(|r| prep.y[*r]);
+            cv.oof.extend(truth.zip(pred.values.iter().copied()));
         }
         let y: Vec<f64> = fold.test.iter().map(|r| prep.y[*r]).collect();
         let s = score(prep, &y, &pred);
         let ts = now_ms();
         let mut batch = Vec::new();
         for (m, v) in &s.metrics {
-            fold_metrics.entry(m.clone()).or_default().push(*v);
-            batch.push(Metric {
-                key: format!("fold{i}/{m}"),
-                value: *v,
-                step: 0,
-                timestamp_ms: ts,
-            });
+            cv.fold_metrics.entry(m.clone()).or_default().push(*v);
+            batch.push(metric(format!("fold{i}/{m}"), *v, ts));
         }
-        sink.log_metrics(run_uuid, &batch)?;
+        trackers.log_metrics(run_uuid, &batch)?;
         for (t, row) in s.confusion.iter().enumerate() {
             for (p, c) in row.iter().enumerate() {
-                pooled[t][p] += c;
+                cv.pooled[t][p] += c;
             }
         }
         progress.tick(&format!("{} fold {}", plan.model.name, i + 1));
     }
-    // Per-class figures come from the out-of-fold predictions pooled over all folds.
-    let per_class = if prep.task == Task::Classification {
-        per_class_from_confusion(&pooled, &class_labels(prep))
-    } else {
-        Vec::new()
-    };
+    Ok(cv)
+}
+
+/// Mean and spread of each metric over the folds, and the per-class figures, as the run's
+/// metrics (`accuracy`, `accuracy_std`, `class_5/f1`, ...).
+fn summary_metrics(
+    fold_metrics: &BTreeMap<String, Vec<f64>>,
+    per_class: &[eval::ClassStats],
+    ts: i64,
+) -> (BTreeMap<String, (f64, f64)>, Vec<Metric>) {
     let mut metrics = BTreeMap::new();
-    let ts = now_ms();
     let mut batch = Vec::new();
-    for (m, values) in &fold_metrics {
+    for (m, values) in fold_metrics {
         let (mean, std) = eval::mean_std(values);
         metrics.insert(m.clone(), (mean, std));
-        batch.push(Metric {
-            key: m.clone(),
-            value: mean,
-            step: 0,
-            timestamp_ms: ts,
-        });
-        batch.push(Metric {
-            key: format!("{m}_std"),
-            value: std,
-            step: 0,
-            timestamp_ms: ts,
-        });
+        batch.push(metric(m.clone(), mean, ts));
+        batch.push(metric(format!("{m}_std"), std, ts));
     }
-    for c in &per_class {
+    for c in per_class {
+        let label = sanitize(&c.label);
         for (name, v) in [
             ("precision", c.precision),
             ("recall", c.recall),
             ("f1", c.f1),
             ("support", c.support as f64),
         ] {
-            batch.push(Metric {
-                key: format!("class_{}/{name}", sanitize(&c.label)),
-                value: v,
-                step: 0,
-                timestamp_ms: ts,
-            });
+            batch.push(metric(format!("class_{label}/{name}"), v, ts));
         }
     }
+    (metrics, batch)
+}
+
+/// Feature importance of the refitted model, where the backend has it: a table and a chart
+/// (artifacts) and one metric per feature.
+fn importance_outputs(fitted: &Fitted, ts: i64) -> (Artifacts, Vec<Metric>) {
+    let importances = fitted.model.feature_importance();
+    let Some((kind, values)) = importances.last() else {
+        return (Vec::new(), Vec::new());
+    };
+    let names = &fitted.preprocessor.output_names;
+    let mut csv = String::from("feature");
+    for (kind, _) in &importances {
+        csv.push_str(&format!(",{kind}"));
+    }
+    csv.push('\n');
+    for (j, name) in names.iter().enumerate() {
+        csv.push_str(&format!("\"{name}\""));
+        for (_, v) in &importances {
+            csv.push_str(&format!(",{}", v.get(j).copied().unwrap_or(0.0)));
+        }
+        csv.push('\n');
+    }
+    let mut order: Vec<usize> = (0..values.len()).collect();
+    order.sort_by(|a, b| values[*b].total_cmp(&values[*a]));
+    let labels: Vec<String> = order
+        .iter()
+        .map(|j| names.get(*j).cloned().unwrap_or_default())
+        .collect();
+    let sorted: Vec<f64> = order.iter().map(|j| values[*j]).collect();
+    let title = format!("Feature importance ({kind})");
+    let chart = crate::plot::bar_chart(&title, kind, &labels, &sorted, None);
+    let artifacts = vec![
+        ("feature_importance.csv".into(), csv.into_bytes()),
+        ("feature_importance.svg".into(), chart.into_bytes()),
+    ];
+    let metrics = names
+        .iter()
+        .zip(values)
+        .map(|(n, v)| metric(format!("importance_{kind}/{}", sanitize(n)), *v, ts))
+        .collect();
+    (artifacts, metrics)
+}
+
+/// The run's model files: the backend's native ones and runner's own document, which holds
+/// the config, labels, preprocessing and fitted state `predict` and `replay` load.
+fn model_artifacts(prep: &Prepared, plan: &TrainPlan, fitted: &Fitted) -> Result<Artifacts> {
+    let native = fitted.model.native();
+    let mut artifacts: Artifacts = native
+        .iter()
+        .map(|(ext, bytes)| (format!("model.{ext}"), bytes.clone()))
+        .collect();
+    let name = if native.is_empty() {
+        "model.json"
+    } else {
+        "runner_model.json"
+    };
+    let document = json!({
+        "format": "runner-model/1",
+        "task": prep.task,
+        "model": plan.model,
+        "labels": prep.labels,
+        "feature_names": fitted.preprocessor.output_names,
+        "preprocessor": fitted.preprocessor,
+        "fitted": fitted.model.to_json()?,
+    });
+    artifacts.push((name.to_string(), serde_json::to_vec(&document)?));
+    Ok(artifacts)
+}
+
+/// Trains one config: CV folds, then a refit on all training rows (the run's model), then the
+/// hold-out score. Metrics go to the trackers as they are produced.
+pub fn train_config(
+    prep: &Prepared,
+    plan: &TrainPlan,
+    splits: &Splits,
+    run_uuid: &str,
+    trackers: &dyn Tracker,
+    progress: &Progress,
+) -> Result<(RunResult, Artifacts)> {
+    let started = std::time::Instant::now();
+    let cv = cross_validate(prep, plan, splits, run_uuid, trackers, progress)?;
+    // Per-class figures come from the out-of-fold predictions pooled over all folds.
+    let per_class = if prep.task == Task::Classification {
+        per_class_from_confusion(&cv.pooled, &class_labels(prep))
+    } else {
+        Vec::new()
+    };
+    let ts = now_ms();
+    let (metrics, mut batch) = summary_metrics(&cv.fold_metrics, &per_class, ts);
     // The run's model: refitted on every training row.
     let cv_seconds = started.elapsed().as_secs_f64();
     let refit_start = std::time::Instant::now();
-    let curve = live_curve(sink, run_uuid, "refit".to_string());
-    let fitted = fit_with_curve(
-        prep,
-        plan,
-        &splits.cv_rows,
-        fold_seed(plan.seed, u64::MAX),
-        None,
-        Some(&curve),
-    )
-    .context("refit on all training rows")?;
+    let curve = live_curve(trackers, run_uuid, "refit".to_string());
+    let seed = fold_seed(plan.seed, u64::MAX);
+    let fitted = fit_with_curve(prep, plan, &splits.cv_rows, seed, None, Some(&curve))
+        .context("refit on all training rows")?;
     let refit_curve = finish_curve(curve)?;
     let refit_seconds = refit_start.elapsed().as_secs_f64();
     progress.tick(&format!("{} refit", plan.model.name));
     let mut holdout = BTreeMap::new();
     if !splits.holdout_rows.is_empty() {
-        let pred = predict_rows(prep, &fitted, &splits.holdout_rows);
+        let pred = predict_rows(prep, &fitted, &splits.holdout_rows)?;
         let y: Vec<f64> = splits.holdout_rows.iter().map(|r| prep.y[*r]).collect();
         for (m, v) in score(prep, &y, &pred).metrics {
-            batch.push(Metric {
-                key: format!("holdout/{m}"),
-                value: v,
-                step: 0,
-                timestamp_ms: ts,
-            });
+            batch.push(metric(format!("holdout/{m}"), v, ts));
             holdout.insert(m, v);
         }
     }
-    batch.push(Metric {
-        key: "cv_seconds".into(),
-        value: cv_seconds,
-        step: 0,
-        timestamp_ms: ts,
-    });
-    batch.push(Metric {
-        key: "refit_seconds".into(),
-        value: refit_seconds,
-        step: 0,
-        timestamp_ms: ts,
-    });
+    batch.push(metric("cv_seconds".into(), cv_seconds, ts));
+    batch.push(metric("refit_seconds".into(), refit_seconds, ts));
 
-    let train_pred = predict_rows(prep, &fitted, &splits.cv_rows);
+    let train_pred = predict_rows(prep, &fitted, &splits.cv_rows)?;
     let mut artifacts: Artifacts = vec![(
         "predictions.csv".to_string(),
         predictions_csv(prep, &splits.cv_rows, &train_pred).into_bytes(),
     )];
-    artifacts.extend(run_plots(prep, &pooled, &fold_curves, &refit_curve, &oof));
-    // Feature importance of the refitted model, where the backend has it: a table, a chart and
-    // one metric per feature.
-    let importances = fitted.model.feature_importance();
-    if !importances.is_empty() {
-        let names = &fitted.preprocessor.output_names;
-        let mut csv = String::from("feature");
-        for (kind, _) in &importances {
-            csv.push_str(&format!(",{kind}"));
-        }
-        csv.push('\n');
-        for (j, name) in names.iter().enumerate() {
-            csv.push_str(&format!("\"{name}\""));
-            for (_, v) in &importances {
-                csv.push_str(&format!(",{}", v.get(j).copied().unwrap_or(0.0)));
-            }
-            csv.push('\n');
-        }
-        artifacts.push(("feature_importance.csv".into(), csv.into_bytes()));
-        let (kind, values) = importances.last().expect("non-empty");
-        let mut order: Vec<usize> = (0..values.len()).collect();
-        order.sort_by(|a, b| values[*b].total_cmp(&values[*a]));
-        let labels: Vec<String> = order
-            .iter()
-            .map(|j| names.get(*j).cloned().unwrap_or_default())
-            .collect();
-        let sorted: Vec<f64> = order.iter().map(|j| values[*j]).collect();
-        artifacts.push((
-            "feature_importance.svg".into(),
-            crate::plot::bar_chart(
-                &format!("Feature importance ({kind})"),
-                kind,
-                &labels,
-                &sorted,
-                None,
-            )
-            .into_bytes(),
-        ));
-        // Into the run's final batch (one history line on W&B).
-        batch.extend(names.iter().zip(values).map(|(n, v)| Metric {
-            key: format!("importance_{kind}/{}", sanitize(n)),
-            value: *v,
-            step: 0,
-            timestamp_ms: ts,
-        }));
-    }
-    sink.log_metrics(run_uuid, &batch)?;
-    let native = fitted.model.native();
-    for (ext, bytes) in &native {
-        artifacts.push((format!("model.{ext}"), bytes.clone()));
-    }
-    artifacts.push((
-        if native.is_empty() {
-            "model.json"
-        } else {
-            "runner_model.json"
-        }
-        .to_string(),
-        serde_json::to_vec(&json!({
-            "format": "runner-model/1",
-            "task": prep.task,
-            "model": plan.model,
-            "labels": prep.labels,
-            "feature_names": fitted.preprocessor.output_names,
-            "preprocessor": fitted.preprocessor,
-            "fitted": fitted.model.to_json()?,
-        }))?,
-    ));
+    let plots = run_plots(prep, &cv.pooled, &cv.fold_curves, &refit_curve, &cv.oof);
+    artifacts.extend(plots);
+    let (importance_files, importance_metrics) = importance_outputs(&fitted, ts);
+    artifacts.extend(importance_files);
+    // Into the run's final batch (one history line on W&B).
+    batch.extend(importance_metrics);
+    trackers.log_metrics(run_uuid, &batch)?;
+    artifacts.extend(model_artifacts(prep, plan, &fitted)?);
     let result = RunResult {
         version: String::new(),
         run_uuid: run_uuid.to_string(),
@@ -653,10 +665,10 @@ pub fn train_config(
         status: "FINISHED".into(),
         error: None,
         metrics,
-        fold_metrics,
+        fold_metrics: cv.fold_metrics,
         holdout,
         per_class,
-        confusion: pooled,
+        confusion: cv.pooled,
         fit_seconds: started.elapsed().as_secs_f64(),
     };
     Ok((result, artifacts))
@@ -665,7 +677,7 @@ pub fn train_config(
 /// A learning curve that reaches the trackers while the model trains: each round's metrics as
 /// one batch `<prefix>/<metric>` (step = round, the time it was measured), sent when the next
 /// round starts, so `mlflow ui` and W&B draw the curve as it grows.
-fn live_curve<'a>(sink: &'a dyn Sink, run_uuid: &'a str, prefix: String) -> Curve<'a> {
+fn live_curve<'a>(trackers: &'a dyn Tracker, run_uuid: &'a str, prefix: String) -> Curve<'a> {
     Curve::streaming(Box::new(move |points: &[models::CurvePoint]| {
         let batch: Vec<Metric> = points
             .iter()
@@ -676,7 +688,7 @@ fn live_curve<'a>(sink: &'a dyn Sink, run_uuid: &'a str, prefix: String) -> Curv
                 timestamp_ms: *at_ms,
             })
             .collect();
-        sink.log_metrics(run_uuid, &batch)
+        trackers.log_metrics(run_uuid, &batch)
     }))
 }
 
@@ -1143,223 +1155,13 @@ pub struct SweepReport {
     pub wall_seconds: f64,
     /// From process start to the first model fit (data loaded, ETL run, store written).
     pub start_to_first_training_ms: Option<f64>,
-    pub wandb: Option<WandbReport>,
+    /// What W&B did: its mode, the runs whose spool was not fully sent when the sweep ended,
+    /// and how long the sweep waited for it after training.
+    pub wandb: Option<serde_json::Value>,
     /// The sweep's comparison chart (SVG), an artifact of the sweep's parent run.
     pub comparison_chart: Option<String>,
     /// The MLflow run that groups the sweep's runs.
     pub parent_run: Option<String>,
-}
-
-/// What W&B did in a sweep.
-#[derive(Debug, Serialize)]
-pub struct WandbReport {
-    pub mode: String,
-    /// Runs whose spool was not fully sent when the sweep ended.
-    pub pending_runs: usize,
-    /// How long the sweep waited for W&B after training.
-    pub wait_seconds: f64,
-}
-
-/// Runs a sweep whose configs are already expanded and checked.
-pub fn run_sweep(
-    prep: &Prepared,
-    configs: Vec<ModelConfig>,
-    opts: &SweepOptions,
-    progress_quiet: bool,
-) -> Result<SweepReport> {
-    let jobs = opts
-        .jobs
-        .unwrap_or_else(cores)
-        .clamp(1, configs.len().max(1));
-    let plans = plans(prep, &configs, jobs, opts.smoke);
-    run_plans(prep, plans, jobs, opts, progress_quiet, &[])
-}
-
-/// Creates one run per plan (all in one transaction) and trains them, `jobs` at a time.
-pub fn run_plans(
-    prep: &Prepared,
-    plans: Vec<TrainPlan>,
-    jobs: usize,
-    opts: &SweepOptions,
-    progress_quiet: bool,
-    extra_tags: &[(String, String)],
-) -> Result<SweepReport> {
-    let started = std::time::Instant::now();
-    // W&B settings are checked before anything is written (a missing key is a config error).
-    let wandb_settings = wandb::resolve(
-        prep.loaded.config.tracking.wandb.as_ref(),
-        &prep.loaded.config.experiment,
-        &prep.loaded.path.display().to_string(),
-    )?;
-    let store_path = tracking_path(opts.tracking_uri.as_deref(), Some(&prep.loaded))?;
-    let store = MlflowStore::open(&store_path)?;
-    let (etl_version, etl_new) = store.etl_version(&prep.etl_key, &prep.etl_record)?;
-    let (exp_id, artifact_location) = store.experiment(&prep.loaded.config.experiment)?;
-
-    let dataset = dataset_input(prep, etl_version);
-    let all_splits: Vec<Splits> = plans
-        .iter()
-        .map(|p| make_splits(prep.task, &prep.y, p))
-        .collect();
-    let mut specs: Vec<(RunSpec, String, serde_json::Value)> = plans
-        .iter()
-        .zip(&all_splits)
-        .map(|(plan, splits)| {
-            let record = run_record(prep, plan, etl_version, splits);
-            let spec = RunSpec {
-                run_uuid: uuid::Uuid::new_v4().simple().to_string(),
-                name: plan.model.name.clone(),
-                experiment: prep.loaded.config.experiment.clone(),
-                user: user(),
-                start_ms: now_ms(),
-                git_commit: GIT_COMMIT.to_string(),
-                params: run_params(prep, plan, etl_version),
-                tags: run_tags(prep, plan, etl_version, opts.smoke)
-                    .into_iter()
-                    .chain(extra_tags.iter().cloned())
-                    .chain(
-                        opts.parent_run
-                            .iter()
-                            .map(|p| ("mlflow.parentRunId".to_string(), p.clone())),
-                    )
-                    .collect(),
-                dataset: Some(dataset.clone()),
-            };
-            (spec, plan.model.kind.clone(), record)
-        })
-        .collect();
-    let versions = store.create_runs(
-        exp_id,
-        &artifact_location,
-        etl_version,
-        &mut specs,
-        opts.version,
-    )?;
-    // While it trains, this process says it is alive: a run it leaves behind when killed is
-    // recognised as such by the next command.
-    let _heartbeat = store.heartbeat()?;
-
-    // Ensembles name the runs of their members.
-    let batch: Vec<(String, &ModelConfig, i64)> = specs
-        .iter()
-        .zip(&plans)
-        .zip(&versions)
-        .map(|(((spec, _, _), plan), v)| (spec.run_uuid.clone(), &plan.model, *v))
-        .collect();
-    for ((spec, _, _), plan) in specs.iter().zip(&plans) {
-        if let Some(tag) = members_tag(plan, &batch) {
-            store.set_tags(&spec.run_uuid, &[("runner.members".to_string(), tag)])?;
-        }
-    }
-    let wandb_sink = match wandb_settings {
-        Some(settings) => {
-            let group = format!(
-                "{}-t{}-t{}",
-                prep.loaded.config.experiment,
-                versions.first().copied().unwrap_or(0),
-                versions.last().copied().unwrap_or(0)
-            );
-            let sink = WandbSink::new(settings, group)?;
-            for ((spec, kind, record), v) in specs.iter().zip(&versions) {
-                let run_dir = store.artifact_dir(&spec.run_uuid)?;
-                let run_dir = run_dir.parent().unwrap_or(&run_dir).to_path_buf();
-                let tags = vec![kind.clone(), format!("v{etl_version}"), format!("t{v}")];
-                sink.start(spec, &run_dir, record, tags)?;
-            }
-            Some(sink)
-        }
-        None => None,
-    };
-    let sink = Fanout {
-        mlflow: &store,
-        wandb: wandb_sink.as_ref(),
-    };
-    let folds_total: usize = all_splits.iter().map(|s| s.folds.len() + 1).sum();
-    let progress = Progress::new(folds_total as u64, progress_quiet);
-    progress.line(&format!(
-        "{} configs, {} {} rows x {} features (ETL v{etl_version}{}), task {} ({}), {jobs} parallel job(s), store {}",
-        plans.len(),
-        prep.table.n_rows,
-        prep.loaded.config.data.source,
-        prep.table.features.len(),
-        if etl_new { ", new" } else { "" },
-        prep.task,
-        prep.task_reason,
-        store_path.display()
-    ));
-    let start_to_first_training_ms = crate::PROCESS_START
-        .get()
-        .map(|t| t.elapsed().as_secs_f64() * 1000.0);
-    let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<RunResult>>> = Mutex::new(vec![None; plans.len()]);
-    std::thread::scope(|s| {
-        for _ in 0..jobs {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::SeqCst);
-                if i >= plans.len() {
-                    break;
-                }
-                let (spec, _, record) = &specs[i];
-                let r = run_one(
-                    prep,
-                    &plans[i],
-                    &all_splits[i],
-                    spec,
-                    record,
-                    versions[i],
-                    &store,
-                    &sink,
-                    &progress,
-                );
-                results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(r);
-            });
-        }
-    });
-    progress.finish();
-    let wandb_report = wandb_sink.as_ref().map(|w| {
-        let waited = std::time::Instant::now();
-        let pending = w.close();
-        let seconds = waited.elapsed().as_secs_f64();
-        if !pending.is_empty() {
-            // Always said, also with --json: data that is not on W&B yet needs a sync.
-            let why = if w.mode() == wandb::Mode::Offline {
-                "offline mode"
-            } else if w.is_disabled() {
-                "the key was refused"
-            } else {
-                "the server did not answer in time"
-            };
-            eprintln!(
-                "W&B: {} of {} runs are not fully sent ({why}); they are spooled: `runner wandb-sync` sends them",
-                pending.len(),
-                plans.len()
-            );
-        }
-        WandbReport { mode: format!("{:?}", w.mode()).to_lowercase(), pending_runs: pending.len(), wait_seconds: seconds }
-    });
-    let runs: Vec<RunResult> = results
-        .into_inner()
-        .unwrap_or_else(|e| e.into_inner())
-        .into_iter()
-        .map(|r| r.expect("every config ran"))
-        .collect();
-    Ok(SweepReport {
-        schema: crate::JSON_SCHEMA,
-        comparison_chart: None,
-        parent_run: None,
-        experiment: prep.loaded.config.experiment.clone(),
-        store: store_path.display().to_string(),
-        etl_version: format!("v{etl_version}"),
-        etl_reused: !etl_new,
-        task: prep.task,
-        task_reason: prep.task_reason.clone(),
-        primary_metric: prep.primary_metric.clone(),
-        higher_is_better: config::higher_is_better(&prep.primary_metric),
-        runs,
-        wall_seconds: started.elapsed().as_secs_f64(),
-        start_to_first_training_ms,
-        wandb: wandb_report,
-    })
 }
 
 /// The sweep at a glance: the primary metric of every run with its fold spread, as SVG.
@@ -1404,13 +1206,13 @@ fn with_retries(mut write: impl FnMut() -> Result<()>) -> Result<()> {
 /// Records a run as FAILED with its error, retrying; returns the message to report, which says
 /// so when even that could not be written (the run then stays unfinished in the store until the
 /// next runner command that writes there marks it KILLED).
-fn record_failure(sink: &dyn Sink, run_uuid: &str, msg: String) -> String {
+fn record_failure(trackers: &dyn Tracker, run_uuid: &str, msg: String) -> String {
     let tags = [
         ("runner.error".to_string(), msg.clone()),
         ("mlflow.note.content".to_string(), format!("failed: {msg}")),
     ];
-    let tagged = with_retries(|| sink.set_tags(run_uuid, &tags));
-    let status = with_retries(|| sink.set_status(run_uuid, RunStatus::Failed, Some(now_ms())));
+    let tagged = with_retries(|| trackers.set_tags(run_uuid, &tags));
+    let status = with_retries(|| trackers.finish_run(run_uuid, RunStatus::Failed, now_ms()));
     match (status, tagged) {
         (Err(e), _) => format!("{msg}; recording FAILED also failed after 3 tries: {e:#}"),
         (Ok(()), Err(e)) => format!("{msg}; recording the error as a tag failed: {e:#}"),
@@ -1429,23 +1231,23 @@ pub fn run_one(
     record: &serde_json::Value,
     version: i64,
     store: &MlflowStore,
-    sink: &dyn Sink,
+    trackers: &dyn Tracker,
     progress: &Progress,
 ) -> RunResult {
     let tv = format!("t{version}");
     let attempt = || -> Result<RunResult> {
-        sink.set_status(&spec.run_uuid, RunStatus::Running, None)?;
+        trackers.start_run(&spec.run_uuid)?;
         let (mut result, artifacts) =
-            train_config(prep, plan, splits, &spec.run_uuid, sink, progress)?;
+            train_config(prep, plan, splits, &spec.run_uuid, trackers, progress)?;
         result.version = tv.clone();
         for (name, bytes) in artifacts {
             // "model.json" -> "model_t3.json"
             let (stem, ext) = name.split_once('.').unwrap_or((name.as_str(), "bin"));
-            sink.log_artifact(&spec.run_uuid, &format!("{stem}_{tv}.{ext}"), &bytes)?;
+            trackers.log_artifact(&spec.run_uuid, &format!("{stem}_{tv}.{ext}"), &bytes)?;
         }
-        write_report_artifacts(prep, plan, record, &result, sink)?;
+        write_report_artifacts(prep, plan, record, &result, trackers)?;
         store.set_summary(&spec.run_uuid, &serde_json::to_value(&result)?)?;
-        sink.set_status(&spec.run_uuid, RunStatus::Finished, Some(now_ms()))?;
+        trackers.finish_run(&spec.run_uuid, RunStatus::Finished, now_ms())?;
         Ok(result)
     };
     // A panic inside a backend becomes this run's failure, never the sweep's.
@@ -1472,7 +1274,7 @@ pub fn run_one(
             r
         }
         Err(e) => {
-            let msg = record_failure(sink, &spec.run_uuid, format!("{e:#}"));
+            let msg = record_failure(trackers, &spec.run_uuid, format!("{e:#}"));
             progress.line(&format!("{tv} {} FAILED: {msg}", plan.model.name));
             RunResult {
                 version: tv,
@@ -1497,9 +1299,9 @@ fn write_report_artifacts(
     plan: &TrainPlan,
     record: &serde_json::Value,
     r: &RunResult,
-    sink: &dyn Sink,
+    trackers: &dyn Tracker,
 ) -> Result<()> {
-    sink.log_artifact(
+    trackers.log_artifact(
         &r.run_uuid,
         "config.json",
         &serde_json::to_vec_pretty(&json!({
@@ -1513,7 +1315,7 @@ fn write_report_artifacts(
     if !r.holdout.is_empty() {
         metrics_doc["holdout"] = serde_json::to_value(&r.holdout)?;
     }
-    sink.log_artifact(
+    trackers.log_artifact(
         &r.run_uuid,
         "metrics.json",
         &serde_json::to_vec_pretty(&metrics_doc)?,
@@ -1532,8 +1334,8 @@ fn write_report_artifacts(
             }
             csv.push('\n');
         }
-        sink.log_artifact(&r.run_uuid, "confusion_matrix.csv", csv.as_bytes())?;
-        sink.log_artifact(
+        trackers.log_artifact(&r.run_uuid, "confusion_matrix.csv", csv.as_bytes())?;
+        trackers.log_artifact(
             &r.run_uuid,
             "confusion_matrix.json",
             &serde_json::to_vec_pretty(&json!({"labels": labels, "matrix": r.confusion}))?,
@@ -1546,8 +1348,8 @@ fn write_report_artifacts(
                 c.label, c.precision, c.recall, c.f1, c.support
             ));
         }
-        sink.log_artifact(&r.run_uuid, "per_class_report.md", md.as_bytes())?;
-        sink.log_artifact(
+        trackers.log_artifact(&r.run_uuid, "per_class_report.md", md.as_bytes())?;
+        trackers.log_artifact(
             &r.run_uuid,
             "per_class_report.json",
             &serde_json::to_vec_pretty(&r.per_class)?,
@@ -1556,7 +1358,7 @@ fn write_report_artifacts(
     Ok(())
 }
 
-fn run_params(prep: &Prepared, plan: &TrainPlan, etl_version: i64) -> Vec<(String, String)> {
+pub fn run_params(prep: &Prepared, plan: &TrainPlan, etl_version: i64) -> Vec<(String, String)> {
     let c = &prep.loaded.config;
     let mut p: Vec<(String, String)> = plan
         .model
@@ -1604,7 +1406,7 @@ fn run_params(prep: &Prepared, plan: &TrainPlan, etl_version: i64) -> Vec<(Strin
     p
 }
 
-fn run_tags(
+pub fn run_tags(
     prep: &Prepared,
     plan: &TrainPlan,
     etl_version: i64,
@@ -1712,44 +1514,9 @@ pub fn resolve_run_members(
     Ok(())
 }
 
-/// The ensembles of `--ensemble top=N`: soft voting and stacking over the N best finished
-/// single-model runs of a sweep.
-pub fn top_ensembles(
-    report: &SweepReport,
-    configs: &[ModelConfig],
-    n: usize,
-) -> Result<Vec<ModelConfig>> {
-    let best: Vec<ModelConfig> = ranked(report)
-        .into_iter()
-        .filter(|r| !models::is_ensemble(&r.kind))
-        .filter_map(|r| {
-            configs
-                .iter()
-                .find(|c| c.name == r.name)
-                .map(|c| ModelConfig {
-                    from_run: Some(r.version.clone()),
-                    ..c.clone()
-                })
-        })
-        .take(n)
-        .collect();
-    if best.len() < 2 {
-        anyhow::bail!(
-            "--ensemble top={n} needs at least two finished single-model runs; this sweep has {}",
-            best.len()
-        );
-    }
-    Ok(["voting", "stacking"]
-        .iter()
-        .map(|kind| ModelConfig {
-            members: best.clone(),
-            ..ModelConfig::with_defaults(kind, &format!("{kind}[top{}]", best.len()))
-        })
-        .collect())
-}
-
-/// The `runner.members` tag: each member with the run that trained it alone, where one did.
-fn members_tag(plan: &TrainPlan, batch: &[(String, &ModelConfig, i64)]) -> Option<String> {
+/// The `runner.members` tag of an ensemble: each member's run (`t3 forest`), found among
+/// `batch` (run id, config, version) or taken from the earlier run it names.
+pub fn members_tag(plan: &TrainPlan, batch: &[(String, &ModelConfig, i64)]) -> Option<String> {
     if plan.model.members.is_empty() {
         return None;
     }

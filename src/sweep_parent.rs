@@ -6,7 +6,7 @@
 use crate::report::ranked;
 use crate::sweep::{self, Prepared, RunResult, SweepOptions, SweepReport};
 use crate::track::mlflow::MlflowStore;
-use crate::track::{now_ms, RunSpec, RunStatus, Sink};
+use crate::track::{now_ms, RunSpec, RunStatus, TrackedRun, Tracker};
 use anyhow::Result;
 use std::path::PathBuf;
 
@@ -21,7 +21,6 @@ pub struct SweepParent {
 pub fn start(prep: &Prepared, opts: &SweepOptions, n_configs: usize) -> Result<SweepParent> {
     let store_path = sweep::tracking_path(opts.tracking_uri.as_deref(), Some(&prep.loaded))?;
     let store = MlflowStore::open(&store_path)?;
-    let (exp_id, location) = store.experiment(&prep.loaded.config.experiment)?;
     let c = &prep.loaded.config;
     let mut params = vec![
         ("config".to_string(), prep.loaded.path.display().to_string()),
@@ -64,9 +63,18 @@ pub fn start(prep: &Prepared, opts: &SweepOptions, n_configs: usize) -> Result<S
         ],
         dataset: None,
     };
-    store.create_plain_run(exp_id, &location, &spec)?;
+    let run_uuid = spec.run_uuid.clone();
+    store.create_run(&TrackedRun {
+        spec,
+        version: None,
+        kind: "sweep".into(),
+        record: serde_json::Value::Null,
+        curve_axis: "step",
+        group: None,
+    })?;
+    store.start_run(&run_uuid)?;
     Ok(SweepParent {
-        run_uuid: spec.run_uuid,
+        run_uuid,
         store: store_path,
     })
 }
@@ -112,7 +120,7 @@ pub fn finish(parent: &SweepParent, prep: &Prepared, report: &mut SweepReport) -
             &[("runner.best_run".into(), best.version.clone())],
         )?;
     }
-    store.set_status(&parent.run_uuid, RunStatus::Finished, Some(now_ms()))?;
+    store.finish_run(&parent.run_uuid, RunStatus::Finished, now_ms())?;
     report.comparison_chart = Some(
         store
             .artifact_dir(&parent.run_uuid)?
@@ -127,7 +135,7 @@ pub fn finish(parent: &SweepParent, prep: &Prepared, report: &mut SweepReport) -
 /// Ends the parent as FAILED when the sweep itself stopped with an error.
 pub fn fail(parent: &SweepParent) {
     if let Ok(store) = MlflowStore::open_existing(&parent.store) {
-        if let Err(e) = store.set_status(&parent.run_uuid, RunStatus::Failed, Some(now_ms())) {
+        if let Err(e) = store.finish_run(&parent.run_uuid, RunStatus::Failed, now_ms()) {
             eprintln!("warning: could not mark the sweep's parent run FAILED: {e:#}");
         }
     }

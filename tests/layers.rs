@@ -15,13 +15,21 @@ const LAYERS: &[&[&str]] = &[
         "models::ensemble",
         "models::gbm",
         "models::nn",
+        "models::nn::torch",
+        "models::params",
         "models::tree",
     ],
     &["config"],
     &["data"],
     &["etl", "onnx"],
-    &["track", "track::owner", "track::mlflow", "track::wandb"],
-    &["sweep", "report", "sweep_parent"],
+    &[
+        "track",
+        "track::owner",
+        "track::jsonl",
+        "track::mlflow",
+        "track::wandb",
+    ],
+    &["sweep", "report", "sweep_parent", "search", "schedule"],
     &["inspect", "eda", "predict", "replay"],
 ];
 

@@ -420,4 +420,59 @@ fn boosting_rounds_reach_wandb_one_history_line_each() {
     assert_eq!(refit, 12);
     let steps: Vec<u64> = lines.iter().map(|l| l["_step"].as_u64().unwrap()).collect();
     assert_eq!(steps, (0..lines.len() as u64).collect::<Vec<_>>());
+    let rounds: Vec<u64> = lines
+        .iter()
+        .filter(|l| l.get("fold0/valid_mlogloss").is_some())
+        .map(|l| l["round"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        rounds,
+        (0..12).collect::<Vec<_>>(),
+        "each line says its round"
+    );
+}
+
+/// A 100-epoch MLP reaches W&B as it trains: one history line per (fold, epoch) with the fold's
+/// own keys and an `epoch` key to plot against.
+#[cfg(feature = "torch")]
+#[test]
+fn a_100_epoch_mlp_reaches_wandb_one_history_line_per_epoch() {
+    let server = WandbServer::start(KEY);
+    let d = tempfile::tempdir().unwrap();
+    let cfg = config(d.path(), &server, "");
+    std::fs::write(
+        d.path().join("sweep.toml"),
+        "[[models]]\nkind = \"mlp\"\nname = \"mlp\"\nhidden = \"8\"\nepochs = 100\nbatch_size = 256\n",
+    )
+    .unwrap();
+    let report = stdout_json(&run_ok(
+        keyed(d.path()).args(["sweep"]).arg(&cfg).args(["--json"]),
+    ));
+    let run = &report["runs"][0];
+    assert_eq!(run["status"], "FINISHED", "{run}");
+    let st = server.state.lock().unwrap();
+    let r = &st.runs[run["run_uuid"].as_str().unwrap()];
+    let lines: Vec<Value> = r
+        .history
+        .values()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for fold in 0..3 {
+        let key = format!("fold{fold}/valid_loss");
+        let epochs: Vec<u64> = lines
+            .iter()
+            .filter(|l| l.get(&key).is_some())
+            .map(|l| l["epoch"].as_u64().unwrap())
+            .collect();
+        assert_eq!(epochs.len(), 100, "{key}: one line per epoch");
+        let mut sorted = epochs.clone();
+        sorted.dedup();
+        assert_eq!(sorted.len(), 100, "{key}: every epoch once");
+        assert!(lines
+            .iter()
+            .filter(|l| l.get(&key).is_some())
+            .all(|l| l.get(format!("fold{fold}/train_loss")).is_some()));
+    }
+    let steps: Vec<u64> = lines.iter().map(|l| l["_step"].as_u64().unwrap()).collect();
+    assert_eq!(steps, (0..lines.len() as u64).collect::<Vec<_>>());
 }

@@ -2,7 +2,11 @@
 //! closed-form ridge regression. Classifiers always train on class indexes 0..K-1 and return an
 //! n x K probability matrix, with columns for classes a training fold happened to lack kept at 0.
 
-use super::{labels_from_proba, FittedModel, ModelConfig, Prediction, Task, TrainSet};
+use super::params::{Default_, ParamSpec, ParamType, BOTH, CLASS_WEIGHT, CLF, REG};
+use super::{
+    labels_from_proba, Backend, FitContext, FittedModel, KindSpec, ModelConfig, Prediction,
+    SavedModel, Task, TrainSet,
+};
 use anyhow::{anyhow, bail, Context, Result};
 use linfa::dataset::Pr;
 use linfa::prelude::*;
@@ -12,6 +16,285 @@ use linfa_nn::{distance::L2Dist, CommonNearestNeighbour, NearestNeighbour};
 use linfa_svm::Svm;
 use ndarray::{Array1, Array2, ArrayView2, Axis};
 use serde::{Deserialize, Serialize};
+
+pub(crate) static LOGISTIC_REGRESSION: KindSpec = KindSpec {
+    kind: "logistic_regression",
+    tasks: CLF,
+    backend: "linfa-logistic",
+    help: "multinomial logistic regression with L2 penalty",
+    feature: None,
+    onnx: true,
+    algorithm: 1,
+    curve_axis: "step",
+    params: &[
+        ParamSpec {
+            name: "alpha",
+            ty: ParamType::Float { min: 0.0, max: 1e6 },
+            default: Default_::Float(1.0),
+            help: "L2 penalty",
+        },
+        ParamSpec {
+            name: "max_iterations",
+            ty: ParamType::Int {
+                min: 1,
+                max: 100_000,
+            },
+            default: Default_::Int(200),
+            help: "optimiser iterations",
+        },
+        ParamSpec {
+            name: "gradient_tolerance",
+            ty: ParamType::Float {
+                min: 1e-12,
+                max: 1.0,
+            },
+            default: Default_::Float(1e-4),
+            help: "stop when the gradient norm falls below this",
+        },
+    ],
+};
+
+pub struct LogisticRegressionBackend;
+
+impl Backend for LogisticRegressionBackend {
+    fn spec(&self) -> &'static KindSpec {
+        &LOGISTIC_REGRESSION
+    }
+    fn fit(
+        &self,
+        cfg: &ModelConfig,
+        data: &TrainSet,
+        ctx: &FitContext,
+    ) -> Result<Box<dyn FittedModel>> {
+        let _ = ctx;
+        fit_logistic(cfg, data)
+    }
+    fn load(&self, saved: &SavedModel) -> Result<Box<dyn FittedModel>> {
+        load(&saved.config.kind, saved.task, saved.fitted)
+    }
+}
+
+pub(crate) static SVM: KindSpec = KindSpec {
+    kind: "svm",
+    tasks: BOTH,
+    backend:
+        "linfa-svm (one-vs-rest with Platt scaling for several classes; epsilon-SVR for regression)",
+    help: "support vector machine",
+    feature: None,
+    onnx: false,
+    algorithm: 1,
+    curve_axis: "step",
+    params: &[
+        ParamSpec {
+            name: "kernel",
+            ty: ParamType::Choice(&["rbf", "linear", "poly"]),
+            default: Default_::Str("rbf"),
+            help: "kernel function",
+        },
+        ParamSpec {
+            name: "c",
+            ty: ParamType::Float {
+                min: 1e-6,
+                max: 1e6,
+            },
+            default: Default_::Float(1.0),
+            help: "regularisation: larger fits the training data harder",
+        },
+        ParamSpec {
+            name: "gamma",
+            ty: ParamType::Float {
+                min: 1e-9,
+                max: 1e6,
+            },
+            default: Default_::Float(0.1),
+            help: "RBF width: k(x, y) = exp(-gamma |x - y|^2)",
+        },
+        ParamSpec {
+            name: "degree",
+            ty: ParamType::Int { min: 1, max: 10 },
+            default: Default_::Int(3),
+            help: "polynomial kernel degree",
+        },
+        ParamSpec {
+            name: "coef0",
+            ty: ParamType::Float { min: 0.0, max: 1e6 },
+            default: Default_::Float(1.0),
+            help: "polynomial kernel constant",
+        },
+        ParamSpec {
+            name: "epsilon",
+            ty: ParamType::Float { min: 0.0, max: 1e6 },
+            default: Default_::Float(0.1),
+            help: "epsilon-insensitive tube (regression)",
+        },
+        ParamSpec {
+            name: "tolerance",
+            ty: ParamType::Float {
+                min: 1e-12,
+                max: 1.0,
+            },
+            default: Default_::Float(1e-3),
+            help: "SMO stopping tolerance",
+        },
+        CLASS_WEIGHT,
+    ],
+};
+
+pub struct SvmBackend;
+
+impl Backend for SvmBackend {
+    fn spec(&self) -> &'static KindSpec {
+        &SVM
+    }
+    fn fit(
+        &self,
+        cfg: &ModelConfig,
+        data: &TrainSet,
+        ctx: &FitContext,
+    ) -> Result<Box<dyn FittedModel>> {
+        let _ = ctx;
+        fit_svm(cfg, data)
+    }
+    fn load(&self, saved: &SavedModel) -> Result<Box<dyn FittedModel>> {
+        load(&saved.config.kind, saved.task, saved.fitted)
+    }
+}
+
+pub(crate) static KNN: KindSpec = KindSpec {
+    kind: "knn",
+    tasks: BOTH,
+    backend: "linfa-nn (neighbour index) + runner (vote / average)",
+    help: "k nearest neighbours",
+    feature: None,
+    onnx: false,
+    algorithm: 1,
+    curve_axis: "step",
+    params: &[
+        ParamSpec {
+            name: "k",
+            ty: ParamType::Int {
+                min: 1,
+                max: 10_000,
+            },
+            default: Default_::Int(5),
+            help: "neighbours",
+        },
+        ParamSpec {
+            name: "weights",
+            ty: ParamType::Choice(&["uniform", "distance"]),
+            default: Default_::Str("uniform"),
+            help: "vote weighting",
+        },
+        ParamSpec {
+            name: "algorithm",
+            ty: ParamType::Choice(&["kdtree", "balltree", "linear"]),
+            default: Default_::Str("kdtree"),
+            help: "neighbour search structure",
+        },
+    ],
+};
+
+pub struct KnnBackend;
+
+impl Backend for KnnBackend {
+    fn spec(&self) -> &'static KindSpec {
+        &KNN
+    }
+    fn fit(
+        &self,
+        cfg: &ModelConfig,
+        data: &TrainSet,
+        ctx: &FitContext,
+    ) -> Result<Box<dyn FittedModel>> {
+        let _ = ctx;
+        fit_knn(cfg, data)
+    }
+    fn load(&self, saved: &SavedModel) -> Result<Box<dyn FittedModel>> {
+        load(&saved.config.kind, saved.task, saved.fitted)
+    }
+}
+
+pub(crate) static NAIVE_BAYES: KindSpec = KindSpec {
+    kind: "naive_bayes",
+    tasks: CLF,
+    backend: "linfa-bayes",
+    help: "Gaussian naive Bayes",
+    feature: None,
+    onnx: false,
+    algorithm: 1,
+    curve_axis: "step",
+    params: &[ParamSpec {
+        name: "var_smoothing",
+        ty: ParamType::Float { min: 0.0, max: 1.0 },
+        default: Default_::Float(1e-9),
+        help: "share of the largest variance added to all variances",
+    }],
+};
+
+pub struct NaiveBayesBackend;
+
+impl Backend for NaiveBayesBackend {
+    fn spec(&self) -> &'static KindSpec {
+        &NAIVE_BAYES
+    }
+    fn fit(
+        &self,
+        cfg: &ModelConfig,
+        data: &TrainSet,
+        ctx: &FitContext,
+    ) -> Result<Box<dyn FittedModel>> {
+        let _ = ctx;
+        fit_naive_bayes(cfg, data)
+    }
+    fn load(&self, saved: &SavedModel) -> Result<Box<dyn FittedModel>> {
+        load(&saved.config.kind, saved.task, saved.fitted)
+    }
+}
+
+pub(crate) static LINEAR: KindSpec = KindSpec {
+    kind: "linear",
+    tasks: REG,
+    backend: "runner (closed-form ridge, Cholesky)",
+    help: "linear least squares with optional ridge penalty",
+    feature: None,
+    onnx: true,
+    algorithm: 1,
+    curve_axis: "step",
+    params: &[
+        ParamSpec {
+            name: "alpha",
+            ty: ParamType::Float { min: 0.0, max: 1e9 },
+            default: Default_::Float(0.0),
+            help: "ridge (L2) penalty; 0 = ordinary least squares",
+        },
+        ParamSpec {
+            name: "fit_intercept",
+            ty: ParamType::Bool,
+            default: Default_::Bool(true),
+            help: "learn an intercept",
+        },
+    ],
+};
+
+pub struct LinearBackend;
+
+impl Backend for LinearBackend {
+    fn spec(&self) -> &'static KindSpec {
+        &LINEAR
+    }
+    fn fit(
+        &self,
+        cfg: &ModelConfig,
+        data: &TrainSet,
+        ctx: &FitContext,
+    ) -> Result<Box<dyn FittedModel>> {
+        let _ = ctx;
+        fit_linear(cfg, data)
+    }
+    fn load(&self, saved: &SavedModel) -> Result<Box<dyn FittedModel>> {
+        load(&saved.config.kind, saved.task, saved.fitted)
+    }
+}
 
 /// Spreads probabilities over `classes` (the ones a model saw) into all K columns.
 fn widen(proba: ArrayView2<f64>, classes: &[usize], k: usize) -> Array2<f64> {
@@ -52,9 +335,13 @@ struct Logistic {
 }
 
 impl FittedModel for Logistic {
-    fn predict(&self, x: ArrayView2<f64>) -> Prediction {
+    fn predict(&self, x: ArrayView2<f64>) -> Result<Prediction> {
         let p = self.model.predict_probabilities(&x);
-        classified(widen(p.view(), self.model.classes(), self.n_classes))
+        Ok(classified(widen(
+            p.view(),
+            self.model.classes(),
+            self.n_classes,
+        )))
     }
     fn to_json(&self) -> Result<serde_json::Value> {
         Ok(serde_json::to_value(self)?)
@@ -65,9 +352,9 @@ pub fn fit_logistic(cfg: &ModelConfig, data: &TrainSet) -> Result<Box<dyn Fitted
     let y = Array1::from(data.class_labels());
     let ds = Dataset::new(data.x.to_owned(), y);
     let model = MultiLogisticRegression::default()
-        .alpha(cfg.float("alpha"))
-        .max_iterations(cfg.int("max_iterations") as u64)
-        .gradient_tolerance(cfg.float("gradient_tolerance"))
+        .alpha(cfg.float("alpha")?)
+        .max_iterations(cfg.int("max_iterations")? as u64)
+        .gradient_tolerance(cfg.float("gradient_tolerance")?)
         .fit(&ds)
         .map_err(|e| anyhow!("linfa-logistic: {e}"))?;
     Ok(Box::new(Logistic {
@@ -78,14 +365,14 @@ pub fn fit_logistic(cfg: &ModelConfig, data: &TrainSet) -> Result<Box<dyn Fitted
 
 // ---------------------------------------------------------------- SVM
 
-fn svm_params<T>(cfg: &ModelConfig) -> linfa_svm::SvmParams<f64, T> {
-    let p = Svm::<f64, T>::params().eps(cfg.float("tolerance"));
-    match cfg.str("kernel") {
+fn svm_params<T>(cfg: &ModelConfig) -> Result<linfa_svm::SvmParams<f64, T>> {
+    let p = Svm::<f64, T>::params().eps(cfg.float("tolerance")?);
+    Ok(match cfg.str("kernel")? {
         "linear" => p.linear_kernel(),
-        "poly" => p.polynomial_kernel(cfg.float("coef0"), cfg.int("degree") as f64),
+        "poly" => p.polynomial_kernel(cfg.float("coef0")?, cfg.int("degree")? as f64),
         // linfa's Gaussian kernel is exp(-|x - y|^2 / eps): eps = 1 / gamma.
-        _ => p.gaussian_kernel(1.0 / cfg.float("gamma")),
-    }
+        _ => p.gaussian_kernel(1.0 / cfg.float("gamma")?),
+    })
 }
 
 #[derive(Serialize, Deserialize)]
@@ -96,7 +383,7 @@ struct OneVsRestSvm {
 }
 
 impl FittedModel for OneVsRestSvm {
-    fn predict(&self, x: ArrayView2<f64>) -> Prediction {
+    fn predict(&self, x: ArrayView2<f64>) -> Result<Prediction> {
         let mut proba = Array2::zeros((x.nrows(), self.n_classes));
         for (c, m) in &self.models {
             let p: Array1<Pr> = m.predict(&x);
@@ -110,7 +397,7 @@ impl FittedModel for OneVsRestSvm {
                 row.mapv_inplace(|v| v / s);
             }
         }
-        classified(proba)
+        Ok(classified(proba))
     }
     fn to_json(&self) -> Result<serde_json::Value> {
         Ok(serde_json::to_value(self)?)
@@ -123,12 +410,12 @@ struct SvmRegressor {
 }
 
 impl FittedModel for SvmRegressor {
-    fn predict(&self, x: ArrayView2<f64>) -> Prediction {
+    fn predict(&self, x: ArrayView2<f64>) -> Result<Prediction> {
         let v: Array1<f64> = self.model.predict(&x);
-        Prediction {
+        Ok(Prediction {
             values: v.to_vec(),
             proba: None,
-        }
+        })
     }
     fn to_json(&self) -> Result<serde_json::Value> {
         Ok(serde_json::to_value(self)?)
@@ -139,16 +426,16 @@ pub fn fit_svm(cfg: &ModelConfig, data: &TrainSet) -> Result<Box<dyn FittedModel
     let x = data.x.to_owned();
     if data.task == Task::Regression {
         let ds = Dataset::new(x, data.y.to_owned());
-        let model = svm_params::<f64>(cfg)
-            .c_svr(cfg.float("c"), Some(cfg.float("epsilon")))
+        let model = svm_params::<f64>(cfg)?
+            .c_svr(cfg.float("c")?, Some(cfg.float("epsilon")?))
             .fit(&ds)
             .map_err(|e| anyhow!("linfa-svm: {e}"))?;
         return Ok(Box::new(SvmRegressor { model }));
     }
     let labels = data.class_labels();
     let n = labels.len() as f64;
-    let balanced = cfg.str("class_weight") == "balanced";
-    let c = cfg.float("c");
+    let balanced = cfg.str("class_weight")? == "balanced";
+    let c = cfg.float("c")?;
     let mut models = Vec::new();
     for class in 0..data.n_classes {
         let targets: Array1<bool> = labels.iter().map(|l| *l == class).collect();
@@ -162,7 +449,7 @@ pub fn fit_svm(cfg: &ModelConfig, data: &TrainSet) -> Result<Box<dyn FittedModel
             (c, c)
         };
         let ds = Dataset::new(x.clone(), targets);
-        let model = svm_params::<Pr>(cfg)
+        let model = svm_params::<Pr>(cfg)?
             .pos_neg_weights(c_pos, c_neg)
             .fit(&ds)
             .map_err(|e| anyhow!("linfa-svm (class {class} vs rest): {e}"))?;
@@ -183,11 +470,11 @@ struct NaiveBayesModel {
 }
 
 impl FittedModel for NaiveBayesModel {
-    fn predict(&self, x: ArrayView2<f64>) -> Prediction {
+    fn predict(&self, x: ArrayView2<f64>) -> Result<Prediction> {
         // predict_proba returns columns in sorted class order, independent of HashMap order.
         let (p, classes) = self.model.predict_proba(x);
         let classes: Vec<usize> = classes.into_iter().copied().collect();
-        classified(widen(p.view(), &classes, self.n_classes))
+        Ok(classified(widen(p.view(), &classes, self.n_classes)))
     }
     fn to_json(&self) -> Result<serde_json::Value> {
         Ok(serde_json::to_value(self)?)
@@ -197,7 +484,7 @@ impl FittedModel for NaiveBayesModel {
 pub fn fit_naive_bayes(cfg: &ModelConfig, data: &TrainSet) -> Result<Box<dyn FittedModel>> {
     let ds = Dataset::new(data.x.to_owned(), Array1::from(data.class_labels()));
     let model = GaussianNb::params()
-        .var_smoothing(cfg.float("var_smoothing"))
+        .var_smoothing(cfg.float("var_smoothing")?)
         .fit(&ds)
         .map_err(|e| anyhow!("linfa-bayes: {e}"))?;
     Ok(Box::new(NaiveBayesModel {
@@ -230,11 +517,11 @@ impl Knn {
 }
 
 impl FittedModel for Knn {
-    fn predict(&self, x: ArrayView2<f64>) -> Prediction {
+    fn predict(&self, x: ArrayView2<f64>) -> Result<Prediction> {
         let index = self
             .algorithm()
             .from_batch(&self.x, L2Dist)
-            .expect("neighbour index over a non-empty training set");
+            .map_err(|e| anyhow!("linfa-nn: cannot index the training rows: {e}"))?;
         let k = self.k.min(self.x.nrows());
         let n = x.nrows();
         let mut proba = Array2::zeros((n, self.n_classes.max(1)));
@@ -242,7 +529,7 @@ impl FittedModel for Knn {
         for (i, row) in x.outer_iter().enumerate() {
             let mut hits: Vec<(f64, usize)> = index
                 .k_nearest(row, k)
-                .expect("k nearest within a built index")
+                .map_err(|e| anyhow!("linfa-nn: neighbour search failed: {e}"))?
                 .into_iter()
                 .map(|(p, idx)| {
                     let d: f64 = p.iter().zip(row.iter()).map(|(a, b)| (a - b).powi(2)).sum();
@@ -274,13 +561,13 @@ impl FittedModel for Knn {
                 }
             }
         }
-        match self.task {
+        Ok(match self.task {
             Task::Classification => classified(proba),
             Task::Regression => Prediction {
                 values,
                 proba: None,
             },
-        }
+        })
     }
     fn to_json(&self) -> Result<serde_json::Value> {
         Ok(serde_json::to_value(self)?)
@@ -294,9 +581,9 @@ pub fn fit_knn(cfg: &ModelConfig, data: &TrainSet) -> Result<Box<dyn FittedModel
     Ok(Box::new(Knn {
         task: data.task,
         n_classes: data.n_classes,
-        k: cfg.int("k") as usize,
-        distance_weighted: cfg.str("weights") == "distance",
-        algorithm: cfg.str("algorithm").to_string(),
+        k: cfg.int("k")? as usize,
+        distance_weighted: cfg.str("weights")? == "distance",
+        algorithm: cfg.str("algorithm")?.to_string(),
         x: data.x.to_owned(),
         y: data.y.to_owned(),
     }))
@@ -311,15 +598,15 @@ struct Linear {
 }
 
 impl FittedModel for Linear {
-    fn predict(&self, x: ArrayView2<f64>) -> Prediction {
+    fn predict(&self, x: ArrayView2<f64>) -> Result<Prediction> {
         let values = x
             .outer_iter()
             .map(|r| self.intercept + r.iter().zip(&self.coef).map(|(a, b)| a * b).sum::<f64>())
             .collect();
-        Prediction {
+        Ok(Prediction {
             values,
             proba: None,
-        }
+        })
     }
     fn to_json(&self) -> Result<serde_json::Value> {
         Ok(serde_json::to_value(self)?)
@@ -364,8 +651,8 @@ fn cholesky_solve(mut a: Array2<f64>, b: Array1<f64>) -> Option<Array1<f64>> {
 }
 
 pub fn fit_linear(cfg: &ModelConfig, data: &TrainSet) -> Result<Box<dyn FittedModel>> {
-    let alpha = cfg.float("alpha");
-    let intercept = cfg.bool("fit_intercept");
+    let alpha = cfg.float("alpha")?;
+    let intercept = cfg.bool("fit_intercept")?;
     let (x, y) = (data.x, data.y);
     let p = x.ncols();
     let (x_mean, y_mean) = if intercept {
@@ -431,7 +718,7 @@ mod tests {
             n_classes: 0,
         };
         let m = fit_linear(&cfg, &data).unwrap();
-        let p = m.predict(array![[10.0, 10.0]].view());
+        let p = m.predict(array![[10.0, 10.0]].view()).unwrap();
         assert!((p.values[0] - 22.0).abs() < 1e-9, "{}", p.values[0]);
     }
 }

@@ -4,9 +4,10 @@
 //! training rows it is given, then refits every member on all of them: the rows an outer CV fold
 //! scores are never seen by a member or by the meta-learner.
 
+use super::params::{Default_, ParamSpec, ParamType, BOTH};
 use super::{
-    argmax, fit as fit_model, labels_from_proba, FitContext, FittedModel, ModelConfig, Prediction,
-    Task, TrainSet,
+    argmax, fit as fit_model, labels_from_proba, Backend, FitContext, FittedModel, KindSpec,
+    ModelConfig, Prediction, SavedModel, Task, TrainSet,
 };
 use crate::rng::SplitMix64;
 use anyhow::{bail, Context, Result};
@@ -14,6 +15,74 @@ use base64::Engine;
 use ndarray::{concatenate, Array1, Array2, ArrayView2, Axis};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
+
+pub(crate) static VOTING: KindSpec = KindSpec {
+    kind: "voting",
+    tasks: BOTH,
+    backend: "runner",
+    help: "averages its `members` (names of configs in the sweeps, or earlier runs tN): soft voting averages class probabilities, hard voting counts predicted classes; regression averages values",
+    feature: None,
+    onnx: false,
+    algorithm: 1,
+    curve_axis: "step",
+    params: &[
+        ParamSpec { name: "voting", ty: ParamType::Choice(&["soft", "hard"]), default: Default_::Str("soft"), help: "classification: average probabilities (soft) or count votes (hard)" },
+    ],
+};
+
+pub struct VotingBackend;
+
+impl Backend for VotingBackend {
+    fn spec(&self) -> &'static KindSpec {
+        &VOTING
+    }
+    fn fit(
+        &self,
+        cfg: &ModelConfig,
+        data: &TrainSet,
+        ctx: &FitContext,
+    ) -> Result<Box<dyn FittedModel>> {
+        fit(cfg, data, ctx)
+    }
+    fn load(&self, saved: &SavedModel) -> Result<Box<dyn FittedModel>> {
+        load(saved.fitted, saved.task, saved.n_classes, saved.n_features)
+    }
+}
+
+pub(crate) static STACKING: KindSpec = KindSpec {
+    kind: "stacking",
+    tasks: BOTH,
+    backend: "runner",
+    help: "a meta-learner trained on out-of-fold predictions of its `members` (inner CV within each training set), members refitted on all training rows",
+    feature: None,
+    onnx: false,
+    algorithm: 1,
+    curve_axis: "step",
+    params: &[
+        ParamSpec { name: "meta", ty: ParamType::Choice(&["auto", "logistic_regression", "linear", "random_forest"]), default: Default_::Str("auto"), help: "meta-learner; auto = logistic_regression for classes, linear for regression" },
+        ParamSpec { name: "inner_folds", ty: ParamType::Int { min: 2, max: 20 }, default: Default_::Int(5), help: "inner CV folds that produce the out-of-fold member predictions" },
+        ParamSpec { name: "passthrough", ty: ParamType::Bool, default: Default_::Bool(false), help: "also give the meta-learner the input features" },
+    ],
+};
+
+pub struct StackingBackend;
+
+impl Backend for StackingBackend {
+    fn spec(&self) -> &'static KindSpec {
+        &STACKING
+    }
+    fn fit(
+        &self,
+        cfg: &ModelConfig,
+        data: &TrainSet,
+        ctx: &FitContext,
+    ) -> Result<Box<dyn FittedModel>> {
+        fit(cfg, data, ctx)
+    }
+    fn load(&self, saved: &SavedModel) -> Result<Box<dyn FittedModel>> {
+        load(saved.fitted, saved.task, saved.n_classes, saved.n_features)
+    }
+}
 
 /// One fitted member and the config it came from.
 pub struct Member {
@@ -44,9 +113,7 @@ fn member_ctx(ctx: &FitContext, seed: u64) -> FitContext<'static> {
 /// predicted class where a model has none) or the predicted value.
 fn member_features(task: Task, n_classes: usize, pred: &Prediction) -> Array2<f64> {
     match task {
-        Task::Regression => {
-            Array2::from_shape_vec((pred.values.len(), 1), pred.values.clone()).expect("n x 1")
-        }
+        Task::Regression => Array1::from(pred.values.clone()).insert_axis(Axis(1)),
         Task::Classification => pred
             .proba
             .clone()
@@ -64,8 +131,8 @@ fn one_hot(labels: &[f64], k: usize) -> Array2<f64> {
     out
 }
 
-fn meta_config(cfg: &ModelConfig, task: Task) -> ModelConfig {
-    let kind = match (cfg.str("meta"), task) {
+fn meta_config(cfg: &ModelConfig, task: Task) -> Result<ModelConfig> {
+    let kind = match (cfg.str("meta")?, task) {
         ("auto", Task::Classification) => "logistic_regression",
         ("auto", Task::Regression) => "linear",
         (other, _) => other,
@@ -119,15 +186,15 @@ pub fn fit(cfg: &ModelConfig, data: &TrainSet, ctx: &FitContext) -> Result<Box<d
     }
     let y = data.y.to_owned();
     let mut meta = None;
-    let passthrough = cfg.kind == "stacking" && cfg.bool("passthrough");
+    let passthrough = cfg.kind == "stacking" && cfg.bool("passthrough")?;
     if cfg.kind == "stacking" {
         // Out-of-fold member predictions over the training rows, from an inner CV.
         let n = data.x.nrows();
         let rows: Vec<usize> = (0..n).collect();
-        let inner = cfg.int("inner_folds") as usize;
+        let inner = cfg.int("inner_folds")? as usize;
         let folds = crate::eval::k_fold(
             data.task,
-            y.as_slice().expect("contiguous"),
+            &y.to_vec(),
             &rows,
             inner.min(n.max(2)),
             1,
@@ -145,7 +212,7 @@ pub fn fit(cfg: &ModelConfig, data: &TrainSet, ctx: &FitContext) -> Result<Box<d
             let xv = data.x.select(Axis(0), &fold.test);
             let fitted = fit_members(cfg, xt.view(), &yt, data, ctx, f as u64)?;
             for (j, m) in fitted.iter().enumerate() {
-                let part = member_features(data.task, data.n_classes, &m.model.predict(xv.view()));
+                let part = member_features(data.task, data.n_classes, &m.model.predict(xv.view())?);
                 for (i, r) in fold.test.iter().enumerate() {
                     for c in 0..width {
                         z[[*r, j * width + c]] = part[[i, c]];
@@ -154,11 +221,12 @@ pub fn fit(cfg: &ModelConfig, data: &TrainSet, ctx: &FitContext) -> Result<Box<d
             }
         }
         let z = if passthrough {
-            concatenate(Axis(1), &[z.view(), data.x.reborrow()]).expect("same rows")
+            concatenate(Axis(1), &[z.view(), data.x.reborrow()])
+                .context("stacking: member predictions and inputs differ in rows")?
         } else {
             z
         };
-        let mcfg = meta_config(cfg, data.task);
+        let mcfg = meta_config(cfg, data.task)?;
         let set = TrainSet {
             x: z.view(),
             y: y.view(),
@@ -182,7 +250,7 @@ pub fn fit(cfg: &ModelConfig, data: &TrainSet, ctx: &FitContext) -> Result<Box<d
         task: data.task,
         n_classes: data.n_classes,
         voting: if cfg.kind == "voting" {
-            cfg.str("voting").to_string()
+            cfg.str("voting")?.to_string()
         } else {
             String::new()
         },
@@ -193,8 +261,12 @@ pub fn fit(cfg: &ModelConfig, data: &TrainSet, ctx: &FitContext) -> Result<Box<d
 }
 
 impl FittedModel for Ensemble {
-    fn predict(&self, x: ArrayView2<f64>) -> Prediction {
-        let preds: Vec<Prediction> = self.members.iter().map(|m| m.model.predict(x)).collect();
+    fn predict(&self, x: ArrayView2<f64>) -> Result<Prediction> {
+        let preds = self
+            .members
+            .iter()
+            .map(|m| m.model.predict(x))
+            .collect::<Result<Vec<Prediction>>>()?;
         if let Some(meta) = &self.meta {
             let parts: Vec<Array2<f64>> = preds
                 .iter()
@@ -204,12 +276,13 @@ impl FittedModel for Ensemble {
             if self.passthrough {
                 views.push(x.reborrow());
             }
-            let z = concatenate(Axis(1), &views).expect("same rows");
+            let z = concatenate(Axis(1), &views)
+                .context("stacking: member predictions and inputs differ in rows")?;
             return meta.model.predict(z.view());
         }
         let n = x.nrows();
         let m = preds.len() as f64;
-        match self.task {
+        Ok(match self.task {
             Task::Regression => Prediction {
                 values: (0..n)
                     .map(|i| preds.iter().map(|p| p.values[i]).sum::<f64>() / m)
@@ -242,7 +315,7 @@ impl FittedModel for Ensemble {
                     proba: Some(proba),
                 }
             }
-        }
+        })
     }
 
     fn to_json(&self) -> Result<Value> {
@@ -288,7 +361,15 @@ pub fn load(
                 native.insert(ext.clone(), bytes);
             }
         }
-        let model = super::load(&config, &v["fitted"], &native, task, n_classes, n_features)
+        let saved = SavedModel {
+            config: &config,
+            fitted: &v["fitted"],
+            native: &native,
+            task,
+            n_classes,
+            n_features,
+        };
+        let model = super::load(&saved)
             .with_context(|| format!("member {} ({})", config.name, config.kind))?;
         Ok(Member { config, model })
     };

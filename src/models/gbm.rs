@@ -4,33 +4,176 @@
 //! split of the training rows, never on the CV fold being scored) keeps the best round.
 //! Classes arrive as 0..K-1, which both libraries require.
 
+#![cfg_attr(
+    not(any(feature = "xgboost", feature = "lightgbm")),
+    allow(dead_code, unused_imports)
+)]
+
+use super::params::{Default_, ParamSpec, ParamType, BOTH, CLASS_WEIGHT};
 use super::{
-    labels_from_proba, EarlyStopping, FitContext, FittedModel, ModelConfig, Prediction, Task,
-    TrainSet,
+    labels_from_proba, Backend, EarlyStopping, FitContext, FittedModel, KindSpec, ModelConfig,
+    Prediction, SavedModel, Task, TrainSet,
 };
 use anyhow::{anyhow, Result};
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2};
 use serde_json::json;
 
+pub(crate) static XGBOOST: KindSpec = KindSpec {
+    kind: "xgboost",
+    tasks: BOTH,
+    backend: "XGBoost 3.4 (crate xgb, libxgboost from the PyPI wheel); feature `xgboost`",
+    help: "gradient-boosted trees (XGBoost)",
+    feature: Some("xgboost"),
+    onnx: true,
+    algorithm: 1,
+    curve_axis: "round",
+    params: &[
+        ParamSpec { name: "n_rounds", ty: ParamType::Int { min: 1, max: 100_000 }, default: Default_::Int(100), help: "boosting rounds" },
+        ParamSpec { name: "learning_rate", ty: ParamType::Float { min: 1e-6, max: 1.0 }, default: Default_::Float(0.3), help: "shrinkage (eta)" },
+        ParamSpec { name: "max_depth", ty: ParamType::Int { min: 0, max: 64 }, default: Default_::Int(6), help: "tree depth (0 = unlimited)" },
+        ParamSpec { name: "min_child_weight", ty: ParamType::Float { min: 0.0, max: 1e6 }, default: Default_::Float(1.0), help: "minimum hessian sum in a child" },
+        ParamSpec { name: "subsample", ty: ParamType::Float { min: 0.01, max: 1.0 }, default: Default_::Float(1.0), help: "row share drawn per round" },
+        ParamSpec { name: "colsample_bytree", ty: ParamType::Float { min: 0.01, max: 1.0 }, default: Default_::Float(1.0), help: "feature share per tree" },
+        ParamSpec { name: "reg_alpha", ty: ParamType::Float { min: 0.0, max: 1e6 }, default: Default_::Float(0.0), help: "L1 penalty on leaf weights" },
+        ParamSpec { name: "reg_lambda", ty: ParamType::Float { min: 0.0, max: 1e6 }, default: Default_::Float(1.0), help: "L2 penalty on leaf weights" },
+        ParamSpec { name: "scale_pos_weight", ty: ParamType::Float { min: 1e-6, max: 1e6 }, default: Default_::Float(1.0), help: "weight of the positive class (binary)" },
+        ParamSpec { name: "early_stopping_rounds", ty: ParamType::Int { min: 0, max: 100_000 }, default: Default_::Int(0), help: "stop when the inner validation loss has not improved for this many rounds (0 = off)" },
+        ParamSpec { name: "validation_fraction", ty: ParamType::Float { min: 0.01, max: 0.5 }, default: Default_::Float(0.1), help: "share of training rows held out for early stopping" },
+        ParamSpec { name: "tree_method", ty: ParamType::Choice(&["hist", "exact", "approx"]), default: Default_::Str("hist"), help: "split finding" },
+        ParamSpec { name: "threads", ty: ParamType::Int { min: 0, max: 256 }, default: Default_::Int(0), help: "threads (0 = the sweep's per-config share)" },
+        CLASS_WEIGHT,
+    ],
+};
+
+pub struct XgboostBackend;
+
+impl Backend for XgboostBackend {
+    fn spec(&self) -> &'static KindSpec {
+        &XGBOOST
+    }
+    fn fit(
+        &self,
+        cfg: &ModelConfig,
+        data: &TrainSet,
+        ctx: &FitContext,
+    ) -> Result<Box<dyn FittedModel>> {
+        #[cfg(feature = "xgboost")]
+        return xgboost::fit(cfg, data, ctx);
+        #[cfg(not(feature = "xgboost"))]
+        {
+            let _ = (cfg, data, ctx);
+            Err(super::feature_missing(self.spec()))
+        }
+    }
+    fn load(&self, saved: &SavedModel) -> Result<Box<dyn FittedModel>> {
+        #[cfg(feature = "xgboost")]
+        return xgboost::load(
+            saved.file("json")?,
+            saved.task,
+            saved.n_classes,
+            saved.best_round(),
+        );
+        #[cfg(not(feature = "xgboost"))]
+        {
+            let _ = saved;
+            Err(super::feature_missing(self.spec()))
+        }
+    }
+}
+
+pub(crate) static LIGHTGBM: KindSpec = KindSpec {
+    kind: "lightgbm",
+    tasks: BOTH,
+    backend: "LightGBM 4.7 (crate lightgbm3, built from source); feature `lightgbm`",
+    help: "gradient-boosted trees (LightGBM, leaf-wise)",
+    feature: Some("lightgbm"),
+    onnx: true,
+    algorithm: 1,
+    curve_axis: "round",
+    params: &[
+        ParamSpec { name: "n_rounds", ty: ParamType::Int { min: 1, max: 100_000 }, default: Default_::Int(100), help: "boosting rounds" },
+        ParamSpec { name: "learning_rate", ty: ParamType::Float { min: 1e-6, max: 1.0 }, default: Default_::Float(0.1), help: "shrinkage" },
+        ParamSpec { name: "num_leaves", ty: ParamType::Int { min: 2, max: 131_072 }, default: Default_::Int(31), help: "leaves per tree" },
+        ParamSpec { name: "max_depth", ty: ParamType::Int { min: 0, max: 64 }, default: Default_::Int(0), help: "tree depth (0 = unlimited)" },
+        ParamSpec { name: "min_child_weight", ty: ParamType::Float { min: 0.0, max: 1e6 }, default: Default_::Float(1e-3), help: "minimum hessian sum in a leaf" },
+        ParamSpec { name: "min_data_in_leaf", ty: ParamType::Int { min: 1, max: 1_000_000 }, default: Default_::Int(20), help: "minimum rows in a leaf" },
+        ParamSpec { name: "subsample", ty: ParamType::Float { min: 0.01, max: 1.0 }, default: Default_::Float(1.0), help: "row share per round (bagging)" },
+        ParamSpec { name: "colsample_bytree", ty: ParamType::Float { min: 0.01, max: 1.0 }, default: Default_::Float(1.0), help: "feature share per tree" },
+        ParamSpec { name: "reg_alpha", ty: ParamType::Float { min: 0.0, max: 1e6 }, default: Default_::Float(0.0), help: "L1 penalty" },
+        ParamSpec { name: "reg_lambda", ty: ParamType::Float { min: 0.0, max: 1e6 }, default: Default_::Float(0.0), help: "L2 penalty" },
+        ParamSpec { name: "scale_pos_weight", ty: ParamType::Float { min: 1e-6, max: 1e6 }, default: Default_::Float(1.0), help: "weight of the positive class (binary)" },
+        ParamSpec { name: "early_stopping_rounds", ty: ParamType::Int { min: 0, max: 100_000 }, default: Default_::Int(0), help: "stop when the inner validation loss has not improved for this many rounds (0 = off)" },
+        ParamSpec { name: "validation_fraction", ty: ParamType::Float { min: 0.01, max: 0.5 }, default: Default_::Float(0.1), help: "share of training rows held out for early stopping" },
+        ParamSpec { name: "threads", ty: ParamType::Int { min: 0, max: 256 }, default: Default_::Int(0), help: "threads (0 = the sweep's per-config share)" },
+        CLASS_WEIGHT,
+    ],
+};
+
+pub struct LightgbmBackend;
+
+impl Backend for LightgbmBackend {
+    fn spec(&self) -> &'static KindSpec {
+        &LIGHTGBM
+    }
+    fn fit(
+        &self,
+        cfg: &ModelConfig,
+        data: &TrainSet,
+        ctx: &FitContext,
+    ) -> Result<Box<dyn FittedModel>> {
+        #[cfg(feature = "lightgbm")]
+        return lightgbm::fit(cfg, data, ctx);
+        #[cfg(not(feature = "lightgbm"))]
+        {
+            let _ = (cfg, data, ctx);
+            Err(super::feature_missing(self.spec()))
+        }
+    }
+    fn load(&self, saved: &SavedModel) -> Result<Box<dyn FittedModel>> {
+        #[cfg(feature = "lightgbm")]
+        return lightgbm::load(
+            saved.file("txt")?,
+            saved.task,
+            saved.n_classes,
+            saved.best_round(),
+        );
+        #[cfg(not(feature = "lightgbm"))]
+        {
+            let _ = saved;
+            Err(super::feature_missing(self.spec()))
+        }
+    }
+}
+
 fn f32_rows(x: ArrayView2<f64>) -> Vec<f32> {
     x.iter().map(|v| *v as f32).collect()
 }
 
-fn threads(cfg: &ModelConfig, ctx: &FitContext) -> usize {
-    match cfg.int("threads") {
+fn threads(cfg: &ModelConfig, ctx: &FitContext) -> Result<usize> {
+    Ok(match cfg.usize("threads")? {
         0 => ctx.threads.max(1),
-        t => t as usize,
-    }
+        t => t,
+    })
 }
 
 /// Rows used to fit and rows held out for early stopping (seeded, stratified for classes).
-fn early_stopping_split(cfg: &ModelConfig, data: &TrainSet, seed: u64) -> (Vec<usize>, Vec<usize>) {
+fn early_stopping_split(
+    cfg: &ModelConfig,
+    data: &TrainSet,
+    seed: u64,
+) -> Result<(Vec<usize>, Vec<usize>)> {
     let n = data.y.len();
-    if cfg.int("early_stopping_rounds") == 0 {
-        return ((0..n).collect(), Vec::new());
+    if cfg.int("early_stopping_rounds")? == 0 {
+        return Ok(((0..n).collect(), Vec::new()));
     }
     let y: Vec<f64> = data.y.to_vec();
-    crate::eval::holdout_split(data.task, &y, cfg.float("validation_fraction"), seed ^ 0xE5)
+    let share = cfg.float("validation_fraction")?;
+    Ok(crate::eval::holdout_split(
+        data.task,
+        &y,
+        share,
+        seed ^ 0xE5,
+    ))
 }
 
 fn take(x: ArrayView2<f64>, y: ArrayView1<f64>, rows: &[usize]) -> (Array2<f64>, Array1<f64>) {
@@ -39,17 +182,17 @@ fn take(x: ArrayView2<f64>, y: ArrayView1<f64>, rows: &[usize]) -> (Array2<f64>,
     (xs, ys)
 }
 
-fn row_weights(cfg: &ModelConfig, data: &TrainSet, rows: &[usize]) -> Option<Vec<f32>> {
-    if data.task == Task::Classification && cfg.str("class_weight") == "balanced" {
+fn row_weights(cfg: &ModelConfig, data: &TrainSet, rows: &[usize]) -> Result<Option<Vec<f32>>> {
+    if data.task == Task::Classification && cfg.str("class_weight")? == "balanced" {
         let w = data.balanced_weights();
-        Some(rows.iter().map(|r| w[*r] as f32).collect())
+        Ok(Some(rows.iter().map(|r| w[*r] as f32).collect()))
     } else {
-        None
+        Ok(None)
     }
 }
 
-fn to_prediction(task: Task, n_classes: usize, raw: Vec<f64>, n: usize) -> Prediction {
-    match task {
+fn to_prediction(task: Task, n_classes: usize, raw: Vec<f64>, n: usize) -> Result<Prediction> {
+    Ok(match task {
         Task::Regression => Prediction {
             values: raw,
             proba: None,
@@ -58,15 +201,16 @@ fn to_prediction(task: Task, n_classes: usize, raw: Vec<f64>, n: usize) -> Predi
             let proba = if n_classes == 2 && raw.len() == n {
                 Array2::from_shape_fn((n, 2), |(i, j)| if j == 1 { raw[i] } else { 1.0 - raw[i] })
             } else {
-                Array2::from_shape_vec((n, n_classes), raw)
-                    .expect("one probability per class and row")
+                Array2::from_shape_vec((n, n_classes), raw).map_err(|e| {
+                    anyhow!("the booster gave the wrong number of probabilities: {e}")
+                })?
             };
             Prediction {
                 values: labels_from_proba(&proba),
                 proba: Some(proba),
             }
         }
-    }
+    })
 }
 
 // ---------------------------------------------------------------- XGBoost
@@ -133,14 +277,14 @@ mod xgboost {
     }
 
     impl FittedModel for XgbModel {
-        fn predict(&self, x: ArrayView2<f64>) -> Prediction {
-            let d = dmatrix(x, None, None).expect("XGBoost DMatrix from a dense matrix");
+        fn predict(&self, x: ArrayView2<f64>) -> Result<Prediction> {
+            let d = dmatrix(x, None, None)?;
             let raw = self
                 .booster
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .predict(&d)
-                .expect("XGBoost predicts");
+                .map_err(err)?;
             to_prediction(
                 self.task,
                 self.n_classes,
@@ -183,12 +327,12 @@ mod xgboost {
         data: &TrainSet,
         ctx: &FitContext,
     ) -> Result<Box<dyn FittedModel>> {
-        let (fit_rows, stop_rows) = early_stopping_split(cfg, data, ctx.seed);
+        let (fit_rows, stop_rows) = early_stopping_split(cfg, data, ctx.seed)?;
         let (xf, yf) = take(data.x, data.y, &fit_rows);
         let dtrain = dmatrix(
             xf.view(),
             Some(yf.view()),
-            row_weights(cfg, data, &fit_rows).as_deref(),
+            row_weights(cfg, data, &fit_rows)?.as_deref(),
         )?;
         // Validation for the curve and early stopping: the inner split if early stopping is on,
         // else the rows the caller scores (the CV fold), for the curve only.
@@ -217,22 +361,22 @@ mod xgboost {
             ("verbosity", "0".to_string()),
             ("objective", objective.to_string()),
             ("eval_metric", metric.to_string()),
-            ("eta", cfg.float("learning_rate").to_string()),
-            ("max_depth", cfg.int("max_depth").to_string()),
+            ("eta", cfg.float("learning_rate")?.to_string()),
+            ("max_depth", cfg.int("max_depth")?.to_string()),
             (
                 "min_child_weight",
-                cfg.float("min_child_weight").to_string(),
+                cfg.float("min_child_weight")?.to_string(),
             ),
-            ("subsample", cfg.float("subsample").to_string()),
+            ("subsample", cfg.float("subsample")?.to_string()),
             (
                 "colsample_bytree",
-                cfg.float("colsample_bytree").to_string(),
+                cfg.float("colsample_bytree")?.to_string(),
             ),
-            ("alpha", cfg.float("reg_alpha").to_string()),
-            ("lambda", cfg.float("reg_lambda").to_string()),
-            ("tree_method", cfg.str("tree_method").to_string()),
+            ("alpha", cfg.float("reg_alpha")?.to_string()),
+            ("lambda", cfg.float("reg_lambda")?.to_string()),
+            ("tree_method", cfg.str("tree_method")?.to_string()),
             ("seed", (ctx.seed % (i32::MAX as u64)).to_string()),
-            ("nthread", threads(cfg, ctx).to_string()),
+            ("nthread", threads(cfg, ctx)?.to_string()),
         ];
         if objective == "multi:softprob" {
             set.push(("num_class", data.n_classes.to_string()));
@@ -240,14 +384,14 @@ mod xgboost {
         if objective == "binary:logistic" {
             set.push((
                 "scale_pos_weight",
-                cfg.float("scale_pos_weight").to_string(),
+                cfg.float("scale_pos_weight")?.to_string(),
             ));
         }
         for (k, v) in &set {
             booster.set_param(k, v).map_err(err)?;
         }
-        let mut stopper = EarlyStopping::new(cfg.int("early_stopping_rounds"));
-        let rounds = cfg.int("n_rounds");
+        let mut stopper = EarlyStopping::new(cfg.int("early_stopping_rounds")?);
+        let rounds = cfg.int("n_rounds")?;
         let mut last = rounds - 1;
         for round in 0..rounds {
             booster.update(&dtrain, round as i32).map_err(err)?;
@@ -285,18 +429,6 @@ mod xgboost {
             gain,
         }))
     }
-}
-
-#[cfg(feature = "xgboost")]
-pub use xgboost::load as load_xgboost;
-
-#[cfg(feature = "xgboost")]
-pub fn fit_xgboost(
-    cfg: &ModelConfig,
-    data: &TrainSet,
-    ctx: &FitContext,
-) -> Result<Box<dyn FittedModel>> {
-    xgboost::fit(cfg, data, ctx)
 }
 
 // ---------------------------------------------------------------- LightGBM
@@ -345,7 +477,7 @@ mod lightgbm {
         params: &str,
     ) -> Result<Data> {
         let flat: Vec<f64> = x.iter().copied().collect();
-        let p = CString::new(params).expect("no NUL in parameters");
+        let p = CString::new(params)?;
         let mut h: sys::DatasetHandle = std::ptr::null_mut();
         // SAFETY: `flat` holds nrow * ncol row-major f64 values and outlives the call.
         check(
@@ -374,7 +506,7 @@ mod lightgbm {
 
     /// Sets one f32 value per row of a dataset field ("label", "weight").
     fn set_field(data: &Data, name: &str, values: &[f32]) -> Result<()> {
-        let field = CString::new(name).expect("no NUL in a field name");
+        let field = CString::new(name)?;
         // SAFETY: `values` holds one f32 per row and outlives the call.
         check(
             unsafe {
@@ -472,16 +604,15 @@ mod lightgbm {
     }
 
     impl FittedModel for LgbmModel {
-        fn predict(&self, x: ArrayView2<f64>) -> Prediction {
-            let text = CString::new(self.text.as_str()).expect("model text has no NUL");
+        fn predict(&self, x: ArrayView2<f64>) -> Result<Prediction> {
+            let text = CString::new(self.text.as_str())?;
             let mut h: sys::BoosterHandle = std::ptr::null_mut();
             let mut iters: c_int = 0;
             // SAFETY: `text` is a NUL-terminated model string.
             check(
                 unsafe { sys::LGBM_BoosterLoadModelFromString(text.as_ptr(), &mut iters, &mut h) },
                 "load",
-            )
-            .expect("LightGBM reloads its own model");
+            )?;
             let h = Handle(h);
             let flat: Vec<f64> = x.iter().copied().collect();
             let per_row = if self.task == Task::Classification && self.n_classes > 2 {
@@ -491,7 +622,7 @@ mod lightgbm {
             };
             let mut out = vec![0.0f64; x.nrows() * per_row];
             let mut len: i64 = 0;
-            let params = CString::new(format!("num_threads={}", self.threads)).unwrap();
+            let params = CString::new(format!("num_threads={}", self.threads))?;
             // SAFETY: `flat` holds nrow * ncol row-major values; `out` has room for every output.
             check(
                 unsafe {
@@ -511,8 +642,7 @@ mod lightgbm {
                     )
                 },
                 "predict",
-            )
-            .expect("LightGBM predicts on a dense matrix");
+            )?;
             out.truncate(len as usize);
             to_prediction(self.task, self.n_classes, out, x.nrows())
         }
@@ -529,14 +659,13 @@ mod lightgbm {
         }
     }
 
-    pub fn fit(
+    /// LightGBM's parameter string for a config, and the short name of its loss.
+    fn booster_params(
         cfg: &ModelConfig,
         data: &TrainSet,
-        ctx: &FitContext,
-    ) -> Result<Box<dyn FittedModel>> {
-        let threads = threads(cfg, ctx);
-        let seed = ctx.seed % (i32::MAX as u64);
-        let (fit_rows, stop_rows) = early_stopping_split(cfg, data, ctx.seed);
+        seed: u64,
+        threads: usize,
+    ) -> Result<(String, &'static str)> {
         let (objective, metric, name) = match (data.task, data.n_classes) {
             (Task::Regression, _) => ("regression".to_string(), "rmse", "rmse"),
             (_, 2) => ("binary".to_string(), "binary_logloss", "logloss"),
@@ -546,36 +675,48 @@ mod lightgbm {
                 "mlogloss",
             ),
         };
-        let max_depth = match cfg.int("max_depth") {
+        let max_depth = match cfg.int("max_depth")? {
             0 => -1,
             d => d,
         };
-        let subsample = cfg.float("subsample");
+        let subsample = cfg.float("subsample")?;
         let mut params = format!(
-            "objective={objective} metric={metric} is_provide_training_metric=true learning_rate={} num_leaves={} max_depth={max_depth} \
-             min_sum_hessian_in_leaf={} min_data_in_leaf={} feature_fraction={} bagging_fraction={subsample} bagging_freq={} \
-             lambda_l1={} lambda_l2={} seed={seed} num_threads={threads} deterministic=true force_col_wise=true verbosity=-1",
-            cfg.float("learning_rate"),
-            cfg.int("num_leaves"),
-            cfg.float("min_child_weight"),
-            cfg.int("min_data_in_leaf"),
-            cfg.float("colsample_bytree"),
-            if subsample < 1.0 { 1 } else { 0 },
-            cfg.float("reg_alpha"),
-            cfg.float("reg_lambda"),
-        );
+                "objective={objective} metric={metric} is_provide_training_metric=true learning_rate={} num_leaves={} max_depth={max_depth} \
+                 min_sum_hessian_in_leaf={} min_data_in_leaf={} feature_fraction={} bagging_fraction={subsample} bagging_freq={} \
+                 lambda_l1={} lambda_l2={} seed={seed} num_threads={threads} deterministic=true force_col_wise=true verbosity=-1",
+                cfg.float("learning_rate")?,
+                cfg.int("num_leaves")?,
+                cfg.float("min_child_weight")?,
+                cfg.int("min_data_in_leaf")?,
+                cfg.float("colsample_bytree")?,
+                if subsample < 1.0 { 1 } else { 0 },
+                cfg.float("reg_alpha")?,
+                cfg.float("reg_lambda")?,
+            );
         if data.n_classes == 2 {
             params.push_str(&format!(
                 " scale_pos_weight={}",
-                cfg.float("scale_pos_weight")
+                cfg.float("scale_pos_weight")?
             ));
         }
+        Ok((params, name))
+    }
+
+    pub fn fit(
+        cfg: &ModelConfig,
+        data: &TrainSet,
+        ctx: &FitContext,
+    ) -> Result<Box<dyn FittedModel>> {
+        let threads = threads(cfg, ctx)?;
+        let seed = ctx.seed % (i32::MAX as u64);
+        let (fit_rows, stop_rows) = early_stopping_split(cfg, data, ctx.seed)?;
+        let (params, name) = booster_params(cfg, data, seed, threads)?;
         let ds_params = format!("verbosity=-1 seed={seed} num_threads={threads}");
         let (xf, yf) = take(data.x, data.y, &fit_rows);
         let train = dataset(
             &xf,
             &yf,
-            row_weights(cfg, data, &fit_rows).as_deref(),
+            row_weights(cfg, data, &fit_rows)?.as_deref(),
             None,
             &ds_params,
         )?;
@@ -593,7 +734,7 @@ mod lightgbm {
         } else {
             None
         };
-        let p = CString::new(params).expect("no NUL in parameters");
+        let p = CString::new(params)?;
         let mut h: sys::BoosterHandle = std::ptr::null_mut();
         // SAFETY: the training dataset outlives the booster (both dropped at the end of fit).
         check(
@@ -614,8 +755,8 @@ mod lightgbm {
             unsafe { sys::LGBM_BoosterGetEvalCounts(booster.0, &mut counts) },
             "eval counts",
         )?;
-        let mut stopper = EarlyStopping::new(cfg.int("early_stopping_rounds"));
-        let rounds = cfg.int("n_rounds");
+        let mut stopper = EarlyStopping::new(cfg.int("early_stopping_rounds")?);
+        let rounds = cfg.int("n_rounds")?;
         let mut last = rounds - 1;
         for round in 0..rounds {
             let mut finished: c_int = 0;
@@ -668,16 +809,4 @@ mod lightgbm {
             gain,
         }))
     }
-}
-
-#[cfg(feature = "lightgbm")]
-pub use lightgbm::load as load_lightgbm;
-
-#[cfg(feature = "lightgbm")]
-pub fn fit_lightgbm(
-    cfg: &ModelConfig,
-    data: &TrainSet,
-    ctx: &FitContext,
-) -> Result<Box<dyn FittedModel>> {
-    lightgbm::fit(cfg, data, ctx)
 }

@@ -1,564 +1,103 @@
-//! Every model kind behind one trait: hyperparameters are checked against a registry before any
-//! training starts, `fit` turns a checked config into a fitted model, and the fitted model
-//! predicts (labels or values, and class probabilities where it can) and saves itself.
+//! Every model kind behind one trait, [`Backend`], listed once in [`BACKENDS`]: a kind declares
+//! its hyperparameters (checked before any training starts), fits a checked config into a
+//! [`FittedModel`], and rebuilds a fitted model from a run's saved files. A fitted model predicts
+//! (labels or values, and class probabilities where it can) and saves itself.
 
 mod classical;
 mod ensemble;
-#[cfg(any(feature = "xgboost", feature = "lightgbm"))]
 mod gbm;
-#[cfg(feature = "torch")]
 mod nn;
+mod params;
 mod tree;
 
-use anyhow::{bail, Result};
+use anyhow::{anyhow, bail, Result};
 use ndarray::{Array2, ArrayView1, ArrayView2};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::fmt;
 
 pub use crate::types::Task;
-
-/// A hyperparameter value as written in a sweep file and recorded with a run.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum ParamValue {
-    Bool(bool),
-    Int(i64),
-    Float(f64),
-    Str(String),
-}
-
-impl fmt::Display for ParamValue {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ParamValue::Bool(b) => write!(f, "{b}"),
-            ParamValue::Int(i) => write!(f, "{i}"),
-            ParamValue::Float(x) => write!(f, "{x}"),
-            ParamValue::Str(s) => write!(f, "{s}"),
-        }
-    }
-}
-
-/// The type and allowed range of one hyperparameter.
-#[derive(Debug, Clone, Copy)]
-pub enum ParamType {
-    Int {
-        min: i64,
-        max: i64,
-    },
-    Float {
-        min: f64,
-        max: f64,
-    },
-    Choice(&'static [&'static str]),
-    Bool,
-    /// Layer widths written as a string, e.g. "64,64" (or "" for none).
-    Widths {
-        max_layers: usize,
-        max_width: usize,
-    },
-}
-
-impl fmt::Display for ParamType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ParamType::Int { min, max } => write!(f, "integer in {min}..={max}"),
-            ParamType::Float { min, max } => write!(f, "number in [{min}, {max}]"),
-            ParamType::Choice(c) => write!(f, "one of {}", quoted_list(c)),
-            ParamType::Bool => write!(f, "true or false"),
-            ParamType::Widths { max_layers, max_width } => write!(
-                f,
-                "layer widths as a string such as \"64,32\" (at most {max_layers} layers of 1..={max_width})"
-            ),
-        }
-    }
-}
-
-pub fn quoted_list(items: &[&str]) -> String {
-    items
-        .iter()
-        .map(|c| format!("\"{c}\""))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-#[derive(Debug, Clone, Copy)]
-pub enum Default_ {
-    Int(i64),
-    Float(f64),
-    Str(&'static str),
-    Bool(bool),
-}
-
-impl Default_ {
-    fn value(self) -> ParamValue {
-        match self {
-            Default_::Int(i) => ParamValue::Int(i),
-            Default_::Float(x) => ParamValue::Float(x),
-            Default_::Str(s) => ParamValue::Str(s.to_string()),
-            Default_::Bool(b) => ParamValue::Bool(b),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy)]
-pub struct ParamSpec {
-    pub name: &'static str,
-    pub ty: ParamType,
-    pub default: Default_,
-    pub help: &'static str,
-}
-
-#[derive(Debug, Clone, Copy)]
-pub struct KindSpec {
-    pub kind: &'static str,
-    pub tasks: &'static [Task],
-    pub backend: &'static str,
-    pub help: &'static str,
-    pub params: &'static [ParamSpec],
-    /// The cargo feature this kind needs, if any.
-    pub feature: Option<&'static str>,
-}
-
-impl KindSpec {
-    /// Whether this build can train the kind.
-    pub fn available(&self) -> bool {
-        match self.feature {
-            Some("xgboost") => cfg!(feature = "xgboost"),
-            Some("lightgbm") => cfg!(feature = "lightgbm"),
-            Some("torch") => cfg!(feature = "torch"),
-            Some(_) => false,
-            None => true,
-        }
-    }
-}
-
-const BOTH: &[Task] = &[Task::Classification, Task::Regression];
-const CLF: &[Task] = &[Task::Classification];
-const REG: &[Task] = &[Task::Regression];
-const CLASS_WEIGHT: ParamSpec = ParamSpec {
-    name: "class_weight",
-    ty: ParamType::Choice(&["none", "balanced"]),
-    default: Default_::Str("none"),
-    help: "weight classes inversely to their frequency (classification only)",
+pub use params::{
+    check_value, default_value, parse_widths, quoted_list, Default_, KindSpec, ParamSpec,
+    ParamType, ParamValue,
 };
 
-const NN_TRAINING: [ParamSpec; 14] = [
-    CLASS_WEIGHT,
-    ParamSpec {
-        name: "optimizer",
-        ty: ParamType::Choice(&["adam", "adamw", "sgd"]),
-        default: Default_::Str("adam"),
-        help: "optimiser",
-    },
-    ParamSpec {
-        name: "learning_rate",
-        ty: ParamType::Float {
-            min: 1e-7,
-            max: 10.0,
-        },
-        default: Default_::Float(1e-3),
-        help: "step size",
-    },
-    ParamSpec {
-        name: "weight_decay",
-        ty: ParamType::Float { min: 0.0, max: 1.0 },
-        default: Default_::Float(0.0),
-        help: "L2 weight decay",
-    },
-    ParamSpec {
-        name: "momentum",
-        ty: ParamType::Float {
-            min: 0.0,
-            max: 0.999,
-        },
-        default: Default_::Float(0.9),
-        help: "SGD momentum",
-    },
-    ParamSpec {
-        name: "batch_size",
-        ty: ParamType::Int {
-            min: 1,
-            max: 1_000_000,
-        },
-        default: Default_::Int(64),
-        help: "rows per step",
-    },
-    ParamSpec {
-        name: "epochs",
-        ty: ParamType::Int {
-            min: 1,
-            max: 100_000,
-        },
-        default: Default_::Int(100),
-        help: "passes over the training rows",
-    },
-    ParamSpec {
-        name: "patience",
-        ty: ParamType::Int {
-            min: 0,
-            max: 100_000,
-        },
-        default: Default_::Int(0),
-        help: "early stopping: epochs without a better inner validation loss (0 = off)",
-    },
-    ParamSpec {
-        name: "validation_fraction",
-        ty: ParamType::Float {
-            min: 0.01,
-            max: 0.5,
-        },
-        default: Default_::Float(0.1),
-        help: "share of training rows held out for early stopping",
-    },
-    ParamSpec {
-        name: "activation",
-        ty: ParamType::Choice(&[
-            "relu",
-            "gelu",
-            "tanh",
-            "leaky_relu",
-            "silu",
-            "elu",
-            "sigmoid",
-        ]),
-        default: Default_::Str("relu"),
-        help: "activation after each hidden layer",
-    },
-    ParamSpec {
-        name: "dropout",
-        ty: ParamType::Float {
-            min: 0.0,
-            max: 0.95,
-        },
-        default: Default_::Float(0.0),
-        help: "dropout after each hidden layer",
-    },
-    ParamSpec {
-        name: "batch_norm",
-        ty: ParamType::Bool,
-        default: Default_::Bool(false),
-        help: "batch normalisation in hidden layers",
-    },
-    ParamSpec {
-        name: "device",
-        ty: ParamType::Choice(&["cpu", "cuda", "auto"]),
-        default: Default_::Str("cpu"),
-        help: "where to train",
-    },
-    ParamSpec {
-        name: "threads",
-        ty: ParamType::Int { min: 0, max: 256 },
-        default: Default_::Int(0),
-        help: "intra-op threads (0 = one)",
-    },
-];
+/// One model kind: what it accepts, how it trains, how a saved one comes back.
+pub trait Backend: Sync {
+    /// The kind's name, tasks, hyperparameters, cargo feature and ONNX support.
+    fn spec(&self) -> &'static KindSpec;
 
-const fn nn_params<const N: usize>(own: [ParamSpec; N]) -> [ParamSpec; N] {
-    own
+    /// Checks a config before any training (linfa's ParamGuard idea): every declared
+    /// hyperparameter present, of its type and in its range. Kinds with rules across parameters
+    /// add them here. The error names the key and what would be valid.
+    fn check(&self, cfg: &ModelConfig) -> std::result::Result<(), String> {
+        check_declared(self.spec(), cfg)
+    }
+
+    /// Fits a checked config on a training set.
+    fn fit(
+        &self,
+        cfg: &ModelConfig,
+        data: &TrainSet,
+        ctx: &FitContext,
+    ) -> Result<Box<dyn FittedModel>>;
+
+    /// Rebuilds a fitted model from what a run saved.
+    fn load(&self, saved: &SavedModel) -> Result<Box<dyn FittedModel>>;
 }
 
-/// Every model kind this build knows, with its hyperparameters.
-pub const KINDS: &[KindSpec] = &[
-    KindSpec {
-        kind: "decision_tree",
-        tasks: BOTH,
-        backend: "runner (CART; linfa-trees has no regression trees and breaks ties by HashMap order)",
-        help: "CART decision tree",
-        feature: None,
-        params: &[
-            ParamSpec { name: "max_depth", ty: ParamType::Int { min: 0, max: 1000 }, default: Default_::Int(10), help: "maximum depth (0 = unlimited)" },
-            ParamSpec { name: "min_samples_split", ty: ParamType::Int { min: 2, max: 1_000_000 }, default: Default_::Int(2), help: "rows a node needs before it may split" },
-            ParamSpec { name: "min_samples_leaf", ty: ParamType::Int { min: 1, max: 1_000_000 }, default: Default_::Int(1), help: "rows each child must keep" },
-            ParamSpec { name: "criterion", ty: ParamType::Choice(&["gini", "entropy"]), default: Default_::Str("gini"), help: "split quality for classification (regression uses squared error)" },
-            ParamSpec { name: "max_features", ty: ParamType::Choice(&["all", "sqrt", "log2", "third"]), default: Default_::Str("all"), help: "features tried at each split" },
-            CLASS_WEIGHT,
-        ],
-    },
-    KindSpec {
-        kind: "random_forest",
-        tasks: BOTH,
-        backend: "runner (bagged CART; linfa-ensemble is classification only and not reproducible)",
-        help: "random forest of CART trees with bootstrap samples and per-split feature sampling",
-        feature: None,
-        params: &[
-            ParamSpec { name: "n_trees", ty: ParamType::Int { min: 1, max: 5000 }, default: Default_::Int(100), help: "number of trees" },
-            ParamSpec { name: "max_depth", ty: ParamType::Int { min: 0, max: 1000 }, default: Default_::Int(0), help: "maximum depth (0 = unlimited)" },
-            ParamSpec { name: "min_samples_split", ty: ParamType::Int { min: 2, max: 1_000_000 }, default: Default_::Int(2), help: "rows a node needs before it may split" },
-            ParamSpec { name: "min_samples_leaf", ty: ParamType::Int { min: 1, max: 1_000_000 }, default: Default_::Int(1), help: "rows each child must keep" },
-            ParamSpec { name: "criterion", ty: ParamType::Choice(&["gini", "entropy"]), default: Default_::Str("gini"), help: "split quality for classification" },
-            ParamSpec { name: "max_features", ty: ParamType::Choice(&["all", "sqrt", "log2", "third"]), default: Default_::Str("sqrt"), help: "features tried at each split" },
-            ParamSpec { name: "bootstrap", ty: ParamType::Bool, default: Default_::Bool(true), help: "draw each tree's rows with replacement" },
-            ParamSpec { name: "threads", ty: ParamType::Int { min: 0, max: 256 }, default: Default_::Int(0), help: "threads for tree building (0 = the sweep's per-config share)" },
-            CLASS_WEIGHT,
-        ],
-    },
-    KindSpec {
-        kind: "logistic_regression",
-        tasks: CLF,
-        backend: "linfa-logistic",
-        help: "multinomial logistic regression with L2 penalty",
-        feature: None,
-        params: &[
-            ParamSpec { name: "alpha", ty: ParamType::Float { min: 0.0, max: 1e6 }, default: Default_::Float(1.0), help: "L2 penalty" },
-            ParamSpec { name: "max_iterations", ty: ParamType::Int { min: 1, max: 100_000 }, default: Default_::Int(200), help: "optimiser iterations" },
-            ParamSpec { name: "gradient_tolerance", ty: ParamType::Float { min: 1e-12, max: 1.0 }, default: Default_::Float(1e-4), help: "stop when the gradient norm falls below this" },
-        ],
-    },
-    KindSpec {
-        kind: "svm",
-        tasks: BOTH,
-        backend: "linfa-svm (one-vs-rest with Platt scaling for several classes; epsilon-SVR for regression)",
-        help: "support vector machine",
-        feature: None,
-        params: &[
-            ParamSpec { name: "kernel", ty: ParamType::Choice(&["rbf", "linear", "poly"]), default: Default_::Str("rbf"), help: "kernel function" },
-            ParamSpec { name: "c", ty: ParamType::Float { min: 1e-6, max: 1e6 }, default: Default_::Float(1.0), help: "regularisation: larger fits the training data harder" },
-            ParamSpec { name: "gamma", ty: ParamType::Float { min: 1e-9, max: 1e6 }, default: Default_::Float(0.1), help: "RBF width: k(x, y) = exp(-gamma |x - y|^2)" },
-            ParamSpec { name: "degree", ty: ParamType::Int { min: 1, max: 10 }, default: Default_::Int(3), help: "polynomial kernel degree" },
-            ParamSpec { name: "coef0", ty: ParamType::Float { min: 0.0, max: 1e6 }, default: Default_::Float(1.0), help: "polynomial kernel constant" },
-            ParamSpec { name: "epsilon", ty: ParamType::Float { min: 0.0, max: 1e6 }, default: Default_::Float(0.1), help: "epsilon-insensitive tube (regression)" },
-            ParamSpec { name: "tolerance", ty: ParamType::Float { min: 1e-12, max: 1.0 }, default: Default_::Float(1e-3), help: "SMO stopping tolerance" },
-            CLASS_WEIGHT,
-        ],
-    },
-    KindSpec {
-        kind: "knn",
-        tasks: BOTH,
-        backend: "linfa-nn (neighbour index) + runner (vote / average)",
-        help: "k nearest neighbours",
-        feature: None,
-        params: &[
-            ParamSpec { name: "k", ty: ParamType::Int { min: 1, max: 10_000 }, default: Default_::Int(5), help: "neighbours" },
-            ParamSpec { name: "weights", ty: ParamType::Choice(&["uniform", "distance"]), default: Default_::Str("uniform"), help: "vote weighting" },
-            ParamSpec { name: "algorithm", ty: ParamType::Choice(&["kdtree", "balltree", "linear"]), default: Default_::Str("kdtree"), help: "neighbour search structure" },
-        ],
-    },
-    KindSpec {
-        kind: "naive_bayes",
-        tasks: CLF,
-        backend: "linfa-bayes",
-        help: "Gaussian naive Bayes",
-        feature: None,
-        params: &[ParamSpec { name: "var_smoothing", ty: ParamType::Float { min: 0.0, max: 1.0 }, default: Default_::Float(1e-9), help: "share of the largest variance added to all variances" }],
-    },
-    KindSpec {
-        kind: "linear",
-        tasks: REG,
-        backend: "runner (closed-form ridge, Cholesky)",
-        help: "linear least squares with optional ridge penalty",
-        feature: None,
-        params: &[
-            ParamSpec { name: "alpha", ty: ParamType::Float { min: 0.0, max: 1e9 }, default: Default_::Float(0.0), help: "ridge (L2) penalty; 0 = ordinary least squares" },
-            ParamSpec { name: "fit_intercept", ty: ParamType::Bool, default: Default_::Bool(true), help: "learn an intercept" },
-        ],
-    },
-    KindSpec {
-        kind: "xgboost",
-        tasks: BOTH,
-        backend: "XGBoost 3.4 (crate xgb, libxgboost from the PyPI wheel); feature `xgboost`",
-        help: "gradient-boosted trees (XGBoost)",
-        feature: Some("xgboost"),
-        params: &[
-            ParamSpec { name: "n_rounds", ty: ParamType::Int { min: 1, max: 100_000 }, default: Default_::Int(100), help: "boosting rounds" },
-            ParamSpec { name: "learning_rate", ty: ParamType::Float { min: 1e-6, max: 1.0 }, default: Default_::Float(0.3), help: "shrinkage (eta)" },
-            ParamSpec { name: "max_depth", ty: ParamType::Int { min: 0, max: 64 }, default: Default_::Int(6), help: "tree depth (0 = unlimited)" },
-            ParamSpec { name: "min_child_weight", ty: ParamType::Float { min: 0.0, max: 1e6 }, default: Default_::Float(1.0), help: "minimum hessian sum in a child" },
-            ParamSpec { name: "subsample", ty: ParamType::Float { min: 0.01, max: 1.0 }, default: Default_::Float(1.0), help: "row share drawn per round" },
-            ParamSpec { name: "colsample_bytree", ty: ParamType::Float { min: 0.01, max: 1.0 }, default: Default_::Float(1.0), help: "feature share per tree" },
-            ParamSpec { name: "reg_alpha", ty: ParamType::Float { min: 0.0, max: 1e6 }, default: Default_::Float(0.0), help: "L1 penalty on leaf weights" },
-            ParamSpec { name: "reg_lambda", ty: ParamType::Float { min: 0.0, max: 1e6 }, default: Default_::Float(1.0), help: "L2 penalty on leaf weights" },
-            ParamSpec { name: "scale_pos_weight", ty: ParamType::Float { min: 1e-6, max: 1e6 }, default: Default_::Float(1.0), help: "weight of the positive class (binary)" },
-            ParamSpec { name: "early_stopping_rounds", ty: ParamType::Int { min: 0, max: 100_000 }, default: Default_::Int(0), help: "stop when the inner validation loss has not improved for this many rounds (0 = off)" },
-            ParamSpec { name: "validation_fraction", ty: ParamType::Float { min: 0.01, max: 0.5 }, default: Default_::Float(0.1), help: "share of training rows held out for early stopping" },
-            ParamSpec { name: "tree_method", ty: ParamType::Choice(&["hist", "exact", "approx"]), default: Default_::Str("hist"), help: "split finding" },
-            ParamSpec { name: "threads", ty: ParamType::Int { min: 0, max: 256 }, default: Default_::Int(0), help: "threads (0 = the sweep's per-config share)" },
-            CLASS_WEIGHT,
-        ],
-    },
-    KindSpec {
-        kind: "lightgbm",
-        tasks: BOTH,
-        backend: "LightGBM 4.7 (crate lightgbm3, built from source); feature `lightgbm`",
-        help: "gradient-boosted trees (LightGBM, leaf-wise)",
-        feature: Some("lightgbm"),
-        params: &[
-            ParamSpec { name: "n_rounds", ty: ParamType::Int { min: 1, max: 100_000 }, default: Default_::Int(100), help: "boosting rounds" },
-            ParamSpec { name: "learning_rate", ty: ParamType::Float { min: 1e-6, max: 1.0 }, default: Default_::Float(0.1), help: "shrinkage" },
-            ParamSpec { name: "num_leaves", ty: ParamType::Int { min: 2, max: 131_072 }, default: Default_::Int(31), help: "leaves per tree" },
-            ParamSpec { name: "max_depth", ty: ParamType::Int { min: 0, max: 64 }, default: Default_::Int(0), help: "tree depth (0 = unlimited)" },
-            ParamSpec { name: "min_child_weight", ty: ParamType::Float { min: 0.0, max: 1e6 }, default: Default_::Float(1e-3), help: "minimum hessian sum in a leaf" },
-            ParamSpec { name: "min_data_in_leaf", ty: ParamType::Int { min: 1, max: 1_000_000 }, default: Default_::Int(20), help: "minimum rows in a leaf" },
-            ParamSpec { name: "subsample", ty: ParamType::Float { min: 0.01, max: 1.0 }, default: Default_::Float(1.0), help: "row share per round (bagging)" },
-            ParamSpec { name: "colsample_bytree", ty: ParamType::Float { min: 0.01, max: 1.0 }, default: Default_::Float(1.0), help: "feature share per tree" },
-            ParamSpec { name: "reg_alpha", ty: ParamType::Float { min: 0.0, max: 1e6 }, default: Default_::Float(0.0), help: "L1 penalty" },
-            ParamSpec { name: "reg_lambda", ty: ParamType::Float { min: 0.0, max: 1e6 }, default: Default_::Float(0.0), help: "L2 penalty" },
-            ParamSpec { name: "scale_pos_weight", ty: ParamType::Float { min: 1e-6, max: 1e6 }, default: Default_::Float(1.0), help: "weight of the positive class (binary)" },
-            ParamSpec { name: "early_stopping_rounds", ty: ParamType::Int { min: 0, max: 100_000 }, default: Default_::Int(0), help: "stop when the inner validation loss has not improved for this many rounds (0 = off)" },
-            ParamSpec { name: "validation_fraction", ty: ParamType::Float { min: 0.01, max: 0.5 }, default: Default_::Float(0.1), help: "share of training rows held out for early stopping" },
-            ParamSpec { name: "threads", ty: ParamType::Int { min: 0, max: 256 }, default: Default_::Int(0), help: "threads (0 = the sweep's per-config share)" },
-            CLASS_WEIGHT,
-        ],
-    },
-    KindSpec {
-        kind: "mlp",
-        tasks: BOTH,
-        backend: "libtorch 2.13 (crate tch); feature `torch`",
-        help: "multilayer perceptron",
-        feature: Some("torch"),
-        params: &MLP_PARAMS,
-    },
-    KindSpec {
-        kind: "cnn",
-        tasks: BOTH,
-        backend: "libtorch 2.13 (crate tch); feature `torch`",
-        help: "1-D convolutions over the feature vector, then dense layers",
-        feature: Some("torch"),
-        params: &CNN_PARAMS,
-    },
-    KindSpec {
-        kind: "lstm",
-        tasks: BOTH,
-        backend: "libtorch 2.13 (crate tch); feature `torch`",
-        help: "LSTM reading the features as a sequence, then a dense head",
-        feature: Some("torch"),
-        params: &LSTM_PARAMS,
-    },
-    KindSpec {
-        kind: "voting",
-        tasks: BOTH,
-        backend: "runner",
-        help: "averages its `members` (names of configs in the sweeps, or earlier runs tN): soft voting averages class probabilities, hard voting counts predicted classes; regression averages values",
-        feature: None,
-        params: &[
-            ParamSpec { name: "voting", ty: ParamType::Choice(&["soft", "hard"]), default: Default_::Str("soft"), help: "classification: average probabilities (soft) or count votes (hard)" },
-        ],
-    },
-    KindSpec {
-        kind: "stacking",
-        tasks: BOTH,
-        backend: "runner",
-        help: "a meta-learner trained on out-of-fold predictions of its `members` (inner CV within each training set), members refitted on all training rows",
-        feature: None,
-        params: &[
-            ParamSpec { name: "meta", ty: ParamType::Choice(&["auto", "logistic_regression", "linear", "random_forest"]), default: Default_::Str("auto"), help: "meta-learner; auto = logistic_regression for classes, linear for regression" },
-            ParamSpec { name: "inner_folds", ty: ParamType::Int { min: 2, max: 20 }, default: Default_::Int(5), help: "inner CV folds that produce the out-of-fold member predictions" },
-            ParamSpec { name: "passthrough", ty: ParamType::Bool, default: Default_::Bool(false), help: "also give the meta-learner the input features" },
-        ],
-    },
+/// Every model kind, in the order `runner models` lists them. A new kind is one module with a
+/// [`Backend`] and one line here.
+pub static BACKENDS: &[&dyn Backend] = &[
+    &tree::DecisionTreeBackend,
+    &tree::RandomForestBackend,
+    &classical::LogisticRegressionBackend,
+    &classical::SvmBackend,
+    &classical::KnnBackend,
+    &classical::NaiveBayesBackend,
+    &classical::LinearBackend,
+    &gbm::XgboostBackend,
+    &gbm::LightgbmBackend,
+    &nn::MlpBackend,
+    &nn::CnnBackend,
+    &nn::LstmBackend,
+    &ensemble::VotingBackend,
+    &ensemble::StackingBackend,
 ];
+
+/// The backend of a kind, if there is one by that name.
+pub fn backend(kind: &str) -> Option<&'static dyn Backend> {
+    BACKENDS.iter().copied().find(|b| b.spec().kind == kind)
+}
+
+pub fn kind_spec(kind: &str) -> Option<&'static KindSpec> {
+    backend(kind).map(|b| b.spec())
+}
+
+/// Every kind's spec, in registry order.
+pub fn kind_specs() -> impl Iterator<Item = &'static KindSpec> {
+    BACKENDS.iter().map(|b| b.spec())
+}
+
+pub fn kind_names() -> Vec<&'static str> {
+    kind_specs().map(|k| k.kind).collect()
+}
 
 /// Kinds that combine other configs (`members`).
 pub fn is_ensemble(kind: &str) -> bool {
     kind == "voting" || kind == "stacking"
 }
 
-const fn concat<const A: usize, const B: usize, const C: usize>(
-    a: [ParamSpec; A],
-    b: [ParamSpec; B],
-) -> [ParamSpec; C] {
-    let mut out = [a[0]; C];
-    let mut i = 0;
-    while i < A {
-        out[i] = a[i];
-        i += 1;
+/// Every declared hyperparameter of `spec` present in `cfg` with a valid value. (Unknown keys
+/// are refused where configs are read; a recorded run keeps the keys it had.)
+fn check_declared(spec: &KindSpec, cfg: &ModelConfig) -> std::result::Result<(), String> {
+    for p in spec.params {
+        let value = cfg
+            .params
+            .get(p.name)
+            .ok_or_else(|| format!("`{}` has no value for `{}`", cfg.name, p.name))?;
+        check_value(p, value)?;
     }
-    while i < C {
-        out[i] = b[i - A];
-        i += 1;
-    }
-    out
-}
-
-const MLP_PARAMS: [ParamSpec; 15] = concat(
-    nn_params([ParamSpec {
-        name: "hidden",
-        ty: ParamType::Widths {
-            max_layers: 16,
-            max_width: 65_536,
-        },
-        default: Default_::Str("64,64"),
-        help: "hidden layer widths",
-    }]),
-    NN_TRAINING,
-);
-const CNN_PARAMS: [ParamSpec; 19] = concat(
-    [
-        ParamSpec {
-            name: "channels",
-            ty: ParamType::Int { min: 1, max: 4096 },
-            default: Default_::Int(16),
-            help: "channels per convolution",
-        },
-        ParamSpec {
-            name: "kernel_size",
-            ty: ParamType::Int { min: 1, max: 64 },
-            default: Default_::Int(3),
-            help: "convolution width",
-        },
-        ParamSpec {
-            name: "conv_layers",
-            ty: ParamType::Int { min: 1, max: 8 },
-            default: Default_::Int(2),
-            help: "convolution layers",
-        },
-        ParamSpec {
-            name: "pool",
-            ty: ParamType::Choice(&["max", "avg", "none"]),
-            default: Default_::Str("max"),
-            help: "pooling (width 2) after each convolution",
-        },
-        ParamSpec {
-            name: "hidden",
-            ty: ParamType::Widths {
-                max_layers: 16,
-                max_width: 65_536,
-            },
-            default: Default_::Str("64"),
-            help: "dense layer widths after the convolutions",
-        },
-    ],
-    NN_TRAINING,
-);
-const LSTM_PARAMS: [ParamSpec; 18] = concat(
-    [
-        ParamSpec {
-            name: "hidden_size",
-            ty: ParamType::Int { min: 1, max: 4096 },
-            default: Default_::Int(32),
-            help: "LSTM state size",
-        },
-        ParamSpec {
-            name: "num_layers",
-            ty: ParamType::Int { min: 1, max: 8 },
-            default: Default_::Int(1),
-            help: "stacked LSTM layers",
-        },
-        ParamSpec {
-            name: "bidirectional",
-            ty: ParamType::Bool,
-            default: Default_::Bool(false),
-            help: "read the features both ways",
-        },
-        ParamSpec {
-            name: "hidden",
-            ty: ParamType::Widths {
-                max_layers: 16,
-                max_width: 65_536,
-            },
-            default: Default_::Str("32"),
-            help: "dense head widths",
-        },
-    ],
-    NN_TRAINING,
-);
-
-pub fn kind_spec(kind: &str) -> Option<&'static KindSpec> {
-    KINDS.iter().find(|k| k.kind == kind)
-}
-
-pub fn kind_names() -> Vec<&'static str> {
-    KINDS.iter().map(|k| k.kind).collect()
+    Ok(())
 }
 
 /// A model config with every hyperparameter resolved (defaults made explicit).
@@ -573,13 +112,17 @@ pub struct ModelConfig {
     /// Ensemble members taken from an earlier run: its version, e.g. "t3".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from_run: Option<String>,
+    /// The version of the kind's arithmetic ([`KindSpec::algorithm`]) the run was trained with;
+    /// runs recorded before versions were kept have none and mean version 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub algorithm: Option<u32>,
 }
 
 impl ModelConfig {
     /// A config of `kind` with every hyperparameter at its default.
-    pub fn with_defaults(kind: &str, name: &str) -> ModelConfig {
-        let spec = kind_spec(kind).expect("a known kind");
-        ModelConfig {
+    pub fn with_defaults(kind: &str, name: &str) -> Result<ModelConfig> {
+        let spec = kind_spec(kind).ok_or_else(|| anyhow!("unknown model kind `{kind}`"))?;
+        Ok(ModelConfig {
             name: name.to_string(),
             kind: kind.to_string(),
             params: spec
@@ -587,107 +130,53 @@ impl ModelConfig {
                 .iter()
                 .map(|p| (p.name.to_string(), p.default.value()))
                 .collect(),
+            algorithm: Some(spec.algorithm),
             ..Default::default()
-        }
+        })
     }
 
-    pub fn int(&self, key: &str) -> i64 {
-        match self.params.get(key) {
-            Some(ParamValue::Int(i)) => *i,
-            Some(ParamValue::Float(x)) => *x as i64,
-            other => panic!("model param {key} is {other:?}, validation should have caught it"),
-        }
+    /// The algorithm version this config trains with.
+    pub fn algorithm(&self) -> u32 {
+        self.algorithm.unwrap_or(1)
     }
-    pub fn float(&self, key: &str) -> f64 {
-        match self.params.get(key) {
-            Some(ParamValue::Float(x)) => *x,
-            Some(ParamValue::Int(i)) => *i as f64,
-            other => panic!("model param {key} is {other:?}, validation should have caught it"),
-        }
-    }
-    pub fn str(&self, key: &str) -> &str {
-        match self.params.get(key) {
-            Some(ParamValue::Str(s)) => s,
-            other => panic!("model param {key} is {other:?}, validation should have caught it"),
-        }
-    }
-    pub fn bool(&self, key: &str) -> bool {
-        match self.params.get(key) {
-            Some(ParamValue::Bool(b)) => *b,
-            other => panic!("model param {key} is {other:?}, validation should have caught it"),
-        }
-    }
-}
 
-/// Checks one value against its spec; returns the value normalised (ints accepted as floats).
-pub fn check_value(
-    spec: &ParamSpec,
-    value: &ParamValue,
-) -> std::result::Result<ParamValue, String> {
-    let bad = || {
-        format!(
-            "`{}` must be {}, got {}",
-            spec.name,
-            spec.ty,
-            value_repr(value)
+    fn missing(&self, key: &str, want: &str) -> anyhow::Error {
+        anyhow!(
+            "{} `{}`: parameter `{key}` is {:?}, not {want}",
+            self.kind,
+            self.name,
+            self.params.get(key)
         )
-    };
-    match (spec.ty, value) {
-        (ParamType::Int { min, max }, ParamValue::Int(i)) => {
-            if *i < min || *i > max {
-                Err(bad())
-            } else {
-                Ok(value.clone())
-            }
-        }
-        (ParamType::Float { .. }, ParamValue::Int(i)) => {
-            check_value(spec, &ParamValue::Float(*i as f64)).map_err(|_| bad())
-        }
-        (ParamType::Float { min, max }, ParamValue::Float(x)) => {
-            if !x.is_finite() || *x < min || *x > max {
-                Err(bad())
-            } else {
-                Ok(value.clone())
-            }
-        }
-        (ParamType::Choice(choices), ParamValue::Str(s)) => {
-            if choices.contains(&s.as_str()) {
-                Ok(value.clone())
-            } else {
-                Err(bad())
-            }
-        }
-        (ParamType::Bool, ParamValue::Bool(_)) => Ok(value.clone()),
-        (
-            ParamType::Widths {
-                max_layers,
-                max_width,
-            },
-            ParamValue::Str(text),
-        ) => {
-            let widths = parse_widths(text).map_err(|_| bad())?;
-            if widths.len() > max_layers || widths.iter().any(|w| *w == 0 || *w > max_width) {
-                return Err(bad());
-            }
-            Ok(value.clone())
-        }
-        _ => Err(bad()),
     }
-}
 
-/// "64, 32" -> [64, 32]; "" -> [].
-pub fn parse_widths(text: &str) -> std::result::Result<Vec<usize>, std::num::ParseIntError> {
-    text.split(',')
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .map(str::parse::<usize>)
-        .collect()
-}
-
-fn value_repr(v: &ParamValue) -> String {
-    match v {
-        ParamValue::Str(s) => format!("\"{s}\""),
-        other => other.to_string(),
+    pub fn int(&self, key: &str) -> Result<i64> {
+        match self.params.get(key) {
+            Some(ParamValue::Int(i)) => Ok(*i),
+            _ => Err(self.missing(key, "an integer")),
+        }
+    }
+    /// A count or size: a non-negative integer.
+    pub fn usize(&self, key: &str) -> Result<usize> {
+        usize::try_from(self.int(key)?).map_err(|_| self.missing(key, "a non-negative integer"))
+    }
+    pub fn float(&self, key: &str) -> Result<f64> {
+        match self.params.get(key) {
+            Some(ParamValue::Float(x)) => Ok(*x),
+            Some(ParamValue::Int(i)) => Ok(*i as f64),
+            _ => Err(self.missing(key, "a number")),
+        }
+    }
+    pub fn str(&self, key: &str) -> Result<&str> {
+        match self.params.get(key) {
+            Some(ParamValue::Str(s)) => Ok(s),
+            _ => Err(self.missing(key, "a string")),
+        }
+    }
+    pub fn bool(&self, key: &str) -> Result<bool> {
+        match self.params.get(key) {
+            Some(ParamValue::Bool(b)) => Ok(*b),
+            _ => Err(self.missing(key, "true or false")),
+        }
     }
 }
 
@@ -824,7 +313,7 @@ impl FitContext<'_> {
 }
 
 pub trait FittedModel: Send + Sync {
-    fn predict(&self, x: ArrayView2<f64>) -> Prediction;
+    fn predict(&self, x: ArrayView2<f64>) -> Result<Prediction>;
     /// The fitted state, for the run's model artifact.
     fn to_json(&self) -> Result<serde_json::Value>;
     /// The model in its library's own formats (extension, bytes), where it has them.
@@ -838,72 +327,88 @@ pub trait FittedModel: Send + Sync {
     }
 }
 
-/// Fits a checked model config on a training set.
-pub fn fit(cfg: &ModelConfig, data: &TrainSet, ctx: &FitContext) -> Result<Box<dyn FittedModel>> {
-    let spec = match kind_spec(&cfg.kind) {
-        Some(s) => s,
-        None => bail!("unknown model kind `{}`", cfg.kind),
-    };
-    if !spec.tasks.contains(&data.task) {
-        bail!("model kind `{}` cannot do {}", cfg.kind, data.task);
+/// What a run saved of its model: its config, its `to_json` form, and its native files by
+/// extension ("json" for XGBoost, "txt" for LightGBM, "pt" for the networks).
+pub struct SavedModel<'a> {
+    pub config: &'a ModelConfig,
+    pub fitted: &'a serde_json::Value,
+    pub native: &'a BTreeMap<String, Vec<u8>>,
+    pub task: Task,
+    pub n_classes: usize,
+    pub n_features: usize,
+}
+
+impl SavedModel<'_> {
+    /// The native file with extension `ext`.
+    pub fn file(&self, ext: &str) -> Result<&[u8]> {
+        self.native
+            .get(ext)
+            .map(Vec::as_slice)
+            .ok_or_else(|| anyhow!("the saved {} model has no .{ext} file", self.config.kind))
     }
-    match cfg.kind.as_str() {
-        "decision_tree" => tree::fit_tree(cfg, data, ctx),
-        "random_forest" => tree::fit_forest(cfg, data, ctx),
-        "logistic_regression" => classical::fit_logistic(cfg, data),
-        "svm" => classical::fit_svm(cfg, data),
-        "knn" => classical::fit_knn(cfg, data),
-        "naive_bayes" => classical::fit_naive_bayes(cfg, data),
-        "linear" => classical::fit_linear(cfg, data),
-        #[cfg(feature = "xgboost")]
-        "xgboost" => gbm::fit_xgboost(cfg, data, ctx),
-        #[cfg(feature = "lightgbm")]
-        "lightgbm" => gbm::fit_lightgbm(cfg, data, ctx),
-        #[cfg(feature = "torch")]
-        "mlp" | "cnn" | "lstm" => nn::fit(cfg, data, ctx),
-        "voting" | "stacking" => ensemble::fit(cfg, data, ctx),
-        other => bail!("model kind `{other}` has no trainer in this build"),
+
+    /// The boosting round early stopping kept (0 when it was off).
+    pub fn best_round(&self) -> i64 {
+        self.fitted["best_round"].as_i64().unwrap_or(0)
     }
 }
 
-/// Rebuilds a fitted model from what a run saved: its config, its `to_json` form and its native
-/// files by extension ("json" for XGBoost, "txt" for LightGBM, "pt" for the networks).
-pub fn load(
-    cfg: &ModelConfig,
-    fitted: &serde_json::Value,
-    native: &BTreeMap<String, Vec<u8>>,
-    task: Task,
-    n_classes: usize,
-    n_features: usize,
-) -> Result<Box<dyn FittedModel>> {
-    let spec =
-        kind_spec(&cfg.kind).ok_or_else(|| anyhow::anyhow!("unknown model kind `{}`", cfg.kind))?;
+/// The backend of `kind`, if this build has what it needs.
+fn available_backend(kind: &str) -> Result<&'static dyn Backend> {
+    let backend = backend(kind).ok_or_else(|| {
+        anyhow!(
+            "unknown model kind `{kind}`; valid: {}",
+            quoted_list(&kind_names())
+        )
+    })?;
+    let spec = backend.spec();
     if !spec.available() {
         bail!(
-            "model kind `{}` needs the cargo feature `{}`, which this build lacks",
-            cfg.kind,
+            "model kind `{kind}` needs the cargo feature `{}`, which this build lacks",
             spec.feature.unwrap_or("?")
         );
     }
-    #[allow(unused_variables)]
-    let file = |ext: &str| {
-        native
-            .get(ext)
-            .ok_or_else(|| anyhow::anyhow!("the saved {} model has no .{ext} file", cfg.kind))
-    };
-    #[allow(unused_variables)]
-    let best_round = fitted["best_round"].as_i64().unwrap_or(0);
-    match cfg.kind.as_str() {
-        "decision_tree" | "random_forest" => tree::load(fitted),
-        "voting" | "stacking" => ensemble::load(fitted, task, n_classes, n_features),
-        #[cfg(feature = "xgboost")]
-        "xgboost" => gbm::load_xgboost(file("json")?, task, n_classes, best_round),
-        #[cfg(feature = "lightgbm")]
-        "lightgbm" => gbm::load_lightgbm(file("txt")?, task, n_classes, best_round),
-        #[cfg(feature = "torch")]
-        "mlp" | "cnn" | "lstm" => nn::load_torchscript(file("pt")?, task, n_classes),
-        kind => classical::load(kind, task, fitted),
+    Ok(backend)
+}
+
+/// The error for a kind whose cargo feature is off; [`fit`] and [`load`] check availability
+/// first, so a backend returns it only when called directly.
+#[allow(dead_code)]
+fn feature_missing(spec: &KindSpec) -> anyhow::Error {
+    anyhow!(
+        "model kind `{}` needs the cargo feature `{}`, which this build lacks",
+        spec.kind,
+        spec.feature.unwrap_or("?")
+    )
+}
+
+/// Checks a model config against its kind and fits it on a training set.
+pub fn fit(cfg: &ModelConfig, data: &TrainSet, ctx: &FitContext) -> Result<Box<dyn FittedModel>> {
+    let backend = available_backend(&cfg.kind)?;
+    let spec = backend.spec();
+    if !spec.tasks.contains(&data.task) {
+        bail!("model kind `{}` cannot do {}", cfg.kind, data.task);
     }
+    check_algorithm(spec, cfg.algorithm())?;
+    backend.check(cfg).map_err(|e| anyhow!("{e}"))?;
+    backend.fit(cfg, data, ctx)
+}
+
+/// Whether this build can train `spec`'s kind the way a run recorded (`algorithm`).
+pub fn check_algorithm(spec: &KindSpec, algorithm: u32) -> Result<()> {
+    if algorithm != spec.algorithm {
+        bail!(
+            "model kind `{}` was trained with its algorithm version {algorithm}; this build has version {} only",
+            spec.kind,
+            spec.algorithm
+        );
+    }
+    Ok(())
+}
+
+/// Rebuilds a fitted model from what a run saved.
+pub fn load(saved: &SavedModel) -> Result<Box<dyn FittedModel>> {
+    available_backend(&saved.config.kind)?.load(saved)
 }
 
 /// Early stopping on a validation loss, shared by the boosting libraries and the networks.
@@ -976,17 +481,13 @@ pub fn labels_from_proba(proba: &Array2<f64>) -> Vec<f64> {
         .collect()
 }
 
-pub fn default_value(p: &ParamSpec) -> ParamValue {
-    p.default.value()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn every_default_passes_its_own_check() {
-        for k in KINDS {
+        for k in kind_specs() {
             for p in k.params {
                 assert!(
                     check_value(p, &p.default.value()).is_ok(),
@@ -1004,6 +505,74 @@ mod tests {
         let p = spec.params.iter().find(|p| p.name == "n_trees").unwrap();
         let err = check_value(p, &ParamValue::Int(0)).unwrap_err();
         assert!(err.contains("n_trees") && err.contains("1..=5000"), "{err}");
+    }
+
+    #[test]
+    fn every_kind_is_registered_once() {
+        let names = kind_names();
+        let mut unique = names.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(names.len(), unique.len(), "{names:?}");
+        for name in names {
+            assert_eq!(backend(name).map(|b| b.spec().kind), Some(name));
+        }
+    }
+
+    fn tiny_regression() -> (Array2<f64>, ndarray::Array1<f64>) {
+        let x = Array2::from_shape_fn((12, 2), |(i, j)| (i * (j + 1)) as f64);
+        let y = (0..12).map(|i| i as f64 * 0.5).collect();
+        (x, y)
+    }
+
+    #[test]
+    fn a_run_recorded_with_another_algorithm_version_is_refused_by_name() {
+        let (x, y) = tiny_regression();
+        let data = TrainSet {
+            x: x.view(),
+            y: y.view(),
+            task: Task::Regression,
+            n_classes: 0,
+        };
+        let mut cfg = ModelConfig::with_defaults("decision_tree", "tree").unwrap();
+        assert_eq!(cfg.algorithm, Some(1));
+        assert!(fit(&cfg, &data, &FitContext::new(1, 1)).is_ok());
+        cfg.algorithm = None; // recorded before versions were kept: version 1
+        assert!(fit(&cfg, &data, &FitContext::new(1, 1)).is_ok());
+        cfg.algorithm = Some(7);
+        let err = fit(&cfg, &data, &FitContext::new(1, 1))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("decision_tree") && err.contains("version 7"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_bad_parameter_is_an_error_not_a_panic() {
+        let (x, y) = tiny_regression();
+        let data = TrainSet {
+            x: x.view(),
+            y: y.view(),
+            task: Task::Regression,
+            n_classes: 0,
+        };
+        let mut cfg = ModelConfig::with_defaults("random_forest", "forest").unwrap();
+        cfg.params
+            .insert("n_trees".into(), ParamValue::Str("many".into()));
+        let err = fit(&cfg, &data, &FitContext::new(1, 1))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("n_trees"), "{err}");
+        cfg.params.remove("n_trees");
+        let err = fit(&cfg, &data, &FitContext::new(1, 1))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("n_trees"), "{err}");
     }
 
     #[test]

@@ -3,11 +3,171 @@
 //! results differ from one process to the next. Every choice below (feature order, tie-breaks,
 //! bootstrap draws) is a pure function of the seed, so `replay --check` holds bit for bit.
 
-use super::{argmax, FitContext, FittedModel, ModelConfig, Prediction, Task, TrainSet};
+use super::params::{Default_, ParamSpec, ParamType, BOTH, CLASS_WEIGHT};
+use super::{
+    argmax, Backend, FitContext, FittedModel, KindSpec, ModelConfig, Prediction, SavedModel, Task,
+    TrainSet,
+};
 use crate::rng::SplitMix64;
 use anyhow::Result;
 use ndarray::{Array2, ArrayView1, ArrayView2};
 use serde::{Deserialize, Serialize};
+
+pub(crate) static DECISION_TREE: KindSpec = KindSpec {
+    kind: "decision_tree",
+    tasks: BOTH,
+    backend: "runner (CART; linfa-trees has no regression trees and breaks ties by HashMap order)",
+    help: "CART decision tree",
+    feature: None,
+    onnx: true,
+    algorithm: 1,
+    curve_axis: "step",
+    params: &[
+        ParamSpec {
+            name: "max_depth",
+            ty: ParamType::Int { min: 0, max: 1000 },
+            default: Default_::Int(10),
+            help: "maximum depth (0 = unlimited)",
+        },
+        ParamSpec {
+            name: "min_samples_split",
+            ty: ParamType::Int {
+                min: 2,
+                max: 1_000_000,
+            },
+            default: Default_::Int(2),
+            help: "rows a node needs before it may split",
+        },
+        ParamSpec {
+            name: "min_samples_leaf",
+            ty: ParamType::Int {
+                min: 1,
+                max: 1_000_000,
+            },
+            default: Default_::Int(1),
+            help: "rows each child must keep",
+        },
+        ParamSpec {
+            name: "criterion",
+            ty: ParamType::Choice(&["gini", "entropy"]),
+            default: Default_::Str("gini"),
+            help: "split quality for classification (regression uses squared error)",
+        },
+        ParamSpec {
+            name: "max_features",
+            ty: ParamType::Choice(&["all", "sqrt", "log2", "third"]),
+            default: Default_::Str("all"),
+            help: "features tried at each split",
+        },
+        CLASS_WEIGHT,
+    ],
+};
+
+pub(crate) static RANDOM_FOREST: KindSpec = KindSpec {
+    kind: "random_forest",
+    tasks: BOTH,
+    backend: "runner (bagged CART; linfa-ensemble is classification only and not reproducible)",
+    help: "random forest of CART trees with bootstrap samples and per-split feature sampling",
+    feature: None,
+    onnx: true,
+    algorithm: 1,
+    curve_axis: "step",
+    params: &[
+        ParamSpec {
+            name: "n_trees",
+            ty: ParamType::Int { min: 1, max: 5000 },
+            default: Default_::Int(100),
+            help: "number of trees",
+        },
+        ParamSpec {
+            name: "max_depth",
+            ty: ParamType::Int { min: 0, max: 1000 },
+            default: Default_::Int(0),
+            help: "maximum depth (0 = unlimited)",
+        },
+        ParamSpec {
+            name: "min_samples_split",
+            ty: ParamType::Int {
+                min: 2,
+                max: 1_000_000,
+            },
+            default: Default_::Int(2),
+            help: "rows a node needs before it may split",
+        },
+        ParamSpec {
+            name: "min_samples_leaf",
+            ty: ParamType::Int {
+                min: 1,
+                max: 1_000_000,
+            },
+            default: Default_::Int(1),
+            help: "rows each child must keep",
+        },
+        ParamSpec {
+            name: "criterion",
+            ty: ParamType::Choice(&["gini", "entropy"]),
+            default: Default_::Str("gini"),
+            help: "split quality for classification",
+        },
+        ParamSpec {
+            name: "max_features",
+            ty: ParamType::Choice(&["all", "sqrt", "log2", "third"]),
+            default: Default_::Str("sqrt"),
+            help: "features tried at each split",
+        },
+        ParamSpec {
+            name: "bootstrap",
+            ty: ParamType::Bool,
+            default: Default_::Bool(true),
+            help: "draw each tree's rows with replacement",
+        },
+        ParamSpec {
+            name: "threads",
+            ty: ParamType::Int { min: 0, max: 256 },
+            default: Default_::Int(0),
+            help: "threads for tree building (0 = the sweep's per-config share)",
+        },
+        CLASS_WEIGHT,
+    ],
+};
+
+pub struct DecisionTreeBackend;
+
+impl Backend for DecisionTreeBackend {
+    fn spec(&self) -> &'static KindSpec {
+        &DECISION_TREE
+    }
+    fn fit(
+        &self,
+        cfg: &ModelConfig,
+        data: &TrainSet,
+        ctx: &FitContext,
+    ) -> Result<Box<dyn FittedModel>> {
+        fit_tree(cfg, data, ctx)
+    }
+    fn load(&self, saved: &SavedModel) -> Result<Box<dyn FittedModel>> {
+        load(saved.fitted)
+    }
+}
+
+pub struct RandomForestBackend;
+
+impl Backend for RandomForestBackend {
+    fn spec(&self) -> &'static KindSpec {
+        &RANDOM_FOREST
+    }
+    fn fit(
+        &self,
+        cfg: &ModelConfig,
+        data: &TrainSet,
+        ctx: &FitContext,
+    ) -> Result<Box<dyn FittedModel>> {
+        fit_forest(cfg, data, ctx)
+    }
+    fn load(&self, saved: &SavedModel) -> Result<Box<dyn FittedModel>> {
+        load(saved.fitted)
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 enum Criterion {
@@ -27,29 +187,29 @@ struct TreeParams {
 }
 
 impl TreeParams {
-    fn from_config(cfg: &ModelConfig, data: &TrainSet) -> Self {
+    fn from_config(cfg: &ModelConfig, data: &TrainSet) -> Result<Self> {
         let p = data.x.ncols();
-        let max_features = match cfg.str("max_features") {
+        let max_features = match cfg.str("max_features")? {
             "sqrt" => (p as f64).sqrt().round() as usize,
             "log2" => (p as f64).log2().round() as usize,
             "third" => p / 3,
             _ => p,
         }
         .clamp(1, p.max(1));
-        let criterion = match (data.task, cfg.str("criterion")) {
+        let criterion = match (data.task, cfg.str("criterion")?) {
             (Task::Regression, _) => Criterion::SquaredError,
             (_, "entropy") => Criterion::Entropy,
             _ => Criterion::Gini,
         };
-        let depth = cfg.int("max_depth") as usize;
-        TreeParams {
+        let depth = cfg.int("max_depth")? as usize;
+        Ok(TreeParams {
             max_depth: if depth == 0 { usize::MAX } else { depth },
-            min_samples_split: cfg.int("min_samples_split") as usize,
-            min_samples_leaf: cfg.int("min_samples_leaf") as usize,
+            min_samples_split: cfg.int("min_samples_split")? as usize,
+            min_samples_leaf: cfg.int("min_samples_leaf")? as usize,
             criterion,
             max_features,
             n_classes: data.n_classes,
-        }
+        })
     }
 }
 
@@ -292,11 +452,11 @@ impl Builder<'_> {
     }
 }
 
-fn row_weights(cfg: &ModelConfig, data: &TrainSet) -> Vec<f64> {
-    if data.task == Task::Classification && cfg.str("class_weight") == "balanced" {
-        data.balanced_weights()
+fn row_weights(cfg: &ModelConfig, data: &TrainSet) -> Result<Vec<f64>> {
+    if data.task == Task::Classification && cfg.str("class_weight")? == "balanced" {
+        Ok(data.balanced_weights())
     } else {
-        vec![1.0; data.y.len()]
+        Ok(vec![1.0; data.y.len()])
     }
 }
 
@@ -327,9 +487,9 @@ pub struct TreeEnsemble {
 }
 
 impl FittedModel for TreeEnsemble {
-    fn predict(&self, x: ArrayView2<f64>) -> Prediction {
+    fn predict(&self, x: ArrayView2<f64>) -> Result<Prediction> {
         let n = x.nrows();
-        match self.task {
+        Ok(match self.task {
             Task::Regression => {
                 let values = (0..n)
                     .map(|i| {
@@ -360,7 +520,7 @@ impl FittedModel for TreeEnsemble {
                     proba: Some(proba),
                 }
             }
-        }
+        })
     }
 
     fn to_json(&self) -> Result<serde_json::Value> {
@@ -398,9 +558,9 @@ pub fn fit_tree(
     data: &TrainSet,
     ctx: &FitContext,
 ) -> Result<Box<dyn FittedModel>> {
-    let params = TreeParams::from_config(cfg, data);
+    let params = TreeParams::from_config(cfg, data)?;
     let y: Vec<f64> = data.y.to_vec();
-    let w = row_weights(cfg, data);
+    let w = row_weights(cfg, data)?;
     let mut rng = SplitMix64::derive(ctx.seed, 0);
     let tree = grow(
         data.x.view(),
@@ -422,12 +582,12 @@ pub fn fit_forest(
     data: &TrainSet,
     ctx: &FitContext,
 ) -> Result<Box<dyn FittedModel>> {
-    let params = TreeParams::from_config(cfg, data);
+    let params = TreeParams::from_config(cfg, data)?;
     let y: Vec<f64> = data.y.to_vec();
-    let w = row_weights(cfg, data);
-    let n_trees = cfg.int("n_trees") as usize;
-    let bootstrap = cfg.bool("bootstrap");
-    let threads = match cfg.int("threads") {
+    let w = row_weights(cfg, data)?;
+    let n_trees = cfg.int("n_trees")? as usize;
+    let bootstrap = cfg.bool("bootstrap")?;
+    let threads = match cfg.int("threads")? {
         0 => ctx.threads.max(1),
         t => t as usize,
     }
@@ -457,30 +617,32 @@ pub fn fit_forest(
             })
             .collect();
         for h in handles {
-            for (i, tree) in h.join().expect("tree builder thread panicked") {
+            // A builder that panicked leaves its trees unbuilt, reported below.
+            for (i, tree) in h.join().unwrap_or_default() {
                 trees[i] = Some(tree);
             }
         }
     });
+    let trees = trees
+        .into_iter()
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| anyhow::anyhow!("random forest: a tree-building thread failed"))?;
     Ok(Box::new(TreeEnsemble {
         task: data.task,
         n_classes: data.n_classes,
-        trees: trees
-            .into_iter()
-            .map(|t| t.expect("every tree built"))
-            .collect(),
+        trees,
     }))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::models::{ParamValue, KINDS};
+    use crate::models::{kind_spec, ParamValue};
     use ndarray::{array, Array1};
     use std::collections::BTreeMap;
 
     fn cfg(kind: &str, overrides: &[(&str, ParamValue)]) -> ModelConfig {
-        let spec = KINDS.iter().find(|k| k.kind == kind).unwrap();
+        let spec = kind_spec(kind).unwrap();
         let mut params: BTreeMap<String, ParamValue> = spec
             .params
             .iter()
@@ -508,7 +670,9 @@ mod tests {
             n_classes: 2,
         };
         let m = fit_tree(&cfg("decision_tree", &[]), &data, &FitContext::new(1, 1)).unwrap();
-        let p = m.predict(array![[0.0], [6.4], [6.6], [20.0]].view());
+        let p = m
+            .predict(array![[0.0], [6.4], [6.6], [20.0]].view())
+            .unwrap();
         assert_eq!(p.values, vec![0.0, 0.0, 1.0, 1.0]);
     }
 
@@ -523,7 +687,10 @@ mod tests {
             n_classes: 0,
         };
         let m = fit_tree(&cfg("decision_tree", &[]), &data, &FitContext::new(1, 1)).unwrap();
-        assert_eq!(m.predict(x.view()).values, vec![5.0, 5.0, 9.0, 9.0]);
+        assert_eq!(
+            m.predict(x.view()).unwrap().values,
+            vec![5.0, 5.0, 9.0, 9.0]
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! training runs t1..) lives in two `runner_` tables of the same file, so a version number and its
 //! MLflow run are created in one transaction.
 
-use super::{owner, DatasetInput, Metric, RunSpec, RunStatus, Sink};
+use super::{owner, DatasetInput, Metric, RunSpec, RunStatus, TrackedRun, Tracker};
 use anyhow::{anyhow, bail, Context, Result};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde::{Deserialize, Serialize};
@@ -593,7 +593,7 @@ impl MlflowStore {
         Ok(())
     }
 
-    /// Creates an MLflow run outside runner's training versions (an EDA run, say), RUNNING.
+    /// Creates an MLflow run outside runner's training versions (an EDA run, say), SCHEDULED.
     pub fn create_plain_run(
         &self,
         experiment_id: i64,
@@ -602,7 +602,7 @@ impl MlflowStore {
     ) -> Result<()> {
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        insert_run(&tx, experiment_id, artifact_location, spec, "RUNNING")?;
+        insert_run(&tx, experiment_id, artifact_location, spec, "SCHEDULED")?;
         Self::insert_owner(&tx, &spec.run_uuid, &owner::Owner::current())?;
         tx.commit()?;
         Ok(())
@@ -1034,7 +1034,7 @@ impl Drop for Heartbeat {
     }
 }
 
-/// The sink calls, whose errors [`Sink for MlflowStore`] names the store in.
+/// The tracker calls, whose errors [`Tracker for MlflowStore`] names the store in.
 impl MlflowStore {
     fn write_log_metrics(&self, run_uuid: &str, metrics: &[Metric]) -> Result<()> {
         let mut conn = self.lock();
@@ -1129,31 +1129,72 @@ impl MlflowStore {
     }
 }
 
-impl Sink for MlflowStore {
+impl MlflowStore {
+    fn context(&self, doing: &str) -> String {
+        format!("tracking store {}: {doing}", self.path.display())
+    }
+
+    /// Whether a run with this id is in the store.
+    pub fn has_run(&self, run_uuid: &str) -> Result<bool> {
+        Ok(self.lock().query_row(
+            "SELECT count(*) FROM runs WHERE run_uuid = ?1",
+            [run_uuid],
+            |r| r.get::<_, i64>(0),
+        )? > 0)
+    }
+
+    fn write_params(&self, run_uuid: &str, params: &[(String, String)]) -> Result<()> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        for (k, val) in params {
+            let val: String = val.chars().take(6000).collect();
+            tx.execute(
+                "INSERT OR REPLACE INTO params (key, value, run_uuid) VALUES (?1, ?2, ?3)",
+                params![k, val, run_uuid],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+impl Tracker for MlflowStore {
     fn name(&self) -> &str {
         "mlflow"
     }
+    /// Training runs are created with their numbers by [`MlflowStore::create_runs`]; this
+    /// creates any other run (EDA, a sweep's parent) SCHEDULED in its experiment.
+    fn create_run(&self, run: &TrackedRun) -> Result<()> {
+        if self.has_run(&run.spec.run_uuid)? {
+            return Ok(());
+        }
+        let (experiment_id, location) = self.experiment(&run.spec.experiment)?;
+        self.create_plain_run(experiment_id, &location, &run.spec)
+            .with_context(|| self.context("creating a run"))
+    }
+    fn start_run(&self, run_uuid: &str) -> Result<()> {
+        self.write_set_status(run_uuid, RunStatus::Running, None)
+            .with_context(|| self.context("recording status RUNNING"))
+    }
+    fn log_params(&self, run_uuid: &str, params: &[(String, String)]) -> Result<()> {
+        self.write_params(run_uuid, params)
+            .with_context(|| self.context("logging params"))
+    }
     fn log_metrics(&self, run_uuid: &str, metrics: &[Metric]) -> Result<()> {
         self.write_log_metrics(run_uuid, metrics)
-            .with_context(|| format!("tracking store {}: logging metrics", self.path.display()))
+            .with_context(|| self.context("logging metrics"))
     }
     fn log_artifact(&self, run_uuid: &str, file_name: &str, bytes: &[u8]) -> Result<()> {
         self.write_log_artifact(run_uuid, file_name, bytes)
-            .with_context(|| format!("tracking store {}: saving {file_name}", self.path.display()))
+            .with_context(|| self.context(&format!("saving {file_name}")))
     }
-    fn set_status(&self, run_uuid: &str, status: RunStatus, end_ms: Option<i64>) -> Result<()> {
-        self.write_set_status(run_uuid, status, end_ms)
-            .with_context(|| {
-                format!(
-                    "tracking store {}: recording status {}",
-                    self.path.display(),
-                    status.as_mlflow()
-                )
-            })
+    fn finish_run(&self, run_uuid: &str, status: RunStatus, end_ms: i64) -> Result<()> {
+        self.write_set_status(run_uuid, status, Some(end_ms))
+            .with_context(|| self.context(&format!("recording status {}", status.as_mlflow())))
     }
     fn set_tags(&self, run_uuid: &str, tags: &[(String, String)]) -> Result<()> {
         self.write_set_tags(run_uuid, tags)
-            .with_context(|| format!("tracking store {}: setting tags", self.path.display()))
+            .with_context(|| self.context("setting tags"))
     }
 }
 

@@ -1,8 +1,11 @@
-//! Tracking: where runs go. Trainers report params, per-fold and per-epoch metrics, tags and
-//! artifacts to `Sink`s; the MLflow SQLite store is the primary one (it also holds runner's own
-//! registry of ETL versions v1.. and training runs t1..), and later sinks (W&B, a remote MLflow
-//! server) plug in beside it without touching any trainer.
+//! Tracking: where runs go. Every run goes through the [`Tracker`] lifecycle (create with a
+//! client-chosen id, start, params, metrics as they are measured, tags, artifacts, finish with a
+//! status) on a list of trackers, [`Trackers`]. The MLflow SQLite store is the primary one (it
+//! also holds runner's own registry of ETL versions v1.. and training runs t1..); W&B and the
+//! JSON-lines log sit beside it, and a new tracker is one module plus one line in
+//! [`open_secondary`].
 
+pub mod jsonl;
 pub mod mlflow;
 pub mod owner;
 pub mod wandb;
@@ -65,14 +68,70 @@ pub struct RunSpec {
     pub dataset: Option<DatasetInput>,
 }
 
-/// A destination for run data. Each call is complete on its own (a sink never holds a run
-/// half-written between calls).
-pub trait Sink: Send + Sync {
+/// A run as trackers first see it.
+#[derive(Debug, Clone)]
+pub struct TrackedRun {
+    /// Id (chosen here, so a retried creation is recognised), name, experiment, params, tags
+    /// and dataset.
+    pub spec: RunSpec,
+    /// runner's number for it ("t3"); none for an EDA run or a sweep's parent.
+    pub version: Option<String>,
+    /// What the run is: a model kind, "eda" or "sweep".
+    pub kind: String,
+    /// The run's full record (plan, data, versions), for trackers that keep a config.
+    pub record: serde_json::Value,
+    /// What the steps of its learning curves count: "round", "epoch" or "step".
+    pub curve_axis: &'static str,
+    /// The runs it belongs with (a sweep's, "wine-t1-t14"), where a tracker groups runs.
+    pub group: Option<String>,
+}
+
+/// A destination for runs. Each call is complete on its own: a tracker never holds a run
+/// half-written between calls, and a call repeated after a lost answer changes nothing more.
+pub trait Tracker: Send + Sync {
     fn name(&self) -> &str;
+    /// Creates the run with its params, tags and dataset, unless a run with its id exists.
+    fn create_run(&self, run: &TrackedRun) -> Result<()>;
+    /// The run starts (RUNNING).
+    fn start_run(&self, run_uuid: &str) -> Result<()>;
+    fn log_params(&self, run_uuid: &str, params: &[(String, String)]) -> Result<()>;
+    /// A batch of metrics, each with its own step and the time it was measured.
     fn log_metrics(&self, run_uuid: &str, metrics: &[Metric]) -> Result<()>;
-    fn log_artifact(&self, run_uuid: &str, file_name: &str, bytes: &[u8]) -> Result<()>;
-    fn set_status(&self, run_uuid: &str, status: RunStatus, end_ms: Option<i64>) -> Result<()>;
     fn set_tags(&self, run_uuid: &str, tags: &[(String, String)]) -> Result<()>;
+    fn log_artifact(&self, run_uuid: &str, file_name: &str, bytes: &[u8]) -> Result<()>;
+    /// The run ends with `status` (FINISHED, FAILED or KILLED) at `end_ms`.
+    fn finish_run(&self, run_uuid: &str, status: RunStatus, end_ms: i64) -> Result<()>;
+    /// Delivers what is still buffered, within the tracker's own time limit; says in words
+    /// what is left undelivered and how to send it later.
+    fn close(&self) -> Vec<String> {
+        Vec::new()
+    }
+    /// What the tracker adds to a sweep's JSON report once closed, under its key (W&B: its
+    /// mode and how many runs are still spooled).
+    fn report(&self) -> Option<(&'static str, serde_json::Value)> {
+        None
+    }
+}
+
+/// Opens the trackers a config asks for beside the store: W&B (its settings checked by
+/// [`wandb::resolve`]) and the JSON-lines log. Called before the store is written, so a
+/// tracker that cannot open stops the command with nothing half-done. A new tracker is one
+/// line here.
+pub fn open_others(
+    tracking: &crate::config::TrackingConfig,
+    wandb_settings: Option<wandb::Settings>,
+    store_path: &std::path::Path,
+) -> Result<Vec<Box<dyn Tracker>>> {
+    let mut others: Vec<Box<dyn Tracker>> = Vec::new();
+    if let Some(settings) = wandb_settings {
+        let root = wandb::spool_root(store_path);
+        others.push(Box::new(wandb::WandbSink::new(settings, root)?));
+    }
+    if let Some(path) = &tracking.jsonl {
+        let path = std::path::Path::new(path);
+        others.push(Box::new(jsonl::JsonlTracker::open(path)?));
+    }
+    Ok(others)
 }
 
 pub fn now_ms() -> i64 {
@@ -82,43 +141,68 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Sends everything to the MLflow store (whose errors count) and to W&B (whose never do: it
-/// only spools, and its sender works in the background).
-pub struct Fanout<'a> {
-    pub mlflow: &'a mlflow::MlflowStore,
-    pub wandb: Option<&'a wandb::WandbSink>,
+/// The trackers of a command: the primary one (the store, whose errors count) and the others
+/// (W&B, JSON lines), whose errors never fail a run: each is reported once, and the tracker
+/// keeps what it could not send in its own spool.
+pub struct Trackers<'a> {
+    primary: &'a dyn Tracker,
+    others: Vec<&'a dyn Tracker>,
+    warned: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
-impl Sink for Fanout<'_> {
+impl<'a> Trackers<'a> {
+    pub fn new(primary: &'a dyn Tracker, others: Vec<&'a dyn Tracker>) -> Trackers<'a> {
+        Trackers {
+            primary,
+            others,
+            warned: Default::default(),
+        }
+    }
+
+    /// Runs `call` on every tracker: the primary's error is returned, the others' reported.
+    fn each(&self, call: impl Fn(&dyn Tracker) -> Result<()>) -> Result<()> {
+        call(self.primary)?;
+        for t in &self.others {
+            if let Err(e) = call(*t) {
+                let mut warned = self.warned.lock().unwrap_or_else(|e| e.into_inner());
+                if warned.insert(t.name().to_string()) {
+                    eprintln!("{}: {e:#} (the run goes on; this is said once)", t.name());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Tracker for Trackers<'_> {
     fn name(&self) -> &str {
-        "fanout"
+        "trackers"
+    }
+    fn create_run(&self, run: &TrackedRun) -> Result<()> {
+        self.each(|t| t.create_run(run))
+    }
+    fn start_run(&self, run_uuid: &str) -> Result<()> {
+        self.each(|t| t.start_run(run_uuid))
+    }
+    fn log_params(&self, run_uuid: &str, params: &[(String, String)]) -> Result<()> {
+        self.each(|t| t.log_params(run_uuid, params))
     }
     fn log_metrics(&self, run_uuid: &str, metrics: &[Metric]) -> Result<()> {
-        self.mlflow.log_metrics(run_uuid, metrics)?;
-        if let Some(w) = self.wandb {
-            let _ = w.log_metrics(run_uuid, metrics);
-        }
-        Ok(())
-    }
-    fn log_artifact(&self, run_uuid: &str, file_name: &str, bytes: &[u8]) -> Result<()> {
-        self.mlflow.log_artifact(run_uuid, file_name, bytes)?;
-        if let Some(w) = self.wandb {
-            let _ = w.log_artifact(run_uuid, file_name, bytes);
-        }
-        Ok(())
-    }
-    fn set_status(&self, run_uuid: &str, status: RunStatus, end_ms: Option<i64>) -> Result<()> {
-        self.mlflow.set_status(run_uuid, status, end_ms)?;
-        if let Some(w) = self.wandb {
-            let _ = w.set_status(run_uuid, status, end_ms);
-        }
-        Ok(())
+        self.each(|t| t.log_metrics(run_uuid, metrics))
     }
     fn set_tags(&self, run_uuid: &str, tags: &[(String, String)]) -> Result<()> {
-        self.mlflow.set_tags(run_uuid, tags)?;
-        if let Some(w) = self.wandb {
-            let _ = w.set_tags(run_uuid, tags);
-        }
-        Ok(())
+        self.each(|t| t.set_tags(run_uuid, tags))
+    }
+    fn log_artifact(&self, run_uuid: &str, file_name: &str, bytes: &[u8]) -> Result<()> {
+        self.each(|t| t.log_artifact(run_uuid, file_name, bytes))
+    }
+    fn finish_run(&self, run_uuid: &str, status: RunStatus, end_ms: i64) -> Result<()> {
+        self.each(|t| t.finish_run(run_uuid, status, end_ms))
+    }
+    fn close(&self) -> Vec<String> {
+        std::iter::once(self.primary)
+            .chain(self.others.iter().copied())
+            .flat_map(|t| t.close())
+            .collect()
     }
 }

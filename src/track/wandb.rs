@@ -9,7 +9,7 @@
 //! server acknowledged, and a resume query asks the server for its history line count, so no
 //! history line is sent twice or skipped. The API key is held in memory only.
 
-use super::{Metric, RunSpec, RunStatus, Sink};
+use super::{Metric, RunStatus, TrackedRun, Tracker};
 use crate::config::ConfigError;
 use anyhow::{anyhow, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -362,154 +362,223 @@ const UPSERT_BUCKET: &str = "mutation UpsertBucket($id: String, $name: String, $
 const CREATE_RUN_FILES: &str = "mutation CreateRunFiles($entity: String!, $project: String!, $run: String!, $files: [String!]!) { createRunFiles(input: {entityName: $entity, projectName: $project, runName: $run, files: $files}) { runID uploadHeaders files { name uploadUrl } } }";
 const RUN_RESUME_STATUS: &str = "query RunResumeStatus($project: String, $entity: String, $name: String!) { model(name: $project, entityName: $entity) { id name entity { id name } bucket(name: $name, missingOk: true) { id name summaryMetrics displayName logLineCount historyLineCount eventsLineCount historyTail eventsTail config tags notes } } }";
 
-/// Sends whatever of one run's spool the server has not acknowledged yet.
-fn sync_run(client: &Client, dir: &Path, run_id: &str, resume: bool) -> Result<bool, SendError> {
-    let records = read_spool(dir).map_err(|e| SendError::Rejected(format!("{e:#}")))?;
-    let mut state = read_state(dir);
-    if state.finished {
-        return Ok(true);
-    }
-    let save = |s: &SyncState| {
-        let _ = write_atomic(
-            &dir.join("state.json"),
-            &serde_json::to_vec(s).expect("state serialises"),
-        );
-    };
-    let s = &client.settings;
-    if resume && state.upserted {
-        // The server may have more than the state says (a crash after a post, before the state
-        // was written): continue from the server's count.
-        let v = client.graphql(
-            "RunResumeStatus",
-            RUN_RESUME_STATUS,
-            &json!({"project": s.project, "entity": state.entity, "name": run_id}),
-        )?;
-        if let Some(n) = v["data"]["model"]["bucket"]["historyLineCount"].as_u64() {
-            state.history_sent = state.history_sent.max(n as usize);
+/// One run's spool being sent, with what the server has acknowledged so far.
+struct RunSync<'a> {
+    client: &'a Client,
+    dir: &'a Path,
+    run_id: &'a str,
+    records: Vec<Record>,
+    state: SyncState,
+}
+
+impl RunSync<'_> {
+    fn save(&self) {
+        if let Ok(bytes) = serde_json::to_vec(&self.state) {
+            let _ = write_atomic(&self.dir.join("state.json"), &bytes);
         }
     }
-    if !state.upserted {
-        let Some(Record::Upsert { variables }) =
-            records.iter().find(|r| matches!(r, Record::Upsert { .. }))
+
+    /// The server may have more than the state says (a crash after a post, before the state
+    /// was written): continue from the server's count.
+    fn resume_from_server(&mut self) -> Result<(), SendError> {
+        let s = &self.client.settings;
+        let vars = json!({"project": s.project, "entity": self.state.entity, "name": self.run_id});
+        let v = self
+            .client
+            .graphql("RunResumeStatus", RUN_RESUME_STATUS, &vars)?;
+        if let Some(n) = v["data"]["model"]["bucket"]["historyLineCount"].as_u64() {
+            self.state.history_sent = self.state.history_sent.max(n as usize);
+        }
+        Ok(())
+    }
+
+    /// Creates the run on the server from its spooled creation record.
+    fn upsert(&mut self) -> Result<(), SendError> {
+        let Some(Record::Upsert { variables }) = self
+            .records
+            .iter()
+            .find(|r| matches!(r, Record::Upsert { .. }))
         else {
             return Err(SendError::Rejected(
                 "spool has no run creation record".into(),
             ));
         };
-        let v = client.graphql("UpsertBucket", UPSERT_BUCKET, variables)?;
-        state.entity = v["data"]["upsertBucket"]["bucket"]["project"]["entity"]["name"]
+        let v = self
+            .client
+            .graphql("UpsertBucket", UPSERT_BUCKET, variables)?;
+        let entity = &v["data"]["upsertBucket"]["bucket"]["project"]["entity"]["name"];
+        self.state.entity = entity
             .as_str()
             .map(str::to_string)
-            .or_else(|| s.entity.clone());
-        state.upserted = true;
-        save(&state);
+            .or_else(|| self.client.settings.entity.clone());
+        self.state.upserted = true;
+        self.save();
+        Ok(())
     }
-    let entity = state.entity.clone().unwrap_or_else(|| "default".into());
-    let lines: Vec<&String> = records
-        .iter()
-        .filter_map(|r| {
-            if let Record::History { line } = r {
-                Some(line)
-            } else {
-                None
-            }
-        })
-        .collect();
-    let summary = |upto: usize| -> String {
+
+    fn history_lines(&self) -> Vec<&String> {
+        self.records
+            .iter()
+            .filter_map(|r| match r {
+                Record::History { line } => Some(line),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The summary after the first `upto` history lines: each key's last value.
+    fn summary(&self, upto: usize) -> String {
         let mut m = Map::new();
-        for l in &lines[..upto] {
+        for l in &self.history_lines()[..upto] {
             if let Ok(Value::Object(o)) = serde_json::from_str::<Value>(l) {
                 m.extend(o);
             }
         }
         Value::Object(m).to_string()
-    };
-    while state.history_sent < lines.len() {
-        let end = (state.history_sent + 1000).min(lines.len());
-        let body = json!({"files": {
-            "wandb-history.jsonl": {"offset": state.history_sent, "content": lines[state.history_sent..end]},
-            "wandb-summary.json": {"offset": 0, "content": [summary(end)]},
-        }});
-        client.file_stream(&entity, run_id, &body)?;
-        state.history_sent = end;
-        save(&state);
     }
-    let files: Vec<(&String, &PathBuf)> = records
-        .iter()
-        .filter_map(|r| {
-            if let Record::File { name, path } = r {
-                Some((name, path))
-            } else {
-                None
-            }
-        })
-        .filter(|(n, _)| !state.files_sent.contains(n))
-        .collect();
-    if !files.is_empty() {
-        let names: Vec<&String> = files.iter().map(|(n, _)| *n).collect();
-        let v = client.graphql(
-            "CreateRunFiles",
-            CREATE_RUN_FILES,
-            &json!({"entity": entity, "project": s.project, "run": run_id, "files": names}),
-        )?;
-        let crf = &v["data"]["createRunFiles"];
-        let headers: Vec<(String, String)> = crf["uploadHeaders"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|h| {
-                        h.as_str()?
-                            .split_once(':')
-                            .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-                    })
-                    .collect()
+
+    /// Sends the history lines the server lacks, 1000 at a time, with the summary so far.
+    fn send_history(&mut self, entity: &str) -> Result<(), SendError> {
+        let total = self.history_lines().len();
+        while self.state.history_sent < total {
+            let end = (self.state.history_sent + 1000).min(total);
+            let content: Vec<String> = self.history_lines()[self.state.history_sent..end]
+                .iter()
+                .map(|l| (*l).clone())
+                .collect();
+            let body = json!({"files": {
+                "wandb-history.jsonl": {"offset": self.state.history_sent, "content": content},
+                "wandb-summary.json": {"offset": 0, "content": [self.summary(end)]},
+            }});
+            self.client.file_stream(entity, self.run_id, &body)?;
+            self.state.history_sent = end;
+            self.save();
+        }
+        Ok(())
+    }
+
+    /// Uploads the files not sent yet to the URLs the server hands out.
+    fn upload_files(&mut self, entity: &str) -> Result<(), SendError> {
+        let files: Vec<(String, PathBuf)> = self
+            .records
+            .iter()
+            .filter_map(|r| match r {
+                Record::File { name, path } => Some((name.clone(), path.clone())),
+                _ => None,
             })
-            .unwrap_or_default();
-        let urls: HashMap<String, String> = crf["files"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|f| {
-                        Some((
-                            f["name"].as_str()?.to_string(),
-                            f["uploadUrl"].as_str()?.to_string(),
-                        ))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+            .filter(|(n, _)| !self.state.files_sent.contains(n))
+            .collect();
+        if files.is_empty() {
+            return Ok(());
+        }
+        let names: Vec<&String> = files.iter().map(|(n, _)| n).collect();
+        let project = &self.client.settings.project;
+        let vars =
+            json!({"entity": entity, "project": project, "run": self.run_id, "files": names});
+        let v = self
+            .client
+            .graphql("CreateRunFiles", CREATE_RUN_FILES, &vars)?;
+        let (headers, urls) = upload_targets(&v["data"]["createRunFiles"]);
         for (name, path) in files {
             let url = urls
-                .get(name)
+                .get(&name)
                 .ok_or_else(|| SendError::Rejected(format!("no upload URL for {name}")))?;
-            let bytes = std::fs::read(path)
+            let bytes = std::fs::read(&path)
                 .map_err(|e| SendError::Rejected(format!("cannot read {}: {e}", path.display())))?;
-            client.upload(url, &headers, &bytes)?;
-            state.files_sent.push(name.clone());
-            save(&state);
+            self.client.upload(url, &headers, &bytes)?;
+            self.state.files_sent.push(name);
+            self.save();
         }
+        Ok(())
     }
-    if let Some(Record::Finish { exitcode }) =
-        records.iter().find(|r| matches!(r, Record::Finish { .. }))
-    {
+
+    /// Marks the run finished on the server once its spool says it ended.
+    fn send_finish(&mut self, entity: &str) -> Result<bool, SendError> {
+        let Some(Record::Finish { exitcode }) = self
+            .records
+            .iter()
+            .find(|r| matches!(r, Record::Finish { .. }))
+        else {
+            return Ok(false);
+        };
         let body = json!({
-            "files": {"wandb-summary.json": {"offset": 0, "content": [summary(lines.len())]}},
+            "files": {"wandb-summary.json": {"offset": 0, "content": [self.summary(self.history_lines().len())]}},
             "complete": true,
             "exitcode": exitcode,
-            "uploaded": state.files_sent,
+            "uploaded": self.state.files_sent,
         });
-        client.file_stream(&entity, run_id, &body)?;
-        state.finished = true;
-        save(&state);
+        self.client.file_stream(entity, self.run_id, &body)?;
+        self.state.finished = true;
+        self.save();
+        Ok(true)
+    }
+}
+
+/// The upload headers and each file's upload URL from a `CreateRunFiles` answer.
+fn upload_targets(crf: &Value) -> (Vec<(String, String)>, HashMap<String, String>) {
+    let headers = crf["uploadHeaders"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|h| {
+                    h.as_str()?
+                        .split_once(':')
+                        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let urls = crf["files"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|f| {
+                    Some((
+                        f["name"].as_str()?.to_string(),
+                        f["uploadUrl"].as_str()?.to_string(),
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    (headers, urls)
+}
+
+/// Sends whatever of one run's spool the server has not acknowledged yet.
+fn sync_run(client: &Client, dir: &Path, run_id: &str, resume: bool) -> Result<bool, SendError> {
+    let records = read_spool(dir).map_err(|e| SendError::Rejected(format!("{e:#}")))?;
+    let mut sync = RunSync {
+        client,
+        dir,
+        run_id,
+        records,
+        state: read_state(dir),
+    };
+    if sync.state.finished {
         return Ok(true);
     }
-    Ok(false)
+    if resume && sync.state.upserted {
+        sync.resume_from_server()?;
+    }
+    if !sync.state.upserted {
+        sync.upsert()?;
+    }
+    let entity = sync
+        .state
+        .entity
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    sync.send_history(&entity)?;
+    sync.upload_files(&entity)?;
+    sync.send_finish(&entity)
 }
 
 struct RunSpool {
     dir: PathBuf,
     step: u64,
     started: Instant,
+    /// The history key that carries a learning curve's step: "round", "epoch" or "step".
+    axis: &'static str,
 }
 
 enum Msg {
@@ -520,7 +589,12 @@ enum Msg {
 /// The W&B sink of one sweep.
 pub struct WandbSink {
     settings: Settings,
-    group: String,
+    /// Run spools go in `<spool_root>/<run id>/`.
+    spool_root: PathBuf,
+    /// The run folders not fully sent, once closed.
+    pending: Mutex<Option<Vec<PathBuf>>>,
+    /// How long closing waited for the sender.
+    waited_s: Mutex<f64>,
     runs: Mutex<HashMap<String, RunSpool>>,
     tx: Mutex<Option<mpsc::Sender<Msg>>>,
     sender: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -543,7 +617,9 @@ fn wrap_config(record: &Value) -> String {
 }
 
 impl WandbSink {
-    pub fn new(settings: Settings, group: String) -> Result<WandbSink> {
+    /// A sink whose runs spool under `spool_root/<run id>/` (next to the store, like the W&B
+    /// SDK's `wandb/` folder).
+    pub fn new(settings: Settings, spool_root: PathBuf) -> Result<WandbSink> {
         let stop = Arc::new(AtomicBool::new(false));
         let deadline = Arc::new(Mutex::new(None));
         let disabled = Arc::new(AtomicBool::new(false));
@@ -560,7 +636,9 @@ impl WandbSink {
         };
         Ok(WandbSink {
             settings,
-            group,
+            spool_root,
+            pending: Mutex::new(None),
+            waited_s: Mutex::new(0.0),
             runs: Mutex::new(HashMap::new()),
             tx: Mutex::new(Some(tx)),
             sender: Mutex::new(sender),
@@ -602,50 +680,9 @@ impl WandbSink {
         }
     }
 
-    /// Registers a run: its spool folder and the W&B run creation record.
-    pub fn start(
-        &self,
-        spec: &RunSpec,
-        run_dir: &Path,
-        record: &Value,
-        tags: Vec<String>,
-    ) -> Result<()> {
-        let dir = run_dir.join("wandb");
-        std::fs::create_dir_all(&dir)?;
-        write_atomic(
-            &dir.join("settings.json"),
-            &serde_json::to_vec_pretty(
-                &json!({"run_id": spec.run_uuid, "settings": self.settings}),
-            )?,
-        )?;
-        self.runs.lock().unwrap_or_else(|e| e.into_inner()).insert(
-            spec.run_uuid.clone(),
-            RunSpool {
-                dir,
-                step: 0,
-                started: Instant::now(),
-            },
-        );
-        let variables = json!({
-            "name": spec.run_uuid,
-            "project": self.settings.project,
-            "entity": self.settings.entity,
-            "displayName": spec.name,
-            "groupName": self.group,
-            "jobType": "train",
-            "config": wrap_config(record),
-            "commit": spec.git_commit,
-            "program": "runner",
-            "tags": tags,
-            "notes": spec.tags.iter().find(|(k, _)| k == "mlflow.note.content").map(|(_, v)| v.clone()),
-        });
-        self.append(&spec.run_uuid, &Record::Upsert { variables });
-        Ok(())
-    }
-
     /// Waits at most `timeout_s` for the sender, then stops it. Returns the run folders whose
     /// spool is not fully sent.
-    pub fn close(&self) -> Vec<PathBuf> {
+    pub fn close_spools(&self) -> Vec<PathBuf> {
         *self.deadline.lock().unwrap_or_else(|e| e.into_inner()) =
             Some(Instant::now() + Duration::from_secs_f64(self.settings.timeout_s));
         if let Some(tx) = self.tx.lock().unwrap_or_else(|e| e.into_inner()).take() {
@@ -669,7 +706,22 @@ impl WandbSink {
             .filter(|d| !done.contains(&d.display().to_string()))
             .collect();
         pending.sort();
+        *self.pending.lock().unwrap_or_else(|e| e.into_inner()) = Some(pending.clone());
         pending
+    }
+
+    /// The run folders not fully sent when the sink closed (none before it closes).
+    pub fn pending(&self) -> Vec<PathBuf> {
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .unwrap_or_default()
+    }
+
+    /// Where the spool of a run lives.
+    pub fn spool_dir(spool_root: &Path, run_uuid: &str) -> PathBuf {
+        spool_root.join(run_uuid)
     }
 
     pub fn mode(&self) -> Mode {
@@ -751,9 +803,74 @@ fn sender_loop(
     }
 }
 
-impl Sink for WandbSink {
+impl Tracker for WandbSink {
     fn name(&self) -> &str {
-        "wandb"
+        "W&B"
+    }
+
+    /// Registers a run: its spool folder and the W&B run creation record.
+    fn create_run(&self, run: &TrackedRun) -> Result<()> {
+        let spec = &run.spec;
+        if self
+            .runs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(&spec.run_uuid)
+        {
+            return Ok(());
+        }
+        let dir = Self::spool_dir(&self.spool_root, &spec.run_uuid);
+        std::fs::create_dir_all(dir.join("files"))
+            .with_context(|| format!("W&B spool {}", dir.display()))?;
+        write_atomic(
+            &dir.join("settings.json"),
+            &serde_json::to_vec_pretty(
+                &json!({"run_id": spec.run_uuid, "settings": self.settings}),
+            )?,
+        )?;
+        self.runs.lock().unwrap_or_else(|e| e.into_inner()).insert(
+            spec.run_uuid.clone(),
+            RunSpool {
+                dir,
+                step: 0,
+                started: Instant::now(),
+                axis: run.curve_axis,
+            },
+        );
+        let tag = |key: &str| {
+            spec.tags
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.clone())
+        };
+        let tags: Vec<String> = std::iter::once(run.kind.clone())
+            .chain(tag("runner.etl_version"))
+            .chain(run.version.clone())
+            .collect();
+        let variables = json!({
+            "name": spec.run_uuid,
+            "project": self.settings.project,
+            "entity": self.settings.entity,
+            "displayName": spec.name,
+            "groupName": run.group,
+            "jobType": if run.version.is_some() { "train" } else { run.kind.as_str() },
+            "config": wrap_config(&run.record),
+            "commit": spec.git_commit,
+            "program": "runner",
+            "tags": tags,
+            "notes": tag("mlflow.note.content"),
+        });
+        self.append(&spec.run_uuid, &Record::Upsert { variables });
+        Ok(())
+    }
+
+    fn start_run(&self, _run_uuid: &str) -> Result<()> {
+        Ok(())
+    }
+
+    /// W&B keeps a run's settings in its config, which [`Tracker::create_run`] sent.
+    fn log_params(&self, _run_uuid: &str, _params: &[(String, String)]) -> Result<()> {
+        Ok(())
     }
 
     fn log_metrics(&self, run_uuid: &str, metrics: &[Metric]) -> Result<()> {
@@ -781,7 +898,7 @@ impl Sink for WandbSink {
                 row.insert(m.key.clone(), v);
             }
             if metrics.iter().all(|m| m.step == metrics[0].step) {
-                row.insert("step".into(), json!(metrics[0].step));
+                row.insert(r.axis.into(), json!(metrics[0].step));
             }
             row.insert("_step".into(), json!(r.step));
             row.insert(
@@ -796,44 +913,81 @@ impl Sink for WandbSink {
         Ok(())
     }
 
-    fn log_artifact(&self, run_uuid: &str, file_name: &str, _bytes: &[u8]) -> Result<()> {
-        // The MLflow sink wrote the file already; the spool refers to it.
+    /// Copies the file into the run's spool: the sender uploads it from there, also after the
+    /// store is gone.
+    fn log_artifact(&self, run_uuid: &str, file_name: &str, bytes: &[u8]) -> Result<()> {
         let dir = self
             .runs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(run_uuid)
             .map(|r| r.dir.clone());
-        if let Some(dir) = dir {
-            let path = dir
-                .parent()
-                .map(|p| p.join("artifacts").join(file_name))
-                .unwrap_or_default();
-            self.append(
-                run_uuid,
-                &Record::File {
-                    name: file_name.to_string(),
-                    path,
-                },
-            );
-        }
+        let Some(dir) = dir else {
+            return Ok(());
+        };
+        let path = dir.join("files").join(file_name);
+        write_atomic(&path, bytes).with_context(|| format!("W&B spool {}", path.display()))?;
+        self.append(
+            run_uuid,
+            &Record::File {
+                name: file_name.to_string(),
+                path,
+            },
+        );
         Ok(())
     }
 
-    fn set_status(&self, run_uuid: &str, status: RunStatus, _end_ms: Option<i64>) -> Result<()> {
-        match status {
-            RunStatus::Finished => self.append(run_uuid, &Record::Finish { exitcode: 0 }),
-            RunStatus::Failed | RunStatus::Killed => {
-                self.append(run_uuid, &Record::Finish { exitcode: 1 })
-            }
-            _ => {}
-        }
+    fn finish_run(&self, run_uuid: &str, status: RunStatus, _end_ms: i64) -> Result<()> {
+        let exitcode = if status == RunStatus::Finished { 0 } else { 1 };
+        self.append(run_uuid, &Record::Finish { exitcode });
         Ok(())
     }
 
     fn set_tags(&self, _run_uuid: &str, _tags: &[(String, String)]) -> Result<()> {
         Ok(())
     }
+
+    fn report(&self) -> Option<(&'static str, Value)> {
+        let waited = self.waited_s.lock().unwrap_or_else(|e| e.into_inner());
+        Some((
+            "wandb",
+            json!({
+                "mode": format!("{:?}", self.mode()).to_lowercase(),
+                "pending_runs": self.pending().len(),
+                "wait_seconds": *waited,
+            }),
+        ))
+    }
+
+    fn close(&self) -> Vec<String> {
+        let waited = Instant::now();
+        let pending = self.close_spools();
+        *self.waited_s.lock().unwrap_or_else(|e| e.into_inner()) = waited.elapsed().as_secs_f64();
+        if pending.is_empty() {
+            return Vec::new();
+        }
+        let why = if self.mode() == Mode::Offline {
+            "offline mode"
+        } else if self.is_disabled() {
+            "the key was refused"
+        } else {
+            "the server did not answer in time"
+        };
+        vec![format!(
+            "W&B: {} of {} runs are not fully sent ({why}); they are spooled: `runner wandb-sync` sends them",
+            pending.len(),
+            self.runs.lock().unwrap_or_else(|e| e.into_inner()).len()
+        )]
+    }
+}
+
+/// Where the W&B spools of a store's runs go: `wandb-spool/` beside the store file.
+pub fn spool_root(store_path: &Path) -> PathBuf {
+    let store_path = std::path::absolute(store_path).unwrap_or_else(|_| store_path.to_path_buf());
+    store_path
+        .parent()
+        .unwrap_or_else(|| Path::new("."))
+        .join("wandb-spool")
 }
 
 /// Run folders fully sent, and those still pending with the reason.

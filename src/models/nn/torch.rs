@@ -7,7 +7,9 @@
 //! libtorch's random generator and thread count are process-wide, so networks train one at a
 //! time (a global lock): with a fixed seed and thread count, two runs give identical losses.
 
-use super::{labels_from_proba, FitContext, FittedModel, ModelConfig, Prediction, Task, TrainSet};
+use crate::models::{
+    labels_from_proba, FitContext, FittedModel, ModelConfig, Prediction, Task, TrainSet,
+};
 use crate::rng::SplitMix64;
 use anyhow::{anyhow, bail, Result};
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2};
@@ -65,14 +67,14 @@ fn dense(
     mut inp: i64,
     widths: &[usize],
     cfg: &ModelConfig,
-) -> (nn::SequentialT, i64) {
+) -> Result<(nn::SequentialT, i64)> {
     let mut seq = nn::seq_t();
-    let act = cfg.str("activation").to_string();
-    let p = cfg.float("dropout");
+    let act = cfg.str("activation")?.to_string();
+    let p = cfg.float("dropout")?;
     for (i, w) in widths.iter().enumerate() {
         let w = *w as i64;
         seq = seq.add(linear(vs / format!("dense{i}"), inp, w));
-        if cfg.bool("batch_norm") {
+        if cfg.bool("batch_norm")? {
             seq = seq.add(nn::batch_norm1d(
                 vs / format!("bn{i}"),
                 w,
@@ -86,7 +88,7 @@ fn dense(
         }
         inp = w;
     }
-    (seq, inp)
+    Ok((seq, inp))
 }
 
 #[derive(Debug)]
@@ -145,20 +147,21 @@ impl ModuleT for Net {
 fn build(vs: &nn::Path, cfg: &ModelConfig, features: i64, outputs: i64) -> Result<Net> {
     let mean = vs.zeros_no_train("norm_mean", &[features]);
     let std = vs.ones_no_train("norm_std", &[features]);
-    let widths = super::parse_widths(cfg.str("hidden")).map_err(|e| anyhow!("hidden: {e}"))?;
+    let widths =
+        crate::models::parse_widths(cfg.str("hidden")?).map_err(|e| anyhow!("hidden: {e}"))?;
     let (body, width) = match cfg.kind.as_str() {
         "mlp" => {
-            let (s, w) = dense(vs, features, &widths, cfg);
+            let (s, w) = dense(vs, features, &widths, cfg)?;
             (Body::Mlp(s), w)
         }
         "cnn" => {
-            let ch = cfg.int("channels");
-            let k = cfg.int("kernel_size");
-            let act = cfg.str("activation").to_string();
-            let pool = cfg.str("pool").to_string();
+            let ch = cfg.int("channels")?;
+            let k = cfg.int("kernel_size")?;
+            let act = cfg.str("activation")?.to_string();
+            let pool = cfg.str("pool")?.to_string();
             let mut convs = nn::seq_t();
             let (mut len, mut inp) = (features, 1);
-            for i in 0..cfg.int("conv_layers") {
+            for i in 0..cfg.int("conv_layers")? {
                 let (ws_init, bs_init) = torch_init(inp * k);
                 let conf = nn::ConvConfig {
                     padding: k / 2,
@@ -168,7 +171,7 @@ fn build(vs: &nn::Path, cfg: &ModelConfig, features: i64, outputs: i64) -> Resul
                 };
                 convs = convs.add(nn::conv1d(vs / format!("conv{i}"), inp, ch, k, conf));
                 len = len + 2 * (k / 2) - k + 1;
-                if cfg.bool("batch_norm") {
+                if cfg.bool("batch_norm")? {
                     convs = convs.add(nn::batch_norm1d(
                         vs / format!("cbn{i}"),
                         ch,
@@ -193,13 +196,13 @@ fn build(vs: &nn::Path, cfg: &ModelConfig, features: i64, outputs: i64) -> Resul
             if len < 1 {
                 bail!("cnn: kernel_size {k} is wider than the {features} features");
             }
-            let (head, w) = dense(&(vs / "head"), ch * len, &widths, cfg);
+            let (head, w) = dense(&(vs / "head"), ch * len, &widths, cfg)?;
             (Body::Cnn { convs, head }, w)
         }
         _ => {
-            let hidden = cfg.int("hidden_size");
-            let layers = cfg.int("num_layers");
-            let dirs = if cfg.bool("bidirectional") { 2 } else { 1 };
+            let hidden = cfg.int("hidden_size")?;
+            let layers = cfg.int("num_layers")?;
+            let dirs = if cfg.bool("bidirectional")? { 2 } else { 1 };
             // tch's LSTM initialisation (Kaiming-uniform weights, zero biases): PyTorch's
             // U(-1/sqrt(hidden), ..) gave 0.601 instead of 0.615 on the wine sweep.
             let rc = nn::RNNConfig {
@@ -209,7 +212,7 @@ fn build(vs: &nn::Path, cfg: &ModelConfig, features: i64, outputs: i64) -> Resul
                 ..Default::default()
             };
             let lstm = nn::lstm(vs / "lstm", 1, hidden, rc);
-            let (head, w) = dense(&(vs / "head"), hidden * dirs, &widths, cfg);
+            let (head, w) = dense(&(vs / "head"), hidden * dirs, &widths, cfg)?;
             (
                 Body::Lstm {
                     lstm,
@@ -249,7 +252,7 @@ fn targets(y: ArrayView1<f64>, task: Task, device: Device) -> Tensor {
 }
 
 fn device(cfg: &ModelConfig) -> Result<Device> {
-    match cfg.str("device") {
+    match cfg.str("device")? {
         "cuda" if !tch::Cuda::is_available() => bail!("device = \"cuda\" but libtorch sees no CUDA device (this build links the CPU library); use \"cpu\" or \"auto\""),
         "cuda" => Ok(Device::Cuda(0)),
         "auto" => Ok(Device::cuda_if_available()),
@@ -276,9 +279,10 @@ fn output(task: Task, logits: &Tensor) -> Tensor {
 }
 
 /// Network outputs (probabilities or values) as a prediction.
-fn to_prediction(task: Task, n_classes: usize, out: &Tensor, rows: usize) -> Prediction {
-    let v: Vec<f32> = Vec::<f32>::try_from(out.flatten(0, -1)).expect("float output");
-    match task {
+fn to_prediction(task: Task, n_classes: usize, out: &Tensor, rows: usize) -> Result<Prediction> {
+    let v: Vec<f32> = Vec::<f32>::try_from(out.flatten(0, -1))
+        .map_err(|e| anyhow!("libtorch: the network's output is not float: {e}"))?;
+    Ok(match task {
         Task::Regression => Prediction {
             values: v.into_iter().map(f64::from).collect(),
             proba: None,
@@ -286,17 +290,19 @@ fn to_prediction(task: Task, n_classes: usize, out: &Tensor, rows: usize) -> Pre
         Task::Classification => {
             let proba =
                 Array2::from_shape_vec((rows, n_classes), v.into_iter().map(f64::from).collect())
-                    .expect("n x K");
+                    .map_err(|e| {
+                    anyhow!("libtorch: the network gave the wrong number of outputs: {e}")
+                })?;
             Prediction {
                 values: labels_from_proba(&proba),
                 proba: Some(proba),
             }
         }
-    }
+    })
 }
 
 impl FittedModel for NnModel {
-    fn predict(&self, x: ArrayView2<f64>) -> Prediction {
+    fn predict(&self, x: ArrayView2<f64>) -> Result<Prediction> {
         let _g = lock();
         tch::set_num_threads(self.threads);
         let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -331,32 +337,169 @@ fn temp_path(ext: &str) -> std::path::PathBuf {
     ))
 }
 
-pub fn fit(cfg: &ModelConfig, data: &TrainSet, ctx: &FitContext) -> Result<Box<dyn FittedModel>> {
-    let _g = lock();
-    let threads = match cfg.int("threads") {
-        0 => 1,
-        t => t as i32,
-    };
-    tch::set_num_threads(threads);
-    tch::manual_seed((ctx.seed % (i64::MAX as u64)) as i64);
-    let dev = device(cfg)?;
+/// Stores the standardisation of the training rows (mean, std; a constant column keeps 1) in
+/// the network.
+fn set_standardisation(net: &mut Net, xf: &Array2<f64>, dev: Device) {
+    let f = xf.ncols();
+    let mean = xf
+        .mean_axis(ndarray::Axis(0))
+        .unwrap_or_else(|| Array1::zeros(f));
+    let std = xf
+        .std_axis(ndarray::Axis(0), 0.0)
+        .mapv(|s| if s > 0.0 { s } else { 1.0 });
+    let floats = |a: &Array1<f64>| a.iter().map(|v| *v as f32).collect::<Vec<_>>();
+    tch::no_grad(|| {
+        net.mean
+            .copy_(&Tensor::from_slice(&floats(&mean)).to_device(dev));
+        net.std
+            .copy_(&Tensor::from_slice(&floats(&std)).to_device(dev));
+    });
+}
+
+fn optimizer(cfg: &ModelConfig, vs: &nn::VarStore) -> Result<nn::Optimizer> {
+    let lr = cfg.float("learning_rate")?;
+    let wd = cfg.float("weight_decay")?;
+    Ok(match cfg.str("optimizer")? {
+        "adamw" => nn::AdamW {
+            wd,
+            ..Default::default()
+        }
+        .build(vs, lr)?,
+        "sgd" => nn::Sgd {
+            momentum: cfg.float("momentum")?,
+            wd,
+            ..Default::default()
+        }
+        .build(vs, lr)?,
+        _ => nn::Adam {
+            wd,
+            ..Default::default()
+        }
+        .build(vs, lr)?,
+    })
+}
+
+/// Per-class loss weights for `class_weight = "balanced"`: n / (K_present * count).
+fn class_weights(
+    cfg: &ModelConfig,
+    data: &TrainSet,
+    yf: &Array1<f64>,
+    dev: Device,
+) -> Result<Option<Tensor>> {
+    if data.task != Task::Classification || cfg.str("class_weight")? != "balanced" {
+        return Ok(None);
+    }
+    let mut counts = vec![0.0f32; data.n_classes];
+    for v in yf.iter() {
+        counts[*v as usize] += 1.0;
+    }
+    let present = counts.iter().filter(|c| **c > 0.0).count() as f32;
+    let total: f32 = counts.iter().sum();
+    let weights: Vec<f32> = counts
+        .iter()
+        .map(|c| if *c > 0.0 { total / (present * c) } else { 0.0 })
+        .collect();
+    Ok(Some(Tensor::from_slice(&weights).to_device(dev)))
+}
+
+/// Records the epoch's validation accuracy (classes) or mean absolute error (values).
+fn record_valid_score(
+    ctx: &FitContext,
+    data: &TrainSet,
+    epoch: i64,
+    logits: &Tensor,
+    y_raw: &Array1<f64>,
+) -> Result<()> {
+    let out: Vec<f32> = Vec::<f32>::try_from(
+        output(data.task, logits)
+            .to_device(Device::Cpu)
+            .flatten(0, -1),
+    )?;
+    match data.task {
+        Task::Classification => {
+            let k = data.n_classes;
+            let correct = (0..y_raw.len())
+                .filter(|i| {
+                    crate::models::argmax(out[i * k..(i + 1) * k].iter().map(|v| *v as f64))
+                        == y_raw[*i] as usize
+                })
+                .count();
+            ctx.record(epoch, "valid_accuracy", correct as f64 / y_raw.len() as f64);
+        }
+        Task::Regression => {
+            let mae = out
+                .iter()
+                .zip(y_raw.iter())
+                .map(|(p, t)| (*p as f64 - t).abs())
+                .sum::<f64>()
+                / y_raw.len() as f64;
+            ctx.record(epoch, "valid_mae", mae);
+        }
+    }
+    Ok(())
+}
+
+/// A copy of every weight, to come back to.
+fn snapshot(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
+    vs.variables()
+        .into_iter()
+        .map(|(k, v)| (k, v.detach().copy()))
+        .collect()
+}
+
+fn restore(vs: &nn::VarStore, weights: Vec<(String, Tensor)>) {
+    let vars = vs.variables();
+    tch::no_grad(|| {
+        for (k, w) in weights {
+            if let Some(v) = vars.get(&k) {
+                let mut v = v.shallow_clone();
+                v.copy_(&w);
+            }
+        }
+    });
+}
+
+/// The trained network as safetensors (its weights) and TorchScript (traced, for serving).
+fn saved_forms(
+    vs: &mut nn::VarStore,
+    net: &Net,
+    f: usize,
+    task: Task,
+) -> Result<(Vec<u8>, Vec<u8>)> {
+    let st = temp_path("safetensors");
+    vs.save(&st)?;
+    let safetensors = std::fs::read(&st)?;
+    let _ = std::fs::remove_file(&st);
+    vs.freeze();
+    let example = Tensor::zeros([2, f as i64], (Kind::Float, vs.device()));
+    let module = tch::CModule::create_by_tracing("runner", "forward", &[example], &mut |inputs| {
+        vec![output(task, &net.forward_t(&inputs[0], false))]
+    })?;
+    let pt = temp_path("pt");
+    module.save(&pt)?;
+    let torchscript = std::fs::read(&pt)?;
+    let _ = std::fs::remove_file(&pt);
+    Ok((safetensors, torchscript))
+}
+
+/// The rows the network trains on and the rows scored each epoch: with early stopping a seeded
+/// inner split of the training rows; otherwise the caller's evaluation rows (for the learning
+/// curve only), if any.
+#[allow(clippy::type_complexity)]
+fn training_and_valid_rows(
+    cfg: &ModelConfig,
+    data: &TrainSet,
+    ctx: &FitContext,
+    patience: i64,
+) -> Result<(
+    (Array2<f64>, Array1<f64>),
+    Option<(Array2<f64>, Array1<f64>)>,
+)> {
     let (n, f) = (data.x.nrows(), data.x.ncols());
-    let outputs = if data.task == Task::Classification {
-        data.n_classes as i64
-    } else {
-        1
-    };
-    // Early stopping holds out a seeded inner split; otherwise the caller's rows are scored
-    // each epoch for the learning curve only.
-    let patience = cfg.int("patience");
     let y_all: Vec<f64> = data.y.to_vec();
     let (fit_rows, stop_rows) = if patience > 0 {
-        crate::eval::holdout_split(
-            data.task,
-            &y_all,
-            cfg.float("validation_fraction"),
-            ctx.seed ^ 0xE5,
-        )
+        let share = cfg.float("validation_fraction")?;
+        crate::eval::holdout_split(data.task, &y_all, share, ctx.seed ^ 0xE5)
     } else {
         ((0..n).collect(), Vec::new())
     };
@@ -366,65 +509,36 @@ pub fn fit(cfg: &ModelConfig, data: &TrainSet, ctx: &FitContext) -> Result<Box<d
             rows.iter().map(|r| data.y[*r]).collect(),
         )
     };
-    let (xf, yf) = take(&fit_rows);
     let valid = if !stop_rows.is_empty() {
         Some(take(&stop_rows))
     } else {
         ctx.eval.map(|(x, y)| (x.to_owned(), y.to_owned()))
     };
+    Ok((take(&fit_rows), valid))
+}
+
+pub fn fit(cfg: &ModelConfig, data: &TrainSet, ctx: &FitContext) -> Result<Box<dyn FittedModel>> {
+    let _g = lock();
+    let threads = match cfg.int("threads")? {
+        0 => 1,
+        t => t as i32,
+    };
+    tch::set_num_threads(threads);
+    tch::manual_seed((ctx.seed % (i64::MAX as u64)) as i64);
+    let dev = device(cfg)?;
+    let f = data.x.ncols();
+    let outputs = if data.task == Task::Classification {
+        data.n_classes as i64
+    } else {
+        1
+    };
+    let patience = cfg.int("patience")?;
+    let ((xf, yf), valid) = training_and_valid_rows(cfg, data, ctx, patience)?;
     let mut vs = nn::VarStore::new(dev);
     let mut net = build(&vs.root(), cfg, f as i64, outputs)?;
-    // Standardisation from the training rows, stored in the network.
-    let mean = xf
-        .mean_axis(ndarray::Axis(0))
-        .unwrap_or_else(|| Array1::zeros(f));
-    let std = xf
-        .std_axis(ndarray::Axis(0), 0.0)
-        .mapv(|s| if s > 0.0 { s } else { 1.0 });
-    tch::no_grad(|| {
-        net.mean.copy_(
-            &Tensor::from_slice(&mean.iter().map(|v| *v as f32).collect::<Vec<_>>()).to_device(dev),
-        );
-        net.std.copy_(
-            &Tensor::from_slice(&std.iter().map(|v| *v as f32).collect::<Vec<_>>()).to_device(dev),
-        );
-    });
-    let lr = cfg.float("learning_rate");
-    let wd = cfg.float("weight_decay");
-    let mut opt = match cfg.str("optimizer") {
-        "adamw" => nn::AdamW {
-            wd,
-            ..Default::default()
-        }
-        .build(&vs, lr)?,
-        "sgd" => nn::Sgd {
-            momentum: cfg.float("momentum"),
-            wd,
-            ..Default::default()
-        }
-        .build(&vs, lr)?,
-        _ => nn::Adam {
-            wd,
-            ..Default::default()
-        }
-        .build(&vs, lr)?,
-    };
-    let class_weights =
-        (data.task == Task::Classification && cfg.str("class_weight") == "balanced").then(|| {
-            let mut counts = vec![0.0f32; data.n_classes];
-            for v in yf.iter() {
-                counts[*v as usize] += 1.0;
-            }
-            let present = counts.iter().filter(|c| **c > 0.0).count() as f32;
-            let total: f32 = counts.iter().sum();
-            Tensor::from_slice(
-                &counts
-                    .iter()
-                    .map(|c| if *c > 0.0 { total / (present * c) } else { 0.0 })
-                    .collect::<Vec<_>>(),
-            )
-            .to_device(dev)
-        });
+    set_standardisation(&mut net, &xf, dev);
+    let mut opt = optimizer(cfg, &vs)?;
+    let class_weights = class_weights(cfg, data, &yf, dev)?;
     let loss_of = |logits: &Tensor, y: &Tensor| -> Tensor {
         match data.task {
             Task::Classification => logits.cross_entropy_loss::<Tensor>(
@@ -446,10 +560,10 @@ pub fn fit(cfg: &ModelConfig, data: &TrainSet, ctx: &FitContext) -> Result<Box<d
             y.clone(),
         )
     });
-    let batch = cfg.int("batch_size") as usize;
-    let epochs = cfg.int("epochs");
-    let mut order: Vec<usize> = (0..fit_rows.len()).collect();
-    let mut stopper = super::EarlyStopping::new(patience);
+    let batch = cfg.int("batch_size")? as usize;
+    let epochs = cfg.int("epochs")?;
+    let mut order: Vec<usize> = (0..yf.len()).collect();
+    let mut stopper = crate::models::EarlyStopping::new(patience);
     let mut best_weights: Option<Vec<(String, Tensor)>> = None;
     let mut ran = 0;
     for epoch in 0..epochs {
@@ -457,7 +571,7 @@ pub fn fit(cfg: &ModelConfig, data: &TrainSet, ctx: &FitContext) -> Result<Box<d
         let (mut total, mut seen) = (0.0, 0usize);
         for chunk in order.chunks(batch) {
             // A batch of one cannot be batch-normalised: fold it into the previous step.
-            if chunk.len() < 2 && cfg.bool("batch_norm") {
+            if chunk.len() < 2 && cfg.bool("batch_norm")? {
                 continue;
             }
             let idx = Tensor::from_slice(&chunk.iter().map(|i| *i as i64).collect::<Vec<_>>())
@@ -476,40 +590,10 @@ pub fn fit(cfg: &ModelConfig, data: &TrainSet, ctx: &FitContext) -> Result<Box<d
             let logits = tch::no_grad(|| net.forward_t(xv, false));
             let vloss = loss_of(&logits, yv).double_value(&[]);
             ctx.record(epoch, "valid_loss", vloss);
-            let out: Vec<f32> = Vec::<f32>::try_from(
-                output(data.task, &logits)
-                    .to_device(Device::Cpu)
-                    .flatten(0, -1),
-            )?;
-            match data.task {
-                Task::Classification => {
-                    let k = data.n_classes;
-                    let correct = (0..y_raw.len())
-                        .filter(|i| {
-                            super::argmax(out[i * k..(i + 1) * k].iter().map(|v| *v as f64))
-                                == y_raw[*i] as usize
-                        })
-                        .count();
-                    ctx.record(epoch, "valid_accuracy", correct as f64 / y_raw.len() as f64);
-                }
-                Task::Regression => {
-                    let mae = out
-                        .iter()
-                        .zip(y_raw.iter())
-                        .map(|(p, t)| (*p as f64 - t).abs())
-                        .sum::<f64>()
-                        / y_raw.len() as f64;
-                    ctx.record(epoch, "valid_mae", mae);
-                }
-            }
+            record_valid_score(ctx, data, epoch, &logits, y_raw)?;
             let (improved, stop) = stopper.update(epoch, vloss);
             if improved && patience > 0 {
-                best_weights = Some(
-                    vs.variables()
-                        .into_iter()
-                        .map(|(k, v)| (k, v.detach().copy()))
-                        .collect(),
-                );
+                best_weights = Some(snapshot(&vs));
             }
             if stop {
                 break;
@@ -517,30 +601,9 @@ pub fn fit(cfg: &ModelConfig, data: &TrainSet, ctx: &FitContext) -> Result<Box<d
         }
     }
     if let Some(weights) = best_weights {
-        let vars = vs.variables();
-        tch::no_grad(|| {
-            for (k, w) in weights {
-                if let Some(v) = vars.get(&k) {
-                    let mut v = v.shallow_clone();
-                    v.copy_(&w);
-                }
-            }
-        });
+        restore(&vs, weights);
     }
-    let st = temp_path("safetensors");
-    vs.save(&st)?;
-    let safetensors = std::fs::read(&st)?;
-    let _ = std::fs::remove_file(&st);
-    vs.freeze();
-    let example = Tensor::zeros([2, f as i64], (Kind::Float, dev));
-    let task = data.task;
-    let module = tch::CModule::create_by_tracing("runner", "forward", &[example], &mut |inputs| {
-        vec![output(task, &net.forward_t(&inputs[0], false))]
-    })?;
-    let pt = temp_path("pt");
-    module.save(&pt)?;
-    let torchscript = std::fs::read(&pt)?;
-    let _ = std::fs::remove_file(&pt);
+    let (safetensors, torchscript) = saved_forms(&mut vs, &net, f, data.task)?;
     Ok(Box::new(NnModel {
         task: data.task,
         n_classes: data.n_classes,
@@ -576,12 +639,12 @@ pub fn load_torchscript(
 }
 
 impl FittedModel for ScriptModel {
-    fn predict(&self, x: ArrayView2<f64>) -> Prediction {
+    fn predict(&self, x: ArrayView2<f64>) -> Result<Prediction> {
         let _g = lock();
         tch::set_num_threads(1);
         let module = self.module.lock().unwrap_or_else(|e| e.into_inner());
         let out = tch::no_grad(|| module.forward_ts(&[tensor(x, Device::Cpu)]))
-            .expect("TorchScript forward");
+            .map_err(|e| anyhow!("TorchScript forward: {e}"))?;
         to_prediction(self.task, self.n_classes, &out, x.nrows())
     }
     fn to_json(&self) -> Result<serde_json::Value> {

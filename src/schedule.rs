@@ -1,0 +1,419 @@
+//! The sweep loop: asks a [`Strategy`] for configs, creates their runs, trains them on `--jobs`
+//! worker threads and tells the strategy how each ended.
+//!
+//! Every config the strategy can give without waiting on a result is taken at once, and its
+//! runs are created together (SCHEDULED, numbered in the order asked, in one transaction), so a
+//! grid sweep shows all its runs from the start and numbers them as before. A strategy that
+//! waits (an ensemble on its members, an adaptive search on results) is asked again after each
+//! tell. Workers pull the next created run.
+
+use crate::config;
+use crate::models::ModelConfig;
+use crate::search::{Ask, Listed, Strategy, Told, TopEnsembles};
+use crate::sweep::{
+    self, dataset_input, make_splits, members_tag, run_one, run_params, run_record, run_tags,
+    tracking_path, user, Prepared, Progress, RunResult, Splits, SweepOptions, SweepReport,
+    TrainPlan, GIT_COMMIT,
+};
+use crate::track::mlflow::MlflowStore;
+use crate::track::{now_ms, open_others, wandb, RunSpec, TrackedRun, Tracker, Trackers};
+use anyhow::{anyhow, Result};
+use std::collections::VecDeque;
+use std::sync::{Condvar, Mutex};
+
+/// A created run waiting for a worker.
+struct Job {
+    plan: TrainPlan,
+    splits: Splits,
+    spec: RunSpec,
+    record: serde_json::Value,
+    version: i64,
+}
+
+/// What the workers share, under one lock.
+struct State {
+    strategy: Box<dyn Strategy>,
+    queue: VecDeque<Job>,
+    /// Runs being trained.
+    in_flight: usize,
+    /// The strategy said Done, or a run could not be created: no more asking.
+    finished: bool,
+    /// Why runs stopped being created, if they did.
+    error: Option<anyhow::Error>,
+    /// Runs created so far: (run id, config, version), for ensembles' member tags.
+    created: Vec<(String, ModelConfig, i64)>,
+    /// (version, result) of every run trained.
+    results: Vec<(i64, RunResult)>,
+    /// The sweep's group on trackers that group runs: `<experiment>-t<first>-t<last>` of the
+    /// first batch created.
+    group: Option<String>,
+}
+
+/// Where a sweep's runs go and how plans are made.
+struct Sweep<'a> {
+    prep: &'a Prepared,
+    opts: &'a SweepOptions,
+    store: &'a MlflowStore,
+    trackers: &'a Trackers<'a>,
+    etl_version: i64,
+    experiment_id: i64,
+    artifact_location: String,
+    extra_tags: &'a [(String, String)],
+    make_plan: &'a (dyn Fn(&ModelConfig) -> TrainPlan + Sync),
+}
+
+impl Sweep<'_> {
+    /// A new run for `plan`: its id, params, tags, dataset input and full record.
+    fn new_run(&self, plan: &TrainPlan, splits: &Splits) -> (RunSpec, serde_json::Value) {
+        let prep = self.prep;
+        let record = run_record(prep, plan, self.etl_version, splits);
+        let parent = self.opts.parent_run.iter();
+        let tags = run_tags(prep, plan, self.etl_version, self.opts.smoke)
+            .into_iter()
+            .chain(self.extra_tags.iter().cloned())
+            .chain(parent.map(|p| ("mlflow.parentRunId".to_string(), p.clone())))
+            .collect();
+        let spec = RunSpec {
+            run_uuid: uuid::Uuid::new_v4().simple().to_string(),
+            name: plan.model.name.clone(),
+            experiment: prep.loaded.config.experiment.clone(),
+            user: user(),
+            start_ms: now_ms(),
+            git_commit: GIT_COMMIT.to_string(),
+            params: run_params(prep, plan, self.etl_version),
+            tags,
+            dataset: Some(dataset_input(prep, self.etl_version)),
+        };
+        (spec, record)
+    }
+
+    /// Takes every config the strategy gives without waiting and creates their runs in one
+    /// transaction, numbered in the order asked; then tags ensembles and announces the runs to
+    /// every tracker.
+    fn refill(&self, state: &mut State) -> Result<()> {
+        let mut configs = Vec::new();
+        while !state.finished {
+            match state.strategy.ask() {
+                Ask::Next(c) => configs.push(c),
+                Ask::Wait => break,
+                Ask::Done => state.finished = true,
+            }
+        }
+        if configs.is_empty() {
+            return Ok(());
+        }
+        let plans: Vec<TrainPlan> = configs.iter().map(|c| (self.make_plan)(c)).collect();
+        let splits: Vec<Splits> = plans
+            .iter()
+            .map(|p| make_splits(self.prep.task, &self.prep.y, p))
+            .collect();
+        let mut specs: Vec<(RunSpec, String, serde_json::Value)> = plans
+            .iter()
+            .zip(&splits)
+            .map(|(plan, sp)| {
+                let (spec, record) = self.new_run(plan, sp);
+                (spec, plan.model.kind.clone(), record)
+            })
+            .collect();
+        let start = self
+            .opts
+            .version
+            .map(|first| first + state.created.len() as i64);
+        let versions = self.store.create_runs(
+            self.experiment_id,
+            &self.artifact_location,
+            self.etl_version,
+            &mut specs,
+            start,
+        )?;
+        for ((spec, _, _), (plan, v)) in specs.iter().zip(plans.iter().zip(&versions)) {
+            state
+                .created
+                .push((spec.run_uuid.clone(), plan.model.clone(), *v));
+        }
+        let group = state.group.get_or_insert_with(|| {
+            let (first, last) = (versions.first(), versions.last());
+            let exp = &self.prep.loaded.config.experiment;
+            format!("{exp}-t{}-t{}", first.unwrap_or(&0), last.unwrap_or(&0))
+        });
+        let group = group.clone();
+        for (((spec, kind, record), plan), (sp, version)) in specs
+            .into_iter()
+            .zip(plans)
+            .zip(splits.into_iter().zip(versions))
+        {
+            self.announce(state, &spec, &kind, &record, &plan, version, &group)?;
+            state.queue.push_back(Job {
+                plan,
+                splits: sp,
+                spec,
+                record,
+                version,
+            });
+        }
+        Ok(())
+    }
+
+    /// Tags an ensemble with its members' runs and creates the run on every tracker.
+    #[allow(clippy::too_many_arguments)]
+    fn announce(
+        &self,
+        state: &State,
+        spec: &RunSpec,
+        kind: &str,
+        record: &serde_json::Value,
+        plan: &TrainPlan,
+        version: i64,
+        group: &str,
+    ) -> Result<()> {
+        let batch: Vec<(String, &ModelConfig, i64)> = state
+            .created
+            .iter()
+            .map(|(id, c, v)| (id.clone(), c, *v))
+            .collect();
+        if let Some(tag) = members_tag(plan, &batch) {
+            let tags = [("runner.members".to_string(), tag)];
+            self.store.set_tags(&spec.run_uuid, &tags)?;
+        }
+        self.trackers.create_run(&TrackedRun {
+            spec: spec.clone(),
+            version: Some(format!("t{version}")),
+            kind: kind.to_string(),
+            record: record.clone(),
+            curve_axis: crate::models::kind_spec(kind).map_or("step", |k| k.curve_axis),
+            group: Some(group.to_string()),
+        })
+    }
+
+    /// Trains created runs until the strategy is done: each worker takes the next run, trains
+    /// it, tells the strategy and asks for more.
+    fn work(&self, shared: &(Mutex<State>, Condvar), progress: &Progress) {
+        let (lock, ready) = shared;
+        loop {
+            let job = {
+                let mut state = lock.lock().unwrap_or_else(|e| e.into_inner());
+                loop {
+                    if let Some(job) = state.queue.pop_front() {
+                        state.in_flight += 1;
+                        break Some(job);
+                    }
+                    // Nothing queued and nothing training: nothing more will come.
+                    if state.in_flight == 0 {
+                        break None;
+                    }
+                    state = ready.wait(state).unwrap_or_else(|e| e.into_inner());
+                }
+            };
+            let Some(job) = job else {
+                ready.notify_all();
+                return;
+            };
+            let result = run_one(
+                self.prep,
+                &job.plan,
+                &job.splits,
+                &job.spec,
+                &job.record,
+                job.version,
+                self.store,
+                self.trackers,
+                progress,
+            );
+            let mut state = lock.lock().unwrap_or_else(|e| e.into_inner());
+            state.in_flight -= 1;
+            self.tell(&mut state, &job, &result);
+            state.results.push((job.version, result));
+            if let Err(e) = self.refill(&mut state) {
+                state.finished = true;
+                state.error.get_or_insert(e);
+            }
+            ready.notify_all();
+        }
+    }
+
+    fn tell(&self, state: &mut State, job: &Job, result: &RunResult) {
+        let metric = &self.prep.primary_metric;
+        let score = result.metrics.get(metric).map(|(mean, _)| *mean);
+        state.strategy.tell(&Told {
+            config: &job.plan.model,
+            version: &result.version,
+            score,
+        });
+    }
+}
+
+/// The plan of each config of a sweep: the config's seed and CV settings, a share of the cores.
+fn plan_maker(
+    prep: &Prepared,
+    jobs: usize,
+    smoke: bool,
+) -> impl Fn(&ModelConfig) -> TrainPlan + Sync + '_ {
+    move |c: &ModelConfig| {
+        let mut plans = sweep::plans(prep, std::slice::from_ref(c), jobs, smoke);
+        plans.remove(0)
+    }
+}
+
+/// Runs a sweep whose configs are already expanded and checked, then (with `--ensemble
+/// top=N`) voting and stacking over its best runs.
+pub fn run_sweep(
+    prep: &Prepared,
+    configs: Vec<ModelConfig>,
+    opts: &SweepOptions,
+    progress_quiet: bool,
+) -> Result<SweepReport> {
+    let jobs = opts
+        .jobs
+        .unwrap_or_else(sweep::cores)
+        .clamp(1, configs.len().max(1));
+    let listed = Box::new(Listed::new(configs));
+    let strategy: Box<dyn Strategy> = match opts.ensemble_top {
+        Some(n) => {
+            let higher = config::higher_is_better(&prep.primary_metric);
+            Box::new(TopEnsembles::new(listed, n, higher))
+        }
+        None => listed,
+    };
+    let make_plan = plan_maker(prep, jobs, opts.smoke);
+    run_search(prep, strategy, &make_plan, jobs, opts, progress_quiet, &[])
+}
+
+/// Trains the given plans as one batch of runs (a replay).
+pub fn run_plans(
+    prep: &Prepared,
+    plans: Vec<TrainPlan>,
+    jobs: usize,
+    opts: &SweepOptions,
+    progress_quiet: bool,
+    extra_tags: &[(String, String)],
+) -> Result<SweepReport> {
+    let configs = plans.iter().map(|p| p.model.clone()).collect();
+    let make_plan = |c: &ModelConfig| {
+        plans
+            .iter()
+            .find(|p| p.model == *c)
+            .cloned()
+            .unwrap_or_else(|| plans[0].clone())
+    };
+    let strategy = Box::new(Listed::new(configs));
+    run_search(
+        prep,
+        strategy,
+        &make_plan,
+        jobs,
+        opts,
+        progress_quiet,
+        extra_tags,
+    )
+}
+
+/// Opens the store and trackers, then runs the ask/tell loop of `strategy` on `jobs` workers.
+#[allow(clippy::too_many_arguments)]
+pub fn run_search(
+    prep: &Prepared,
+    strategy: Box<dyn Strategy>,
+    make_plan: &(dyn Fn(&ModelConfig) -> TrainPlan + Sync),
+    jobs: usize,
+    opts: &SweepOptions,
+    progress_quiet: bool,
+    extra_tags: &[(String, String)],
+) -> Result<SweepReport> {
+    let started = std::time::Instant::now();
+    // W&B settings are checked before anything is written (a missing key is a config error).
+    let c = &prep.loaded.config;
+    let wandb_settings = wandb::resolve(
+        c.tracking.wandb.as_ref(),
+        &c.experiment,
+        &prep.loaded.path.display().to_string(),
+    )?;
+    let store_path = tracking_path(opts.tracking_uri.as_deref(), Some(&prep.loaded))?;
+    let others = open_others(&c.tracking, wandb_settings, &store_path)?;
+    let store = MlflowStore::open(&store_path)?;
+    let (etl_version, etl_new) = store.etl_version(&prep.etl_key, &prep.etl_record)?;
+    let (experiment_id, artifact_location) = store.experiment(&c.experiment)?;
+    let trackers = Trackers::new(&store, others.iter().map(|t| t.as_ref()).collect());
+    let sweep = Sweep {
+        prep,
+        opts,
+        store: &store,
+        trackers: &trackers,
+        etl_version,
+        experiment_id,
+        artifact_location,
+        extra_tags,
+        make_plan,
+    };
+    let folds_per_run = (c.cv.folds * c.cv.repeats + 1) as u64;
+    let total = strategy.remaining().unwrap_or(0) as u64 * folds_per_run;
+    let mut state = State {
+        strategy,
+        queue: VecDeque::new(),
+        in_flight: 0,
+        finished: false,
+        error: None,
+        created: Vec::new(),
+        results: Vec::new(),
+        group: None,
+    };
+    // The first runs are created before anything trains: an error here leaves nothing started.
+    sweep.refill(&mut state)?;
+    // While it trains, this process says it is alive: a run it leaves behind when killed is
+    // recognised as such by the next command.
+    let _heartbeat = store.heartbeat()?;
+    let progress = Progress::new(total, progress_quiet);
+    progress.line(&format!(
+        "{} configs, {} {} rows x {} features (ETL v{etl_version}{}), task {} ({}), {jobs} parallel job(s), store {}",
+        state.queue.len(),
+        prep.table.n_rows,
+        c.data.source,
+        prep.table.features.len(),
+        if etl_new { ", new" } else { "" },
+        prep.task,
+        prep.task_reason,
+        store_path.display()
+    ));
+    let start_to_first_training_ms = crate::PROCESS_START
+        .get()
+        .map(|t| t.elapsed().as_secs_f64() * 1000.0);
+    let shared = (Mutex::new(state), Condvar::new());
+    std::thread::scope(|s| {
+        for _ in 0..jobs.max(1) {
+            s.spawn(|| sweep.work(&shared, &progress));
+        }
+    });
+    progress.finish();
+    // Always said, also with --json: data a tracker has not delivered yet needs a sync.
+    for note in trackers.close() {
+        eprintln!("{note}");
+    }
+    let wandb_report = others
+        .iter()
+        .filter_map(|t| t.report())
+        .find_map(|(key, value)| (key == "wandb").then_some(value));
+    let state = shared.0.into_inner().unwrap_or_else(|e| e.into_inner());
+    if let Some(e) = state.error {
+        return Err(e.context("creating the sweep's next runs"));
+    }
+    let mut results = state.results;
+    results.sort_by_key(|(v, _)| *v);
+    if results.is_empty() {
+        return Err(anyhow!("the sweep trained no run"));
+    }
+    Ok(SweepReport {
+        schema: crate::JSON_SCHEMA,
+        comparison_chart: None,
+        parent_run: None,
+        experiment: c.experiment.clone(),
+        store: store_path.display().to_string(),
+        etl_version: format!("v{etl_version}"),
+        etl_reused: !etl_new,
+        task: prep.task,
+        task_reason: prep.task_reason.clone(),
+        primary_metric: prep.primary_metric.clone(),
+        higher_is_better: config::higher_is_better(&prep.primary_metric),
+        runs: results.into_iter().map(|(_, r)| r).collect(),
+        wall_seconds: started.elapsed().as_secs_f64(),
+        start_to_first_training_ms,
+        wandb: wandb_report,
+    })
+}
