@@ -53,9 +53,7 @@ pub fn sweep_command(path: &Path, opts: &SweepOptions) -> Result<ExitCode> {
         &prep.loaded.config.experiment,
         &prep.loaded.path.display().to_string(),
     )?;
-    if let Some(log) = &prep.loaded.config.tracking.jsonl {
-        crate::track::jsonl::JsonlTracker::open(Path::new(log))?;
-    }
+    crate::track::check_others(&prep.loaded.config.tracking)?;
     check_first_run_free(&store_path, opts.version, configs.len())?;
     let parent = sweep_parent::start(&prep, opts, configs.len())?;
     let opts = SweepOptions {

@@ -113,6 +113,16 @@ pub trait Tracker: Send + Sync {
     }
 }
 
+/// Checks, before anything is written, that the trackers a config asks for beside the store
+/// can open (W&B's settings are checked by [`wandb::resolve`]). A new tracker that needs a
+/// check adds it here.
+pub fn check_others(tracking: &crate::config::TrackingConfig) -> Result<()> {
+    if let Some(path) = &tracking.jsonl {
+        jsonl::JsonlTracker::open(std::path::Path::new(path))?;
+    }
+    Ok(())
+}
+
 /// Opens the trackers a config asks for beside the store: W&B (its settings checked by
 /// [`wandb::resolve`]) and the JSON-lines log. Called before the store is written, so a
 /// tracker that cannot open stops the command with nothing half-done. A new tracker is one

@@ -14,7 +14,7 @@ use crate::config::ConfigError;
 use anyhow::{anyhow, Context, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -581,10 +581,11 @@ struct RunSpool {
     axis: &'static str,
 }
 
-enum Msg {
-    Dirty(String),
-    Close,
-}
+/// Run folders with spooled records the sender has not looked at yet. Appends mark their folder
+/// here and wake the sender through a channel of one slot, so the memory the sink holds is
+/// bounded by its number of runs however far the sender falls behind: the records themselves
+/// wait on disk.
+type Marked = Arc<Mutex<BTreeSet<String>>>;
 
 /// The W&B sink of one sweep.
 pub struct WandbSink {
@@ -596,7 +597,10 @@ pub struct WandbSink {
     /// How long closing waited for the sender.
     waited_s: Mutex<f64>,
     runs: Mutex<HashMap<String, RunSpool>>,
-    tx: Mutex<Option<mpsc::Sender<Msg>>>,
+    marked: Marked,
+    /// Wakes the sender (one slot; a full slot means a wake-up is already pending).
+    wake: Mutex<Option<mpsc::SyncSender<()>>>,
+    closing: Arc<AtomicBool>,
     sender: Mutex<Option<std::thread::JoinHandle<()>>>,
     stop: Arc<AtomicBool>,
     deadline: Arc<Mutex<Option<Instant>>>,
@@ -624,12 +628,19 @@ impl WandbSink {
         let deadline = Arc::new(Mutex::new(None));
         let disabled = Arc::new(AtomicBool::new(false));
         let done = Arc::new(Mutex::new(HashSet::new()));
-        let (tx, rx) = mpsc::channel::<Msg>();
+        let (wake, woken) = mpsc::sync_channel::<()>(1);
+        let marked: Marked = Arc::default();
+        let closing = Arc::new(AtomicBool::new(false));
         let sender = if settings.mode == Mode::Online {
             let client = Client::new(settings.clone(), stop.clone(), deadline.clone())?;
+            let queue = SenderQueue {
+                woken,
+                marked: marked.clone(),
+                closing: closing.clone(),
+            };
             let (disabled, done) = (disabled.clone(), done.clone());
             Some(std::thread::spawn(move || {
-                sender_loop(client, rx, disabled, done)
+                sender_loop(client, queue, disabled, done)
             }))
         } else {
             None
@@ -640,7 +651,9 @@ impl WandbSink {
             pending: Mutex::new(None),
             waited_s: Mutex::new(0.0),
             runs: Mutex::new(HashMap::new()),
-            tx: Mutex::new(Some(tx)),
+            marked,
+            wake: Mutex::new(Some(wake)),
+            closing,
             sender: Mutex::new(sender),
             stop,
             deadline,
@@ -675,8 +688,12 @@ impl WandbSink {
                 eprintln!("W&B: cannot write the spool in {}: {e:#}; W&B data of this run may be incomplete", dir.display());
             }
         }
-        if let Some(tx) = self.tx.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
-            let _ = tx.send(Msg::Dirty(dir.display().to_string()));
+        self.marked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(dir.display().to_string());
+        if let Some(wake) = self.wake.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            let _ = wake.try_send(());
         }
     }
 
@@ -685,9 +702,9 @@ impl WandbSink {
     pub fn close_spools(&self) -> Vec<PathBuf> {
         *self.deadline.lock().unwrap_or_else(|e| e.into_inner()) =
             Some(Instant::now() + Duration::from_secs_f64(self.settings.timeout_s));
-        if let Some(tx) = self.tx.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            let _ = tx.send(Msg::Close);
-        }
+        self.closing.store(true, Ordering::SeqCst);
+        // Dropping the waker ends a sender waiting with nothing to send.
+        self.wake.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(h) = self.sender.lock().unwrap_or_else(|e| e.into_inner()).take() {
             let limit = Instant::now() + Duration::from_secs_f64(self.settings.timeout_s);
             while !h.is_finished() && Instant::now() < limit {
@@ -738,34 +755,29 @@ fn run_id_of(dir: &Path) -> Option<String> {
     v["run_id"].as_str().map(str::to_string)
 }
 
+/// What the sender waits on: wake-ups, the marked folders, and whether the sink is closing.
+struct SenderQueue {
+    woken: mpsc::Receiver<()>,
+    marked: Marked,
+    closing: Arc<AtomicBool>,
+}
+
 fn sender_loop(
     client: Client,
-    rx: mpsc::Receiver<Msg>,
+    queue: SenderQueue,
     disabled: Arc<AtomicBool>,
     done: Arc<Mutex<HashSet<String>>>,
 ) {
     let mut dirty: BTreeMap<String, ()> = BTreeMap::new();
-    let mut closing = false;
     loop {
-        // Block only when there is nothing to send; otherwise take what arrived and go on.
-        let mut msgs: Vec<Msg> = Vec::new();
+        let marked = std::mem::take(&mut *queue.marked.lock().unwrap_or_else(|e| e.into_inner()));
+        dirty.extend(marked.into_iter().map(|d| (d, ())));
+        // Block only when there is nothing to send.
         if dirty.is_empty() {
-            if closing {
+            if queue.closing.load(Ordering::SeqCst) || queue.woken.recv().is_err() {
                 return;
             }
-            match rx.recv() {
-                Ok(m) => msgs.push(m),
-                Err(_) => return, // the sink is gone
-            }
-        }
-        msgs.extend(rx.try_iter());
-        for m in msgs {
-            match m {
-                Msg::Dirty(d) => {
-                    dirty.insert(d, ());
-                }
-                Msg::Close => closing = true,
-            }
+            continue;
         }
         if disabled.load(Ordering::SeqCst) {
             return;
@@ -796,9 +808,6 @@ fn sender_loop(
                 Err(SendError::OutOfTime) => return,
                 Err(SendError::Retry(..)) => {} // try again on the next round
             }
-        }
-        if closing && dirty.is_empty() {
-            return;
         }
     }
 }
