@@ -9,16 +9,18 @@
 )]
 #![deny(clippy::too_many_lines)]
 
+pub mod commands;
 pub mod config;
 pub mod data;
 pub mod eda;
 pub mod etl;
 pub mod eval;
-pub mod inspect;
 pub mod models;
 pub mod onnx;
 pub mod plot;
 pub mod predict;
+pub mod prepare;
+pub mod progress;
 pub mod replay;
 pub mod report;
 pub mod rng;

@@ -8,7 +8,10 @@
 )]
 #![deny(clippy::too_many_lines)]
 
-use runner::{eda, inspect, predict, replay, sweep};
+use runner::commands::{
+    diff, eda, export, models, predict, reload_etl, replay, runs, show, validate, wandb_sync,
+};
+use runner::sweep;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -305,9 +308,9 @@ fn main() -> ExitCode {
 fn run_query(command: Command, uri: Option<&str>) -> anyhow::Result<ExitCode> {
     match command {
         Command::Validate { config, sets, json } => {
-            inspect::validate_command(&config, &sets, uri, json)
+            validate::validate_command(&config, &sets, uri, json)
         }
-        Command::Models { json } => inspect::models_command(json),
+        Command::Models { json } => models::models_command(json),
         Command::Eda {
             config,
             sets,
@@ -322,20 +325,20 @@ fn run_query(command: Command, uri: Option<&str>) -> anyhow::Result<ExitCode> {
             wide,
             json,
         } => {
-            let filter = inspect::RunsFilter {
+            let filter = runs::RunsFilter {
                 experiment,
                 sort,
                 status,
                 limit,
             };
-            inspect::runs_command(uri, &filter, wide, json)
+            runs::runs_command(uri, &filter, wide, json)
         }
-        Command::Show { version, json } => inspect::show_command(uri, &version, json),
+        Command::Show { version, json } => show::show_command(uri, &version, json),
         Command::WandbSync {
             versions,
             timeout,
             json,
-        } => inspect::wandb_sync_command(uri, &versions, timeout, json),
+        } => wandb_sync::wandb_sync_command(uri, &versions, timeout, json),
         Command::Predict {
             version,
             input,
@@ -346,7 +349,7 @@ fn run_query(command: Command, uri: Option<&str>) -> anyhow::Result<ExitCode> {
             version,
             format,
             out,
-        } => predict::export_command(uri, &version, &format, &out),
+        } => export::export_command(uri, &version, &format, &out),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "runner", &mut std::io::stdout());
@@ -354,7 +357,7 @@ fn run_query(command: Command, uri: Option<&str>) -> anyhow::Result<ExitCode> {
         }
         Command::Diff { a, b, json } => {
             let store = sweep::tracking_path(uri, None)?;
-            replay::diff_command(&store, &a, &b, json)
+            diff::diff_command(&store, &a, &b, json)
         }
         // `run` handles the commands that train or rebuild; passed back if they arrive here.
         Command::Sweep { .. } | Command::ReloadEtl { .. } | Command::Replay { .. } => run(Cli {
@@ -390,7 +393,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 wide,
                 parent_run: None,
             };
-            inspect::sweep_command(&config, &opts)
+            runner::commands::sweep::sweep_command(&config, &opts)
         }
         Command::ReloadEtl {
             version,
@@ -399,7 +402,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             json,
         } => {
             let store = sweep::tracking_path(uri, None)?;
-            replay::reload_etl_command(&store, &version, input.as_deref(), out.as_deref(), json)
+            reload_etl::reload_etl_command(&store, &version, input.as_deref(), out.as_deref(), json)
         }
         Command::Replay {
             version,

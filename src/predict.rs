@@ -12,7 +12,6 @@ use anyhow::{bail, Context, Result};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 
 /// A run's model as saved, ready to predict.
 pub struct SavedModel {
@@ -98,7 +97,7 @@ pub fn load_run_model(store: &MlflowStore, version: i64) -> Result<SavedModel> {
 }
 
 /// `tN` of the chosen store, loaded.
-fn open_saved(uri: Option<&str>, version: &str) -> Result<SavedModel> {
+pub fn open_saved(uri: Option<&str>, version: &str) -> Result<SavedModel> {
     let v = sweep::parse_version(version, 't').map_err(|m| anyhow::anyhow!(m))?;
     let store = MlflowStore::open_read_only(&sweep::tracking_path(uri, None)?)?;
     load_run_model(&store, v)
@@ -251,102 +250,4 @@ pub fn to_csv(saved: &SavedModel, p: &Predicted, proba: bool) -> Result<String> 
         out.push('\n');
     }
     Ok(out)
-}
-
-pub fn predict_command(
-    uri: Option<&str>,
-    version: &str,
-    input: &Path,
-    out: Option<&Path>,
-    proba: bool,
-) -> Result<ExitCode> {
-    let saved = open_saved(uri, version)?;
-    let p = predict_file(&saved, input)?;
-    let csv = to_csv(&saved, &p, proba)?;
-    if !p.filters.is_empty() {
-        eprintln!(
-            "{} of {} input rows kept by the recorded ETL filter(s) {}; the `row` column gives each prediction's input row",
-            p.rows.len(),
-            p.input_rows,
-            p.filters.join(" and ")
-        );
-    }
-    match out {
-        Some(path) => {
-            std::fs::write(path, csv)
-                .with_context(|| format!("cannot write {}", path.display()))?;
-            eprintln!(
-                "{} predictions of {} ({}) written to {}",
-                p.rows.len(),
-                saved.version,
-                saved.config.name,
-                path.display()
-            );
-        }
-        None => print!("{csv}"),
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// `runner export tN --format native|onnx|torchscript --out DIR`.
-pub fn export_command(
-    uri: Option<&str>,
-    version: &str,
-    format: &str,
-    out: &Path,
-) -> Result<ExitCode> {
-    let saved = open_saved(uri, version)?;
-    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
-    let copy = |from: &Path| -> Result<PathBuf> {
-        let to = out.join(from.file_name().unwrap_or_default());
-        std::fs::copy(from, &to)
-            .with_context(|| format!("cannot copy {} to {}", from.display(), to.display()))?;
-        Ok(to)
-    };
-    let written: Vec<PathBuf> = match format {
-        "native" => saved.files.iter().map(|f| copy(f)).collect::<Result<_>>()?,
-        "torchscript" => {
-            let pt = saved
-                .files
-                .iter()
-                .find(|f| f.extension().is_some_and(|e| e == "pt"))
-                .ok_or_else(|| {
-                    anyhow::anyhow!(
-                        "{} is a {} model; TorchScript export covers the networks (mlp, cnn, lstm): use --format native or onnx",
-                        saved.version,
-                        saved.config.kind
-                    )
-                })?;
-            vec![copy(pt)?, copy(&saved.files[0])?]
-        }
-        "onnx" => {
-            let bytes = crate::onnx::export(&crate::onnx::Source {
-                version: &saved.version,
-                config: &saved.config,
-                task: saved.task,
-                labels: saved.labels.as_ref(),
-                preprocessor: &saved.preprocessor,
-                fitted: &saved.document["fitted"],
-                native: &saved.native,
-            })?;
-            let to = out.join(format!("model_{}.onnx", saved.version));
-            std::fs::write(&to, bytes).with_context(|| format!("cannot write {}", to.display()))?;
-            vec![to]
-        }
-        other => {
-            bail!("unknown export format \"{other}\"; valid: \"native\", \"onnx\", \"torchscript\"")
-        }
-    };
-    for w in &written {
-        println!("{}", w.display());
-    }
-    eprintln!(
-        "{} ({}, {}) exported as {format}: {} file(s) in {}",
-        saved.version,
-        saved.config.name,
-        saved.config.kind,
-        written.len(),
-        out.display()
-    );
-    Ok(ExitCode::SUCCESS)
 }

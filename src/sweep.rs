@@ -1,234 +1,27 @@
 //! `runner sweep`: validate everything, build the ETL version, then train every model config
 //! with cross-validation, logging one MLflow run per config.
 
-use crate::config::{self, ConfigError, LoadedConfig};
-use crate::data::{self, InputRef, Table};
-use crate::etl::{self, LabelMapping, Preprocessor};
+use crate::config::ConfigError;
+use crate::data;
+use crate::etl::Preprocessor;
 use crate::eval::{self, Fold, Scores};
 use crate::models::{self, FitContext, ModelConfig, Task, TrainSet};
 use crate::track::mlflow::MlflowStore;
-use crate::track::{now_ms, DatasetInput, Metric, RunSpec, RunStatus, Tracker};
+use crate::track::{now_ms, Metric, RunSpec, RunStatus, Tracker};
 use anyhow::{Context, Result};
 use ndarray::{Array1, Array2};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
-pub const RUNNER_VERSION: &str = env!("CARGO_PKG_VERSION");
-pub const GIT_COMMIT: &str = env!("RUNNER_GIT_COMMIT");
-pub const LIB_VERSIONS: &str = env!("RUNNER_LIB_VERSIONS");
+pub use crate::types::{GIT_COMMIT, LIB_VERSIONS, RUNNER_VERSION};
 
-/// The data side of a sweep, ready to train on: everything checked, nothing written yet.
-pub struct Prepared {
-    pub loaded: LoadedConfig,
-    pub input: InputRef,
-    pub etl_df: polars::prelude::DataFrame,
-    pub table: Table,
-    pub task: Task,
-    pub task_reason: String,
-    pub y: Vec<f64>,
-    pub labels: Option<LabelMapping>,
-    pub etl_key: String,
-    pub etl_record: serde_json::Value,
-    pub primary_metric: String,
-}
-
-pub fn primary_metric(loaded: &LoadedConfig, task: Task) -> Result<String> {
-    let default = match task {
-        Task::Classification => "accuracy",
-        Task::Regression => "mae",
-    };
-    let m = loaded
-        .config
-        .primary_metric
-        .clone()
-        .unwrap_or_else(|| default.to_string());
-    let valid = match task {
-        Task::Classification => config::CLASSIFICATION_METRICS,
-        Task::Regression => config::REGRESSION_METRICS,
-    };
-    if !valid.contains(&m.as_str()) {
-        let src = std::fs::read_to_string(&loaded.path).unwrap_or_default();
-        let pos = config::locate(&src, None, None, "primary_metric");
-        return Err(ConfigError {
-            file: loaded.path.display().to_string(),
-            line: pos.map(|p| p.0),
-            col: pos.map(|p| p.1),
-            key: Some("primary_metric".into()),
-            message: format!(
-                "\"{m}\" is not a {task} metric; valid: {}{}",
-                models::quoted_list(valid),
-                crate::suggest::hint(&m, valid)
-            ),
-        }
-        .into());
-    }
-    Ok(m)
-}
-
-/// Loads the data and runs the stateless ETL for a checked config, from a given input.
-pub fn build_etl(
-    loaded: &LoadedConfig,
-    input: &InputRef,
-) -> Result<(polars::prelude::DataFrame, Table)> {
-    let c = &loaded.config;
-    run_etl(
-        &c.etl,
-        &c.data.target,
-        input,
-        &loaded.path.display().to_string(),
-    )
-}
-
-/// Runs an ETL spec on an input; `origin` names the config (or store record) in errors.
-pub fn run_etl(
-    spec: &crate::config::EtlSpec,
-    target: &str,
-    input: &InputRef,
-    origin: &str,
-) -> Result<(polars::prelude::DataFrame, Table)> {
-    let df = data::read_source(&input.uri)?;
-    let out = data::apply_stateless(df, spec, target, origin)?;
-    if out.height() == 0 {
-        anyhow::bail!("{origin}: the ETL leaves no rows (check etl.filter)");
-    }
-    let table = data::to_table(&out, target)?;
-    if table.features.is_empty() {
-        anyhow::bail!("{origin}: the ETL leaves no feature columns besides the target");
-    }
-    etl::check_missing(&table, spec, origin)?;
-    Ok((out, table))
-}
-
-/// The ETL version's identity: the same spec on the same input content reuses its number.
-pub fn etl_identity(loaded: &LoadedConfig, input: &InputRef) -> (String, serde_json::Value) {
-    let c = &loaded.config;
-    let spec = json!({"source": c.data.source, "target": c.data.target, "etl": c.etl});
-    let key = data::sha256_hex(format!("{}\n{}", spec, input.sha256).as_bytes());
-    (key, spec)
-}
-
-pub fn prepare(loaded: LoadedConfig) -> Result<Prepared> {
-    let input = data::input_ref(&loaded)?;
-    prepare_from(loaded, input)
-}
-
-/// A mistake in the data found while preparing (a file polars cannot parse, a cast that fails,
-/// a filter that leaves no rows...) is the user's to fix, found before anything is written:
-/// it becomes a [`ConfigError`] (exit 2) that names the config, keeping the cause's text.
-fn as_data_error(loaded: &LoadedConfig, e: anyhow::Error) -> anyhow::Error {
-    if e.downcast_ref::<ConfigError>().is_some() {
-        return e;
-    }
-    ConfigError::new(loaded.path.display().to_string(), format!("{e:#}")).into()
-}
-
-/// Data that cannot be learned from: more folds than rows, one class, or a class too small for
-/// stratified folds. Names the key to change.
-fn check_learnable(
-    loaded: &LoadedConfig,
-    task: Task,
-    y: &[f64],
-    labels: Option<&LabelMapping>,
-) -> Result<()> {
-    let cv = &loaded.config.cv;
-    let file = loaded.path.display().to_string();
-    let src = std::fs::read_to_string(&loaded.path).unwrap_or_default();
-    let at = |table: &str, key: &str| config::locate(&src, Some(table), None, key);
-    let fail = |table: &str, key: &str, message: String| -> Result<()> {
-        let pos = at(table, key);
-        Err(ConfigError {
-            file: file.clone(),
-            line: pos.map(|p| p.0),
-            col: pos.map(|p| p.1),
-            key: Some(format!("{table}.{key}")),
-            message,
-        }
-        .into())
-    };
-    let target = &loaded.config.data.target;
-    if y.len() < cv.folds {
-        return fail(
-            "cv",
-            "folds",
-            format!(
-                "{} folds need at least {} rows; the data has {} after the ETL",
-                cv.folds,
-                cv.folds,
-                y.len()
-            ),
-        );
-    }
-    let Some(labels) = labels.filter(|_| task == Task::Classification) else {
-        return Ok(());
-    };
-    let mut counts = vec![0usize; labels.classes.len()];
-    for v in y {
-        counts[*v as usize] += 1;
-    }
-    let present: Vec<usize> = (0..counts.len()).filter(|c| counts[*c] > 0).collect();
-    if present.len() < 2 {
-        let only = present.first().map(|c| labels.decode(*c)).unwrap_or("");
-        return fail("data", "target", format!("column \"{target}\" has a single class (\"{only}\") after the ETL; classification needs at least two"));
-    }
-    if cv.stratified {
-        if let Some(c) = present.iter().find(|c| counts[**c] < cv.folds) {
-            return fail("cv", "folds", format!("class \"{}\" of column \"{target}\" has {} rows, fewer than the {} stratified folds need (one per fold); lower cv.folds, set cv.stratified = false, or filter the class out with etl.filter", labels.decode(*c), counts[*c], cv.folds));
-        }
-    }
-    Ok(())
-}
-
-/// Prepares a sweep on a given input (replays pass the recorded, verified one).
-pub fn prepare_from(loaded: LoadedConfig, input: InputRef) -> Result<Prepared> {
-    let (etl_df, table) = build_etl(&loaded, &input).map_err(|e| as_data_error(&loaded, e))?;
-    let (task, task_reason) = etl::infer_task(loaded.config.task, &table.target);
-    let (y, labels) = etl::encode_target(task, &table.target)
-        .with_context(|| format!("target \"{}\"", loaded.config.data.target))
-        .map_err(|e| as_data_error(&loaded, e))?;
-    check_learnable(&loaded, task, &y, labels.as_ref())?;
-    let primary_metric = primary_metric(&loaded, task)?;
-    let (etl_key, spec) = etl_identity(&loaded, &input);
-    let schema = data::schema_of(&etl_df);
-    let etl_record = json!({
-        "spec": spec,
-        "spec_toml": toml::to_string(&json_to_toml_etl(&loaded)).unwrap_or_default(),
-        "input": input,
-        "schema": schema,
-        "n_rows": table.n_rows,
-        "n_cols": etl_df.width(),
-        "target_distribution": etl::target_distribution(task, &y, labels.as_ref()),
-        "fingerprint": data::fingerprint(&table),
-        "runner_version": RUNNER_VERSION,
-    });
-    Ok(Prepared {
-        loaded,
-        input,
-        etl_df,
-        table,
-        task,
-        task_reason,
-        y,
-        labels,
-        etl_key,
-        etl_record,
-        primary_metric,
-    })
-}
-
-/// The `[data]` and `[etl]` tables as TOML (the ETL's source, recorded with its version); a
-/// table TOML cannot write is left out.
-fn json_to_toml_etl(loaded: &LoadedConfig) -> toml::Table {
-    let mut t = toml::Table::new();
-    if let Ok(data) = toml::Value::try_from(&loaded.config.data) {
-        t.insert("data".into(), data);
-    }
-    if let Ok(etl) = toml::Value::try_from(&loaded.config.etl) {
-        t.insert("etl".into(), etl);
-    }
-    t
-}
+pub use crate::prepare::{
+    build_etl, dataset_input, etl_identity, prepare, prepare_from, primary_metric, run_etl,
+    Prepared,
+};
+pub use crate::progress::Progress;
+pub use crate::track::{sanitize, tracking_path, user};
 
 /// How one config is trained and scored; recorded with the run so it can be replayed.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -303,50 +96,6 @@ pub struct RunResult {
     pub per_class: Vec<eval::ClassStats>,
     pub confusion: Vec<Vec<usize>>,
     pub fit_seconds: f64,
-}
-
-/// Reports progress lines: a bar on a terminal, plain lines otherwise.
-pub struct Progress {
-    bar: Option<indicatif::ProgressBar>,
-    quiet: bool,
-}
-
-impl Progress {
-    pub fn new(total: u64, quiet: bool) -> Progress {
-        use std::io::IsTerminal;
-        let bar = if !quiet && std::io::stderr().is_terminal() {
-            let b = indicatif::ProgressBar::new(total);
-            b.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{elapsed_precise} [{bar:30}] {pos}/{len} fits  {msg}",
-                )
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-                .progress_chars("=> "),
-            );
-            Some(b)
-        } else {
-            None
-        };
-        Progress { bar, quiet }
-    }
-    pub fn tick(&self, msg: &str) {
-        if let Some(b) = &self.bar {
-            b.inc(1);
-            b.set_message(msg.to_string());
-        }
-    }
-    pub fn line(&self, msg: &str) {
-        match &self.bar {
-            Some(b) => b.println(msg),
-            None if !self.quiet => eprintln!("{msg}"),
-            None => {}
-        }
-    }
-    pub fn finish(&self) {
-        if let Some(b) = &self.bar {
-            b.finish_and_clear();
-        }
-    }
 }
 
 fn class_labels(prep: &Prepared) -> Vec<String> {
@@ -876,19 +625,6 @@ fn predictions_csv(prep: &Prepared, rows: &[usize], pred: &models::Prediction) -
     out
 }
 
-pub fn sanitize(label: &str) -> String {
-    label
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "_-. ".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
-
 fn per_class_from_confusion(confusion: &[Vec<usize>], labels: &[String]) -> Vec<eval::ClassStats> {
     let mut y = Vec::new();
     let mut p = Vec::new();
@@ -919,64 +655,6 @@ pub struct SweepOptions {
     pub parent_run: Option<String>,
     /// `--wide`: every leaderboard column, however wide the terminal.
     pub wide: bool,
-}
-
-pub fn tracking_path(cli: Option<&str>, loaded: Option<&LoadedConfig>) -> Result<PathBuf> {
-    let uri = cli
-        .map(str::to_string)
-        .or_else(|| {
-            std::env::var("MLFLOW_TRACKING_URI")
-                .ok()
-                .filter(|s| !s.is_empty())
-        })
-        .or_else(|| loaded.and_then(|l| l.config.tracking.uri.clone()))
-        .unwrap_or_else(|| "sqlite:///mlflow.db".to_string());
-    // A URI runner cannot use is the user's mistake wherever it was written: exit 2.
-    crate::track::mlflow::path_from_uri(&uri).map_err(|e| {
-        let origin = if cli.is_some() {
-            "--tracking-uri".to_string()
-        } else if std::env::var("MLFLOW_TRACKING_URI").is_ok_and(|s| !s.is_empty()) {
-            "MLFLOW_TRACKING_URI".to_string()
-        } else {
-            loaded
-                .map(|l| format!("{} (tracking.uri)", l.path.display()))
-                .unwrap_or_default()
-        };
-        ConfigError::new(origin, format!("{e:#}")).into()
-    })
-}
-
-/// Who runs runner: `USER`, else `LOGNAME`, else the login name of the process's uid (cron,
-/// containers and CI often set neither variable), else "unknown".
-pub fn user() -> String {
-    std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .ok()
-        .filter(|u| !u.is_empty())
-        .or_else(login_name)
-        .unwrap_or_else(|| "unknown".into())
-}
-
-fn login_name() -> Option<String> {
-    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut buf = vec![0 as libc::c_char; 4096];
-    let mut found: *mut libc::passwd = std::ptr::null_mut();
-    // SAFETY: getpwuid_r fills `pwd` with pointers into `buf`, which outlives their use here.
-    let rc = unsafe {
-        libc::getpwuid_r(
-            libc::getuid(),
-            &mut pwd,
-            buf.as_mut_ptr(),
-            buf.len(),
-            &mut found,
-        )
-    };
-    if rc != 0 || found.is_null() || pwd.pw_name.is_null() {
-        return None;
-    }
-    // SAFETY: pw_name points at a NUL-terminated string inside `buf`.
-    let name = unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) };
-    Some(name.to_string_lossy().into_owned()).filter(|n| !n.is_empty())
 }
 
 pub fn cores() -> usize {
@@ -1045,36 +723,6 @@ pub fn run_record(
         "folds_sha256": folds_digest(&splits.folds),
         "primary_metric": prep.primary_metric,
     })
-}
-
-fn mlflow_type(polars_dtype: &str) -> &'static str {
-    match polars_dtype {
-        "f64" | "f32" => "double",
-        "i64" | "u64" | "u32" => "long",
-        "i32" | "i16" | "i8" | "u16" | "u8" => "integer",
-        "bool" => "boolean",
-        _ => "string",
-    }
-}
-
-/// The ETL version as an MLflow dataset input.
-pub fn dataset_input(prep: &Prepared, etl_version: i64) -> DatasetInput {
-    DatasetInput {
-        name: format!("{}-v{etl_version}", prep.loaded.config.experiment),
-        digest: prep.etl_record["fingerprint"]
-            .as_str()
-            .unwrap_or("")
-            .chars()
-            .take(36)
-            .collect(),
-        source_uri: prep.input.uri.clone(),
-        schema: data::schema_of(&prep.etl_df)
-            .iter()
-            .map(|(n, t)| (n.clone(), mlflow_type(t).to_string()))
-            .collect(),
-        num_rows: prep.table.n_rows,
-        num_cols: prep.etl_df.width(),
-    }
 }
 
 /// Each metric's mean and standard deviation over folds, as `{"mean": .., "std": ..}` objects.

@@ -4,6 +4,11 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
+/// This build: its version, its git commit, and the versions of the libraries it trains with.
+pub const RUNNER_VERSION: &str = env!("CARGO_PKG_VERSION");
+pub const GIT_COMMIT: &str = env!("RUNNER_GIT_COMMIT");
+pub const LIB_VERSIONS: &str = env!("RUNNER_LIB_VERSIONS");
+
 /// What a model learns to predict.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

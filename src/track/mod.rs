@@ -10,8 +10,10 @@ pub mod mlflow;
 pub mod owner;
 pub mod wandb;
 
+use crate::config::{ConfigError, LoadedConfig};
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RunStatus {
@@ -215,4 +217,75 @@ impl Tracker for Trackers<'_> {
             .flat_map(|t| t.close())
             .collect()
     }
+}
+
+pub fn tracking_path(cli: Option<&str>, loaded: Option<&LoadedConfig>) -> Result<PathBuf> {
+    let uri = cli
+        .map(str::to_string)
+        .or_else(|| {
+            std::env::var("MLFLOW_TRACKING_URI")
+                .ok()
+                .filter(|s| !s.is_empty())
+        })
+        .or_else(|| loaded.and_then(|l| l.config.tracking.uri.clone()))
+        .unwrap_or_else(|| "sqlite:///mlflow.db".to_string());
+    // A URI runner cannot use is the user's mistake wherever it was written: exit 2.
+    crate::track::mlflow::path_from_uri(&uri).map_err(|e| {
+        let origin = if cli.is_some() {
+            "--tracking-uri".to_string()
+        } else if std::env::var("MLFLOW_TRACKING_URI").is_ok_and(|s| !s.is_empty()) {
+            "MLFLOW_TRACKING_URI".to_string()
+        } else {
+            loaded
+                .map(|l| format!("{} (tracking.uri)", l.path.display()))
+                .unwrap_or_default()
+        };
+        ConfigError::new(origin, format!("{e:#}")).into()
+    })
+}
+
+/// Who runs runner: `USER`, else `LOGNAME`, else the login name of the process's uid (cron,
+/// containers and CI often set neither variable), else "unknown".
+pub fn user() -> String {
+    std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .ok()
+        .filter(|u| !u.is_empty())
+        .or_else(login_name)
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn login_name() -> Option<String> {
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut buf = vec![0 as libc::c_char; 4096];
+    let mut found: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: getpwuid_r fills `pwd` with pointers into `buf`, which outlives their use here.
+    let rc = unsafe {
+        libc::getpwuid_r(
+            libc::getuid(),
+            &mut pwd,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut found,
+        )
+    };
+    if rc != 0 || found.is_null() || pwd.pw_name.is_null() {
+        return None;
+    }
+    // SAFETY: pw_name points at a NUL-terminated string inside `buf`.
+    let name = unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) };
+    Some(name.to_string_lossy().into_owned()).filter(|n| !n.is_empty())
+}
+
+pub fn sanitize(label: &str) -> String {
+    label
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "_-. ".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }

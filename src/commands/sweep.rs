@@ -1,0 +1,124 @@
+//! `runner sweep <config>`: checks everything, starts the sweep's parent run, trains the
+//! configs (an ask/tell loop, `schedule`) and prints the leaderboard.
+
+use crate::config::{self, ConfigError};
+use crate::models;
+use crate::report;
+use crate::sweep::{self, SweepOptions};
+use crate::sweep_parent;
+use crate::track::mlflow::MlflowStore;
+use crate::track::wandb;
+use anyhow::{bail, Result};
+use std::path::Path;
+use std::process::ExitCode;
+
+fn select_only(
+    configs: Vec<models::ModelConfig>,
+    only: &[String],
+    file: &Path,
+) -> Result<Vec<models::ModelConfig>> {
+    if only.is_empty() {
+        return Ok(configs);
+    }
+    let names: Vec<String> = configs.iter().map(|c| c.name.clone()).collect();
+    let kept: Vec<_> = configs
+        .into_iter()
+        .filter(|c| only.iter().any(|o| c.name.starts_with(o.as_str())))
+        .collect();
+    if kept.is_empty() {
+        bail!(ConfigError::new(
+            file.display().to_string(),
+            format!(
+                "--only {} matches no model config; names: {}",
+                only.join(", "),
+                names.join(", ")
+            )
+        ));
+    }
+    Ok(kept)
+}
+
+pub fn sweep_command(path: &Path, opts: &SweepOptions) -> Result<ExitCode> {
+    let loaded = config::load_config(path, &opts.sets)?;
+    let prep = sweep::prepare(loaded)?;
+    let mut configs = config::expand_sweeps(&prep.loaded, prep.task)?;
+    let store_path = sweep::tracking_path(opts.tracking_uri.as_deref(), Some(&prep.loaded))?;
+    sweep::resolve_run_members(&mut configs, &store_path, prep.task, path)?;
+    let configs = select_only(configs, &opts.only, path)?;
+    // Everything is checked (W&B settings too) before the parent run is written.
+    wandb::resolve(
+        prep.loaded.config.tracking.wandb.as_ref(),
+        &prep.loaded.config.experiment,
+        &prep.loaded.path.display().to_string(),
+    )?;
+    crate::track::check_others(&prep.loaded.config.tracking)?;
+    check_first_run_free(&store_path, opts.version, configs.len())?;
+    let parent = sweep_parent::start(&prep, opts, configs.len())?;
+    let opts = SweepOptions {
+        parent_run: Some(parent.run_uuid.clone()),
+        ..opts.clone()
+    };
+    let trained = train_batches(&prep, configs, &opts);
+    let mut report = match trained {
+        Ok(r) => r,
+        Err(e) => {
+            sweep_parent::fail(&parent);
+            return Err(e);
+        }
+    };
+    let parent_done = sweep_parent::finish(&parent, &prep, &mut report);
+    if let Err(e) = &parent_done {
+        // The runs are logged; only the summary run is incomplete. Say so, and report them.
+        eprintln!("error: the sweep's parent run could not be completed: {e:#}");
+        sweep_parent::fail(&parent);
+    }
+    if opts.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        report::print_sweep(&report, opts.wide);
+    }
+    let failed = report.runs.iter().any(|r| r.status != "FINISHED") || parent_done.is_err();
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// `--first-run tN`: every number the sweep needs must be free, checked before anything is
+/// written (the store checks again when it numbers the runs).
+fn check_first_run_free(store_path: &Path, first: Option<i64>, n: usize) -> Result<()> {
+    let Some(first) = first else {
+        return Ok(());
+    };
+    if !store_path.is_file() {
+        return Ok(());
+    }
+    let store = MlflowStore::open_read_only(store_path)?;
+    let taken: Vec<String> = store
+        .training_runs()?
+        .iter()
+        .filter(|r| r.version >= first && r.version < first + n as i64)
+        .map(|r| format!("t{}", r.version))
+        .collect();
+    if let Some(t) = taken.first() {
+        bail!(ConfigError::new(
+            "--first-run",
+            format!(
+                "training version {t} is already taken in {}; the sweep needs t{first}..t{} free: pick a free number or leave --first-run out",
+                store_path.display(),
+                first + n as i64 - 1
+            )
+        ));
+    }
+    Ok(())
+}
+
+/// The sweep's configs, then (with `--ensemble top=N`) their ensembles, as one report.
+fn train_batches(
+    prep: &sweep::Prepared,
+    configs: Vec<models::ModelConfig>,
+    opts: &SweepOptions,
+) -> Result<sweep::SweepReport> {
+    crate::schedule::run_sweep(prep, configs, opts, opts.json)
+}

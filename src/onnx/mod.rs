@@ -1,0 +1,218 @@
+//! ONNX export of a run's saved model, written as protobuf by hand (the handful of ONNX messages
+//! needed here are smaller than a protobuf code generator and its build step).
+//!
+//! Every exported graph takes the run's input columns as `input` (double, N x F, in the order of
+//! the `feature_names` metadata), applies the fitted preprocessing (missing values filled,
+//! shift and scale) in double precision, then the model:
+//! - decision trees and random forests: `ai.onnx.ml.TreeEnsembleRegressor` with double
+//!   thresholds (one target per class for classification, averaged over trees);
+//! - logistic regression: MatMul + Add + Softmax; linear (ridge) regression: MatMul + Add;
+//! - the networks, in float like libtorch: their standardisation; MLP Gemm layers, batch norm
+//!   (inference form) and activation; CNN Conv, pooling and a dense head; LSTM the ONNX LSTM
+//!   (gates reordered from libtorch's), stacked and bidirectional as trained, and a dense head;
+//!   then Softmax.
+//!
+//! Classifiers output `probabilities` (double, N x K) and `label` (N; the original class labels,
+//! int64 when they are all whole numbers, else strings); regressors output `value` (double, N).
+
+mod linear;
+mod nn;
+mod proto;
+mod trees;
+
+use crate::etl::{LabelMapping, Preprocessor};
+use crate::models::Task;
+use anyhow::{anyhow, bail, Context, Result};
+use linear::{linear, logistic};
+use nn::network;
+use proto::{value_info, Attr, Data, Graph, Pb, DOUBLE, INT64, STRING};
+use serde_json::Value;
+use trees::{lightgbm, trees, xgboost};
+
+/// Kinds this module can export: those whose spec says `onnx`.
+pub fn exportable_kinds() -> Vec<&'static str> {
+    crate::models::kind_specs()
+        .filter(|k| k.onnx)
+        .map(|k| k.kind)
+        .collect()
+}
+
+pub(super) fn ndarray_data(v: &Value, what: &str) -> Result<(Vec<usize>, Vec<f64>)> {
+    let dim = v["dim"]
+        .as_array()
+        .with_context(|| format!("{what}: no dim"))?
+        .iter()
+        .map(|d| d.as_u64().unwrap_or(0) as usize)
+        .collect();
+    let data = v["data"]
+        .as_array()
+        .with_context(|| format!("{what}: no data"))?
+        .iter()
+        .map(|d| d.as_f64().unwrap_or(f64::NAN))
+        .collect();
+    Ok((dim, data))
+}
+
+/// What the exporter needs of a saved run.
+pub struct Source<'a> {
+    pub version: &'a str,
+    pub config: &'a crate::models::ModelConfig,
+    pub task: Task,
+    pub labels: Option<&'a LabelMapping>,
+    pub preprocessor: &'a Preprocessor,
+    pub fitted: &'a Value,
+    /// The model's native files by extension: "safetensors" for the networks, "json" for
+    /// XGBoost, "txt" for LightGBM.
+    pub native: &'a std::collections::BTreeMap<String, Vec<u8>>,
+}
+
+/// The model's part of the graph, reading the preprocessed `x`: its output's name.
+fn model_graph(g: &mut Graph, src: &Source, x: &str, f: i64) -> Result<String> {
+    let kind = src.config.kind.as_str();
+    let k = src.labels.map(|l| l.classes.len()).unwrap_or(0);
+    Ok(match kind {
+        "decision_tree" | "random_forest" => trees(g, src.fitted, x, src.task, k)?,
+        "logistic_regression" => logistic(g, src.fitted, x, k)?,
+        "linear" => linear(g, src.fitted, x)?,
+        "lightgbm" => lightgbm(
+            g,
+            src.native
+                .get("txt")
+                .context("the run has no LightGBM model_tN.txt")?,
+            x,
+            src.task,
+        )?,
+        "xgboost" => xgboost(
+            g,
+            src.native
+                .get("json")
+                .context("the run has no XGBoost model_tN.json")?,
+            x,
+            src.task,
+            k,
+        )?,
+        "mlp" | "cnn" | "lstm" => network(
+            g,
+            src.config,
+            src.native
+                .get("safetensors")
+                .context("the run has no model_tN.safetensors")?,
+            x,
+            f,
+            src.task,
+        )?,
+        other => bail!("{other} is marked exportable but has no ONNX writer"),
+    })
+}
+
+/// The graph's outputs from the model's `y`: `probabilities` and `label` for a classifier,
+/// `value` for a regressor.
+fn output_nodes(g: &mut Graph, src: &Source, y: &str) -> Vec<Pb> {
+    let k = src.labels.map(|l| l.classes.len()).unwrap_or(0);
+    let mut outputs = Vec::new();
+    match (src.task, src.labels) {
+        (Task::Classification, Some(labels)) => {
+            g.node_in("", "Identity", &[y], &["probabilities"], vec![]);
+            let idx = g.op(
+                "ArgMax",
+                &["probabilities"],
+                vec![Attr::Int("axis", 1), Attr::Int("keepdims", 0)],
+            );
+            let ints: Option<Vec<i64>> = labels.classes.iter().map(|c| c.parse().ok()).collect();
+            let (table, elem) = match &ints {
+                Some(v) => (g.init("classes", &[k as i64], Data::I64(v)), INT64),
+                None => (
+                    g.init("classes", &[k as i64], Data::Str(&labels.classes)),
+                    STRING,
+                ),
+            };
+            g.node_in(
+                "",
+                "Gather",
+                &[&table, &idx],
+                &["label"],
+                vec![Attr::Int("axis", 0)],
+            );
+            outputs.push(value_info("label", elem, &[None]));
+            outputs.push(value_info("probabilities", DOUBLE, &[None, Some(k as i64)]));
+        }
+        _ => {
+            let shape = g.init("shape", &[1], Data::I64(&[-1]));
+            g.node_in("", "Reshape", &[y, &shape], &["value"], vec![]);
+            outputs.push(value_info("value", DOUBLE, &[None]));
+        }
+    }
+    outputs
+}
+
+/// The ONNX model of a saved run.
+pub fn export(src: &Source) -> Result<Vec<u8>> {
+    let kind = src.config.kind.as_str();
+    let exportable = exportable_kinds();
+    if !exportable.contains(&kind) {
+        bail!(
+            "ONNX export covers {}; {} is a {kind} model: use --format native",
+            crate::models::quoted_list(&exportable),
+            src.version,
+        );
+    }
+    let steps = src.preprocessor.numeric_steps().ok_or_else(|| {
+        anyhow!(
+            "{} reads text columns (one-hot or ordinal encoded); ONNX export covers numeric inputs only: use --format native",
+            src.version
+        )
+    })?;
+    let f = steps.len() as i64;
+    let mut g = Graph::default();
+    // Preprocessing, in double like the runner: (value, or its fill if missing, - shift) / scale.
+    let fill: Vec<f64> = steps.iter().map(|s| s.1).collect();
+    let shift: Vec<f64> = steps.iter().map(|s| s.2).collect();
+    let scale: Vec<f64> = steps.iter().map(|s| s.3).collect();
+    let fill = g.init("fill", &[f], Data::F64(&fill));
+    let shift = g.init("shift", &[f], Data::F64(&shift));
+    let scale = g.init("scale", &[f], Data::F64(&scale));
+    let nan = g.op("IsNaN", &["input"], vec![]);
+    let x = g.op("Where", &[&nan, &fill, "input"], vec![]);
+    let x = g.op("Sub", &[&x, &shift], vec![]);
+    let x = g.op("Div", &[&x, &scale], vec![]);
+    let y = model_graph(&mut g, src, &x, f)?;
+    let outputs = output_nodes(&mut g, src, &y);
+    let mut graph = Pb::default();
+    for n in &g.nodes {
+        graph.msg(1, n);
+    }
+    graph.str(2, &format!("runner_{}", src.version));
+    for i in &g.inits {
+        graph.msg(5, i);
+    }
+    graph.msg(11, &value_info("input", DOUBLE, &[None, Some(f)]));
+    for o in &outputs {
+        graph.msg(12, o);
+    }
+    let mut model = Pb::default();
+    model
+        .int(1, 8)
+        .str(2, "runner")
+        .str(3, env!("CARGO_PKG_VERSION"))
+        .msg(7, &graph);
+    for (domain, version) in [("", 17), ("ai.onnx.ml", 3)] {
+        let mut o = Pb::default();
+        o.str(1, domain).int(2, version);
+        model.msg(8, &o);
+    }
+    let names: Vec<String> = steps.iter().map(|s| s.0.clone()).collect();
+    for (key, value) in [
+        ("runner.run", src.version.to_string()),
+        ("runner.model_kind", kind.to_string()),
+        ("feature_names", serde_json::to_string(&names)?),
+        (
+            "labels",
+            serde_json::to_string(&src.labels.map(|l| &l.classes))?,
+        ),
+    ] {
+        let mut e = Pb::default();
+        e.str(1, key).str(2, &value);
+        model.msg(14, &e);
+    }
+    Ok(model.0)
+}
