@@ -3,10 +3,7 @@
 //! n x K probability matrix, with columns for classes a training fold happened to lack kept at 0.
 
 use super::params::{Default_, ParamSpec, ParamType, BOTH, CLASS_WEIGHT, CLF, REG};
-use super::{
-    labels_from_proba, Backend, FitContext, FittedModel, KindSpec, ModelConfig, Prediction,
-    SavedModel, Task, TrainSet,
-};
+use super::{labels_from_proba, FittedModel, KindSpec, ModelConfig, Prediction, Task, TrainSet};
 use anyhow::{anyhow, bail, Context, Result};
 use linfa::dataset::Pr;
 use linfa::prelude::*;
@@ -54,25 +51,12 @@ pub(crate) static LOGISTIC_REGRESSION: KindSpec = KindSpec {
     ],
 };
 
-pub struct LogisticRegressionBackend;
-
-impl Backend for LogisticRegressionBackend {
-    fn spec(&self) -> &'static KindSpec {
-        &LOGISTIC_REGRESSION
-    }
-    fn fit(
-        &self,
-        cfg: &ModelConfig,
-        data: &TrainSet,
-        ctx: &FitContext,
-    ) -> Result<Box<dyn FittedModel>> {
-        let _ = ctx;
-        fit_logistic(cfg, data)
-    }
-    fn load(&self, saved: &SavedModel) -> Result<Box<dyn FittedModel>> {
-        load(&saved.config.kind, saved.task, saved.fitted)
-    }
-}
+backend!(
+    LogisticRegressionBackend,
+    LOGISTIC_REGRESSION,
+    |cfg, data, _ctx| fit_logistic(cfg, data),
+    |saved| load(&saved.config.kind, saved.task, saved.fitted)
+);
 
 pub(crate) static SVM: KindSpec = KindSpec {
     kind: "svm",
@@ -140,25 +124,12 @@ pub(crate) static SVM: KindSpec = KindSpec {
     ],
 };
 
-pub struct SvmBackend;
-
-impl Backend for SvmBackend {
-    fn spec(&self) -> &'static KindSpec {
-        &SVM
-    }
-    fn fit(
-        &self,
-        cfg: &ModelConfig,
-        data: &TrainSet,
-        ctx: &FitContext,
-    ) -> Result<Box<dyn FittedModel>> {
-        let _ = ctx;
-        fit_svm(cfg, data)
-    }
-    fn load(&self, saved: &SavedModel) -> Result<Box<dyn FittedModel>> {
-        load(&saved.config.kind, saved.task, saved.fitted)
-    }
-}
+backend!(
+    SvmBackend,
+    SVM,
+    |cfg, data, _ctx| fit_svm(cfg, data),
+    |saved| load(&saved.config.kind, saved.task, saved.fitted)
+);
 
 pub(crate) static KNN: KindSpec = KindSpec {
     kind: "knn",
@@ -194,25 +165,12 @@ pub(crate) static KNN: KindSpec = KindSpec {
     ],
 };
 
-pub struct KnnBackend;
-
-impl Backend for KnnBackend {
-    fn spec(&self) -> &'static KindSpec {
-        &KNN
-    }
-    fn fit(
-        &self,
-        cfg: &ModelConfig,
-        data: &TrainSet,
-        ctx: &FitContext,
-    ) -> Result<Box<dyn FittedModel>> {
-        let _ = ctx;
-        fit_knn(cfg, data)
-    }
-    fn load(&self, saved: &SavedModel) -> Result<Box<dyn FittedModel>> {
-        load(&saved.config.kind, saved.task, saved.fitted)
-    }
-}
+backend!(
+    KnnBackend,
+    KNN,
+    |cfg, data, _ctx| fit_knn(cfg, data),
+    |saved| load(&saved.config.kind, saved.task, saved.fitted)
+);
 
 pub(crate) static NAIVE_BAYES: KindSpec = KindSpec {
     kind: "naive_bayes",
@@ -231,25 +189,12 @@ pub(crate) static NAIVE_BAYES: KindSpec = KindSpec {
     }],
 };
 
-pub struct NaiveBayesBackend;
-
-impl Backend for NaiveBayesBackend {
-    fn spec(&self) -> &'static KindSpec {
-        &NAIVE_BAYES
-    }
-    fn fit(
-        &self,
-        cfg: &ModelConfig,
-        data: &TrainSet,
-        ctx: &FitContext,
-    ) -> Result<Box<dyn FittedModel>> {
-        let _ = ctx;
-        fit_naive_bayes(cfg, data)
-    }
-    fn load(&self, saved: &SavedModel) -> Result<Box<dyn FittedModel>> {
-        load(&saved.config.kind, saved.task, saved.fitted)
-    }
-}
+backend!(
+    NaiveBayesBackend,
+    NAIVE_BAYES,
+    |cfg, data, _ctx| fit_naive_bayes(cfg, data),
+    |saved| load(&saved.config.kind, saved.task, saved.fitted)
+);
 
 pub(crate) static LINEAR: KindSpec = KindSpec {
     kind: "linear",
@@ -276,25 +221,12 @@ pub(crate) static LINEAR: KindSpec = KindSpec {
     ],
 };
 
-pub struct LinearBackend;
-
-impl Backend for LinearBackend {
-    fn spec(&self) -> &'static KindSpec {
-        &LINEAR
-    }
-    fn fit(
-        &self,
-        cfg: &ModelConfig,
-        data: &TrainSet,
-        ctx: &FitContext,
-    ) -> Result<Box<dyn FittedModel>> {
-        let _ = ctx;
-        fit_linear(cfg, data)
-    }
-    fn load(&self, saved: &SavedModel) -> Result<Box<dyn FittedModel>> {
-        load(&saved.config.kind, saved.task, saved.fitted)
-    }
-}
+backend!(
+    LinearBackend,
+    LINEAR,
+    |cfg, data, _ctx| fit_linear(cfg, data),
+    |saved| load(&saved.config.kind, saved.task, saved.fitted)
+);
 
 /// Spreads probabilities over `classes` (the ones a model saw) into all K columns.
 fn widen(proba: ArrayView2<f64>, classes: &[usize], k: usize) -> Array2<f64> {

@@ -6,8 +6,8 @@
 
 use super::params::{Default_, ParamSpec, ParamType, BOTH};
 use super::{
-    argmax, fit as fit_model, labels_from_proba, Backend, FitContext, FittedModel, KindSpec,
-    ModelConfig, Prediction, SavedModel, Task, TrainSet,
+    argmax, fit as fit_model, labels_from_proba, FitContext, FittedModel, KindSpec, ModelConfig,
+    Prediction, SavedModel, Task, TrainSet,
 };
 use crate::rng::SplitMix64;
 use anyhow::{bail, Context, Result};
@@ -30,24 +30,12 @@ pub(crate) static VOTING: KindSpec = KindSpec {
     ],
 };
 
-pub struct VotingBackend;
-
-impl Backend for VotingBackend {
-    fn spec(&self) -> &'static KindSpec {
-        &VOTING
-    }
-    fn fit(
-        &self,
-        cfg: &ModelConfig,
-        data: &TrainSet,
-        ctx: &FitContext,
-    ) -> Result<Box<dyn FittedModel>> {
-        fit(cfg, data, ctx)
-    }
-    fn load(&self, saved: &SavedModel) -> Result<Box<dyn FittedModel>> {
-        load(saved.fitted, saved.task, saved.n_classes, saved.n_features)
-    }
-}
+backend!(
+    VotingBackend,
+    VOTING,
+    |cfg, data, ctx| fit(cfg, data, ctx),
+    |saved| load(saved.fitted, saved.task, saved.n_classes, saved.n_features)
+);
 
 pub(crate) static STACKING: KindSpec = KindSpec {
     kind: "stacking",
@@ -65,24 +53,12 @@ pub(crate) static STACKING: KindSpec = KindSpec {
     ],
 };
 
-pub struct StackingBackend;
-
-impl Backend for StackingBackend {
-    fn spec(&self) -> &'static KindSpec {
-        &STACKING
-    }
-    fn fit(
-        &self,
-        cfg: &ModelConfig,
-        data: &TrainSet,
-        ctx: &FitContext,
-    ) -> Result<Box<dyn FittedModel>> {
-        fit(cfg, data, ctx)
-    }
-    fn load(&self, saved: &SavedModel) -> Result<Box<dyn FittedModel>> {
-        load(saved.fitted, saved.task, saved.n_classes, saved.n_features)
-    }
-}
+backend!(
+    StackingBackend,
+    STACKING,
+    |cfg, data, ctx| fit(cfg, data, ctx),
+    |saved| load(saved.fitted, saved.task, saved.n_classes, saved.n_features)
+);
 
 /// One fitted member and the config it came from.
 pub struct Member {

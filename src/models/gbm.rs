@@ -11,8 +11,8 @@
 
 use super::params::{Default_, ParamSpec, ParamType, BOTH, CLASS_WEIGHT};
 use super::{
-    labels_from_proba, Backend, EarlyStopping, FitContext, FittedModel, KindSpec, ModelConfig,
-    Prediction, SavedModel, Task, TrainSet,
+    labels_from_proba, EarlyStopping, FitContext, FittedModel, KindSpec, ModelConfig, Prediction,
+    Task, TrainSet,
 };
 use anyhow::{anyhow, Result};
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2};
@@ -45,41 +45,18 @@ pub(crate) static XGBOOST: KindSpec = KindSpec {
     ],
 };
 
-pub struct XgboostBackend;
-
-impl Backend for XgboostBackend {
-    fn spec(&self) -> &'static KindSpec {
-        &XGBOOST
-    }
-    fn fit(
-        &self,
-        cfg: &ModelConfig,
-        data: &TrainSet,
-        ctx: &FitContext,
-    ) -> Result<Box<dyn FittedModel>> {
-        #[cfg(feature = "xgboost")]
-        return xgboost::fit(cfg, data, ctx);
-        #[cfg(not(feature = "xgboost"))]
-        {
-            let _ = (cfg, data, ctx);
-            Err(super::feature_missing(self.spec()))
-        }
-    }
-    fn load(&self, saved: &SavedModel) -> Result<Box<dyn FittedModel>> {
-        #[cfg(feature = "xgboost")]
-        return xgboost::load(
-            saved.file("json")?,
-            saved.task,
-            saved.n_classes,
-            saved.best_round(),
-        );
-        #[cfg(not(feature = "xgboost"))]
-        {
-            let _ = saved;
-            Err(super::feature_missing(self.spec()))
-        }
-    }
-}
+backend!(
+    XgboostBackend,
+    XGBOOST,
+    feature = "xgboost",
+    |cfg, data, ctx| xgboost::fit(cfg, data, ctx),
+    |saved| xgboost::load(
+        saved.file("json")?,
+        saved.task,
+        saved.n_classes,
+        saved.best_round(),
+    )
+);
 
 pub(crate) static LIGHTGBM: KindSpec = KindSpec {
     kind: "lightgbm",
@@ -109,41 +86,18 @@ pub(crate) static LIGHTGBM: KindSpec = KindSpec {
     ],
 };
 
-pub struct LightgbmBackend;
-
-impl Backend for LightgbmBackend {
-    fn spec(&self) -> &'static KindSpec {
-        &LIGHTGBM
-    }
-    fn fit(
-        &self,
-        cfg: &ModelConfig,
-        data: &TrainSet,
-        ctx: &FitContext,
-    ) -> Result<Box<dyn FittedModel>> {
-        #[cfg(feature = "lightgbm")]
-        return lightgbm::fit(cfg, data, ctx);
-        #[cfg(not(feature = "lightgbm"))]
-        {
-            let _ = (cfg, data, ctx);
-            Err(super::feature_missing(self.spec()))
-        }
-    }
-    fn load(&self, saved: &SavedModel) -> Result<Box<dyn FittedModel>> {
-        #[cfg(feature = "lightgbm")]
-        return lightgbm::load(
-            saved.file("txt")?,
-            saved.task,
-            saved.n_classes,
-            saved.best_round(),
-        );
-        #[cfg(not(feature = "lightgbm"))]
-        {
-            let _ = saved;
-            Err(super::feature_missing(self.spec()))
-        }
-    }
-}
+backend!(
+    LightgbmBackend,
+    LIGHTGBM,
+    feature = "lightgbm",
+    |cfg, data, ctx| lightgbm::fit(cfg, data, ctx),
+    |saved| lightgbm::load(
+        saved.file("txt")?,
+        saved.task,
+        saved.n_classes,
+        saved.best_round(),
+    )
+);
 
 fn f32_rows(x: ArrayView2<f64>) -> Vec<f32> {
     x.iter().map(|v| *v as f32).collect()

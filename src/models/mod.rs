@@ -3,6 +3,61 @@
 //! [`FittedModel`], and rebuilds a fitted model from a run's saved files. A fitted model predicts
 //! (labels or values, and class probabilities where it can) and saves itself.
 
+/// A [`Backend`] from its spec and two bodies, the shape most kinds have:
+/// `backend!(Name, SPEC, |cfg, data, ctx| fit..., |saved| load...)`. With `feature = "..."`
+/// the bodies are built only with that cargo feature; without it the kind says which feature it
+/// needs.
+macro_rules! backend {
+    ($name:ident, $spec:ident, |$c:ident, $d:ident, $x:ident| $fit:expr, |$s:ident| $load:expr) => {
+        pub struct $name;
+
+        impl $crate::models::Backend for $name {
+            fn spec(&self) -> &'static $crate::models::KindSpec {
+                &$spec
+            }
+            fn fit(
+                &self,
+                $c: &$crate::models::ModelConfig,
+                $d: &$crate::models::TrainSet,
+                $x: &$crate::models::FitContext,
+            ) -> anyhow::Result<Box<dyn $crate::models::FittedModel>> {
+                $fit
+            }
+            fn load(
+                &self,
+                $s: &$crate::models::SavedModel,
+            ) -> anyhow::Result<Box<dyn $crate::models::FittedModel>> {
+                $load
+            }
+        }
+    };
+    ($name:ident, $spec:ident, feature = $feature:literal,
+     |$c:ident, $d:ident, $x:ident| $fit:expr, |$s:ident| $load:expr) => {
+        backend!(
+            $name,
+            $spec,
+            |$c, $d, $x| {
+                #[cfg(feature = $feature)]
+                return $fit;
+                #[cfg(not(feature = $feature))]
+                {
+                    let _ = ($c, $d, $x);
+                    Err($crate::models::feature_missing(&$spec))
+                }
+            },
+            |$s| {
+                #[cfg(feature = $feature)]
+                return $load;
+                #[cfg(not(feature = $feature))]
+                {
+                    let _ = $s;
+                    Err($crate::models::feature_missing(&$spec))
+                }
+            }
+        );
+    };
+}
+
 mod classical;
 mod ensemble;
 mod gbm;
@@ -374,7 +429,7 @@ fn available_backend(kind: &str) -> Result<&'static dyn Backend> {
 /// The error for a kind whose cargo feature is off; [`fit`] and [`load`] check availability
 /// first, so a backend returns it only when called directly.
 #[allow(dead_code)]
-fn feature_missing(spec: &KindSpec) -> anyhow::Error {
+pub(crate) fn feature_missing(spec: &KindSpec) -> anyhow::Error {
     anyhow!(
         "model kind `{}` needs the cargo feature `{}`, which this build lacks",
         spec.kind,

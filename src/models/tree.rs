@@ -4,10 +4,7 @@
 //! bootstrap draws) is a pure function of the seed, so `replay --check` holds bit for bit.
 
 use super::params::{Default_, ParamSpec, ParamType, BOTH, CLASS_WEIGHT};
-use super::{
-    argmax, Backend, FitContext, FittedModel, KindSpec, ModelConfig, Prediction, SavedModel, Task,
-    TrainSet,
-};
+use super::{argmax, FitContext, FittedModel, KindSpec, ModelConfig, Prediction, Task, TrainSet};
 use crate::rng::SplitMix64;
 use anyhow::Result;
 use ndarray::{Array2, ArrayView1, ArrayView2};
@@ -131,43 +128,19 @@ pub(crate) static RANDOM_FOREST: KindSpec = KindSpec {
     ],
 };
 
-pub struct DecisionTreeBackend;
+backend!(
+    DecisionTreeBackend,
+    DECISION_TREE,
+    |cfg, data, ctx| fit_tree(cfg, data, ctx),
+    |saved| load(saved.fitted)
+);
 
-impl Backend for DecisionTreeBackend {
-    fn spec(&self) -> &'static KindSpec {
-        &DECISION_TREE
-    }
-    fn fit(
-        &self,
-        cfg: &ModelConfig,
-        data: &TrainSet,
-        ctx: &FitContext,
-    ) -> Result<Box<dyn FittedModel>> {
-        fit_tree(cfg, data, ctx)
-    }
-    fn load(&self, saved: &SavedModel) -> Result<Box<dyn FittedModel>> {
-        load(saved.fitted)
-    }
-}
-
-pub struct RandomForestBackend;
-
-impl Backend for RandomForestBackend {
-    fn spec(&self) -> &'static KindSpec {
-        &RANDOM_FOREST
-    }
-    fn fit(
-        &self,
-        cfg: &ModelConfig,
-        data: &TrainSet,
-        ctx: &FitContext,
-    ) -> Result<Box<dyn FittedModel>> {
-        fit_forest(cfg, data, ctx)
-    }
-    fn load(&self, saved: &SavedModel) -> Result<Box<dyn FittedModel>> {
-        load(saved.fitted)
-    }
-}
+backend!(
+    RandomForestBackend,
+    RANDOM_FOREST,
+    |cfg, data, ctx| fit_forest(cfg, data, ctx),
+    |saved| load(saved.fitted)
+);
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 enum Criterion {

@@ -5,8 +5,7 @@
 mod torch;
 
 use super::params::{Default_, ParamSpec, ParamType, BOTH, CLASS_WEIGHT};
-use super::{Backend, FitContext, FittedModel, KindSpec, ModelConfig, SavedModel, TrainSet};
-use anyhow::Result;
+use super::KindSpec;
 
 pub(crate) const NN_TRAINING: [ParamSpec; 14] = [
     CLASS_WEIGHT,
@@ -235,36 +234,13 @@ pub(crate) static MLP: KindSpec = KindSpec {
     params: &MLP_PARAMS,
 };
 
-pub struct MlpBackend;
-
-impl Backend for MlpBackend {
-    fn spec(&self) -> &'static KindSpec {
-        &MLP
-    }
-    fn fit(
-        &self,
-        cfg: &ModelConfig,
-        data: &TrainSet,
-        ctx: &FitContext,
-    ) -> Result<Box<dyn FittedModel>> {
-        #[cfg(feature = "torch")]
-        return torch::fit(cfg, data, ctx);
-        #[cfg(not(feature = "torch"))]
-        {
-            let _ = (cfg, data, ctx);
-            Err(super::feature_missing(self.spec()))
-        }
-    }
-    fn load(&self, saved: &SavedModel) -> Result<Box<dyn FittedModel>> {
-        #[cfg(feature = "torch")]
-        return torch::load_torchscript(saved.file("pt")?, saved.task, saved.n_classes);
-        #[cfg(not(feature = "torch"))]
-        {
-            let _ = saved;
-            Err(super::feature_missing(self.spec()))
-        }
-    }
-}
+backend!(
+    MlpBackend,
+    MLP,
+    feature = "torch",
+    |cfg, data, ctx| torch::fit(cfg, data, ctx),
+    |saved| torch::load_torchscript(saved.file("pt")?, saved.task, saved.n_classes)
+);
 
 pub(crate) static CNN: KindSpec = KindSpec {
     kind: "cnn",
@@ -278,36 +254,13 @@ pub(crate) static CNN: KindSpec = KindSpec {
     params: &CNN_PARAMS,
 };
 
-pub struct CnnBackend;
-
-impl Backend for CnnBackend {
-    fn spec(&self) -> &'static KindSpec {
-        &CNN
-    }
-    fn fit(
-        &self,
-        cfg: &ModelConfig,
-        data: &TrainSet,
-        ctx: &FitContext,
-    ) -> Result<Box<dyn FittedModel>> {
-        #[cfg(feature = "torch")]
-        return torch::fit(cfg, data, ctx);
-        #[cfg(not(feature = "torch"))]
-        {
-            let _ = (cfg, data, ctx);
-            Err(super::feature_missing(self.spec()))
-        }
-    }
-    fn load(&self, saved: &SavedModel) -> Result<Box<dyn FittedModel>> {
-        #[cfg(feature = "torch")]
-        return torch::load_torchscript(saved.file("pt")?, saved.task, saved.n_classes);
-        #[cfg(not(feature = "torch"))]
-        {
-            let _ = saved;
-            Err(super::feature_missing(self.spec()))
-        }
-    }
-}
+backend!(
+    CnnBackend,
+    CNN,
+    feature = "torch",
+    |cfg, data, ctx| torch::fit(cfg, data, ctx),
+    |saved| torch::load_torchscript(saved.file("pt")?, saved.task, saved.n_classes)
+);
 
 pub(crate) static LSTM: KindSpec = KindSpec {
     kind: "lstm",
@@ -321,33 +274,10 @@ pub(crate) static LSTM: KindSpec = KindSpec {
     params: &LSTM_PARAMS,
 };
 
-pub struct LstmBackend;
-
-impl Backend for LstmBackend {
-    fn spec(&self) -> &'static KindSpec {
-        &LSTM
-    }
-    fn fit(
-        &self,
-        cfg: &ModelConfig,
-        data: &TrainSet,
-        ctx: &FitContext,
-    ) -> Result<Box<dyn FittedModel>> {
-        #[cfg(feature = "torch")]
-        return torch::fit(cfg, data, ctx);
-        #[cfg(not(feature = "torch"))]
-        {
-            let _ = (cfg, data, ctx);
-            Err(super::feature_missing(self.spec()))
-        }
-    }
-    fn load(&self, saved: &SavedModel) -> Result<Box<dyn FittedModel>> {
-        #[cfg(feature = "torch")]
-        return torch::load_torchscript(saved.file("pt")?, saved.task, saved.n_classes);
-        #[cfg(not(feature = "torch"))]
-        {
-            let _ = saved;
-            Err(super::feature_missing(self.spec()))
-        }
-    }
-}
+backend!(
+    LstmBackend,
+    LSTM,
+    feature = "torch",
+    |cfg, data, ctx| torch::fit(cfg, data, ctx),
+    |saved| torch::load_torchscript(saved.file("pt")?, saved.task, saved.n_classes)
+);
