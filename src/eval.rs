@@ -1,4 +1,8 @@
-//! Cross-validation splits and the task metrics.
+//! Cross-validation splits and the task metrics, written here rather than taken from linfa:
+//! its `Dataset::fold` copies the rows of every fold and neither stratifies nor shuffles with a
+//! seed, while a sweep needs stratified, seeded, repeatable folds as row indexes (recorded with
+//! each run by their sha256); and the metrics here take the class indexes and probability
+//! matrices every backend returns, classes missing from a fold kept in place.
 
 use crate::rng::SplitMix64;
 use crate::types::Task;
