@@ -37,7 +37,17 @@ const LAYERS: &[&[&str]] = &[
         "track::wandb",
     ],
     &["prepare", "progress"],
-    &["sweep", "report", "sweep_parent", "search", "schedule"],
+    &[
+        "sweep",
+        "sweep::plots",
+        "sweep::record",
+        "sweep::run",
+        "sweep::train",
+        "report",
+        "sweep_parent",
+        "search",
+        "schedule",
+    ],
     &["eda", "predict", "replay"],
     &[
         "commands",

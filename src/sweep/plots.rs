@@ -1,0 +1,180 @@
+//! The pictures of a run (confusion matrix, per-class F1, predicted against actual, residuals,
+//! learning curves) and of a sweep (the comparison chart), as SVG.
+
+use std::collections::BTreeMap;
+
+use super::train::per_class_from_confusion;
+use super::*;
+
+/// The pictures of a run: confusion matrix and per-class F1 (classification), predicted against
+/// actual and residuals from out-of-fold predictions (regression), learning curves (iterative
+/// models).
+pub(crate) fn run_plots(
+    prep: &Prepared,
+    confusion: &[Vec<usize>],
+    folds: &[Vec<(i64, String, f64)>],
+    refit: &[(i64, String, f64)],
+    oof: &[(f64, f64)],
+) -> Artifacts {
+    use crate::plot;
+    let mut out: Artifacts = Vec::new();
+    if let Some(l) = &prep.labels {
+        let m: Vec<Vec<f64>> = confusion
+            .iter()
+            .map(|r| r.iter().map(|c| *c as f64).collect())
+            .collect();
+        out.push((
+            "confusion_matrix.svg".into(),
+            plot::heatmap(
+                "Confusion matrix (out-of-fold, all folds)",
+                &l.classes,
+                &l.classes,
+                &m,
+                "true",
+                "predicted",
+            )
+            .into_bytes(),
+        ));
+        let stats = per_class_from_confusion(confusion, &l.classes);
+        let series = vec![
+            (
+                "precision".to_string(),
+                stats.iter().map(|c| c.precision).collect(),
+            ),
+            (
+                "recall".to_string(),
+                stats.iter().map(|c| c.recall).collect(),
+            ),
+            ("F1".to_string(), stats.iter().map(|c| c.f1).collect()),
+        ];
+        out.push((
+            "per_class.svg".into(),
+            plot::grouped_bars(
+                "Precision, recall and F1 per class (out-of-fold)",
+                "score",
+                &l.classes,
+                &series,
+            )
+            .into_bytes(),
+        ));
+    } else if !oof.is_empty() {
+        out.push((
+            "predicted_vs_actual.svg".into(),
+            plot::scatter(
+                "Predicted against actual (out-of-fold)",
+                "actual",
+                "predicted",
+                oof,
+                true,
+            )
+            .into_bytes(),
+        ));
+        let res: Vec<(f64, f64)> = oof.iter().map(|(t, p)| (*p, p - t)).collect();
+        out.push((
+            "residuals.svg".into(),
+            plot::scatter(
+                "Residuals (out-of-fold)",
+                "predicted",
+                "predicted - actual",
+                &res,
+                false,
+            )
+            .into_bytes(),
+        ));
+    }
+    if folds.iter().any(|f| !f.is_empty()) || !refit.is_empty() {
+        out.push((
+            "learning_curve.svg".into(),
+            learning_curve_svg(folds, refit).into_bytes(),
+        ));
+    }
+    out
+}
+
+/// Every loss curve: each fold faint, their mean (over the folds that reached each round, since
+/// early stopping ends folds at different rounds) solid, the refit dashed.
+pub(crate) fn learning_curve_svg(
+    folds: &[Vec<(i64, String, f64)>],
+    refit: &[(i64, String, f64)],
+) -> String {
+    use crate::plot::{Line, Stroke};
+    let is_loss = |key: &str| key.contains("loss") || key.contains("rmse");
+    let keys: std::collections::BTreeSet<&String> = folds
+        .iter()
+        .flatten()
+        .chain(refit)
+        .map(|(_, k, _)| k)
+        .filter(|k| is_loss(k))
+        .collect();
+    let curve = |points: &[(i64, String, f64)], key: &str| -> Vec<(f64, f64)> {
+        points
+            .iter()
+            .filter(|(_, k, _)| k == key)
+            .map(|(r, _, v)| (*r as f64, *v))
+            .collect()
+    };
+    let mut lines = Vec::new();
+    for (color, key) in keys.into_iter().enumerate() {
+        let mut sums: BTreeMap<i64, (f64, usize)> = BTreeMap::new();
+        for (i, fold) in folds.iter().enumerate() {
+            let points = curve(fold, key);
+            for (r, v) in &points {
+                let e = sums.entry(*r as i64).or_insert((0.0, 0));
+                e.0 += v;
+                e.1 += 1;
+            }
+            lines.push(Line {
+                name: (i == 0).then(|| format!("{key}, each fold")),
+                color,
+                stroke: Stroke::Faint,
+                points,
+            });
+        }
+        if !sums.is_empty() {
+            lines.push(Line {
+                name: Some(format!("{key}, mean of {} folds", folds.len())),
+                color,
+                stroke: Stroke::Solid,
+                points: sums
+                    .into_iter()
+                    .map(|(r, (sum, n))| (r as f64, sum / n as f64))
+                    .collect(),
+            });
+        }
+        let refit_points = curve(refit, key);
+        if !refit_points.is_empty() {
+            lines.push(Line {
+                name: Some(format!("{key}, refit")),
+                color,
+                stroke: Stroke::Dashed,
+                points: refit_points,
+            });
+        }
+    }
+    crate::plot::lines_chart("Learning curve", "round / epoch", "loss", &lines, true)
+}
+
+/// The sweep at a glance: the primary metric of every run with its fold spread, as SVG.
+pub fn comparison_svg(prep: &Prepared, runs: &[RunResult]) -> String {
+    let metric = &prep.primary_metric;
+    let done: Vec<&RunResult> = runs
+        .iter()
+        .filter(|r| r.metrics.contains_key(metric))
+        .collect();
+    let labels: Vec<String> = done
+        .iter()
+        .map(|r| format!("{} {}", r.version, r.name))
+        .collect();
+    let means: Vec<f64> = done.iter().map(|r| r.metrics[metric].0).collect();
+    let stds: Vec<f64> = done.iter().map(|r| r.metrics[metric].1).collect();
+    crate::plot::bar_chart(
+        &format!(
+            "{}: {metric} per config (mean ± std over folds)",
+            prep.loaded.config.experiment
+        ),
+        metric,
+        &labels,
+        &means,
+        Some(&stds),
+    )
+}

@@ -1,0 +1,181 @@
+//! One run's lifecycle on the trackers: started, trained, its artifacts logged, finished, or
+//! FAILED with its error (retried, and never stopping the other runs).
+
+use crate::models::Task;
+use crate::track::mlflow::MlflowStore;
+use crate::track::{now_ms, RunSpec, RunStatus, Tracker};
+use anyhow::Result;
+use serde_json::json;
+use std::collections::BTreeMap;
+
+use super::train::class_labels;
+use super::*;
+
+/// Tries a store write three times (a full disk or a locked file may clear), 0.2 s and 1 s
+/// apart.
+pub(crate) fn with_retries(mut write: impl FnMut() -> Result<()>) -> Result<()> {
+    let mut last = None;
+    for wait_ms in [0, 200, 1000] {
+        std::thread::sleep(std::time::Duration::from_millis(wait_ms));
+        match write() {
+            Ok(()) => return Ok(()),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| anyhow::anyhow!("no attempt made")))
+}
+
+/// Records a run as FAILED with its error, retrying; returns the message to report, which says
+/// so when even that could not be written (the run then stays unfinished in the store until the
+/// next runner command that writes there marks it KILLED).
+pub(crate) fn record_failure(trackers: &dyn Tracker, run_uuid: &str, msg: String) -> String {
+    let tags = [
+        ("runner.error".to_string(), msg.clone()),
+        ("mlflow.note.content".to_string(), format!("failed: {msg}")),
+    ];
+    let tagged = with_retries(|| trackers.set_tags(run_uuid, &tags));
+    let status = with_retries(|| trackers.finish_run(run_uuid, RunStatus::Failed, now_ms()));
+    match (status, tagged) {
+        (Err(e), _) => format!("{msg}; recording FAILED also failed after 3 tries: {e:#}"),
+        (Ok(()), Err(e)) => format!("{msg}; recording the error as a tag failed: {e:#}"),
+        (Ok(()), Ok(())) => msg,
+    }
+}
+
+/// Trains one run and records how it ended. A failure marks the run FAILED with its error and
+/// never stops the other configs.
+#[allow(clippy::too_many_arguments)]
+pub fn run_one(
+    prep: &Prepared,
+    plan: &TrainPlan,
+    splits: &Splits,
+    spec: &RunSpec,
+    record: &serde_json::Value,
+    version: i64,
+    store: &MlflowStore,
+    trackers: &dyn Tracker,
+    progress: &Progress,
+) -> RunResult {
+    let tv = format!("t{version}");
+    let attempt = || -> Result<RunResult> {
+        trackers.start_run(&spec.run_uuid)?;
+        let (mut result, artifacts) =
+            train_config(prep, plan, splits, &spec.run_uuid, trackers, progress)?;
+        result.version = tv.clone();
+        for (name, bytes) in artifacts {
+            // "model.json" -> "model_t3.json"
+            let (stem, ext) = name.split_once('.').unwrap_or((name.as_str(), "bin"));
+            trackers.log_artifact(&spec.run_uuid, &format!("{stem}_{tv}.{ext}"), &bytes)?;
+        }
+        write_report_artifacts(prep, plan, record, &result, trackers)?;
+        store.set_summary(&spec.run_uuid, &serde_json::to_value(&result)?)?;
+        trackers.finish_run(&spec.run_uuid, RunStatus::Finished, now_ms())?;
+        Ok(result)
+    };
+    // A panic inside a backend becomes this run's failure, never the sweep's.
+    let outcome =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(attempt)).unwrap_or_else(|p| {
+            let msg = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "unknown panic".into());
+            Err(anyhow::anyhow!("internal error (panic): {msg}"))
+        });
+    match outcome {
+        Ok(r) => {
+            let m = r
+                .metrics
+                .get(&prep.primary_metric)
+                .map(|(m, s)| format!("{m:.4} ± {s:.4}"))
+                .unwrap_or_default();
+            progress.line(&format!(
+                "{tv} {:<40} {} {m}  ({:.1}s)",
+                r.name, prep.primary_metric, r.fit_seconds
+            ));
+            r
+        }
+        Err(e) => {
+            let msg = record_failure(trackers, &spec.run_uuid, format!("{e:#}"));
+            progress.line(&format!("{tv} {} FAILED: {msg}", plan.model.name));
+            RunResult {
+                version: tv,
+                run_uuid: spec.run_uuid.clone(),
+                name: plan.model.name.clone(),
+                kind: plan.model.kind.clone(),
+                status: "FAILED".into(),
+                error: Some(msg),
+                metrics: BTreeMap::new(),
+                fold_metrics: BTreeMap::new(),
+                holdout: BTreeMap::new(),
+                per_class: Vec::new(),
+                confusion: Vec::new(),
+                fit_seconds: 0.0,
+            }
+        }
+    }
+}
+
+pub(crate) fn write_report_artifacts(
+    prep: &Prepared,
+    plan: &TrainPlan,
+    record: &serde_json::Value,
+    r: &RunResult,
+    trackers: &dyn Tracker,
+) -> Result<()> {
+    trackers.log_artifact(
+        &r.run_uuid,
+        "config.json",
+        &serde_json::to_vec_pretty(&json!({
+            "config": prep.loaded.config,
+            "model": plan.model,
+            "plan": plan,
+            "record": record,
+        }))?,
+    )?;
+    let mut metrics_doc = json!({"mean_std": r.metrics, "folds": r.fold_metrics});
+    if !r.holdout.is_empty() {
+        metrics_doc["holdout"] = serde_json::to_value(&r.holdout)?;
+    }
+    trackers.log_artifact(
+        &r.run_uuid,
+        "metrics.json",
+        &serde_json::to_vec_pretty(&metrics_doc)?,
+    )?;
+    if prep.task == Task::Classification {
+        let labels = class_labels(prep);
+        let mut csv = String::from("true\\predicted");
+        for l in &labels {
+            csv.push_str(&format!(",{l}"));
+        }
+        csv.push('\n');
+        for (l, row) in labels.iter().zip(&r.confusion) {
+            csv.push_str(l);
+            for c in row {
+                csv.push_str(&format!(",{c}"));
+            }
+            csv.push('\n');
+        }
+        trackers.log_artifact(&r.run_uuid, "confusion_matrix.csv", csv.as_bytes())?;
+        trackers.log_artifact(
+            &r.run_uuid,
+            "confusion_matrix.json",
+            &serde_json::to_vec_pretty(&json!({"labels": labels, "matrix": r.confusion}))?,
+        )?;
+        let mut md =
+            String::from("| class | precision | recall | f1 | support |\n|---|---|---|---|---|\n");
+        for c in &r.per_class {
+            md.push_str(&format!(
+                "| {} | {:.4} | {:.4} | {:.4} | {} |\n",
+                c.label, c.precision, c.recall, c.f1, c.support
+            ));
+        }
+        trackers.log_artifact(&r.run_uuid, "per_class_report.md", md.as_bytes())?;
+        trackers.log_artifact(
+            &r.run_uuid,
+            "per_class_report.json",
+            &serde_json::to_vec_pretty(&r.per_class)?,
+        )?;
+    }
+    Ok(())
+}

@@ -1,0 +1,424 @@
+//! Training and scoring one config: CV folds (their scores and learning curves streamed to the
+//! trackers as they happen), the refit on every training row, the hold-out score, and the
+//! run's artifacts.
+
+use crate::etl::Preprocessor;
+use crate::eval::{self, Scores};
+use crate::models::{self, FitContext, Task, TrainSet};
+use crate::track::{now_ms, Metric, Tracker};
+use anyhow::{Context, Result};
+use ndarray::{Array1, Array2};
+use serde_json::json;
+use std::collections::BTreeMap;
+
+use super::plots::run_plots;
+use super::*;
+
+pub(crate) fn class_labels(prep: &Prepared) -> Vec<String> {
+    prep.labels
+        .as_ref()
+        .map(|l| l.classes.clone())
+        .unwrap_or_default()
+}
+
+pub(crate) fn score(prep: &Prepared, y: &[f64], pred: &models::Prediction) -> Scores {
+    match prep.task {
+        Task::Classification => {
+            eval::classification_scores(y, &pred.values, pred.proba.as_ref(), &class_labels(prep))
+        }
+        Task::Regression => eval::regression_scores(y, &pred.values),
+    }
+}
+
+pub struct Fitted {
+    pub preprocessor: Preprocessor,
+    pub model: Box<dyn models::FittedModel>,
+}
+
+/// Fits preprocessing and model on `rows`.
+pub fn fit_on(prep: &Prepared, plan: &TrainPlan, rows: &[usize], seed: u64) -> Result<Fitted> {
+    fit_with_curve(prep, plan, rows, seed, None, None)
+}
+
+/// Fits on `rows`; iterative models also score `eval_rows` each round into `curve`.
+pub fn fit_with_curve(
+    prep: &Prepared,
+    plan: &TrainPlan,
+    rows: &[usize],
+    seed: u64,
+    eval_rows: Option<&[usize]>,
+    curve: Option<&Curve<'_>>,
+) -> Result<Fitted> {
+    let preprocessor = Preprocessor::fit(&prep.table, rows, &prep.loaded.config.etl);
+    let x = preprocessor.transform(&prep.table, rows)?;
+    let y: Array1<f64> = rows.iter().map(|r| prep.y[*r]).collect();
+    let data = TrainSet {
+        x: x.view(),
+        y: y.view(),
+        task: prep.task,
+        n_classes: prep.labels.as_ref().map(|l| l.classes.len()).unwrap_or(0),
+    };
+    let eval = eval_rows
+        .map(|r| -> Result<(Array2<f64>, Array1<f64>)> {
+            let x = preprocessor.transform(&prep.table, r)?;
+            let y: Array1<f64> = r.iter().map(|i| prep.y[*i]).collect();
+            Ok((x, y))
+        })
+        .transpose()?;
+    let ctx = FitContext {
+        seed,
+        threads: plan.threads,
+        eval: eval.as_ref().map(|(x, y)| (x.view(), y.view())),
+        curve,
+    };
+    let model = models::fit(&plan.model, &data, &ctx)?;
+    Ok(Fitted {
+        preprocessor,
+        model,
+    })
+}
+
+pub fn predict_rows(
+    prep: &Prepared,
+    fitted: &Fitted,
+    rows: &[usize],
+) -> Result<models::Prediction> {
+    let x: Array2<f64> = fitted.preprocessor.transform(&prep.table, rows)?;
+    fitted.model.predict(x.view())
+}
+
+/// Seed for the model of fold `i` (and `u64::MAX` for the refit): distinct per fold, fixed by
+/// the run's seed.
+pub fn fold_seed(seed: u64, i: u64) -> u64 {
+    crate::rng::SplitMix64::derive(seed, 0xF17 ^ i).next_u64()
+}
+
+/// What the CV folds of one config gave.
+pub(crate) struct CvOutcome {
+    /// Each metric's value per fold.
+    fold_metrics: BTreeMap<String, Vec<f64>>,
+    /// The confusion matrix summed over every fold (classification).
+    pooled: Vec<Vec<usize>>,
+    /// The learning curve of each fold of the first repeat.
+    fold_curves: Vec<Vec<(i64, String, f64)>>,
+    /// Out-of-fold (true, predicted) of the first repeat, for the regression plots.
+    oof: Vec<(f64, f64)>,
+}
+
+/// A step-0 metric measured at `ts`.
+pub(crate) fn metric(key: String, value: f64, ts: i64) -> Metric {
+    Metric {
+        key,
+        value,
+        step: 0,
+        timestamp_ms: ts,
+    }
+}
+
+/// Trains and scores every CV fold; each fold's scores reach the trackers as it ends.
+pub(crate) fn cross_validate(
+    prep: &Prepared,
+    plan: &TrainPlan,
+    splits: &Splits,
+    run_uuid: &str,
+    trackers: &dyn Tracker,
+    progress: &Progress,
+) -> Result<CvOutcome> {
+    let k = prep.labels.as_ref().map(|l| l.classes.len()).unwrap_or(0);
+    let mut cv = CvOutcome {
+        fold_metrics: BTreeMap::new(),
+        pooled: vec![vec![0usize; k]; k],
+        fold_curves: Vec::new(),
+        oof: Vec::new(),
+    };
+    for (i, fold) in splits.folds.iter().enumerate() {
+        let curve = live_curve(trackers, run_uuid, format!("fold{i}"));
+        let seed = fold_seed(plan.seed, i as u64);
+        let fitted = fit_with_curve(
+            prep,
+            plan,
+            &fold.train,
+            seed,
+            Some(&fold.test),
+            Some(&curve),
+        )
+        .with_context(|| format!("fold {} of {}", i + 1, splits.folds.len()))?;
+        let points = finish_curve(curve)?;
+        let pred = predict_rows(prep, &fitted, &fold.test)?;
+        if fold.repeat == 0 {
+            cv.fold_curves.push(points);
+            let truth = fold.test.iter().map(|r| prep.y[*r]);
+            cv.oof.extend(truth.zip(pred.values.iter().copied()));
+        }
+        let y: Vec<f64> = fold.test.iter().map(|r| prep.y[*r]).collect();
+        let s = score(prep, &y, &pred);
+        let ts = now_ms();
+        let mut batch = Vec::new();
+        for (m, v) in &s.metrics {
+            cv.fold_metrics.entry(m.clone()).or_default().push(*v);
+            batch.push(metric(format!("fold{i}/{m}"), *v, ts));
+        }
+        trackers.log_metrics(run_uuid, &batch)?;
+        for (t, row) in s.confusion.iter().enumerate() {
+            for (p, c) in row.iter().enumerate() {
+                cv.pooled[t][p] += c;
+            }
+        }
+        progress.tick(&format!("{} fold {}", plan.model.name, i + 1));
+    }
+    Ok(cv)
+}
+
+/// Mean and spread of each metric over the folds, and the per-class figures, as the run's
+/// metrics (`accuracy`, `accuracy_std`, `class_5/f1`, ...).
+pub(crate) fn summary_metrics(
+    fold_metrics: &BTreeMap<String, Vec<f64>>,
+    per_class: &[eval::ClassStats],
+    ts: i64,
+) -> (BTreeMap<String, (f64, f64)>, Vec<Metric>) {
+    let mut metrics = BTreeMap::new();
+    let mut batch = Vec::new();
+    for (m, values) in fold_metrics {
+        let (mean, std) = eval::mean_std(values);
+        metrics.insert(m.clone(), (mean, std));
+        batch.push(metric(m.clone(), mean, ts));
+        batch.push(metric(format!("{m}_std"), std, ts));
+    }
+    for c in per_class {
+        let label = sanitize(&c.label);
+        for (name, v) in [
+            ("precision", c.precision),
+            ("recall", c.recall),
+            ("f1", c.f1),
+            ("support", c.support as f64),
+        ] {
+            batch.push(metric(format!("class_{label}/{name}"), v, ts));
+        }
+    }
+    (metrics, batch)
+}
+
+/// Feature importance of the refitted model, where the backend has it: a table and a chart
+/// (artifacts) and one metric per feature.
+pub(crate) fn importance_outputs(fitted: &Fitted, ts: i64) -> (Artifacts, Vec<Metric>) {
+    let importances = fitted.model.feature_importance();
+    let Some((kind, values)) = importances.last() else {
+        return (Vec::new(), Vec::new());
+    };
+    let names = &fitted.preprocessor.output_names;
+    let mut csv = String::from("feature");
+    for (kind, _) in &importances {
+        csv.push_str(&format!(",{kind}"));
+    }
+    csv.push('\n');
+    for (j, name) in names.iter().enumerate() {
+        csv.push_str(&format!("\"{name}\""));
+        for (_, v) in &importances {
+            csv.push_str(&format!(",{}", v.get(j).copied().unwrap_or(0.0)));
+        }
+        csv.push('\n');
+    }
+    let mut order: Vec<usize> = (0..values.len()).collect();
+    order.sort_by(|a, b| values[*b].total_cmp(&values[*a]));
+    let labels: Vec<String> = order
+        .iter()
+        .map(|j| names.get(*j).cloned().unwrap_or_default())
+        .collect();
+    let sorted: Vec<f64> = order.iter().map(|j| values[*j]).collect();
+    let title = format!("Feature importance ({kind})");
+    let chart = crate::plot::bar_chart(&title, kind, &labels, &sorted, None);
+    let artifacts = vec![
+        ("feature_importance.csv".into(), csv.into_bytes()),
+        ("feature_importance.svg".into(), chart.into_bytes()),
+    ];
+    let metrics = names
+        .iter()
+        .zip(values)
+        .map(|(n, v)| metric(format!("importance_{kind}/{}", sanitize(n)), *v, ts))
+        .collect();
+    (artifacts, metrics)
+}
+
+/// The run's model files: the backend's native ones and runner's own document, which holds
+/// the config, labels, preprocessing and fitted state `predict` and `replay` load.
+pub(crate) fn model_artifacts(
+    prep: &Prepared,
+    plan: &TrainPlan,
+    fitted: &Fitted,
+) -> Result<Artifacts> {
+    let native = fitted.model.native();
+    let mut artifacts: Artifacts = native
+        .iter()
+        .map(|(ext, bytes)| (format!("model.{ext}"), bytes.clone()))
+        .collect();
+    let name = if native.is_empty() {
+        "model.json"
+    } else {
+        "runner_model.json"
+    };
+    let document = json!({
+        "format": "runner-model/1",
+        "task": prep.task,
+        "model": plan.model,
+        "labels": prep.labels,
+        "feature_names": fitted.preprocessor.output_names,
+        "preprocessor": fitted.preprocessor,
+        "fitted": fitted.model.to_json()?,
+    });
+    artifacts.push((name.to_string(), serde_json::to_vec(&document)?));
+    Ok(artifacts)
+}
+
+/// Trains one config: CV folds, then a refit on all training rows (the run's model), then the
+/// hold-out score. Metrics go to the trackers as they are produced.
+pub fn train_config(
+    prep: &Prepared,
+    plan: &TrainPlan,
+    splits: &Splits,
+    run_uuid: &str,
+    trackers: &dyn Tracker,
+    progress: &Progress,
+) -> Result<(RunResult, Artifacts)> {
+    let started = std::time::Instant::now();
+    let cv = cross_validate(prep, plan, splits, run_uuid, trackers, progress)?;
+    // Per-class figures come from the out-of-fold predictions pooled over all folds.
+    let per_class = if prep.task == Task::Classification {
+        per_class_from_confusion(&cv.pooled, &class_labels(prep))
+    } else {
+        Vec::new()
+    };
+    let ts = now_ms();
+    let (metrics, mut batch) = summary_metrics(&cv.fold_metrics, &per_class, ts);
+    // The run's model: refitted on every training row.
+    let cv_seconds = started.elapsed().as_secs_f64();
+    let refit_start = std::time::Instant::now();
+    let curve = live_curve(trackers, run_uuid, "refit".to_string());
+    let seed = fold_seed(plan.seed, u64::MAX);
+    let fitted = fit_with_curve(prep, plan, &splits.cv_rows, seed, None, Some(&curve))
+        .context("refit on all training rows")?;
+    let refit_curve = finish_curve(curve)?;
+    let refit_seconds = refit_start.elapsed().as_secs_f64();
+    progress.tick(&format!("{} refit", plan.model.name));
+    let mut holdout = BTreeMap::new();
+    if !splits.holdout_rows.is_empty() {
+        let pred = predict_rows(prep, &fitted, &splits.holdout_rows)?;
+        let y: Vec<f64> = splits.holdout_rows.iter().map(|r| prep.y[*r]).collect();
+        for (m, v) in score(prep, &y, &pred).metrics {
+            batch.push(metric(format!("holdout/{m}"), v, ts));
+            holdout.insert(m, v);
+        }
+    }
+    batch.push(metric("cv_seconds".into(), cv_seconds, ts));
+    batch.push(metric("refit_seconds".into(), refit_seconds, ts));
+
+    let train_pred = predict_rows(prep, &fitted, &splits.cv_rows)?;
+    let mut artifacts: Artifacts = vec![(
+        "predictions.csv".to_string(),
+        predictions_csv(prep, &splits.cv_rows, &train_pred).into_bytes(),
+    )];
+    let plots = run_plots(prep, &cv.pooled, &cv.fold_curves, &refit_curve, &cv.oof);
+    artifacts.extend(plots);
+    let (importance_files, importance_metrics) = importance_outputs(&fitted, ts);
+    artifacts.extend(importance_files);
+    // Into the run's final batch (one history line on W&B).
+    batch.extend(importance_metrics);
+    trackers.log_metrics(run_uuid, &batch)?;
+    artifacts.extend(model_artifacts(prep, plan, &fitted)?);
+    let result = RunResult {
+        version: String::new(),
+        run_uuid: run_uuid.to_string(),
+        name: plan.model.name.clone(),
+        kind: plan.model.kind.clone(),
+        status: "FINISHED".into(),
+        error: None,
+        metrics,
+        fold_metrics: cv.fold_metrics,
+        holdout,
+        per_class,
+        confusion: cv.pooled,
+        fit_seconds: started.elapsed().as_secs_f64(),
+    };
+    Ok((result, artifacts))
+}
+
+/// A learning curve that reaches the trackers while the model trains: each round's metrics as
+/// one batch `<prefix>/<metric>` (step = round, the time it was measured), sent when the next
+/// round starts, so `mlflow ui` and W&B draw the curve as it grows.
+pub(crate) fn live_curve<'a>(
+    trackers: &'a dyn Tracker,
+    run_uuid: &'a str,
+    prefix: String,
+) -> Curve<'a> {
+    Curve::streaming(Box::new(move |points: &[models::CurvePoint]| {
+        let batch: Vec<Metric> = points
+            .iter()
+            .map(|(round, key, value, at_ms)| Metric {
+                key: format!("{prefix}/{key}"),
+                value: *value,
+                step: *round,
+                timestamp_ms: *at_ms,
+            })
+            .collect();
+        trackers.log_metrics(run_uuid, &batch)
+    }))
+}
+
+/// Sends the curve's last round; its points as (round, metric, value).
+pub(crate) fn finish_curve(curve: Curve<'_>) -> Result<Vec<(i64, String, f64)>> {
+    Ok(curve
+        .finish()?
+        .into_iter()
+        .map(|(round, key, value, _)| (round, key, value))
+        .collect())
+}
+
+/// The refitted model's predictions on every training row, with decoded labels.
+pub(crate) fn predictions_csv(
+    prep: &Prepared,
+    rows: &[usize],
+    pred: &models::Prediction,
+) -> String {
+    let labels = prep.labels.as_ref();
+    let mut out = String::from("row,target,prediction");
+    if let (Some(l), Some(_)) = (labels, &pred.proba) {
+        for c in &l.classes {
+            out.push_str(&format!(",proba_{c}"));
+        }
+    }
+    out.push('\n');
+    let show = |v: f64| match labels {
+        Some(l) => l.classes[v as usize].clone(),
+        None => format!("{v}"),
+    };
+    for (i, r) in rows.iter().enumerate() {
+        out.push_str(&format!(
+            "{r},{},{}",
+            show(prep.y[*r]),
+            show(pred.values[i])
+        ));
+        if let (Some(_), Some(p)) = (labels, &pred.proba) {
+            for v in p.row(i) {
+                out.push_str(&format!(",{v}"));
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
+pub(crate) fn per_class_from_confusion(
+    confusion: &[Vec<usize>],
+    labels: &[String],
+) -> Vec<eval::ClassStats> {
+    let mut y = Vec::new();
+    let mut p = Vec::new();
+    for (t, row) in confusion.iter().enumerate() {
+        for (q, c) in row.iter().enumerate() {
+            for _ in 0..*c {
+                y.push(t as f64);
+                p.push(q as f64);
+            }
+        }
+    }
+    eval::classification_scores(&y, &p, None, labels).per_class
+}
