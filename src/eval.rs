@@ -195,11 +195,120 @@ pub fn classification_scores(
             .sum::<f64>()
             / n;
         metrics.insert("log_loss".into(), ll);
+        auc_metrics(y, p, &mut metrics);
     }
     Scores {
         metrics,
         per_class,
         confusion,
+    }
+}
+
+/// Area under the ROC curve of `scores` for the rows where `positive` holds: the probability
+/// that a positive outranks a negative, ties counting one half (the trapezoidal area, as
+/// scikit-learn's `roc_auc_score`). None without both positives and negatives.
+pub fn roc_auc(positive: &[bool], scores: &[f64]) -> Option<f64> {
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|a, b| scores[*a].total_cmp(&scores[*b]));
+    // Average ranks (1-based) over runs of tied scores.
+    let mut rank = vec![0.0; scores.len()];
+    let mut i = 0;
+    while i < order.len() {
+        let mut j = i;
+        while j + 1 < order.len() && scores[order[j + 1]] == scores[order[i]] {
+            j += 1;
+        }
+        let average = (i + j) as f64 / 2.0 + 1.0;
+        for k in &order[i..=j] {
+            rank[*k] = average;
+        }
+        i = j + 1;
+    }
+    let n_pos = positive.iter().filter(|p| **p).count() as f64;
+    let n_neg = positive.len() as f64 - n_pos;
+    if n_pos == 0.0 || n_neg == 0.0 {
+        return None;
+    }
+    let rank_sum: f64 = positive
+        .iter()
+        .zip(&rank)
+        .filter(|(p, _)| **p)
+        .map(|(_, r)| r)
+        .sum();
+    Some((rank_sum - n_pos * (n_pos + 1.0) / 2.0) / (n_pos * n_neg))
+}
+
+/// Average precision (the area under the precision-recall curve as scikit-learn's
+/// `average_precision_score` computes it): the precision at each distinct score threshold,
+/// weighted by the recall it adds. None without positives.
+pub fn average_precision(positive: &[bool], scores: &[f64]) -> Option<f64> {
+    let n_pos = positive.iter().filter(|p| **p).count() as f64;
+    if n_pos == 0.0 {
+        return None;
+    }
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|a, b| scores[*b].total_cmp(&scores[*a]));
+    let (mut tp, mut seen, mut ap, mut last_recall) = (0.0, 0.0, 0.0, 0.0);
+    let mut i = 0;
+    while i < order.len() {
+        // Every row tied at this threshold counts at once.
+        let threshold = scores[order[i]];
+        while i < order.len() && scores[order[i]] == threshold {
+            seen += 1.0;
+            if positive[order[i]] {
+                tp += 1.0;
+            }
+            i += 1;
+        }
+        let recall = tp / n_pos;
+        ap += (recall - last_recall) * (tp / seen);
+        last_recall = recall;
+    }
+    Some(ap)
+}
+
+/// ROC-AUC and PR-AUC from class probabilities: of class 1 for two classes; one-vs-rest for
+/// more (`roc_auc` and `pr_auc` the macro averages over the classes present, `roc_auc_weighted`
+/// weighted by their support).
+fn auc_metrics(y: &[f64], proba: &ndarray::Array2<f64>, metrics: &mut BTreeMap<String, f64>) {
+    let k = proba.ncols();
+    let one_vs_rest = |c: usize| -> (Vec<bool>, Vec<f64>) {
+        let positive = y.iter().map(|t| *t as usize == c).collect();
+        (positive, proba.column(c).to_vec())
+    };
+    if k == 2 {
+        let (positive, scores) = one_vs_rest(1);
+        let aucs = [
+            ("roc_auc", roc_auc(&positive, &scores)),
+            ("pr_auc", average_precision(&positive, &scores)),
+        ];
+        for (name, value) in aucs {
+            if let Some(v) = value {
+                metrics.insert(name.into(), v);
+            }
+        }
+        return;
+    }
+    let (mut roc, mut pr, mut weighted, mut support) = (Vec::new(), Vec::new(), 0.0, 0.0);
+    for c in 0..k {
+        let (positive, scores) = one_vs_rest(c);
+        let n_c = positive.iter().filter(|p| **p).count() as f64;
+        if let Some(a) = roc_auc(&positive, &scores) {
+            roc.push(a);
+            weighted += a * n_c;
+            support += n_c;
+        }
+        if let Some(a) = average_precision(&positive, &scores) {
+            pr.push(a);
+        }
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    if !roc.is_empty() {
+        metrics.insert("roc_auc".into(), mean(&roc));
+        metrics.insert("roc_auc_weighted".into(), weighted / support);
+    }
+    if !pr.is_empty() {
+        metrics.insert("pr_auc".into(), mean(&pr));
     }
 }
 
@@ -274,6 +383,54 @@ pub fn mean_std(values: &[f64]) -> (f64, f64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// scikit-learn 1.9.1's figures on fixed predictions (tests/data/auc_reference.py).
+    #[test]
+    fn roc_and_pr_auc_match_scikit_learn() {
+        let reference: serde_json::Value =
+            serde_json::from_str(include_str!("../tests/data/auc_reference.json")).unwrap();
+        let close = |a: f64, b: &serde_json::Value| (a - b.as_f64().unwrap()).abs() < 1e-12;
+        let b = &reference["binary"];
+        let y: Vec<f64> = serde_json::from_value(b["y"].clone()).unwrap();
+        let p1: Vec<f64> = serde_json::from_value(b["p1"].clone()).unwrap();
+        let proba =
+            ndarray::Array2::from_shape_fn(
+                (y.len(), 2),
+                |(i, c)| {
+                    if c == 1 {
+                        p1[i]
+                    } else {
+                        1.0 - p1[i]
+                    }
+                },
+            );
+        let pred: Vec<f64> = p1.iter().map(|p| f64::from(*p >= 0.5)).collect();
+        let labels = ["0".to_string(), "1".to_string()];
+        let s = classification_scores(&y, &pred, Some(&proba), &labels);
+        assert!(
+            close(s.metrics["roc_auc"], &b["roc_auc"]),
+            "{}",
+            s.metrics["roc_auc"]
+        );
+        assert!(
+            close(s.metrics["pr_auc"], &b["pr_auc"]),
+            "{}",
+            s.metrics["pr_auc"]
+        );
+        let m = &reference["multiclass"];
+        let y: Vec<f64> = serde_json::from_value(m["y"].clone()).unwrap();
+        let rows: Vec<Vec<f64>> = serde_json::from_value(m["proba"].clone()).unwrap();
+        let proba = ndarray::Array2::from_shape_fn((y.len(), 3), |(i, c)| rows[i][c]);
+        let pred: Vec<f64> = rows
+            .iter()
+            .map(|r| crate::models::argmax(r.iter().copied()) as f64)
+            .collect();
+        let labels: Vec<String> = (0..3).map(|c| c.to_string()).collect();
+        let s = classification_scores(&y, &pred, Some(&proba), &labels);
+        for key in ["roc_auc", "roc_auc_weighted", "pr_auc"] {
+            assert!(close(s.metrics[key], &m[key]), "{key}: {}", s.metrics[key]);
+        }
+    }
 
     #[test]
     fn stratified_folds_partition_rows_and_spread_classes() {

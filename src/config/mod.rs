@@ -194,6 +194,8 @@ pub const CLASSIFICATION_METRICS: &[&str] = &[
     "f1_macro",
     "f1_weighted",
     "log_loss",
+    "roc_auc",
+    "pr_auc",
 ];
 pub const REGRESSION_METRICS: &[&str] = &[
     "mae",
