@@ -318,7 +318,65 @@ pub const TOLERANCES: &[(f64, &str)] = &[
     (1.0, "acc_within_1"),
 ];
 
-pub fn regression_scores(y: &[f64], pred: &[f64]) -> Scores {
+/// How a regression target is cut into bins for the per-bin MAE (`mae_bin_*`), recorded with
+/// each run so replay scores the same way.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TargetBins {
+    /// One bin per rounded target value (`mae_bin_7`): whole-number targets with at most 20
+    /// distinct values, and every run recorded before bins were (which meant this).
+    ByValue,
+    /// Bins between these inner edges, the first and last open-ended (`mae_bin_q1`, ...).
+    Edges(Vec<f64>),
+}
+
+/// The bins of a target: by value when it holds whole numbers with at most 20 distinct values
+/// (the rule `task = "auto"` uses for classes); else between the user's `edges`, or at the
+/// `count`-quantiles of the target.
+pub fn target_bins(y: &[f64], count: usize, edges: Option<&[f64]>) -> TargetBins {
+    let mut distinct: Vec<f64> = y.to_vec();
+    distinct.sort_by(f64::total_cmp);
+    distinct.dedup();
+    if distinct.len() <= 20 && distinct.iter().all(|v| v.fract() == 0.0) {
+        return TargetBins::ByValue;
+    }
+    if let Some(edges) = edges {
+        return TargetBins::Edges(edges.to_vec());
+    }
+    let mut sorted = y.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let mut inner: Vec<f64> = (1..count.max(1))
+        .map(|i| {
+            let pos = i as f64 / count as f64 * (sorted.len() - 1) as f64;
+            let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+            sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
+        })
+        .collect();
+    inner.dedup();
+    TargetBins::Edges(inner)
+}
+
+/// MAE per target bin, named by `bins`.
+fn binned_mae(y: &[f64], pred: &[f64], bins: &TargetBins, metrics: &mut BTreeMap<String, f64>) {
+    let mut sums: BTreeMap<String, (f64, usize)> = BTreeMap::new();
+    for (a, b) in y.iter().zip(pred) {
+        let name = match bins {
+            TargetBins::ByValue => format!("mae_bin_{}", a.round() as i64),
+            TargetBins::Edges(edges) => {
+                let bin = edges.iter().take_while(|e| *a >= **e).count();
+                format!("mae_bin_q{}", bin + 1)
+            }
+        };
+        let e = sums.entry(name).or_default();
+        e.0 += (a - b).abs();
+        e.1 += 1;
+    }
+    for (name, (sum, count)) in sums {
+        metrics.insert(name, sum / count as f64);
+    }
+}
+
+pub fn regression_scores(y: &[f64], pred: &[f64], bins: &TargetBins) -> Scores {
     let n = y.len() as f64;
     let mae = y.iter().zip(pred).map(|(a, b)| (a - b).abs()).sum::<f64>() / n;
     let mse = y
@@ -348,16 +406,7 @@ pub fn regression_scores(y: &[f64], pred: &[f64]) -> Scores {
             .count();
         metrics.insert((*name).into(), hits as f64 / n);
     }
-    // MAE per target bin: whole-number targets bin by value, others by the rounded value.
-    let mut bins: BTreeMap<i64, (f64, usize)> = BTreeMap::new();
-    for (a, b) in y.iter().zip(pred) {
-        let e = bins.entry(a.round() as i64).or_default();
-        e.0 += (a - b).abs();
-        e.1 += 1;
-    }
-    for (bin, (sum, count)) in bins {
-        metrics.insert(format!("mae_bin_{bin}"), sum / count as f64);
-    }
+    binned_mae(y, pred, bins, &mut metrics);
     Scores {
         metrics,
         per_class: Vec::new(),
@@ -475,11 +524,54 @@ mod tests {
 
     #[test]
     fn regression_metrics_and_tolerance_accuracy() {
-        let s = regression_scores(&[5.0, 6.0, 7.0, 5.0], &[5.2, 6.6, 5.5, 5.0]);
+        let y = [5.0, 6.0, 7.0, 5.0];
+        let s = regression_scores(&y, &[5.2, 6.6, 5.5, 5.0], &target_bins(&y, 5, None));
         assert!((s.metrics["mae"] - (0.2 + 0.6 + 1.5 + 0.0) / 4.0).abs() < 1e-12);
         assert_eq!(s.metrics["acc_within_0.25"], 0.5);
         assert_eq!(s.metrics["acc_within_1"], 0.75);
         assert!((s.metrics["mae_bin_7"] - 1.5).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_continuous_target_gets_quantile_bins_not_one_per_value() {
+        // 400 distinct values: five quantile bins of 80 rows each, named q1..q5.
+        let y: Vec<f64> = (0..400).map(|i| i as f64 * 0.37 + 0.5).collect();
+        let bins = target_bins(&y, 5, None);
+        let TargetBins::Edges(edges) = &bins else {
+            panic!("{bins:?}")
+        };
+        assert_eq!(edges.len(), 4);
+        let pred: Vec<f64> = y.iter().map(|v| v + 1.0).collect();
+        let s = regression_scores(&y, &pred, &bins);
+        let binned: Vec<&String> = s
+            .metrics
+            .keys()
+            .filter(|k| k.starts_with("mae_bin"))
+            .collect();
+        assert_eq!(
+            binned,
+            [
+                "mae_bin_q1",
+                "mae_bin_q2",
+                "mae_bin_q3",
+                "mae_bin_q4",
+                "mae_bin_q5"
+            ]
+        );
+        assert!((s.metrics["mae_bin_q3"] - 1.0).abs() < 1e-12);
+        // The user's edges: below 10, 10..100, from 100.
+        let s = regression_scores(&y, &pred, &target_bins(&y, 5, Some(&[10.0, 100.0])));
+        let binned = s
+            .metrics
+            .keys()
+            .filter(|k| k.starts_with("mae_bin"))
+            .count();
+        assert_eq!(binned, 3);
+        // Whole numbers with few values keep one bin per value.
+        assert_eq!(
+            target_bins(&[3.0, 5.0, 5.0, 8.0], 5, None),
+            TargetBins::ByValue
+        );
     }
 
     #[test]

@@ -24,6 +24,8 @@ pub struct Prepared {
     pub etl_key: String,
     pub etl_record: serde_json::Value,
     pub primary_metric: String,
+    /// Regression: the target's bins for the per-bin MAE.
+    pub target_bins: crate::eval::TargetBins,
 }
 
 pub fn primary_metric(loaded: &LoadedConfig, task: Task) -> Result<String> {
@@ -194,6 +196,7 @@ pub fn prepare_from(loaded: LoadedConfig, input: InputRef) -> Result<Prepared> {
         "fingerprint": data::fingerprint(&table),
         "runner_version": RUNNER_VERSION,
     });
+    let target_bins = bins_of(&loaded, &y);
     Ok(Prepared {
         loaded,
         input,
@@ -206,7 +209,15 @@ pub fn prepare_from(loaded: LoadedConfig, input: InputRef) -> Result<Prepared> {
         etl_key,
         etl_record,
         primary_metric,
+        target_bins,
     })
+}
+
+/// The bins of the per-bin MAE for the config's target values.
+fn bins_of(loaded: &LoadedConfig, y: &[f64]) -> crate::eval::TargetBins {
+    let cv = &loaded.config.cv;
+    let edges = cv.regression_bin_edges.as_deref();
+    crate::eval::target_bins(y, cv.regression_bins, edges)
 }
 
 /// The `[data]` and `[etl]` tables as TOML (the ETL's source, recorded with its version); a

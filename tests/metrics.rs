@@ -40,3 +40,48 @@ fn a_binary_sweep_ranks_by_roc_auc_and_logs_pr_auc() {
         "{lr_run}"
     );
 }
+
+/// A continuous target gets a handful of quantile bins for its per-bin MAE, not one per value.
+#[test]
+fn a_continuous_target_gets_quantile_bins_and_the_users_edges() {
+    let d = tempfile::tempdir().unwrap();
+    let config = |extra: &str| {
+        format!("experiment = \"alcohol\"\nsweeps = [\"sweep.toml\"]\ntask = \"regression\"\n[data]\nsource = \"builtin:winequality-red\"\ntarget = \"alcohol\"\n[cv]\nfolds = 3\n{extra}")
+    };
+    let sweep = "[[models]]\nkind = \"linear\"\n";
+    let bins = |report: &serde_json::Value| -> Vec<String> {
+        let metrics = report["runs"][0]["metrics"].as_object().unwrap();
+        metrics
+            .keys()
+            .filter(|k| k.starts_with("mae_bin"))
+            .cloned()
+            .collect()
+    };
+    let cfg = write_config(d.path(), &config(""), sweep);
+    let report = sweep_json(d.path(), &cfg, &[]);
+    assert_eq!(
+        bins(&report),
+        [
+            "mae_bin_q1",
+            "mae_bin_q2",
+            "mae_bin_q3",
+            "mae_bin_q4",
+            "mae_bin_q5"
+        ]
+    );
+    let cfg = write_config(
+        d.path(),
+        &config("regression_bin_edges = [10.0, 12.0]\n"),
+        sweep,
+    );
+    let report = sweep_json(d.path(), &cfg, &[]);
+    assert_eq!(bins(&report), ["mae_bin_q1", "mae_bin_q2", "mae_bin_q3"]);
+    let cfg = write_config(
+        d.path(),
+        &config("regression_bin_edges = [12.0, 10.0]\n"),
+        sweep,
+    );
+    let out = runner(d.path()).arg("sweep").arg(&cfg).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cv.regression_bin_edges"));
+}

@@ -137,6 +137,7 @@ fn recorded_setup(
         stratified: plan.stratified,
         repeats: plan.repeats,
         holdout: plan.holdout,
+        ..config.cv.clone()
     };
     let loaded = LoadedConfig {
         path: PathBuf::from(rec["config_file"].as_str().unwrap_or("(recorded config)")),

@@ -100,6 +100,13 @@ pub struct CvConfig {
     /// Share of rows held out from CV (stratified) and scored once by the refitted model.
     #[serde(default)]
     pub holdout: f64,
+    /// Regression: the per-bin MAE's bins, at this many quantiles of the target (whole-number
+    /// targets with at most 20 values keep one bin per value).
+    #[serde(default = "default_bins")]
+    pub regression_bins: usize,
+    /// Regression: the bins' inner edges instead of quantiles, ascending.
+    #[serde(default)]
+    pub regression_bin_edges: Option<Vec<f64>>,
 }
 
 impl Default for CvConfig {
@@ -109,6 +116,8 @@ impl Default for CvConfig {
             stratified: true,
             repeats: 1,
             holdout: 0.0,
+            regression_bins: default_bins(),
+            regression_bin_edges: None,
         }
     }
 }
@@ -158,6 +167,9 @@ fn default_folds() -> usize {
 }
 fn default_true() -> bool {
     true
+}
+fn default_bins() -> usize {
+    5
 }
 fn default_one() -> usize {
     1
@@ -475,6 +487,22 @@ fn cv_problem(c: &Config) -> Option<Problem> {
     if !(0.0..0.9).contains(&c.cv.holdout) {
         let msg = format!("must be a share in [0, 0.9), got {}", c.cv.holdout);
         return Some((Some("cv"), "holdout", msg));
+    }
+    if c.cv.regression_bins < 1 || c.cv.regression_bins > 100 {
+        let msg = format!(
+            "must be an integer in 1..=100, got {}",
+            c.cv.regression_bins
+        );
+        return Some((Some("cv"), "regression_bins", msg));
+    }
+    if let Some(edges) = &c.cv.regression_bin_edges {
+        if edges.is_empty()
+            || edges.windows(2).any(|w| w[0] >= w[1])
+            || edges.iter().any(|e| !e.is_finite())
+        {
+            let msg = format!("must be finite numbers in ascending order, got {edges:?}");
+            return Some((Some("cv"), "regression_bin_edges", msg));
+        }
     }
     if c.experiment.trim().is_empty() {
         return Some((None, "experiment", "must not be empty".into()));

@@ -42,6 +42,10 @@ pub struct TrainPlan {
     pub holdout: f64,
     /// Smoke runs train on at most this many rows.
     pub max_rows: Option<usize>,
+    /// Regression: the bins of the per-bin MAE. Runs recorded before bins were have none, which
+    /// means one bin per rounded value, as they were scored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_bins: Option<eval::TargetBins>,
 }
 
 pub struct Splits {
@@ -151,6 +155,7 @@ pub fn plans(prep: &Prepared, configs: &[ModelConfig], jobs: usize, smoke: bool)
                 stratified: cv.stratified,
                 holdout: if smoke { 0.0 } else { cv.holdout },
                 max_rows: if smoke { Some(400) } else { None },
+                target_bins: (prep.task == Task::Regression).then(|| prep.target_bins.clone()),
             }
         })
         .collect()

@@ -21,12 +21,23 @@ pub(crate) fn class_labels(prep: &Prepared) -> Vec<String> {
         .unwrap_or_default()
 }
 
-pub(crate) fn score(prep: &Prepared, y: &[f64], pred: &models::Prediction) -> Scores {
+pub(crate) fn score(
+    prep: &Prepared,
+    plan: &TrainPlan,
+    y: &[f64],
+    pred: &models::Prediction,
+) -> Scores {
     match prep.task {
         Task::Classification => {
             eval::classification_scores(y, &pred.values, pred.proba.as_ref(), &class_labels(prep))
         }
-        Task::Regression => eval::regression_scores(y, &pred.values),
+        Task::Regression => {
+            let bins = plan
+                .target_bins
+                .clone()
+                .unwrap_or(eval::TargetBins::ByValue);
+            eval::regression_scores(y, &pred.values, &bins)
+        }
     }
 }
 
@@ -151,7 +162,7 @@ pub(crate) fn cross_validate(
             cv.oof.extend(truth.zip(pred.values.iter().copied()));
         }
         let y: Vec<f64> = fold.test.iter().map(|r| prep.y[*r]).collect();
-        let s = score(prep, &y, &pred);
+        let s = score(prep, plan, &y, &pred);
         let ts = now_ms();
         let mut batch = Vec::new();
         for (m, v) in &s.metrics {
@@ -303,7 +314,7 @@ pub fn train_config(
     if !splits.holdout_rows.is_empty() {
         let pred = predict_rows(prep, &fitted, &splits.holdout_rows)?;
         let y: Vec<f64> = splits.holdout_rows.iter().map(|r| prep.y[*r]).collect();
-        for (m, v) in score(prep, &y, &pred).metrics {
+        for (m, v) in score(prep, plan, &y, &pred).metrics {
             batch.push(metric(format!("holdout/{m}"), v, ts));
             holdout.insert(m, v);
         }
