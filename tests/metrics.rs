@@ -85,3 +85,79 @@ fn a_continuous_target_gets_quantile_bins_and_the_users_edges() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cv.regression_bin_edges"));
 }
+
+/// Permutation importance, for every kind, puts the two features the class depends on above
+/// the two that are noise.
+#[test]
+fn permutation_importance_ranks_informative_features_above_noise_for_every_kind() {
+    let d = tempfile::tempdir().unwrap();
+    // y = [x1 + x2 > 1]; x3 and x4 are independent noise. A fixed LCG keeps the file fixed.
+    let mut state: u64 = 42;
+    let mut uniform = || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (state >> 11) as f64 / (1u64 << 53) as f64
+    };
+    let mut csv = String::from("x1,x2,x3,x4,label\n");
+    for _ in 0..300 {
+        let (x1, x2, x3, x4) = (uniform(), uniform(), uniform(), uniform());
+        let label = if x1 + x2 > 1.0 { "high" } else { "low" };
+        csv.push_str(&format!("{x1:.4},{x2:.4},{x3:.4},{x4:.4},{label}\n"));
+    }
+    std::fs::write(d.path().join("two_signals.csv"), csv).unwrap();
+    let mut sweep = String::from(
+        "[[models]]\nkind = \"decision_tree\"\nmax_depth = 6\n\
+         [[models]]\nkind = \"random_forest\"\nn_trees = 40\n\
+         [[models]]\nkind = \"logistic_regression\"\n\
+         [[models]]\nkind = \"svm\"\n\
+         [[models]]\nkind = \"knn\"\nk = 9\n\
+         [[models]]\nkind = \"naive_bayes\"\n\
+         [[models]]\nkind = \"voting\"\nmembers = [\"logistic_regression\", \"knn\"]\n",
+    );
+    if cfg!(feature = "xgboost") {
+        sweep.push_str("[[models]]\nkind = \"xgboost\"\nn_rounds = 40\n");
+    }
+    if cfg!(feature = "lightgbm") {
+        sweep.push_str("[[models]]\nkind = \"lightgbm\"\nn_rounds = 40\nmin_data_in_leaf = 5\n");
+    }
+    if cfg!(feature = "torch") {
+        sweep.push_str(
+            "[[models]]\nkind = \"mlp\"\nepochs = 60\nlearning_rate = 0.01\nhidden = \"16\"\n",
+        );
+    }
+    let cfg = write_config(
+        d.path(),
+        "experiment = \"signals\"\nsweeps = [\"sweep.toml\"]\n[data]\nsource = \"two_signals.csv\"\ntarget = \"label\"\n[etl]\nscale = \"standard\"\n[cv]\nfolds = 3\n",
+        &sweep,
+    );
+    let report = sweep_json(d.path(), &cfg, &["--jobs", "1"]);
+    let runs = report["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), sweep.matches("[[models]]").count());
+    for run in runs {
+        assert_eq!(run["status"], "FINISHED", "{run}");
+        let name = format!(
+            "permutation_importance_{}.csv",
+            run["version"].as_str().unwrap()
+        );
+        let text =
+            std::fs::read_to_string(artifact(d.path(), run["run_uuid"].as_str().unwrap(), &name))
+                .unwrap();
+        let drop: std::collections::BTreeMap<String, f64> = text
+            .lines()
+            .skip(1)
+            .map(|l| {
+                let (f, v) = l.split_once(',').unwrap();
+                (f.trim_matches('"').to_string(), v.parse().unwrap())
+            })
+            .collect();
+        let informative = drop["x1"].min(drop["x2"]);
+        let noise = drop["x3"].max(drop["x4"]);
+        assert!(
+            informative > noise && informative > 0.05,
+            "{} ({}): {drop:?}",
+            run["name"],
+            run["kind"]
+        );
+    }
+}

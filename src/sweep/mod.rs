@@ -9,6 +9,7 @@ use crate::models::{self, ModelConfig, Task};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+mod importance;
 mod plots;
 mod record;
 mod run;

@@ -11,6 +11,7 @@ use ndarray::{Array1, Array2};
 use serde_json::json;
 use std::collections::BTreeMap;
 
+use super::importance::{mean_drops, permutation_drops};
 use super::plots::run_plots;
 use super::*;
 
@@ -114,6 +115,9 @@ pub(crate) struct CvOutcome {
     fold_curves: Vec<Vec<(i64, String, f64)>>,
     /// Out-of-fold (true, predicted) of the first repeat, for the regression plots.
     oof: Vec<(f64, f64)>,
+    /// Permutation importance on each fold of the first repeat: the primary metric's drop per
+    /// model input column.
+    permutation: Vec<Vec<(String, f64)>>,
 }
 
 /// A step-0 metric measured at `ts`.
@@ -141,6 +145,7 @@ pub(crate) fn cross_validate(
         pooled: vec![vec![0usize; k]; k],
         fold_curves: Vec::new(),
         oof: Vec::new(),
+        permutation: Vec::new(),
     };
     for (i, fold) in splits.folds.iter().enumerate() {
         let curve = live_curve(trackers, run_uuid, format!("fold{i}"));
@@ -160,6 +165,8 @@ pub(crate) fn cross_validate(
             cv.fold_curves.push(points);
             let truth = fold.test.iter().map(|r| prep.y[*r]);
             cv.oof.extend(truth.zip(pred.values.iter().copied()));
+            let drops = permutation_drops(prep, plan, &fitted, &fold.test, i as u64)?;
+            cv.permutation.push(drops);
         }
         let y: Vec<f64> = fold.test.iter().map(|r| prep.y[*r]).collect();
         let s = score(prep, plan, &y, &pred);
@@ -209,22 +216,25 @@ pub(crate) fn summary_metrics(
     (metrics, batch)
 }
 
-/// Feature importance of the refitted model, where the backend has it: a table and a chart
-/// (artifacts) and one metric per feature.
-pub(crate) fn importance_outputs(fitted: &Fitted, ts: i64) -> (Artifacts, Vec<Metric>) {
-    let importances = fitted.model.feature_importance();
+/// An importance table and chart (artifacts `<stem>.csv` and `<stem>.svg`, the chart of the
+/// last kind) and one metric per column and kind (`importance_<kind>/<column>`).
+pub(crate) fn importance_files(
+    stem: &str,
+    names: &[String],
+    importances: &[(&str, Vec<f64>)],
+    ts: i64,
+) -> (Artifacts, Vec<Metric>) {
     let Some((kind, values)) = importances.last() else {
         return (Vec::new(), Vec::new());
     };
-    let names = &fitted.preprocessor.output_names;
     let mut csv = String::from("feature");
-    for (kind, _) in &importances {
+    for (kind, _) in importances {
         csv.push_str(&format!(",{kind}"));
     }
     csv.push('\n');
     for (j, name) in names.iter().enumerate() {
         csv.push_str(&format!("\"{name}\""));
-        for (_, v) in &importances {
+        for (_, v) in importances {
             csv.push_str(&format!(",{}", v.get(j).copied().unwrap_or(0.0)));
         }
         csv.push('\n');
@@ -239,14 +249,34 @@ pub(crate) fn importance_outputs(fitted: &Fitted, ts: i64) -> (Artifacts, Vec<Me
     let title = format!("Feature importance ({kind})");
     let chart = crate::plot::bar_chart(&title, kind, &labels, &sorted, None);
     let artifacts = vec![
-        ("feature_importance.csv".into(), csv.into_bytes()),
-        ("feature_importance.svg".into(), chart.into_bytes()),
+        (format!("{stem}.csv"), csv.into_bytes()),
+        (format!("{stem}.svg"), chart.into_bytes()),
     ];
-    let metrics = names
+    let metrics = importances
         .iter()
-        .zip(values)
-        .map(|(n, v)| metric(format!("importance_{kind}/{}", sanitize(n)), *v, ts))
+        .flat_map(|(kind, values)| {
+            names
+                .iter()
+                .zip(values)
+                .map(move |(n, v)| metric(format!("importance_{kind}/{}", sanitize(n)), *v, ts))
+        })
         .collect();
+    (artifacts, metrics)
+}
+
+/// The refitted model's own importance where the backend has it (impurity, gain, split), and
+/// the permutation importance of the CV folds for every kind.
+fn importance_outputs(fitted: &Fitted, cv: &CvOutcome, ts: i64) -> (Artifacts, Vec<Metric>) {
+    let names = &fitted.preprocessor.output_names;
+    let own = fitted.model.feature_importance();
+    let (mut artifacts, mut metrics) = importance_files("feature_importance", names, &own, ts);
+    if !cv.permutation.is_empty() {
+        let drops = mean_drops(&cv.permutation, names);
+        let perm = [("permutation", drops)];
+        let (a, m) = importance_files("permutation_importance", names, &perm, ts);
+        artifacts.extend(a);
+        metrics.extend(m);
+    }
     (artifacts, metrics)
 }
 
@@ -329,7 +359,7 @@ pub fn train_config(
     )];
     let plots = run_plots(prep, &cv.pooled, &cv.fold_curves, &refit_curve, &cv.oof);
     artifacts.extend(plots);
-    let (importance_files, importance_metrics) = importance_outputs(&fitted, ts);
+    let (importance_files, importance_metrics) = importance_outputs(&fitted, &cv, ts);
     artifacts.extend(importance_files);
     // Into the run's final batch (one history line on W&B).
     batch.extend(importance_metrics);
