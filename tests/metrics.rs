@@ -161,3 +161,79 @@ fn permutation_importance_ranks_informative_features_above_noise_for_every_kind(
         );
     }
 }
+
+/// On a 1:20 imbalanced binary set, `class_weight = "balanced"` raises balanced accuracy over
+/// no weighting, for every classifier kind.
+#[test]
+fn balanced_class_weights_raise_balanced_accuracy_for_every_classifier_kind() {
+    let d = tempfile::tempdir().unwrap();
+    let mut state: u64 = 7;
+    let mut uniform = || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (state >> 11) as f64 / (1u64 << 53) as f64
+    };
+    // Two features; the rare class sits 1.2 standard deviations up in both (Box-Muller normals).
+    let mut csv = String::from("a,b,label\n");
+    for i in 0..630 {
+        let rare = i % 21 == 0;
+        let shift = if rare { 1.2 } else { 0.0 };
+        let mut normal = || {
+            let (u, v) = (uniform().max(1e-12), uniform());
+            (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
+        };
+        let (a, b) = (normal() + shift, normal() + shift);
+        csv.push_str(&format!(
+            "{a:.4},{b:.4},{}\n",
+            if rare { "rare" } else { "common" }
+        ));
+    }
+    std::fs::write(d.path().join("imbalanced.csv"), csv).unwrap();
+    let cw = "class_weight = [\"none\", \"balanced\"]\n";
+    let mut kinds = vec![
+        "kind = \"decision_tree\"\nmax_depth = 3".to_string(),
+        "kind = \"random_forest\"\nn_trees = 30\nmax_depth = 4".into(),
+        "kind = \"logistic_regression\"".into(),
+        "kind = \"svm\"\nkernel = \"linear\"".into(),
+        "kind = \"knn\"\nk = 15".into(),
+        "kind = \"naive_bayes\"".into(),
+    ];
+    if cfg!(feature = "xgboost") {
+        kinds.push("kind = \"xgboost\"\nn_rounds = 30\nmax_depth = 2".into());
+    }
+    if cfg!(feature = "lightgbm") {
+        kinds.push("kind = \"lightgbm\"\nn_rounds = 30\nnum_leaves = 4".into());
+    }
+    if cfg!(feature = "torch") {
+        kinds.push("kind = \"mlp\"\nepochs = 30\nhidden = \"8\"\nlearning_rate = 0.01".into());
+    }
+    let sweep: String = kinds
+        .iter()
+        .map(|k| format!("[[models]]\n{k}\n{cw}"))
+        .collect();
+    let cfg = write_config(
+        d.path(),
+        "experiment = \"imbalanced\"\nsweeps = [\"sweep.toml\"]\nprimary_metric = \"balanced_accuracy\"\n[data]\nsource = \"imbalanced.csv\"\ntarget = \"label\"\n[etl]\nscale = \"standard\"\n[cv]\nfolds = 3\n",
+        &sweep,
+    );
+    let report = sweep_json(d.path(), &cfg, &[]);
+    let runs = report["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2 * kinds.len());
+    let ba = |r: &serde_json::Value| r["metrics"]["balanced_accuracy"]["mean"].as_f64().unwrap();
+    let mut figures = Vec::new();
+    for pair in runs.chunks(2) {
+        let (none, balanced) = (&pair[0], &pair[1]);
+        assert!(none["name"].as_str().unwrap().contains("class_weight=none"));
+        figures.push((none["kind"].clone(), ba(none), ba(balanced)));
+    }
+    eprintln!("balanced accuracy (kind, none, balanced): {figures:?}");
+    let worse: Vec<_> = figures
+        .iter()
+        .filter(|(_, n, b)| b <= &(n + 0.02))
+        .collect();
+    assert!(
+        worse.is_empty(),
+        "balanced does not help: {worse:?} (all: {figures:?})"
+    );
+}

@@ -48,13 +48,14 @@ pub(crate) static LOGISTIC_REGRESSION: KindSpec = KindSpec {
             default: Default_::Float(1e-4),
             help: "stop when the gradient norm falls below this",
         },
+        CLASS_WEIGHT,
     ],
 };
 
 backend!(
     LogisticRegressionBackend,
     LOGISTIC_REGRESSION,
-    |cfg, data, _ctx| fit_logistic(cfg, data),
+    |cfg, data, ctx| fit_logistic(cfg, data, ctx.seed),
     |saved| load(&saved.config.kind, saved.task, saved.fitted)
 );
 
@@ -162,6 +163,7 @@ pub(crate) static KNN: KindSpec = KindSpec {
             default: Default_::Str("kdtree"),
             help: "neighbour search structure",
         },
+        CLASS_WEIGHT,
     ],
 };
 
@@ -181,12 +183,15 @@ pub(crate) static NAIVE_BAYES: KindSpec = KindSpec {
     onnx: false,
     algorithm: 1,
     curve_axis: "step",
-    params: &[ParamSpec {
-        name: "var_smoothing",
-        ty: ParamType::Float { min: 0.0, max: 1.0 },
-        default: Default_::Float(1e-9),
-        help: "share of the largest variance added to all variances",
-    }],
+    params: &[
+        ParamSpec {
+            name: "var_smoothing",
+            ty: ParamType::Float { min: 0.0, max: 1.0 },
+            default: Default_::Float(1e-9),
+            help: "share of the largest variance added to all variances",
+        },
+        CLASS_WEIGHT,
+    ],
 };
 
 backend!(
@@ -280,9 +285,37 @@ impl FittedModel for Logistic {
     }
 }
 
-pub fn fit_logistic(cfg: &ModelConfig, data: &TrainSet) -> Result<Box<dyn FittedModel>> {
-    let y = Array1::from(data.class_labels());
-    let ds = Dataset::new(data.x.to_owned(), y);
+/// The rows linfa-logistic trains on: all of them, or with `class_weight = "balanced"` (it
+/// takes no sample weights) as many rows drawn with replacement, each with probability
+/// proportional to its class weight, from a stream of `seed`.
+fn logistic_rows(cfg: &ModelConfig, data: &TrainSet, seed: u64) -> Result<Vec<usize>> {
+    let n = data.y.len();
+    if cfg.str("class_weight")? != "balanced" || n == 0 {
+        return Ok((0..n).collect());
+    }
+    let weights = data.balanced_weights();
+    let mut cumulative = Vec::with_capacity(n);
+    let mut total = 0.0;
+    for w in &weights {
+        total += w;
+        cumulative.push(total);
+    }
+    let mut rng = crate::rng::SplitMix64::derive(seed, 0xC1A55);
+    let rows = (0..n)
+        .map(|_| {
+            let u = rng.next_f64() * total;
+            cumulative.partition_point(|c| *c <= u).min(n - 1)
+        })
+        .collect();
+    Ok(rows)
+}
+
+pub fn fit_logistic(cfg: &ModelConfig, data: &TrainSet, seed: u64) -> Result<Box<dyn FittedModel>> {
+    let rows = logistic_rows(cfg, data, seed)?;
+    let labels = data.class_labels();
+    let y: Array1<usize> = rows.iter().map(|r| labels[*r]).collect();
+    let x = data.x.select(ndarray::Axis(0), &rows);
+    let ds = Dataset::new(x, y);
     let model = MultiLogisticRegression::default()
         .alpha(cfg.float("alpha")?)
         .max_iterations(cfg.int("max_iterations")? as u64)
@@ -399,6 +432,10 @@ pub fn fit_svm(cfg: &ModelConfig, data: &TrainSet) -> Result<Box<dyn FittedModel
 struct NaiveBayesModel {
     n_classes: usize,
     model: GaussianNb<f64, usize>,
+    /// `class_weight = "balanced"`: the posterior is reweighted by n / (K_present * count),
+    /// which turns the fitted class priors into equal ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    class_weights: Option<Vec<f64>>,
 }
 
 impl FittedModel for NaiveBayesModel {
@@ -406,7 +443,17 @@ impl FittedModel for NaiveBayesModel {
         // predict_proba returns columns in sorted class order, independent of HashMap order.
         let (p, classes) = self.model.predict_proba(x);
         let classes: Vec<usize> = classes.into_iter().copied().collect();
-        Ok(classified(widen(p.view(), &classes, self.n_classes)))
+        let mut proba = widen(p.view(), &classes, self.n_classes);
+        if let Some(w) = &self.class_weights {
+            for mut row in proba.rows_mut() {
+                row.iter_mut().zip(w).for_each(|(p, w)| *p *= w);
+                let total: f64 = row.sum();
+                if total > 0.0 {
+                    row.mapv_inplace(|p| p / total);
+                }
+            }
+        }
+        Ok(classified(proba))
     }
     fn to_json(&self) -> Result<serde_json::Value> {
         Ok(serde_json::to_value(self)?)
@@ -422,6 +469,7 @@ pub fn fit_naive_bayes(cfg: &ModelConfig, data: &TrainSet) -> Result<Box<dyn Fit
     Ok(Box::new(NaiveBayesModel {
         n_classes: data.n_classes,
         model,
+        class_weights: balanced_class_weights(cfg, data)?,
     }))
 }
 
@@ -436,6 +484,9 @@ struct Knn {
     algorithm: String,
     x: Array2<f64>,
     y: Array1<f64>,
+    /// `class_weight = "balanced"`: each class's vote weight, n / (K_present * count).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    class_weights: Option<Vec<f64>>,
 }
 
 impl Knn {
@@ -477,14 +528,20 @@ impl FittedModel for Knn {
                     1.0
                 }
             };
-            let total: f64 = hits.iter().map(|(d, _)| weight(*d)).sum();
             match self.task {
                 Task::Classification => {
-                    for (d, idx) in &hits {
-                        proba[[i, self.y[*idx] as usize]] += weight(*d) / total;
+                    let class_weight = |idx: usize| {
+                        let c = self.y[idx] as usize;
+                        self.class_weights.as_ref().map_or(1.0, |w| w[c])
+                    };
+                    let vote = |(d, idx): &(f64, usize)| weight(*d) * class_weight(*idx);
+                    let total: f64 = hits.iter().map(vote).sum();
+                    for hit in &hits {
+                        proba[[i, self.y[hit.1] as usize]] += vote(hit) / total;
                     }
                 }
                 Task::Regression => {
+                    let total: f64 = hits.iter().map(|(d, _)| weight(*d)).sum();
                     values[i] = hits
                         .iter()
                         .map(|(d, idx)| weight(*d) * self.y[*idx])
@@ -518,7 +575,33 @@ pub fn fit_knn(cfg: &ModelConfig, data: &TrainSet) -> Result<Box<dyn FittedModel
         algorithm: cfg.str("algorithm")?.to_string(),
         x: data.x.to_owned(),
         y: data.y.to_owned(),
+        class_weights: balanced_class_weights(cfg, data)?,
     }))
+}
+
+/// Per-class weights n / (K_present * count) for `class_weight = "balanced"` (classification);
+/// none otherwise.
+fn balanced_class_weights(cfg: &ModelConfig, data: &TrainSet) -> Result<Option<Vec<f64>>> {
+    if data.task != Task::Classification || cfg.str("class_weight")? != "balanced" {
+        return Ok(None);
+    }
+    let mut counts = vec![0usize; data.n_classes];
+    for c in data.class_labels() {
+        counts[c] += 1;
+    }
+    let present = counts.iter().filter(|c| **c > 0).count().max(1) as f64;
+    let n = data.y.len() as f64;
+    let weights = counts
+        .iter()
+        .map(|c| {
+            if *c > 0 {
+                n / (present * *c as f64)
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    Ok(Some(weights))
 }
 
 // ---------------------------------------------------------------- linear / ridge

@@ -142,15 +142,14 @@ pub fn is_ensemble(kind: &str) -> bool {
     kind == "voting" || kind == "stacking"
 }
 
-/// Every declared hyperparameter of `spec` present in `cfg` with a valid value. (Unknown keys
+/// Every hyperparameter `cfg` gives is valid for `spec`. (Unknown keys
 /// are refused where configs are read; a recorded run keeps the keys it had.)
 fn check_declared(spec: &KindSpec, cfg: &ModelConfig) -> std::result::Result<(), String> {
+    // A parameter the config lacks (a run recorded before it existed) takes its default.
     for p in spec.params {
-        let value = cfg
-            .params
-            .get(p.name)
-            .ok_or_else(|| format!("`{}` has no value for `{}`", cfg.name, p.name))?;
-        check_value(p, value)?;
+        if let Some(value) = cfg.params.get(p.name) {
+            check_value(p, value)?;
+        }
     }
     Ok(())
 }
@@ -204,9 +203,20 @@ impl ModelConfig {
         )
     }
 
+    /// The declared default of `key`, for a config recorded before the parameter existed: a
+    /// parameter is only ever added with a default that keeps what runs did before it.
+    fn declared_default(&self, key: &str) -> Option<Default_> {
+        let spec = kind_spec(&self.kind)?;
+        spec.params
+            .iter()
+            .find(|p| p.name == key)
+            .map(|p| p.default)
+    }
+
     pub fn int(&self, key: &str) -> Result<i64> {
-        match self.params.get(key) {
-            Some(ParamValue::Int(i)) => Ok(*i),
+        match (self.params.get(key), self.declared_default(key)) {
+            (Some(ParamValue::Int(i)), _) => Ok(*i),
+            (None, Some(Default_::Int(i))) => Ok(i),
             _ => Err(self.missing(key, "an integer")),
         }
     }
@@ -215,21 +225,25 @@ impl ModelConfig {
         usize::try_from(self.int(key)?).map_err(|_| self.missing(key, "a non-negative integer"))
     }
     pub fn float(&self, key: &str) -> Result<f64> {
-        match self.params.get(key) {
-            Some(ParamValue::Float(x)) => Ok(*x),
-            Some(ParamValue::Int(i)) => Ok(*i as f64),
+        match (self.params.get(key), self.declared_default(key)) {
+            (Some(ParamValue::Float(x)), _) => Ok(*x),
+            (Some(ParamValue::Int(i)), _) => Ok(*i as f64),
+            (None, Some(Default_::Float(x))) => Ok(x),
+            (None, Some(Default_::Int(i))) => Ok(i as f64),
             _ => Err(self.missing(key, "a number")),
         }
     }
     pub fn str(&self, key: &str) -> Result<&str> {
-        match self.params.get(key) {
-            Some(ParamValue::Str(s)) => Ok(s),
+        match (self.params.get(key), self.declared_default(key)) {
+            (Some(ParamValue::Str(s)), _) => Ok(s),
+            (None, Some(Default_::Str(s))) => Ok(s),
             _ => Err(self.missing(key, "a string")),
         }
     }
     pub fn bool(&self, key: &str) -> Result<bool> {
-        match self.params.get(key) {
-            Some(ParamValue::Bool(b)) => Ok(*b),
+        match (self.params.get(key), self.declared_default(key)) {
+            (Some(ParamValue::Bool(b)), _) => Ok(*b),
+            (None, Some(Default_::Bool(b))) => Ok(b),
             _ => Err(self.missing(key, "true or false")),
         }
     }
@@ -622,12 +636,9 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(err.contains("n_trees"), "{err}");
+        // Recorded before a parameter existed: it takes its declared default.
         cfg.params.remove("n_trees");
-        let err = fit(&cfg, &data, &FitContext::new(1, 1))
-            .err()
-            .unwrap()
-            .to_string();
-        assert!(err.contains("n_trees"), "{err}");
+        assert!(fit(&cfg, &data, &FitContext::new(1, 1)).is_ok());
     }
 
     #[test]
