@@ -39,6 +39,7 @@ const LAYERS: &[&[&str]] = &[
     &["prepare", "progress"],
     &[
         "sweep",
+        "sweep::importance",
         "sweep::plots",
         "sweep::record",
         "sweep::run",
