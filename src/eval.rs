@@ -195,6 +195,7 @@ pub fn classification_scores(
             .sum::<f64>()
             / n;
         metrics.insert("log_loss".into(), ll);
+        metrics.insert("brier".into(), brier(y, p));
         auc_metrics(y, p, &mut metrics);
     }
     Scores {
@@ -265,6 +266,81 @@ pub fn average_precision(positive: &[bool], scores: &[f64]) -> Option<f64> {
         last_recall = recall;
     }
     Some(ap)
+}
+
+/// (true positives, false positives, threshold) when predicting positive at or above each
+/// distinct score, from the highest.
+fn counts_at_thresholds(positive: &[bool], scores: &[f64]) -> Vec<(f64, f64, f64)> {
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|a, b| scores[*b].total_cmp(&scores[*a]));
+    let mut points = Vec::new();
+    let (mut tp, mut fp, mut i) = (0.0, 0.0, 0);
+    while i < order.len() {
+        let threshold = scores[order[i]];
+        while i < order.len() && scores[order[i]] == threshold {
+            if positive[order[i]] {
+                tp += 1.0;
+            } else {
+                fp += 1.0;
+            }
+            i += 1;
+        }
+        points.push((tp, fp, threshold));
+    }
+    points
+}
+
+/// The ROC curve of `scores` for the rows where `positive` holds: (false positive rate, true
+/// positive rate, threshold) at each distinct score, from the highest, after a first (0, 0).
+pub fn roc_points(positive: &[bool], scores: &[f64]) -> Vec<(f64, f64, f64)> {
+    let n_pos = positive.iter().filter(|p| **p).count().max(1) as f64;
+    let n_neg = (positive.len() as f64 - n_pos).max(1.0);
+    let at = counts_at_thresholds(positive, scores);
+    std::iter::once((0.0, 0.0, f64::INFINITY))
+        .chain(
+            at.into_iter()
+                .map(|(tp, fp, t)| (fp / n_neg, tp / n_pos, t)),
+        )
+        .collect()
+}
+
+/// The precision-recall curve: (recall, precision, threshold) at each distinct score, from the
+/// highest.
+pub fn pr_points(positive: &[bool], scores: &[f64]) -> Vec<(f64, f64, f64)> {
+    let n_pos = positive.iter().filter(|p| **p).count().max(1) as f64;
+    counts_at_thresholds(positive, scores)
+        .into_iter()
+        .map(|(tp, fp, t)| (tp / n_pos, tp / (tp + fp), t))
+        .collect()
+}
+
+/// The Brier score, as scikit-learn's `brier_score_loss`: the mean squared error of the second
+/// class's probability for two classes; the mean over rows of the squared distance between the
+/// probabilities and the one-hot truth for more.
+pub fn brier(y: &[f64], proba: &ndarray::Array2<f64>) -> f64 {
+    let n = y.len().max(1) as f64;
+    if proba.ncols() == 2 {
+        let sq: f64 = y
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (proba[[i, 1]] - t).powi(2))
+            .sum();
+        return sq / n;
+    }
+    let sq: f64 = y
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let truth = *t as usize;
+            proba
+                .row(i)
+                .iter()
+                .enumerate()
+                .map(|(c, p)| (p - f64::from(u8::from(c == truth))).powi(2))
+                .sum::<f64>()
+        })
+        .sum();
+    sq / n
 }
 
 /// ROC-AUC and PR-AUC from class probabilities: of class 1 for two classes; one-vs-rest for
@@ -435,7 +511,7 @@ mod tests {
 
     /// scikit-learn 1.9.1's figures on fixed predictions (tests/data/auc_reference.py).
     #[test]
-    fn roc_and_pr_auc_match_scikit_learn() {
+    fn roc_and_pr_auc_and_brier_match_scikit_learn() {
         let reference: serde_json::Value =
             serde_json::from_str(include_str!("../tests/data/auc_reference.json")).unwrap();
         let close = |a: f64, b: &serde_json::Value| (a - b.as_f64().unwrap()).abs() < 1e-12;
@@ -466,6 +542,11 @@ mod tests {
             "{}",
             s.metrics["pr_auc"]
         );
+        assert!(
+            close(s.metrics["brier"], &b["brier"]),
+            "{}",
+            s.metrics["brier"]
+        );
         let m = &reference["multiclass"];
         let y: Vec<f64> = serde_json::from_value(m["y"].clone()).unwrap();
         let rows: Vec<Vec<f64>> = serde_json::from_value(m["proba"].clone()).unwrap();
@@ -476,7 +557,7 @@ mod tests {
             .collect();
         let labels: Vec<String> = (0..3).map(|c| c.to_string()).collect();
         let s = classification_scores(&y, &pred, Some(&proba), &labels);
-        for key in ["roc_auc", "roc_auc_weighted", "pr_auc"] {
+        for key in ["roc_auc", "roc_auc_weighted", "pr_auc", "brier"] {
             assert!(close(s.metrics[key], &m[key]), "{key}: {}", s.metrics[key]);
         }
     }

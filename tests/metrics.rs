@@ -39,6 +39,24 @@ fn a_binary_sweep_ranks_by_roc_auc_and_logs_pr_auc() {
         lr_run["metrics"]["fold0/pr_auc"].as_f64().is_some(),
         "{lr_run}"
     );
+    assert!(lr_run["metrics"]["brier"].as_f64().is_some(), "{lr_run}");
+    // The ROC and precision-recall curves, as charts and their points.
+    let tv = runs[0]["version"].as_str().unwrap();
+    let artifacts = artifact_names(lr_run);
+    for name in ["roc_curve", "pr_curve"] {
+        for ext in ["svg", "csv"] {
+            let file = format!("{name}_{tv}.{ext}");
+            assert!(
+                artifacts.contains(&file.as_str()),
+                "{file} in {artifacts:?}"
+            );
+        }
+    }
+    let run_uuid = runs[0]["run_uuid"].as_str().unwrap();
+    let roc = std::fs::read_to_string(artifact(d.path(), run_uuid, &format!("roc_curve_{tv}.csv")))
+        .unwrap();
+    let last = roc.lines().last().unwrap();
+    assert!(last.starts_with("1,1,"), "the curve ends at (1, 1): {last}");
 }
 
 /// A continuous target gets a handful of quantile bins for its per-bin MAE, not one per value.

@@ -208,6 +208,7 @@ pub const CLASSIFICATION_METRICS: &[&str] = &[
     "log_loss",
     "roc_auc",
     "pr_auc",
+    "brier",
 ];
 pub const REGRESSION_METRICS: &[&str] = &[
     "mae",
@@ -220,7 +221,7 @@ pub const REGRESSION_METRICS: &[&str] = &[
 
 /// Whether a larger value of the metric is better.
 pub fn higher_is_better(metric: &str) -> bool {
-    !matches!(metric, "log_loss" | "mae" | "rmse")
+    !matches!(metric, "log_loss" | "brier" | "mae" | "rmse")
 }
 
 /// A config file after `--set` overrides, parsed and range-checked.

@@ -178,3 +178,81 @@ pub fn comparison_svg(prep: &Prepared, runs: &[RunResult]) -> String {
         Some(&stds),
     )
 }
+
+/// Two classes: the ROC and precision-recall curves of the pooled out-of-fold probabilities of
+/// the second class, each as a chart and its points (`roc_curve.csv`: fpr, tpr, threshold;
+/// `pr_curve.csv`: recall, precision, threshold). None for other tasks.
+pub(crate) fn curve_files(oof_scores: &[(bool, f64)]) -> Artifacts {
+    use crate::plot::{lines_chart, Line, Stroke};
+    if oof_scores.is_empty() {
+        return Vec::new();
+    }
+    let positive: Vec<bool> = oof_scores.iter().map(|(p, _)| *p).collect();
+    let scores: Vec<f64> = oof_scores.iter().map(|(_, s)| *s).collect();
+    let roc = eval::roc_points(&positive, &scores);
+    let pr = eval::pr_points(&positive, &scores);
+    let auc = eval::roc_auc(&positive, &scores).unwrap_or(f64::NAN);
+    let ap = eval::average_precision(&positive, &scores).unwrap_or(f64::NAN);
+    let line = |name: String, points: Vec<(f64, f64)>, color: usize, stroke: Stroke| Line {
+        name: Some(name),
+        color,
+        stroke,
+        points,
+    };
+    let roc_lines = [
+        line(
+            format!("ROC (AUC {auc:.3})"),
+            roc.iter().map(|p| (p.0, p.1)).collect(),
+            0,
+            Stroke::Solid,
+        ),
+        line(
+            "chance".into(),
+            vec![(0.0, 0.0), (1.0, 1.0)],
+            1,
+            Stroke::Dashed,
+        ),
+    ];
+    let pr_lines = [line(
+        format!("precision-recall (AP {ap:.3})"),
+        pr.iter().map(|p| (p.0, p.1)).collect(),
+        0,
+        Stroke::Solid,
+    )];
+    let csv = |header: &str, points: &[(f64, f64, f64)]| {
+        let rows: String = points
+            .iter()
+            .map(|(a, b, t)| format!("{a},{b},{t}\n"))
+            .collect();
+        format!("{header}\n{rows}").into_bytes()
+    };
+    vec![
+        (
+            "roc_curve.svg".into(),
+            lines_chart(
+                "ROC curve (out-of-fold, all folds)",
+                "false positive rate",
+                "true positive rate",
+                &roc_lines,
+                false,
+            )
+            .into_bytes(),
+        ),
+        ("roc_curve.csv".into(), csv("fpr,tpr,threshold", &roc)),
+        (
+            "pr_curve.svg".into(),
+            lines_chart(
+                "Precision-recall curve (out-of-fold, all folds)",
+                "recall",
+                "precision",
+                &pr_lines,
+                false,
+            )
+            .into_bytes(),
+        ),
+        (
+            "pr_curve.csv".into(),
+            csv("recall,precision,threshold", &pr),
+        ),
+    ]
+}

@@ -12,7 +12,7 @@ use serde_json::json;
 use std::collections::BTreeMap;
 
 use super::importance::{mean_drops, permutation_drops};
-use super::plots::run_plots;
+use super::plots::{curve_files, run_plots};
 use super::*;
 
 pub(crate) fn class_labels(prep: &Prepared) -> Vec<String> {
@@ -118,6 +118,9 @@ pub(crate) struct CvOutcome {
     /// Permutation importance on each fold of the first repeat: the primary metric's drop per
     /// model input column.
     permutation: Vec<Vec<(String, f64)>>,
+    /// Two classes: (is the second class, its out-of-fold probability) of the first repeat, for
+    /// the ROC and precision-recall curves.
+    oof_scores: Vec<(bool, f64)>,
 }
 
 /// A step-0 metric measured at `ts`.
@@ -146,6 +149,7 @@ pub(crate) fn cross_validate(
         fold_curves: Vec::new(),
         oof: Vec::new(),
         permutation: Vec::new(),
+        oof_scores: Vec::new(),
     };
     for (i, fold) in splits.folds.iter().enumerate() {
         let curve = live_curve(trackers, run_uuid, format!("fold{i}"));
@@ -167,6 +171,10 @@ pub(crate) fn cross_validate(
             cv.oof.extend(truth.zip(pred.values.iter().copied()));
             let drops = permutation_drops(prep, plan, &fitted, &fold.test, i as u64)?;
             cv.permutation.push(drops);
+            if let Some(p) = pred.proba.as_ref().filter(|p| p.ncols() == 2) {
+                let truth = fold.test.iter().map(|r| prep.y[*r] == 1.0);
+                cv.oof_scores.extend(truth.zip(p.column(1).iter().copied()));
+            }
         }
         let y: Vec<f64> = fold.test.iter().map(|r| prep.y[*r]).collect();
         let s = score(prep, plan, &y, &pred);
@@ -359,6 +367,7 @@ pub fn train_config(
     )];
     let plots = run_plots(prep, &cv.pooled, &cv.fold_curves, &refit_curve, &cv.oof);
     artifacts.extend(plots);
+    artifacts.extend(curve_files(&cv.oof_scores));
     let (importance_files, importance_metrics) = importance_outputs(&fitted, &cv, ts);
     artifacts.extend(importance_files);
     // Into the run's final batch (one history line on W&B).

@@ -1,11 +1,12 @@
-"""Writes auc_reference.json: ROC-AUC and PR-AUC (average precision) of fixed predictions, as
-scikit-learn computes them, for src/eval.rs's tests to match. Run once with scikit-learn 1.9.1:
+"""Writes auc_reference.json: ROC-AUC, PR-AUC (average precision) and the Brier score of fixed
+predictions, as scikit-learn computes them, for src/eval.rs's tests to match. Run once with
+scikit-learn 1.9.1:
     python3 tests/data/auc_reference.py > tests/data/auc_reference.json
 """
 import json
 
 import numpy as np
-from sklearn.metrics import average_precision_score, roc_auc_score
+from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 from sklearn.preprocessing import label_binarize
 
 rng = np.random.default_rng(7)
@@ -18,6 +19,7 @@ binary = {
     "p1": pb.tolist(),
     "roc_auc": roc_auc_score(yb, pb),
     "pr_auc": average_precision_score(yb, pb),
+    "brier": brier_score_loss(yb, pb),
 }
 
 # Three classes, probabilities from a softmax of noisy logits.
@@ -33,5 +35,6 @@ multi = {
     "roc_auc": roc_auc_score(ym, pm, multi_class="ovr", average="macro"),
     "roc_auc_weighted": roc_auc_score(ym, pm, multi_class="ovr", average="weighted"),
     "pr_auc": average_precision_score(label_binarize(ym, classes=[0, 1, 2]), pm, average="macro"),
+    "brier": brier_score_loss(ym, pm),
 }
 print(json.dumps({"sklearn": "1.9.1", "binary": binary, "multiclass": multi}, indent=1))
