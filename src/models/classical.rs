@@ -579,29 +579,10 @@ pub fn fit_knn(cfg: &ModelConfig, data: &TrainSet) -> Result<Box<dyn FittedModel
     }))
 }
 
-/// Per-class weights n / (K_present * count) for `class_weight = "balanced"` (classification);
-/// none otherwise.
+/// Per-class weights for `class_weight = "balanced"` (classification); none otherwise.
 fn balanced_class_weights(cfg: &ModelConfig, data: &TrainSet) -> Result<Option<Vec<f64>>> {
-    if data.task != Task::Classification || cfg.str("class_weight")? != "balanced" {
-        return Ok(None);
-    }
-    let mut counts = vec![0usize; data.n_classes];
-    for c in data.class_labels() {
-        counts[c] += 1;
-    }
-    let present = counts.iter().filter(|c| **c > 0).count().max(1) as f64;
-    let n = data.y.len() as f64;
-    let weights = counts
-        .iter()
-        .map(|c| {
-            if *c > 0 {
-                n / (present * *c as f64)
-            } else {
-                0.0
-            }
-        })
-        .collect();
-    Ok(Some(weights))
+    let balanced = data.task == Task::Classification && cfg.str("class_weight")? == "balanced";
+    Ok(balanced.then(|| data.balanced_class_weights()))
 }
 
 // ---------------------------------------------------------------- linear / ridge

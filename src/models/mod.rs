@@ -263,18 +263,31 @@ impl TrainSet<'_> {
         self.y.iter().map(|v| *v as usize).collect()
     }
 
-    /// Per-row weights for `class_weight = "balanced"`: n / (K_present * count(class)).
-    pub fn balanced_weights(&self) -> Vec<f64> {
+    /// Per-class weights for `class_weight = "balanced"`: n / (K_present * count(class)), 0 for
+    /// a class the rows lack.
+    pub fn balanced_class_weights(&self) -> Vec<f64> {
         let mut counts = vec![0usize; self.n_classes];
         for c in self.class_labels() {
             counts[c] += 1;
         }
         let present = counts.iter().filter(|c| **c > 0).count().max(1);
         let n = self.y.len() as f64;
-        self.class_labels()
+        counts
             .iter()
-            .map(|c| n / (present as f64 * counts[*c] as f64))
+            .map(|c| {
+                if *c > 0 {
+                    n / (present as f64 * *c as f64)
+                } else {
+                    0.0
+                }
+            })
             .collect()
+    }
+
+    /// Per-row weights for `class_weight = "balanced"`: each row's class weight.
+    pub fn balanced_weights(&self) -> Vec<f64> {
+        let per_class = self.balanced_class_weights();
+        self.class_labels().iter().map(|c| per_class[*c]).collect()
     }
 }
 

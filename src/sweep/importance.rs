@@ -7,6 +7,15 @@ use super::train::{score, Fitted};
 use super::{Prepared, TrainPlan};
 use crate::rng::SplitMix64;
 use anyhow::Result;
+use ndarray::{Array2, ArrayView2};
+
+/// A fold's validation rows as the model reads them, their targets, and the primary metric
+/// the model scored on them.
+pub(crate) struct Scored<'a> {
+    pub x: &'a Array2<f64>,
+    pub y: &'a [f64],
+    pub baseline: f64,
+}
 
 /// The drop in the primary metric when each column of the fold's validation rows is shuffled:
 /// (column, drop) in the order of the fold's preprocessor output columns.
@@ -14,20 +23,16 @@ pub(crate) fn permutation_drops(
     prep: &Prepared,
     plan: &TrainPlan,
     fitted: &Fitted,
-    rows: &[usize],
+    rows: Scored,
     fold: u64,
 ) -> Result<Vec<(String, f64)>> {
-    let x = fitted.preprocessor.transform(&prep.table, rows)?;
-    let y: Vec<f64> = rows.iter().map(|r| prep.y[*r]).collect();
-    let primary = |x: ndarray::ArrayView2<f64>| -> Result<f64> {
+    let Scored { x, y, baseline } = rows;
+    let primary = |x: ArrayView2<f64>| -> Result<f64> {
         let pred = fitted.model.predict(x)?;
-        let s = score(prep, plan, &y, &pred);
-        Ok(s.metrics
-            .get(&prep.primary_metric)
-            .copied()
-            .unwrap_or(f64::NAN))
+        let s = score(prep, plan, y, &pred);
+        let value = s.metrics.get(&prep.primary_metric).copied();
+        Ok(value.unwrap_or(f64::NAN))
     };
-    let baseline = primary(x.view())?;
     let sign = if crate::config::higher_is_better(&prep.primary_metric) {
         1.0
     } else {

@@ -11,7 +11,7 @@ use ndarray::{Array1, Array2};
 use serde_json::json;
 use std::collections::BTreeMap;
 
-use super::importance::{mean_drops, permutation_drops};
+use super::importance::{mean_drops, permutation_drops, Scored};
 use super::plots::{curve_files, run_plots};
 use super::*;
 
@@ -164,20 +164,27 @@ pub(crate) fn cross_validate(
         )
         .with_context(|| format!("fold {} of {}", i + 1, splits.folds.len()))?;
         let points = finish_curve(curve)?;
-        let pred = predict_rows(prep, &fitted, &fold.test)?;
+        let x = fitted.preprocessor.transform(&prep.table, &fold.test)?;
+        let pred = fitted.model.predict(x.view())?;
+        let y: Vec<f64> = fold.test.iter().map(|r| prep.y[*r]).collect();
+        let s = score(prep, plan, &y, &pred);
         if fold.repeat == 0 {
             cv.fold_curves.push(points);
-            let truth = fold.test.iter().map(|r| prep.y[*r]);
-            cv.oof.extend(truth.zip(pred.values.iter().copied()));
-            let drops = permutation_drops(prep, plan, &fitted, &fold.test, i as u64)?;
+            cv.oof
+                .extend(y.iter().copied().zip(pred.values.iter().copied()));
+            let baseline = s.metrics.get(&prep.primary_metric).copied();
+            let scored = Scored {
+                x: &x,
+                y: &y,
+                baseline: baseline.unwrap_or(f64::NAN),
+            };
+            let drops = permutation_drops(prep, plan, &fitted, scored, i as u64)?;
             cv.permutation.push(drops);
             if let Some(p) = pred.proba.as_ref().filter(|p| p.ncols() == 2) {
-                let truth = fold.test.iter().map(|r| prep.y[*r] == 1.0);
+                let truth = y.iter().map(|t| *t == 1.0);
                 cv.oof_scores.extend(truth.zip(p.column(1).iter().copied()));
             }
         }
-        let y: Vec<f64> = fold.test.iter().map(|r| prep.y[*r]).collect();
-        let s = score(prep, plan, &y, &pred);
         let ts = now_ms();
         let mut batch = Vec::new();
         for (m, v) in &s.metrics {
