@@ -130,8 +130,9 @@ pub fn check_missing(table: &Table, spec: &EtlSpec, file: &str) -> Result<()> {
     Ok(())
 }
 
+/// What preprocessing does to one input column.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-enum ColumnStep {
+pub enum ColumnStep {
     Numeric {
         fill: f64,
         shift: f64,
@@ -269,6 +270,11 @@ impl Preprocessor {
             .iter()
             .map(|(n, step)| (n.clone(), matches!(step, ColumnStep::Numeric { .. })))
             .collect()
+    }
+
+    /// Each input column with what is done to it, in the order of the model's columns.
+    pub fn steps(&self) -> &[(String, ColumnStep)] {
+        &self.columns
     }
 
     /// Numeric inputs as (fill, shift, scale): the model sees (value or fill - shift) / scale.

@@ -6,6 +6,8 @@ use std::fmt;
 
 /// This build: its version, its git commit, and the versions of the libraries it trains with.
 pub const RUNNER_VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The MLflow release whose store, model and registry formats runner writes.
+pub const MLFLOW_VERSION: &str = "3.17.2";
 pub const GIT_COMMIT: &str = env!("RUNNER_GIT_COMMIT");
 pub const LIB_VERSIONS: &str = env!("RUNNER_LIB_VERSIONS");
 

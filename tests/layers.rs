@@ -24,6 +24,7 @@ const LAYERS: &[&[&str]] = &[
     &[
         "etl",
         "onnx",
+        "onnx::columns",
         "onnx::linear",
         "onnx::nn",
         "onnx::proto",
@@ -34,12 +35,14 @@ const LAYERS: &[&[&str]] = &[
         "track::owner",
         "track::jsonl",
         "track::mlflow",
+        "track::mlflow::models",
         "track::wandb",
     ],
     &["prepare", "progress"],
     &[
         "sweep",
         "sweep::importance",
+        "sweep::mlflow_model",
         "sweep::plots",
         "sweep::record",
         "sweep::run",

@@ -37,15 +37,19 @@ pub fn export_command(
             vec![copy(pt)?, copy(&saved.files[0])?]
         }
         "onnx" => {
-            let bytes = crate::onnx::export(&crate::onnx::Source {
-                version: &saved.version,
-                config: &saved.config,
-                task: saved.task,
-                labels: saved.labels.as_ref(),
-                preprocessor: &saved.preprocessor,
-                fitted: &saved.document["fitted"],
-                native: &saved.native,
-            })?;
+            let bytes = crate::onnx::export(
+                &crate::onnx::Source {
+                    version: &saved.version,
+                    config: &saved.config,
+                    task: saved.task,
+                    labels: saved.labels.as_ref(),
+                    preprocessor: &saved.preprocessor,
+                    fitted: &saved.document["fitted"],
+                    native: &saved.native,
+                    column_types: &[],
+                },
+                crate::onnx::Layout::Matrix,
+            )?;
             let to = out.join(format!("model_{}.onnx", saved.version));
             std::fs::write(&to, bytes).with_context(|| format!("cannot write {}", to.display()))?;
             vec![to]

@@ -15,6 +15,7 @@
 //! Classifiers output `probabilities` (double, N x K) and `label` (N; the original class labels,
 //! int64 when they are all whole numbers, else strings); regressors output `value` (double, N).
 
+mod columns;
 mod linear;
 mod nn;
 mod proto;
@@ -61,6 +62,9 @@ pub struct Source<'a> {
     pub labels: Option<&'a LabelMapping>,
     pub preprocessor: &'a Preprocessor,
     pub fitted: &'a Value,
+    /// The type of each input column in the column layout, in the preprocessor's order; empty
+    /// for double (numbers) and string (categories).
+    pub column_types: &'a [ColumnType],
     /// The model's native files by extension: "safetensors" for the networks, "json" for
     /// XGBoost, "txt" for LightGBM.
     pub native: &'a std::collections::BTreeMap<String, Vec<u8>>,
@@ -105,66 +109,62 @@ fn model_graph(g: &mut Graph, src: &Source, x: &str, f: i64) -> Result<String> {
     })
 }
 
-/// The graph's outputs from the model's `y`: `probabilities` and `label` for a classifier,
-/// `value` for a regressor.
-fn output_nodes(g: &mut Graph, src: &Source, y: &str) -> Vec<Pb> {
-    let k = src.labels.map(|l| l.classes.len()).unwrap_or(0);
-    let mut outputs = Vec::new();
+/// `out` (N): the original label of each row's most probable class in `probabilities`
+/// (N x K); returns its element type (int64 when every label is a whole number, else string).
+fn label_lookup(g: &mut Graph, labels: &LabelMapping, probabilities: &str, out: &str) -> i64 {
+    let k = labels.classes.len() as i64;
+    let idx = g.op(
+        "ArgMax",
+        &[probabilities],
+        vec![Attr::Int("axis", 1), Attr::Int("keepdims", 0)],
+    );
+    let ints: Option<Vec<i64>> = labels.classes.iter().map(|c| c.parse().ok()).collect();
+    let (table, elem) = match &ints {
+        Some(v) => (g.init("classes", &[k], Data::I64(v)), INT64),
+        None => (g.init("classes", &[k], Data::Str(&labels.classes)), STRING),
+    };
+    g.node_in(
+        "",
+        "Gather",
+        &[&table, &idx],
+        &[out],
+        vec![Attr::Int("axis", 0)],
+    );
+    elem
+}
+
+/// The matrix layout's outputs from the model's `y`: `probabilities` and `label` for a
+/// classifier, `value` for a regressor.
+fn matrix_outputs(g: &mut Graph, src: &Source, y: &str) -> Vec<Pb> {
     match (src.task, src.labels) {
         (Task::Classification, Some(labels)) => {
+            let k = labels.classes.len() as i64;
             g.node_in("", "Identity", &[y], &["probabilities"], vec![]);
-            let idx = g.op(
-                "ArgMax",
-                &["probabilities"],
-                vec![Attr::Int("axis", 1), Attr::Int("keepdims", 0)],
-            );
-            let ints: Option<Vec<i64>> = labels.classes.iter().map(|c| c.parse().ok()).collect();
-            let (table, elem) = match &ints {
-                Some(v) => (g.init("classes", &[k as i64], Data::I64(v)), INT64),
-                None => (
-                    g.init("classes", &[k as i64], Data::Str(&labels.classes)),
-                    STRING,
-                ),
-            };
-            g.node_in(
-                "",
-                "Gather",
-                &[&table, &idx],
-                &["label"],
-                vec![Attr::Int("axis", 0)],
-            );
-            outputs.push(value_info("label", elem, &[None]));
-            outputs.push(value_info("probabilities", DOUBLE, &[None, Some(k as i64)]));
+            let elem = label_lookup(g, labels, "probabilities", "label");
+            vec![
+                value_info("label", elem, &[None]),
+                value_info("probabilities", DOUBLE, &[None, Some(k)]),
+            ]
         }
         _ => {
             let shape = g.init("shape", &[1], Data::I64(&[-1]));
             g.node_in("", "Reshape", &[y, &shape], &["value"], vec![]);
-            outputs.push(value_info("value", DOUBLE, &[None]));
+            vec![value_info("value", DOUBLE, &[None])]
         }
     }
-    outputs
 }
 
-/// The ONNX model of a saved run.
-pub fn export(src: &Source) -> Result<Vec<u8>> {
-    let kind = src.config.kind.as_str();
-    let exportable = exportable_kinds();
-    if !exportable.contains(&kind) {
-        bail!(
-            "ONNX export covers {}; {} is a {kind} model: use --format native",
-            crate::models::quoted_list(&exportable),
-            src.version,
-        );
-    }
+/// The matrix layout's input: `input` (double, N x F, numeric columns only) with the fitted
+/// preprocessing applied in double like the runner: (value, or its fill if missing, - shift)
+/// / scale. Returns the model matrix's name and the input.
+fn matrix_input(g: &mut Graph, src: &Source) -> Result<(String, Vec<Pb>)> {
     let steps = src.preprocessor.numeric_steps().ok_or_else(|| {
         anyhow!(
-            "{} reads text columns (one-hot or ordinal encoded); ONNX export covers numeric inputs only: use --format native",
+            "{} reads text columns (one-hot or ordinal encoded); ONNX export covers numeric inputs only: use --format native, or the run's MLflow model (runs:/<id>/model), which reads text columns",
             src.version
         )
     })?;
     let f = steps.len() as i64;
-    let mut g = Graph::default();
-    // Preprocessing, in double like the runner: (value, or its fill if missing, - shift) / scale.
     let fill: Vec<f64> = steps.iter().map(|s| s.1).collect();
     let shift: Vec<f64> = steps.iter().map(|s| s.2).collect();
     let scale: Vec<f64> = steps.iter().map(|s| s.3).collect();
@@ -175,8 +175,63 @@ pub fn export(src: &Source) -> Result<Vec<u8>> {
     let x = g.op("Where", &[&nan, &fill, "input"], vec![]);
     let x = g.op("Sub", &[&x, &shift], vec![]);
     let x = g.op("Div", &[&x, &scale], vec![]);
+    Ok((x, vec![value_info("input", DOUBLE, &[None, Some(f)])]))
+}
+
+/// An input column's type in the column layout, as the training data held it (MLflow's
+/// signature check refuses to turn a float column into an integer one, or back).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColumnType {
+    Double,
+    Long,
+    Boolean,
+    Text,
+}
+
+impl ColumnType {
+    /// The MLflow signature's name of the type.
+    pub fn mlflow(&self) -> &'static str {
+        match self {
+            ColumnType::Double => "double",
+            ColumnType::Long => "long",
+            ColumnType::Boolean => "boolean",
+            ColumnType::Text => "string",
+        }
+    }
+}
+
+/// How a graph takes its inputs and gives its outputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// `runner export --format onnx`: one `input` (double, N x F, numeric columns only);
+    /// `label` and `probabilities` (N x K), or `value`.
+    Matrix,
+    /// MLflow's pyfunc: one input per column and 1-D outputs (see [`columns`]).
+    Columns,
+}
+
+/// The ONNX model of a saved run.
+pub fn export(src: &Source, layout: Layout) -> Result<Vec<u8>> {
+    let kind = src.config.kind.as_str();
+    let exportable = exportable_kinds();
+    if !exportable.contains(&kind) {
+        bail!(
+            "ONNX export covers {}; {} is a {kind} model: use --format native",
+            crate::models::quoted_list(&exportable),
+            src.version,
+        );
+    }
+    let mut g = Graph::default();
+    let (x, inputs) = match layout {
+        Layout::Matrix => matrix_input(&mut g, src)?,
+        Layout::Columns => columns::column_inputs(&mut g, src.preprocessor, src.column_types),
+    };
+    let f = src.preprocessor.output_names.len() as i64;
     let y = model_graph(&mut g, src, &x, f)?;
-    let outputs = output_nodes(&mut g, src, &y);
+    let outputs = match layout {
+        Layout::Matrix => matrix_outputs(&mut g, src, &y),
+        Layout::Columns => columns::column_outputs(&mut g, src.labels, &y),
+    };
     let mut graph = Pb::default();
     for n in &g.nodes {
         graph.msg(1, n);
@@ -185,7 +240,9 @@ pub fn export(src: &Source) -> Result<Vec<u8>> {
     for i in &g.inits {
         graph.msg(5, i);
     }
-    graph.msg(11, &value_info("input", DOUBLE, &[None, Some(f)]));
+    for i in &inputs {
+        graph.msg(11, i);
+    }
     for o in &outputs {
         graph.msg(12, o);
     }
@@ -200,7 +257,7 @@ pub fn export(src: &Source) -> Result<Vec<u8>> {
         o.str(1, domain).int(2, version);
         model.msg(8, &o);
     }
-    let names: Vec<String> = steps.iter().map(|s| s.0.clone()).collect();
+    let names: Vec<String> = src.preprocessor.inputs().into_iter().map(|c| c.0).collect();
     for (key, value) in [
         ("runner.run", src.version.to_string()),
         ("runner.model_kind", kind.to_string()),

@@ -52,6 +52,7 @@ impl Pb {
 pub(super) const FLOAT: i64 = 1;
 pub(super) const INT64: i64 = 7;
 pub(super) const STRING: i64 = 8;
+pub(super) const BOOL: i64 = 9;
 pub(super) const DOUBLE: i64 = 11;
 
 pub(super) enum Data<'a> {

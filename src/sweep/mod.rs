@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 mod importance;
+mod mlflow_model;
 mod plots;
 mod record;
 mod run;

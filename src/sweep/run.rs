@@ -62,11 +62,12 @@ pub fn run_one(
         let (mut result, artifacts) =
             train_config(prep, plan, splits, &spec.run_uuid, trackers, progress)?;
         result.version = tv.clone();
-        for (name, bytes) in artifacts {
+        for (name, bytes) in &artifacts {
             // "model.json" -> "model_t3.json"
             let (stem, ext) = name.split_once('.').unwrap_or((name.as_str(), "bin"));
-            trackers.log_artifact(&spec.run_uuid, &format!("{stem}_{tv}.{ext}"), &bytes)?;
+            trackers.log_artifact(&spec.run_uuid, &format!("{stem}_{tv}.{ext}"), bytes)?;
         }
+        log_mlflow_model(prep, &tv, &spec.run_uuid, &artifacts, trackers, progress)?;
         write_report_artifacts(prep, plan, record, &result, trackers)?;
         store.set_summary(&spec.run_uuid, &serde_json::to_value(&result)?)?;
         trackers.finish_run(&spec.run_uuid, RunStatus::Finished, now_ms())?;
@@ -114,6 +115,33 @@ pub fn run_one(
             }
         }
     }
+}
+
+/// Logs the run's MLflow model. A model that cannot be built leaves the trained run intact:
+/// the `runner.mlflow_model` tag says why it has none.
+fn log_mlflow_model(
+    prep: &Prepared,
+    tv: &str,
+    run_uuid: &str,
+    artifacts: &super::Artifacts,
+    trackers: &dyn Tracker,
+    progress: &Progress,
+) -> Result<()> {
+    let why_none = match super::mlflow_model::model_package(prep, tv, artifacts) {
+        Ok(Ok(pkg)) => {
+            trackers.log_model(run_uuid, &pkg)?;
+            return trackers.set_tags(run_uuid, &[("runner.mlflow_model".into(), "model".into())]);
+        }
+        Ok(Err(reason)) => reason,
+        Err(e) => {
+            progress.line(&format!("{tv}: no MLflow model: {e:#}"));
+            format!("{e:#}")
+        }
+    };
+    trackers.set_tags(
+        run_uuid,
+        &[("runner.mlflow_model".into(), format!("none: {why_none}"))],
+    )
 }
 
 pub(crate) fn write_report_artifacts(

@@ -5,6 +5,8 @@
 //! training runs t1..) lives in two `runner_` tables of the same file, so a version number and its
 //! MLflow run are created in one transaction.
 
+pub mod models;
+
 use super::{owner, DatasetInput, Metric, RunSpec, RunStatus, TrackedRun, Tracker};
 use anyhow::{anyhow, bail, Context, Result};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
@@ -1187,6 +1189,10 @@ impl Tracker for MlflowStore {
     fn log_artifact(&self, run_uuid: &str, file_name: &str, bytes: &[u8]) -> Result<()> {
         self.write_log_artifact(run_uuid, file_name, bytes)
             .with_context(|| self.context(&format!("saving {file_name}")))
+    }
+    fn log_model(&self, run_uuid: &str, model: &super::ModelPackage) -> Result<()> {
+        self.write_log_model(run_uuid, model)
+            .with_context(|| self.context("logging the run's MLflow model"))
     }
     fn finish_run(&self, run_uuid: &str, status: RunStatus, end_ms: i64) -> Result<()> {
         self.write_set_status(run_uuid, status, Some(end_ms))

@@ -88,6 +88,21 @@ pub struct TrackedRun {
     pub group: Option<String>,
 }
 
+/// A run's model as MLflow logs one (`mlflow.<flavor>.log_model`): the files of its folder
+/// (besides `MLmodel`), the `flavors` of its `MLmodel`, and its signature.
+#[derive(Debug, Clone)]
+pub struct ModelPackage {
+    /// (file name, bytes): the model files, requirements, environment and input example.
+    pub files: Vec<(String, Vec<u8>)>,
+    /// `MLmodel`'s `flavors` (python_function, onnx, ...).
+    pub flavors: serde_json::Value,
+    /// The signature: (column, MLflow type) of the inputs and of the outputs.
+    pub inputs: Vec<(String, String)>,
+    pub outputs: Vec<(String, String)>,
+    /// What logged it (`mlflow.source.name`).
+    pub source: String,
+}
+
 /// A destination for runs. Each call is complete on its own: a tracker never holds a run
 /// half-written between calls, and a call repeated after a lost answer changes nothing more.
 pub trait Tracker: Send + Sync {
@@ -101,6 +116,11 @@ pub trait Tracker: Send + Sync {
     fn log_metrics(&self, run_uuid: &str, metrics: &[Metric]) -> Result<()>;
     fn set_tags(&self, run_uuid: &str, tags: &[(String, String)]) -> Result<()>;
     fn log_artifact(&self, run_uuid: &str, file_name: &str, bytes: &[u8]) -> Result<()>;
+    /// Logs the run's model where the tracker has models (MLflow); others keep the files it
+    /// was saved from as artifacts already.
+    fn log_model(&self, _run_uuid: &str, _model: &ModelPackage) -> Result<()> {
+        Ok(())
+    }
     /// The run ends with `status` (FINISHED, FAILED or KILLED) at `end_ms`.
     fn finish_run(&self, run_uuid: &str, status: RunStatus, end_ms: i64) -> Result<()>;
     /// Delivers what is still buffered, within the tracker's own time limit; says in words
@@ -207,6 +227,9 @@ impl Tracker for Trackers<'_> {
     }
     fn log_artifact(&self, run_uuid: &str, file_name: &str, bytes: &[u8]) -> Result<()> {
         self.each(|t| t.log_artifact(run_uuid, file_name, bytes))
+    }
+    fn log_model(&self, run_uuid: &str, model: &ModelPackage) -> Result<()> {
+        self.each(|t| t.log_model(run_uuid, model))
     }
     fn finish_run(&self, run_uuid: &str, status: RunStatus, end_ms: i64) -> Result<()> {
         self.each(|t| t.finish_run(run_uuid, status, end_ms))
