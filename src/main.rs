@@ -9,7 +9,8 @@
 #![deny(clippy::too_many_lines)]
 
 use runner::commands::{
-    diff, eda, export, models, predict, reload_etl, replay, runs, show, validate, wandb_sync,
+    diff, eda, export, models, predict, register, reload_etl, replay, runs, show, validate,
+    wandb_sync,
 };
 use runner::sweep;
 
@@ -79,6 +80,10 @@ enum Command {
         /// Print every leaderboard column, however wide the terminal.
         #[arg(long)]
         wide: bool,
+        /// Register the best run that has an MLflow model in the Model Registry as NAME
+        /// (with the alias after '@', such as wine@champion).
+        #[arg(long, value_name = "NAME[@ALIAS]", value_parser = register::check_register_arg)]
+        register_best: Option<(String, Option<String>)>,
     },
     /// Parse and check the config and its sweeps, print the expanded configs, train nothing.
     #[command(
@@ -214,7 +219,8 @@ enum Command {
         after_help = "Examples:\n  runner predict t3 --input new.csv\n  runner predict t3 --input new.parquet --proba --out predictions.csv"
     )]
     Predict {
-        /// The training run whose model predicts: t1, t2, ...
+        /// The training run whose model predicts: t1, t2, ..., or a registered model's
+        /// version: models:/NAME@ALIAS, models:/NAME/VERSION, models:/NAME/latest.
         version: String,
         /// New data (.csv, .csv.gz, .tsv, .parquet, .ndjson/.jsonl, .arrow/.feather/.ipc) with
         /// the run's feature columns (the target may be absent).
@@ -226,6 +232,22 @@ enum Command {
         /// Add one probability column per class (classification).
         #[arg(long)]
         proba: bool,
+    },
+    /// Register training run tN's MLflow model as the next version of a registered model, which
+    /// `mlflow.pyfunc.load_model("models:/NAME@ALIAS")` and `runner predict models:/NAME@ALIAS`
+    /// load.
+    #[command(
+        after_help = "Examples:\n  runner register t3 --name wine-quality --alias champion\n  runner predict models:/wine-quality@champion --input new.csv"
+    )]
+    Register {
+        /// The training run whose model is registered: t1, t2, ...
+        version: String,
+        /// The registered model (created if new).
+        #[arg(long, value_parser = register::check_model_name)]
+        name: String,
+        /// Point this alias (champion, staging, ...) at the new version.
+        #[arg(long, value_parser = register::check_alias)]
+        alias: Option<String>,
     },
     /// Export training run tN's model for deployment: native (the library's own files and
     /// runner's preprocessing and labels), onnx (trees, forests, XGBoost, LightGBM, linear and
@@ -350,6 +372,11 @@ fn run_query(command: Command, uri: Option<&str>) -> anyhow::Result<ExitCode> {
             format,
             out,
         } => export::export_command(uri, &version, &format, &out),
+        Command::Register {
+            version,
+            name,
+            alias,
+        } => register::register_command(uri, &version, &name, alias.as_deref()),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "runner", &mut std::io::stdout());
@@ -380,6 +407,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             first_run,
             ensemble,
             wide,
+            register_best,
         } => {
             let opts = sweep::SweepOptions {
                 sets,
@@ -392,6 +420,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ensemble_top: ensemble,
                 wide,
                 parent_run: None,
+                register_best,
             };
             runner::commands::sweep::sweep_command(&config, &opts)
         }

@@ -7,6 +7,7 @@ use crate::data::{self, FeatureValues};
 use crate::etl::{LabelMapping, Preprocessor};
 use crate::models::{self, FittedModel, ModelConfig, Prediction, Task};
 use crate::sweep;
+use crate::track::mlflow::models::parse_models_uri;
 use crate::track::mlflow::MlflowStore;
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
@@ -96,10 +97,23 @@ pub fn load_run_model(store: &MlflowStore, version: i64) -> Result<SavedModel> {
     })
 }
 
-/// `tN` of the chosen store, loaded.
+/// `tN`, or the run of a registered model's version (`models:/NAME@ALIAS`, `models:/NAME/3`,
+/// `models:/NAME/latest`), of the chosen store, loaded.
 pub fn open_saved(uri: Option<&str>, version: &str) -> Result<SavedModel> {
-    let v = sweep::parse_version(version, 't').map_err(|m| anyhow::anyhow!(m))?;
     let store = MlflowStore::open_read_only(&sweep::tracking_path(uri, None)?)?;
+    let v = match parse_models_uri(version) {
+        Some((name, which)) => {
+            let mv = store.model_version(&name, &which)?;
+            store.training_version_of(&mv.run_uuid)?.with_context(|| {
+                format!("{version} is version {} of {name}, whose run {} is not a runner training run", mv.version, mv.run_uuid)
+            })?
+        }
+        None if version.starts_with("models:/") => bail!(ConfigError::new(
+            version,
+            "not a registered model URI; write models:/NAME@ALIAS, models:/NAME/VERSION or models:/NAME/latest"
+        )),
+        None => sweep::parse_version(version, 't').map_err(|m| ConfigError::new(version, m))?,
+    };
     load_run_model(&store, v)
 }
 

@@ -60,6 +60,7 @@ const LAYERS: &[&[&str]] = &[
         "commands::export",
         "commands::models",
         "commands::predict",
+        "commands::register",
         "commands::reload_etl",
         "commands::replay",
         "commands::runs",

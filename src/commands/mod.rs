@@ -6,6 +6,7 @@ pub mod eda;
 pub mod export;
 pub mod models;
 pub mod predict;
+pub mod register;
 pub mod reload_etl;
 pub mod replay;
 pub mod runs;

@@ -72,12 +72,23 @@ pub fn sweep_command(path: &Path, opts: &SweepOptions) -> Result<ExitCode> {
         eprintln!("error: the sweep's parent run could not be completed: {e:#}");
         sweep_parent::fail(&parent);
     }
+    let registered = match &opts.register_best {
+        Some((name, alias)) => MlflowStore::open_existing(&store_path).and_then(|store| {
+            super::register::register_best(&store, &report, name, alias.as_deref())
+        }),
+        None => Ok(()),
+    };
+    if let Err(e) = &registered {
+        eprintln!("error: {e:#}");
+    }
     if opts.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         report::print_sweep(&report, opts.wide);
     }
-    let failed = report.runs.iter().any(|r| r.status != "FINISHED") || parent_done.is_err();
+    let failed = report.runs.iter().any(|r| r.status != "FINISHED")
+        || parent_done.is_err()
+        || registered.is_err();
     Ok(if failed {
         ExitCode::from(1)
     } else {

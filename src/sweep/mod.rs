@@ -129,6 +129,8 @@ pub struct SweepOptions {
     pub parent_run: Option<String>,
     /// `--wide`: every leaderboard column, however wide the terminal.
     pub wide: bool,
+    /// `--register-best NAME[@ALIAS]`: the registered model the best run's model joins.
+    pub register_best: Option<(String, Option<String>)>,
 }
 
 pub fn cores() -> usize {

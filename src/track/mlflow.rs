@@ -789,6 +789,14 @@ impl MlflowStore {
             .next())
     }
 
+    /// The training version (N of tN) of an MLflow run, if it is a training run.
+    pub fn training_version_of(&self, run_uuid: &str) -> Result<Option<i64>> {
+        Ok(self
+            .query_runs("WHERE t.run_uuid = ?1", [run_uuid])?
+            .first()
+            .map(|r| r.version))
+    }
+
     fn query_runs<P: rusqlite::Params>(&self, tail: &str, p: P) -> Result<Vec<TrainingRunRow>> {
         let conn = self.lock();
         let mut st = conn.prepare(&format!(

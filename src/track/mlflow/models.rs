@@ -176,10 +176,13 @@ impl MlflowStore {
                 version,
                 run_uuid,
             }),
-            _ => bail!(
-                "the store has no registered model {name} {} (`runner register tN --name {name}` makes one)",
-                which.describe()
-            ),
+            _ => bail!(crate::types::ConfigError::new(
+                format!("models:/{name}"),
+                format!(
+                    "the store has no registered model {name} {} (`runner register tN --name {name}` makes one)",
+                    which.describe()
+                )
+            )),
         }
     }
 }
