@@ -7,7 +7,8 @@
 #   libraries, so pip only downloads it (for a 3.12 tag) and never installs it.
 # - A venv from `python3` holds CMake >= 3.28 for LightGBM's bundled source (Debian 12 has
 #   3.25) and the Python packages the tests compare predictions with: xgboost-cpu 3.2.0 (the
-#   newest that installs on 3.11; it loads runner's XGBoost 3.4 JSON models) and lightgbm 4.7.0.
+#   newest that installs on 3.11; it loads runner's XGBoost 3.4 JSON models), lightgbm 4.7.0
+#   and pandas.
 cache="${RUNNER_CACHE:-$HOME/.cache/runner}"
 gbm="$cache/gbm-venv"
 xgb_root="$cache/xgboost-3.4.1"
@@ -17,6 +18,11 @@ if ! "$gbm/bin/python" -c 'import xgboost, lightgbm, numpy, sys; sys.exit(not (x
   rm -rf "$gbm"
   python3 -m venv "$gbm"
   "$gbm/bin/pip" install -q --disable-pip-version-check xgboost-cpu==3.2.0 lightgbm==4.7.0 "cmake>=3.28" numpy
+fi
+# pandas, for the test that reads the native files on raw DataFrame columns by name.
+if ! "$gbm/bin/python" -c 'import pandas, sys; sys.exit(pandas.__version__ != "3.1.1")' >/dev/null 2>&1; then
+  echo "setup: adding pandas to $gbm" >&2
+  "$gbm/bin/pip" install -q --disable-pip-version-check pandas==3.1.1
 fi
 if [ ! -f "$xgb_root/complete" ]; then
   echo "setup: unpacking libxgboost.so from the xgboost-cpu 3.4.1 wheel into $xgb_root (once)" >&2

@@ -219,3 +219,94 @@ fn red_wine_gbm_targets() {
         );
     }
 }
+
+/// With `etl.scale = "standard"`, the boosters still train on raw columns and carry their
+/// names: `xgboost.Booster(model_file=...)` and `lightgbm.Booster(model_file=...)` on the
+/// native file of the run's MLflow model (its xgboost / lightgbm flavour) and a raw pandas
+/// frame give what `runner predict` gives. A run records that it skipped the scaling.
+#[test]
+fn native_boosters_predict_raw_named_columns_as_runner_does() {
+    let d = tempfile::tempdir().unwrap();
+    let config = format!("{CONFIG}[etl]\nscale = \"standard\"\n");
+    let sweep = "[[models]]\nkind = \"xgboost\"\nname = \"xgb\"\nn_rounds = 40\n[[models]]\nkind = \"lightgbm\"\nname = \"lgbm\"\nn_rounds = 40\n[[models]]\nkind = \"logistic_regression\"\nname = \"scaled\"\n";
+    let cfg = write_config(d.path(), &config, sweep);
+    let report = sweep_json(d.path(), &cfg, &[]);
+    run_ok(runner(d.path()).args(["reload-etl", "v1", "--out", "data.csv"]));
+    let store = read_with_mlflow(&d.path().join("mlflow.db"));
+    let logged = experiment_runs(&store, "gbm");
+    for run in report["runs"].as_array().unwrap() {
+        let (kind, tv, id) = (
+            run["kind"].as_str().unwrap(),
+            run["version"].as_str().unwrap(),
+            run["run_uuid"].as_str().unwrap(),
+        );
+        let mlflow_run = logged.iter().find(|r| r["run_id"] == id).unwrap();
+        let scale = mlflow_run["params"]["etl.scale"].as_str().unwrap();
+        if kind == "logistic_regression" {
+            assert_eq!(scale, "standard", "the other kinds keep the scaling");
+            continue;
+        }
+        assert_eq!(scale, "none", "{kind} trains on unscaled inputs");
+        assert!(
+            mlflow_run["tags"]["runner.unscaled"]
+                .as_str()
+                .unwrap()
+                .contains("unscaled"),
+            "{mlflow_run}"
+        );
+        // The run's MLflow model carries the booster as its native flavour.
+        let model_dir = files_under(&d.path().join("mlruns"))
+            .into_iter()
+            .find(|p| {
+                p.ends_with("MLmodel")
+                    && std::fs::read_to_string(p)
+                        .unwrap()
+                        .contains(&format!("run_id: \"{id}\""))
+            })
+            .expect("the run logged an MLflow model")
+            .parent()
+            .unwrap()
+            .to_path_buf();
+        let mlmodel = std::fs::read_to_string(model_dir.join("MLmodel")).unwrap();
+        assert!(mlmodel.contains(&format!("\n  {kind}:\n")), "{mlmodel}");
+        let file = if kind == "xgboost" {
+            "model.json"
+        } else {
+            "model.lgb"
+        };
+        let model = model_dir.join(file);
+        let out = Command::new(gbm_python())
+            .arg(repo().join("tests/native_check.py"))
+            .arg(kind)
+            .arg(&model)
+            .arg(d.path().join("data.csv"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{kind}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let native: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(native["feature_names"].as_array().unwrap().len(), 11);
+        let predicted =
+            run_ok(runner(d.path()).args(["predict", tv, "--input", "data.csv", "--proba"]));
+        let text = String::from_utf8(predicted.stdout).unwrap();
+        let rows: Vec<Vec<f64>> = text
+            .lines()
+            .skip(1)
+            .map(|l| l.split(',').skip(2).map(|v| v.parse().unwrap()).collect())
+            .collect();
+        let proba = native["proba"].as_array().unwrap();
+        assert_eq!(proba.len(), rows.len());
+        for (i, (n, r)) in proba.iter().zip(&rows).enumerate() {
+            for (a, b) in n.as_array().unwrap().iter().zip(r) {
+                let a = a.as_f64().unwrap();
+                assert!(
+                    (a - b).abs() < 1e-6,
+                    "{kind} row {i}: python {a}, runner {b}"
+                );
+            }
+        }
+    }
+}

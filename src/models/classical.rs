@@ -22,6 +22,7 @@ pub(crate) static LOGISTIC_REGRESSION: KindSpec = KindSpec {
     feature: None,
     onnx: true,
     algorithm: 1,
+    unscaled_from: None,
     curve_axis: "step",
     params: &[
         ParamSpec {
@@ -68,6 +69,7 @@ pub(crate) static SVM: KindSpec = KindSpec {
     feature: None,
     onnx: false,
     algorithm: 1,
+    unscaled_from: None,
     curve_axis: "step",
     params: &[
         ParamSpec {
@@ -140,6 +142,7 @@ pub(crate) static KNN: KindSpec = KindSpec {
     feature: None,
     onnx: false,
     algorithm: 1,
+    unscaled_from: None,
     curve_axis: "step",
     params: &[
         ParamSpec {
@@ -182,6 +185,7 @@ pub(crate) static NAIVE_BAYES: KindSpec = KindSpec {
     feature: None,
     onnx: false,
     algorithm: 1,
+    unscaled_from: None,
     curve_axis: "step",
     params: &[
         ParamSpec {
@@ -209,6 +213,7 @@ pub(crate) static LINEAR: KindSpec = KindSpec {
     feature: None,
     onnx: true,
     algorithm: 1,
+    unscaled_from: None,
     curve_axis: "step",
     params: &[
         ParamSpec {

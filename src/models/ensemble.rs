@@ -24,6 +24,7 @@ pub(crate) static VOTING: KindSpec = KindSpec {
     feature: None,
     onnx: false,
     algorithm: 1,
+    unscaled_from: None,
     curve_axis: "step",
     params: &[
         ParamSpec { name: "voting", ty: ParamType::Choice(&["soft", "hard"]), default: Default_::Str("soft"), help: "classification: average probabilities (soft) or count votes (hard)" },
@@ -45,6 +46,7 @@ pub(crate) static STACKING: KindSpec = KindSpec {
     feature: None,
     onnx: false,
     algorithm: 1,
+    unscaled_from: None,
     curve_axis: "step",
     params: &[
         ParamSpec { name: "meta", ty: ParamType::Choice(&["auto", "logistic_regression", "linear", "random_forest"]), default: Default_::Str("auto"), help: "meta-learner; auto = logistic_regression for classes, linear for regression" },

@@ -25,7 +25,8 @@ pub(crate) static XGBOOST: KindSpec = KindSpec {
     help: "gradient-boosted trees (XGBoost)",
     feature: Some("xgboost"),
     onnx: true,
-    algorithm: 1,
+    algorithm: 2,
+    unscaled_from: Some(2),
     curve_axis: "round",
     params: &[
         ParamSpec { name: "n_rounds", ty: ParamType::Int { min: 1, max: 100_000 }, default: Default_::Int(100), help: "boosting rounds" },
@@ -65,7 +66,8 @@ pub(crate) static LIGHTGBM: KindSpec = KindSpec {
     help: "gradient-boosted trees (LightGBM, leaf-wise)",
     feature: Some("lightgbm"),
     onnx: true,
-    algorithm: 1,
+    algorithm: 2,
+    unscaled_from: Some(2),
     curve_axis: "round",
     params: &[
         ParamSpec { name: "n_rounds", ty: ParamType::Int { min: 1, max: 100_000 }, default: Default_::Int(100), help: "boosting rounds" },
@@ -283,11 +285,17 @@ mod xgboost {
     ) -> Result<Box<dyn FittedModel>> {
         let (fit_rows, stop_rows) = early_stopping_split(cfg, data, ctx.seed)?;
         let (xf, yf) = take(data.x, data.y, &fit_rows);
-        let dtrain = dmatrix(
+        let mut dtrain = dmatrix(
             xf.view(),
             Some(yf.view()),
             row_weights(cfg, data, &fit_rows)?.as_deref(),
         )?;
+        let names: Option<Vec<&str>> = ctx
+            .feature_names
+            .map(|n| n.iter().map(String::as_str).collect());
+        if let Some(names) = &names {
+            dtrain.set_feature_names(names).map_err(err)?;
+        }
         // Validation for the curve and early stopping: the inner split if early stopping is on,
         // else the rows the caller scores (the CV fold), for the curve only.
         let valid = if !stop_rows.is_empty() {
@@ -306,6 +314,10 @@ mod xgboost {
             cached.push(v);
         }
         let mut booster = Booster::new_with_cached_dmats(&params, &cached).map_err(err)?;
+        // The booster keeps the column names in its JSON model, as XGBoost's Python does.
+        if let Some(names) = &names {
+            booster.set_feature_names(names).map_err(err)?;
+        }
         let (objective, metric) = match (data.task, data.n_classes) {
             (Task::Regression, _) => ("reg:squarederror", "rmse"),
             (_, 2) => ("binary:logistic", "logloss"),
@@ -456,6 +468,23 @@ mod lightgbm {
             set_field(&data, "weight", w)?;
         }
         Ok(data)
+    }
+
+    /// Names the dataset's columns; the saved model keeps them (`feature_names=`). LightGBM
+    /// replaces spaces with underscores.
+    fn set_feature_names(data: &Data, names: &[String]) -> Result<()> {
+        let owned: Vec<CString> = names
+            .iter()
+            .map(|n| CString::new(n.as_str()))
+            .collect::<std::result::Result<_, _>>()?;
+        let mut ptrs: Vec<*const c_char> = owned.iter().map(|c| c.as_ptr()).collect();
+        // SAFETY: `ptrs` points at NUL-terminated names in `owned`, both alive during the call.
+        check(
+            unsafe {
+                sys::LGBM_DatasetSetFeatureNames(data.0, ptrs.as_mut_ptr(), ptrs.len() as c_int)
+            },
+            "feature names",
+        )
     }
 
     /// Sets one f32 value per row of a dataset field ("label", "weight").
@@ -674,6 +703,9 @@ mod lightgbm {
             None,
             &ds_params,
         )?;
+        if let Some(names) = ctx.feature_names {
+            set_feature_names(&train, names)?;
+        }
         let valid = if !stop_rows.is_empty() {
             let (xv, yv) = take(data.x, data.y, &stop_rows);
             Some(dataset(&xv, &yv, None, Some(&train), &ds_params)?)

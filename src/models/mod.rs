@@ -375,6 +375,8 @@ pub struct FitContext<'a> {
     pub eval: Option<(ArrayView2<'a, f64>, ArrayView1<'a, f64>)>,
     /// (round, metric, value) per round, e.g. (12, "valid_mlogloss", 0.93).
     pub curve: Option<&'a Curve<'a>>,
+    /// The model matrix's column names, which native files (XGBoost, LightGBM) keep.
+    pub feature_names: Option<&'a [String]>,
 }
 
 impl FitContext<'_> {
@@ -384,6 +386,7 @@ impl FitContext<'_> {
             threads,
             eval: None,
             curve: None,
+            feature_names: None,
         }
     }
 
@@ -476,11 +479,12 @@ pub fn fit(cfg: &ModelConfig, data: &TrainSet, ctx: &FitContext) -> Result<Box<d
     backend.fit(cfg, data, ctx)
 }
 
-/// Whether this build can train `spec`'s kind the way a run recorded (`algorithm`).
+/// Whether this build can train `spec`'s kind the way a run recorded (`algorithm`): every
+/// version up to the current one, since a change of arithmetic keeps the old path.
 pub fn check_algorithm(spec: &KindSpec, algorithm: u32) -> Result<()> {
-    if algorithm != spec.algorithm {
+    if algorithm == 0 || algorithm > spec.algorithm {
         bail!(
-            "model kind `{}` was trained with its algorithm version {algorithm}; this build has version {} only",
+            "model kind `{}` was trained with its algorithm version {algorithm}; this build has versions 1 to {}",
             spec.kind,
             spec.algorithm
         );
@@ -617,7 +621,7 @@ mod tests {
             n_classes: 0,
         };
         let mut cfg = ModelConfig::with_defaults("decision_tree", "tree").unwrap();
-        assert_eq!(cfg.algorithm, Some(1));
+        assert_eq!(cfg.algorithm, Some(2));
         assert!(fit(&cfg, &data, &FitContext::new(1, 1)).is_ok());
         cfg.algorithm = None; // recorded before versions were kept: version 1
         assert!(fit(&cfg, &data, &FitContext::new(1, 1)).is_ok());

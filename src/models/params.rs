@@ -111,12 +111,21 @@ pub struct KindSpec {
     /// model bumps it and keeps the old path, so runs record the version they used and replay
     /// takes the same one.
     pub algorithm: u32,
+    /// The algorithm version from which the kind trains on unscaled inputs (`etl.scale` is
+    /// skipped): trees, whose splits scaling cannot change, and whose native files (XGBoost,
+    /// LightGBM) then read raw columns. Earlier versions keep the scaling they were run with.
+    pub unscaled_from: Option<u32>,
     /// What the steps of the kind's learning curve count: "round", "epoch", or "step" for kinds
     /// without one.
     pub curve_axis: &'static str,
 }
 
 impl KindSpec {
+    /// Whether a config trained with `algorithm` reads unscaled inputs.
+    pub fn unscaled(&self, algorithm: u32) -> bool {
+        self.unscaled_from.is_some_and(|v| algorithm >= v)
+    }
+
     /// Whether this build can train the kind.
     pub fn available(&self) -> bool {
         match self.feature {

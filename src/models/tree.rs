@@ -17,7 +17,8 @@ pub(crate) static DECISION_TREE: KindSpec = KindSpec {
     help: "CART decision tree",
     feature: None,
     onnx: true,
-    algorithm: 1,
+    algorithm: 2,
+    unscaled_from: Some(2),
     curve_axis: "step",
     params: &[
         ParamSpec {
@@ -67,7 +68,8 @@ pub(crate) static RANDOM_FOREST: KindSpec = KindSpec {
     help: "random forest of CART trees with bootstrap samples and per-split feature sampling",
     feature: None,
     onnx: true,
-    algorithm: 1,
+    algorithm: 2,
+    unscaled_from: Some(2),
     curve_axis: "step",
     params: &[
         ParamSpec {

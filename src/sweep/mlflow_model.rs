@@ -21,6 +21,10 @@ const EXAMPLE_ROWS: usize = 5;
 /// The pyfunc loader, shipped in the model's `code/` folder: MLflow's own ONNX loader hands
 /// onnxruntime pandas' string arrays, which it refuses (pandas 3), and no missing text.
 const LOADER: &str = include_str!("runner_pyfunc.py");
+/// The native libraries' versions (libxgboost from the xgboost-cpu wheel, LightGBM bundled
+/// in lightgbm3-sys), written into the native flavours.
+const XGBOOST_VERSION: &str = "3.4.1";
+const LIGHTGBM_VERSION: &str = "4.7.0";
 /// What the pyfunc model needs beside MLflow.
 const REQUIREMENTS: &str = "onnxruntime>=1.16";
 
@@ -60,7 +64,7 @@ pub(crate) fn model_package(
         .map(|((name, _), t)| (name.clone(), t.mlflow().to_string()))
         .collect();
     let example = input_example(prep, &inputs);
-    let files = vec![
+    let mut files = vec![
         ("model.onnx".to_string(), onnx),
         ("code/runner_pyfunc.py".into(), LOADER.as_bytes().to_vec()),
         ("requirements.txt".into(), requirements().into_bytes()),
@@ -72,9 +76,14 @@ pub(crate) fn model_package(
             serde_json::to_vec_pretty(&json!({ "dataframe_split": example }))?,
         ),
     ];
+    let mut flavors = flavors();
+    if let Some((flavor, file, bytes, conf)) = native_flavor(&config, &native) {
+        files.push((file.to_string(), bytes.clone()));
+        flavors[flavor] = conf;
+    }
     Ok(Ok(ModelPackage {
         files,
-        flavors: flavors(),
+        flavors,
         outputs: outputs(prep.task, labels.as_ref()),
         inputs,
         source: format!("runner sweep {}", prep.loaded.path.display()),
@@ -162,6 +171,30 @@ fn input_example(prep: &Prepared, inputs: &[(String, String)]) -> Value {
         "columns": columns.iter().map(|(f, _)| f.name.clone()).collect::<Vec<_>>(),
         "data": data,
     })
+}
+
+/// The booster's own flavour (`mlflow.xgboost` / `mlflow.lightgbm` load it): the native file,
+/// which reads the model matrix's columns by name (raw numeric columns, since boosters train
+/// unscaled; one-hot columns named `column=value`, missing values filled as the run did).
+fn native_flavor<'a>(
+    config: &ModelConfig,
+    native: &'a BTreeMap<String, Vec<u8>>,
+) -> Option<(&'static str, &'static str, &'a Vec<u8>, Value)> {
+    match config.kind.as_str() {
+        "xgboost" => Some((
+            "xgboost",
+            "model.json",
+            native.get("json")?,
+            json!({"code": null, "data": "model.json", "model_class": "xgboost.core.Booster", "model_format": "json", "xgb_version": XGBOOST_VERSION}),
+        )),
+        "lightgbm" => Some((
+            "lightgbm",
+            "model.lgb",
+            native.get("txt")?,
+            json!({"code": null, "data": "model.lgb", "model_class": "lightgbm.basic.Booster", "lgb_version": LIGHTGBM_VERSION}),
+        )),
+        _ => None,
+    }
 }
 
 fn flavors() -> Value {

@@ -64,7 +64,7 @@ pub fn run_params(prep: &Prepared, plan: &TrainPlan, etl_version: i64) -> Vec<(S
         ),
         (
             "etl.scale".into(),
-            format!("{:?}", c.etl.scale).to_lowercase(),
+            format!("{:?}", super::train::etl_for(&c.etl, &plan.model).scale).to_lowercase(),
         ),
     ]);
     if let Some(l) = &prep.labels {
@@ -109,6 +109,17 @@ pub fn run_tags(
     ];
     if smoke {
         t.push(("runner.smoke".into(), "true".into()));
+    }
+    let etl = &prep.loaded.config.etl;
+    if super::train::etl_for(etl, &plan.model).scale != etl.scale {
+        t.push((
+            "runner.unscaled".into(),
+            format!(
+                "{} trains on unscaled inputs (splits do not change with scaling, and its native files read raw columns); etl.scale = {:?} applies to the other kinds",
+                plan.model.kind,
+                format!("{:?}", etl.scale).to_lowercase()
+            ),
+        ));
     }
     t
 }

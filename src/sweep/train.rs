@@ -2,6 +2,7 @@
 //! trackers as they happen), the refit on every training row, the hold-out score, and the
 //! run's artifacts.
 
+use crate::config::{EtlSpec, Scale};
 use crate::etl::Preprocessor;
 use crate::eval::{self, Scores};
 use crate::models::{self, FitContext, Task, TrainSet};
@@ -47,6 +48,20 @@ pub struct Fitted {
     pub model: Box<dyn models::FittedModel>,
 }
 
+/// The ETL a config's preprocessing is fitted with: a kind that trains on unscaled inputs
+/// (from its algorithm version `unscaled_from` on) skips `etl.scale`.
+pub fn etl_for<'a>(etl: &'a EtlSpec, model: &ModelConfig) -> std::borrow::Cow<'a, EtlSpec> {
+    let unscaled = models::kind_spec(&model.kind).is_some_and(|k| k.unscaled(model.algorithm()));
+    if unscaled && etl.scale != Scale::None {
+        std::borrow::Cow::Owned(EtlSpec {
+            scale: Scale::None,
+            ..etl.clone()
+        })
+    } else {
+        std::borrow::Cow::Borrowed(etl)
+    }
+}
+
 /// Fits preprocessing and model on `rows`.
 pub fn fit_on(prep: &Prepared, plan: &TrainPlan, rows: &[usize], seed: u64) -> Result<Fitted> {
     fit_with_curve(prep, plan, rows, seed, None, None)
@@ -61,7 +76,8 @@ pub fn fit_with_curve(
     eval_rows: Option<&[usize]>,
     curve: Option<&Curve<'_>>,
 ) -> Result<Fitted> {
-    let preprocessor = Preprocessor::fit(&prep.table, rows, &prep.loaded.config.etl);
+    let etl = etl_for(&prep.loaded.config.etl, &plan.model);
+    let preprocessor = Preprocessor::fit(&prep.table, rows, &etl);
     let x = preprocessor.transform(&prep.table, rows)?;
     let y: Array1<f64> = rows.iter().map(|r| prep.y[*r]).collect();
     let data = TrainSet {
@@ -82,6 +98,7 @@ pub fn fit_with_curve(
         threads: plan.threads,
         eval: eval.as_ref().map(|(x, y)| (x.view(), y.view())),
         curve,
+        feature_names: Some(&preprocessor.output_names),
     };
     let model = models::fit(&plan.model, &data, &ctx)?;
     Ok(Fitted {

@@ -230,6 +230,7 @@ pub(crate) static MLP: KindSpec = KindSpec {
     feature: Some("torch"),
     onnx: true,
     algorithm: 1,
+    unscaled_from: None,
     curve_axis: "epoch",
     params: &MLP_PARAMS,
 };
@@ -250,6 +251,7 @@ pub(crate) static CNN: KindSpec = KindSpec {
     feature: Some("torch"),
     onnx: true,
     algorithm: 1,
+    unscaled_from: None,
     curve_axis: "epoch",
     params: &CNN_PARAMS,
 };
@@ -270,6 +272,7 @@ pub(crate) static LSTM: KindSpec = KindSpec {
     feature: Some("torch"),
     onnx: true,
     algorithm: 1,
+    unscaled_from: None,
     curve_axis: "epoch",
     params: &LSTM_PARAMS,
 };
