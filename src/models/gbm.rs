@@ -278,11 +278,14 @@ mod xgboost {
         }))
     }
 
-    pub fn fit(
+    /// The training matrix (weighted, with the column names) and the validation one: the
+    /// inner split if early stopping is on, else the rows the caller scores (the CV fold), for
+    /// the curve only.
+    fn matrices(
         cfg: &ModelConfig,
         data: &TrainSet,
         ctx: &FitContext,
-    ) -> Result<Box<dyn FittedModel>> {
+    ) -> Result<(DMatrix, Option<DMatrix>)> {
         let (fit_rows, stop_rows) = early_stopping_split(cfg, data, ctx.seed)?;
         let (xf, yf) = take(data.x, data.y, &fit_rows);
         let mut dtrain = dmatrix(
@@ -290,14 +293,10 @@ mod xgboost {
             Some(yf.view()),
             row_weights(cfg, data, &fit_rows)?.as_deref(),
         )?;
-        let names: Option<Vec<&str>> = ctx
-            .feature_names
-            .map(|n| n.iter().map(String::as_str).collect());
-        if let Some(names) = &names {
-            dtrain.set_feature_names(names).map_err(err)?;
+        if let Some(names) = ctx.feature_names {
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            dtrain.set_feature_names(&names).map_err(err)?;
         }
-        // Validation for the curve and early stopping: the inner split if early stopping is on,
-        // else the rows the caller scores (the CV fold), for the curve only.
         let valid = if !stop_rows.is_empty() {
             let (xv, yv) = take(data.x, data.y, &stop_rows);
             Some(dmatrix(xv.view(), Some(yv.view()), None)?)
@@ -306,6 +305,15 @@ mod xgboost {
         } else {
             None
         };
+        Ok((dtrain, valid))
+    }
+
+    pub fn fit(
+        cfg: &ModelConfig,
+        data: &TrainSet,
+        ctx: &FitContext,
+    ) -> Result<Box<dyn FittedModel>> {
+        let (dtrain, valid) = matrices(cfg, data, ctx)?;
         let params = xgb::parameters::BoosterParametersBuilder::default()
             .build()
             .map_err(|e| anyhow!("XGBoost parameters: {e}"))?;
@@ -315,8 +323,9 @@ mod xgboost {
         }
         let mut booster = Booster::new_with_cached_dmats(&params, &cached).map_err(err)?;
         // The booster keeps the column names in its JSON model, as XGBoost's Python does.
-        if let Some(names) = &names {
-            booster.set_feature_names(names).map_err(err)?;
+        if let Some(names) = ctx.feature_names {
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            booster.set_feature_names(&names).map_err(err)?;
         }
         let (objective, metric) = match (data.task, data.n_classes) {
             (Task::Regression, _) => ("reg:squarederror", "rmse"),
