@@ -24,7 +24,8 @@ def main(kind, model_file, data_csv, target, predictions_csv):
     if kind == "xgboost":
         import xgboost as xgb
         booster = xgb.Booster(model_file=model_file)
-        ours = booster.predict(xgb.DMatrix(x[idx].astype(np.float32)))
+        # The booster carries its columns' names; XGBoost checks them against the matrix's.
+        ours = booster.predict(xgb.DMatrix(x[idx].astype(np.float32), feature_names=features))
     else:
         import lightgbm as lgb
         booster = lgb.Booster(model_file=model_file)

@@ -192,17 +192,23 @@ mod xgboost {
         gain: Vec<f64>,
     }
 
-    /// Sums `gain=` per feature over a text dump with statistics ("[f3<0.5] ... gain=1.2,...").
-    fn gain_per_feature(dump: &str, features: usize) -> Vec<f64> {
+    /// Sums `gain=` per feature over a text dump with statistics ("[f3<0.5] ... gain=1.2,...",
+    /// or "[alcohol<10.5] ..." when the booster has the columns' names).
+    fn gain_per_feature(dump: &str, names: Option<&[String]>, features: usize) -> Vec<f64> {
         let mut gain = vec![0.0; features];
         for line in dump.lines() {
-            let (Some(a), Some(g)) = (line.find("[f"), line.find("gain=")) else {
+            let (Some(a), Some(g)) = (line.find('['), line.find("gain=")) else {
                 continue;
             };
-            let f: Option<usize> = line[a + 2..]
-                .split(|c: char| !c.is_ascii_digit())
-                .next()
-                .and_then(|s| s.parse().ok());
+            let split = &line[a + 1..];
+            let feature = split
+                .find(']')
+                .and_then(|end| split[..end].rfind('<'))
+                .map(|lt| &split[..lt]);
+            let f: Option<usize> = feature.and_then(|name| match names {
+                Some(names) => names.iter().position(|n| n == name),
+                None => name.strip_prefix('f').and_then(|d| d.parse().ok()),
+            });
             let v: Option<f64> = line[g + 5..]
                 .split(',')
                 .next()
@@ -393,6 +399,7 @@ mod xgboost {
         let json = booster.save_buffer(false).map_err(err)?;
         let gain = gain_per_feature(
             &booster.dump_model(true, None).map_err(err)?,
+            ctx.feature_names,
             data.x.ncols(),
         );
         Ok(Box::new(XgbModel {
@@ -403,6 +410,22 @@ mod xgboost {
             best_round,
             gain,
         }))
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn gain_is_summed_per_feature_by_index_or_by_name() {
+            let dump = "0:[f1<0.5] yes=1,no=2,missing=1,gain=2.5,cover=9\n1:leaf=0.1\n\
+                        2:[f0<3] yes=3,no=4,missing=3,gain=1,cover=4\n3:[f1<1] gain=0.5,cover=2";
+            assert_eq!(super::gain_per_feature(dump, None, 2), vec![1.0, 3.0]);
+            let named = "0:[free sulfur dioxide<12] yes=1,gain=4,cover=3\n1:[pH<3.2] gain=1.5";
+            let names = ["pH".to_string(), "free sulfur dioxide".to_string()];
+            assert_eq!(
+                super::gain_per_feature(named, Some(&names), 2),
+                vec![1.5, 4.0]
+            );
+        }
     }
 }
 
