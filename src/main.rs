@@ -250,8 +250,8 @@ enum Command {
         alias: Option<String>,
     },
     /// Export training run tN's model for deployment: native (the library's own files and
-    /// runner's preprocessing and labels), onnx (trees, forests, XGBoost, LightGBM, linear and
-    /// logistic models, MLP, CNN, LSTM; preprocessing included) or torchscript (the networks).
+    /// runner's preprocessing and labels), onnx (every kind, preprocessing included; numeric
+    /// inputs) or torchscript (the networks).
     #[command(
         after_help = "Examples:\n  runner export t3 --format onnx --out model/\n  runner export t5 --format native --out t5-native/"
     )]

@@ -328,7 +328,7 @@ fn onnxruntime(model: &Path, data: &Path) -> Value {
 }
 
 /// Exports every finished run of `report` as ONNX, runs it in onnxruntime on `input` and
-/// compares with `runner predict`; KNN must be refused. Returns how many models were compared.
+/// compares with `runner predict`. Returns how many models were compared.
 fn onnx_matches_predict(dir: &Path, report: &Value, input: &str) -> usize {
     let mut checked = 0;
     for run in report["runs"].as_array().unwrap() {
@@ -340,15 +340,6 @@ fn onnx_matches_predict(dir: &Path, report: &Value, input: &str) -> usize {
             .args(["export", tv, "--format", "onnx", "--out", "export"])
             .output()
             .unwrap();
-        if kind == "knn" {
-            assert!(!out.status.success());
-            let err = String::from_utf8_lossy(&out.stderr);
-            assert!(
-                err.contains("--format native") && err.contains("random_forest"),
-                "{err}"
-            );
-            continue;
-        }
         checked += 1;
         assert!(
             out.status.success(),
@@ -410,7 +401,13 @@ fn onnx_matches_predict(dir: &Path, report: &Value, input: &str) -> usize {
 #[test]
 fn onnx_exports_predict_the_same_in_onnxruntime() {
     let d = tempfile::tempdir().unwrap();
-    let mut sweep = String::from("[[models]]\nkind = \"decision_tree\"\n[[models]]\nkind = \"random_forest\"\nn_trees = 30\n[[models]]\nkind = \"logistic_regression\"\n[[models]]\nkind = \"knn\"\n");
+    let mut sweep = String::from("[[models]]\nkind = \"decision_tree\"\n[[models]]\nkind = \"random_forest\"\nn_trees = 30\n[[models]]\nkind = \"logistic_regression\"\n[[models]]\nkind = \"knn\"\nname = \"knn\"\n");
+    // KNN, SVM, naive Bayes and both ensembles over them.
+    sweep.push_str(concat!(
+        "[[models]]\nkind = \"svm\"\nname = \"svm\"\n[[models]]\nkind = \"naive_bayes\"\nname = \"nb\"\n",
+        "[[models]]\nkind = \"voting\"\nmembers = [\"knn\", \"svm\", \"nb\"]\n",
+        "[[models]]\nkind = \"stacking\"\nmembers = [\"knn\", \"nb\"]\ninner_folds = 2\n",
+    ));
     if cfg!(feature = "torch") {
         sweep.push_str(
             "[[models]]\nkind = \"mlp\"\nepochs = 5\nhidden = \"16,8\"\nactivation = \"gelu\"\n",
@@ -450,7 +447,7 @@ fn onnx_exports_predict_the_same_in_onnxruntime() {
         .collect();
     std::fs::write(d.path().join("new.csv"), holes).unwrap();
     let checked = onnx_matches_predict(d.path(), &report, "new.csv");
-    assert!(checked >= 3, "{checked} models checked");
+    assert!(checked >= 9, "{checked} models checked");
     // Native and TorchScript exports copy the saved files.
     let out =
         run_ok(runner(d.path()).args(["export", "t2", "--format", "native", "--out", "native"]));

@@ -48,7 +48,16 @@ fn write_data(dir: &Path) {
 }
 
 fn classifiers() -> String {
-    let mut s = String::from("[[models]]\nkind = \"decision_tree\"\nmax_depth = 6\n[[models]]\nkind = \"random_forest\"\nn_trees = 15\n[[models]]\nkind = \"logistic_regression\"\n[[models]]\nkind = \"knn\"\n");
+    let mut s = String::from(concat!(
+        "[[models]]\nkind = \"decision_tree\"\nmax_depth = 6\n",
+        "[[models]]\nkind = \"random_forest\"\nn_trees = 15\n",
+        "[[models]]\nkind = \"logistic_regression\"\n",
+        "[[models]]\nkind = \"knn\"\nname = \"knn\"\nclass_weight = \"balanced\"\n",
+        "[[models]]\nkind = \"svm\"\nname = \"svm\"\n",
+        "[[models]]\nkind = \"naive_bayes\"\nname = \"nb\"\n",
+        "[[models]]\nkind = \"voting\"\nmembers = [\"knn\", \"svm\", \"nb\"]\nvoting = \"hard\"\n",
+        "[[models]]\nkind = \"stacking\"\nmembers = [\"knn\", \"nb\"]\npassthrough = true\ninner_folds = 3\n",
+    ));
     if cfg!(feature = "xgboost") {
         s.push_str("[[models]]\nkind = \"xgboost\"\nn_rounds = 20\n");
     }
@@ -131,14 +140,14 @@ fn every_runs_pyfunc_model_predicts_a_raw_frame_as_runner_does() {
     write_data(d.path());
     let cfg = write_config(d.path(), &config("classification"), &classifiers());
     let report = sweep_json(d.path(), &cfg, &[]);
+    // Every kind has an MLflow model: ensembles, KNN, SVM and naive Bayes too.
     let runs = report["runs"].as_array().unwrap();
-    let with_model: Vec<&Value> = runs.iter().filter(|r| r["kind"] != "knn").collect();
-    let uris: Vec<String> = with_model
+    let uris: Vec<String> = runs
         .iter()
         .map(|r| format!("runs:/{}/model", r["run_uuid"].as_str().unwrap()))
         .collect();
     let read = pyfunc(d.path(), "new.csv", &uris);
-    for (r, uri) in with_model.iter().zip(&uris) {
+    for (r, uri) in runs.iter().zip(&uris) {
         let tv = r["version"].as_str().unwrap();
         let expected = runner_predict(d.path(), tv, true);
         assert_same(
@@ -147,24 +156,24 @@ fn every_runs_pyfunc_model_predicts_a_raw_frame_as_runner_does() {
             &expected,
         );
     }
-    // One logged model per run with one, linked to its run (the UI's Models column); KNN has
-    // none yet, and its run says why.
+    // One logged model per run, linked to its run (the UI's Models column).
     let logged = read["logged_models"].as_array().unwrap();
-    assert_eq!(logged.len(), with_model.len(), "{logged:?}");
-    for r in &with_model {
+    assert_eq!(logged.len(), runs.len(), "{logged:?}");
+    for r in runs {
         let id = r["run_uuid"].as_str().unwrap();
         let m = logged.iter().find(|m| m["run_id"] == id).unwrap();
         assert_eq!(m["name"], "model");
         assert_eq!(read["run_outputs"][id][0], m["model_id"]);
     }
-    let knn = runs.iter().find(|r| r["kind"] == "knn").unwrap();
     let store = read_with_mlflow(&d.path().join("mlflow.db"));
-    let knn_run = experiment_runs(&store, "white-classification")
+    let training = experiment_runs(&store, "white-classification")
         .into_iter()
-        .find(|r| r["run_id"] == knn["run_uuid"])
-        .unwrap();
-    let why = knn_run["tags"]["runner.mlflow_model"].as_str().unwrap();
-    assert!(why.starts_with("none: knn"), "{why}");
+        .filter(|r| r["tags"]["runner.sweep"] != "parent")
+        .collect::<Vec<_>>();
+    assert_eq!(training.len(), runs.len());
+    for run in training {
+        assert_eq!(run["tags"]["runner.mlflow_model"], "model", "{run}");
+    }
     // The same model by its own id.
     let first = &logged[0];
     let by_id = format!("models:/{}", first["model_id"].as_str().unwrap());
@@ -180,8 +189,14 @@ fn every_runs_pyfunc_model_predicts_a_raw_frame_as_runner_does() {
 fn regression_models_predict_values_through_pyfunc() {
     let d = tempfile::tempdir().unwrap();
     write_data(d.path());
-    let sweep =
-        "[[models]]\nkind = \"linear\"\n[[models]]\nkind = \"random_forest\"\nn_trees = 10\n";
+    let sweep = concat!(
+        "[[models]]\nkind = \"linear\"\nname = \"linear\"\n",
+        "[[models]]\nkind = \"random_forest\"\nn_trees = 10\n",
+        "[[models]]\nkind = \"knn\"\nname = \"knn\"\n",
+        "[[models]]\nkind = \"svm\"\n",
+        "[[models]]\nkind = \"voting\"\nmembers = [\"linear\", \"knn\"]\n",
+        "[[models]]\nkind = \"stacking\"\nmembers = [\"linear\", \"knn\"]\ninner_folds = 3\n",
+    );
     let cfg = write_config(d.path(), &config("regression"), sweep);
     let report = sweep_json(d.path(), &cfg, &[]);
     let runs = report["runs"].as_array().unwrap();
@@ -197,57 +212,65 @@ fn regression_models_predict_values_through_pyfunc() {
     }
 }
 
+/// The version of the run with the best mean accuracy in a sweep report.
+fn best_run(report: &Value) -> String {
+    let accuracy = |r: &&Value| r["metrics"]["accuracy"]["mean"].as_f64().unwrap();
+    let runs = report["runs"].as_array().unwrap();
+    let best = runs
+        .iter()
+        .max_by(|a, b| accuracy(a).total_cmp(&accuracy(b)))
+        .unwrap();
+    best["version"].as_str().unwrap().to_string()
+}
+
 #[test]
 fn registry_aliases_reach_pyfunc_runner_predict_and_serving() {
     let d = tempfile::tempdir().unwrap();
     write_data(d.path());
-    let sweep = "[[models]]\nkind = \"knn\"\nk = 1\n[[models]]\nkind = \"decision_tree\"\nmax_depth = 1\n[[models]]\nkind = \"random_forest\"\nn_trees = 15\n";
+    let sweep = "[[models]]\nkind = \"decision_tree\"\nmax_depth = 1\n[[models]]\nkind = \"random_forest\"\nn_trees = 15\n";
     let cfg = write_config(d.path(), &config("classification"), sweep);
-    // --register-best passes over the best run when it has no MLflow model, and says so.
+    let report = sweep_json(d.path(), &cfg, &["--register-best", "white@champion"]);
+    let best = best_run(&report);
+    // A second sweep's best becomes version 2, without an alias.
     let out = run_ok(
         runner(d.path())
             .args(["sweep"])
             .arg(&cfg)
-            .args(["--register-best", "white@champion"]),
+            .args(["--register-best", "white"]),
     );
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("registered as white version 1"), "{err}");
-    let said = err
-        .lines()
-        .find(|l| l.contains("registered as white version 1"))
-        .unwrap();
-    let registered_run = said.split(' ').next().unwrap().to_string();
-    if err.contains("rank above") {
-        assert!(err.contains("t1 (knn) rank above"), "{err}");
-    }
-    // A run without a model cannot be registered, by name and reason, exit 2.
+    assert!(err.contains("registered as white version 2"), "{err}");
+    // A run that does not exist cannot be registered: named, exit 2.
     let refused = runner(d.path())
-        .args(["register", "t1", "--name", "white"])
+        .args(["register", "t99", "--name", "white"])
         .output()
         .unwrap();
     assert_eq!(refused.status.code(), Some(2));
     let why = String::from_utf8_lossy(&refused.stderr);
     assert!(
-        why.contains("knn") && why.contains("no MLflow model"),
+        why.contains("t99") && why.contains("no training run"),
         "{why}"
     );
-    run_ok(runner(d.path()).args(["register", "t2", "--name", "white", "--alias", "stump"]));
+    run_ok(runner(d.path()).args(["register", "t1", "--name", "white", "--alias", "stump"]));
     let read = pyfunc(
         d.path(),
         "new.csv",
-        &["models:/white@champion".into(), "models:/white/2".into()],
+        &["models:/white@champion".into(), "models:/white/3".into()],
     );
-    assert_eq!(read["registered"]["white"]["aliases"]["champion"], 1);
-    assert_eq!(read["registered"]["white"]["aliases"]["stump"], 2);
+    let registered = &read["registered"]["white"];
+    assert_eq!(registered["aliases"]["champion"], 1);
+    assert_eq!(registered["aliases"]["stump"], 3);
+    assert_eq!(registered["versions"].as_array().unwrap().len(), 3);
     let champion = runner_predict(d.path(), "models:/white@champion", true);
-    assert_eq!(champion, runner_predict(d.path(), &registered_run, true));
+    assert_eq!(champion, runner_predict(d.path(), &best, true));
     assert_same(
         "champion",
         &read["predictions"]["models:/white@champion"],
         &champion,
     );
-    let stump = runner_predict(d.path(), "models:/white/2", true);
-    assert_same("version 2", &read["predictions"]["models:/white/2"], &stump);
+    let stump = runner_predict(d.path(), "models:/white/3", true);
+    assert_eq!(stump, runner_predict(d.path(), "t1", true));
+    assert_same("version 3", &read["predictions"]["models:/white/3"], &stump);
     let missing = runner(d.path())
         .args(["predict", "models:/white@nobody", "--input", "new.csv"])
         .output()

@@ -7,6 +7,10 @@
 //! - decision trees and random forests: `ai.onnx.ml.TreeEnsembleRegressor` with double
 //!   thresholds (one target per class for classification, averaged over trees);
 //! - logistic regression: MatMul + Add + Softmax; linear (ridge) regression: MatMul + Add;
+//! - Gaussian naive Bayes: each class's joint log-likelihood, Softmax; KNN: TopK over squared
+//!   distances to the training rows, exact distances of the chosen ones, weighted votes or mean;
+//!   SVM: kernel against the support vectors, then one-vs-rest Platt probabilities;
+//! - voting and stacking ensembles: each member's graph, then their mean or the meta-learner's;
 //! - the networks, in float like libtorch: their standardisation; MLP Gemm layers, batch norm
 //!   (inference form) and activation; CNN Conv, pooling and a dense head; LSTM the ONNX LSTM
 //!   (gates reordered from libtorch's), stacked and bidirectional as trained, and a dense head;
@@ -16,7 +20,9 @@
 //! int64 when they are all whole numbers, else strings); regressors output `value` (double, N).
 
 mod columns;
+mod ensemble;
 mod linear;
+mod neighbours;
 mod nn;
 mod proto;
 mod trees;
@@ -78,6 +84,10 @@ fn model_graph(g: &mut Graph, src: &Source, x: &str, f: i64) -> Result<String> {
         "decision_tree" | "random_forest" => trees(g, src.fitted, x, src.task, k)?,
         "logistic_regression" => logistic(g, src.fitted, x, k)?,
         "linear" => linear(g, src.fitted, x)?,
+        "naive_bayes" => neighbours::naive_bayes(g, src.fitted, x, k)?,
+        "knn" => neighbours::knn(g, src.fitted, x, src.task, k)?,
+        "svm" => neighbours::svm(g, src.fitted, x, src.task, k)?,
+        "voting" | "stacking" => ensemble::ensemble(g, src, x, f, k)?,
         "lightgbm" => lightgbm(
             g,
             src.native

@@ -1,0 +1,270 @@
+//! Gaussian naive Bayes (each class's joint log-likelihood, then Softmax), k-nearest
+//! neighbours (TopK over squared distances, the chosen neighbours' exact distances, weighted
+//! votes or a weighted mean) and SVMs (kernel against the support vectors, Platt scaling), as
+//! runner and linfa compute them.
+
+use super::ndarray_data;
+use super::proto::*;
+use crate::models::Task;
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+
+/// `-0.5 * sum((x - theta)^2 / sigma) + ln(prior) - 0.5 * sum(ln(2 pi sigma))` per class
+/// (linfa-bayes' joint log-likelihood), Softmax over the classes, and the balanced weights'
+/// reweighting. A class absent from training gets probability 0.
+pub(super) fn naive_bayes(g: &mut Graph, fitted: &Value, x: &str, k: usize) -> Result<String> {
+    let info = fitted["model"]["class_info"]
+        .as_object()
+        .context("naive Bayes: no class_info")?;
+    let f = match info.values().next() {
+        Some(c) => ndarray_data(&c["theta"], "theta")?.1.len(),
+        None => bail!("naive Bayes: no class was fitted"),
+    };
+    let mut theta = vec![0.0; k * f];
+    let mut sigma = vec![1.0; k * f];
+    let mut constant = vec![f64::NEG_INFINITY; k];
+    for (class, c) in info {
+        let i: usize = class.parse().context("naive Bayes: class index")?;
+        if i >= k {
+            bail!("naive Bayes: class {i} outside the {k} labels");
+        }
+        let (_, t) = ndarray_data(&c["theta"], "theta")?;
+        let (_, s) = ndarray_data(&c["sigma"], "sigma")?;
+        let prior = c["prior"].as_f64().context("naive Bayes: prior")?;
+        let norm: f64 = s
+            .iter()
+            .map(|v| (2.0 * std::f64::consts::PI * v).ln())
+            .sum();
+        constant[i] = -0.5 * norm + prior.ln();
+        theta[i * f..(i + 1) * f].copy_from_slice(&t);
+        sigma[i * f..(i + 1) * f].copy_from_slice(&s);
+    }
+    let dims = [k as i64, f as i64];
+    let theta = g.init("theta", &dims, Data::F64(&theta));
+    let sigma = g.init("sigma", &dims, Data::F64(&sigma));
+    let constant = g.init("log_prior", &[k as i64], Data::F64(&constant));
+    let half = g.init("minus_half", &[1], Data::F64(&[-0.5]));
+    let axis1 = g.init("axis", &[1], Data::I64(&[1]));
+    let axis2 = g.init("axis", &[1], Data::I64(&[2]));
+    let xu = g.op("Unsqueeze", &[x, &axis1], vec![]);
+    let d = g.op("Sub", &[&xu, &theta], vec![]);
+    let d2 = g.op("Mul", &[&d, &d], vec![]);
+    let q = g.op("Div", &[&d2, &sigma], vec![]);
+    let s = g.op("ReduceSum", &[&q, &axis2], vec![Attr::Int("keepdims", 0)]);
+    let s = g.op("Mul", &[&s, &half], vec![]);
+    let jll = g.op("Add", &[&s, &constant], vec![]);
+    let p = g.op("Softmax", &[&jll], vec![Attr::Int("axis", -1)]);
+    reweight(g, &p, &fitted["class_weights"], &axis1)
+}
+
+/// `class_weight = "balanced"`: probabilities times each class's weight, renormalised.
+fn reweight(g: &mut Graph, p: &str, weights: &Value, axis1: &str) -> Result<String> {
+    let Some(w) = weights.as_array() else {
+        return Ok(p.to_string());
+    };
+    let w: Vec<f64> = w.iter().map(|v| v.as_f64().unwrap_or(1.0)).collect();
+    let w = g.init("class_weights", &[w.len() as i64], Data::F64(&w));
+    let pw = g.op("Mul", &[p, &w], vec![]);
+    let total = g.op("ReduceSum", &[&pw, axis1], vec![Attr::Int("keepdims", 1)]);
+    Ok(g.op("Div", &[&pw, &total], vec![]))
+}
+
+/// The k nearest training rows by squared distance (`|x|^2 - 2 x.X + |X|^2`, chosen by TopK,
+/// which puts the lower training row first on ties as runner does), their exact distances
+/// recomputed from the rows, and 1 / max(d, 1e-12) weights when distance-weighted; then the
+/// weighted class votes (times the balanced class weights), or the weighted mean.
+pub(super) fn knn(g: &mut Graph, fitted: &Value, x: &str, task: Task, k: usize) -> Result<String> {
+    let (xdim, train) = ndarray_data(&fitted["x"], "x")?;
+    let (_, y) = ndarray_data(&fitted["y"], "y")?;
+    let (m, f) = (xdim[0], xdim.get(1).copied().unwrap_or(0));
+    let neighbours = (fitted["k"].as_u64().context("knn: k")? as usize).min(m);
+    let axis1 = g.init("axis", &[1], Data::I64(&[1]));
+    let axis2 = g.init("axis", &[1], Data::I64(&[2]));
+    let rows = g.init("train_x", &[m as i64, f as i64], Data::F64(&train));
+    let norms: Vec<f64> = train
+        .chunks(f.max(1))
+        .map(|r| r.iter().map(|v| v * v).sum())
+        .collect();
+    let norms = g.init("train_norms", &[m as i64], Data::F64(&norms));
+    let minus_two = g.init("minus_two", &[1], Data::F64(&[-2.0]));
+    // Squared distances for choosing the neighbours.
+    let rows_t = g.op("Transpose", &[&rows], vec![Attr::Ints("perm", vec![1, 0])]);
+    let cross = g.op("MatMul", &[x, &rows_t], vec![]);
+    let cross = g.op("Mul", &[&cross, &minus_two], vec![]);
+    let xx = g.op("Mul", &[x, x], vec![]);
+    let xx = g.op("ReduceSum", &[&xx, &axis1], vec![Attr::Int("keepdims", 1)]);
+    let d2 = g.op("Add", &[&cross, &xx], vec![]);
+    let d2 = g.op("Add", &[&d2, &norms], vec![]);
+    let kk = g.init("k", &[1], Data::I64(&[neighbours as i64]));
+    let (nearest, idx) = (g.fresh("nearest"), g.fresh("neighbour"));
+    let top_attrs = vec![
+        Attr::Int("axis", 1),
+        Attr::Int("largest", 0),
+        Attr::Int("sorted", 1),
+    ];
+    g.node_in("", "TopK", &[&d2, &kk], &[&nearest, &idx], top_attrs);
+    // Exact distances to the chosen rows, as runner computes them.
+    let chosen = g.op("Gather", &[&rows, &idx], vec![Attr::Int("axis", 0)]);
+    let xu = g.op("Unsqueeze", &[x, &axis1], vec![]);
+    let diff = g.op("Sub", &[&chosen, &xu], vec![]);
+    let sq = g.op("Mul", &[&diff, &diff], vec![]);
+    let dist = g.op("ReduceSum", &[&sq, &axis2], vec![Attr::Int("keepdims", 0)]);
+    let dist = g.op("Sqrt", &[&dist], vec![]);
+    let weight = if fitted["distance_weighted"].as_bool().unwrap_or(false) {
+        let floor = g.init("floor", &[1], Data::F64(&[1e-12]));
+        let one = g.init("one", &[1], Data::F64(&[1.0]));
+        let d = g.op("Max", &[&dist, &floor], vec![]);
+        g.op("Div", &[&one, &d], vec![])
+    } else {
+        let zero = g.init("zero", &[1], Data::F64(&[0.0]));
+        let one = g.init("one", &[1], Data::F64(&[1.0]));
+        let w = g.op("Mul", &[&dist, &zero], vec![]);
+        g.op("Add", &[&w, &one], vec![])
+    };
+    let labels = g.init("train_y", &[m as i64], Data::F64(&y));
+    let yk = g.op("Gather", &[&labels, &idx], vec![Attr::Int("axis", 0)]);
+    if task == Task::Regression {
+        let wy = g.op("Mul", &[&weight, &yk], vec![]);
+        let num = g.op("ReduceSum", &[&wy, &axis1], vec![Attr::Int("keepdims", 0)]);
+        let den = g.op(
+            "ReduceSum",
+            &[&weight, &axis1],
+            vec![Attr::Int("keepdims", 0)],
+        );
+        return Ok(g.op("Div", &[&num, &den], vec![]));
+    }
+    let class = g.op("Cast", &[&yk], vec![Attr::Int("to", INT64)]);
+    let vote = match fitted["class_weights"].as_array() {
+        Some(w) => {
+            let w: Vec<f64> = w.iter().map(|v| v.as_f64().unwrap_or(1.0)).collect();
+            let w = g.init("class_weights", &[w.len() as i64], Data::F64(&w));
+            let cw = g.op("Gather", &[&w, &class], vec![Attr::Int("axis", 0)]);
+            g.op("Mul", &[&weight, &cw], vec![])
+        }
+        None => weight,
+    };
+    let all: Vec<i64> = (0..k as i64).collect();
+    let all = g.init("classes", &[k as i64], Data::I64(&all));
+    let class = g.op("Unsqueeze", &[&class, &axis2], vec![]);
+    let hot = g.op("Equal", &[&class, &all], vec![]);
+    let hot = g.op("Cast", &[&hot], vec![Attr::Int("to", DOUBLE)]);
+    let vote = g.op("Unsqueeze", &[&vote, &axis2], vec![]);
+    let votes = g.op("Mul", &[&hot, &vote], vec![]);
+    let votes = g.op(
+        "ReduceSum",
+        &[&votes, &axis1],
+        vec![Attr::Int("keepdims", 0)],
+    );
+    let total = g.op(
+        "ReduceSum",
+        &[&votes, &axis1],
+        vec![Attr::Int("keepdims", 1)],
+    );
+    Ok(g.op("Div", &[&votes, &total], vec![]))
+}
+
+/// One linfa-svm model's decision value `sum_s K(x, sv_s) alpha_s - rho` (N), with the
+/// support vectors of the weights linfa keeps (|alpha| > 100 eps).
+fn svm_decision(g: &mut Graph, m: &Value, x: &str) -> Result<String> {
+    let rho = m["rho"].as_f64().context("svm: rho")?;
+    let plane = &m["sep_hyperplane"];
+    let sum = if let Some(w) = plane.get("Linear") {
+        let (_, w) = ndarray_data(w, "svm weights")?;
+        let w = g.init("svm_w", &[w.len() as i64], Data::F64(&w));
+        g.op("MatMul", &[x, &w], vec![])
+    } else {
+        let (dim, sv) = ndarray_data(&plane["WeightedCombination"], "support vectors")?;
+        let alpha: Vec<f64> = (m["alpha"].as_array().context("svm: alpha")?.iter())
+            .filter_map(Value::as_f64)
+            .filter(|a| a.abs() > 100.0 * f64::EPSILON)
+            .collect();
+        let (s, f) = (dim[0], dim.get(1).copied().unwrap_or(0));
+        if alpha.len() != s {
+            bail!("svm: {} weights for {s} support vectors", alpha.len());
+        }
+        let svs = g.init("support_vectors", &[s as i64, f as i64], Data::F64(&sv));
+        let svs_t = g.op("Transpose", &[&svs], vec![Attr::Ints("perm", vec![1, 0])]);
+        let dot = g.op("MatMul", &[x, &svs_t], vec![]);
+        let kernel = &m["kernel_method"];
+        let k = if let Some(eps) = kernel.get("Gaussian").and_then(Value::as_f64) {
+            let norms: Vec<f64> = sv
+                .chunks(f.max(1))
+                .map(|r| r.iter().map(|v| v * v).sum())
+                .collect();
+            let norms = g.init("sv_norms", &[s as i64], Data::F64(&norms));
+            let axis1 = g.init("axis", &[1], Data::I64(&[1]));
+            let xx = g.op("Mul", &[x, x], vec![]);
+            let xx = g.op("ReduceSum", &[&xx, &axis1], vec![Attr::Int("keepdims", 1)]);
+            let minus_two = g.init("minus_two", &[1], Data::F64(&[-2.0]));
+            let d2 = g.op("Mul", &[&dot, &minus_two], vec![]);
+            let d2 = g.op("Add", &[&d2, &xx], vec![]);
+            let d2 = g.op("Add", &[&d2, &norms], vec![]);
+            let zero = g.init("zero", &[1], Data::F64(&[0.0]));
+            let d2 = g.op("Max", &[&d2, &zero], vec![]);
+            let scale = g.init("minus_inv_eps", &[1], Data::F64(&[-1.0 / eps]));
+            let e = g.op("Mul", &[&d2, &scale], vec![]);
+            g.op("Exp", &[&e], vec![])
+        } else if let Some(p) = kernel.get("Polynomial").and_then(Value::as_array) {
+            let c = p.first().and_then(Value::as_f64).context("svm: coef0")?;
+            let d = p.get(1).and_then(Value::as_f64).context("svm: degree")?;
+            let c = g.init("coef0", &[1], Data::F64(&[c]));
+            let d = g.init("degree", &[1], Data::F64(&[d]));
+            let base = g.op("Add", &[&dot, &c], vec![]);
+            g.op("Pow", &[&base, &d], vec![])
+        } else {
+            dot
+        };
+        let alpha = g.init("alpha", &[s as i64], Data::F64(&alpha));
+        g.op("MatMul", &[&k, &alpha], vec![])
+    };
+    let rho = g.init("rho", &[1], Data::F64(&[rho]));
+    Ok(g.op("Sub", &[&sum, &rho], vec![]))
+}
+
+/// SVMs: a regressor's decision value; a classifier's one-vs-rest Platt probabilities
+/// (`1 / (1 + exp(a v + b))` in float, as linfa computes them), normalised over the classes.
+pub(super) fn svm(g: &mut Graph, fitted: &Value, x: &str, task: Task, k: usize) -> Result<String> {
+    if task == Task::Regression {
+        return svm_decision(g, &fitted["model"], x);
+    }
+    let models = fitted["models"].as_array().context("svm: models")?;
+    let axis1 = g.init("axis", &[1], Data::I64(&[1]));
+    let mut columns: Vec<Option<String>> = vec![None; k];
+    for pair in models {
+        let class = pair[0].as_u64().context("svm: class")? as usize;
+        let m = &pair[1];
+        let ab = m["probability_coeffs"]
+            .as_array()
+            .context("svm: Platt coefficients")?;
+        let (a, b) = (ab[0].as_f64().unwrap_or(0.0), ab[1].as_f64().unwrap_or(0.0));
+        let v = svm_decision(g, m, x)?;
+        let a = g.init("platt_a", &[1], Data::F64(&[-a]));
+        let b = g.init("platt_b", &[1], Data::F64(&[-b]));
+        let z = g.op("Mul", &[&v, &a], vec![]);
+        let z = g.op("Add", &[&z, &b], vec![]);
+        let z = g.op("Cast", &[&z], vec![Attr::Int("to", FLOAT)]);
+        let p = g.op("Sigmoid", &[&z], vec![]);
+        let p = g.op("Cast", &[&p], vec![Attr::Int("to", DOUBLE)]);
+        if class < k {
+            columns[class] = Some(g.op("Unsqueeze", &[&p, &axis1], vec![]));
+        }
+    }
+    let any = columns
+        .iter()
+        .flatten()
+        .next()
+        .cloned()
+        .context("svm: no class model")?;
+    let zero = g.init("zero", &[1], Data::F64(&[0.0]));
+    let absent = g.op("Mul", &[&any, &zero], vec![]);
+    let parts: Vec<String> = columns
+        .into_iter()
+        .map(|c| c.unwrap_or_else(|| absent.clone()))
+        .collect();
+    let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
+    let p = g.op("Concat", &refs, vec![Attr::Int("axis", 1)]);
+    let total = g.op("ReduceSum", &[&p, &axis1], vec![Attr::Int("keepdims", 1)]);
+    let tiny = g.init("tiny", &[1], Data::F64(&[f64::MIN_POSITIVE]));
+    let total = g.op("Max", &[&total, &tiny], vec![]);
+    Ok(g.op("Div", &[&p, &total], vec![]))
+}
