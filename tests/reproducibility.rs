@@ -244,8 +244,13 @@ fn reload_etl_verifies_the_input_and_follows_a_moved_copy() {
 /// A copy of the store that runner at 49265f8 wrote (tests/data/store-49265f8), its artifact
 /// locations moved into `dir` as a user moving the folder would.
 fn old_release_store(dir: &Path) -> std::path::PathBuf {
+    release_store(dir, "store-49265f8")
+}
+
+/// A copy of tests/data/`name`/mlflow.db (written in /tmp/fixture), moved into `dir`.
+fn release_store(dir: &Path, name: &str) -> std::path::PathBuf {
     let db = dir.join("mlflow.db");
-    std::fs::copy(repo().join("tests/data/store-49265f8/mlflow.db"), &db).unwrap();
+    std::fs::copy(repo().join("tests/data").join(name).join("mlflow.db"), &db).unwrap();
     let c = rusqlite::Connection::open(&db).unwrap();
     let here = dir.display().to_string();
     c.execute(
@@ -259,6 +264,45 @@ fn old_release_store(dir: &Path) -> std::path::PathBuf {
     )
     .unwrap();
     db
+}
+
+/// Trees and boosters recorded before they trained on unscaled inputs (algorithm version 1,
+/// `etl.scale = "standard"`) replay with the scaling they were trained with, bit for bit; the
+/// same configs trained now (version 2, unscaled) score differently, so the replay really took
+/// the old path.
+#[test]
+#[cfg(all(feature = "xgboost", feature = "lightgbm"))]
+fn scaled_tree_runs_of_the_release_before_algorithm_2_replay_bit_for_bit() {
+    let d = tempfile::tempdir().unwrap();
+    release_store(d.path(), "store-9fbde2c");
+    for t in ["t1", "t2", "t3", "t4"] {
+        let out = run_ok(runner(d.path()).args(["replay", t, "--check", "--json"]));
+        assert_eq!(stdout_json(&out)["identical"], true, "{t}");
+    }
+    for f in ["config.toml", "sweep.toml"] {
+        std::fs::copy(
+            repo().join("tests/data/store-9fbde2c").join(f),
+            d.path().join(f),
+        )
+        .unwrap();
+    }
+    let report = sweep_json(d.path(), &d.path().join("config.toml"), &["--jobs", "1"]);
+    let store = read_with_mlflow(&d.path().join("mlflow.db"));
+    let runs = experiment_runs(&store, "scaled-trees");
+    let accuracy = |version: &str| {
+        runs.iter()
+            .find(|r| r["tags"]["runner.training_version"] == version)
+            .unwrap()["metrics"]["accuracy"]
+            .as_f64()
+            .unwrap()
+    };
+    let new_tree = report["runs"][0]["version"].as_str().unwrap();
+    assert_eq!(report["runs"][0]["kind"], "decision_tree");
+    assert_ne!(
+        accuracy("t1"),
+        accuracy(new_tree),
+        "version 2 trains unscaled"
+    );
 }
 
 #[test]
