@@ -237,11 +237,15 @@ fn feature_stats(
         .map(|i| prep.y[i])
         .collect();
     let suggested_transform = (skew.abs() > 1.0).then(|| {
-        if sorted[0] >= 0.0 && skew > 0.0 {
-            "log1p (right-skewed, non-negative)".to_string()
+        let (t, why) = if sorted[0] >= 0.0 && skew > 0.0 {
+            ("log1p", "right-skewed, non-negative")
         } else {
-            "Yeo-Johnson power transform".to_string()
-        }
+            ("yeo-johnson", "skewed, with negative values or to the left")
+        };
+        format!(
+            "{t} ({why}): add `transform = {{ \"{}\" = \"{t}\" }}` under [etl]",
+            f.name
+        )
     });
     if let Some(t) = &suggested_transform {
         warnings.push(format!(

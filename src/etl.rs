@@ -2,13 +2,16 @@
 //! and the preprocessing steps that learn statistics (imputation, category vocabularies,
 //! scaling), fitted on training rows only and applied to the rest.
 
-use crate::config::{Encode, EtlSpec, Impute, Scale, TaskChoice};
+pub mod transform;
+
+use crate::config::{Encode, EtlSpec, Impute, Scale, TaskChoice, TransformChoice};
 use crate::data::{FeatureValues, Table, TargetValues};
 use crate::models::Task;
 use anyhow::{bail, Result};
 use ndarray::Array2;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+pub use transform::Transform;
 
 /// Integer targets with at most this many distinct values are treated as classes.
 pub const MAX_INFERRED_CLASSES: usize = 20;
@@ -108,6 +111,61 @@ pub fn encode_target(
     }
 }
 
+/// The transform `choice` fitted on a training fold's (filled) values.
+fn fit_transform(choice: Option<&TransformChoice>, values: &[f64]) -> Transform {
+    match choice {
+        None => Transform::None,
+        Some(TransformChoice::Log1p) => Transform::Log1p,
+        Some(TransformChoice::Sqrt) => Transform::Sqrt,
+        Some(TransformChoice::YeoJohnson) => Transform::YeoJohnson {
+            lambda: transform::fit_yeo_johnson(values),
+        },
+    }
+}
+
+/// Checks `etl.transform` before anything trains: every column it names is a numeric input,
+/// and its values lie where the transform is defined (log1p above -1, sqrt at 0 or above).
+pub fn check_transforms(table: &Table, spec: &EtlSpec, file: &str) -> Result<()> {
+    let refuse = |message: String| crate::config::ConfigError {
+        file: file.to_string(),
+        line: None,
+        col: None,
+        key: Some("etl.transform".into()),
+        message,
+    };
+    for (name, choice) in &spec.transform {
+        let Some(f) = table.features.iter().find(|f| &f.name == name) else {
+            let names: Vec<&str> = table.features.iter().map(|f| f.name.as_str()).collect();
+            bail!(refuse(format!(
+                "no input column \"{name}\"{}",
+                crate::suggest::hint(name, &names)
+            )));
+        };
+        let FeatureValues::Numeric(values) = &f.values else {
+            bail!(refuse(format!(
+                "column \"{name}\" holds text; transforms apply to numbers"
+            )));
+        };
+        let min = values
+            .iter()
+            .flatten()
+            .copied()
+            .fold(f64::INFINITY, f64::min);
+        let (ok, needs) = match choice {
+            TransformChoice::Log1p => (min > -1.0, "values above -1"),
+            TransformChoice::Sqrt => (min >= 0.0, "values of 0 or more"),
+            TransformChoice::YeoJohnson => (true, ""),
+        };
+        if !ok {
+            bail!(refuse(format!(
+                "column \"{name}\" has values down to {min}; {} needs {needs} (\"yeo-johnson\" takes any value)",
+                serde_json::to_value(choice).map(|v| v.to_string()).unwrap_or_default()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Checks the spec can handle the table's missing values before anything trains.
 pub fn check_missing(table: &Table, spec: &EtlSpec, file: &str) -> Result<()> {
     if spec.impute != Impute::None {
@@ -133,10 +191,13 @@ pub fn check_missing(table: &Table, spec: &EtlSpec, file: &str) -> Result<()> {
 /// What preprocessing does to one input column.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ColumnStep {
+    /// (value, or `fill` if missing, through `transform`, - `shift`) / `scale`.
     Numeric {
         fill: f64,
         shift: f64,
         scale: f64,
+        #[serde(default, skip_serializing_if = "Transform::is_none")]
+        transform: Transform,
     },
     OneHot {
         fill: String,
@@ -198,6 +259,8 @@ impl Preprocessor {
                     };
                     let filled: Vec<f64> =
                         rows.iter().map(|r| values[*r].unwrap_or(fill)).collect();
+                    let transform = fit_transform(spec.transform.get(&f.name), &filled);
+                    let filled: Vec<f64> = filled.iter().map(|v| transform.apply(*v)).collect();
                     let n = filled.len().max(1) as f64;
                     let (shift, scale) = match spec.scale {
                         Scale::None => (0.0, 1.0),
@@ -217,7 +280,13 @@ impl Preprocessor {
                         }
                     };
                     output_names.push(f.name.clone());
-                    columns.push((f.name.clone(), ColumnStep::Numeric { fill, shift, scale }));
+                    let step = ColumnStep::Numeric {
+                        fill,
+                        shift,
+                        scale,
+                        transform,
+                    };
+                    columns.push((f.name.clone(), step));
                 }
                 FeatureValues::Categorical(values) => {
                     let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
@@ -277,18 +346,9 @@ impl Preprocessor {
         &self.columns
     }
 
-    /// Numeric inputs as (fill, shift, scale): the model sees (value or fill - shift) / scale.
-    /// None if any input is categorical.
-    pub fn numeric_steps(&self) -> Option<Vec<(String, f64, f64, f64)>> {
-        self.columns
-            .iter()
-            .map(|(n, step)| match step {
-                ColumnStep::Numeric { fill, shift, scale } => {
-                    Some((n.clone(), *fill, *shift, *scale))
-                }
-                _ => None,
-            })
-            .collect()
+    /// Whether every input is numeric (no category to encode).
+    pub fn all_numeric(&self) -> bool {
+        (self.columns.iter()).all(|(_, step)| matches!(step, ColumnStep::Numeric { .. }))
     }
 
     /// The model matrix for `rows`. Categories never seen in training become all-zero one-hot
@@ -298,9 +358,18 @@ impl Preprocessor {
         let mut j = 0;
         for ((_, step), f) in self.columns.iter().zip(&table.features) {
             match (step, &f.values) {
-                (ColumnStep::Numeric { fill, shift, scale }, FeatureValues::Numeric(v)) => {
+                (
+                    step @ ColumnStep::Numeric {
+                        fill, shift, scale, ..
+                    },
+                    FeatureValues::Numeric(v),
+                ) => {
+                    let transform = match step {
+                        ColumnStep::Numeric { transform, .. } => *transform,
+                        _ => Transform::None,
+                    };
                     for (i, r) in rows.iter().enumerate() {
-                        out[[i, j]] = (v[*r].unwrap_or(*fill) - shift) / scale;
+                        out[[i, j]] = (transform.apply(v[*r].unwrap_or(*fill)) - shift) / scale;
                     }
                     j += 1;
                 }

@@ -92,6 +92,7 @@ pub fn run_etl(
         anyhow::bail!("{origin}: the ETL leaves no feature columns besides the target");
     }
     etl::check_missing(&table, spec, origin)?;
+    etl::check_transforms(&table, spec, origin)?;
     Ok((out, table))
 }
 

@@ -41,7 +41,8 @@ fn eda_reports_the_red_wine_and_logs_an_mlflow_run() {
     );
     assert!(warnings
         .iter()
-        .any(|w| w.contains("\"chlorides\" is heavily skewed") && w.contains("log1p")));
+        .any(|w| w.contains("\"chlorides\" is heavily skewed")
+            && w.contains("add `transform = { \"chlorides\" = \"log1p\" }` under [etl]")));
     let alcohol = r["features"]
         .as_array()
         .unwrap()
@@ -127,5 +128,112 @@ fn eda_reports_the_red_wine_and_logs_an_mlflow_run() {
     assert_eq!(
         s["runs"][0]["version"], "t1",
         "an EDA run takes no training number"
+    );
+}
+
+/// EDA's advice, followed as written: the config line it names trains, and the fitted
+/// transforms reach the run's record, `runner predict`, the ONNX export and the MLflow model.
+#[test]
+fn the_transform_line_eda_suggests_trains_and_predicts_everywhere() {
+    let d = tempfile::tempdir().unwrap();
+    let out = run_ok(
+        runner(d.path())
+            .args(["eda"])
+            .arg(repo().join("configs/wine.toml"))
+            .arg("--json"),
+    );
+    let report = stdout_json(&out);
+    let advice: Vec<String> = report["report"]["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f["suggested_transform"].as_str())
+        .filter_map(|t| t.split('`').nth(1).map(str::to_string))
+        .collect();
+    let chlorides = advice.iter().find(|a| a.contains("chlorides")).unwrap();
+    // Each suggested line names one column; merge them into one table, plus a Yeo-Johnson.
+    let pairs: Vec<String> = advice
+        .iter()
+        .map(|a| {
+            a.trim_start_matches("transform = { ")
+                .trim_end_matches(" }")
+                .to_string()
+        })
+        .chain(["\"alcohol\" = \"yeo-johnson\"".to_string()])
+        .collect();
+    assert!(chlorides.starts_with("transform = {"), "{chlorides}");
+    let config = format!(
+        "experiment = \"transforms\"\nseed = 1\nsweeps = [\"sweep.toml\"]\n[data]\nsource = \"builtin:winequality-red\"\ntarget = \"quality\"\n[etl]\nscale = \"standard\"\ntransform = {{ {} }}\n[cv]\nfolds = 3\n",
+        pairs.join(", ")
+    );
+    let sweep = "[[models]]\nkind = \"logistic_regression\"\n[[models]]\nkind = \"knn\"\n";
+    let cfg = write_config(d.path(), &config, sweep);
+    let report = sweep_json(d.path(), &cfg, &[]);
+    let store = read_with_mlflow(&d.path().join("mlflow.db"));
+    let run = experiment_runs(&store, "transforms")
+        .into_iter()
+        .find(|r| r["run_id"] == report["runs"][0]["run_uuid"])
+        .unwrap();
+    let recorded = run["params"]["etl.transform"].as_str().unwrap();
+    assert!(
+        recorded.contains("alcohol=yeo-johnson") && recorded.contains("chlorides=log1p"),
+        "{recorded}"
+    );
+    // The fitted lambda is saved with the model.
+    let saved = read_json(&artifact(
+        d.path(),
+        report["runs"][0]["run_uuid"].as_str().unwrap(),
+        "model_t1.json",
+    ));
+    assert!(saved.to_string().contains("yeo_johnson"), "{saved}");
+    run_ok(runner(d.path()).args(["reload-etl", "v1", "--out", "new.csv"]));
+    for tv in ["t1", "t2"] {
+        let predicted =
+            run_ok(runner(d.path()).args(["predict", tv, "--input", "new.csv", "--proba"]));
+        run_ok(runner(d.path()).args(["export", tv, "--format", "onnx", "--out", "x"]));
+        let onnx = std::process::Command::new(mlflow_python())
+            .arg(repo().join("tests/onnx_check.py"))
+            .arg(d.path().join(format!("x/model_{tv}.onnx")))
+            .arg(d.path().join("new.csv"))
+            .output()
+            .unwrap();
+        assert!(
+            onnx.status.success(),
+            "{}",
+            String::from_utf8_lossy(&onnx.stderr)
+        );
+        let onnx: serde_json::Value = serde_json::from_slice(&onnx.stdout).unwrap();
+        let text = String::from_utf8(predicted.stdout).unwrap();
+        for (i, line) in text.lines().skip(1).enumerate() {
+            let ours: Vec<f64> = line
+                .split(',')
+                .skip(2)
+                .map(|v| v.parse().unwrap())
+                .collect();
+            for (a, b) in ours
+                .iter()
+                .zip(onnx["probabilities"][i].as_array().unwrap())
+            {
+                let b = b.as_f64().unwrap();
+                assert!((a - b).abs() < 1e-9, "{tv} row {i}: runner {a}, onnx {b}");
+            }
+        }
+    }
+    // A transform outside its domain, or on a column that is not there: exit 2, by name.
+    let bad = config.replace(
+        "\"alcohol\" = \"yeo-johnson\"",
+        "\"alcohol\" = \"sqrt\", \"acohol\" = \"log1p\"",
+    );
+    let cfg = write_config(d.path(), &bad, sweep);
+    let out = runner(d.path())
+        .args(["validate"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("etl.transform") && err.contains("did you mean \"alcohol\""),
+        "{err}"
     );
 }

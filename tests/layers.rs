@@ -23,6 +23,7 @@ const LAYERS: &[&[&str]] = &[
     &["data"],
     &[
         "etl",
+        "etl::transform",
         "onnx",
         "onnx::columns",
         "onnx::ensemble",

@@ -71,7 +71,7 @@ fn classifiers() -> String {
 }
 
 fn config(task: &str) -> String {
-    format!("experiment = \"white-{task}\"\nseed = 3\ntask = \"{task}\"\nsweeps = [\"sweep.toml\"]\n[data]\nsource = \"white.csv\"\ntarget = \"quality\"\n[etl]\nimpute = \"median\"\nencode = \"onehot\"\nscale = \"standard\"\n[cv]\nfolds = 3\n")
+    format!("experiment = \"white-{task}\"\nseed = 3\ntask = \"{task}\"\nsweeps = [\"sweep.toml\"]\n[data]\nsource = \"white.csv\"\ntarget = \"quality\"\n[etl]\nimpute = \"median\"\nencode = \"onehot\"\nscale = \"standard\"\ntransform = {{ \"residual sugar\" = \"log1p\", \"chlorides\" = \"yeo-johnson\" }}\n[cv]\nfolds = 3\n")
 }
 
 /// Runs tests/pyfunc_check.py: predictions of each model URI on `input`, and what the MLflow

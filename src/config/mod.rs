@@ -48,6 +48,17 @@ pub enum Scale {
     Minmax,
 }
 
+/// A per-column transform of `etl.transform`, fitted on each training fold before scaling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TransformChoice {
+    #[serde(rename = "log1p")]
+    Log1p,
+    #[serde(rename = "sqrt")]
+    Sqrt,
+    #[serde(rename = "yeo-johnson")]
+    YeoJohnson,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CastType {
@@ -86,6 +97,10 @@ pub struct EtlSpec {
     pub encode: Encode,
     #[serde(default)]
     pub scale: Scale,
+    /// Per-column transforms, e.g. `transform = { "residual sugar" = "log1p" }`; none by
+    /// default (left out of the recorded spec then, so earlier ETL versions keep their keys).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub transform: BTreeMap<String, TransformChoice>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

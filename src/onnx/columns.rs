@@ -5,7 +5,8 @@
 
 use super::proto::{value_info, Attr, Data, Graph, Pb, BOOL, DOUBLE, INT64, STRING};
 use super::ColumnType;
-use crate::etl::{ColumnStep, LabelMapping, Preprocessor};
+use crate::etl::transform::LAMBDA_EPS;
+use crate::etl::{ColumnStep, LabelMapping, Preprocessor, Transform};
 
 /// Reads every input column and applies the fitted preprocessing (fill, shift and scale for
 /// numbers; one-hot or ordinal codes for categories, an empty string counting as missing):
@@ -32,15 +33,7 @@ pub(super) fn column_inputs(
             column = g.op("Cast", &[&column], vec![Attr::Int("to", DOUBLE)]);
         }
         parts.push(match step {
-            ColumnStep::Numeric { fill, shift, scale } => {
-                let fill = g.init("fill", &[1], Data::F64(&[*fill]));
-                let shift = g.init("shift", &[1], Data::F64(&[*shift]));
-                let scale = g.init("scale", &[1], Data::F64(&[*scale]));
-                let nan = g.op("IsNaN", &[&column], vec![]);
-                let x = g.op("Where", &[&nan, &fill, &column], vec![]);
-                let x = g.op("Sub", &[&x, &shift], vec![]);
-                g.op("Div", &[&x, &scale], vec![])
-            }
+            ColumnStep::Numeric { .. } => numeric_column(g, &column, step),
             ColumnStep::OneHot { fill, categories } => {
                 let code = category_code(g, &column, fill, categories);
                 let all: Vec<i64> = (0..categories.len() as i64).collect();
@@ -61,6 +54,64 @@ pub(super) fn column_inputs(
         g.op("Concat", &refs, vec![Attr::Int("axis", 1)])
     };
     (x, inputs)
+}
+
+/// A numeric column (N x 1) as the model sees it: a missing value takes the fill, then the
+/// transform, then (x - shift) / scale, in double as the runner computes it.
+pub(super) fn numeric_column(g: &mut Graph, column: &str, step: &ColumnStep) -> String {
+    let ColumnStep::Numeric {
+        fill,
+        shift,
+        scale,
+        transform,
+    } = step
+    else {
+        return column.to_string();
+    };
+    let fill = g.init("fill", &[1], Data::F64(&[*fill]));
+    let shift = g.init("shift", &[1], Data::F64(&[*shift]));
+    let scale = g.init("scale", &[1], Data::F64(&[*scale]));
+    let nan = g.op("IsNaN", &[column], vec![]);
+    let x = g.op("Where", &[&nan, &fill, column], vec![]);
+    let x = transformed(g, &x, transform);
+    let x = g.op("Sub", &[&x, &shift], vec![]);
+    g.op("Div", &[&x, &scale], vec![])
+}
+
+/// `x` through a fitted transform: log1p, sqrt, or Yeo-Johnson's two branches by sign.
+fn transformed(g: &mut Graph, x: &str, t: &Transform) -> String {
+    let one = g.init("one", &[1], Data::F64(&[1.0]));
+    match *t {
+        Transform::None => x.to_string(),
+        Transform::Log1p => {
+            let x1 = g.op("Add", &[x, &one], vec![]);
+            g.op("Log", &[&x1], vec![])
+        }
+        Transform::Sqrt => g.op("Sqrt", &[x], vec![]),
+        Transform::YeoJohnson { lambda } => {
+            // x >= 0: ((x + 1)^l - 1) / l, or ln(x + 1) at l = 0.
+            let up = g.op("Add", &[x, &one], vec![]);
+            let pos = power_branch(g, &up, &one, lambda);
+            // x < 0: -((1 - x)^(2 - l) - 1) / (2 - l), or -ln(1 - x) at l = 2.
+            let down = g.op("Sub", &[&one, x], vec![]);
+            let neg = power_branch(g, &down, &one, 2.0 - lambda);
+            let neg = g.op("Neg", &[&neg], vec![]);
+            let zero = g.init("zero", &[1], Data::F64(&[0.0]));
+            let sign = g.op("GreaterOrEqual", &[x, &zero], vec![]);
+            g.op("Where", &[&sign, &pos, &neg], vec![])
+        }
+    }
+}
+
+/// `(base^p - 1) / p`, or `ln(base)` when p is 0.
+fn power_branch(g: &mut Graph, base: &str, one: &str, p: f64) -> String {
+    if p.abs() < LAMBDA_EPS {
+        return g.op("Log", &[base], vec![]);
+    }
+    let pw = g.init("power", &[1], Data::F64(&[p]));
+    let raised = g.op("Pow", &[base, &pw], vec![]);
+    let less = g.op("Sub", &[&raised, one], vec![]);
+    g.op("Div", &[&less, &pw], vec![])
 }
 
 /// Each value's index among the sorted `categories` (int64, -1 when unseen); a missing value

@@ -29,7 +29,7 @@ mod trees;
 
 use crate::etl::{LabelMapping, Preprocessor};
 use crate::models::Task;
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use linear::{linear, logistic};
 use nn::network;
 use proto::{value_info, Attr, Data, Graph, Pb, DOUBLE, INT64, STRING};
@@ -165,27 +165,46 @@ fn matrix_outputs(g: &mut Graph, src: &Source, y: &str) -> Vec<Pb> {
 }
 
 /// The matrix layout's input: `input` (double, N x F, numeric columns only) with the fitted
-/// preprocessing applied in double like the runner: (value, or its fill if missing, - shift)
-/// / scale. Returns the model matrix's name and the input.
+/// preprocessing applied in double like the runner: (the value, or its fill if missing,
+/// through its transform, - shift) / scale. Returns the model matrix's name and the input.
 fn matrix_input(g: &mut Graph, src: &Source) -> Result<(String, Vec<Pb>)> {
-    let steps = src.preprocessor.numeric_steps().ok_or_else(|| {
-        anyhow!(
+    if !src.preprocessor.all_numeric() {
+        bail!(
             "{} reads text columns (one-hot or ordinal encoded); ONNX export covers numeric inputs only: use --format native, or the run's MLflow model (runs:/<id>/model), which reads text columns",
             src.version
-        )
-    })?;
-    let f = steps.len() as i64;
-    let fill: Vec<f64> = steps.iter().map(|s| s.1).collect();
-    let shift: Vec<f64> = steps.iter().map(|s| s.2).collect();
-    let scale: Vec<f64> = steps.iter().map(|s| s.3).collect();
-    let fill = g.init("fill", &[f], Data::F64(&fill));
-    let shift = g.init("shift", &[f], Data::F64(&shift));
-    let scale = g.init("scale", &[f], Data::F64(&scale));
-    let nan = g.op("IsNaN", &["input"], vec![]);
-    let x = g.op("Where", &[&nan, &fill, "input"], vec![]);
-    let x = g.op("Sub", &[&x, &shift], vec![]);
-    let x = g.op("Div", &[&x, &scale], vec![]);
-    Ok((x, vec![value_info("input", DOUBLE, &[None, Some(f)])]))
+        );
+    }
+    let steps = src.preprocessor.steps();
+    let f = steps.len();
+    // One column at a time, as the column layout does: fill, transform, shift and scale.
+    let columns: Vec<String> = if f == 1 {
+        vec!["input".to_string()]
+    } else {
+        let names: Vec<String> = (0..f).map(|_| g.fresh("column")).collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let split = g.init("split", &[f as i64], Data::I64(&vec![1; f]));
+        g.node_in(
+            "",
+            "Split",
+            &["input", &split],
+            &refs,
+            vec![Attr::Int("axis", 1)],
+        );
+        names
+    };
+    let parts: Vec<String> = (steps.iter().zip(&columns))
+        .map(|((_, step), column)| columns::numeric_column(g, column, step))
+        .collect();
+    let x = if parts.len() == 1 {
+        parts[0].clone()
+    } else {
+        let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
+        g.op("Concat", &refs, vec![Attr::Int("axis", 1)])
+    };
+    Ok((
+        x,
+        vec![value_info("input", DOUBLE, &[None, Some(f as i64)])],
+    ))
 }
 
 /// An input column's type in the column layout, as the training data held it (MLflow's

@@ -67,6 +67,17 @@ pub fn run_params(prep: &Prepared, plan: &TrainPlan, etl_version: i64) -> Vec<(S
             format!("{:?}", super::train::etl_for(&c.etl, &plan.model).scale).to_lowercase(),
         ),
     ]);
+    if !c.etl.transform.is_empty() {
+        let list: Vec<String> = (c.etl.transform.iter())
+            .map(|(col, t)| {
+                let name = serde_json::to_value(t)
+                    .map(|v| v.to_string())
+                    .unwrap_or_default();
+                format!("{col}={}", name.trim_matches('"'))
+            })
+            .collect();
+        p.push(("etl.transform".into(), list.join(",")));
+    }
     if let Some(l) = &prep.labels {
         p.push((
             "label_mapping".into(),
