@@ -23,6 +23,7 @@ pub mod prepare;
 pub mod progress;
 pub mod replay;
 pub mod report;
+pub mod resample;
 pub mod rng;
 pub mod schedule;
 pub mod search;

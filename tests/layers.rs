@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 /// the kinds' declared ranges before anything trains.
 const LAYERS: &[&[&str]] = &[
     &["types", "rng", "source", "suggest", "plot"],
-    &["eval"],
+    &["eval", "resample"],
     &[
         "models",
         "models::classical",

@@ -180,10 +180,10 @@ fn permutation_importance_ranks_informative_features_above_noise_for_every_kind(
     }
 }
 
-/// On a 1:20 imbalanced binary set, `class_weight = "balanced"` raises balanced accuracy over
-/// no weighting, for every classifier kind.
+/// On a 1:20 imbalanced binary set, `class_weight = "balanced"` and SMOTE inside the training
+/// folds each raise balanced accuracy over neither, for every classifier kind.
 #[test]
-fn balanced_class_weights_raise_balanced_accuracy_for_every_classifier_kind() {
+fn balanced_class_weights_and_smote_raise_balanced_accuracy_for_every_classifier_kind() {
     let d = tempfile::tempdir().unwrap();
     let mut state: u64 = 7;
     let mut uniform = || {
@@ -208,7 +208,11 @@ fn balanced_class_weights_raise_balanced_accuracy_for_every_classifier_kind() {
         ));
     }
     std::fs::write(d.path().join("imbalanced.csv"), csv).unwrap();
-    let cw = "class_weight = [\"none\", \"balanced\"]\n";
+    let variants = [
+        ("none", ""),
+        ("balanced", "class_weight = \"balanced\"\n"),
+        ("smote", "resample = \"smote\"\n"),
+    ];
     let mut kinds = vec![
         "kind = \"decision_tree\"\nmax_depth = 3".to_string(),
         "kind = \"random_forest\"\nn_trees = 30\nmax_depth = 4".into(),
@@ -228,7 +232,10 @@ fn balanced_class_weights_raise_balanced_accuracy_for_every_classifier_kind() {
     }
     let sweep: String = kinds
         .iter()
-        .map(|k| format!("[[models]]\n{k}\n{cw}"))
+        .enumerate()
+        .flat_map(|(i, k)| {
+            variants.map(|(n, v)| format!("[[models]]\nname = \"m{i}-{n}\"\n{k}\n{v}"))
+        })
         .collect();
     let cfg = write_config(
         d.path(),
@@ -237,21 +244,42 @@ fn balanced_class_weights_raise_balanced_accuracy_for_every_classifier_kind() {
     );
     let report = sweep_json(d.path(), &cfg, &[]);
     let runs = report["runs"].as_array().unwrap();
-    assert_eq!(runs.len(), 2 * kinds.len());
+    assert_eq!(runs.len(), 3 * kinds.len());
     let ba = |r: &serde_json::Value| r["metrics"]["balanced_accuracy"]["mean"].as_f64().unwrap();
     let mut figures = Vec::new();
-    for pair in runs.chunks(2) {
-        let (none, balanced) = (&pair[0], &pair[1]);
-        assert!(none["name"].as_str().unwrap().contains("class_weight=none"));
-        figures.push((none["kind"].clone(), ba(none), ba(balanced)));
+    for three in runs.chunks(3) {
+        let (none, balanced, smote) = (&three[0], &three[1], &three[2]);
+        assert_eq!(balanced["kind"], none["kind"]);
+        assert_eq!(smote["kind"], none["kind"]);
+        figures.push((none["kind"].clone(), ba(none), ba(balanced), ba(smote)));
     }
-    eprintln!("balanced accuracy (kind, none, balanced): {figures:?}");
+    eprintln!("balanced accuracy (kind, none, balanced, smote): {figures:?}");
     let worse: Vec<_> = figures
         .iter()
-        .filter(|(_, n, b)| b <= &(n + 0.02))
+        .filter(|(_, n, b, s)| b <= &(n + 0.02) || s <= &(n + 0.02))
         .collect();
     assert!(
         worse.is_empty(),
         "balanced does not help: {worse:?} (all: {figures:?})"
     );
+}
+
+/// Resampling balances classes: asked of a regression it is refused before anything trains,
+/// by its key (exit 2).
+#[test]
+fn resampling_a_regression_is_refused_by_key() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        d.path(),
+        "experiment = \"r\"\ntask = \"regression\"\nsweeps = [\"sweep.toml\"]\n[data]\nsource = \"builtin:winequality-red\"\ntarget = \"quality\"\n",
+        "[[models]]\nkind = \"random_forest\"\nresample = \"over\"\n",
+    );
+    let out = runner(d.path()).args(["sweep"]).arg(&cfg).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("models[0].resample") && err.contains("classification only"),
+        "{err}"
+    );
+    assert!(!d.path().join("mlflow.db").exists(), "nothing written");
 }

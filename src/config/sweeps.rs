@@ -368,6 +368,17 @@ pub fn expand_sweep_file_after(
         let member_refs = entry.members(&kind, task)?;
         let axes = entry.axes(&kind, spec, !member_refs.is_empty())?;
         let mut configs = grid_configs(&kind, spec, &base_name, &axes);
+        let resamples = |c: &ModelConfig| {
+            c.params
+                .get("resample")
+                .is_some_and(|v| v.to_string().trim_matches('"') != "none")
+        };
+        if task == Task::Regression && configs.iter().any(resamples) {
+            return Err(entry.error(
+                "resample",
+                "resampling balances classes: it applies to classification only",
+            ));
+        }
         if !member_refs.is_empty() {
             let known: Vec<&ModelConfig> = earlier.iter().chain(&all).collect();
             let members =

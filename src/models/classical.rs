@@ -2,7 +2,9 @@
 //! closed-form ridge regression. Classifiers always train on class indexes 0..K-1 and return an
 //! n x K probability matrix, with columns for classes a training fold happened to lack kept at 0.
 
-use super::params::{Default_, ParamSpec, ParamType, BOTH, CLASS_WEIGHT, CLF, REG};
+use super::params::{
+    Default_, ParamSpec, ParamType, BOTH, CLASS_WEIGHT, CLF, REG, RESAMPLE, SMOTE_K,
+};
 use super::{labels_from_proba, FittedModel, KindSpec, ModelConfig, Prediction, Task, TrainSet};
 use anyhow::{anyhow, bail, Context, Result};
 use linfa::dataset::Pr;
@@ -50,6 +52,8 @@ pub(crate) static LOGISTIC_REGRESSION: KindSpec = KindSpec {
             help: "stop when the gradient norm falls below this",
         },
         CLASS_WEIGHT,
+        RESAMPLE,
+        SMOTE_K,
     ],
 };
 
@@ -124,6 +128,8 @@ pub(crate) static SVM: KindSpec = KindSpec {
             help: "SMO stopping tolerance",
         },
         CLASS_WEIGHT,
+        RESAMPLE,
+        SMOTE_K,
     ],
 };
 
@@ -167,6 +173,8 @@ pub(crate) static KNN: KindSpec = KindSpec {
             help: "neighbour search structure",
         },
         CLASS_WEIGHT,
+        RESAMPLE,
+        SMOTE_K,
     ],
 };
 
@@ -195,6 +203,8 @@ pub(crate) static NAIVE_BAYES: KindSpec = KindSpec {
             help: "share of the largest variance added to all variances",
         },
         CLASS_WEIGHT,
+        RESAMPLE,
+        SMOTE_K,
     ],
 };
 

@@ -9,7 +9,7 @@
     allow(dead_code, unused_imports)
 )]
 
-use super::params::{Default_, ParamSpec, ParamType, BOTH, CLASS_WEIGHT};
+use super::params::{Default_, ParamSpec, ParamType, BOTH, CLASS_WEIGHT, RESAMPLE, SMOTE_K};
 use super::{
     labels_from_proba, EarlyStopping, FitContext, FittedModel, KindSpec, ModelConfig, Prediction,
     Task, TrainSet,
@@ -43,6 +43,8 @@ pub(crate) static XGBOOST: KindSpec = KindSpec {
         ParamSpec { name: "tree_method", ty: ParamType::Choice(&["hist", "exact", "approx"]), default: Default_::Str("hist"), help: "split finding" },
         ParamSpec { name: "threads", ty: ParamType::Int { min: 0, max: 256 }, default: Default_::Int(0), help: "threads (0 = the sweep's per-config share)" },
         CLASS_WEIGHT,
+        RESAMPLE,
+        SMOTE_K,
     ],
 };
 
@@ -85,6 +87,8 @@ pub(crate) static LIGHTGBM: KindSpec = KindSpec {
         ParamSpec { name: "validation_fraction", ty: ParamType::Float { min: 0.01, max: 0.5 }, default: Default_::Float(0.1), help: "share of training rows held out for early stopping" },
         ParamSpec { name: "threads", ty: ParamType::Int { min: 0, max: 256 }, default: Default_::Int(0), help: "threads (0 = the sweep's per-config share)" },
         CLASS_WEIGHT,
+        RESAMPLE,
+        SMOTE_K,
     ],
 };
 

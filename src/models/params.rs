@@ -141,6 +141,18 @@ impl KindSpec {
 pub(crate) const BOTH: &[Task] = &[Task::Classification, Task::Regression];
 pub(crate) const CLF: &[Task] = &[Task::Classification];
 pub(crate) const REG: &[Task] = &[Task::Regression];
+pub(crate) const RESAMPLE: ParamSpec = ParamSpec {
+    name: "resample",
+    ty: ParamType::Choice(&["none", "over", "under", "smote"]),
+    default: Default_::Str("none"),
+    help: "resample each training fold (never the validation fold) to balance the classes: random over- or under-sampling, or SMOTE (classification only)",
+};
+pub(crate) const SMOTE_K: ParamSpec = ParamSpec {
+    name: "smote_k",
+    ty: ParamType::Int { min: 1, max: 100 },
+    default: Default_::Int(5),
+    help: "SMOTE: neighbours of the same class a new row may be drawn towards",
+};
 pub(crate) const CLASS_WEIGHT: ParamSpec = ParamSpec {
     name: "class_weight",
     ty: ParamType::Choice(&["none", "balanced"]),

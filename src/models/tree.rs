@@ -3,7 +3,7 @@
 //! results differ from one process to the next. Every choice below (feature order, tie-breaks,
 //! bootstrap draws) is a pure function of the seed, so `replay --check` holds bit for bit.
 
-use super::params::{Default_, ParamSpec, ParamType, BOTH, CLASS_WEIGHT};
+use super::params::{Default_, ParamSpec, ParamType, BOTH, CLASS_WEIGHT, RESAMPLE, SMOTE_K};
 use super::{argmax, FitContext, FittedModel, KindSpec, ModelConfig, Prediction, Task, TrainSet};
 use crate::rng::SplitMix64;
 use anyhow::Result;
@@ -58,6 +58,8 @@ pub(crate) static DECISION_TREE: KindSpec = KindSpec {
             help: "features tried at each split",
         },
         CLASS_WEIGHT,
+        RESAMPLE,
+        SMOTE_K,
     ],
 };
 
@@ -127,6 +129,8 @@ pub(crate) static RANDOM_FOREST: KindSpec = KindSpec {
             help: "threads for tree building (0 = the sweep's per-config share)",
         },
         CLASS_WEIGHT,
+        RESAMPLE,
+        SMOTE_K,
     ],
 };
 

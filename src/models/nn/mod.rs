@@ -4,11 +4,13 @@
 #[cfg(feature = "torch")]
 mod torch;
 
-use super::params::{Default_, ParamSpec, ParamType, BOTH, CLASS_WEIGHT};
+use super::params::{Default_, ParamSpec, ParamType, BOTH, CLASS_WEIGHT, RESAMPLE, SMOTE_K};
 use super::KindSpec;
 
-pub(crate) const NN_TRAINING: [ParamSpec; 14] = [
+pub(crate) const NN_TRAINING: [ParamSpec; 16] = [
     CLASS_WEIGHT,
+    RESAMPLE,
+    SMOTE_K,
     ParamSpec {
         name: "optimizer",
         ty: ParamType::Choice(&["adam", "adamw", "sgd"]),
@@ -126,6 +128,8 @@ const fn concat<const A: usize, const B: usize, const C: usize>(
     a: [ParamSpec; A],
     b: [ParamSpec; B],
 ) -> [ParamSpec; C] {
+    // A length that drops parameters fails the build, not a run.
+    assert!(A + B == C, "concat: the result's length must be A + B");
     let mut out = [a[0]; C];
     let mut i = 0;
     while i < A {
@@ -139,7 +143,7 @@ const fn concat<const A: usize, const B: usize, const C: usize>(
     out
 }
 
-pub(crate) const MLP_PARAMS: [ParamSpec; 15] = concat(
+pub(crate) const MLP_PARAMS: [ParamSpec; 17] = concat(
     nn_params([ParamSpec {
         name: "hidden",
         ty: ParamType::Widths {
@@ -151,7 +155,7 @@ pub(crate) const MLP_PARAMS: [ParamSpec; 15] = concat(
     }]),
     NN_TRAINING,
 );
-pub(crate) const CNN_PARAMS: [ParamSpec; 19] = concat(
+pub(crate) const CNN_PARAMS: [ParamSpec; 21] = concat(
     [
         ParamSpec {
             name: "channels",
@@ -189,7 +193,7 @@ pub(crate) const CNN_PARAMS: [ParamSpec; 19] = concat(
     ],
     NN_TRAINING,
 );
-pub(crate) const LSTM_PARAMS: [ParamSpec; 18] = concat(
+pub(crate) const LSTM_PARAMS: [ParamSpec; 20] = concat(
     [
         ParamSpec {
             name: "hidden_size",
