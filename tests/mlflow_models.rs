@@ -134,6 +134,23 @@ fn assert_same(what: &str, pyfunc: &Value, runner: &[(String, Vec<String>)]) {
     }
 }
 
+/// Loads each run's `runs:/<id>/model` with pyfunc, predicts new.csv and compares with
+/// `runner predict` (with `--proba` for classifiers); returns what the client read.
+fn pyfunc_matches_predict(dir: &Path, runs: &[Value], proba: bool) -> Value {
+    let uris: Vec<String> = runs
+        .iter()
+        .map(|r| format!("runs:/{}/model", r["run_uuid"].as_str().unwrap()))
+        .collect();
+    let read = pyfunc(dir, "new.csv", &uris);
+    for (r, uri) in runs.iter().zip(&uris) {
+        let tv = r["version"].as_str().unwrap();
+        let expected = runner_predict(dir, tv, proba);
+        let what = format!("{tv} {}", r["kind"]);
+        assert_same(&what, &read["predictions"][uri], &expected);
+    }
+    read
+}
+
 #[test]
 fn every_runs_pyfunc_model_predicts_a_raw_frame_as_runner_does() {
     let d = tempfile::tempdir().unwrap();
@@ -142,20 +159,7 @@ fn every_runs_pyfunc_model_predicts_a_raw_frame_as_runner_does() {
     let report = sweep_json(d.path(), &cfg, &[]);
     // Every kind has an MLflow model: ensembles, KNN, SVM and naive Bayes too.
     let runs = report["runs"].as_array().unwrap();
-    let uris: Vec<String> = runs
-        .iter()
-        .map(|r| format!("runs:/{}/model", r["run_uuid"].as_str().unwrap()))
-        .collect();
-    let read = pyfunc(d.path(), "new.csv", &uris);
-    for (r, uri) in runs.iter().zip(&uris) {
-        let tv = r["version"].as_str().unwrap();
-        let expected = runner_predict(d.path(), tv, true);
-        assert_same(
-            &format!("{tv} {}", r["kind"]),
-            &read["predictions"][uri],
-            &expected,
-        );
-    }
+    let read = pyfunc_matches_predict(d.path(), runs, true);
     // One logged model per run, linked to its run (the UI's Models column).
     let logged = read["logged_models"].as_array().unwrap();
     assert_eq!(logged.len(), runs.len(), "{logged:?}");
@@ -200,16 +204,7 @@ fn regression_models_predict_values_through_pyfunc() {
     let cfg = write_config(d.path(), &config("regression"), sweep);
     let report = sweep_json(d.path(), &cfg, &[]);
     let runs = report["runs"].as_array().unwrap();
-    let uris: Vec<String> = runs
-        .iter()
-        .map(|r| format!("runs:/{}/model", r["run_uuid"].as_str().unwrap()))
-        .collect();
-    let read = pyfunc(d.path(), "new.csv", &uris);
-    for (r, uri) in runs.iter().zip(&uris) {
-        let tv = r["version"].as_str().unwrap();
-        let expected = runner_predict(d.path(), tv, false);
-        assert_same(tv, &read["predictions"][uri], &expected);
-    }
+    pyfunc_matches_predict(d.path(), runs, false);
 }
 
 /// The version of the run with the best mean accuracy in a sweep report.

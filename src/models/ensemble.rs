@@ -320,6 +320,22 @@ impl FittedModel for Ensemble {
     }
 }
 
+/// A saved member's (or meta-learner's) config and native files, from its `to_json` form.
+pub fn saved_member(v: &Value) -> Result<(ModelConfig, BTreeMap<String, Vec<u8>>)> {
+    let config: ModelConfig =
+        serde_json::from_value(v["model"].clone()).context("member config")?;
+    let mut native = BTreeMap::new();
+    if let Some(map) = v["native_base64"].as_object() {
+        for (ext, b64) in map {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(b64.as_str().unwrap_or_default())
+                .with_context(|| format!("member {} native .{ext}", config.name))?;
+            native.insert(ext.clone(), bytes);
+        }
+    }
+    Ok((config, native))
+}
+
 /// Rebuilds a saved ensemble from its `to_json` form.
 pub fn load(
     value: &Value,
@@ -328,17 +344,7 @@ pub fn load(
     n_features: usize,
 ) -> Result<Box<dyn FittedModel>> {
     let member = |v: &Value, n_features: usize| -> Result<Member> {
-        let config: ModelConfig =
-            serde_json::from_value(v["model"].clone()).context("member config")?;
-        let mut native = BTreeMap::new();
-        if let Some(map) = v["native_base64"].as_object() {
-            for (ext, b64) in map {
-                let bytes = base64::engine::general_purpose::STANDARD
-                    .decode(b64.as_str().unwrap_or_default())
-                    .with_context(|| format!("member {} native .{ext}", config.name))?;
-                native.insert(ext.clone(), bytes);
-            }
-        }
+        let (config, native) = saved_member(v)?;
         let saved = SavedModel {
             config: &config,
             fitted: &v["fitted"],

@@ -59,7 +59,7 @@ macro_rules! backend {
 }
 
 mod classical;
-mod ensemble;
+pub mod ensemble;
 mod gbm;
 mod nn;
 mod params;

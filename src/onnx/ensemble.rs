@@ -5,26 +5,14 @@
 
 use super::proto::*;
 use super::{model_graph, Source};
-use crate::models::{ModelConfig, Task};
+use crate::models::Task;
 use anyhow::{Context, Result};
-use base64::Engine;
 use serde_json::Value;
-use std::collections::BTreeMap;
 
 /// One member's (or the meta-learner's) output: probabilities (N x K) for a classifier, values
 /// as N x 1 for a regressor.
 fn member_graph(g: &mut Graph, src: &Source, member: &Value, x: &str, f: i64) -> Result<String> {
-    let config: ModelConfig =
-        serde_json::from_value(member["model"].clone()).context("ensemble member config")?;
-    let mut native = BTreeMap::new();
-    if let Some(map) = member["native_base64"].as_object() {
-        for (ext, b64) in map {
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(b64.as_str().unwrap_or_default())
-                .with_context(|| format!("member {} native .{ext}", config.name))?;
-            native.insert(ext.clone(), bytes);
-        }
-    }
+    let (config, native) = crate::models::ensemble::saved_member(member)?;
     let member_src = Source {
         config: &config,
         fitted: &member["fitted"],
