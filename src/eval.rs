@@ -304,6 +304,40 @@ pub fn roc_points(positive: &[bool], scores: &[f64]) -> Vec<(f64, f64, f64)> {
         .collect()
 }
 
+/// One bin of a reliability curve: the bin's score range, the mean predicted probability and
+/// the observed share of positives of the rows in it, and how many rows it holds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReliabilityBin {
+    pub low: f64,
+    pub high: f64,
+    pub mean_predicted: f64,
+    pub fraction_positive: f64,
+    pub count: usize,
+}
+
+/// The reliability (calibration) curve of `scores` as probabilities of the positive class, in
+/// `bins` equal-width bins of [0, 1] (a score of 1 falls in the last); empty bins are left out.
+pub fn reliability_bins(positive: &[bool], scores: &[f64], bins: usize) -> Vec<ReliabilityBin> {
+    let bins = bins.max(1);
+    let mut sums = vec![(0.0, 0usize, 0usize); bins];
+    for (p, s) in positive.iter().zip(scores) {
+        let b = ((s.clamp(0.0, 1.0) * bins as f64) as usize).min(bins - 1);
+        sums[b].0 += s;
+        sums[b].1 += usize::from(*p);
+        sums[b].2 += 1;
+    }
+    (sums.iter().enumerate())
+        .filter(|(_, (_, _, n))| *n > 0)
+        .map(|(b, (sum, pos, n))| ReliabilityBin {
+            low: b as f64 / bins as f64,
+            high: (b + 1) as f64 / bins as f64,
+            mean_predicted: sum / *n as f64,
+            fraction_positive: *pos as f64 / *n as f64,
+            count: *n,
+        })
+        .collect()
+}
+
 /// The precision-recall curve: (recall, precision, threshold) at each distinct score, from the
 /// highest.
 pub fn pr_points(positive: &[bool], scores: &[f64]) -> Vec<(f64, f64, f64)> {
@@ -507,6 +541,19 @@ pub fn mean_std(values: &[f64]) -> (f64, f64) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn reliability_bins_average_scores_and_outcomes_per_bin() {
+        let positive = [false, true, true, false, true];
+        let scores = [0.05, 0.15, 0.95, 0.91, 1.0];
+        let bins = reliability_bins(&positive, &scores, 10);
+        assert_eq!(bins.len(), 3, "{bins:?}");
+        assert_eq!((bins[0].count, bins[1].count, bins[2].count), (1, 1, 3));
+        assert_eq!(bins[1].fraction_positive, 1.0);
+        assert!((bins[2].mean_predicted - (0.95 + 0.91 + 1.0) / 3.0).abs() < 1e-15);
+        assert!((bins[2].fraction_positive - 2.0 / 3.0).abs() < 1e-15);
+        assert_eq!((bins[2].low, bins[2].high), (0.9, 1.0));
+    }
+
     use super::*;
 
     /// scikit-learn 1.9.1's figures on fixed predictions (tests/data/auc_reference.py).

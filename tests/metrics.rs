@@ -43,7 +43,7 @@ fn a_binary_sweep_ranks_by_roc_auc_and_logs_pr_auc() {
     // The ROC and precision-recall curves, as charts and their points.
     let tv = runs[0]["version"].as_str().unwrap();
     let artifacts = artifact_names(lr_run);
-    for name in ["roc_curve", "pr_curve"] {
+    for name in ["roc_curve", "pr_curve", "reliability_curve"] {
         for ext in ["svg", "csv"] {
             let file = format!("{name}_{tv}.{ext}");
             assert!(
@@ -53,6 +53,29 @@ fn a_binary_sweep_ranks_by_roc_auc_and_logs_pr_auc() {
         }
     }
     let run_uuid = runs[0]["run_uuid"].as_str().unwrap();
+    // The reliability curve's bins hold every out-of-fold row once, and logistic regression's
+    // probabilities are close to calibrated: each well-filled bin's observed share of positives
+    // is within 0.15 of its mean prediction.
+    let reliability = std::fs::read_to_string(artifact(
+        d.path(),
+        run_uuid,
+        &format!("reliability_curve_{tv}.csv"),
+    ))
+    .unwrap();
+    let bins: Vec<Vec<f64>> = reliability
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').map(|v| v.parse().unwrap()).collect())
+        .collect();
+    let rows: f64 = bins.iter().map(|b| b[4]).sum();
+    assert_eq!(
+        rows,
+        681.0 + 638.0,
+        "the wines of grades 5 and 6, each scored once"
+    );
+    for b in bins.iter().filter(|b| b[4] >= 50.0) {
+        assert!((b[2] - b[3]).abs() < 0.15, "bin {b:?}");
+    }
     let roc = std::fs::read_to_string(artifact(d.path(), run_uuid, &format!("roc_curve_{tv}.csv")))
         .unwrap();
     let last = roc.lines().last().unwrap();

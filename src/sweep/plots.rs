@@ -255,4 +255,58 @@ pub(crate) fn curve_files(oof_scores: &[(bool, f64)]) -> Artifacts {
             csv("recall,precision,threshold", &pr),
         ),
     ]
+    .into_iter()
+    .chain(reliability_files(&positive, &scores))
+    .collect()
+}
+
+/// Bins of the reliability curve.
+const RELIABILITY_BINS: usize = 10;
+
+/// The reliability curve of the out-of-fold probabilities of the second class: the mean
+/// predicted probability against the observed share of positives in ten equal-width bins, as a
+/// chart beside the diagonal of perfect calibration and as CSV.
+fn reliability_files(positive: &[bool], scores: &[f64]) -> Artifacts {
+    use crate::plot::{lines_chart, Line, Stroke};
+    let bins = eval::reliability_bins(positive, scores, RELIABILITY_BINS);
+    let n = scores.len().max(1) as f64;
+    let brier: f64 = (positive.iter().zip(scores))
+        .map(|(p, s)| (s - f64::from(u8::from(*p))).powi(2))
+        .sum::<f64>()
+        / n;
+    let lines = [
+        Line {
+            name: Some(format!("out-of-fold (Brier {brier:.4})")),
+            color: 0,
+            stroke: Stroke::Solid,
+            points: bins
+                .iter()
+                .map(|b| (b.mean_predicted, b.fraction_positive))
+                .collect(),
+        },
+        Line {
+            name: Some("perfectly calibrated".into()),
+            color: 1,
+            stroke: Stroke::Dashed,
+            points: vec![(0.0, 0.0), (1.0, 1.0)],
+        },
+    ];
+    let mut csv = String::from("bin_low,bin_high,mean_predicted,fraction_positive,count\n");
+    for b in &bins {
+        csv.push_str(&format!(
+            "{},{},{},{},{}\n",
+            b.low, b.high, b.mean_predicted, b.fraction_positive, b.count
+        ));
+    }
+    let svg = lines_chart(
+        "Reliability curve (out-of-fold, all folds)",
+        "mean predicted probability",
+        "observed share of positives",
+        &lines,
+        false,
+    );
+    vec![
+        ("reliability_curve.svg".into(), svg.into_bytes()),
+        ("reliability_curve.csv".into(), csv.into_bytes()),
+    ]
 }
