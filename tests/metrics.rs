@@ -203,8 +203,9 @@ fn permutation_importance_ranks_informative_features_above_noise_for_every_kind(
     }
 }
 
-/// On a 1:20 imbalanced binary set, `class_weight = "balanced"` and SMOTE inside the training
-/// folds each raise balanced accuracy over neither, for every classifier kind.
+/// On a 1:20 imbalanced binary set, `class_weight = "balanced"`, SMOTE inside the training folds
+/// and `class_weights = { "rare" = 20.0 }` each raise balanced accuracy over none of them, for
+/// every classifier kind.
 #[test]
 fn balanced_class_weights_and_smote_raise_balanced_accuracy_for_every_classifier_kind() {
     let d = tempfile::tempdir().unwrap();
@@ -235,6 +236,7 @@ fn balanced_class_weights_and_smote_raise_balanced_accuracy_for_every_classifier
         ("none", ""),
         ("balanced", "class_weight = \"balanced\"\n"),
         ("smote", "resample = \"smote\"\n"),
+        ("weights", "class_weights = { \"rare\" = 20.0 }\n"),
     ];
     let mut kinds = vec![
         "kind = \"decision_tree\"\nmax_depth = 3".to_string(),
@@ -267,19 +269,18 @@ fn balanced_class_weights_and_smote_raise_balanced_accuracy_for_every_classifier
     );
     let report = sweep_json(d.path(), &cfg, &[]);
     let runs = report["runs"].as_array().unwrap();
-    assert_eq!(runs.len(), 3 * kinds.len());
+    assert_eq!(runs.len(), 4 * kinds.len());
     let ba = |r: &serde_json::Value| r["metrics"]["balanced_accuracy"]["mean"].as_f64().unwrap();
     let mut figures = Vec::new();
-    for three in runs.chunks(3) {
-        let (none, balanced, smote) = (&three[0], &three[1], &three[2]);
-        assert_eq!(balanced["kind"], none["kind"]);
-        assert_eq!(smote["kind"], none["kind"]);
-        figures.push((none["kind"].clone(), ba(none), ba(balanced), ba(smote)));
+    for four in runs.chunks(4) {
+        assert!(four.iter().all(|r| r["kind"] == four[0]["kind"]));
+        let [none, balanced, smote, weights] = [0, 1, 2, 3].map(|i| ba(&four[i]));
+        figures.push((four[0]["kind"].clone(), none, balanced, smote, weights));
     }
-    eprintln!("balanced accuracy (kind, none, balanced, smote): {figures:?}");
+    eprintln!("balanced accuracy (kind, none, balanced, smote, rare=20): {figures:?}");
     let worse: Vec<_> = figures
         .iter()
-        .filter(|(_, n, b, s)| b <= &(n + 0.02) || s <= &(n + 0.02))
+        .filter(|(_, n, b, s, w)| [b, s, w].iter().any(|v| **v <= n + 0.02))
         .collect();
     assert!(
         worse.is_empty(),
@@ -305,4 +306,30 @@ fn resampling_a_regression_is_refused_by_key() {
         "{err}"
     );
     assert!(!d.path().join("mlflow.db").exists(), "nothing written");
+}
+
+/// `class_weights` must name classes of the data, and applies to classification only; both
+/// mistakes are refused before anything is written (exit 2).
+#[test]
+fn class_weights_name_real_classes_of_a_classification() {
+    let d = tempfile::tempdir().unwrap();
+    let config = "experiment = \"w\"\nsweeps = [\"sweep.toml\"]\n[data]\nsource = \"builtin:winequality-red\"\ntarget = \"quality\"\n";
+    let cfg = write_config(
+        d.path(),
+        config,
+        "[[models]]\nkind = \"decision_tree\"\nclass_weights = { \"3\" = 5.0, \"9\" = 2.0 }\n",
+    );
+    let out = runner(d.path()).args(["validate"]).arg(&cfg).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("\"9\"") && err.contains("3, 4, 5, 6, 7, 8"), "{err}");
+    let cfg = write_config(
+        d.path(),
+        &config.replace("[data]", "task = \"regression\"\n[data]"),
+        "[[models]]\nkind = \"random_forest\"\nclass_weights = { \"3\" = 5.0 }\n",
+    );
+    let out = runner(d.path()).args(["sweep"]).arg(&cfg).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("classification only"));
+    assert!(!d.path().join("mlflow.db").exists());
 }

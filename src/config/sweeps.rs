@@ -257,7 +257,8 @@ impl Entry<'_> {
             };
             let mut values = Vec::new();
             for v in raw {
-                let pv = param_from_toml(v).ok_or_else(|| {
+                let pv = class_weights_from_toml(pspec, v).or_else(|| param_from_toml(v));
+                let pv = pv.ok_or_else(|| {
                     self.error(key, format!("must be {}, got {}", pspec.ty, toml_type(v)))
                 })?;
                 values.push(check_value(pspec, &pv).map_err(|m| self.error(key, m))?);
@@ -266,6 +267,23 @@ impl Entry<'_> {
         }
         Ok(axes)
     }
+}
+
+/// `class_weights = { "3" = 2.0, "8" = 5 }` as the parameter's text form "3=2,8=5" (labels in
+/// the table's order); None for any other parameter or value, or a weight that is not a number.
+fn class_weights_from_toml(spec: &models::ParamSpec, v: &toml::Value) -> Option<ParamValue> {
+    if !matches!(spec.ty, models::ParamType::ClassWeights) {
+        return None;
+    }
+    let table = v.as_table()?;
+    let entries: Option<Vec<String>> = table
+        .iter()
+        .map(|(label, w)| {
+            let w = w.as_float().or_else(|| w.as_integer().map(|i| i as f64))?;
+            Some(format!("{label}={w}"))
+        })
+        .collect();
+    Some(ParamValue::Str(entries?.join(",")))
 }
 
 /// The configs of one entry: every combination of its candidate values, the other
@@ -373,6 +391,28 @@ pub fn expand_sweep_file_after(
                 .get("resample")
                 .is_some_and(|v| v.to_string().trim_matches('"') != "none")
         };
+        let weighs = |c: &ModelConfig| {
+            c.params
+                .get("class_weights")
+                .is_some_and(|v| !v.to_string().is_empty())
+        };
+        let balanced = |c: &ModelConfig| {
+            c.params
+                .get("class_weight")
+                .is_some_and(|v| v.to_string() == "balanced")
+        };
+        if task == Task::Regression && configs.iter().any(weighs) {
+            return Err(entry.error(
+                "class_weights",
+                "class weights apply to classification only",
+            ));
+        }
+        if configs.iter().any(|c| weighs(c) && balanced(c)) {
+            return Err(entry.error(
+                "class_weights",
+                "give either class_weight = \"balanced\" or class_weights, not both",
+            ));
+        }
         if task == Task::Regression && configs.iter().any(resamples) {
             return Err(entry.error(
                 "resample",

@@ -3,7 +3,7 @@
 //! n x K probability matrix, with columns for classes a training fold happened to lack kept at 0.
 
 use super::params::{
-    Default_, ParamSpec, ParamType, BOTH, CLASS_WEIGHT, CLF, REG, RESAMPLE, SMOTE_K,
+    Default_, ParamSpec, ParamType, BOTH, CLASS_WEIGHT, CLASS_WEIGHTS, CLF, REG, RESAMPLE, SMOTE_K,
 };
 use super::{labels_from_proba, FittedModel, KindSpec, ModelConfig, Prediction, Task, TrainSet};
 use anyhow::{anyhow, bail, Context, Result};
@@ -52,6 +52,7 @@ pub(crate) static LOGISTIC_REGRESSION: KindSpec = KindSpec {
             help: "stop when the gradient norm falls below this",
         },
         CLASS_WEIGHT,
+        CLASS_WEIGHTS,
         RESAMPLE,
         SMOTE_K,
     ],
@@ -128,6 +129,7 @@ pub(crate) static SVM: KindSpec = KindSpec {
             help: "SMO stopping tolerance",
         },
         CLASS_WEIGHT,
+        CLASS_WEIGHTS,
         RESAMPLE,
         SMOTE_K,
     ],
@@ -173,6 +175,7 @@ pub(crate) static KNN: KindSpec = KindSpec {
             help: "neighbour search structure",
         },
         CLASS_WEIGHT,
+        CLASS_WEIGHTS,
         RESAMPLE,
         SMOTE_K,
     ],
@@ -203,6 +206,7 @@ pub(crate) static NAIVE_BAYES: KindSpec = KindSpec {
             help: "share of the largest variance added to all variances",
         },
         CLASS_WEIGHT,
+        CLASS_WEIGHTS,
         RESAMPLE,
         SMOTE_K,
     ],
@@ -305,10 +309,10 @@ impl FittedModel for Logistic {
 /// proportional to its class weight, from a stream of `seed`.
 fn logistic_rows(cfg: &ModelConfig, data: &TrainSet, seed: u64) -> Result<Vec<usize>> {
     let n = data.y.len();
-    if cfg.str("class_weight")? != "balanced" || n == 0 {
+    let Some(per_class) = data.class_weights(cfg)?.filter(|_| n > 0) else {
         return Ok((0..n).collect());
-    }
-    let weights = data.balanced_weights();
+    };
+    let weights: Vec<f64> = data.class_labels().iter().map(|c| per_class[*c]).collect();
     let mut cumulative = Vec::with_capacity(n);
     let mut total = 0.0;
     for w in &weights {
@@ -415,6 +419,7 @@ pub fn fit_svm(cfg: &ModelConfig, data: &TrainSet) -> Result<Box<dyn FittedModel
     let labels = data.class_labels();
     let n = labels.len() as f64;
     let balanced = cfg.str("class_weight")? == "balanced";
+    let given = data.class_weights(cfg)?.filter(|_| !balanced);
     let c = cfg.float("c")?;
     let mut models = Vec::new();
     for class in 0..data.n_classes {
@@ -423,10 +428,16 @@ pub fn fit_svm(cfg: &ModelConfig, data: &TrainSet) -> Result<Box<dyn FittedModel
         if pos == 0.0 {
             continue;
         }
-        let (c_pos, c_neg) = if balanced {
-            (c * n / (2.0 * pos), c * n / (2.0 * (n - pos).max(1.0)))
-        } else {
-            (c, c)
+        let (c_pos, c_neg) = match &given {
+            _ if balanced => (c * n / (2.0 * pos), c * n / (2.0 * (n - pos).max(1.0))),
+            // The rest's C: the mean weight of its rows.
+            Some(w) => {
+                let rest: f64 = (labels.iter().filter(|l| **l != class))
+                    .map(|l| w[*l])
+                    .sum();
+                (c * w[class], c * rest / (n - pos).max(1.0))
+            }
+            None => (c, c),
         };
         let ds = Dataset::new(x.clone(), targets);
         let model = svm_params::<Pr>(cfg)?
@@ -594,10 +605,9 @@ pub fn fit_knn(cfg: &ModelConfig, data: &TrainSet) -> Result<Box<dyn FittedModel
     }))
 }
 
-/// Per-class weights for `class_weight = "balanced"` (classification); none otherwise.
+/// Per-class weights (`class_weight = "balanced"` or `class_weights`); none otherwise.
 fn balanced_class_weights(cfg: &ModelConfig, data: &TrainSet) -> Result<Option<Vec<f64>>> {
-    let balanced = data.task == Task::Classification && cfg.str("class_weight")? == "balanced";
-    Ok(balanced.then(|| data.balanced_class_weights()))
+    data.class_weights(cfg)
 }
 
 // ---------------------------------------------------------------- linear / ridge
@@ -727,6 +737,7 @@ mod tests {
             y: y.view(),
             task: Task::Regression,
             n_classes: 0,
+            labels: None,
         };
         let m = fit_linear(&cfg, &data).unwrap();
         let p = m.predict(array![[10.0, 10.0]].view()).unwrap();

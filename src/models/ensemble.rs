@@ -125,11 +125,11 @@ fn rows_of(x: ArrayView2<f64>, y: &Array1<f64>, rows: &[usize]) -> (Array2<f64>,
     )
 }
 
-fn fit_members<'a>(
+fn fit_members<'a, 'l: 'a>(
     cfg: &ModelConfig,
     x: ArrayView2<'a, f64>,
     y: &'a Array1<f64>,
-    data: &TrainSet,
+    data: &TrainSet<'l>,
     ctx: &FitContext,
     fold: u64,
 ) -> Result<Vec<Member>> {
@@ -138,6 +138,7 @@ fn fit_members<'a>(
         y: y.view(),
         task: data.task,
         n_classes: data.n_classes,
+        labels: data.labels,
     };
     cfg.members
         .iter()
@@ -210,6 +211,7 @@ pub fn fit(cfg: &ModelConfig, data: &TrainSet, ctx: &FitContext) -> Result<Box<d
             y: y.view(),
             task: data.task,
             n_classes: data.n_classes,
+            labels: data.labels,
         };
         let model = fit_model(
             &mcfg,

@@ -9,7 +9,9 @@
     allow(dead_code, unused_imports)
 )]
 
-use super::params::{Default_, ParamSpec, ParamType, BOTH, CLASS_WEIGHT, RESAMPLE, SMOTE_K};
+use super::params::{
+    Default_, ParamSpec, ParamType, BOTH, CLASS_WEIGHT, CLASS_WEIGHTS, RESAMPLE, SMOTE_K,
+};
 use super::{
     labels_from_proba, EarlyStopping, FitContext, FittedModel, KindSpec, ModelConfig, Prediction,
     Task, TrainSet,
@@ -43,6 +45,7 @@ pub(crate) static XGBOOST: KindSpec = KindSpec {
         ParamSpec { name: "tree_method", ty: ParamType::Choice(&["hist", "exact", "approx"]), default: Default_::Str("hist"), help: "split finding" },
         ParamSpec { name: "threads", ty: ParamType::Int { min: 0, max: 256 }, default: Default_::Int(0), help: "threads (0 = the sweep's per-config share)" },
         CLASS_WEIGHT,
+        CLASS_WEIGHTS,
         RESAMPLE,
         SMOTE_K,
     ],
@@ -87,6 +90,7 @@ pub(crate) static LIGHTGBM: KindSpec = KindSpec {
         ParamSpec { name: "validation_fraction", ty: ParamType::Float { min: 0.01, max: 0.5 }, default: Default_::Float(0.1), help: "share of training rows held out for early stopping" },
         ParamSpec { name: "threads", ty: ParamType::Int { min: 0, max: 256 }, default: Default_::Int(0), help: "threads (0 = the sweep's per-config share)" },
         CLASS_WEIGHT,
+        CLASS_WEIGHTS,
         RESAMPLE,
         SMOTE_K,
     ],
@@ -143,12 +147,10 @@ fn take(x: ArrayView2<f64>, y: ArrayView1<f64>, rows: &[usize]) -> (Array2<f64>,
 }
 
 fn row_weights(cfg: &ModelConfig, data: &TrainSet, rows: &[usize]) -> Result<Option<Vec<f32>>> {
-    if data.task == Task::Classification && cfg.str("class_weight")? == "balanced" {
-        let w = data.balanced_weights();
-        Ok(Some(rows.iter().map(|r| w[*r] as f32).collect()))
-    } else {
-        Ok(None)
-    }
+    let labels = data.class_labels();
+    Ok(data
+        .class_weights(cfg)?
+        .map(|w| rows.iter().map(|r| w[labels[*r]] as f32).collect()))
 }
 
 fn to_prediction(task: Task, n_classes: usize, raw: Vec<f64>, n: usize) -> Result<Prediction> {

@@ -72,8 +72,8 @@ use std::collections::BTreeMap;
 
 pub use crate::types::Task;
 pub use params::{
-    check_value, default_value, parse_widths, quoted_list, Default_, KindSpec, ParamSpec,
-    ParamType, ParamValue,
+    check_value, default_value, parse_class_weights as params_parse_class_weights, parse_widths,
+    quoted_list, Default_, KindSpec, ParamSpec, ParamType, ParamValue,
 };
 
 /// One model kind: what it accepts, how it trains, how a saved one comes back.
@@ -256,6 +256,8 @@ pub struct TrainSet<'a> {
     pub y: ArrayView1<'a, f64>,
     pub task: Task,
     pub n_classes: usize,
+    /// The original class labels by index, which `class_weights` names (classification).
+    pub labels: Option<&'a [String]>,
 }
 
 impl TrainSet<'_> {
@@ -282,6 +284,33 @@ impl TrainSet<'_> {
                 }
             })
             .collect()
+    }
+
+    /// The per-class weights a classifier config asks for: `class_weight = "balanced"`'s, or
+    /// the user's `class_weights` by label (a class it leaves out weighs 1); none otherwise.
+    pub fn class_weights(&self, cfg: &ModelConfig) -> Result<Option<Vec<f64>>> {
+        if self.task != Task::Classification {
+            return Ok(None);
+        }
+        if cfg.str("class_weight")? == "balanced" {
+            return Ok(Some(self.balanced_class_weights()));
+        }
+        let given = match cfg.params.get("class_weights") {
+            Some(v) => params::parse_class_weights(&v.to_string()).map_err(|e| anyhow!(e))?,
+            None => Vec::new(),
+        };
+        if given.is_empty() {
+            return Ok(None);
+        }
+        let labels = self.labels.unwrap_or_default();
+        let mut w = vec![1.0; self.n_classes];
+        for (label, weight) in given {
+            let i = labels.iter().position(|l| *l == label).ok_or_else(|| {
+                anyhow!("class_weights names \"{label}\", which is not a class of the data")
+            })?;
+            w[i] = weight;
+        }
+        Ok(Some(w))
     }
 
     /// Per-row weights for `class_weight = "balanced"`: each row's class weight.
@@ -619,6 +648,7 @@ mod tests {
             y: y.view(),
             task: Task::Regression,
             n_classes: 0,
+            labels: None,
         };
         let mut cfg = ModelConfig::with_defaults("decision_tree", "tree").unwrap();
         assert_eq!(cfg.algorithm, Some(2));
@@ -644,6 +674,7 @@ mod tests {
             y: y.view(),
             task: Task::Regression,
             n_classes: 0,
+            labels: None,
         };
         let mut cfg = ModelConfig::with_defaults("random_forest", "forest").unwrap();
         cfg.params

@@ -39,6 +39,9 @@ pub enum ParamType {
     },
     Choice(&'static [&'static str]),
     Bool,
+    /// Per-class weights by label, written in a sweep file as a table
+    /// (`{ "3" = 2.0, "8" = 5.0 }`) and kept as "3=2,8=5" ("" for none).
+    ClassWeights,
     /// Layer widths written as a string, e.g. "64,64" (or "" for none).
     Widths {
         max_layers: usize,
@@ -53,6 +56,10 @@ impl fmt::Display for ParamType {
             ParamType::Float { min, max } => write!(f, "number in [{min}, {max}]"),
             ParamType::Choice(c) => write!(f, "one of {}", quoted_list(c)),
             ParamType::Bool => write!(f, "true or false"),
+            ParamType::ClassWeights => write!(
+                f,
+                "a table of class = weight, such as {{ \"3\" = 2.0, \"8\" = 5.0 }} (weights above 0)"
+            ),
             ParamType::Widths { max_layers, max_width } => write!(
                 f,
                 "layer widths as a string such as \"64,32\" (at most {max_layers} layers of 1..={max_width})"
@@ -153,6 +160,12 @@ pub(crate) const SMOTE_K: ParamSpec = ParamSpec {
     default: Default_::Int(5),
     help: "SMOTE: neighbours of the same class a new row may be drawn towards",
 };
+pub(crate) const CLASS_WEIGHTS: ParamSpec = ParamSpec {
+    name: "class_weights",
+    ty: ParamType::ClassWeights,
+    default: Default_::Str(""),
+    help: "per-class weights by label, e.g. { \"3\" = 2.0, \"8\" = 5.0 }; a class left out weighs 1 (classification only)",
+};
 pub(crate) const CLASS_WEIGHT: ParamSpec = ParamSpec {
     name: "class_weight",
     ty: ParamType::Choice(&["none", "balanced"]),
@@ -212,8 +225,31 @@ pub fn check_value(
             }
             Ok(value.clone())
         }
+        (ParamType::ClassWeights, ParamValue::Str(text)) => {
+            parse_class_weights(text).map_err(|_| bad())?;
+            Ok(value.clone())
+        }
         _ => Err(bad()),
     }
+}
+
+/// "3=2,8=5" -> [("3", 2.0), ("8", 5.0)]; "" -> []. Every weight finite and above 0.
+pub fn parse_class_weights(text: &str) -> std::result::Result<Vec<(String, f64)>, String> {
+    (text.split(',').filter(|e| !e.trim().is_empty()))
+        .map(|entry| {
+            let (label, w) = entry
+                .rsplit_once('=')
+                .ok_or_else(|| format!("\"{entry}\" is not label=weight"))?;
+            let w: f64 = w
+                .trim()
+                .parse()
+                .map_err(|_| format!("\"{w}\" is not a number"))?;
+            if !(w.is_finite() && w > 0.0) {
+                return Err(format!("weight {w} of \"{label}\" must be above 0"));
+            }
+            Ok((label.trim().to_string(), w))
+        })
+        .collect()
 }
 
 /// "64, 32" -> [64, 32]; "" -> [].

@@ -3,7 +3,9 @@
 //! results differ from one process to the next. Every choice below (feature order, tie-breaks,
 //! bootstrap draws) is a pure function of the seed, so `replay --check` holds bit for bit.
 
-use super::params::{Default_, ParamSpec, ParamType, BOTH, CLASS_WEIGHT, RESAMPLE, SMOTE_K};
+use super::params::{
+    Default_, ParamSpec, ParamType, BOTH, CLASS_WEIGHT, CLASS_WEIGHTS, RESAMPLE, SMOTE_K,
+};
 use super::{argmax, FitContext, FittedModel, KindSpec, ModelConfig, Prediction, Task, TrainSet};
 use crate::rng::SplitMix64;
 use anyhow::Result;
@@ -58,6 +60,7 @@ pub(crate) static DECISION_TREE: KindSpec = KindSpec {
             help: "features tried at each split",
         },
         CLASS_WEIGHT,
+        CLASS_WEIGHTS,
         RESAMPLE,
         SMOTE_K,
     ],
@@ -129,6 +132,7 @@ pub(crate) static RANDOM_FOREST: KindSpec = KindSpec {
             help: "threads for tree building (0 = the sweep's per-config share)",
         },
         CLASS_WEIGHT,
+        CLASS_WEIGHTS,
         RESAMPLE,
         SMOTE_K,
     ],
@@ -432,11 +436,10 @@ impl Builder<'_> {
 }
 
 fn row_weights(cfg: &ModelConfig, data: &TrainSet) -> Result<Vec<f64>> {
-    if data.task == Task::Classification && cfg.str("class_weight")? == "balanced" {
-        Ok(data.balanced_weights())
-    } else {
-        Ok(vec![1.0; data.y.len()])
-    }
+    Ok(match data.class_weights(cfg)? {
+        Some(w) => data.class_labels().iter().map(|c| w[*c]).collect(),
+        None => vec![1.0; data.y.len()],
+    })
 }
 
 fn grow<'a>(
@@ -647,6 +650,7 @@ mod tests {
             y: y.view(),
             task: Task::Classification,
             n_classes: 2,
+            labels: None,
         };
         let m = fit_tree(&cfg("decision_tree", &[]), &data, &FitContext::new(1, 1)).unwrap();
         let p = m
@@ -664,6 +668,7 @@ mod tests {
             y: y.view(),
             task: Task::Regression,
             n_classes: 0,
+            labels: None,
         };
         let m = fit_tree(&cfg("decision_tree", &[]), &data, &FitContext::new(1, 1)).unwrap();
         assert_eq!(
@@ -682,6 +687,7 @@ mod tests {
             y: y.view(),
             task: Task::Classification,
             n_classes: 2,
+            labels: None,
         };
         let c = cfg("random_forest", &[("n_trees", ParamValue::Int(20))]);
         let a = fit_forest(&c, &data, &FitContext::new(9, 1)).unwrap();

@@ -18,7 +18,8 @@ mod train;
 
 pub use plots::comparison_svg;
 pub use record::{
-    check_ensemble_arg, members_tag, resolve_run_members, run_params, run_record, run_tags,
+    check_class_weights, check_ensemble_arg, members_tag, resolve_run_members, run_params,
+    run_record, run_tags,
 };
 pub use run::run_one;
 pub use train::{fit_on, fit_with_curve, fold_seed, predict_rows, train_config, Fitted};

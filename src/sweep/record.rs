@@ -135,6 +135,33 @@ pub fn run_tags(
     t
 }
 
+/// Every label a config's `class_weights` names is a class of the data: checked before
+/// anything is written (exit 2), naming the config and the classes there are.
+pub fn check_class_weights(configs: &[ModelConfig], prep: &Prepared) -> Result<()> {
+    let Some(labels) = &prep.labels else {
+        return Ok(());
+    };
+    for c in configs {
+        let Some(text) = c.params.get("class_weights").map(|v| v.to_string()) else {
+            continue;
+        };
+        let given = models::params_parse_class_weights(&text).map_err(anyhow::Error::msg)?;
+        if let Some((label, _)) = given.iter().find(|(l, _)| !labels.classes.contains(l)) {
+            return Err(ConfigError::new(
+                prep.loaded.path.display().to_string(),
+                format!(
+                    "class_weights of \"{}\" names \"{label}\", which is not a class of the data; the classes are {}",
+                    c.name,
+                    labels.classes.join(", ")
+                ),
+            )
+            .key("class_weights")
+            .into());
+        }
+    }
+    Ok(())
+}
+
 /// `top=3` -> 3, for clap.
 pub fn check_ensemble_arg(v: &str) -> std::result::Result<usize, String> {
     v.strip_prefix("top=")

@@ -109,6 +109,7 @@ pub fn fit_with_curve(
         y: y.view(),
         task: prep.task,
         n_classes: prep.labels.as_ref().map(|l| l.classes.len()).unwrap_or(0),
+        labels: prep.labels.as_ref().map(|l| l.classes.as_slice()),
     };
     let eval = eval_rows
         .map(|r| -> Result<(Array2<f64>, Array1<f64>)> {

@@ -4,11 +4,14 @@
 #[cfg(feature = "torch")]
 mod torch;
 
-use super::params::{Default_, ParamSpec, ParamType, BOTH, CLASS_WEIGHT, RESAMPLE, SMOTE_K};
+use super::params::{
+    Default_, ParamSpec, ParamType, BOTH, CLASS_WEIGHT, CLASS_WEIGHTS, RESAMPLE, SMOTE_K,
+};
 use super::KindSpec;
 
-pub(crate) const NN_TRAINING: [ParamSpec; 16] = [
+pub(crate) const NN_TRAINING: [ParamSpec; 17] = [
     CLASS_WEIGHT,
+    CLASS_WEIGHTS,
     RESAMPLE,
     SMOTE_K,
     ParamSpec {
@@ -143,7 +146,7 @@ const fn concat<const A: usize, const B: usize, const C: usize>(
     out
 }
 
-pub(crate) const MLP_PARAMS: [ParamSpec; 17] = concat(
+pub(crate) const MLP_PARAMS: [ParamSpec; 18] = concat(
     nn_params([ParamSpec {
         name: "hidden",
         ty: ParamType::Widths {
@@ -155,7 +158,7 @@ pub(crate) const MLP_PARAMS: [ParamSpec; 17] = concat(
     }]),
     NN_TRAINING,
 );
-pub(crate) const CNN_PARAMS: [ParamSpec; 21] = concat(
+pub(crate) const CNN_PARAMS: [ParamSpec; 22] = concat(
     [
         ParamSpec {
             name: "channels",
@@ -193,7 +196,7 @@ pub(crate) const CNN_PARAMS: [ParamSpec; 21] = concat(
     ],
     NN_TRAINING,
 );
-pub(crate) const LSTM_PARAMS: [ParamSpec; 20] = concat(
+pub(crate) const LSTM_PARAMS: [ParamSpec; 21] = concat(
     [
         ParamSpec {
             name: "hidden_size",

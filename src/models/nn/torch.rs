@@ -386,8 +386,13 @@ fn class_weights(
     yf: &Array1<f64>,
     dev: Device,
 ) -> Result<Option<Tensor>> {
-    if data.task != Task::Classification || cfg.str("class_weight")? != "balanced" {
+    if data.task != Task::Classification {
         return Ok(None);
+    }
+    if cfg.str("class_weight")? != "balanced" {
+        let given = data.class_weights(cfg)?;
+        let w: Option<Vec<f32>> = given.map(|w| w.iter().map(|v| *v as f32).collect());
+        return Ok(w.map(|w| Tensor::from_slice(&w).to_device(dev)));
     }
     let mut counts = vec![0.0f32; data.n_classes];
     for v in yf.iter() {
