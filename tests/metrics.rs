@@ -319,10 +319,17 @@ fn class_weights_name_real_classes_of_a_classification() {
         config,
         "[[models]]\nkind = \"decision_tree\"\nclass_weights = { \"3\" = 5.0, \"9\" = 2.0 }\n",
     );
-    let out = runner(d.path()).args(["validate"]).arg(&cfg).output().unwrap();
+    let out = runner(d.path())
+        .args(["validate"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("\"9\"") && err.contains("3, 4, 5, 6, 7, 8"), "{err}");
+    assert!(
+        err.contains("\"9\"") && err.contains("3, 4, 5, 6, 7, 8"),
+        "{err}"
+    );
     let cfg = write_config(
         d.path(),
         &config.replace("[data]", "task = \"regression\"\n[data]"),
