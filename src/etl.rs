@@ -359,15 +359,14 @@ impl Preprocessor {
         for ((_, step), f) in self.columns.iter().zip(&table.features) {
             match (step, &f.values) {
                 (
-                    step @ ColumnStep::Numeric {
-                        fill, shift, scale, ..
+                    ColumnStep::Numeric {
+                        fill,
+                        shift,
+                        scale,
+                        transform,
                     },
                     FeatureValues::Numeric(v),
                 ) => {
-                    let transform = match step {
-                        ColumnStep::Numeric { transform, .. } => *transform,
-                        _ => Transform::None,
-                    };
                     for (i, r) in rows.iter().enumerate() {
                         out[[i, j]] = (transform.apply(v[*r].unwrap_or(*fill)) - shift) / scale;
                     }

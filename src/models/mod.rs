@@ -72,8 +72,8 @@ use std::collections::BTreeMap;
 
 pub use crate::types::Task;
 pub use params::{
-    check_value, default_value, parse_class_weights as params_parse_class_weights, parse_widths,
-    quoted_list, Default_, KindSpec, ParamSpec, ParamType, ParamValue,
+    check_value, default_value, parse_class_weights, parse_widths, quoted_list, Default_, KindSpec,
+    ParamSpec, ParamType, ParamValue,
 };
 
 /// One model kind: what it accepts, how it trains, how a saved one comes back.
@@ -296,7 +296,7 @@ impl TrainSet<'_> {
             return Ok(Some(self.balanced_class_weights()));
         }
         let given = match cfg.params.get("class_weights") {
-            Some(v) => params::parse_class_weights(&v.to_string()).map_err(|e| anyhow!(e))?,
+            Some(v) => parse_class_weights(&v.to_string()).map_err(|e| anyhow!(e))?,
             None => Vec::new(),
         };
         if given.is_empty() {

@@ -81,20 +81,8 @@ pub(super) fn knn(g: &mut Graph, fitted: &Value, x: &str, task: Task, k: usize) 
     let axis1 = g.init("axis", &[1], Data::I64(&[1]));
     let axis2 = g.init("axis", &[1], Data::I64(&[2]));
     let rows = g.init("train_x", &[m as i64, f as i64], Data::F64(&train));
-    let norms: Vec<f64> = train
-        .chunks(f.max(1))
-        .map(|r| r.iter().map(|v| v * v).sum())
-        .collect();
-    let norms = g.init("train_norms", &[m as i64], Data::F64(&norms));
-    let minus_two = g.init("minus_two", &[1], Data::F64(&[-2.0]));
     // Squared distances for choosing the neighbours.
-    let rows_t = g.op("Transpose", &[&rows], vec![Attr::Ints("perm", vec![1, 0])]);
-    let cross = g.op("MatMul", &[x, &rows_t], vec![]);
-    let cross = g.op("Mul", &[&cross, &minus_two], vec![]);
-    let xx = g.op("Mul", &[x, x], vec![]);
-    let xx = g.op("ReduceSum", &[&xx, &axis1], vec![Attr::Int("keepdims", 1)]);
-    let d2 = g.op("Add", &[&cross, &xx], vec![]);
-    let d2 = g.op("Add", &[&d2, &norms], vec![]);
+    let d2 = squared_distances(g, x, &rows, &train, f);
     let kk = g.init("k", &[1], Data::I64(&[neighbours as i64]));
     let (nearest, idx) = (g.fresh("nearest"), g.fresh("neighbour"));
     let top_attrs = vec![
@@ -163,6 +151,29 @@ pub(super) fn knn(g: &mut Graph, fitted: &Value, x: &str, task: Task, k: usize) 
     Ok(g.op("Div", &[&votes, &total], vec![]))
 }
 
+/// `x . rows^T` (N x R).
+fn dot_rows(g: &mut Graph, x: &str, rows: &str) -> String {
+    let rows_t = g.op("Transpose", &[rows], vec![Attr::Ints("perm", vec![1, 0])]);
+    g.op("MatMul", &[x, &rows_t], vec![])
+}
+
+/// Squared Euclidean distances from each row of `x` to each of `rows` (N x R), as
+/// `|x|^2 - 2 x.r + |r|^2`; `data` holds the rows (R x `f`, row-major) for their norms.
+fn squared_distances(g: &mut Graph, x: &str, rows: &str, data: &[f64], f: usize) -> String {
+    let norms: Vec<f64> = (data.chunks(f.max(1)))
+        .map(|r| r.iter().map(|v| v * v).sum())
+        .collect();
+    let norms = g.init("row_norms", &[norms.len() as i64], Data::F64(&norms));
+    let axis1 = g.init("axis", &[1], Data::I64(&[1]));
+    let minus_two = g.init("minus_two", &[1], Data::F64(&[-2.0]));
+    let cross = dot_rows(g, x, rows);
+    let cross = g.op("Mul", &[&cross, &minus_two], vec![]);
+    let xx = g.op("Mul", &[x, x], vec![]);
+    let xx = g.op("ReduceSum", &[&xx, &axis1], vec![Attr::Int("keepdims", 1)]);
+    let d2 = g.op("Add", &[&cross, &xx], vec![]);
+    g.op("Add", &[&d2, &norms], vec![])
+}
+
 /// One linfa-svm model's decision value `sum_s K(x, sv_s) alpha_s - rho` (N), with the
 /// support vectors of the weights linfa keeps (|alpha| > 100 eps).
 fn svm_decision(g: &mut Graph, m: &Value, x: &str) -> Result<String> {
@@ -183,28 +194,16 @@ fn svm_decision(g: &mut Graph, m: &Value, x: &str) -> Result<String> {
             bail!("svm: {} weights for {s} support vectors", alpha.len());
         }
         let svs = g.init("support_vectors", &[s as i64, f as i64], Data::F64(&sv));
-        let svs_t = g.op("Transpose", &[&svs], vec![Attr::Ints("perm", vec![1, 0])]);
-        let dot = g.op("MatMul", &[x, &svs_t], vec![]);
         let kernel = &m["kernel_method"];
         let k = if let Some(eps) = kernel.get("Gaussian").and_then(Value::as_f64) {
-            let norms: Vec<f64> = sv
-                .chunks(f.max(1))
-                .map(|r| r.iter().map(|v| v * v).sum())
-                .collect();
-            let norms = g.init("sv_norms", &[s as i64], Data::F64(&norms));
-            let axis1 = g.init("axis", &[1], Data::I64(&[1]));
-            let xx = g.op("Mul", &[x, x], vec![]);
-            let xx = g.op("ReduceSum", &[&xx, &axis1], vec![Attr::Int("keepdims", 1)]);
-            let minus_two = g.init("minus_two", &[1], Data::F64(&[-2.0]));
-            let d2 = g.op("Mul", &[&dot, &minus_two], vec![]);
-            let d2 = g.op("Add", &[&d2, &xx], vec![]);
-            let d2 = g.op("Add", &[&d2, &norms], vec![]);
+            let d2 = squared_distances(g, x, &svs, &sv, f);
             let zero = g.init("zero", &[1], Data::F64(&[0.0]));
             let d2 = g.op("Max", &[&d2, &zero], vec![]);
             let scale = g.init("minus_inv_eps", &[1], Data::F64(&[-1.0 / eps]));
             let e = g.op("Mul", &[&d2, &scale], vec![]);
             g.op("Exp", &[&e], vec![])
         } else if let Some(p) = kernel.get("Polynomial").and_then(Value::as_array) {
+            let dot = dot_rows(g, x, &svs);
             let c = p.first().and_then(Value::as_f64).context("svm: coef0")?;
             let d = p.get(1).and_then(Value::as_f64).context("svm: degree")?;
             let c = g.init("coef0", &[1], Data::F64(&[c]));
@@ -212,7 +211,7 @@ fn svm_decision(g: &mut Graph, m: &Value, x: &str) -> Result<String> {
             let base = g.op("Add", &[&dot, &c], vec![]);
             g.op("Pow", &[&base, &d], vec![])
         } else {
-            dot
+            dot_rows(g, x, &svs)
         };
         let alpha = g.init("alpha", &[s as i64], Data::F64(&alpha));
         g.op("MatMul", &[&k, &alpha], vec![])

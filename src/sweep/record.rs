@@ -145,7 +145,7 @@ pub fn check_class_weights(configs: &[ModelConfig], prep: &Prepared) -> Result<(
         let Some(text) = c.params.get("class_weights").map(|v| v.to_string()) else {
             continue;
         };
-        let given = models::params_parse_class_weights(&text).map_err(anyhow::Error::msg)?;
+        let given = models::parse_class_weights(&text).map_err(anyhow::Error::msg)?;
         if let Some((label, _)) = given.iter().find(|(l, _)| !labels.classes.contains(l)) {
             return Err(ConfigError::new(
                 prep.loaded.path.display().to_string(),
