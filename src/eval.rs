@@ -186,6 +186,11 @@ pub fn classification_scores(
     );
     metrics.insert("f1_macro".into(), f1_sum / f1_n.max(1) as f64);
     metrics.insert("f1_weighted".into(), f1_weighted / n);
+    if let [_, second] = per_class.as_slice() {
+        metrics.insert("f1".into(), second.f1);
+        metrics.insert("precision".into(), second.precision);
+        metrics.insert("recall".into(), second.recall);
+    }
     if let Some(p) = proba {
         let eps = 1e-15;
         let ll: f64 = y

@@ -9,6 +9,7 @@
 )]
 #![deny(clippy::too_many_lines)]
 
+pub mod calibrate;
 pub mod commands;
 pub mod config;
 pub mod data;

@@ -184,6 +184,19 @@ pub fn prepare_from(loaded: LoadedConfig, input: InputRef) -> Result<Prepared> {
         .map_err(|e| as_data_error(&loaded, e))?;
     check_learnable(&loaded, task, &y, labels.as_ref())?;
     let primary_metric = primary_metric(&loaded, task)?;
+    let classes = labels.as_ref().map_or(0, |l| l.classes.len());
+    if config::BINARY_METRICS.contains(&primary_metric.as_str()) && classes != 2 {
+        let src = std::fs::read_to_string(&loaded.path).unwrap_or_default();
+        let pos = config::locate(&src, None, None, "primary_metric");
+        return Err(ConfigError {
+            file: loaded.path.display().to_string(),
+            line: pos.map(|p| p.0),
+            col: pos.map(|p| p.1),
+            key: Some("primary_metric".into()),
+            message: format!("\"{primary_metric}\" scores the second of two classes; the data has {classes} classes: use f1_macro or f1_weighted"),
+        }
+        .into());
+    }
     let (etl_key, spec) = etl_identity(&loaded, &input);
     let schema = data::schema_of(&etl_df);
     let etl_record = json!({

@@ -310,23 +310,6 @@ fn predict_regression_values_and_filters() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("regression"));
 }
 
-/// Runs an exported ONNX model in onnxruntime from PyPI (tests/onnx_check.py).
-fn onnxruntime(model: &Path, data: &Path) -> Value {
-    let out = std::process::Command::new(mlflow_python())
-        .arg(repo().join("tests/onnx_check.py"))
-        .arg(model)
-        .arg(data)
-        .output()
-        .expect("python starts");
-    assert!(
-        out.status.success(),
-        "onnxruntime failed on {}:\n{}",
-        model.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 /// Exports every finished run of `report` as ONNX, runs it in onnxruntime on `input` and
 /// compares with `runner predict`. Returns how many models were compared.
 fn onnx_matches_predict(dir: &Path, report: &Value, input: &str) -> usize {

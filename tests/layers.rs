@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 /// the kinds' declared ranges before anything trains.
 const LAYERS: &[&[&str]] = &[
     &["types", "rng", "source", "suggest", "plot"],
-    &["eval", "resample"],
+    &["eval", "resample", "calibrate"],
     &[
         "models",
         "models::classical",
@@ -17,6 +17,7 @@ const LAYERS: &[&[&str]] = &[
         "models::nn",
         "models::nn::torch",
         "models::params",
+        "models::post",
         "models::tree",
     ],
     &["config", "config::sweeps"],

@@ -42,7 +42,7 @@ pub fn sweep_command(path: &Path, opts: &SweepOptions) -> Result<ExitCode> {
     let loaded = config::load_config(path, &opts.sets)?;
     let prep = sweep::prepare(loaded)?;
     let mut configs = config::expand_sweeps(&prep.loaded, prep.task)?;
-    crate::sweep::check_class_weights(&configs, &prep)?;
+    crate::sweep::check_class_params(&configs, &prep)?;
     let store_path = sweep::tracking_path(opts.tracking_uri.as_deref(), Some(&prep.loaded))?;
     sweep::resolve_run_members(&mut configs, &store_path, prep.task, path)?;
     let configs = select_only(configs, &opts.only, path)?;

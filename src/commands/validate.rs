@@ -18,7 +18,7 @@ pub fn validate_command(
     let loaded = config::load_config(path, sets)?;
     let prep = sweep::prepare(loaded)?;
     let mut configs = config::expand_sweeps(&prep.loaded, prep.task)?;
-    crate::sweep::check_class_weights(&configs, &prep)?;
+    crate::sweep::check_class_params(&configs, &prep)?;
     let store_path = sweep::tracking_path(uri, Some(&prep.loaded))?;
     sweep::resolve_run_members(&mut configs, &store_path, prep.task, path)?;
     if json {

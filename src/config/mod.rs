@@ -220,11 +220,16 @@ pub const CLASSIFICATION_METRICS: &[&str] = &[
     "balanced_accuracy",
     "f1_macro",
     "f1_weighted",
+    "f1",
+    "precision",
+    "recall",
     "log_loss",
     "roc_auc",
     "pr_auc",
     "brier",
 ];
+/// Classification metrics of the second class, which exist for two classes only.
+pub const BINARY_METRICS: &[&str] = &["f1", "precision", "recall"];
 pub const REGRESSION_METRICS: &[&str] = &[
     "mae",
     "rmse",

@@ -121,6 +121,57 @@ impl Entry<'_> {
             .at(locate(self.src, Some("models"), Some(self.index), key))
     }
 
+    /// Parameters about classes (weights, resampling, calibration, threshold): refused for a
+    /// regression, and `class_weight = "balanced"` with `class_weights` refused together.
+    fn check_class_only(&self, task: Task, configs: &[ModelConfig]) -> Result<(), ConfigError> {
+        let set = |c: &ModelConfig, key: &str, unset: &str| {
+            c.params
+                .get(key)
+                .is_some_and(|v| v.to_string().trim_matches('"') != unset)
+        };
+        let weighs = |c: &ModelConfig| set(c, "class_weights", "");
+        if configs
+            .iter()
+            .any(|c| weighs(c) && set(c, "class_weight", "none"))
+        {
+            return Err(self.error(
+                "class_weights",
+                "give either class_weight = \"balanced\" or class_weights, not both",
+            ));
+        }
+        if task != Task::Regression {
+            return Ok(());
+        }
+        let rules = [
+            (
+                "class_weights",
+                "",
+                "class weights apply to classification only",
+            ),
+            (
+                "resample",
+                "none",
+                "resampling balances classes: it applies to classification only",
+            ),
+            (
+                "calibration",
+                "none",
+                "calibration maps class probabilities: it applies to classification only",
+            ),
+            (
+                "threshold",
+                "none",
+                "a decision threshold splits two classes: it applies to classification only",
+            ),
+        ];
+        for (key, unset, message) in rules {
+            if configs.iter().any(|c| set(c, key, unset)) {
+                return Err(self.error(key, message));
+            }
+        }
+        Ok(())
+    }
+
     /// The entry's kind, known to this build and able to do `task`.
     fn kind(&self, task: Task) -> Result<(String, &'static models::KindSpec), ConfigError> {
         let names = models::kind_names();
@@ -386,39 +437,7 @@ pub fn expand_sweep_file_after(
         let member_refs = entry.members(&kind, task)?;
         let axes = entry.axes(&kind, spec, !member_refs.is_empty())?;
         let mut configs = grid_configs(&kind, spec, &base_name, &axes);
-        let resamples = |c: &ModelConfig| {
-            c.params
-                .get("resample")
-                .is_some_and(|v| v.to_string().trim_matches('"') != "none")
-        };
-        let weighs = |c: &ModelConfig| {
-            c.params
-                .get("class_weights")
-                .is_some_and(|v| !v.to_string().is_empty())
-        };
-        let balanced = |c: &ModelConfig| {
-            c.params
-                .get("class_weight")
-                .is_some_and(|v| v.to_string() == "balanced")
-        };
-        if task == Task::Regression && configs.iter().any(weighs) {
-            return Err(entry.error(
-                "class_weights",
-                "class weights apply to classification only",
-            ));
-        }
-        if configs.iter().any(|c| weighs(c) && balanced(c)) {
-            return Err(entry.error(
-                "class_weights",
-                "give either class_weight = \"balanced\" or class_weights, not both",
-            ));
-        }
-        if task == Task::Regression && configs.iter().any(resamples) {
-            return Err(entry.error(
-                "resample",
-                "resampling balances classes: it applies to classification only",
-            ));
-        }
+        entry.check_class_only(task, &configs)?;
         if !member_refs.is_empty() {
             let known: Vec<&ModelConfig> = earlier.iter().chain(&all).collect();
             let members =

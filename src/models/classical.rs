@@ -3,7 +3,8 @@
 //! n x K probability matrix, with columns for classes a training fold happened to lack kept at 0.
 
 use super::params::{
-    Default_, ParamSpec, ParamType, BOTH, CLASS_WEIGHT, CLASS_WEIGHTS, CLF, REG, RESAMPLE, SMOTE_K,
+    Default_, ParamSpec, ParamType, BOTH, CALIBRATION, CLASS_WEIGHT, CLASS_WEIGHTS, CLF, REG,
+    RESAMPLE, SMOTE_K, THRESHOLD, TUNING_FOLDS,
 };
 use super::{labels_from_proba, FittedModel, KindSpec, ModelConfig, Prediction, Task, TrainSet};
 use anyhow::{anyhow, bail, Context, Result};
@@ -55,6 +56,9 @@ pub(crate) static LOGISTIC_REGRESSION: KindSpec = KindSpec {
         CLASS_WEIGHTS,
         RESAMPLE,
         SMOTE_K,
+        CALIBRATION,
+        THRESHOLD,
+        TUNING_FOLDS,
     ],
 };
 
@@ -132,6 +136,9 @@ pub(crate) static SVM: KindSpec = KindSpec {
         CLASS_WEIGHTS,
         RESAMPLE,
         SMOTE_K,
+        CALIBRATION,
+        THRESHOLD,
+        TUNING_FOLDS,
     ],
 };
 
@@ -178,6 +185,9 @@ pub(crate) static KNN: KindSpec = KindSpec {
         CLASS_WEIGHTS,
         RESAMPLE,
         SMOTE_K,
+        CALIBRATION,
+        THRESHOLD,
+        TUNING_FOLDS,
     ],
 };
 
@@ -209,6 +219,9 @@ pub(crate) static NAIVE_BAYES: KindSpec = KindSpec {
         CLASS_WEIGHTS,
         RESAMPLE,
         SMOTE_K,
+        CALIBRATION,
+        THRESHOLD,
+        TUNING_FOLDS,
     ],
 };
 

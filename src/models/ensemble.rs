@@ -4,10 +4,10 @@
 //! training rows it is given, then refits every member on all of them: the rows an outer CV fold
 //! scores are never seen by a member or by the meta-learner.
 
-use super::params::{Default_, ParamSpec, ParamType, BOTH};
+use super::params::{Default_, ParamSpec, ParamType, BOTH, CALIBRATION, THRESHOLD, TUNING_FOLDS};
 use super::{
     argmax, fit as fit_model, labels_from_proba, FitContext, FittedModel, KindSpec, ModelConfig,
-    Prediction, SavedModel, Task, TrainSet,
+    ParamValue, Prediction, SavedModel, Task, TrainSet,
 };
 use crate::rng::SplitMix64;
 use anyhow::{bail, Context, Result};
@@ -23,11 +23,14 @@ pub(crate) static VOTING: KindSpec = KindSpec {
     help: "averages its `members` (names of configs in the sweeps, or earlier runs tN): soft voting averages class probabilities, hard voting counts predicted classes; regression averages values",
     feature: None,
     onnx: true,
-    algorithm: 1,
+    algorithm: 2,
     unscaled_from: None,
     curve_axis: "step",
     params: &[
         ParamSpec { name: "voting", ty: ParamType::Choice(&["soft", "hard"]), default: Default_::Str("soft"), help: "classification: average probabilities (soft) or count votes (hard)" },
+        CALIBRATION,
+        THRESHOLD,
+        TUNING_FOLDS,
     ],
 };
 
@@ -45,13 +48,16 @@ pub(crate) static STACKING: KindSpec = KindSpec {
     help: "a meta-learner trained on out-of-fold predictions of its `members` (inner CV within each training set), members refitted on all training rows",
     feature: None,
     onnx: true,
-    algorithm: 1,
+    algorithm: 2,
     unscaled_from: None,
     curve_axis: "step",
     params: &[
         ParamSpec { name: "meta", ty: ParamType::Choice(&["auto", "logistic_regression", "linear", "random_forest"]), default: Default_::Str("auto"), help: "meta-learner; auto = logistic_regression for classes, linear for regression" },
         ParamSpec { name: "inner_folds", ty: ParamType::Int { min: 2, max: 20 }, default: Default_::Int(5), help: "inner CV folds that produce the out-of-fold member predictions" },
         ParamSpec { name: "passthrough", ty: ParamType::Bool, default: Default_::Bool(false), help: "also give the meta-learner the input features" },
+        CALIBRATION,
+        THRESHOLD,
+        TUNING_FOLDS,
     ],
 };
 
@@ -144,6 +150,7 @@ fn fit_members<'a, 'l: 'a>(
         .iter()
         .enumerate()
         .map(|(j, m)| {
+            let m = &as_trained(cfg, m);
             let model = fit_model(m, &set, &member_ctx(ctx, member_seed(ctx.seed, j, fold)))
                 .with_context(|| format!("member {} ({})", m.name, m.kind))?;
             Ok(Member {
@@ -152,6 +159,18 @@ fn fit_members<'a, 'l: 'a>(
             })
         })
         .collect()
+}
+
+/// A member's config as the ensemble's algorithm version trains it: version 1 fitted members
+/// without their `resample` (it was applied only to a run's own model then); from version 2
+/// each member resamples its training rows as it asks.
+fn as_trained(cfg: &ModelConfig, member: &ModelConfig) -> ModelConfig {
+    let mut m = member.clone();
+    if cfg.algorithm() < 2 && m.params.contains_key("resample") {
+        m.params
+            .insert("resample".into(), ParamValue::Str("none".into()));
+    }
+    m
 }
 
 pub fn fit(cfg: &ModelConfig, data: &TrainSet, ctx: &FitContext) -> Result<Box<dyn FittedModel>> {

@@ -10,7 +10,8 @@
 )]
 
 use super::params::{
-    Default_, ParamSpec, ParamType, BOTH, CLASS_WEIGHT, CLASS_WEIGHTS, RESAMPLE, SMOTE_K,
+    Default_, ParamSpec, ParamType, BOTH, CALIBRATION, CLASS_WEIGHT, CLASS_WEIGHTS, RESAMPLE,
+    SMOTE_K, THRESHOLD, TUNING_FOLDS,
 };
 use super::{
     labels_from_proba, EarlyStopping, FitContext, FittedModel, KindSpec, ModelConfig, Prediction,
@@ -48,6 +49,9 @@ pub(crate) static XGBOOST: KindSpec = KindSpec {
         CLASS_WEIGHTS,
         RESAMPLE,
         SMOTE_K,
+        CALIBRATION,
+        THRESHOLD,
+        TUNING_FOLDS,
     ],
 };
 
@@ -93,6 +97,9 @@ pub(crate) static LIGHTGBM: KindSpec = KindSpec {
         CLASS_WEIGHTS,
         RESAMPLE,
         SMOTE_K,
+        CALIBRATION,
+        THRESHOLD,
+        TUNING_FOLDS,
     ],
 };
 

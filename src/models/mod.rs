@@ -63,8 +63,10 @@ pub mod ensemble;
 mod gbm;
 mod nn;
 mod params;
+pub mod post;
 mod tree;
 
+use crate::resample::{self, Resample};
 use anyhow::{anyhow, bail, Result};
 use ndarray::{Array2, ArrayView1, ArrayView2};
 use serde::{Deserialize, Serialize};
@@ -439,6 +441,11 @@ pub trait FittedModel: Send + Sync {
     fn feature_importance(&self) -> Vec<(&'static str, Vec<f64>)> {
         Vec::new()
     }
+    /// Two classes: the decision threshold on the second class's probability, where the
+    /// config chose one (see [`post`]).
+    fn threshold(&self) -> Option<f64> {
+        None
+    }
 }
 
 /// What a run saved of its model: its config, its `to_json` form, and its native files by
@@ -505,7 +512,39 @@ pub fn fit(cfg: &ModelConfig, data: &TrainSet, ctx: &FitContext) -> Result<Box<d
     }
     check_algorithm(spec, cfg.algorithm())?;
     backend.check(cfg).map_err(|e| anyhow!("{e}"))?;
-    backend.fit(cfg, data, ctx)
+    let fit_one = |set: &TrainSet, ctx: &FitContext| fit_resampled(backend, cfg, set, ctx);
+    if post::wanted(cfg, data.task)? {
+        post::fit(cfg, data, ctx, &fit_one)
+    } else {
+        fit_one(data, ctx)
+    }
+}
+
+/// Fits on the rows as the config's `resample` asks (classification), seeded by the context:
+/// the rows given are a training fold's, never a validation fold's.
+fn fit_resampled(
+    backend: &dyn Backend,
+    cfg: &ModelConfig,
+    data: &TrainSet,
+    ctx: &FitContext,
+) -> Result<Box<dyn FittedModel>> {
+    let has = backend.spec().params.iter().any(|p| p.name == "resample");
+    let how = if data.task == Task::Classification && has {
+        Resample::from_params(cfg.str("resample")?, cfg.usize("smote_k")?)
+    } else {
+        Resample::None
+    };
+    if how == Resample::None {
+        return backend.fit(cfg, data, ctx);
+    }
+    let plan = resample::plan(data.x, data.y, how, ctx.seed);
+    let (x, y) = resample::apply(data.x, data.y, &plan);
+    let set = TrainSet {
+        x: x.view(),
+        y: y.view(),
+        ..*data
+    };
+    backend.fit(cfg, &set, ctx)
 }
 
 /// Whether this build can train `spec`'s kind the way a run recorded (`algorithm`): every
@@ -523,7 +562,12 @@ pub fn check_algorithm(spec: &KindSpec, algorithm: u32) -> Result<()> {
 
 /// Rebuilds a fitted model from what a run saved.
 pub fn load(saved: &SavedModel) -> Result<Box<dyn FittedModel>> {
-    available_backend(&saved.config.kind)?.load(saved)
+    let backend = available_backend(&saved.config.kind)?;
+    let Some((post, fitted)) = post::saved(saved.fitted)? else {
+        return backend.load(saved);
+    };
+    let inner = backend.load(&SavedModel { fitted, ..*saved })?;
+    Ok(Box::new(post::PostFitted { inner, post }))
 }
 
 /// Early stopping on a validation loss, shared by the boosting libraries and the networks.

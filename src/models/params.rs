@@ -42,6 +42,9 @@ pub enum ParamType {
     /// Per-class weights by label, written in a sweep file as a table
     /// (`{ "3" = 2.0, "8" = 5.0 }`) and kept as "3=2,8=5" ("" for none).
     ClassWeights,
+    /// How a two-class model's decision threshold is chosen: a rule of
+    /// [`crate::calibrate::Rule`] ("f1", "precision>=0.9", ...) or a number in (0, 1).
+    Threshold,
     /// Layer widths written as a string, e.g. "64,64" (or "" for none).
     Widths {
         max_layers: usize,
@@ -60,6 +63,7 @@ impl fmt::Display for ParamType {
                 f,
                 "a table of class = weight, such as {{ \"3\" = 2.0, \"8\" = 5.0 }} (weights above 0)"
             ),
+            ParamType::Threshold => write!(f, "one of {}", crate::calibrate::RULES),
             ParamType::Widths { max_layers, max_width } => write!(
                 f,
                 "layer widths as a string such as \"64,32\" (at most {max_layers} layers of 1..={max_width})"
@@ -173,6 +177,25 @@ pub(crate) const CLASS_WEIGHT: ParamSpec = ParamSpec {
     help: "weight classes inversely to their frequency (classification only)",
 };
 
+pub(crate) const CALIBRATION: ParamSpec = ParamSpec {
+    name: "calibration",
+    ty: ParamType::Choice(&["none", "platt", "isotonic"]),
+    default: Default_::Str("none"),
+    help: "calibrate the class probabilities (Platt scaling or isotonic regression), fitted on out-of-fold predictions of the training rows (`tuning_folds`) and applied by predict and the exported models (classification only)",
+};
+pub(crate) const THRESHOLD: ParamSpec = ParamSpec {
+    name: "threshold",
+    ty: ParamType::Threshold,
+    default: Default_::Str("none"),
+    help: "two classes: the decision threshold on the second class's probability, chosen on out-of-fold predictions of the training rows for \"f1\", \"balanced_accuracy\", \"precision>=P\" or \"recall>=R\", or a number; used by predict and the exported models",
+};
+pub(crate) const TUNING_FOLDS: ParamSpec = ParamSpec {
+    name: "tuning_folds",
+    ty: ParamType::Int { min: 2, max: 20 },
+    default: Default_::Int(3),
+    help: "inner CV folds over the training rows whose out-of-fold predictions fit `calibration` and choose `threshold`",
+};
+
 /// Checks one value against its spec; returns the value normalised (ints accepted as floats).
 pub fn check_value(
     spec: &ParamSpec,
@@ -224,6 +247,13 @@ pub fn check_value(
                 return Err(bad());
             }
             Ok(value.clone())
+        }
+        (ParamType::Threshold, ParamValue::Str(text)) => {
+            crate::calibrate::Rule::parse(text).ok_or_else(bad)?;
+            Ok(value.clone())
+        }
+        (ParamType::Threshold, ParamValue::Float(x)) => {
+            check_value(spec, &ParamValue::Str(x.to_string())).map_err(|_| bad())
         }
         (ParamType::ClassWeights, ParamValue::Str(text)) => {
             parse_class_weights(text).map_err(|_| bad())?;

@@ -4,7 +4,8 @@
 //! bootstrap draws) is a pure function of the seed, so `replay --check` holds bit for bit.
 
 use super::params::{
-    Default_, ParamSpec, ParamType, BOTH, CLASS_WEIGHT, CLASS_WEIGHTS, RESAMPLE, SMOTE_K,
+    Default_, ParamSpec, ParamType, BOTH, CALIBRATION, CLASS_WEIGHT, CLASS_WEIGHTS, RESAMPLE,
+    SMOTE_K, THRESHOLD, TUNING_FOLDS,
 };
 use super::{argmax, FitContext, FittedModel, KindSpec, ModelConfig, Prediction, Task, TrainSet};
 use crate::rng::SplitMix64;
@@ -63,6 +64,9 @@ pub(crate) static DECISION_TREE: KindSpec = KindSpec {
         CLASS_WEIGHTS,
         RESAMPLE,
         SMOTE_K,
+        CALIBRATION,
+        THRESHOLD,
+        TUNING_FOLDS,
     ],
 };
 
@@ -135,6 +139,9 @@ pub(crate) static RANDOM_FOREST: KindSpec = KindSpec {
         CLASS_WEIGHTS,
         RESAMPLE,
         SMOTE_K,
+        CALIBRATION,
+        THRESHOLD,
+        TUNING_FOLDS,
     ],
 };
 

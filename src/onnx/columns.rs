@@ -145,13 +145,18 @@ fn category_code(g: &mut Graph, column: &str, fill: &str, categories: &[String])
 
 /// The 1-D outputs from the model's `y`: `prediction` (the original label, or the value) and,
 /// for a classifier, `proba_<class>` per class.
-pub(super) fn column_outputs(g: &mut Graph, labels: Option<&LabelMapping>, y: &str) -> Vec<Pb> {
+pub(super) fn column_outputs(
+    g: &mut Graph,
+    labels: Option<&LabelMapping>,
+    threshold: Option<f64>,
+    y: &str,
+) -> Vec<Pb> {
     let Some(labels) = labels else {
         let shape = g.init("shape", &[1], Data::I64(&[-1]));
         g.node_in("", "Reshape", &[y, &shape], &["prediction"], vec![]);
         return vec![value_info("prediction", DOUBLE, &[None])];
     };
-    let elem = super::label_lookup(g, labels, y, "prediction");
+    let elem = super::label_lookup(g, labels, y, threshold, "prediction");
     let mut outputs = vec![value_info("prediction", elem, &[None])];
     for (i, class) in labels.classes.iter().enumerate() {
         let index = g.init("class", &[], Data::I64(&[i as i64]));

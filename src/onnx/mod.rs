@@ -20,6 +20,7 @@
 //! int64 when they are all whole numbers, else strings); regressors output `value` (double, N).
 
 mod columns;
+mod decision;
 mod ensemble;
 mod linear;
 mod neighbours;
@@ -80,6 +81,10 @@ pub struct Source<'a> {
 fn model_graph(g: &mut Graph, src: &Source, x: &str, f: i64) -> Result<String> {
     let kind = src.config.kind.as_str();
     let k = src.labels.map(|l| l.classes.len()).unwrap_or(0);
+    if let Some((post, fitted)) = crate::models::post::saved(src.fitted)? {
+        let y = model_graph(g, &Source { fitted, ..*src }, x, f)?;
+        return Ok(decision::calibrate(g, &post.calibrators, &y, k));
+    }
     Ok(match kind {
         "decision_tree" | "random_forest" => trees(g, src.fitted, x, src.task, k)?,
         "logistic_regression" => logistic(g, src.fitted, x, k)?,
@@ -119,15 +124,25 @@ fn model_graph(g: &mut Graph, src: &Source, x: &str, f: i64) -> Result<String> {
     })
 }
 
-/// `out` (N): the original label of each row's most probable class in `probabilities`
-/// (N x K); returns its element type (int64 when every label is a whole number, else string).
-fn label_lookup(g: &mut Graph, labels: &LabelMapping, probabilities: &str, out: &str) -> i64 {
+/// `out` (N): the original label of each row's class in `probabilities` (N x K): the most
+/// probable one, or with a two-class `threshold` the second where its probability reaches it.
+/// Returns the label's element type (int64 when every label is a whole number, else string).
+fn label_lookup(
+    g: &mut Graph,
+    labels: &LabelMapping,
+    probabilities: &str,
+    threshold: Option<f64>,
+    out: &str,
+) -> i64 {
     let k = labels.classes.len() as i64;
-    let idx = g.op(
-        "ArgMax",
-        &[probabilities],
-        vec![Attr::Int("axis", 1), Attr::Int("keepdims", 0)],
-    );
+    let idx = match threshold {
+        Some(t) if k == 2 => decision::thresholded(g, probabilities, t),
+        _ => g.op(
+            "ArgMax",
+            &[probabilities],
+            vec![Attr::Int("axis", 1), Attr::Int("keepdims", 0)],
+        ),
+    };
     let ints: Option<Vec<i64>> = labels.classes.iter().map(|c| c.parse().ok()).collect();
     let (table, elem) = match &ints {
         Some(v) => (g.init("classes", &[k], Data::I64(v)), INT64),
@@ -150,7 +165,7 @@ fn matrix_outputs(g: &mut Graph, src: &Source, y: &str) -> Vec<Pb> {
         (Task::Classification, Some(labels)) => {
             let k = labels.classes.len() as i64;
             g.node_in("", "Identity", &[y], &["probabilities"], vec![]);
-            let elem = label_lookup(g, labels, "probabilities", "label");
+            let elem = label_lookup(g, labels, "probabilities", threshold(src), "label");
             vec![
                 value_info("label", elem, &[None]),
                 value_info("probabilities", DOUBLE, &[None, Some(k)]),
@@ -162,6 +177,14 @@ fn matrix_outputs(g: &mut Graph, src: &Source, y: &str) -> Vec<Pb> {
             vec![value_info("value", DOUBLE, &[None])]
         }
     }
+}
+
+/// The saved two-class threshold of the run's model, if it has one.
+fn threshold(src: &Source) -> Option<f64> {
+    crate::models::post::saved(src.fitted)
+        .ok()
+        .flatten()
+        .and_then(|(post, _)| post.threshold)
 }
 
 /// The matrix layout's input: `input` (double, N x F, numeric columns only) with the fitted
@@ -259,7 +282,7 @@ pub fn export(src: &Source, layout: Layout) -> Result<Vec<u8>> {
     let y = model_graph(&mut g, src, &x, f)?;
     let outputs = match layout {
         Layout::Matrix => matrix_outputs(&mut g, src, &y),
-        Layout::Columns => columns::column_outputs(&mut g, src.labels, &y),
+        Layout::Columns => columns::column_outputs(&mut g, src.labels, threshold(src), &y),
     };
     let mut graph = Pb::default();
     for n in &g.nodes {

@@ -18,7 +18,7 @@ mod train;
 
 pub use plots::comparison_svg;
 pub use record::{
-    check_class_weights, check_ensemble_arg, members_tag, resolve_run_members, run_params,
+    check_class_params, check_ensemble_arg, members_tag, resolve_run_members, run_params,
     run_record, run_tags,
 };
 pub use run::run_one;

@@ -135,12 +135,14 @@ pub fn run_tags(
     t
 }
 
-/// Every label a config's `class_weights` names is a class of the data: checked before
-/// anything is written (exit 2), naming the config and the classes there are.
-pub fn check_class_weights(configs: &[ModelConfig], prep: &Prepared) -> Result<()> {
+/// What the data's classes decide of the configs, checked before anything is written (exit
+/// 2): every label `class_weights` names is a class of the data, and a `threshold` is given
+/// only for two classes and only to a run's own model (an ensemble's, not a member's).
+pub fn check_class_params(configs: &[ModelConfig], prep: &Prepared) -> Result<()> {
     let Some(labels) = &prep.labels else {
         return Ok(());
     };
+    check_thresholds(configs, prep, labels.classes.len())?;
     for c in configs {
         let Some(text) = c.params.get("class_weights").map(|v| v.to_string()) else {
             continue;
@@ -157,6 +159,32 @@ pub fn check_class_weights(configs: &[ModelConfig], prep: &Prepared) -> Result<(
             )
             .key("class_weights")
             .into());
+        }
+    }
+    Ok(())
+}
+
+fn check_thresholds(configs: &[ModelConfig], prep: &Prepared, classes: usize) -> Result<()> {
+    let given = |c: &ModelConfig| {
+        c.params
+            .get("threshold")
+            .is_some_and(|v| v.to_string() != "none")
+    };
+    let file = prep.loaded.path.display().to_string();
+    for c in configs {
+        if given(c) && classes != 2 {
+            let message = format!(
+                "threshold of \"{}\" splits two classes; the data has {classes}: leave it out, or use calibration",
+                c.name
+            );
+            return Err(ConfigError::new(&file, message).key("threshold").into());
+        }
+        if let Some(m) = c.members.iter().find(|m| given(m)) {
+            let message = format!(
+                "member \"{}\" of \"{}\" has a threshold, which an ensemble does not use: give it to \"{}\" itself",
+                m.name, c.name, c.name
+            );
+            return Err(ConfigError::new(&file, message).key("threshold").into());
         }
     }
     Ok(())

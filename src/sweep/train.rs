@@ -6,7 +6,6 @@ use crate::config::{EtlSpec, Scale};
 use crate::etl::Preprocessor;
 use crate::eval::{self, Scores};
 use crate::models::{self, FitContext, Task, TrainSet};
-use crate::resample::{self, Resample};
 use crate::track::{now_ms, Metric, Tracker};
 use anyhow::{Context, Result};
 use ndarray::{Array1, Array2};
@@ -63,28 +62,6 @@ pub fn etl_for<'a>(etl: &'a EtlSpec, model: &ModelConfig) -> std::borrow::Cow<'a
     }
 }
 
-/// The training fold resampled as the config's `resample` asks (classification), seeded by
-/// the fold's seed; the validation rows are never part of it.
-fn resampled(
-    model: &ModelConfig,
-    task: Task,
-    x: Array2<f64>,
-    y: Array1<f64>,
-    seed: u64,
-) -> Result<(Array2<f64>, Array1<f64>)> {
-    let spec = models::kind_spec(&model.kind);
-    let has = spec.is_some_and(|k| k.params.iter().any(|p| p.name == "resample"));
-    if task != Task::Classification || !has {
-        return Ok((x, y));
-    }
-    let how = Resample::from_params(model.str("resample")?, model.int("smote_k")? as usize);
-    if how == Resample::None {
-        return Ok((x, y));
-    }
-    let plan = resample::plan(x.view(), y.view(), how, seed);
-    Ok(resample::apply(x.view(), y.view(), &plan))
-}
-
 /// Fits preprocessing and model on `rows`.
 pub fn fit_on(prep: &Prepared, plan: &TrainPlan, rows: &[usize], seed: u64) -> Result<Fitted> {
     fit_with_curve(prep, plan, rows, seed, None, None)
@@ -103,7 +80,6 @@ pub fn fit_with_curve(
     let preprocessor = Preprocessor::fit(&prep.table, rows, &etl);
     let x = preprocessor.transform(&prep.table, rows)?;
     let y: Array1<f64> = rows.iter().map(|r| prep.y[*r]).collect();
-    let (x, y) = resampled(&plan.model, prep.task, x, y, seed)?;
     let data = TrainSet {
         x: x.view(),
         y: y.view(),
@@ -229,6 +205,9 @@ pub(crate) fn cross_validate(
         }
         let ts = now_ms();
         let mut batch = Vec::new();
+        if let Some(t) = fitted.model.threshold() {
+            batch.push(metric(format!("fold{i}/threshold"), t, ts));
+        }
         for (m, v) in &s.metrics {
             cv.fold_metrics.entry(m.clone()).or_default().push(*v);
             batch.push(metric(format!("fold{i}/{m}"), *v, ts));
@@ -405,6 +384,9 @@ pub fn train_config(
             batch.push(metric(format!("holdout/{m}"), v, ts));
             holdout.insert(m, v);
         }
+    }
+    if let Some(t) = fitted.model.threshold() {
+        batch.push(metric("threshold".into(), t, ts));
     }
     batch.push(metric("cv_seconds".into(), cv_seconds, ts));
     batch.push(metric("refit_seconds".into(), refit_seconds, ts));

@@ -179,3 +179,20 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// Runs an exported ONNX model in onnxruntime from PyPI (tests/onnx_check.py).
+pub fn onnxruntime(model: &Path, data: &Path) -> serde_json::Value {
+    let out = std::process::Command::new(mlflow_python())
+        .arg(repo().join("tests/onnx_check.py"))
+        .arg(model)
+        .arg(data)
+        .output()
+        .expect("python starts");
+    assert!(
+        out.status.success(),
+        "onnxruntime failed on {}:\n{}",
+        model.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}

@@ -5,15 +5,19 @@
 mod torch;
 
 use super::params::{
-    Default_, ParamSpec, ParamType, BOTH, CLASS_WEIGHT, CLASS_WEIGHTS, RESAMPLE, SMOTE_K,
+    Default_, ParamSpec, ParamType, BOTH, CALIBRATION, CLASS_WEIGHT, CLASS_WEIGHTS, RESAMPLE,
+    SMOTE_K, THRESHOLD, TUNING_FOLDS,
 };
 use super::KindSpec;
 
-pub(crate) const NN_TRAINING: [ParamSpec; 17] = [
+pub(crate) const NN_TRAINING: [ParamSpec; 20] = [
     CLASS_WEIGHT,
     CLASS_WEIGHTS,
     RESAMPLE,
     SMOTE_K,
+    CALIBRATION,
+    THRESHOLD,
+    TUNING_FOLDS,
     ParamSpec {
         name: "optimizer",
         ty: ParamType::Choice(&["adam", "adamw", "sgd"]),
@@ -146,7 +150,7 @@ const fn concat<const A: usize, const B: usize, const C: usize>(
     out
 }
 
-pub(crate) const MLP_PARAMS: [ParamSpec; 18] = concat(
+pub(crate) const MLP_PARAMS: [ParamSpec; 21] = concat(
     nn_params([ParamSpec {
         name: "hidden",
         ty: ParamType::Widths {
@@ -158,7 +162,7 @@ pub(crate) const MLP_PARAMS: [ParamSpec; 18] = concat(
     }]),
     NN_TRAINING,
 );
-pub(crate) const CNN_PARAMS: [ParamSpec; 22] = concat(
+pub(crate) const CNN_PARAMS: [ParamSpec; 25] = concat(
     [
         ParamSpec {
             name: "channels",
@@ -196,7 +200,7 @@ pub(crate) const CNN_PARAMS: [ParamSpec; 22] = concat(
     ],
     NN_TRAINING,
 );
-pub(crate) const LSTM_PARAMS: [ParamSpec; 21] = concat(
+pub(crate) const LSTM_PARAMS: [ParamSpec; 24] = concat(
     [
         ParamSpec {
             name: "hidden_size",
