@@ -27,6 +27,7 @@ const LAYERS: &[&[&str]] = &[
         "etl::transform",
         "onnx",
         "onnx::columns",
+        "onnx::decision",
         "onnx::ensemble",
         "onnx::linear",
         "onnx::neighbours",

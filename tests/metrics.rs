@@ -203,12 +203,9 @@ fn permutation_importance_ranks_informative_features_above_noise_for_every_kind(
     }
 }
 
-/// On a 1:20 imbalanced binary set, `class_weight = "balanced"`, SMOTE inside the training folds
-/// and `class_weights = { "rare" = 20.0 }` each raise balanced accuracy over none of them, for
-/// every classifier kind.
-#[test]
-fn balanced_class_weights_and_smote_raise_balanced_accuracy_for_every_classifier_kind() {
-    let d = tempfile::tempdir().unwrap();
+/// `imbalanced.csv`: 630 rows of two features, one row in 21 of the class "rare", which sits
+/// 1.2 standard deviations up in both (Box-Muller normals of a fixed generator).
+fn write_imbalanced(dir: &std::path::Path) {
     let mut state: u64 = 7;
     let mut uniform = || {
         state = state
@@ -231,7 +228,16 @@ fn balanced_class_weights_and_smote_raise_balanced_accuracy_for_every_classifier
             if rare { "rare" } else { "common" }
         ));
     }
-    std::fs::write(d.path().join("imbalanced.csv"), csv).unwrap();
+    std::fs::write(dir.join("imbalanced.csv"), csv).unwrap();
+}
+
+/// On a 1:20 imbalanced binary set, `class_weight = "balanced"`, SMOTE inside the training folds
+/// and `class_weights = { "rare" = 20.0 }` each raise balanced accuracy over none of them, for
+/// every classifier kind.
+#[test]
+fn balanced_class_weights_and_smote_raise_balanced_accuracy_for_every_classifier_kind() {
+    let d = tempfile::tempdir().unwrap();
+    write_imbalanced(d.path());
     let variants = [
         ("none", ""),
         ("balanced", "class_weight = \"balanced\"\n"),
@@ -339,4 +345,90 @@ fn class_weights_name_real_classes_of_a_classification() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("classification only"));
     assert!(!d.path().join("mlflow.db").exists());
+}
+
+/// An ensemble's members resample their own training rows as they ask (SMOTE here), inside
+/// each training fold: on the 1:20 set the soft vote of SMOTE members beats the plain one.
+#[test]
+fn ensemble_members_resample_their_training_rows() {
+    let d = tempfile::tempdir().unwrap();
+    write_imbalanced(d.path());
+    let sweep = concat!(
+        "[[models]]\nname = \"lr\"\nkind = \"logistic_regression\"\n",
+        "[[models]]\nname = \"tree\"\nkind = \"decision_tree\"\nmax_depth = 3\n",
+        "[[models]]\nname = \"lr-smote\"\nkind = \"logistic_regression\"\nresample = \"smote\"\n",
+        "[[models]]\nname = \"tree-smote\"\nkind = \"decision_tree\"\nmax_depth = 3\nresample = \"smote\"\n",
+        "[[models]]\nname = \"plain\"\nkind = \"voting\"\nmembers = [\"lr\", \"tree\"]\n",
+        "[[models]]\nname = \"smote\"\nkind = \"voting\"\nmembers = [\"lr-smote\", \"tree-smote\"]\n",
+    );
+    let cfg = write_config(
+        d.path(),
+        "experiment = \"imbalanced\"\nsweeps = [\"sweep.toml\"]\nprimary_metric = \"balanced_accuracy\"\n[data]\nsource = \"imbalanced.csv\"\ntarget = \"label\"\n[etl]\nscale = \"standard\"\n[cv]\nfolds = 3\n",
+        sweep,
+    );
+    let report = sweep_json(d.path(), &cfg, &["--only", "plain", "--only", "smote"]);
+    let runs = report["runs"].as_array().unwrap();
+    let ba = |i: usize| {
+        runs[i]["metrics"]["balanced_accuracy"]["mean"]
+            .as_f64()
+            .unwrap()
+    };
+    assert_eq!(
+        (runs[0]["name"].as_str(), runs[1]["name"].as_str()),
+        (Some("plain"), Some("smote"))
+    );
+    eprintln!(
+        "balanced accuracy: plain vote {}, vote of SMOTE members {}",
+        ba(0),
+        ba(1)
+    );
+    assert!(
+        ba(1) > ba(0) + 0.05,
+        "plain {} vs SMOTE members {}",
+        ba(0),
+        ba(1)
+    );
+}
+
+/// Resampling draws only from a fold's training rows: with pure-noise features and random
+/// labels, a one-neighbour KNN would recognise any validation row copied (or interpolated by
+/// SMOTE) into its training rows and score it right; it scores at chance instead.
+#[test]
+fn resampling_never_reaches_a_validation_row() {
+    let d = tempfile::tempdir().unwrap();
+    let mut state: u64 = 99;
+    let mut uniform = || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (state >> 11) as f64 / (1u64 << 53) as f64
+    };
+    let mut csv = String::from("a,b,c,label\n");
+    for _ in 0..600 {
+        let (a, b, c) = (uniform(), uniform(), uniform());
+        let label = if uniform() < 0.2 { "rare" } else { "common" };
+        csv.push_str(&format!("{a:.6},{b:.6},{c:.6},{label}\n"));
+    }
+    std::fs::write(d.path().join("noise.csv"), csv).unwrap();
+    let sweep: String = ["over", "smote"]
+        .iter()
+        .map(|r| format!("[[models]]\nname = \"{r}\"\nkind = \"knn\"\nk = 1\nresample = \"{r}\"\nsmote_k = 1\n"))
+        .collect();
+    let cfg = write_config(
+        d.path(),
+        "experiment = \"noise\"\nsweeps = [\"sweep.toml\"]\n[data]\nsource = \"noise.csv\"\ntarget = \"label\"\n[cv]\nfolds = 3\n",
+        &sweep,
+    );
+    let report = sweep_json(d.path(), &cfg, &[]);
+    for run in report["runs"].as_array().unwrap() {
+        let folds = run["fold_metrics"]["balanced_accuracy"].as_array().unwrap();
+        eprintln!("{}: fold balanced accuracy {folds:?}", run["name"]);
+        for ba in folds.iter().map(|v| v.as_f64().unwrap()) {
+            assert!(
+                ba < 0.6,
+                "{}: a fold scored {ba}, as if it had seen its rows",
+                run["name"]
+            );
+        }
+    }
 }

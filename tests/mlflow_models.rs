@@ -207,6 +207,58 @@ fn regression_models_predict_values_through_pyfunc() {
     pyfunc_matches_predict(d.path(), runs, false);
 }
 
+/// Turns the grade into a two-class target: `good` is "yes" from grade 7 on, else "no".
+fn two_classes(dir: &Path) {
+    for file in ["white.csv", "new.csv"] {
+        let text = std::fs::read_to_string(dir.join(file)).unwrap();
+        let lines: Vec<String> = text
+            .lines()
+            .enumerate()
+            .map(|(i, l)| {
+                let mut cells: Vec<String> = l.split(',').map(String::from).collect();
+                cells[11] = match i {
+                    0 => "good".into(),
+                    _ if cells[11].parse::<f64>().unwrap() >= 7.0 => "yes".into(),
+                    _ => "no".into(),
+                };
+                cells.join(",")
+            })
+            .collect();
+        std::fs::write(dir.join(file), lines.join("\n") + "\n").unwrap();
+    }
+}
+
+/// A two-class model's calibration and decision threshold are part of its MLflow model:
+/// pyfunc gives runner's labels and calibrated probabilities, ensembles and boosters included.
+#[test]
+fn calibration_and_thresholds_reach_the_pyfunc_model() {
+    let d = tempfile::tempdir().unwrap();
+    write_data(d.path());
+    two_classes(d.path());
+    let mut sweep = String::from(concat!(
+        "[[models]]\nname = \"lr\"\nkind = \"logistic_regression\"\nthreshold = \"f1\"\n",
+        "[[models]]\nname = \"lr-raw\"\nkind = \"logistic_regression\"\n",
+        "[[models]]\nname = \"nb\"\nkind = \"naive_bayes\"\ncalibration = \"isotonic\"\n",
+        "[[models]]\nkind = \"random_forest\"\nn_trees = 15\ncalibration = \"platt\"\nthreshold = \"precision>=0.6\"\n",
+        "[[models]]\nkind = \"voting\"\nmembers = [\"lr-raw\", \"nb\"]\nthreshold = \"balanced_accuracy\"\n",
+    ));
+    if cfg!(feature = "xgboost") {
+        sweep.push_str("[[models]]\nkind = \"xgboost\"\nn_rounds = 20\ncalibration = \"isotonic\"\nthreshold = \"0.3\"\n");
+    }
+    let config = config("classification").replace("target = \"quality\"", "target = \"good\"");
+    let cfg = write_config(d.path(), &config, &sweep);
+    let report = sweep_json(d.path(), &cfg, &[]);
+    let runs = report["runs"].as_array().unwrap();
+    let read = pyfunc_matches_predict(d.path(), runs, true);
+    // The F1 threshold is in force in the MLflow model: some rows are "yes" below 0.5.
+    let lr = &read["predictions"][format!("runs:/{}/model", runs[0]["run_uuid"].as_str().unwrap())];
+    let below = (lr["prediction"].as_array().unwrap().iter())
+        .zip(lr["proba_yes"].as_array().unwrap())
+        .filter(|(label, p)| *label == "yes" && p.as_f64().unwrap() < 0.5)
+        .count();
+    assert!(below > 0, "{lr}");
+}
+
 /// The version of the run with the best mean accuracy in a sweep report.
 fn best_run(report: &Value) -> String {
     let accuracy = |r: &&Value| r["metrics"]["accuracy"]["mean"].as_f64().unwrap();

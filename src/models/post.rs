@@ -49,6 +49,9 @@ impl Post {
     }
 }
 
+/// Fits a model on a training set: the backend, after the config's resampling.
+pub type FitOne<'f> = dyn Fn(&TrainSet, &FitContext) -> Result<Box<dyn FittedModel>> + 'f;
+
 /// The config's calibration method and threshold rule (none for a regression).
 fn asked(cfg: &ModelConfig, task: Task) -> Result<(Option<Method>, Rule)> {
     let spec = super::kind_spec(&cfg.kind);
@@ -83,7 +86,7 @@ pub fn fit(
     cfg: &ModelConfig,
     data: &TrainSet,
     ctx: &FitContext,
-    fit_one: &dyn Fn(&TrainSet, &FitContext) -> Result<Box<dyn FittedModel>>,
+    fit_one: &FitOne,
 ) -> Result<Box<dyn FittedModel>> {
     let (method, rule) = asked(cfg, data.task)?;
     if rule != Rule::None && data.n_classes != 2 {
@@ -127,7 +130,7 @@ fn out_of_fold(
     cfg: &ModelConfig,
     data: &TrainSet,
     ctx: &FitContext,
-    fit_one: &dyn Fn(&TrainSet, &FitContext) -> Result<Box<dyn FittedModel>>,
+    fit_one: &FitOne,
 ) -> Result<Array2<f64>> {
     let n = data.x.nrows();
     let y = data.y.to_vec();
