@@ -32,6 +32,7 @@ pub mod source;
 pub mod suggest;
 pub mod sweep;
 pub mod sweep_parent;
+pub mod tpe;
 pub mod track;
 pub mod types;
 

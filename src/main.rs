@@ -44,6 +44,27 @@ fn jobs_arg(v: &str) -> Result<usize, String> {
     }
 }
 
+/// `--search` and `--trials`, over every sweep file's `[search]`.
+#[derive(clap::Args)]
+struct SearchArgs {
+    /// Search every sweep file this way: grid, random or tpe (ranges and lists of values are
+    /// searched; see the README).
+    #[arg(long, value_name = "STRATEGY", value_parser = ["grid", "random", "tpe"])]
+    search: Option<String>,
+    /// Trials per searched entry (random, tpe).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    trials: Option<u64>,
+}
+
+impl SearchArgs {
+    fn into_override(self) -> Option<runner::config::SearchOverride> {
+        (self.search.is_some() || self.trials.is_some()).then(|| runner::config::SearchOverride {
+            strategy: self.search,
+            trials: self.trials.map(|t| t as usize),
+        })
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Train every model config of the config's sweeps with cross-validation and log the runs.
@@ -84,6 +105,8 @@ enum Command {
         /// (with the alias after '@', such as wine@champion).
         #[arg(long, value_name = "NAME[@ALIAS]", value_parser = register::check_register_arg)]
         register_best: Option<(String, Option<String>)>,
+        #[command(flatten)]
+        search: SearchArgs,
     },
     /// Parse and check the config and its sweeps, print the expanded configs, train nothing.
     #[command(
@@ -98,6 +121,8 @@ enum Command {
         /// Print the resolved config and expanded model configs as JSON.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        search: SearchArgs,
     },
     /// Explore the config's ETL output: target distribution, feature statistics, correlations,
     /// cluster-to-target diagnostics; logged as an MLflow run tagged EDA.
@@ -329,8 +354,14 @@ fn main() -> ExitCode {
 /// The commands that only read the store, or nothing.
 fn run_query(command: Command, uri: Option<&str>) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Validate { config, sets, json } => {
-            validate::validate_command(&config, &sets, uri, json)
+        Command::Validate {
+            config,
+            sets,
+            json,
+            search,
+        } => {
+            let search = search.into_override();
+            validate::validate_command(&config, &sets, uri, json, search.as_ref())
         }
         Command::Models { json } => models::models_command(json),
         Command::Eda {
@@ -408,8 +439,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             ensemble,
             wide,
             register_best,
+            search,
         } => {
             let opts = sweep::SweepOptions {
+                search: search.into_override(),
                 sets,
                 only,
                 jobs,

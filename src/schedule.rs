@@ -8,8 +8,9 @@
 //! tell. Workers pull the next created run.
 
 use crate::config;
+use crate::config::Study;
 use crate::models::ModelConfig;
-use crate::search::{Ask, Listed, Strategy, Told, TopEnsembles};
+use crate::search::{Ask, Chain, Listed, Strategy, Told, TopEnsembles, Tpe};
 use crate::sweep::{
     self, dataset_input, make_splits, members_tag, run_one, run_params, run_record, run_tags,
     tracking_path, user, Prepared, Progress, RunResult, Splits, SweepOptions, SweepReport,
@@ -64,12 +65,28 @@ struct Sweep<'a> {
 
 impl Sweep<'_> {
     /// A new run for `plan`: its id, params, tags, dataset input and full record.
-    fn new_run(&self, plan: &TrainPlan, splits: &Splits) -> (RunSpec, serde_json::Value) {
+    /// A search's trial records `search` and is tagged `runner.search` and `runner.trial`.
+    fn new_run(
+        &self,
+        plan: &TrainPlan,
+        splits: &Splits,
+        search: Option<serde_json::Value>,
+    ) -> (RunSpec, serde_json::Value) {
         let prep = self.prep;
-        let record = run_record(prep, plan, self.etl_version, splits);
+        let mut record = run_record(prep, plan, self.etl_version, splits);
+        let mut search_tags = Vec::new();
+        if let Some(note) = search {
+            search_tags.push((
+                "runner.search".to_string(),
+                note["search"].to_string().trim_matches('"').to_string(),
+            ));
+            search_tags.push(("runner.trial".to_string(), note["trial"].to_string()));
+            record["search"] = note;
+        }
         let parent = self.opts.parent_run.iter();
         let tags = run_tags(prep, plan, self.etl_version, self.opts.smoke)
             .into_iter()
+            .chain(search_tags)
             .chain(self.extra_tags.iter().cloned())
             .chain(parent.map(|p| ("mlflow.parentRunId".to_string(), p.clone())))
             .collect();
@@ -91,10 +108,13 @@ impl Sweep<'_> {
     /// transaction, numbered in the order asked; then tags ensembles and announces the runs to
     /// every tracker.
     fn refill(&self, state: &mut State) -> Result<()> {
-        let mut configs = Vec::new();
+        let (mut configs, mut notes) = (Vec::new(), Vec::new());
         while !state.finished {
             match state.strategy.ask() {
-                Ask::Next(c) => configs.push(c),
+                Ask::Next(c) => {
+                    notes.push(state.strategy.annotate(&c));
+                    configs.push(c);
+                }
                 Ask::Wait => break,
                 Ask::Done => state.finished = true,
             }
@@ -107,11 +127,10 @@ impl Sweep<'_> {
             .iter()
             .map(|p| make_splits(self.prep.task, &self.prep.y, p))
             .collect();
-        let mut specs: Vec<(RunSpec, String, serde_json::Value)> = plans
-            .iter()
-            .zip(&splits)
-            .map(|(plan, sp)| {
-                let (spec, record) = self.new_run(plan, sp);
+        let mut specs: Vec<(RunSpec, String, serde_json::Value)> = (plans.iter().zip(&splits))
+            .zip(notes)
+            .map(|((plan, sp), note)| {
+                let (spec, record) = self.new_run(plan, sp, note);
                 (spec, plan.model.kind.clone(), record)
             })
             .collect();
@@ -254,28 +273,90 @@ fn plan_maker(
     }
 }
 
-/// Runs a sweep whose configs are already expanded and checked, then (with `--ensemble
-/// top=N`) voting and stacking over its best runs.
+/// Runs a sweep whose configs are already expanded and checked, then its studies trial by
+/// trial (TPE), then (with `--ensemble top=N`) voting and stacking over its best runs.
 pub fn run_sweep(
     prep: &Prepared,
     configs: Vec<ModelConfig>,
+    studies: Vec<Study>,
     opts: &SweepOptions,
     progress_quiet: bool,
 ) -> Result<SweepReport> {
+    let trials: usize = studies
+        .iter()
+        .map(|s| s.search.trials.unwrap_or(usize::MAX / 2))
+        .sum();
     let jobs = opts
         .jobs
         .unwrap_or_else(sweep::cores)
-        .clamp(1, configs.len().max(1));
-    let listed = Box::new(Listed::new(configs));
-    let strategy: Box<dyn Strategy> = match opts.ensemble_top {
-        Some(n) => {
-            let higher = config::higher_is_better(&prep.primary_metric);
-            Box::new(TopEnsembles::new(listed, n, higher))
+        .clamp(1, configs.len().saturating_add(trials).max(1));
+    let higher = config::higher_is_better(&prep.primary_metric);
+    let mut parts: Vec<Box<dyn Strategy>> = vec![Box::new(Listed::new(configs))];
+    let done = finished_trials(prep, opts)?;
+    for study in studies {
+        let signature = search_signature(prep, &study);
+        let mut tpe = Tpe::new(study, higher, jobs, signature);
+        let earlier: Vec<(ModelConfig, f64)> = (done.iter())
+            .filter(|(sig, _, _)| sig == tpe.signature())
+            .map(|(_, c, score)| (c.clone(), *score))
+            .collect();
+        if !earlier.is_empty() && !progress_quiet {
+            eprintln!(
+                "continuing the search of {} from the {} trials it finished before",
+                earlier[0].0.name.split('#').next().unwrap_or_default(),
+                earlier.len()
+            );
         }
-        None => listed,
+        tpe.resume(&earlier);
+        parts.push(Box::new(tpe));
+    }
+    let chain = Box::new(Chain::new(parts));
+    let strategy: Box<dyn Strategy> = match opts.ensemble_top {
+        Some(n) => Box::new(TopEnsembles::new(chain, n, higher)),
+        None => chain,
     };
     let make_plan = plan_maker(prep, jobs, opts.smoke);
     run_search(prep, strategy, &make_plan, jobs, opts, progress_quiet, &[])
+}
+
+/// What identifies a search across sweeps: its study, and the data, ETL, CV, seed and metric
+/// it is scored with.
+fn search_signature(prep: &Prepared, study: &Study) -> String {
+    let c = &prep.loaded.config;
+    let identity = serde_json::json!({
+        "study": study.identity(),
+        "experiment": c.experiment,
+        "data": c.data,
+        "etl": c.etl,
+        "cv": c.cv,
+        "seed": c.seed,
+        "metric": prep.primary_metric,
+    });
+    crate::data::sha256_hex(identity.to_string().as_bytes())
+}
+
+/// The finished trials of earlier searches in the store: (signature, config, primary score).
+fn finished_trials(
+    prep: &Prepared,
+    opts: &SweepOptions,
+) -> Result<Vec<(String, ModelConfig, f64)>> {
+    let path = tracking_path(opts.tracking_uri.as_deref(), Some(&prep.loaded))?;
+    if !path.is_file() {
+        return Ok(Vec::new());
+    }
+    let store = MlflowStore::open_read_only(&path)?;
+    let metric = &prep.primary_metric;
+    Ok(store
+        .training_runs()?
+        .into_iter()
+        .filter(|r| r.status == "FINISHED")
+        .filter_map(|r| {
+            let signature = r.record["search"]["signature"].as_str()?.to_string();
+            let config = serde_json::from_value(r.record["plan"]["model"].clone()).ok()?;
+            let score = r.summary.as_ref()?["metrics"][metric]["mean"].as_f64()?;
+            Some((signature, config, score))
+        })
+        .collect())
 }
 
 /// Trains the given plans as one batch of runs (a replay).
@@ -397,7 +478,7 @@ pub fn run_search(
     let mut results = state.results;
     results.sort_by_key(|(v, _)| *v);
     if results.is_empty() {
-        return Err(anyhow!("the sweep trained no run"));
+        return Err(anyhow!("the sweep trained no run (a search whose trials the store already holds asks for none: raise its `trials`, or `--trials`, to continue it)"));
     }
     Ok(SweepReport {
         schema: crate::JSON_SCHEMA,

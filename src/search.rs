@@ -2,10 +2,13 @@
 //! train given the results told so far; the sweep's workers ask, train and tell. Grid and random
 //! search are [`Listed`] (their configs are drawn when the sweep files are read, so a seed fixes
 //! them); [`TopEnsembles`] follows another strategy and then asks for ensembles of its best runs.
-//! An adaptive search (#15) is one more strategy.
+//! [`Tpe`] searches one sweep entry trial by trial; [`Chain`] runs strategies one after another.
 
+use crate::config::Study;
 use crate::models::{self, ModelConfig};
-use std::collections::{BTreeSet, VecDeque};
+use crate::tpe::{Observed, Sampler};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::{Duration, Instant};
 
 /// What a strategy answers when asked for the next config.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,6 +39,11 @@ pub trait Strategy: Send {
     fn tell(&mut self, told: &Told);
     /// The most configs it will still yield, when it knows (for the progress bar).
     fn remaining(&self) -> Option<usize>;
+    /// What the run of a config it just gave records of the search (`search` in its record,
+    /// tags `runner.search` and `runner.trial`), if it searched for it.
+    fn annotate(&self, _config: &ModelConfig) -> Option<serde_json::Value> {
+        None
+    }
 }
 
 /// The configs of the sweep files, in order: grid search, or the seeded random sample of it.
@@ -180,11 +188,174 @@ impl Strategy for TopEnsembles {
         }
     }
 
+    fn annotate(&self, config: &ModelConfig) -> Option<serde_json::Value> {
+        self.inner.annotate(config)
+    }
+
     fn remaining(&self) -> Option<usize> {
         match &self.ensembles {
             Some(e) => Some(e.len()),
             None => self.inner.remaining().map(|r| r + 2),
         }
+    }
+}
+
+/// TPE over one study: each ask samples the next trial from the trials told so far (random
+/// for the first `startup_trials`); it stops at `trials`, or once `timeout_s` has passed since
+/// its first ask. With one worker the sequence of trials is fixed by the seed.
+pub struct Tpe {
+    study: Study,
+    sampler: Sampler,
+    higher_is_better: bool,
+    /// Trials trained at once (the sweep's workers): asks beyond them wait for a tell.
+    parallel: usize,
+    /// What identifies the search (space, seed, data and metric): an earlier sweep's trials
+    /// with the same one are continued.
+    signature: String,
+    asked: usize,
+    started: Option<Instant>,
+    /// The values of each asked trial, by config name.
+    pending: BTreeMap<String, (usize, Vec<f64>)>,
+    observed: Vec<Observed>,
+}
+
+impl Tpe {
+    pub fn new(study: Study, higher_is_better: bool, parallel: usize, signature: String) -> Tpe {
+        Tpe {
+            sampler: study.sampler(),
+            study,
+            higher_is_better,
+            parallel: parallel.max(1),
+            signature,
+            asked: 0,
+            started: None,
+            pending: BTreeMap::new(),
+            observed: Vec::new(),
+        }
+    }
+
+    pub fn signature(&self) -> &str {
+        &self.signature
+    }
+
+    /// Continues from trials an earlier sweep of the same search finished: (config, score).
+    /// Their numbers are not asked again.
+    pub fn resume(&mut self, done: &[(ModelConfig, f64)]) {
+        for (cfg, score) in done {
+            let (Some(trial), Some(values)) =
+                (self.study.trial_of(&cfg.name), self.study.values_of(cfg))
+            else {
+                continue;
+            };
+            self.asked = self.asked.max(trial + 1);
+            let score = if self.higher_is_better {
+                -score
+            } else {
+                *score
+            };
+            self.observed.push(Observed {
+                trial,
+                values,
+                score,
+            });
+        }
+    }
+
+    fn out_of_time(&self) -> bool {
+        let limit = self.study.search.timeout_s.map(Duration::from_secs_f64);
+        matches!((self.started, limit), (Some(s), Some(l)) if s.elapsed() >= l)
+    }
+}
+
+impl Strategy for Tpe {
+    fn ask(&mut self) -> Ask {
+        let trials = self.study.search.trials.unwrap_or(usize::MAX);
+        if self.asked >= trials || self.out_of_time() {
+            return Ask::Done;
+        }
+        if self.pending.len() >= self.parallel {
+            return Ask::Wait;
+        }
+        self.started.get_or_insert_with(Instant::now);
+        let trial = self.asked;
+        self.asked += 1;
+        let values = self.sampler.suggest(trial, &self.observed);
+        let cfg = self.study.config(trial, &values);
+        self.pending.insert(cfg.name.clone(), (trial, values));
+        Ask::Next(cfg)
+    }
+
+    fn tell(&mut self, told: &Told) {
+        let Some((trial, values)) = self.pending.remove(&told.config.name) else {
+            return;
+        };
+        if self.pending.is_empty() && self.out_of_time() {
+            self.asked = usize::MAX;
+        }
+        if let Some(score) = told.score.filter(|s| s.is_finite()) {
+            let score = if self.higher_is_better { -score } else { score };
+            self.observed.push(Observed {
+                trial,
+                values,
+                score,
+            });
+        }
+    }
+
+    fn remaining(&self) -> Option<usize> {
+        let trials = self.study.search.trials?;
+        Some(trials.saturating_sub(self.asked))
+    }
+
+    fn annotate(&self, config: &ModelConfig) -> Option<serde_json::Value> {
+        let (trial, _) = self.pending.get(&config.name)?;
+        Some(serde_json::json!({
+            "strategy": self.study.search.strategy,
+            "search": self.study.name,
+            "trial": trial + 1,
+            "signature": self.signature,
+        }))
+    }
+}
+
+/// Strategies one after another: the next is asked once the one before is done.
+pub struct Chain {
+    parts: VecDeque<Box<dyn Strategy>>,
+}
+
+impl Chain {
+    pub fn new(parts: Vec<Box<dyn Strategy>>) -> Chain {
+        Chain {
+            parts: parts.into(),
+        }
+    }
+}
+
+impl Strategy for Chain {
+    fn ask(&mut self) -> Ask {
+        while let Some(first) = self.parts.front_mut() {
+            match first.ask() {
+                Ask::Done => {
+                    self.parts.pop_front();
+                }
+                other => return other,
+            }
+        }
+        Ask::Done
+    }
+
+    fn tell(&mut self, told: &Told) {
+        for p in &mut self.parts {
+            p.tell(told);
+        }
+    }
+
+    fn remaining(&self) -> Option<usize> {
+        self.parts.iter().map(|p| p.remaining()).sum()
+    }
+
+    fn annotate(&self, config: &ModelConfig) -> Option<serde_json::Value> {
+        self.parts.iter().find_map(|p| p.annotate(config))
     }
 }
 

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 /// the kinds' declared ranges before anything trains.
 const LAYERS: &[&[&str]] = &[
     &["types", "rng", "source", "suggest", "plot"],
-    &["eval", "resample", "calibrate"],
+    &["eval", "resample", "calibrate", "tpe"],
     &[
         "models",
         "models::classical",
@@ -20,7 +20,7 @@ const LAYERS: &[&[&str]] = &[
         "models::post",
         "models::tree",
     ],
-    &["config", "config::sweeps"],
+    &["config", "config::space", "config::sweeps"],
     &["data"],
     &[
         "etl",

@@ -143,6 +143,7 @@ fn recorded_setup(
         path: PathBuf::from(rec["config_file"].as_str().unwrap_or("(recorded config)")),
         config,
         model_overrides: Vec::new(),
+        search_override: None,
     };
     Ok((loaded, plan, changes))
 }

@@ -12,20 +12,28 @@ use anyhow::{bail, Result};
 use std::path::Path;
 use std::process::ExitCode;
 
+/// The configs and studies whose names start with one of `--only`'s (all without it).
 fn select_only(
-    configs: Vec<models::ModelConfig>,
+    expanded: config::Expanded,
     only: &[String],
     file: &Path,
-) -> Result<Vec<models::ModelConfig>> {
+) -> Result<config::Expanded> {
     if only.is_empty() {
-        return Ok(configs);
+        return Ok(expanded);
     }
-    let names: Vec<String> = configs.iter().map(|c| c.name.clone()).collect();
-    let kept: Vec<_> = configs
-        .into_iter()
-        .filter(|c| only.iter().any(|o| c.name.starts_with(o.as_str())))
+    let wanted = |name: &str| only.iter().any(|o| name.starts_with(o.as_str()));
+    let names: Vec<String> = (expanded.configs.iter().map(|c| c.name.clone()))
+        .chain(expanded.studies.iter().map(|s| s.name.clone()))
         .collect();
-    if kept.is_empty() {
+    let kept = config::Expanded {
+        configs: (expanded.configs.into_iter())
+            .filter(|c| wanted(&c.name))
+            .collect(),
+        studies: (expanded.studies.into_iter())
+            .filter(|s| wanted(&s.name))
+            .collect(),
+    };
+    if kept.configs.is_empty() && kept.studies.is_empty() {
         bail!(ConfigError::new(
             file.display().to_string(),
             format!(
@@ -39,13 +47,20 @@ fn select_only(
 }
 
 pub fn sweep_command(path: &Path, opts: &SweepOptions) -> Result<ExitCode> {
-    let loaded = config::load_config(path, &opts.sets)?;
+    let mut loaded = config::load_config(path, &opts.sets)?;
+    loaded.search_override = opts.search.clone();
     let prep = sweep::prepare(loaded)?;
-    let mut configs = config::expand_sweeps(&prep.loaded, prep.task)?;
-    crate::sweep::check_class_params(&configs, &prep)?;
+    let mut expanded = config::expand_sweeps(&prep.loaded, prep.task)?;
+    let bases: Vec<models::ModelConfig> = expanded.studies.iter().map(|s| s.base.clone()).collect();
+    crate::sweep::check_class_params(&expanded.configs, &prep)?;
+    crate::sweep::check_class_params(&bases, &prep)?;
     let store_path = sweep::tracking_path(opts.tracking_uri.as_deref(), Some(&prep.loaded))?;
-    sweep::resolve_run_members(&mut configs, &store_path, prep.task, path)?;
-    let configs = select_only(configs, &opts.only, path)?;
+    sweep::resolve_run_members(&mut expanded.configs, &store_path, prep.task, path)?;
+    let expanded = select_only(expanded, &opts.only, path)?;
+    let planned = expanded.configs.len()
+        + (expanded.studies.iter())
+            .map(|s| s.search.trials.unwrap_or(0))
+            .sum::<usize>();
     // Everything is checked (W&B settings too) before the parent run is written.
     wandb::resolve(
         prep.loaded.config.tracking.wandb.as_ref(),
@@ -53,13 +68,13 @@ pub fn sweep_command(path: &Path, opts: &SweepOptions) -> Result<ExitCode> {
         &prep.loaded.path.display().to_string(),
     )?;
     crate::track::check_others(&prep.loaded.config.tracking)?;
-    check_first_run_free(&store_path, opts.version, configs.len())?;
-    let parent = sweep_parent::start(&prep, opts, configs.len())?;
+    check_first_run_free(&store_path, opts.version, planned)?;
+    let parent = sweep_parent::start(&prep, opts, planned)?;
     let opts = SweepOptions {
         parent_run: Some(parent.run_uuid.clone()),
         ..opts.clone()
     };
-    let trained = train_batches(&prep, configs, &opts);
+    let trained = train_batches(&prep, expanded, &opts);
     let mut report = match trained {
         Ok(r) => r,
         Err(e) => {
@@ -126,11 +141,12 @@ fn check_first_run_free(store_path: &Path, first: Option<i64>, n: usize) -> Resu
     Ok(())
 }
 
-/// The sweep's configs, then (with `--ensemble top=N`) their ensembles, as one report.
+/// The sweep's configs and studies, then (with `--ensemble top=N`) their ensembles, as one
+/// report.
 fn train_batches(
     prep: &sweep::Prepared,
-    configs: Vec<models::ModelConfig>,
+    expanded: config::Expanded,
     opts: &SweepOptions,
 ) -> Result<sweep::SweepReport> {
-    crate::schedule::run_sweep(prep, configs, opts, opts.json)
+    crate::schedule::run_sweep(prep, expanded.configs, expanded.studies, opts, opts.json)
 }

@@ -14,11 +14,16 @@ pub fn validate_command(
     sets: &[String],
     uri: Option<&str>,
     json: bool,
+    search: Option<&config::SearchOverride>,
 ) -> Result<ExitCode> {
-    let loaded = config::load_config(path, sets)?;
+    let mut loaded = config::load_config(path, sets)?;
+    loaded.search_override = search.cloned();
     let prep = sweep::prepare(loaded)?;
-    let mut configs = config::expand_sweeps(&prep.loaded, prep.task)?;
+    let expanded = config::expand_sweeps(&prep.loaded, prep.task)?;
+    let (mut configs, studies) = (expanded.configs, expanded.studies);
+    let bases: Vec<_> = studies.iter().map(|s| s.base.clone()).collect();
     crate::sweep::check_class_params(&configs, &prep)?;
+    crate::sweep::check_class_params(&bases, &prep)?;
     let store_path = sweep::tracking_path(uri, Some(&prep.loaded))?;
     sweep::resolve_run_members(&mut configs, &store_path, prep.task, path)?;
     if json {
@@ -34,6 +39,7 @@ pub fn validate_command(
                 "features": prep.table.features.iter().map(|f| &f.name).collect::<Vec<_>>(),
                 "labels": prep.labels,
                 "models": configs,
+                "searches": studies.iter().map(study_json).collect::<Vec<_>>(),
             }))?
         );
         return Ok(ExitCode::SUCCESS);
@@ -79,7 +85,63 @@ pub fn validate_command(
             Cell::new(params),
         ]);
     }
-    println!("{t}");
-    println!("{} model configs; nothing was trained.", configs.len());
+    if !configs.is_empty() {
+        println!("{t}");
+    }
+    for study in &studies {
+        print_study(study);
+    }
+    println!(
+        "{} model configs{}; nothing was trained.",
+        configs.len(),
+        if studies.is_empty() {
+            String::new()
+        } else {
+            format!(" and {} searched entries", studies.len())
+        }
+    );
     Ok(ExitCode::SUCCESS)
+}
+
+/// A searched entry's space, as `validate --json` lists it.
+fn study_json(study: &config::Study) -> serde_json::Value {
+    json!({
+        "name": study.name,
+        "kind": study.base.kind,
+        "strategy": study.search.strategy,
+        "trials": study.search.trials,
+        "timeout_s": study.search.timeout_s,
+        "seed": study.seed,
+        "space": study.describe(),
+    })
+}
+
+/// A searched entry: how it is searched, its space and its fixed values.
+fn print_study(study: &config::Study) {
+    let s = &study.search;
+    let budget = match (s.trials, s.timeout_s) {
+        (Some(t), Some(secs)) => format!("{t} trials or {secs} s"),
+        (Some(t), None) => format!("{t} trials"),
+        (None, Some(secs)) => format!("{secs} s"),
+        (None, None) => "no budget".into(),
+    };
+    let startup = match s.strategy.as_str() {
+        "tpe" => format!(
+            " ({} random first{})",
+            s.startup_trials.unwrap_or(10),
+            if s.multivariate.unwrap_or(false) {
+                ", multivariate"
+            } else {
+                ""
+            }
+        ),
+        _ => String::new(),
+    };
+    println!(
+        "{} ({}): {} search{startup}, {budget}, trials named {}#1, {}#2, ...",
+        study.name, study.base.kind, s.strategy, study.name, study.name
+    );
+    for line in study.describe() {
+        println!("  {line}");
+    }
 }

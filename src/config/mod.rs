@@ -9,8 +9,10 @@ use std::path::{Path, PathBuf};
 
 pub use crate::types::ConfigError;
 
+pub mod space;
 mod sweeps;
-pub use sweeps::{expand_sweep_file, expand_sweep_file_after, expand_sweeps, SearchConfig};
+pub use space::{Axis, Range, Study};
+pub use sweeps::{expand_sweep_file, expand_sweeps, Expanded, SearchConfig, SearchOverride};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -249,8 +251,11 @@ pub fn higher_is_better(metric: &str) -> bool {
 pub struct LoadedConfig {
     pub path: PathBuf,
     pub config: Config,
-    /// Model-level overrides (`--set models.n_trees=50`), applied at expansion.
-    pub model_overrides: Vec<(String, ParamValue)>,
+    /// Model-level overrides (`--set models.n_trees=50`, a list or a range), applied to every
+    /// sweep entry whose kind has the parameter.
+    pub model_overrides: Vec<(String, toml::Value)>,
+    /// `--search` and `--trials`, over every sweep file's `[search]`.
+    pub search_override: Option<SearchOverride>,
 }
 
 impl LoadedConfig {
@@ -393,13 +398,7 @@ pub fn load_config(path: &Path, sets: &[String]) -> Result<LoadedConfig, ConfigE
         let key = key.trim();
         let value = parse_cli_value(value.trim());
         if let Some(param) = key.strip_prefix("models.") {
-            let pv = param_from_toml(&value).ok_or_else(|| {
-                ConfigError::new(
-                    "--set",
-                    format!("`{set}`: a model parameter must be a single value"),
-                )
-            })?;
-            model_overrides.push((param.to_string(), pv));
+            model_overrides.push((param.to_string(), value));
             continue;
         }
         let parts: Vec<&str> = key.split('.').collect();
@@ -437,6 +436,7 @@ pub fn load_config(path: &Path, sets: &[String]) -> Result<LoadedConfig, ConfigE
         path: path.to_path_buf(),
         config,
         model_overrides,
+        search_override: None,
     };
     check_config(&loaded, &src, &overridden)?;
     Ok(loaded)

@@ -2,6 +2,7 @@
 //! hyperparameters and expanded into configs (every grid point, or a seeded random sample),
 //! ensembles resolved to their members, `--set models.<key>` applied.
 
+use super::space::{looks_like_range, range_from_toml, Axis, Study};
 use super::{locate, param_from_toml, toml_error, toml_type, ConfigError, LoadedConfig};
 use crate::models::{self, check_value, kind_spec, ModelConfig, ParamValue, Task};
 use crate::rng::SplitMix64;
@@ -19,6 +20,30 @@ pub struct SearchConfig {
     pub trials: Option<usize>,
     #[serde(default)]
     pub seed: Option<u64>,
+    /// TPE and random search over ranges: stop asking for trials after this many seconds.
+    #[serde(default)]
+    pub timeout_s: Option<f64>,
+    /// TPE: random trials before the estimator takes over (default 10).
+    #[serde(default)]
+    pub startup_trials: Option<usize>,
+    /// TPE: one joint estimator over every dimension instead of one per dimension.
+    #[serde(default)]
+    pub multivariate: Option<bool>,
+}
+
+/// `--search` and `--trials` from the command line, over every sweep file's `[search]`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SearchOverride {
+    pub strategy: Option<String>,
+    pub trials: Option<usize>,
+}
+
+/// A sweep's configs: those listed up front (grid, random), and the entries searched trial by
+/// trial (TPE).
+#[derive(Debug, Clone, Default)]
+pub struct Expanded {
+    pub configs: Vec<ModelConfig>,
+    pub studies: Vec<Study>,
 }
 
 fn default_strategy() -> String {
@@ -34,34 +59,48 @@ struct SweepFile {
     models: Vec<toml::Table>,
 }
 
-/// Reads every sweep file of the config and expands it into resolved model configs for `task`.
-pub fn expand_sweeps(loaded: &LoadedConfig, task: Task) -> Result<Vec<ModelConfig>, ConfigError> {
-    let mut out: Vec<ModelConfig> = Vec::new();
+/// Reads every sweep file of the config and expands it into resolved model configs for `task`
+/// (and the entries TPE searches), `--set models.<key>` applied to every entry whose kind has
+/// the parameter: a value, a list (a grid axis or choices) or a range.
+pub fn expand_sweeps(loaded: &LoadedConfig, task: Task) -> Result<Expanded, ConfigError> {
+    let mut out = Expanded::default();
+    let mut hit = std::collections::BTreeSet::new();
     for s in &loaded.config.sweeps {
         let path = loaded.resolve(s);
-        let configs = expand_sweep_file_after(&path, task, loaded.config.seed, &out)?;
-        out.extend(configs);
+        let file = ExpandInput {
+            path: &path,
+            task,
+            default_seed: loaded.config.seed,
+            overrides: &loaded.model_overrides,
+            search: loaded.search_override.as_ref(),
+        };
+        let (expanded, keys) = expand_file(&file, &out.configs)?;
+        out.configs.extend(expanded.configs);
+        out.studies.extend(expanded.studies);
+        hit.extend(keys);
     }
-    for (key, value) in &loaded.model_overrides {
-        let mut hit = false;
-        for cfg in &mut out {
-            hit |= apply_override(cfg, key, value)?;
-        }
-        if !hit {
-            return Err(ConfigError::new(
-                "--set",
-                "no model config in the sweep has this parameter",
-            )
-            .key(format!("models.{key}")));
-        }
+    if let Some((key, _)) = loaded
+        .model_overrides
+        .iter()
+        .find(|(k, _)| !hit.contains(k))
+    {
+        return Err(
+            ConfigError::new("--set", "no model config in the sweep has this parameter")
+                .key(format!("models.{key}")),
+        );
     }
     let mut seen = BTreeMap::new();
-    for cfg in &out {
-        if let Some(prev) = seen.insert(cfg.name.clone(), cfg) {
-            if prev.params != cfg.params || prev.kind != cfg.kind {
+    let names = out.configs.iter().map(|c| (&c.name, &c.kind, &c.params));
+    let study_names = out
+        .studies
+        .iter()
+        .map(|s| (&s.name, &s.base.kind, &s.base.params));
+    for (name, kind, params) in names.chain(study_names) {
+        if let Some((k, p)) = seen.insert(name.clone(), (kind, params)) {
+            if p != params || k != kind {
                 return Err(ConfigError::new(
                     loaded.path.display().to_string(),
-                    format!("two different model configs are both named \"{}\"; give them distinct `name`s", cfg.name),
+                    format!("two different model configs are both named \"{name}\"; give them distinct `name`s"),
                 ));
             }
         }
@@ -69,40 +108,29 @@ pub fn expand_sweeps(loaded: &LoadedConfig, task: Task) -> Result<Vec<ModelConfi
     Ok(out)
 }
 
-/// Sets `models.<key>` on a config and its members wherever the kind has that parameter.
-fn apply_override(
-    cfg: &mut ModelConfig,
-    key: &str,
-    value: &ParamValue,
-) -> Result<bool, ConfigError> {
-    let mut hit = false;
-    for m in &mut cfg.members {
-        hit |= apply_override(m, key, value)?;
-    }
-    if cfg.from_run.is_some() {
-        return Ok(hit);
-    }
-    let spec = kind_spec(&cfg.kind).ok_or_else(|| {
-        ConfigError::new(
-            "--set",
-            format!("`{}` has an unknown kind `{}`", cfg.name, cfg.kind),
-        )
-    })?;
-    if let Some(p) = spec.params.iter().find(|p| p.name == key) {
-        let v = check_value(p, value)
-            .map_err(|m| ConfigError::new("--set", m).key(format!("models.{key}")))?;
-        cfg.params.insert(key.to_string(), v);
-        hit = true;
-    }
-    Ok(hit)
-}
-
 pub fn expand_sweep_file(
     path: &Path,
     task: Task,
     default_seed: u64,
 ) -> Result<Vec<ModelConfig>, ConfigError> {
-    expand_sweep_file_after(path, task, default_seed, &[])
+    let input = ExpandInput {
+        path,
+        task,
+        default_seed,
+        overrides: &[],
+        search: None,
+    };
+    Ok(expand_file(&input, &[])?.0.configs)
+}
+
+/// What one sweep file is expanded with.
+struct ExpandInput<'a> {
+    path: &'a Path,
+    task: Task,
+    default_seed: u64,
+    /// `--set models.<key>=<value>`.
+    overrides: &'a [(String, toml::Value)],
+    search: Option<&'a SearchOverride>,
 }
 
 /// One `[[models]]` entry of a sweep file, for errors that point at its keys.
@@ -284,7 +312,7 @@ impl Entry<'_> {
         kind: &str,
         spec: &models::KindSpec,
         has_members: bool,
-    ) -> Result<Vec<(String, Vec<ParamValue>)>, ConfigError> {
+    ) -> Result<Vec<(String, Axis)>, ConfigError> {
         let mut axes = Vec::new();
         for (key, value) in self.table {
             if key == "kind" || key == "name" || (key == "members" && has_members) {
@@ -299,6 +327,18 @@ impl Entry<'_> {
                 );
                 self.error(key, msg)
             })?;
+            if let toml::Value::Table(t) = value {
+                let weights = matches!(pspec.ty, models::ParamType::ClassWeights);
+                if weights && looks_like_range(t) {
+                    let msg = "class weights are a table of class = weight, not a range: list weight tables to search them";
+                    return Err(self.error(key, msg));
+                }
+                if !weights {
+                    let range = range_from_toml(pspec, t).map_err(|m| self.error(key, m))?;
+                    axes.push((key.clone(), Axis::Range(range)));
+                    continue;
+                }
+            }
             let raw: Vec<&toml::Value> = match value {
                 toml::Value::Array(items) if !items.is_empty() => items.iter().collect(),
                 toml::Value::Array(_) => {
@@ -314,7 +354,7 @@ impl Entry<'_> {
                 })?;
                 values.push(check_value(pspec, &pv).map_err(|m| self.error(key, m))?);
             }
-            axes.push((key.clone(), values));
+            axes.push((key.clone(), Axis::Values(values)));
         }
         Ok(axes)
     }
@@ -383,81 +423,210 @@ fn grid_configs(
         .collect()
 }
 
-/// The file's `[search]`, checked: grid, or random with a positive number of trials.
+/// The file's `[search]` with `--search`/`--trials` over it, checked: grid; random with a
+/// positive number of trials; TPE with trials or a timeout.
 fn search_of(
     file: &str,
     src: &str,
     search: Option<SearchConfig>,
+    cli: Option<&SearchOverride>,
 ) -> Result<SearchConfig, ConfigError> {
-    let search = search.unwrap_or(SearchConfig {
+    let mut search = search.unwrap_or(SearchConfig {
         strategy: "grid".into(),
         trials: None,
         seed: None,
+        timeout_s: None,
+        startup_trials: None,
+        multivariate: None,
     });
+    if let Some(cli) = cli {
+        search.strategy = cli.strategy.clone().unwrap_or(search.strategy);
+        search.trials = cli.trials.or(search.trials);
+    }
     let at = locate(src, Some("search"), None, "strategy");
-    if search.strategy != "grid" && search.strategy != "random" {
+    if !["grid", "random", "tpe"].contains(&search.strategy.as_str()) {
         let msg = format!(
-            "unknown strategy \"{}\"; valid: \"grid\", \"random\"",
+            "unknown strategy \"{}\"; valid: \"grid\", \"random\", \"tpe\"",
             search.strategy
         );
         return Err(ConfigError::new(file, msg).key("search.strategy").at(at));
     }
-    if search.strategy == "random" && search.trials.unwrap_or(0) == 0 {
+    let no_trials = search.trials.unwrap_or(0) == 0;
+    if search.strategy == "random" && no_trials {
         let msg = "random search needs `trials` = a positive integer";
         return Err(ConfigError::new(file, msg).key("search.trials").at(at));
+    }
+    if search.strategy == "tpe" && no_trials && search.timeout_s.is_none() {
+        let msg = "TPE needs `trials` = a positive integer, or `timeout_s`";
+        return Err(ConfigError::new(file, msg).key("search.trials").at(at));
+    }
+    if search.timeout_s.is_some_and(|t| t.is_nan() || t <= 0.0) {
+        let msg = "`timeout_s` must be a number of seconds above 0";
+        return Err(ConfigError::new(file, msg).key("search.timeout_s").at(at));
     }
     Ok(search)
 }
 
+/// The entry's table with `--set models.<key>` put in for every key its kind has; the keys
+/// that were.
+fn with_overrides(
+    table: &toml::Table,
+    spec: &models::KindSpec,
+    overrides: &[(String, toml::Value)],
+) -> (toml::Table, Vec<String>) {
+    let mut table = table.clone();
+    let mut hit = Vec::new();
+    for (key, value) in overrides {
+        if spec.params.iter().any(|p| p.name == key) {
+            table.insert(key.clone(), value.clone());
+            hit.push(key.clone());
+        }
+    }
+    (table, hit)
+}
+
 /// Expands one sweep file; ensemble members may name configs of this file or of `earlier` ones.
-pub fn expand_sweep_file_after(
-    path: &Path,
-    task: Task,
-    default_seed: u64,
+/// Returns the configs and studies, and the `--set` keys some entry had.
+fn expand_file(
+    input: &ExpandInput,
     earlier: &[ModelConfig],
-) -> Result<Vec<ModelConfig>, ConfigError> {
-    let file = path.display().to_string();
-    let src = std::fs::read_to_string(path)
+) -> Result<(Expanded, Vec<String>), ConfigError> {
+    let file = input.path.display().to_string();
+    let src = std::fs::read_to_string(input.path)
         .map_err(|e| ConfigError::new(&file, format!("cannot read the sweep file: {e}")))?;
     let sweep: SweepFile = toml::from_str(&src).map_err(|e| toml_error(&file, &src, &e))?;
     if sweep.models.is_empty() {
         return Err(ConfigError::new(&file, "no [[models]] entries"));
     }
-    let search = search_of(&file, &src, sweep.search)?;
-    let mut all = Vec::new();
-    for (i, table) in sweep.models.iter().enumerate() {
-        let entry = Entry {
+    let search = search_of(&file, &src, sweep.search, input.search)?;
+    let mut out = Expanded::default();
+    let mut hit = Vec::new();
+    for (i, original) in sweep.models.iter().enumerate() {
+        let probe = Entry {
             file: &file,
             src: &src,
             index: i,
-            table,
+            table: original,
         };
-        let (kind, spec) = entry.kind(task)?;
-        let base_name = entry.name(&kind)?;
-        let member_refs = entry.members(&kind, task)?;
-        let axes = entry.axes(&kind, spec, !member_refs.is_empty())?;
-        let mut configs = grid_configs(&kind, spec, &base_name, &axes);
-        entry.check_class_only(task, &configs)?;
-        if !member_refs.is_empty() {
-            let known: Vec<&ModelConfig> = earlier.iter().chain(&all).collect();
-            let members =
-                resolve_members(&member_refs, &known).map_err(|m| entry.error("members", m))?;
-            for c in &mut configs {
-                c.members = members.clone();
-            }
-        }
-        if search.strategy == "random" {
-            let trials = search.trials.unwrap_or(1);
-            if configs.len() > trials {
-                let seed = search.seed.unwrap_or(default_seed);
-                let mut rng = SplitMix64::derive(seed, 0x5EED + i as u64);
-                rng.shuffle(&mut configs);
-                configs.truncate(trials);
-            }
-        }
-        all.extend(configs);
+        let (kind, spec) = probe.kind(input.task)?;
+        let (table, keys) = with_overrides(original, spec, input.overrides);
+        hit.extend(keys);
+        let entry = Entry {
+            table: &table,
+            ..probe
+        };
+        let seed = SplitMix64::derive(search.seed.unwrap_or(input.default_seed), 0x5EED + i as u64)
+            .next_u64();
+        let known: Vec<&ModelConfig> = earlier.iter().chain(&out.configs).collect();
+        let part = expand_entry(&entry, &kind, spec, &search, input.task, seed, &known)?;
+        out.configs.extend(part.configs);
+        out.studies.extend(part.studies);
     }
-    Ok(all)
+    Ok((out, hit))
+}
+
+/// One entry's configs: its grid, a random sample of it (or of its ranges), or its study.
+fn expand_entry(
+    entry: &Entry,
+    kind: &str,
+    spec: &'static models::KindSpec,
+    search: &SearchConfig,
+    task: Task,
+    seed: u64,
+    known: &[&ModelConfig],
+) -> Result<Expanded, ConfigError> {
+    let base_name = entry.name(kind)?;
+    let member_refs = entry.members(kind, task)?;
+    let axes = entry.axes(kind, spec, !member_refs.is_empty())?;
+    let ranged = axes.iter().find(|(_, a)| matches!(a, Axis::Range(_)));
+    if let (Some((key, _)), "grid") = (ranged, search.strategy.as_str()) {
+        let msg = "a range is searched, not listed: set [search] strategy = \"random\" or \"tpe\" (with trials), or list the values";
+        return Err(entry.error(key, msg));
+    }
+    let searched = axes.iter().any(|(_, a)| match a {
+        Axis::Values(v) => v.len() > 1,
+        Axis::Range(_) => true,
+    });
+    let by_trial = member_refs.is_empty()
+        && searched
+        && (search.strategy == "tpe" || (search.strategy == "random" && ranged.is_some()));
+    if by_trial {
+        let study = study_of(kind, spec, &base_name, &axes, search, seed);
+        entry.check_class_only(task, std::slice::from_ref(&study.base))?;
+        if search.strategy == "tpe" {
+            return Ok(Expanded {
+                configs: Vec::new(),
+                studies: vec![study],
+            });
+        }
+        let sampler = study.sampler();
+        let configs = (0..search.trials.unwrap_or(1))
+            .map(|t| study.config(t, &sampler.suggest(t, &[])))
+            .collect();
+        return Ok(Expanded {
+            configs,
+            studies: Vec::new(),
+        });
+    }
+    let values: Vec<(String, Vec<ParamValue>)> = axes
+        .into_iter()
+        .filter_map(|(k, a)| match a {
+            Axis::Values(v) => Some((k, v)),
+            Axis::Range(_) => None,
+        })
+        .collect();
+    let mut configs = grid_configs(kind, spec, &base_name, &values);
+    entry.check_class_only(task, &configs)?;
+    if !member_refs.is_empty() {
+        let members =
+            resolve_members(&member_refs, known).map_err(|m| entry.error("members", m))?;
+        for c in &mut configs {
+            c.members = members.clone();
+        }
+    }
+    if search.strategy == "random" {
+        let trials = search.trials.unwrap_or(1);
+        if configs.len() > trials {
+            SplitMix64::new(seed).shuffle(&mut configs);
+            configs.truncate(trials);
+        }
+    }
+    Ok(Expanded {
+        configs,
+        studies: Vec::new(),
+    })
+}
+
+/// The study of an entry: its single values fixed in the base config, the rest its space.
+fn study_of(
+    kind: &str,
+    spec: &models::KindSpec,
+    name: &str,
+    axes: &[(String, Axis)],
+    search: &SearchConfig,
+    seed: u64,
+) -> Study {
+    let fixed: Vec<(String, Vec<ParamValue>)> = axes
+        .iter()
+        .filter_map(|(k, a)| match a {
+            Axis::Values(v) if v.len() == 1 => Some((k.clone(), v.clone())),
+            _ => None,
+        })
+        .collect();
+    let mut base = grid_configs(kind, spec, name, &fixed).remove(0);
+    base.name = name.to_string();
+    let space = axes
+        .iter()
+        .filter(|(_, a)| !matches!(a, Axis::Values(v) if v.len() == 1))
+        .cloned()
+        .collect();
+    Study {
+        name: name.to_string(),
+        base,
+        space,
+        search: search.clone(),
+        seed,
+    }
 }
 
 /// Finds each member: an earlier run ("t3", resolved against the store later), a config by its

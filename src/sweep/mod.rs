@@ -132,6 +132,8 @@ pub struct SweepOptions {
     pub wide: bool,
     /// `--register-best NAME[@ALIAS]`: the registered model the best run's model joins.
     pub register_best: Option<(String, Option<String>)>,
+    /// `--search`/`--trials`: over every sweep file's `[search]`.
+    pub search: Option<crate::config::SearchOverride>,
 }
 
 pub fn cores() -> usize {

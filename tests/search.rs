@@ -1,0 +1,190 @@
+//! Searching hyperparameters: ranges and choices in sweep files and on the command line, TPE
+//! trial by trial (reproducible with a seed, resumable, replayable), and the checks on ranges.
+mod common;
+
+use common::*;
+use serde_json::Value;
+
+const CONFIG: &str = "experiment = \"search\"\nseed = 5\nsweeps = [\"sweep.toml\"]\n[data]\nsource = \"builtin:winequality-red\"\ntarget = \"quality\"\n[cv]\nfolds = 3\n";
+
+const TPE: &str = "[search]\nstrategy = \"tpe\"\ntrials = 10\nstartup_trials = 4\n\n[[models]]\nname = \"forest\"\nkind = \"random_forest\"\nn_trees = { low = 5, high = 40, log = true }\nmax_depth = { low = 2, high = 12 }\nmin_samples_leaf = [1, 2, 4]\n";
+
+/// (name, mean accuracy) of each run of a sweep report, in run order.
+fn trials(report: &Value) -> Vec<(String, f64)> {
+    let mut runs: Vec<&Value> = report["runs"].as_array().unwrap().iter().collect();
+    runs.sort_by_key(|r| r["version"].as_str().unwrap()[1..].parse::<i64>().unwrap());
+    runs.iter()
+        .map(|r| {
+            let name = r["name"].as_str().unwrap().to_string();
+            (name, r["metrics"]["accuracy"]["mean"].as_f64().unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn tpe_trials_repeat_with_the_seed_continue_with_more_trials_and_replay() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let cfg_a = write_config(a.path(), CONFIG, TPE);
+    let cfg_b = write_config(b.path(), CONFIG, TPE);
+    let first = trials(&sweep_json(a.path(), &cfg_a, &["--jobs", "1"]));
+    assert_eq!(first.len(), 10);
+    assert!(first[0].0.starts_with("forest#1[max_depth="), "{first:?}");
+    // Every trial within its ranges and choices.
+    for (name, _) in &first {
+        let inside = name.split('[').nth(1).unwrap().trim_end_matches(']');
+        for kv in inside.split(',') {
+            let (k, v) = kv.split_once('=').unwrap();
+            let v: f64 = v.parse().unwrap();
+            let ok = match k {
+                "n_trees" => (5.0..=40.0).contains(&v),
+                "max_depth" => (2.0..=12.0).contains(&v),
+                "min_samples_leaf" => [1.0, 2.0, 4.0].contains(&v),
+                _ => false,
+            };
+            assert!(ok, "{name}");
+        }
+    }
+    // The same seed and one job: the same trials in the same order, to the last digit.
+    let again = trials(&sweep_json(
+        b.path(),
+        &cfg_b,
+        &["--jobs", "1", "--trials", "14"],
+    ));
+    assert_eq!(again[..10], first[..], "same seed, same trials");
+    // More trials continue the search in `a`: no finished trial repeats, and the new ones are
+    // those a 14-trial search made.
+    let more = trials(&sweep_json(
+        a.path(),
+        &cfg_a,
+        &["--jobs", "1", "--trials", "14"],
+    ));
+    assert_eq!(more.len(), 4, "{more:?}");
+    assert_eq!(
+        more[..],
+        again[10..],
+        "resumed trials equal an unbroken search's"
+    );
+    // The trial is recorded with its run, and replays bit for bit.
+    let store = read_with_mlflow(&a.path().join("mlflow.db"));
+    let runs = experiment_runs(&store, "search");
+    let last = runs
+        .iter()
+        .find(|r| {
+            r["tags"]["mlflow.runName"]
+                .as_str()
+                .unwrap()
+                .contains("forest#14")
+        })
+        .unwrap();
+    assert_eq!(last["tags"]["runner.search"], "forest");
+    assert_eq!(last["tags"]["runner.trial"], "14");
+    let out = run_ok(runner(a.path()).args(["replay", "t14", "--check", "--json"]));
+    assert_eq!(stdout_json(&out)["identical"], true);
+}
+
+/// `--set` makes grid axes and ranges, `--search`/`--trials` set the strategy, and `validate`
+/// prints the space.
+#[test]
+fn the_command_line_sets_axes_ranges_and_the_search() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        d.path(),
+        CONFIG,
+        "[[models]]\nname = \"lr\"\nkind = \"logistic_regression\"\n",
+    );
+    let out = run_ok(
+        runner(d.path())
+            .args([
+                "validate",
+                "--json",
+                "--set",
+                "models.max_iterations=[50,100,200]",
+            ])
+            .arg(&cfg),
+    );
+    let names: Vec<String> = stdout_json(&out)["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "lr[max_iterations=50]",
+            "lr[max_iterations=100]",
+            "lr[max_iterations=200]"
+        ]
+    );
+    let range = "models.gradient_tolerance={low=1e-6,high=1e-2,log=true}";
+    let out = run_ok(
+        runner(d.path())
+            .args([
+                "validate", "--search", "tpe", "--trials", "6", "--set", range,
+            ])
+            .arg(&cfg),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("tpe search"), "{text}");
+    assert!(text.contains("6 trials"), "{text}");
+    assert!(
+        text.contains("gradient_tolerance: 0.000001..=0.01 log"),
+        "{text}"
+    );
+    let report = sweep_json(
+        d.path(),
+        &cfg,
+        &[
+            "--search", "random", "--trials", "3", "--set", range, "--jobs", "1",
+        ],
+    );
+    let runs = report["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 3);
+    for r in runs {
+        let tol = r["name"].as_str().unwrap();
+        assert!(
+            tol.starts_with("lr#") && tol.contains("gradient_tolerance="),
+            "{tol}"
+        );
+    }
+}
+
+/// A range that cannot be searched is refused before anything is written, by its key.
+#[test]
+fn bad_ranges_are_refused_by_key() {
+    let d = tempfile::tempdir().unwrap();
+    let cases = [
+        ("n_trees = { low = 50, high = 10 }", "not below its high"),
+        ("max_features = { low = 1, high = 3 }", "list its choices"),
+        (
+            "n_trees = { low = 0, high = 10, log = true }",
+            "log range needs low above 0",
+        ),
+        (
+            "n_trees = { low = 5, high = 10, steps = 2 }",
+            "not a range key",
+        ),
+        ("class_weights = { low = 1, high = 3 }", "not a range"),
+    ];
+    for (line, expected) in cases {
+        let sweep = format!("[search]\nstrategy = \"tpe\"\ntrials = 3\n[[models]]\nkind = \"random_forest\"\n{line}\n");
+        let cfg = write_config(d.path(), CONFIG, &sweep);
+        let out = runner(d.path()).args(["sweep"]).arg(&cfg).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{line}: {err}");
+        assert!(
+            err.contains(expected) && err.contains("models[0]."),
+            "{line}: {err}"
+        );
+        assert!(!d.path().join("mlflow.db").exists());
+    }
+    let grid = "[[models]]\nkind = \"random_forest\"\nn_trees = { low = 5, high = 10 }\n";
+    let cfg = write_config(d.path(), CONFIG, grid);
+    let out = runner(d.path())
+        .args(["validate"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("strategy = \"random\" or \"tpe\""));
+}
