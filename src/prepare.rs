@@ -26,6 +26,15 @@ pub struct Prepared {
     pub primary_metric: String,
     /// Regression: the target's bins for the per-bin MAE.
     pub target_bins: crate::eval::TargetBins,
+    /// `cv.assignments`: each row's fixed fold, and the file's sha256.
+    pub folds_file: Option<crate::folds_file::Assignment>,
+}
+
+impl Prepared {
+    /// Each row's fold from `cv.assignments`, if the config names a folds file.
+    pub fn fixed_folds(&self) -> Option<&[usize]> {
+        self.folds_file.as_ref().map(|f| f.fold_of.as_slice())
+    }
 }
 
 pub fn primary_metric(loaded: &LoadedConfig, task: Task) -> Result<String> {
@@ -211,6 +220,7 @@ pub fn prepare_from(loaded: LoadedConfig, input: InputRef) -> Result<Prepared> {
         "runner_version": RUNNER_VERSION,
     });
     let target_bins = bins_of(&loaded, &y);
+    let folds_file = crate::folds_file::load(&loaded, &input, &etl_df)?;
     Ok(Prepared {
         loaded,
         input,
@@ -224,6 +234,7 @@ pub fn prepare_from(loaded: LoadedConfig, input: InputRef) -> Result<Prepared> {
         etl_record,
         primary_metric,
         target_bins,
+        folds_file,
     })
 }
 

@@ -244,10 +244,14 @@ pub fn print_sweep(report: &SweepReport, wide: bool) {
         }
     );
     print_leaderboard(report, wide);
+    for p in report.runs.iter().filter(|r| r.pruned.is_some()) {
+        let why = p.pruned.as_ref().map_or("", |p| p.reason.as_str());
+        println!("{} {} pruned {why}", p.version, p.name);
+    }
     let failed: Vec<&RunResult> = report
         .runs
         .iter()
-        .filter(|r| r.status != "FINISHED")
+        .filter(|r| r.status != "FINISHED" && r.pruned.is_none())
         .collect();
     for f in &failed {
         println!(

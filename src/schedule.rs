@@ -108,11 +108,14 @@ impl Sweep<'_> {
     /// transaction, numbered in the order asked; then tags ensembles and announces the runs to
     /// every tracker.
     fn refill(&self, state: &mut State) -> Result<()> {
-        let (mut configs, mut notes) = (Vec::new(), Vec::new());
+        // A config's search note and pruner are taken as it is asked: a strategy that is done
+        // after it no longer knows it.
+        let (mut configs, mut notes, mut pruners) = (Vec::new(), Vec::new(), Vec::new());
         while !state.finished {
             match state.strategy.ask() {
                 Ask::Next(c) => {
                     notes.push(state.strategy.annotate(&c));
+                    pruners.push(state.strategy.pruner(&c));
                     configs.push(c);
                 }
                 Ask::Wait => break,
@@ -122,10 +125,15 @@ impl Sweep<'_> {
         if configs.is_empty() {
             return Ok(());
         }
-        let plans: Vec<TrainPlan> = configs.iter().map(|c| (self.make_plan)(c)).collect();
+        let plans: Vec<TrainPlan> = (configs.iter().zip(pruners))
+            .map(|(c, pruner)| TrainPlan {
+                pruner,
+                ..(self.make_plan)(c)
+            })
+            .collect();
         let splits: Vec<Splits> = plans
             .iter()
-            .map(|p| make_splits(self.prep.task, &self.prep.y, p))
+            .map(|p| make_splits(self.prep.task, &self.prep.y, p, self.prep.fixed_folds()))
             .collect();
         let mut specs: Vec<(RunSpec, String, serde_json::Value)> = (plans.iter().zip(&splits))
             .zip(notes)
@@ -253,10 +261,16 @@ impl Sweep<'_> {
     fn tell(&self, state: &mut State, job: &Job, result: &RunResult) {
         let metric = &self.prep.primary_metric;
         let score = result.metrics.get(metric).map(|(mean, _)| *mean);
+        let folds = result
+            .fold_metrics
+            .get(metric)
+            .map_or(&[][..], Vec::as_slice);
         state.strategy.tell(&Told {
             config: &job.plan.model,
             version: &result.version,
             score,
+            folds,
+            pruned: result.pruned.is_some(),
         });
     }
 }
@@ -295,10 +309,10 @@ pub fn run_sweep(
     let done = finished_trials(prep, opts)?;
     for study in studies {
         let signature = search_signature(prep, &study);
-        let mut tpe = Tpe::new(study, higher, jobs, signature);
-        let earlier: Vec<(ModelConfig, f64)> = (done.iter())
-            .filter(|(sig, _, _)| sig == tpe.signature())
-            .map(|(_, c, score)| (c.clone(), *score))
+        let mut tpe = Tpe::new(study, higher, &prep.primary_metric, jobs, signature);
+        let earlier: Vec<_> = (done.iter())
+            .filter(|(sig, _)| sig == tpe.signature())
+            .map(|(_, trial)| trial.clone())
             .collect();
         if !earlier.is_empty() && !progress_quiet {
             eprintln!(
@@ -335,11 +349,12 @@ fn search_signature(prep: &Prepared, study: &Study) -> String {
     crate::data::sha256_hex(identity.to_string().as_bytes())
 }
 
-/// The finished trials of earlier searches in the store: (signature, config, primary score).
-fn finished_trials(
-    prep: &Prepared,
-    opts: &SweepOptions,
-) -> Result<Vec<(String, ModelConfig, f64)>> {
+/// A trial an earlier search trained: its config, score, fold values and whether it was
+/// pruned.
+type EarlierTrial = (ModelConfig, f64, Vec<f64>, bool);
+
+/// The trials earlier searches in the store finished or pruned, by the search's signature.
+fn finished_trials(prep: &Prepared, opts: &SweepOptions) -> Result<Vec<(String, EarlierTrial)>> {
     let path = tracking_path(opts.tracking_uri.as_deref(), Some(&prep.loaded))?;
     if !path.is_file() {
         return Ok(Vec::new());
@@ -349,12 +364,17 @@ fn finished_trials(
     Ok(store
         .training_runs()?
         .into_iter()
-        .filter(|r| r.status == "FINISHED")
         .filter_map(|r| {
             let signature = r.record["search"]["signature"].as_str()?.to_string();
             let config = serde_json::from_value(r.record["plan"]["model"].clone()).ok()?;
-            let score = r.summary.as_ref()?["metrics"][metric]["mean"].as_f64()?;
-            Some((signature, config, score))
+            let summary = r.summary.as_ref()?;
+            let pruned = !summary["pruned"].is_null();
+            if r.status != "FINISHED" && !pruned {
+                return None;
+            }
+            let score = summary["metrics"][metric]["mean"].as_f64()?;
+            let folds = serde_json::from_value(summary["fold_metrics"][metric].clone()).ok()?;
+            Some((signature, (config, score, folds, pruned)))
         })
         .collect())
 }

@@ -6,8 +6,10 @@
 
 use crate::config::Study;
 use crate::models::{self, ModelConfig};
+use crate::sweep::prune::MedianPruner;
 use crate::tpe::{Observed, Sampler};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// What a strategy answers when asked for the next config.
@@ -29,6 +31,10 @@ pub struct Told<'a> {
     pub version: &'a str,
     /// The mean of the sweep's primary metric over the folds; none when the run failed.
     pub score: Option<f64>,
+    /// The primary metric of each fold it trained.
+    pub folds: &'a [f64],
+    /// Its search's pruner stopped it early (its score is of the folds it trained).
+    pub pruned: bool,
 }
 
 /// Chooses a sweep's configs one at a time.
@@ -42,6 +48,10 @@ pub trait Strategy: Send {
     /// What the run of a config it just gave records of the search (`search` in its record,
     /// tags `runner.search` and `runner.trial`), if it searched for it.
     fn annotate(&self, _config: &ModelConfig) -> Option<serde_json::Value> {
+        None
+    }
+    /// The pruner that may stop the run of a config it just gave after a fold.
+    fn pruner(&self, _config: &ModelConfig) -> Option<Arc<MedianPruner>> {
         None
     }
 }
@@ -182,7 +192,8 @@ impl Strategy for TopEnsembles {
         }
         self.in_flight = self.in_flight.saturating_sub(1);
         self.inner.tell(told);
-        if let (Some(score), false) = (told.score, models::is_ensemble(&told.config.kind)) {
+        let single = !models::is_ensemble(&told.config.kind) && !told.pruned;
+        if let (Some(score), true) = (told.score, single) {
             self.finished
                 .push((score, told.version.to_string(), told.config.clone()));
         }
@@ -190,6 +201,10 @@ impl Strategy for TopEnsembles {
 
     fn annotate(&self, config: &ModelConfig) -> Option<serde_json::Value> {
         self.inner.annotate(config)
+    }
+
+    fn pruner(&self, config: &ModelConfig) -> Option<Arc<MedianPruner>> {
+        self.inner.pruner(config)
     }
 
     fn remaining(&self) -> Option<usize> {
@@ -217,15 +232,28 @@ pub struct Tpe {
     /// The values of each asked trial, by config name.
     pending: BTreeMap<String, (usize, Vec<f64>)>,
     observed: Vec<Observed>,
+    /// `prune = "median"` (the default): stops trials below the finished ones' median.
+    pruner: Option<Arc<MedianPruner>>,
 }
 
 impl Tpe {
-    pub fn new(study: Study, higher_is_better: bool, parallel: usize, signature: String) -> Tpe {
+    pub fn new(
+        study: Study,
+        higher_is_better: bool,
+        metric: &str,
+        parallel: usize,
+        signature: String,
+    ) -> Tpe {
+        let pruner = match study.search.prune.as_deref() {
+            Some("none") => None,
+            _ => Some(Arc::new(MedianPruner::new(5, higher_is_better, metric))),
+        };
         Tpe {
             sampler: study.sampler(),
             study,
             higher_is_better,
             parallel: parallel.max(1),
+            pruner,
             signature,
             asked: 0,
             started: None,
@@ -238,10 +266,13 @@ impl Tpe {
         &self.signature
     }
 
-    /// Continues from trials an earlier sweep of the same search finished: (config, score).
-    /// Their numbers are not asked again.
-    pub fn resume(&mut self, done: &[(ModelConfig, f64)]) {
-        for (cfg, score) in done {
+    /// Continues from trials an earlier sweep of the same search trained: (config, score,
+    /// fold values, pruned). Their numbers are not asked again.
+    pub fn resume(&mut self, done: &[(ModelConfig, f64, Vec<f64>, bool)]) {
+        for (cfg, score, folds, pruned) in done {
+            if let (Some(p), false) = (&self.pruner, pruned) {
+                p.record(folds);
+            }
             let (Some(trial), Some(values)) =
                 (self.study.trial_of(&cfg.name), self.study.values_of(cfg))
             else {
@@ -292,6 +323,9 @@ impl Strategy for Tpe {
         if self.pending.is_empty() && self.out_of_time() {
             self.asked = usize::MAX;
         }
+        if let (Some(p), false, Some(_)) = (&self.pruner, told.pruned, told.score) {
+            p.record(told.folds);
+        }
         if let Some(score) = told.score.filter(|s| s.is_finite()) {
             let score = if self.higher_is_better { -score } else { score };
             self.observed.push(Observed {
@@ -305,6 +339,11 @@ impl Strategy for Tpe {
     fn remaining(&self) -> Option<usize> {
         let trials = self.study.search.trials?;
         Some(trials.saturating_sub(self.asked))
+    }
+
+    fn pruner(&self, config: &ModelConfig) -> Option<Arc<MedianPruner>> {
+        self.pending.get(&config.name)?;
+        self.pruner.clone()
     }
 
     fn annotate(&self, config: &ModelConfig) -> Option<serde_json::Value> {
@@ -357,6 +396,10 @@ impl Strategy for Chain {
     fn annotate(&self, config: &ModelConfig) -> Option<serde_json::Value> {
         self.parts.iter().find_map(|p| p.annotate(config))
     }
+
+    fn pruner(&self, config: &ModelConfig) -> Option<Arc<MedianPruner>> {
+        self.parts.iter().find_map(|p| p.pruner(config))
+    }
 }
 
 #[cfg(test)]
@@ -369,6 +412,8 @@ mod tests {
 
     fn tell(s: &mut dyn Strategy, c: &ModelConfig, version: &str, score: f64) {
         s.tell(&Told {
+            folds: &[],
+            pruned: false,
             config: c,
             version,
             score: Some(score),

@@ -106,6 +106,10 @@ pub fn finish(parent: &SweepParent, prep: &Prepared, report: &mut SweepReport) -
         "leaderboard.csv",
         leaderboard_csv(report).as_bytes(),
     )?;
+    let higher = crate::config::higher_is_better(metric);
+    for (name, bytes) in crate::search_plots::search_plots(&report.runs, metric, higher) {
+        store.log_artifact(&parent.run_uuid, &name, &bytes)?;
+    }
     if let Some(best) = ranked(report).first() {
         let (mean, std) = best.metrics[metric];
         store.log_metrics(

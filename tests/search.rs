@@ -188,3 +188,161 @@ fn bad_ranges_are_refused_by_key() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("strategy = \"random\" or \"tpe\""));
 }
+
+/// A trial whose first folds fall below the median of the finished trials stops there: KILLED
+/// with its partial metrics and the reason, never ranked, shown as pruned, and replayed to the
+/// same fold (or in full with `--set pruned=false`).
+#[test]
+fn median_pruning_stops_weak_trials_and_replay_reproduces_it() {
+    let d = tempfile::tempdir().unwrap();
+    let sweep = "[search]\nstrategy = \"tpe\"\ntrials = 14\nstartup_trials = 6\n\n[[models]]\nname = \"tree\"\nkind = \"decision_tree\"\nmax_depth = { low = 1, high = 14 }\nmin_samples_leaf = { low = 1, high = 60, log = true }\n";
+    let cfg = write_config(d.path(), CONFIG, sweep);
+    let report = sweep_json(d.path(), &cfg, &["--jobs", "1"]);
+    let runs = report["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 14);
+    let pruned: Vec<&Value> = runs.iter().filter(|r| !r["pruned"].is_null()).collect();
+    assert!(!pruned.is_empty(), "no trial was pruned: {report}");
+    for p in &pruned {
+        assert_eq!(p["status"], "KILLED");
+        let folds = p["pruned"]["folds"].as_u64().unwrap();
+        assert!(folds < 3, "{p}");
+        assert_eq!(
+            p["fold_metrics"]["accuracy"].as_array().unwrap().len() as u64,
+            folds
+        );
+        assert!(
+            p["pruned"]["reason"].as_str().unwrap().contains("median"),
+            "{p}"
+        );
+    }
+    // The store and `runner runs` say so; the sweep's best run is a finished one.
+    let tv = pruned[0]["version"].as_str().unwrap();
+    let store = read_with_mlflow(&d.path().join("mlflow.db"));
+    let logged = experiment_runs(&store, "search");
+    let parent = logged
+        .iter()
+        .find(|r| r["tags"]["runner.sweep"] == "parent")
+        .unwrap();
+    // The search's charts are the parent's artifacts: history and one slice per parameter.
+    let charts = artifact_names(parent);
+    for name in [
+        "search_tree_history.svg",
+        "search_tree_history.csv",
+        "search_tree_max_depth.svg",
+        "search_tree_min_samples_leaf.svg",
+    ] {
+        assert!(charts.contains(&name), "{name} in {charts:?}");
+    }
+    let best = parent["tags"]["runner.best_run"].as_str().unwrap();
+    let best_run = runs.iter().find(|r| r["version"] == best).unwrap();
+    assert_eq!(best_run["status"], "FINISHED", "{best_run}");
+    let run = logged
+        .iter()
+        .find(|r| r["run_id"] == pruned[0]["run_uuid"])
+        .unwrap();
+    assert_eq!(run["status"], "KILLED");
+    assert_eq!(run["tags"]["runner.pruned"], "true");
+    let out = run_ok(runner(d.path()).args(["runs"]));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("KILLED (pruned)"));
+    // Replay stops at the same fold, bit for bit; pruned=false trains every fold.
+    let out = run_ok(runner(d.path()).args(["replay", tv, "--check", "--json"]));
+    let replay = stdout_json(&out);
+    assert_eq!(replay["identical"], true, "{replay}");
+    assert_eq!(replay["status"], "KILLED");
+    let out = run_ok(runner(d.path()).args(["replay", tv, "--set", "pruned=false", "--json"]));
+    let full = stdout_json(&out);
+    assert_eq!(full["status"], "FINISHED", "{full}");
+}
+
+/// The fold lists of `runner`'s records as JSON, in the order their struct serialises.
+fn folds_json(fold_of: &[usize], k: usize) -> String {
+    let folds: Vec<String> = (0..k)
+        .map(|f| {
+            let rows = |want: bool| -> String {
+                let r: Vec<String> = (0..fold_of.len())
+                    .filter(|r| (fold_of[*r] == f) == want)
+                    .map(|r| r.to_string())
+                    .collect();
+                r.join(",")
+            };
+            format!(
+                "{{\"repeat\":0,\"index\":{f},\"train\":[{}],\"test\":[{}]}}",
+                rows(false),
+                rows(true)
+            )
+        })
+        .collect();
+    format!("[{}]", folds.join(","))
+}
+
+/// `cv.assignments` fixes the folds by input row (before the ETL's filter): the run scores
+/// exactly those folds, records the file's sha256, and replay refuses a changed file.
+#[test]
+fn folds_from_a_file_fix_the_splits_and_replay_checks_the_file() {
+    use sha2::Digest;
+    let d = tempfile::tempdir().unwrap();
+    let white = std::fs::read_to_string(repo().join("tests/data/winequality-white.csv")).unwrap();
+    std::fs::write(d.path().join("white.csv"), &white).unwrap();
+    let n = white.lines().count() - 1;
+    // Every input row, fold = row mod 4.
+    let mut csv = String::from("row,fold\n");
+    for r in 0..n {
+        csv.push_str(&format!("{r},{}\n", r % 4));
+    }
+    std::fs::write(d.path().join("folds.csv"), &csv).unwrap();
+    let config = "experiment = \"fixed\"\nsweeps = [\"sweep.toml\"]\n[data]\nsource = \"white.csv\"\ntarget = \"quality\"\n[etl]\nfilter = [\"quality >= 5\"]\n[cv]\nfolds = 4\nassignments = \"folds.csv\"\n";
+    let cfg = write_config(d.path(), config, "[[models]]\nkind = \"naive_bayes\"\n");
+    sweep_json(d.path(), &cfg, &[]);
+    let out = run_ok(runner(d.path()).args(["show", "t1", "--json"]));
+    let record = stdout_json(&out)["record"].clone();
+    // The rows the filter keeps, in input order, each in its file's fold.
+    let kept: Vec<usize> = (white.lines().skip(1).enumerate())
+        .filter(|(_, l)| l.rsplit(',').next().unwrap().parse::<i64>().unwrap() >= 5)
+        .map(|(r, _)| r)
+        .collect();
+    assert!(kept.len() < n, "the filter drops grades 3 and 4");
+    let fold_of: Vec<usize> = kept.iter().map(|r| r % 4).collect();
+    let digest = hex(&sha2::Sha256::digest(folds_json(&fold_of, 4).as_bytes()));
+    assert_eq!(
+        record["folds_sha256"],
+        digest.as_str(),
+        "the file's folds, exactly"
+    );
+    let file_digest = hex(&sha2::Sha256::digest(csv.as_bytes()));
+    assert_eq!(record["folds_file_sha256"], file_digest.as_str());
+    let out = run_ok(runner(d.path()).args(["replay", "t1", "--check", "--json"]));
+    assert_eq!(stdout_json(&out)["identical"], true);
+    // A changed file: replay refuses, naming it.
+    std::fs::write(
+        d.path().join("folds.csv"),
+        csv.replace("\n5,1\n", "\n5,2\n"),
+    )
+    .unwrap();
+    let out = runner(d.path()).args(["replay", "t1"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("has changed since t1"));
+    // A file that does not fit the config is refused before anything is written.
+    let e = tempfile::tempdir().unwrap();
+    std::fs::write(e.path().join("white.csv"), &white).unwrap();
+    std::fs::write(e.path().join("folds.csv"), &csv).unwrap();
+    let three = config.replace("folds = 4", "folds = 3");
+    let cfg = write_config(e.path(), &three, "[[models]]\nkind = \"naive_bayes\"\n");
+    let out = runner(e.path()).args(["sweep"]).arg(&cfg).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("set cv.folds = 4"));
+    let short: String = csv.lines().take(1000).map(|l| format!("{l}\n")).collect();
+    std::fs::write(e.path().join("folds.csv"), short).unwrap();
+    let cfg = write_config(e.path(), config, "[[models]]\nkind = \"naive_bayes\"\n");
+    let out = runner(e.path()).args(["sweep"]).arg(&cfg).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("gives no fold to row") && err.contains("cv.assignments"),
+        "{err}"
+    );
+    assert!(!e.path().join("mlflow.db").exists());
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

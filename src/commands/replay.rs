@@ -60,6 +60,13 @@ fn apply_sets(plan: &mut TrainPlan, sets: &[String]) -> Result<Vec<String>> {
                     .parse()
                     .map_err(|_| parse_err("must be true or false"))?;
             }
+            "pruned" => {
+                old = plan.stop_after_folds.is_some().to_string();
+                if value != "false" {
+                    return Err(parse_err("only `pruned=false` (train every fold) is valid"));
+                }
+                plan.stop_after_folds = None;
+            }
             "cv.holdout" => {
                 old = plan.holdout.to_string();
                 plan.holdout = parse_within(value, 0.0..0.9)
@@ -76,7 +83,7 @@ fn apply_sets(plan: &mut TrainPlan, sets: &[String]) -> Result<Vec<String>> {
                 let p = spec.params.iter().find(|p| p.name == param).ok_or_else(|| {
                     let valid: Vec<&str> = spec.params.iter().map(|p| p.name).collect();
                     anyhow!(
-                        "--set {other}: not a replay setting; valid: seed, threads, cv.folds, cv.repeats, cv.stratified, cv.holdout, or a {} parameter ({})",
+                        "--set {other}: not a replay setting; valid: seed, threads, cv.folds, cv.repeats, cv.stratified, cv.holdout, pruned=false, or a {} parameter ({})",
                         plan.model.kind,
                         models::quoted_list(&valid)
                     )
@@ -102,6 +109,12 @@ fn apply_sets(plan: &mut TrainPlan, sets: &[String]) -> Result<Vec<String>> {
         changes.push(format!("{key}: {old} -> {value}"));
     }
     Ok(changes)
+}
+
+/// The folds a pruned trial trained before its pruner stopped it.
+fn pruned_folds(run: &TrainingRunRow) -> Option<usize> {
+    let folds = run.summary.as_ref()?["pruned"]["folds"].as_u64()?;
+    usize::try_from(folds).ok()
 }
 
 fn fold_metrics_of(summary: &Value) -> BTreeMap<String, Vec<f64>> {
@@ -130,6 +143,7 @@ fn recorded_setup(
     };
     let mut plan: TrainPlan =
         serde_json::from_value(rec["plan"].clone()).context("run record has no plan")?;
+    plan.stop_after_folds = pruned_folds(run);
     let changes = apply_sets(&mut plan, sets)?;
     config.seed = plan.seed;
     config.cv = CvConfig {
@@ -157,7 +171,8 @@ fn compare_folds(run: &TrainingRunRow, new: &sweep::RunResult) -> (Vec<Value>, b
         .map(fold_metrics_of)
         .unwrap_or_default();
     let mut rows = Vec::new();
-    let mut all_match = new.status == "FINISHED" && !before.is_empty();
+    let ended = new.status == "FINISHED" || new.pruned.is_some();
+    let mut all_match = ended && !before.is_empty();
     for (metric, old) in &before {
         let now = new.fold_metrics.get(metric).cloned().unwrap_or_default();
         let identical = old.len() == now.len() && old.iter().zip(&now).all(|(a, b)| same(*a, *b));
@@ -215,7 +230,7 @@ fn run_to_replay(store: &MlflowStore, version: &str, check: bool) -> Result<Trai
             store.path.display()
         );
     };
-    if check && run.status != "FINISHED" {
+    if check && run.status != "FINISHED" && pruned_folds(&run).is_none() {
         bail!(
             "{version} ended with status {}: there are no metrics to check against",
             run.status
@@ -246,7 +261,17 @@ pub fn replay_command(
             run.etl_version
         );
     }
-    let splits = sweep::make_splits(prep.task, &prep.y, &plan);
+    let recorded_file = rec["folds_file_sha256"].as_str();
+    let file_now = prep.folds_file.as_ref().map(|f| f.sha256.as_str());
+    if recorded_file.is_some() && recorded_file != file_now {
+        bail!(
+            "the folds file cv.assignments = {:?} has changed since {version} (sha256 {} then, {} now); restore it to replay",
+            prep.loaded.config.cv.assignments.as_deref().unwrap_or(""),
+            recorded_file.unwrap_or(""),
+            file_now.unwrap_or("none")
+        );
+    }
+    let splits = sweep::make_splits(prep.task, &prep.y, &plan, prep.fixed_folds());
     let same_folds =
         sweep::folds_digest(&splits.folds) == rec["folds_sha256"].as_str().unwrap_or("");
     if changes.is_empty() && !same_folds {
@@ -281,7 +306,7 @@ pub fn replay_command(
         );
         print_comparison(version, new, &rows, all_match);
     }
-    if new.status != "FINISHED" {
+    if new.status != "FINISHED" && new.pruned.is_none() {
         bail!(
             "the replay {} failed: {}",
             new.version,

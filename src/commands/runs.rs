@@ -110,7 +110,7 @@ pub fn runs_command(
     if json {
         let doc: Vec<_> = runs
             .iter()
-            .map(|r| json!({"version": format!("t{}", r.version), "experiment": r.experiment, "name": r.name, "kind": r.kind, "etl_version": format!("v{}", r.etl_version), "status": r.status, "status_reason": gone.get(&r.run_uuid), "run_uuid": r.run_uuid, "metrics": (!r.metrics.is_null()).then(|| mean_std_json(&r.metrics))}))
+            .map(|r| json!({"version": format!("t{}", r.version), "experiment": r.experiment, "name": r.name, "kind": r.kind, "etl_version": format!("v{}", r.etl_version), "status": r.status, "status_reason": gone.get(&r.run_uuid), "pruned": r.pruned, "run_uuid": r.run_uuid, "metrics": (!r.metrics.is_null()).then(|| mean_std_json(&r.metrics))}))
             .collect();
         let doc = json!({"schema": crate::JSON_SCHEMA, "store": store.path, "runs": doc});
         println!("{}", serde_json::to_string_pretty(&doc)?);
@@ -142,7 +142,11 @@ pub fn runs_command(
                 .to_string(),
             r.kind.clone(),
             format!("v{}", r.etl_version),
-            shown_status(&r.status, gone.get(&r.run_uuid)),
+            if r.pruned {
+                "KILLED (pruned)".to_string()
+            } else {
+                shown_status(&r.status, gone.get(&r.run_uuid))
+            },
             metric,
             value,
         ]);

@@ -102,7 +102,7 @@ pub fn sweep_command(path: &Path, opts: &SweepOptions) -> Result<ExitCode> {
     } else {
         report::print_sweep(&report, opts.wide);
     }
-    let failed = report.runs.iter().any(|r| r.status != "FINISHED")
+    let failed = (report.runs.iter()).any(|r| r.status != "FINISHED" && r.pruned.is_none())
         || parent_done.is_err()
         || registered.is_err();
     Ok(if failed {

@@ -124,6 +124,9 @@ pub struct CvConfig {
     /// Regression: the bins' inner edges instead of quantiles, ascending.
     #[serde(default)]
     pub regression_bin_edges: Option<Vec<f64>>,
+    /// Fixed folds from a CSV of `row` (or a key column) and `fold`, relative to the config.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assignments: Option<String>,
 }
 
 impl Default for CvConfig {
@@ -135,6 +138,7 @@ impl Default for CvConfig {
             holdout: 0.0,
             regression_bins: default_bins(),
             regression_bin_edges: None,
+            assignments: None,
         }
     }
 }

@@ -29,6 +29,10 @@ pub struct SearchConfig {
     /// TPE: one joint estimator over every dimension instead of one per dimension.
     #[serde(default)]
     pub multivariate: Option<bool>,
+    /// TPE: "median" (the default) stops a trial after a fold below the finished trials'
+    /// median there; "none" trains every fold.
+    #[serde(default)]
+    pub prune: Option<String>,
 }
 
 /// `--search` and `--trials` from the command line, over every sweep file's `[search]`.
@@ -438,6 +442,7 @@ fn search_of(
         timeout_s: None,
         startup_trials: None,
         multivariate: None,
+        prune: None,
     });
     if let Some(cli) = cli {
         search.strategy = cli.strategy.clone().unwrap_or(search.strategy);
@@ -459,6 +464,14 @@ fn search_of(
     if search.strategy == "tpe" && no_trials && search.timeout_s.is_none() {
         let msg = "TPE needs `trials` = a positive integer, or `timeout_s`";
         return Err(ConfigError::new(file, msg).key("search.trials").at(at));
+    }
+    if let Some(p) = search
+        .prune
+        .as_deref()
+        .filter(|p| !["median", "none"].contains(p))
+    {
+        let msg = format!("unknown pruner \"{p}\"; valid: \"median\", \"none\"");
+        return Err(ConfigError::new(file, msg).key("search.prune").at(at));
     }
     if search.timeout_s.is_some_and(|t| t.is_nan() || t <= 0.0) {
         let msg = "`timeout_s` must be a number of seconds above 0";

@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 mod importance;
 mod mlflow_model;
 mod plots;
+pub mod prune;
 mod record;
 mod run;
 mod train;
@@ -49,6 +50,12 @@ pub struct TrainPlan {
     /// means one bin per rounded value, as they were scored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_bins: Option<eval::TargetBins>,
+    /// The replay of a pruned trial stops after this many folds, as the trial did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_after_folds: Option<usize>,
+    /// A search's median pruner: the run stops after a fold that falls below it.
+    #[serde(skip)]
+    pub pruner: Option<std::sync::Arc<prune::MedianPruner>>,
 }
 
 pub struct Splits {
@@ -57,7 +64,12 @@ pub struct Splits {
     pub folds: Vec<Fold>,
 }
 
-pub fn make_splits(task: Task, y: &[f64], plan: &TrainPlan) -> Splits {
+/// The rows a plan trains and scores: its hold-out, and its CV folds (drawn from the seed, or
+/// `fixed` per row from a folds file).
+pub fn make_splits(task: Task, y: &[f64], plan: &TrainPlan, fixed: Option<&[usize]>) -> Splits {
+    if let Some(fold_of) = fixed {
+        return fixed_splits(fold_of);
+    }
     let (mut cv_rows, holdout_rows) = eval::holdout_split(task, y, plan.holdout, plan.seed);
     if let Some(max) = plan.max_rows {
         if cv_rows.len() > max {
@@ -79,6 +91,28 @@ pub fn make_splits(task: Task, y: &[f64], plan: &TrainPlan) -> Splits {
     Splits {
         cv_rows,
         holdout_rows,
+        folds,
+    }
+}
+
+/// Every row in CV, in the folds a file gave them.
+fn fixed_splits(fold_of: &[usize]) -> Splits {
+    let k = fold_of.iter().max().map_or(0, |m| m + 1);
+    let folds = (0..k)
+        .map(|f| {
+            let (test, train): (Vec<usize>, Vec<usize>) =
+                (0..fold_of.len()).partition(|r| fold_of[*r] == f);
+            Fold {
+                repeat: 0,
+                index: f,
+                train,
+                test,
+            }
+        })
+        .collect();
+    Splits {
+        cv_rows: (0..fold_of.len()).collect(),
+        holdout_rows: Vec::new(),
         folds,
     }
 }
@@ -106,6 +140,9 @@ pub struct RunResult {
     pub metrics: BTreeMap<String, (f64, f64)>,
     /// Every fold's value of every metric, in fold order.
     pub fold_metrics: BTreeMap<String, Vec<f64>>,
+    /// A search's trial stopped early by its pruner (status KILLED): where and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pruned: Option<prune::Pruned>,
     pub holdout: BTreeMap<String, f64>,
     pub per_class: Vec<eval::ClassStats>,
     pub confusion: Vec<Vec<usize>>,
@@ -163,6 +200,8 @@ pub fn plans(prep: &Prepared, configs: &[ModelConfig], jobs: usize, smoke: bool)
                 holdout: if smoke { 0.0 } else { cv.holdout },
                 max_rows: if smoke { Some(400) } else { None },
                 target_bins: (prep.task == Task::Regression).then(|| prep.target_bins.clone()),
+                stop_after_folds: None,
+                pruner: None,
             }
         })
         .collect()
@@ -276,7 +315,7 @@ pub fn ranked(report: &SweepReport) -> Vec<&RunResult> {
     let mut ok: Vec<&RunResult> = report
         .runs
         .iter()
-        .filter(|r| r.metrics.contains_key(key))
+        .filter(|r| r.status == "FINISHED" && r.metrics.contains_key(key))
         .collect();
     ok.sort_by(|a, b| {
         let (x, y) = (a.metrics[key].0, b.metrics[key].0);

@@ -16,6 +16,19 @@ pub fn run_record(
     etl_version: i64,
     splits: &Splits,
 ) -> serde_json::Value {
+    let mut record = record_fields(prep, plan, etl_version, splits);
+    if let Some(file) = &prep.folds_file {
+        record["folds_file_sha256"] = json!(file.sha256);
+    }
+    record
+}
+
+fn record_fields(
+    prep: &Prepared,
+    plan: &TrainPlan,
+    etl_version: i64,
+    splits: &Splits,
+) -> serde_json::Value {
     json!({
         "runner_version": RUNNER_VERSION,
         "git_commit": GIT_COMMIT,

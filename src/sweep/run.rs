@@ -62,6 +62,20 @@ pub fn run_one(
         let (mut result, artifacts) =
             train_config(prep, plan, splits, &spec.run_uuid, trackers, progress)?;
         result.version = tv.clone();
+        if let Some(pruned) = &result.pruned {
+            let tags = [
+                ("runner.pruned".to_string(), "true".to_string()),
+                ("runner.pruned_reason".to_string(), pruned.reason.clone()),
+                (
+                    "mlflow.note.content".to_string(),
+                    format!("pruned {}", pruned.reason),
+                ),
+            ];
+            trackers.set_tags(&spec.run_uuid, &tags)?;
+            store.set_summary(&spec.run_uuid, &serde_json::to_value(&result)?)?;
+            trackers.finish_run(&spec.run_uuid, RunStatus::Killed, now_ms())?;
+            return Ok(result);
+        }
         for (name, bytes) in &artifacts {
             // "model.json" -> "model_t3.json"
             let (stem, ext) = name.split_once('.').unwrap_or((name.as_str(), "bin"));
@@ -84,6 +98,11 @@ pub fn run_one(
             Err(anyhow::anyhow!("internal error (panic): {msg}"))
         });
     match outcome {
+        Ok(r) if r.pruned.is_some() => {
+            let why = r.pruned.as_ref().map_or("", |p| p.reason.as_str());
+            progress.line(&format!("{tv} {:<40} pruned {why}", r.name));
+            r
+        }
         Ok(r) => {
             let m = r
                 .metrics
@@ -108,6 +127,7 @@ pub fn run_one(
                 error: Some(msg),
                 metrics: BTreeMap::new(),
                 fold_metrics: BTreeMap::new(),
+                pruned: None,
                 holdout: BTreeMap::new(),
                 per_class: Vec::new(),
                 confusion: Vec::new(),

@@ -139,6 +139,8 @@ pub(crate) struct CvOutcome {
     /// Two classes: (is the second class, its out-of-fold probability) of the first repeat, for
     /// the ROC and precision-recall curves.
     oof_scores: Vec<(bool, f64)>,
+    /// The search's pruner stopped the run after some folds.
+    pruned: Option<super::prune::Pruned>,
 }
 
 /// A step-0 metric measured at `ts`.
@@ -168,6 +170,7 @@ pub(crate) fn cross_validate(
         oof: Vec::new(),
         permutation: Vec::new(),
         oof_scores: Vec::new(),
+        pruned: None,
     };
     for (i, fold) in splits.folds.iter().enumerate() {
         let curve = live_curve(trackers, run_uuid, format!("fold{i}"));
@@ -219,8 +222,41 @@ pub(crate) fn cross_validate(
             }
         }
         progress.tick(&format!("{} fold {}", plan.model.name, i + 1));
+        cv.pruned = pruned_after(prep, plan, &cv.fold_metrics, i + 1, splits.folds.len());
+        if cv.pruned.is_some() {
+            break;
+        }
     }
     Ok(cv)
+}
+
+/// Whether the run stops after fold `done` of `total`: its search's pruner says so, or it is
+/// the replay of a trial that was pruned there.
+fn pruned_after(
+    prep: &Prepared,
+    plan: &TrainPlan,
+    fold_metrics: &BTreeMap<String, Vec<f64>>,
+    done: usize,
+    total: usize,
+) -> Option<super::prune::Pruned> {
+    if done >= total {
+        return None;
+    }
+    let reason = match (plan.stop_after_folds, &plan.pruner) {
+        (Some(n), _) if n == done => Some(format!(
+            "after fold {done} of {total}, as the trial it replays was"
+        )),
+        (Some(_), _) => None,
+        (None, Some(pruner)) => {
+            let values = fold_metrics.get(&prep.primary_metric)?;
+            pruner.check(done, total, values)
+        }
+        (None, None) => None,
+    }?;
+    Some(super::prune::Pruned {
+        folds: done,
+        reason,
+    })
 }
 
 /// Mean and spread of each metric over the folds, and the per-class figures, as the run's
@@ -366,6 +402,26 @@ pub fn train_config(
     };
     let ts = now_ms();
     let (metrics, mut batch) = summary_metrics(&cv.fold_metrics, &per_class, ts);
+    if let Some(pruned) = cv.pruned {
+        // Partial metrics of the folds it trained; no refit, no model.
+        trackers.log_metrics(run_uuid, &batch)?;
+        let result = RunResult {
+            version: String::new(),
+            run_uuid: run_uuid.to_string(),
+            name: plan.model.name.clone(),
+            kind: plan.model.kind.clone(),
+            status: "KILLED".into(),
+            error: None,
+            metrics,
+            fold_metrics: cv.fold_metrics,
+            pruned: Some(pruned),
+            holdout: BTreeMap::new(),
+            per_class,
+            confusion: cv.pooled,
+            fit_seconds: started.elapsed().as_secs_f64(),
+        };
+        return Ok((result, Vec::new()));
+    }
     // The run's model: refitted on every training row.
     let cv_seconds = started.elapsed().as_secs_f64();
     let refit_start = std::time::Instant::now();
@@ -414,6 +470,7 @@ pub fn train_config(
         error: None,
         metrics,
         fold_metrics: cv.fold_metrics,
+        pruned: None,
         holdout,
         per_class,
         confusion: cv.pooled,

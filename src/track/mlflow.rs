@@ -150,6 +150,8 @@ pub struct RunListing {
     pub primary_metric: String,
     /// The summary's `metrics` object (null for a run that has not finished).
     pub metrics: serde_json::Value,
+    /// A search's trial its pruner stopped (status KILLED).
+    pub pruned: bool,
 }
 
 /// A row of runner's training-run registry.
@@ -637,7 +639,8 @@ impl MlflowStore {
         let conn = self.lock();
         let mut st = conn.prepare(&format!(
             "SELECT {RUN_HEAD}, coalesce(json_extract(t.record_json, '$.primary_metric'), ''),
-                        json_extract(t.summary_json, '$.metrics')
+                        json_extract(t.summary_json, '$.metrics'),
+                        json_extract(t.summary_json, '$.pruned') IS NOT NULL
                  FROM {RUNS_WITH_EXPERIMENT} ORDER BY t.version"
         ))?;
         let rows = st.query_map([], |r| {
@@ -651,6 +654,7 @@ impl MlflowStore {
                 experiment: r.get(6)?,
                 primary_metric: r.get(7)?,
                 metrics: serde_json::Value::Null,
+                pruned: r.get(9)?,
             };
             Ok((run, r.get::<_, Option<String>>(8)?))
         })?;
