@@ -473,6 +473,9 @@ mod lightgbm {
 
     /// Owns a LightGBM booster handle.
     struct Handle(sys::BoosterHandle);
+    // SAFETY: a booster has no thread affinity; a fitted model keeps its loaded booster behind a
+    // mutex, so one thread at a time uses it.
+    unsafe impl Send for Handle {}
     impl Drop for Handle {
         fn drop(&mut self) {
             // SAFETY: the handle came from LGBM_BoosterCreate / LoadModelFromString, freed once.
@@ -593,9 +596,11 @@ mod lightgbm {
     pub struct LgbmModel {
         task: Task,
         n_classes: usize,
-        /// The model in LightGBM's text format; loaded for each prediction, so the fitted model
-        /// holds no native handle and is freely shared between threads.
+        /// The model in LightGBM's text format.
         text: String,
+        /// The booster parsed from `text` at the first prediction and kept for the next ones
+        /// (a permutation importance predicts a fold a dozen times), one thread at a time.
+        loaded: std::sync::Mutex<Option<Handle>>,
         threads: usize,
         best_round: i64,
         split: Vec<f64>,
@@ -612,6 +617,7 @@ mod lightgbm {
             task,
             n_classes,
             text: String::from_utf8(text.to_vec())?,
+            loaded: std::sync::Mutex::new(None),
             threads: 1,
             best_round,
             split: Vec::new(),
@@ -633,15 +639,23 @@ mod lightgbm {
 
     impl FittedModel for LgbmModel {
         fn predict(&self, x: ArrayView2<f64>) -> Result<Prediction> {
-            let text = CString::new(self.text.as_str())?;
-            let mut h: sys::BoosterHandle = std::ptr::null_mut();
-            let mut iters: c_int = 0;
-            // SAFETY: `text` is a NUL-terminated model string.
-            check(
-                unsafe { sys::LGBM_BoosterLoadModelFromString(text.as_ptr(), &mut iters, &mut h) },
-                "load",
-            )?;
-            let h = Handle(h);
+            let mut loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
+            if loaded.is_none() {
+                let text = CString::new(self.text.as_str())?;
+                let mut h: sys::BoosterHandle = std::ptr::null_mut();
+                let mut iters: c_int = 0;
+                // SAFETY: `text` is a NUL-terminated model string.
+                check(
+                    unsafe {
+                        sys::LGBM_BoosterLoadModelFromString(text.as_ptr(), &mut iters, &mut h)
+                    },
+                    "load",
+                )?;
+                *loaded = Some(Handle(h));
+            }
+            let Some(h) = loaded.as_ref() else {
+                return Err(anyhow!("the LightGBM booster did not load"));
+            };
             let flat: Vec<f64> = x.iter().copied().collect();
             let per_row = if self.task == Task::Classification && self.n_classes > 2 {
                 self.n_classes
@@ -834,6 +848,7 @@ mod lightgbm {
             task: data.task,
             n_classes: data.n_classes,
             text,
+            loaded: std::sync::Mutex::new(None),
             threads,
             best_round,
             split,
