@@ -246,7 +246,15 @@ impl Tpe {
     ) -> Tpe {
         let pruner = match study.search.prune.as_deref() {
             Some("none") => None,
-            _ => Some(Arc::new(MedianPruner::new(5, higher_is_better, metric))),
+            how => {
+                let by_rounds = how == Some("rounds");
+                Some(Arc::new(MedianPruner::new(
+                    5,
+                    higher_is_better,
+                    metric,
+                    by_rounds,
+                )))
+            }
         };
         Tpe {
             sampler: study.sampler(),
@@ -326,8 +334,13 @@ impl Strategy for Tpe {
         if let (Some(p), false, Some(_)) = (&self.pruner, told.pruned, told.score) {
             p.record(told.folds);
         }
-        if let Some(score) = told.score.filter(|s| s.is_finite()) {
-            let score = if self.higher_is_better { -score } else { score };
+        let told_score = told.score.filter(|s| s.is_finite());
+        let own = told_score.map(|s| if self.higher_is_better { -s } else { s });
+        // A pruned trial ranks below every finished one (as Optuna's TPE orders them): it
+        // counts as the worst trial so far.
+        let worst = self.observed.iter().map(|o| o.score).reduce(f64::max);
+        let score = if told.pruned { worst.or(own) } else { own };
+        if let Some(score) = score {
             self.observed.push(Observed {
                 trial,
                 values,

@@ -346,3 +346,44 @@ fn folds_from_a_file_fix_the_splits_and_replay_checks_the_file() {
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// `prune = "rounds"` also judges a booster's first fold round by round (after a warm-up):
+/// a stopped trial records the round, and replay stops it at that round again, bit for bit.
+#[test]
+fn round_pruning_stops_boosters_inside_the_first_fold_and_replays() {
+    if !cfg!(feature = "lightgbm") {
+        eprintln!("skipped: needs the lightgbm feature");
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let sweep = "[search]\nstrategy = \"tpe\"\ntrials = 12\nstartup_trials = 6\nprune = \"rounds\"\n\n[[models]]\nname = \"gbm\"\nkind = \"lightgbm\"\nn_rounds = 40\nlearning_rate = { low = 0.005, high = 0.3, log = true }\nnum_leaves = { low = 4, high = 64, log = true }\n";
+    let cfg = write_config(d.path(), CONFIG, sweep);
+    let report = sweep_json(d.path(), &cfg, &["--jobs", "1"]);
+    let runs = report["runs"].as_array().unwrap();
+    let by_round: Vec<&Value> = runs
+        .iter()
+        .filter(|r| r["pruned"]["round"].is_i64())
+        .collect();
+    assert!(
+        !by_round.is_empty(),
+        "no trial stopped inside a fold: {report}"
+    );
+    let p = by_round[0];
+    let round = p["pruned"]["round"].as_i64().unwrap();
+    assert!(round >= 10, "after the warm-up: {p}");
+    assert!(
+        p["pruned"]["reason"].as_str().unwrap().contains("valid_"),
+        "{p}"
+    );
+    let tv = p["version"].as_str().unwrap();
+    let out = run_ok(runner(d.path()).args(["replay", tv, "--json"]));
+    let replay = stdout_json(&out);
+    assert_eq!(replay["status"], "KILLED", "{replay}");
+    let again = replay["replay"].as_str().unwrap();
+    let out = run_ok(runner(d.path()).args(["show", again, "--json"]));
+    let pruned = &stdout_json(&out)["summary"]["pruned"];
+    assert_eq!(
+        pruned["round"], round,
+        "the replay stopped at the same round: {pruned}"
+    );
+}

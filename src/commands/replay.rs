@@ -61,11 +61,12 @@ fn apply_sets(plan: &mut TrainPlan, sets: &[String]) -> Result<Vec<String>> {
                     .map_err(|_| parse_err("must be true or false"))?;
             }
             "pruned" => {
-                old = plan.stop_after_folds.is_some().to_string();
+                old = (plan.stop_after_folds.is_some() || plan.stop_at_round.is_some()).to_string();
                 if value != "false" {
                     return Err(parse_err("only `pruned=false` (train every fold) is valid"));
                 }
                 plan.stop_after_folds = None;
+                plan.stop_at_round = None;
             }
             "cv.holdout" => {
                 old = plan.holdout.to_string();
@@ -143,7 +144,11 @@ fn recorded_setup(
     };
     let mut plan: TrainPlan =
         serde_json::from_value(rec["plan"].clone()).context("run record has no plan")?;
-    plan.stop_after_folds = pruned_folds(run);
+    let pruned = run.summary.as_ref().map(|s| &s["pruned"]);
+    plan.stop_at_round = pruned.and_then(|p| p["round"].as_i64());
+    if plan.stop_at_round.is_none() {
+        plan.stop_after_folds = pruned_folds(run);
+    }
     let changes = apply_sets(&mut plan, sets)?;
     config.seed = plan.seed;
     config.cv = CvConfig {

@@ -30,7 +30,8 @@ pub struct SearchConfig {
     #[serde(default)]
     pub multivariate: Option<bool>,
     /// TPE: "median" (the default) stops a trial after a fold below the finished trials'
-    /// median there; "none" trains every fold.
+    /// median there; "rounds" also judges iterative models' first fold round by round; "none"
+    /// trains every fold.
     #[serde(default)]
     pub prune: Option<String>,
 }
@@ -468,9 +469,9 @@ fn search_of(
     if let Some(p) = search
         .prune
         .as_deref()
-        .filter(|p| !["median", "none"].contains(p))
+        .filter(|p| !["median", "rounds", "none"].contains(p))
     {
-        let msg = format!("unknown pruner \"{p}\"; valid: \"median\", \"none\"");
+        let msg = format!("unknown pruner \"{p}\"; valid: \"median\", \"rounds\", \"none\"");
         return Err(ConfigError::new(file, msg).key("search.prune").at(at));
     }
     if search.timeout_s.is_some_and(|t| t.is_nan() || t <= 0.0) {

@@ -402,6 +402,10 @@ mod xgboost {
                     break;
                 }
             }
+            if ctx.stop_requested() {
+                last = round;
+                break;
+            }
         }
         let best_round = stopper.kept(last);
         let booster = if best_round < last {
@@ -744,6 +748,26 @@ mod lightgbm {
         Ok((params, name))
     }
 
+    /// The rows scored each round: the early-stopping split's, else the fold being scored
+    /// (for the learning curve), else none.
+    fn validation(
+        data: &TrainSet,
+        ctx: &FitContext,
+        stop_rows: &[usize],
+        train: &Data,
+        ds_params: &str,
+    ) -> Result<Option<Data>> {
+        if !stop_rows.is_empty() {
+            let (xv, yv) = take(data.x, data.y, stop_rows);
+            return Ok(Some(dataset(&xv, &yv, None, Some(train), ds_params)?));
+        }
+        let Some((x, y)) = ctx.eval else {
+            return Ok(None);
+        };
+        let (x, y) = (x.to_owned(), y.to_owned());
+        Ok(Some(dataset(&x, &y, None, Some(train), ds_params)?))
+    }
+
     pub fn fit(
         cfg: &ModelConfig,
         data: &TrainSet,
@@ -765,20 +789,7 @@ mod lightgbm {
         if let Some(names) = ctx.feature_names {
             set_feature_names(&train, names)?;
         }
-        let valid = if !stop_rows.is_empty() {
-            let (xv, yv) = take(data.x, data.y, &stop_rows);
-            Some(dataset(&xv, &yv, None, Some(&train), &ds_params)?)
-        } else if let Some((x, y)) = ctx.eval {
-            Some(dataset(
-                &x.to_owned(),
-                &y.to_owned(),
-                None,
-                Some(&train),
-                &ds_params,
-            )?)
-        } else {
-            None
-        };
+        let valid = validation(data, ctx, &stop_rows, &train, &ds_params)?;
         let p = CString::new(params)?;
         let mut h: sys::BoosterHandle = std::ptr::null_mut();
         // SAFETY: the training dataset outlives the booster (both dropped at the end of fit).
@@ -824,7 +835,7 @@ mod lightgbm {
                     break;
                 }
             }
-            if finished != 0 {
+            if finished != 0 || ctx.stop_requested() {
                 last = round;
                 break;
             }

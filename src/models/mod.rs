@@ -346,7 +346,15 @@ pub struct Curve<'a> {
     pending: std::sync::Mutex<Vec<CurvePoint>>,
     listener: Option<CurveListener<'a>>,
     failed: std::sync::Mutex<Option<anyhow::Error>>,
+    /// Judges each point: a reason stops the training at that round (a search's pruner).
+    judge: Option<CurveJudge<'a>>,
+    /// (round, reason) once the judge has stopped the training.
+    stopped: std::sync::Mutex<Option<(i64, String)>>,
 }
+
+/// Says, of a learning curve's (round, metric, value), why training should stop there, if it
+/// should.
+pub type CurveJudge<'a> = Box<dyn Fn(i64, &str, f64) -> Option<String> + Send + Sync + 'a>;
 
 fn unpoisoned<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -367,11 +375,30 @@ impl<'a> Curve<'a> {
             .unwrap_or(0);
         let point = (round, metric.to_string(), value, now_ms);
         unpoisoned(&self.points).push(point.clone());
+        if let Some(judge) = &self.judge {
+            let mut stopped = unpoisoned(&self.stopped);
+            if stopped.is_none() {
+                *stopped = judge(round, metric, value).map(|why| (round, why));
+            }
+        }
         let mut pending = unpoisoned(&self.pending);
         if pending.first().is_some_and(|p| p.0 != round) {
             self.send(&std::mem::take(&mut *pending));
         }
         pending.push(point);
+    }
+
+    /// The same curve, with a judge that may stop the training at a round.
+    pub fn judged(self, judge: CurveJudge<'a>) -> Curve<'a> {
+        Curve {
+            judge: Some(judge),
+            ..self
+        }
+    }
+
+    /// (round, reason) if the judge stopped the training.
+    pub fn stopped(&self) -> Option<(i64, String)> {
+        unpoisoned(&self.stopped).clone()
     }
 
     fn send(&self, batch: &[CurvePoint]) {
@@ -425,6 +452,12 @@ impl FitContext<'_> {
         if let Some(c) = self.curve {
             c.record(round, metric, value);
         }
+    }
+
+    /// Whether the curve's judge (a search's pruner) has stopped the training: an iterative
+    /// model ends its loop after the round it recorded.
+    pub fn stop_requested(&self) -> bool {
+        self.curve.is_some_and(|c| c.stopped().is_some())
     }
 }
 

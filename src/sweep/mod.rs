@@ -53,6 +53,9 @@ pub struct TrainPlan {
     /// The replay of a pruned trial stops after this many folds, as the trial did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_after_folds: Option<usize>,
+    /// ... or at this round of its first fold's learning curve.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_at_round: Option<i64>,
     /// A search's median pruner: the run stops after a fold that falls below it.
     #[serde(skip)]
     pub pruner: Option<std::sync::Arc<prune::MedianPruner>>,
@@ -201,6 +204,7 @@ pub fn plans(prep: &Prepared, configs: &[ModelConfig], jobs: usize, smoke: bool)
                 max_rows: if smoke { Some(400) } else { None },
                 target_bins: (prep.task == Task::Regression).then(|| prep.target_bins.clone()),
                 stop_after_folds: None,
+                stop_at_round: None,
                 pruner: None,
             }
         })

@@ -1,7 +1,12 @@
 //! Median pruning of a search's trials, as Optuna's `MedianPruner`: after each CV fold, a
 //! trial whose running mean of the primary metric is worse than the median of the finished
 //! trials' running means at the same fold stops there (once `startup` trials have finished).
-//! The last fold is never pruned: the trial is complete by then.
+//! The last fold is never pruned: the trial is complete by then. With `prune = "rounds"`,
+//! iterative models (boosters, networks) are judged within the first fold too: from round
+//! [`WARMUP_ROUNDS`] on, a validation loss worse than the median of the finished trials'
+//! first-fold losses at that round stops the trial (median pruning per round, as Optuna's
+//! pruner does with intermediate values; not ASHA's rungs). It favours trials that learn fast
+//! (a low learning rate starts slow), so it is not the default.
 
 use std::sync::Mutex;
 
@@ -12,6 +17,18 @@ pub struct Pruned {
     /// CV folds it trained.
     pub folds: usize,
     pub reason: String,
+    /// Pruned at this round of its first fold's learning curve.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub round: Option<i64>,
+}
+
+/// Whether a learning curve's metric is a validation loss (lower is better), which the
+/// per-round pruning judges.
+pub fn judged_metric(name: &str) -> bool {
+    name.starts_with("valid_")
+        && ["loss", "rmse", "mae", "l1", "l2", "error"]
+            .iter()
+            .any(|k| name.contains(k))
 }
 
 /// The finished trials' running means, shared by a search and the runs it asks for.
@@ -22,7 +39,14 @@ pub struct MedianPruner {
     metric: String,
     /// Per finished trial: the running mean of the metric after each fold.
     finished: Mutex<Vec<Vec<f64>>>,
+    /// Per finished trial of an iterative kind: its first fold's validation loss by round.
+    curves: Mutex<Vec<Vec<f64>>>,
+    /// Whether rounds of the first fold are judged too (`prune = "rounds"`).
+    by_rounds: bool,
 }
+
+/// Rounds of the first fold that are never judged.
+pub const WARMUP_ROUNDS: i64 = 10;
 
 /// Running means of fold values: after fold 1, 2, ...
 pub fn running_means(values: &[f64]) -> Vec<f64> {
@@ -36,13 +60,52 @@ pub fn running_means(values: &[f64]) -> Vec<f64> {
 }
 
 impl MedianPruner {
-    pub fn new(startup: usize, higher_is_better: bool, metric: &str) -> MedianPruner {
+    pub fn new(
+        startup: usize,
+        higher_is_better: bool,
+        metric: &str,
+        by_rounds: bool,
+    ) -> MedianPruner {
         MedianPruner {
             startup,
             higher_is_better,
             metric: metric.to_string(),
             finished: Mutex::new(Vec::new()),
+            curves: Mutex::new(Vec::new()),
+            by_rounds,
         }
+    }
+
+    /// A finished trial's first-fold validation loss by round.
+    pub fn record_curve(&self, losses: Vec<f64>) {
+        if !losses.is_empty() {
+            let mut curves = self.curves.lock().unwrap_or_else(|e| e.into_inner());
+            curves.push(losses);
+        }
+    }
+
+    /// At `round` of the first fold, with validation loss `value` of `metric`: why the trial
+    /// stops, if it does.
+    pub fn check_round(&self, round: i64, metric: &str, value: f64) -> Option<String> {
+        let warm = self.by_rounds && round >= WARMUP_ROUNDS;
+        if !warm || !judged_metric(metric) || !value.is_finite() {
+            return None;
+        }
+        let curves = self.curves.lock().unwrap_or_else(|e| e.into_inner());
+        let mut at: Vec<f64> = (curves.iter())
+            .filter_map(|c| c.get(usize::try_from(round).ok()?).copied())
+            .filter(|v| v.is_finite())
+            .collect();
+        if at.len() < self.startup.max(1) {
+            return None;
+        }
+        let median = median(&mut at);
+        (value > median).then(|| {
+            format!(
+                "at round {round} of fold 1: {metric} {value:.4} is worse than the median {median:.4} of {} finished trials",
+                at.len()
+            )
+        })
     }
 
     /// A trial that finished every fold, with its metric per fold.
@@ -67,13 +130,8 @@ impl MedianPruner {
         if at.len() < self.startup.max(1) {
             return None;
         }
-        at.sort_by(f64::total_cmp);
         let n = at.len();
-        let median = if n % 2 == 1 {
-            at[n / 2]
-        } else {
-            (at[n / 2 - 1] + at[n / 2]) / 2.0
-        };
+        let median = median(&mut at);
         let worse = if self.higher_is_better {
             running < median
         } else {
@@ -88,13 +146,23 @@ impl MedianPruner {
     }
 }
 
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn prunes_below_the_median_after_the_startup_trials() {
-        let p = MedianPruner::new(3, true, "accuracy");
+        let p = MedianPruner::new(3, true, "accuracy", false);
         p.record(&[0.6, 0.6, 0.6]);
         p.record(&[0.7, 0.7, 0.7]);
         assert_eq!(
@@ -113,8 +181,33 @@ mod tests {
             None,
             "the last fold is complete"
         );
-        let lower = MedianPruner::new(1, false, "mae");
+        let lower = MedianPruner::new(1, false, "mae", false);
         lower.record(&[1.0, 1.0]);
         assert!(lower.check(1, 2, &[1.5]).is_some());
+    }
+
+    #[test]
+    fn rounds_are_judged_on_validation_losses_of_finished_curves() {
+        let p = MedianPruner::new(2, true, "accuracy", true);
+        let w = WARMUP_ROUNDS as usize;
+        p.record_curve(vec![1.0; w + 3]);
+        assert_eq!(
+            p.check_round(12, "valid_mlogloss", 2.0),
+            None,
+            "one curve only"
+        );
+        p.record_curve(vec![1.2; w + 2]);
+        assert!(p.check_round(11, "valid_mlogloss", 1.15).is_some());
+        assert_eq!(p.check_round(11, "valid_mlogloss", 1.05), None);
+        assert_eq!(p.check_round(5, "valid_mlogloss", 9.0), None, "warming up");
+        assert_eq!(
+            p.check_round(12, "valid_mlogloss", 9.0),
+            None,
+            "one curve reached it"
+        );
+        assert_eq!(p.check_round(11, "valid_accuracy", 0.0), None, "not a loss");
+        let folds_only = MedianPruner::new(1, true, "accuracy", false);
+        folds_only.record_curve(vec![1.0; w + 3]);
+        assert_eq!(folds_only.check_round(11, "valid_mlogloss", 9.0), None);
     }
 }

@@ -173,7 +173,7 @@ pub(crate) fn cross_validate(
         pruned: None,
     };
     for (i, fold) in splits.folds.iter().enumerate() {
-        let curve = live_curve(trackers, run_uuid, format!("fold{i}"));
+        let curve = judged(plan, i, live_curve(trackers, run_uuid, format!("fold{i}")));
         let seed = fold_seed(plan.seed, i as u64);
         let fitted = fit_with_curve(
             prep,
@@ -184,7 +184,16 @@ pub(crate) fn cross_validate(
             Some(&curve),
         )
         .with_context(|| format!("fold {} of {}", i + 1, splits.folds.len()))?;
+        let stopped = curve.stopped();
         let points = finish_curve(curve)?;
+        if let Some((round, reason)) = stopped {
+            cv.pruned = Some(super::prune::Pruned {
+                folds: i,
+                reason,
+                round: Some(round),
+            });
+            break;
+        }
         let x = fitted.preprocessor.transform(&prep.table, &fold.test)?;
         let pred = fitted.model.predict(x.view())?;
         let y: Vec<f64> = fold.test.iter().map(|r| prep.y[*r]).collect();
@@ -256,7 +265,50 @@ fn pruned_after(
     Some(super::prune::Pruned {
         folds: done,
         reason,
+        round: None,
     })
+}
+
+/// The first fold's learning curve, judged round by round by the search's pruner (or stopped
+/// at the round where the trial it replays was).
+fn judged<'a>(plan: &TrainPlan, fold: usize, curve: Curve<'a>) -> Curve<'a> {
+    use super::prune::judged_metric;
+    if fold != 0 {
+        return curve;
+    }
+    match (plan.stop_at_round, &plan.pruner) {
+        (Some(at), _) => curve.judged(Box::new(move |round, metric, _| {
+            (round == at && judged_metric(metric))
+                .then(|| format!("at round {at} of fold 1, as the trial it replays was"))
+        })),
+        (None, Some(pruner)) => {
+            let pruner = pruner.clone();
+            curve.judged(Box::new(move |round, metric, value| {
+                pruner.check_round(round, metric, value)
+            }))
+        }
+        (None, None) => curve,
+    }
+}
+
+/// The first fold's validation loss by round, for the pruner's record of finished trials.
+fn first_fold_losses(fold_curves: &[Vec<(i64, String, f64)>]) -> Vec<f64> {
+    let Some(points) = fold_curves.first() else {
+        return Vec::new();
+    };
+    let Some(key) = points
+        .iter()
+        .map(|(_, k, _)| k)
+        .find(|k| super::prune::judged_metric(k))
+    else {
+        return Vec::new();
+    };
+    let mut losses: Vec<(i64, f64)> = (points.iter())
+        .filter(|(_, k, _)| k == key)
+        .map(|(r, _, v)| (*r, *v))
+        .collect();
+    losses.sort_by_key(|(r, _)| *r);
+    losses.into_iter().map(|(_, v)| v).collect()
 }
 
 /// Mean and spread of each metric over the folds, and the per-class figures, as the run's
@@ -430,6 +482,9 @@ pub fn train_config(
     let fitted = fit_with_curve(prep, plan, &splits.cv_rows, seed, None, Some(&curve))
         .context("refit on all training rows")?;
     let refit_curve = finish_curve(curve)?;
+    if let Some(pruner) = &plan.pruner {
+        pruner.record_curve(first_fold_losses(&cv.fold_curves));
+    }
     let refit_seconds = refit_start.elapsed().as_secs_f64();
     progress.tick(&format!("{} refit", plan.model.name));
     let mut holdout = BTreeMap::new();

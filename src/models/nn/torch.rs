@@ -604,6 +604,9 @@ pub fn fit(cfg: &ModelConfig, data: &TrainSet, ctx: &FitContext) -> Result<Box<d
                 break;
             }
         }
+        if ctx.stop_requested() {
+            break;
+        }
     }
     if let Some(weights) = best_weights {
         restore(&vs, weights);
