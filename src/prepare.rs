@@ -52,22 +52,30 @@ pub fn primary_metric(loaded: &LoadedConfig, task: Task) -> Result<String> {
         Task::Regression => config::REGRESSION_METRICS,
     };
     if !valid.contains(&m.as_str()) {
-        let src = std::fs::read_to_string(&loaded.path).unwrap_or_default();
-        let pos = config::locate(&src, None, None, "primary_metric");
-        return Err(ConfigError {
-            file: loaded.path.display().to_string(),
-            line: pos.map(|p| p.0),
-            col: pos.map(|p| p.1),
-            key: Some("primary_metric".into()),
-            message: format!(
+        return Err(metric_error(
+            loaded,
+            format!(
                 "\"{m}\" is not a {task} metric; valid: {}{}",
                 models::quoted_list(valid),
                 crate::suggest::hint(&m, valid)
             ),
-        }
-        .into());
+        ));
     }
     Ok(m)
+}
+
+/// An error about the config's `primary_metric`, at its line.
+fn metric_error(loaded: &LoadedConfig, message: String) -> anyhow::Error {
+    let src = std::fs::read_to_string(&loaded.path).unwrap_or_default();
+    let pos = config::locate(&src, None, None, "primary_metric");
+    ConfigError {
+        file: loaded.path.display().to_string(),
+        line: pos.map(|p| p.0),
+        col: pos.map(|p| p.1),
+        key: Some("primary_metric".into()),
+        message,
+    }
+    .into()
 }
 
 /// Loads the data and runs the stateless ETL for a checked config, from a given input.
@@ -195,16 +203,7 @@ pub fn prepare_from(loaded: LoadedConfig, input: InputRef) -> Result<Prepared> {
     let primary_metric = primary_metric(&loaded, task)?;
     let classes = labels.as_ref().map_or(0, |l| l.classes.len());
     if config::BINARY_METRICS.contains(&primary_metric.as_str()) && classes != 2 {
-        let src = std::fs::read_to_string(&loaded.path).unwrap_or_default();
-        let pos = config::locate(&src, None, None, "primary_metric");
-        return Err(ConfigError {
-            file: loaded.path.display().to_string(),
-            line: pos.map(|p| p.0),
-            col: pos.map(|p| p.1),
-            key: Some("primary_metric".into()),
-            message: format!("\"{primary_metric}\" scores the second of two classes; the data has {classes} classes: use f1_macro or f1_weighted"),
-        }
-        .into());
+        return Err(metric_error(&loaded, format!("\"{primary_metric}\" scores the second of two classes; the data has {classes} classes: use f1_macro or f1_weighted")));
     }
     let (etl_key, spec) = etl_identity(&loaded, &input);
     let schema = data::schema_of(&etl_df);

@@ -1,6 +1,7 @@
 //! Median pruning of a search's trials, as Optuna's `MedianPruner`: after each CV fold, a
-//! trial whose running mean of the primary metric is worse than the median of the finished
-//! trials' running means at the same fold stops there (once `startup` trials have finished).
+//! trial whose best running mean of the primary metric so far is worse than the median of the
+//! finished trials' running means at the same fold stops there (once `startup` trials have
+//! finished).
 //! The last fold is never pruned: the trial is complete by then. With `prune = "rounds"`,
 //! iterative models (boosters, networks) are judged within the first fold too: from round
 //! [`WARMUP_ROUNDS`] on, a validation loss worse than the median of the finished trials'
@@ -120,7 +121,17 @@ impl MedianPruner {
         if done >= total || fold_values.is_empty() {
             return None;
         }
-        let running = *running_means(fold_values).last()?;
+        // The trial's best running mean so far, as Optuna's MedianPruner takes the trial's best
+        // intermediate value against the others' values at this step.
+        let means = running_means(fold_values);
+        let best = |a: f64, b: f64| {
+            if self.higher_is_better {
+                a.max(b)
+            } else {
+                a.min(b)
+            }
+        };
+        let running = means.iter().copied().reduce(best)?;
         let finished = self.finished.lock().unwrap_or_else(|e| e.into_inner());
         let mut at: Vec<f64> = finished
             .iter()
