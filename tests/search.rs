@@ -387,3 +387,26 @@ fn round_pruning_stops_boosters_inside_the_first_fold_and_replays() {
         "the replay stopped at the same round: {pruned}"
     );
 }
+
+/// `timeout_s` decides how many trials run: no trial starts after it, the ones that started
+/// finish, and with two workers each trial still replays bit for bit.
+#[test]
+fn a_timeout_ends_the_search_and_parallel_trials_replay() {
+    let d = tempfile::tempdir().unwrap();
+    let sweep = "[search]\nstrategy = \"tpe\"\ntimeout_s = 2\nstartup_trials = 3\n\n[[models]]\nname = \"forest\"\nkind = \"random_forest\"\nn_trees = { low = 5, high = 30 }\nmax_depth = { low = 2, high = 10 }\n";
+    let cfg = write_config(d.path(), CONFIG, sweep);
+    let started = std::time::Instant::now();
+    let report = sweep_json(d.path(), &cfg, &["--jobs", "2"]);
+    let runs = report["runs"].as_array().unwrap();
+    assert!(runs.len() >= 2, "{} trials in 2 s", runs.len());
+    assert!(
+        started.elapsed().as_secs() < 60,
+        "the search stopped asking"
+    );
+    let last = runs.last().unwrap()["version"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let out = run_ok(runner(d.path()).args(["replay", &last, "--check", "--json"]));
+    assert_eq!(stdout_json(&out)["identical"], true);
+}
