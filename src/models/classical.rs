@@ -2,10 +2,7 @@
 //! closed-form ridge regression. Classifiers always train on class indexes 0..K-1 and return an
 //! n x K probability matrix, with columns for classes a training fold happened to lack kept at 0.
 
-use super::params::{
-    Default_, ParamSpec, ParamType, BOTH, CALIBRATION, CLASS_WEIGHT, CLASS_WEIGHTS, CLF, REG,
-    RESAMPLE, SMOTE_K, THRESHOLD, TUNING_FOLDS,
-};
+use super::params::{Default_, ParamSpec, ParamType, BOTH, CLF, REG};
 use super::{labels_from_proba, FittedModel, KindSpec, ModelConfig, Prediction, Task, TrainSet};
 use anyhow::{anyhow, bail, Context, Result};
 use linfa::dataset::Pr;
@@ -27,7 +24,7 @@ pub(crate) static LOGISTIC_REGRESSION: KindSpec = KindSpec {
     algorithm: 1,
     unscaled_from: None,
     curve_axis: "step",
-    params: &[
+    params: class_params![
         ParamSpec {
             name: "alpha",
             ty: ParamType::Float { min: 0.0, max: 1e6 },
@@ -52,13 +49,6 @@ pub(crate) static LOGISTIC_REGRESSION: KindSpec = KindSpec {
             default: Default_::Float(1e-4),
             help: "stop when the gradient norm falls below this",
         },
-        CLASS_WEIGHT,
-        CLASS_WEIGHTS,
-        RESAMPLE,
-        SMOTE_K,
-        CALIBRATION,
-        THRESHOLD,
-        TUNING_FOLDS,
     ],
 };
 
@@ -80,7 +70,7 @@ pub(crate) static SVM: KindSpec = KindSpec {
     algorithm: 1,
     unscaled_from: None,
     curve_axis: "step",
-    params: &[
+    params: class_params![
         ParamSpec {
             name: "kernel",
             ty: ParamType::Choice(&["rbf", "linear", "poly"]),
@@ -132,13 +122,6 @@ pub(crate) static SVM: KindSpec = KindSpec {
             default: Default_::Float(1e-3),
             help: "SMO stopping tolerance",
         },
-        CLASS_WEIGHT,
-        CLASS_WEIGHTS,
-        RESAMPLE,
-        SMOTE_K,
-        CALIBRATION,
-        THRESHOLD,
-        TUNING_FOLDS,
     ],
 };
 
@@ -159,7 +142,7 @@ pub(crate) static KNN: KindSpec = KindSpec {
     algorithm: 1,
     unscaled_from: None,
     curve_axis: "step",
-    params: &[
+    params: class_params![
         ParamSpec {
             name: "k",
             ty: ParamType::Int {
@@ -181,13 +164,6 @@ pub(crate) static KNN: KindSpec = KindSpec {
             default: Default_::Str("kdtree"),
             help: "neighbour search structure",
         },
-        CLASS_WEIGHT,
-        CLASS_WEIGHTS,
-        RESAMPLE,
-        SMOTE_K,
-        CALIBRATION,
-        THRESHOLD,
-        TUNING_FOLDS,
     ],
 };
 
@@ -208,21 +184,12 @@ pub(crate) static NAIVE_BAYES: KindSpec = KindSpec {
     algorithm: 1,
     unscaled_from: None,
     curve_axis: "step",
-    params: &[
-        ParamSpec {
-            name: "var_smoothing",
-            ty: ParamType::Float { min: 0.0, max: 1.0 },
-            default: Default_::Float(1e-9),
-            help: "share of the largest variance added to all variances",
-        },
-        CLASS_WEIGHT,
-        CLASS_WEIGHTS,
-        RESAMPLE,
-        SMOTE_K,
-        CALIBRATION,
-        THRESHOLD,
-        TUNING_FOLDS,
-    ],
+    params: class_params![ParamSpec {
+        name: "var_smoothing",
+        ty: ParamType::Float { min: 0.0, max: 1.0 },
+        default: Default_::Float(1e-9),
+        help: "share of the largest variance added to all variances",
+    },],
 };
 
 backend!(

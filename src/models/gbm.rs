@@ -9,10 +9,7 @@
     allow(dead_code, unused_imports)
 )]
 
-use super::params::{
-    Default_, ParamSpec, ParamType, BOTH, CALIBRATION, CLASS_WEIGHT, CLASS_WEIGHTS, RESAMPLE,
-    SMOTE_K, THRESHOLD, TUNING_FOLDS,
-};
+use super::params::{Default_, ParamSpec, ParamType, BOTH};
 use super::{
     labels_from_proba, EarlyStopping, FitContext, FittedModel, KindSpec, ModelConfig, Prediction,
     Task, TrainSet,
@@ -31,7 +28,7 @@ pub(crate) static XGBOOST: KindSpec = KindSpec {
     algorithm: 2,
     unscaled_from: Some(2),
     curve_axis: "round",
-    params: &[
+    params: class_params![
         ParamSpec { name: "n_rounds", ty: ParamType::Int { min: 1, max: 100_000 }, default: Default_::Int(100), help: "boosting rounds" },
         ParamSpec { name: "learning_rate", ty: ParamType::Float { min: 1e-6, max: 1.0 }, default: Default_::Float(0.3), help: "shrinkage (eta)" },
         ParamSpec { name: "max_depth", ty: ParamType::Int { min: 0, max: 64 }, default: Default_::Int(6), help: "tree depth (0 = unlimited)" },
@@ -45,13 +42,6 @@ pub(crate) static XGBOOST: KindSpec = KindSpec {
         ParamSpec { name: "validation_fraction", ty: ParamType::Float { min: 0.01, max: 0.5 }, default: Default_::Float(0.1), help: "share of training rows held out for early stopping" },
         ParamSpec { name: "tree_method", ty: ParamType::Choice(&["hist", "exact", "approx"]), default: Default_::Str("hist"), help: "split finding" },
         ParamSpec { name: "threads", ty: ParamType::Int { min: 0, max: 256 }, default: Default_::Int(0), help: "threads (0 = the sweep's per-config share)" },
-        CLASS_WEIGHT,
-        CLASS_WEIGHTS,
-        RESAMPLE,
-        SMOTE_K,
-        CALIBRATION,
-        THRESHOLD,
-        TUNING_FOLDS,
     ],
 };
 
@@ -78,7 +68,7 @@ pub(crate) static LIGHTGBM: KindSpec = KindSpec {
     algorithm: 2,
     unscaled_from: Some(2),
     curve_axis: "round",
-    params: &[
+    params: class_params![
         ParamSpec { name: "n_rounds", ty: ParamType::Int { min: 1, max: 100_000 }, default: Default_::Int(100), help: "boosting rounds" },
         ParamSpec { name: "learning_rate", ty: ParamType::Float { min: 1e-6, max: 1.0 }, default: Default_::Float(0.1), help: "shrinkage" },
         ParamSpec { name: "num_leaves", ty: ParamType::Int { min: 2, max: 131_072 }, default: Default_::Int(31), help: "leaves per tree" },
@@ -93,13 +83,6 @@ pub(crate) static LIGHTGBM: KindSpec = KindSpec {
         ParamSpec { name: "early_stopping_rounds", ty: ParamType::Int { min: 0, max: 100_000 }, default: Default_::Int(0), help: "stop when the inner validation loss has not improved for this many rounds (0 = off)" },
         ParamSpec { name: "validation_fraction", ty: ParamType::Float { min: 0.01, max: 0.5 }, default: Default_::Float(0.1), help: "share of training rows held out for early stopping" },
         ParamSpec { name: "threads", ty: ParamType::Int { min: 0, max: 256 }, default: Default_::Int(0), help: "threads (0 = the sweep's per-config share)" },
-        CLASS_WEIGHT,
-        CLASS_WEIGHTS,
-        RESAMPLE,
-        SMOTE_K,
-        CALIBRATION,
-        THRESHOLD,
-        TUNING_FOLDS,
     ],
 };
 

@@ -58,6 +58,24 @@ macro_rules! backend {
     };
 }
 
+/// A classifier kind's parameter list: its own, then the class parameters every classifier
+/// takes (weights, resampling, calibration, threshold), in that order:
+/// `params: class_params![ParamSpec { .. }, ..]`.
+macro_rules! class_params {
+    ($($own:expr),* $(,)?) => {
+        &[
+            $($own,)*
+            $crate::models::params::CLASS_WEIGHT,
+            $crate::models::params::CLASS_WEIGHTS,
+            $crate::models::params::RESAMPLE,
+            $crate::models::params::SMOTE_K,
+            $crate::models::params::CALIBRATION,
+            $crate::models::params::THRESHOLD,
+            $crate::models::params::TUNING_FOLDS,
+        ]
+    };
+}
+
 mod classical;
 pub mod ensemble;
 mod gbm;

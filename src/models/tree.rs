@@ -3,10 +3,7 @@
 //! results differ from one process to the next. Every choice below (feature order, tie-breaks,
 //! bootstrap draws) is a pure function of the seed, so `replay --check` holds bit for bit.
 
-use super::params::{
-    Default_, ParamSpec, ParamType, BOTH, CALIBRATION, CLASS_WEIGHT, CLASS_WEIGHTS, RESAMPLE,
-    SMOTE_K, THRESHOLD, TUNING_FOLDS,
-};
+use super::params::{Default_, ParamSpec, ParamType, BOTH};
 use super::{argmax, FitContext, FittedModel, KindSpec, ModelConfig, Prediction, Task, TrainSet};
 use crate::rng::SplitMix64;
 use anyhow::Result;
@@ -23,7 +20,7 @@ pub(crate) static DECISION_TREE: KindSpec = KindSpec {
     algorithm: 2,
     unscaled_from: Some(2),
     curve_axis: "step",
-    params: &[
+    params: class_params![
         ParamSpec {
             name: "max_depth",
             ty: ParamType::Int { min: 0, max: 1000 },
@@ -60,13 +57,6 @@ pub(crate) static DECISION_TREE: KindSpec = KindSpec {
             default: Default_::Str("all"),
             help: "features tried at each split",
         },
-        CLASS_WEIGHT,
-        CLASS_WEIGHTS,
-        RESAMPLE,
-        SMOTE_K,
-        CALIBRATION,
-        THRESHOLD,
-        TUNING_FOLDS,
     ],
 };
 
@@ -80,7 +70,7 @@ pub(crate) static RANDOM_FOREST: KindSpec = KindSpec {
     algorithm: 2,
     unscaled_from: Some(2),
     curve_axis: "step",
-    params: &[
+    params: class_params![
         ParamSpec {
             name: "n_trees",
             ty: ParamType::Int { min: 1, max: 5000 },
@@ -135,13 +125,6 @@ pub(crate) static RANDOM_FOREST: KindSpec = KindSpec {
             default: Default_::Int(0),
             help: "threads for tree building (0 = the sweep's per-config share)",
         },
-        CLASS_WEIGHT,
-        CLASS_WEIGHTS,
-        RESAMPLE,
-        SMOTE_K,
-        CALIBRATION,
-        THRESHOLD,
-        TUNING_FOLDS,
     ],
 };
 
