@@ -306,7 +306,12 @@ pub fn run_sweep(
         .clamp(1, configs.len().saturating_add(trials).max(1));
     let higher = config::higher_is_better(&prep.primary_metric);
     let mut parts: Vec<Box<dyn Strategy>> = vec![Box::new(Listed::new(configs))];
-    let done = finished_trials(prep, opts)?;
+    // Only a search reads the store's earlier trials (every run's record): grid sweeps skip it.
+    let done = if studies.is_empty() {
+        Vec::new()
+    } else {
+        finished_trials(prep, opts)?
+    };
     for study in studies {
         let signature = search_signature(prep, &study);
         let mut tpe = Tpe::new(study, higher, &prep.primary_metric, jobs, signature);

@@ -169,9 +169,7 @@ fn bad_ranges_are_refused_by_key() {
     for (line, expected) in cases {
         let sweep = format!("[search]\nstrategy = \"tpe\"\ntrials = 3\n[[models]]\nkind = \"random_forest\"\n{line}\n");
         let cfg = write_config(d.path(), CONFIG, &sweep);
-        let out = runner(d.path()).args(["sweep"]).arg(&cfg).output().unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{line}: {err}");
+        let err = refused(runner(d.path()).args(["sweep"]).arg(&cfg));
         assert!(
             err.contains(expected) && err.contains("models[0]."),
             "{line}: {err}"
@@ -180,13 +178,8 @@ fn bad_ranges_are_refused_by_key() {
     }
     let grid = "[[models]]\nkind = \"random_forest\"\nn_trees = { low = 5, high = 10 }\n";
     let cfg = write_config(d.path(), CONFIG, grid);
-    let out = runner(d.path())
-        .args(["validate"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("strategy = \"random\" or \"tpe\""));
+    assert!(refused(runner(d.path()).args(["validate"]).arg(&cfg))
+        .contains("strategy = \"random\" or \"tpe\""));
 }
 
 /// A trial whose first folds fall below the median of the finished trials stops there: KILLED
@@ -327,15 +320,11 @@ fn folds_from_a_file_fix_the_splits_and_replay_checks_the_file() {
     std::fs::write(e.path().join("folds.csv"), &csv).unwrap();
     let three = config.replace("folds = 4", "folds = 3");
     let cfg = write_config(e.path(), &three, "[[models]]\nkind = \"naive_bayes\"\n");
-    let out = runner(e.path()).args(["sweep"]).arg(&cfg).output().unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("set cv.folds = 4"));
+    assert!(refused(runner(e.path()).args(["sweep"]).arg(&cfg)).contains("set cv.folds = 4"));
     let short: String = csv.lines().take(1000).map(|l| format!("{l}\n")).collect();
     std::fs::write(e.path().join("folds.csv"), short).unwrap();
     let cfg = write_config(e.path(), config, "[[models]]\nkind = \"naive_bayes\"\n");
-    let out = runner(e.path()).args(["sweep"]).arg(&cfg).output().unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused(runner(e.path()).args(["sweep"]).arg(&cfg));
     assert!(
         err.contains("gives no fold to row") && err.contains("cv.assignments"),
         "{err}"

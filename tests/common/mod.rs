@@ -196,3 +196,12 @@ pub fn onnxruntime(model: &Path, data: &Path) -> serde_json::Value {
     );
     serde_json::from_slice(&out.stdout).unwrap()
 }
+
+/// Runs a command that must be refused as the user's mistake: asserts exit code 2 and returns
+/// its standard error.
+pub fn refused(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("runner starts");
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    err
+}
