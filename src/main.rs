@@ -203,7 +203,7 @@ enum Command {
         #[arg(long)]
         check: bool,
         /// Replay with a change: seed, threads, cv.folds, cv.repeats, cv.stratified, cv.holdout,
-        /// or a model hyperparameter.
+        /// pruned=false (a pruned trial in full), or a model hyperparameter.
         #[arg(long = "set", value_name = "KEY=VALUE")]
         sets: Vec<String>,
         /// A moved copy of the recorded input file (its hash must still match).
