@@ -76,13 +76,15 @@ def run_optuna(data, folds_csv, model, seed, trials, out):
         sampler=optuna.samplers.TPESampler(seed=seed),
         pruner=optuna.pruners.MedianPruner(),
     )
-    started = time.perf_counter()
+    started, epoch = time.perf_counter(), time.time()
     study.optimize(objective_factory(model, x, y, folds), n_trials=trials)
     wall = time.perf_counter() - started
     scores = [
         t.value if t.state == optuna.trial.TrialState.COMPLETE else None for t in study.trials
     ]
-    json.dump({"tool": "optuna", "model": model, "seed": seed, "wall_s": wall, "scores": scores}, open(out, "w"))
+    times = [t.datetime_complete.timestamp() - epoch for t in study.trials]
+    json.dump({"tool": "optuna", "model": model, "seed": seed, "wall_s": wall, "scores": scores,
+               "times": times}, open(out, "w"))
 
 
 def best_so_far(scores):
@@ -142,7 +144,17 @@ def summary(directory):
         if ours and theirs:
             target = theirs[-1]
             reached = next((i + 1 for i, v in enumerate(ours) if v >= target), None)
-            lines.append(f"{model}: runner reaches Optuna's median best {target:.4f} at trial {reached} of {len(ours)}")
+            lines.append(f"{model}: runner's median curve reaches Optuna's median best {target:.4f} at trial {reached} of {len(ours)}")
+            # Per seed: the seconds runner took to first reach that score (inf: never).
+            mine = [r for r in runs if r["model"] == model and r["tool"] == "runner"]
+            took = []
+            for r in mine:
+                best = best_so_far(r["scores"])
+                i = next((i for i, v in enumerate(best) if v is not None and v >= target), None)
+                took.append(r["times"][i] if i is not None else float("inf"))
+            walls = statistics.median([r["wall_s"] for r in runs if r["model"] == model and r["tool"] == "optuna"])
+            shown = ", ".join("never" if t == float("inf") else f"{t:.1f} s" for t in took)
+            lines.append(f"{model}: runner's time to reach it per seed: {shown} (median {statistics.median(took):.1f} s; Optuna's median wall {walls:.1f} s)")
     svg(curves, os.path.join(directory, "bench_search.svg"))
     print("\n".join(lines))
 

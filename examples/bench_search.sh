@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 repo="$PWD"
 source tests/build-env.sh
 cargo build --release --locked --features "$RUNNER_FEATURES"
-runner="$CARGO_TARGET_DIR/release/runner"
+runner="${RUNNER_BIN:-$CARGO_TARGET_DIR/release/runner}"
 cache="${RUNNER_CACHE:-$HOME/.cache/runner}"
 venv="$cache/bench-venv"
 if ! "$venv/bin/python" -c 'import optuna, lightgbm, sklearn, pandas, sys; sys.exit(optuna.__version__ != "5.0.0")' 2>/dev/null; then
@@ -50,10 +50,17 @@ for seed in ${SEEDS:-1 2 3}; do
 import json, sys
 model, seed, start, end = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
 report = json.load(open(f"runner-{model}-{seed}.report"))
-runs = sorted(report["runs"], key=lambda r: int(r["name"].split("#")[1].split("[")[0]))
+# The trials in order; the search's last run, `lightgbm#best[..]`, retrains the best one in full.
+runs = [r for r in report["runs"] if "#best[" not in r["name"]]
+runs = sorted(runs, key=lambda r: int(r["name"].split("#")[1].split("[")[0]))
 scores = [r["metrics"]["accuracy"]["mean"] if r["status"] == "FINISHED" else None for r in runs]
-json.dump({"tool": "runner", "model": model, "seed": seed, "wall_s": end - start, "scores": scores},
-          open(f"results/runner-{model}-{seed}.json", "w"))
+# Seconds from the start of the command to the end of each trial, as the store recorded it.
+import sqlite3
+db = sqlite3.connect(f"runner-{model}-{seed}.db")
+ended = dict(db.execute("SELECT run_uuid, end_time FROM runs"))
+times = [ended[r["run_uuid"]] / 1000 - start for r in runs]
+json.dump({"tool": "runner", "model": model, "seed": seed, "wall_s": end - start, "scores": scores,
+           "times": times}, open(f"results/runner-{model}-{seed}.json", "w"))
 PY
     "$py" "$repo/examples/bench_search.py" optuna red.csv folds.csv "$model" "$seed" "$trials" "results/optuna-$model-$seed.json"
     echo "seed $seed $model done" >&2

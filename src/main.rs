@@ -202,8 +202,10 @@ enum Command {
         /// Exit non-zero unless every fold metric matches bit for bit.
         #[arg(long)]
         check: bool,
-        /// Replay with a change: seed, threads, cv.folds, cv.repeats, cv.stratified, cv.holdout,
-        /// pruned=false (a pruned trial in full), or a model hyperparameter.
+        /// Replay with a change: seed, threads, fold_jobs (CV folds trained at once),
+        /// cv.folds, cv.repeats, cv.stratified, cv.holdout, pruned=false (a pruned trial in
+        /// full), refit=true (a search trial scored by CV only, refitted and saved), or a
+        /// model hyperparameter.
         #[arg(long = "set", value_name = "KEY=VALUE")]
         sets: Vec<String>,
         /// A moved copy of the recorded input file (its hash must still match).

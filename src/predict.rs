@@ -43,6 +43,10 @@ pub fn load_run_model(store: &MlflowStore, version: i64) -> Result<SavedModel> {
     if run.status != "FINISHED" {
         bail!("{tv} ended {}; it saved no model", run.status);
     }
+    if run.record["plan"]["cv_only"] == true {
+        let msg = format!("a search trial scored by CV only (refit = \"best\") saved no model; use its search's `#best` run (`runner runs`), or `runner replay {tv} --set refit=true`");
+        return Err(ConfigError::new(&tv, msg).into());
+    }
     let dir = store.artifact_dir(&run.run_uuid)?;
     let runner_file = dir.join(format!("runner_model_{tv}.json"));
     let (main, has_native) = if runner_file.is_file() {

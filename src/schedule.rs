@@ -10,7 +10,7 @@
 use crate::config;
 use crate::config::Study;
 use crate::models::ModelConfig;
-use crate::search::{Ask, Chain, Listed, Strategy, Told, TopEnsembles, Tpe};
+use crate::search::{Ask, Chain, EarlierTrial, Listed, Strategy, Told, TopEnsembles, Tpe};
 use crate::sweep::{
     self, dataset_input, make_splits, members_tag, run_one, run_params, run_record, run_tags,
     tracking_path, user, Prepared, Progress, RunResult, Splits, SweepOptions, SweepReport,
@@ -81,6 +81,9 @@ impl Sweep<'_> {
                 note["search"].to_string().trim_matches('"').to_string(),
             ));
             search_tags.push(("runner.trial".to_string(), note["trial"].to_string()));
+            if note["best"] == true {
+                search_tags.push(("runner.search_best".to_string(), "true".to_string()));
+            }
             record["search"] = note;
         }
         let parent = self.opts.parent_run.iter();
@@ -111,11 +114,13 @@ impl Sweep<'_> {
         // A config's search note and pruner are taken as it is asked: a strategy that is done
         // after it no longer knows it.
         let (mut configs, mut notes, mut pruners) = (Vec::new(), Vec::new(), Vec::new());
+        let mut refits = Vec::new();
         while !state.finished {
             match state.strategy.ask() {
                 Ask::Next(c) => {
                     notes.push(state.strategy.annotate(&c));
                     pruners.push(state.strategy.pruner(&c));
+                    refits.push(state.strategy.refits(&c));
                     configs.push(c);
                 }
                 Ask::Wait => break,
@@ -125,10 +130,14 @@ impl Sweep<'_> {
         if configs.is_empty() {
             return Ok(());
         }
-        let plans: Vec<TrainPlan> = (configs.iter().zip(pruners))
-            .map(|(c, pruner)| TrainPlan {
-                pruner,
-                ..(self.make_plan)(c)
+        let plans: Vec<TrainPlan> = (configs.iter().zip(pruners).zip(refits))
+            .map(|((c, pruner), refit)| {
+                let plan = (self.make_plan)(c);
+                TrainPlan {
+                    pruner,
+                    cv_only: plan.cv_only || !refit,
+                    ..plan
+                }
             })
             .collect();
         let splits: Vec<Splits> = plans
@@ -271,6 +280,7 @@ impl Sweep<'_> {
             score,
             folds,
             pruned: result.pruned.is_some(),
+            has_model: result.status == "FINISHED" && !job.plan.cv_only,
         });
     }
 }
@@ -322,7 +332,7 @@ pub fn run_sweep(
         if !earlier.is_empty() && !progress_quiet {
             eprintln!(
                 "continuing the search of {} from the {} trials it finished before",
-                earlier[0].0.name.split('#').next().unwrap_or_default(),
+                earlier[0].config.name.split('#').next().unwrap_or_default(),
                 earlier.len()
             );
         }
@@ -354,11 +364,8 @@ fn search_signature(prep: &Prepared, study: &Study) -> String {
     crate::data::sha256_hex(identity.to_string().as_bytes())
 }
 
-/// A trial an earlier search trained: its config, score, fold values and whether it was
-/// pruned.
-type EarlierTrial = (ModelConfig, f64, Vec<f64>, bool);
-
-/// The trials earlier searches in the store finished or pruned, by the search's signature.
+/// The trials earlier searches in the store finished or pruned, by the search's signature, in
+/// the order they were numbered.
 fn finished_trials(prep: &Prepared, opts: &SweepOptions) -> Result<Vec<(String, EarlierTrial)>> {
     let path = tracking_path(opts.tracking_uri.as_deref(), Some(&prep.loaded))?;
     if !path.is_file() {
@@ -366,22 +373,56 @@ fn finished_trials(prep: &Prepared, opts: &SweepOptions) -> Result<Vec<(String, 
     }
     let store = MlflowStore::open_read_only(&path)?;
     let metric = &prep.primary_metric;
-    Ok(store
-        .training_runs()?
-        .into_iter()
-        .filter_map(|r| {
-            let signature = r.record["search"]["signature"].as_str()?.to_string();
-            let config = serde_json::from_value(r.record["plan"]["model"].clone()).ok()?;
-            let summary = r.summary.as_ref()?;
-            let pruned = !summary["pruned"].is_null();
-            if r.status != "FINISHED" && !pruned {
-                return None;
-            }
-            let score = summary["metrics"][metric]["mean"].as_f64()?;
-            let folds = serde_json::from_value(summary["fold_metrics"][metric].clone()).ok()?;
-            Some((signature, (config, score, folds, pruned)))
-        })
-        .collect())
+    let mut runs = store.training_runs()?;
+    runs.sort_by_key(|r| r.version);
+    let mut out = Vec::new();
+    for r in runs {
+        let Some(signature) = r.record["search"]["signature"].as_str() else {
+            continue;
+        };
+        let Ok(config) = serde_json::from_value(r.record["plan"]["model"].clone()) else {
+            continue;
+        };
+        let Some(summary) = r.summary.as_ref() else {
+            continue;
+        };
+        let pruned = !summary["pruned"].is_null();
+        let score = summary["metrics"][metric]["mean"].as_f64();
+        let folds = serde_json::from_value(summary["fold_metrics"][metric].clone());
+        let (Some(score), Ok(folds), true) = (score, folds, r.status == "FINISHED" || pruned)
+        else {
+            continue;
+        };
+        let first_fold_losses = if pruned {
+            Vec::new()
+        } else {
+            first_fold_losses(&store, &r.run_uuid)?
+        };
+        let trial = EarlierTrial {
+            config,
+            score,
+            folds,
+            pruned,
+            first_fold_losses,
+        };
+        out.push((signature.to_string(), trial));
+    }
+    Ok(out)
+}
+
+/// A run's first-fold validation loss by round, as the store holds its learning curve.
+fn first_fold_losses(store: &MlflowStore, run_uuid: &str) -> Result<Vec<f64>> {
+    let latest = store.latest_metrics(run_uuid)?;
+    let key = latest.iter().map(|(k, _)| k).find(|k| {
+        k.strip_prefix("fold0/")
+            .is_some_and(crate::sweep::prune::judged_metric)
+    });
+    let Some(key) = key else {
+        return Ok(Vec::new());
+    };
+    let mut history = store.metric_history(run_uuid, key)?;
+    history.sort_by_key(|(step, _)| *step);
+    Ok(history.into_iter().map(|(_, v)| v).collect())
 }
 
 /// Trains the given plans as one batch of runs (a replay).

@@ -35,6 +35,21 @@ pub struct Told<'a> {
     pub folds: &'a [f64],
     /// Its search's pruner stopped it early (its score is of the folds it trained).
     pub pruned: bool,
+    /// It saved a model (a search trial scored by CV only did not).
+    pub has_model: bool,
+}
+
+/// A trial an earlier sweep of the same search trained, as the store holds it.
+#[derive(Debug, Clone)]
+pub struct EarlierTrial {
+    pub config: ModelConfig,
+    /// The mean of the primary metric over the folds it trained.
+    pub score: f64,
+    /// The primary metric of each fold it trained.
+    pub folds: Vec<f64>,
+    pub pruned: bool,
+    /// Its first fold's validation loss by round (for `prune = "rounds"`).
+    pub first_fold_losses: Vec<f64>,
 }
 
 /// Chooses a sweep's configs one at a time.
@@ -53,6 +68,11 @@ pub trait Strategy: Send {
     /// The pruner that may stop the run of a config it just gave after a fold.
     fn pruner(&self, _config: &ModelConfig) -> Option<Arc<MedianPruner>> {
         None
+    }
+    /// Whether the run of a config it just gave is refitted on all rows and saves a model
+    /// (a search's trials with `refit = "best"` are scored by their CV folds only).
+    fn refits(&self, _config: &ModelConfig) -> bool {
+        true
     }
 }
 
@@ -192,7 +212,7 @@ impl Strategy for TopEnsembles {
         }
         self.in_flight = self.in_flight.saturating_sub(1);
         self.inner.tell(told);
-        let single = !models::is_ensemble(&told.config.kind) && !told.pruned;
+        let single = !models::is_ensemble(&told.config.kind) && !told.pruned && told.has_model;
         if let (Some(score), true) = (told.score, single) {
             self.finished
                 .push((score, told.version.to_string(), told.config.clone()));
@@ -205,6 +225,10 @@ impl Strategy for TopEnsembles {
 
     fn pruner(&self, config: &ModelConfig) -> Option<Arc<MedianPruner>> {
         self.inner.pruner(config)
+    }
+
+    fn refits(&self, config: &ModelConfig) -> bool {
+        self.inner.refits(config)
     }
 
     fn remaining(&self) -> Option<usize> {
@@ -234,6 +258,22 @@ pub struct Tpe {
     observed: Vec<Observed>,
     /// `prune = "median"` (the default): stops trials below the finished ones' median.
     pruner: Option<Arc<MedianPruner>>,
+    /// The best finished trial so far: (score, minimised; its trial number and config).
+    best: Option<(f64, usize, ModelConfig)>,
+    /// `refit = "best"` (the default): trials are scored by CV only; once all have ended the
+    /// best is trained in full, as `<entry>#best[..]`, unless a run of that config already was.
+    best_run: BestRun,
+}
+
+/// Where a search stands with its best trial's full run.
+#[derive(Debug, Clone, PartialEq)]
+enum BestRun {
+    /// `refit = "every"`: every trial is a full run.
+    NotWanted,
+    /// Asked once every trial has ended; the parameters of those earlier sweeps trained.
+    Wanted(Vec<BTreeMap<String, models::ParamValue>>),
+    /// Asked for: its name and the trial it trains in full.
+    Asked(String, usize),
 }
 
 impl Tpe {
@@ -256,7 +296,14 @@ impl Tpe {
                 )))
             }
         };
+        let best_run = if study.search.refit.as_deref() == Some("every") {
+            BestRun::NotWanted
+        } else {
+            BestRun::Wanted(Vec::new())
+        };
         Tpe {
+            best: None,
+            best_run,
             sampler: study.sampler(),
             study,
             higher_is_better,
@@ -274,30 +321,81 @@ impl Tpe {
         &self.signature
     }
 
-    /// Continues from trials an earlier sweep of the same search trained: (config, score,
-    /// fold values, pruned). Their numbers are not asked again.
-    pub fn resume(&mut self, done: &[(ModelConfig, f64, Vec<f64>, bool)]) {
-        for (cfg, score, folds, pruned) in done {
+    /// Continues from the trials an earlier sweep of the same search trained, in the order
+    /// they were told. Their numbers are not asked again; a best trial trained in full then
+    /// is not trained again.
+    pub fn resume(&mut self, done: &[EarlierTrial]) {
+        for earlier in done {
+            let (cfg, pruned) = (&earlier.config, earlier.pruned);
+            let Some(trial) = self.study.trial_of(&cfg.name) else {
+                if let BestRun::Wanted(trained) = &mut self.best_run {
+                    let prefix = format!("{}#best[", self.study.name);
+                    if cfg.name.starts_with(&prefix) {
+                        trained.push(cfg.params.clone());
+                    }
+                }
+                continue;
+            };
             if let (Some(p), false) = (&self.pruner, pruned) {
-                p.record(folds);
+                p.record(&earlier.folds);
+                p.record_curve(earlier.first_fold_losses.clone());
             }
-            let (Some(trial), Some(values)) =
-                (self.study.trial_of(&cfg.name), self.study.values_of(cfg))
-            else {
+            let Some(values) = self.study.values_of(cfg) else {
                 continue;
             };
             self.asked = self.asked.max(trial + 1);
-            let score = if self.higher_is_better {
-                -score
-            } else {
-                *score
-            };
+            self.observe(trial, values, cfg, Some(earlier.score), pruned);
+        }
+    }
+
+    /// A trial's score joins the sampler's history: a pruned trial counts as the worst trial so
+    /// far (as Optuna's TPE ranks pruned trials below finished ones).
+    fn observe(
+        &mut self,
+        trial: usize,
+        values: Vec<f64>,
+        cfg: &ModelConfig,
+        score: Option<f64>,
+        pruned: bool,
+    ) {
+        let own =
+            (score.filter(|s| s.is_finite())).map(|s| if self.higher_is_better { -s } else { s });
+        if let (Some(s), false) = (own, pruned) {
+            if self.best.as_ref().is_none_or(|(b, _, _)| s < *b) {
+                self.best = Some((s, trial, cfg.clone()));
+            }
+        }
+        let worst = self.observed.iter().map(|o| o.score).reduce(f64::max);
+        let score = if pruned { worst.or(own) } else { own };
+        if let Some(score) = score {
             self.observed.push(Observed {
                 trial,
                 values,
                 score,
             });
         }
+    }
+
+    /// Once every trial has ended, the best one trained in full (`refit = "best"`).
+    fn ask_best(&mut self) -> Ask {
+        let BestRun::Wanted(trained) = &self.best_run else {
+            return Ask::Done;
+        };
+        if !self.pending.is_empty() {
+            return Ask::Wait;
+        }
+        let Some((_, trial, cfg)) = &self.best else {
+            return Ask::Done;
+        };
+        if trained.contains(&cfg.params) {
+            return Ask::Done;
+        }
+        let mut best = cfg.clone();
+        let numbered = format!("{}#{}[", self.study.name, trial + 1);
+        let named = format!("{}#best[", self.study.name);
+        best.name = best.name.replacen(&numbered, &named, 1);
+        self.best_run = BestRun::Asked(best.name.clone(), *trial);
+        Ask::Next(best)
     }
 
     fn out_of_time(&self) -> bool {
@@ -310,7 +408,7 @@ impl Strategy for Tpe {
     fn ask(&mut self) -> Ask {
         let trials = self.study.search.trials.unwrap_or(usize::MAX);
         if self.asked >= trials || self.out_of_time() {
-            return Ask::Done;
+            return self.ask_best();
         }
         if self.pending.len() >= self.parallel {
             return Ask::Wait;
@@ -334,24 +432,17 @@ impl Strategy for Tpe {
         if let (Some(p), false, Some(_)) = (&self.pruner, told.pruned, told.score) {
             p.record(told.folds);
         }
-        let told_score = told.score.filter(|s| s.is_finite());
-        let own = told_score.map(|s| if self.higher_is_better { -s } else { s });
-        // A pruned trial ranks below every finished one (as Optuna's TPE orders them): it
-        // counts as the worst trial so far.
-        let worst = self.observed.iter().map(|o| o.score).reduce(f64::max);
-        let score = if told.pruned { worst.or(own) } else { own };
-        if let Some(score) = score {
-            self.observed.push(Observed {
-                trial,
-                values,
-                score,
-            });
-        }
+        self.observe(trial, values, told.config, told.score, told.pruned);
     }
 
     fn remaining(&self) -> Option<usize> {
         let trials = self.study.search.trials?;
-        Some(trials.saturating_sub(self.asked))
+        let best = usize::from(matches!(self.best_run, BestRun::Wanted(_)));
+        Some(trials.saturating_sub(self.asked) + best)
+    }
+
+    fn refits(&self, config: &ModelConfig) -> bool {
+        self.best_run == BestRun::NotWanted || !self.pending.contains_key(&config.name)
     }
 
     fn pruner(&self, config: &ModelConfig) -> Option<Arc<MedianPruner>> {
@@ -360,13 +451,21 @@ impl Strategy for Tpe {
     }
 
     fn annotate(&self, config: &ModelConfig) -> Option<serde_json::Value> {
-        let (trial, _) = self.pending.get(&config.name)?;
-        Some(serde_json::json!({
+        let (trial, best) = match (&self.best_run, self.pending.get(&config.name)) {
+            (_, Some((trial, _))) => (*trial, false),
+            (BestRun::Asked(name, trial), None) if *name == config.name => (*trial, true),
+            _ => return None,
+        };
+        let mut note = serde_json::json!({
             "strategy": self.study.search.strategy,
             "search": self.study.name,
             "trial": trial + 1,
             "signature": self.signature,
-        }))
+        });
+        if best {
+            note["best"] = serde_json::Value::Bool(true);
+        }
+        Some(note)
     }
 }
 
@@ -413,6 +512,10 @@ impl Strategy for Chain {
     fn pruner(&self, config: &ModelConfig) -> Option<Arc<MedianPruner>> {
         self.parts.iter().find_map(|p| p.pruner(config))
     }
+
+    fn refits(&self, config: &ModelConfig) -> bool {
+        self.parts.iter().all(|p| p.refits(config))
+    }
 }
 
 #[cfg(test)]
@@ -427,6 +530,7 @@ mod tests {
         s.tell(&Told {
             folds: &[],
             pruned: false,
+            has_model: true,
             config: c,
             version,
             score: Some(score),
@@ -477,5 +581,104 @@ mod tests {
         assert_eq!(members, ["t2", "t3"], "lower is better: the two lowest");
         assert!(matches!(s.ask(), Ask::Next(c) if c.kind == "stacking"));
         assert_eq!(s.ask(), Ask::Done);
+    }
+}
+
+#[cfg(test)]
+mod tpe_tests {
+    use super::*;
+    use crate::config::{Axis, SearchConfig};
+    use crate::models::ParamValue;
+
+    fn study(trials: usize, refit: Option<&str>) -> Study {
+        let depths = (1..=4).map(ParamValue::Int).collect();
+        Study {
+            name: "tree".into(),
+            base: ModelConfig::with_defaults("decision_tree", "tree").unwrap(),
+            space: vec![("max_depth".into(), Axis::Values(depths))],
+            search: SearchConfig {
+                strategy: "tpe".into(),
+                trials: Some(trials),
+                seed: Some(3),
+                timeout_s: None,
+                startup_trials: None,
+                multivariate: None,
+                prune: Some("none".into()),
+                refit: refit.map(str::to_string),
+            },
+            seed: 3,
+        }
+    }
+
+    fn next(s: &mut Tpe) -> ModelConfig {
+        match s.ask() {
+            Ask::Next(c) => c,
+            other => panic!("expected a config, got {other:?}"),
+        }
+    }
+
+    fn told(s: &mut Tpe, c: &ModelConfig, score: f64) {
+        s.tell(&Told {
+            config: c,
+            version: "t0",
+            score: Some(score),
+            folds: &[score],
+            pruned: false,
+            has_model: false,
+        });
+    }
+
+    #[test]
+    fn the_best_trial_is_asked_once_after_every_trial_is_told_and_refits() {
+        let mut s = Tpe::new(study(2, None), true, "accuracy", 2, "sig".into());
+        let (a, b) = (next(&mut s), next(&mut s));
+        assert!(
+            !s.refits(&a) && !s.refits(&b),
+            "trials are scored by CV only"
+        );
+        told(&mut s, &a, 0.7);
+        assert_eq!(s.ask(), Ask::Wait, "b may still beat a");
+        told(&mut s, &b, 0.6);
+        let best = next(&mut s);
+        assert_eq!(best.params, a.params);
+        assert!(
+            best.name.starts_with("tree#best[max_depth="),
+            "{}",
+            best.name
+        );
+        assert!(s.refits(&best));
+        assert_eq!(s.annotate(&best).unwrap()["best"], true);
+        assert_eq!(s.ask(), Ask::Done);
+        // `refit = "every"`: every trial is a full run, and none is trained again.
+        let mut every = Tpe::new(study(1, Some("every")), true, "accuracy", 1, "sig".into());
+        let only = next(&mut every);
+        assert!(every.refits(&only));
+        told(&mut every, &only, 0.5);
+        assert_eq!(every.ask(), Ask::Done);
+    }
+
+    #[test]
+    fn a_resumed_search_does_not_train_its_best_again_unless_a_new_trial_beats_it() {
+        let mut first = Tpe::new(study(1, None), true, "accuracy", 1, "sig".into());
+        let trial = next(&mut first);
+        told(&mut first, &trial, 0.7);
+        let best = next(&mut first);
+        let earlier = |c: &ModelConfig, score: f64| EarlierTrial {
+            config: c.clone(),
+            score,
+            folds: vec![score],
+            pruned: false,
+            first_fold_losses: Vec::new(),
+        };
+        let mut more = Tpe::new(study(2, None), true, "accuracy", 1, "sig".into());
+        more.resume(&[earlier(&trial, 0.7), earlier(&best, 0.7)]);
+        let second = next(&mut more);
+        assert!(second.name.starts_with("tree#2["), "{}", second.name);
+        told(&mut more, &second, 0.6);
+        assert_eq!(
+            more.ask(),
+            Ask::Done,
+            "the best is still trial 1, already trained"
+        );
     }
 }

@@ -26,9 +26,19 @@ fn tpe_trials_repeat_with_the_seed_continue_with_more_trials_and_replay() {
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let cfg_a = write_config(a.path(), CONFIG, TPE);
     let cfg_b = write_config(b.path(), CONFIG, TPE);
-    let first = trials(&sweep_json(a.path(), &cfg_a, &["--jobs", "1"]));
-    assert_eq!(first.len(), 10);
+    let mut first = trials(&sweep_json(a.path(), &cfg_a, &["--jobs", "1"]));
+    // Ten trials, then the best of them trained in full: the same config, seed and folds, so
+    // the same CV score to the last digit.
+    assert_eq!(first.len(), 11, "{first:?}");
     assert!(first[0].0.starts_with("forest#1[max_depth="), "{first:?}");
+    let (best_name, best_score) = first.pop().unwrap();
+    let top = first.iter().map(|(_, s)| *s).fold(f64::MIN, f64::max);
+    assert!(best_name.starts_with("forest#best["), "{best_name}");
+    assert_eq!(best_score, top, "{first:?}");
+    let params = |name: &str| name.split_once('[').unwrap().1.to_string();
+    assert!(first
+        .iter()
+        .any(|(n, s)| *s == top && params(n) == params(&best_name)));
     // Every trial within its ranges and choices.
     for (name, _) in &first {
         let inside = name.split('[').nth(1).unwrap().trim_end_matches(']');
@@ -52,18 +62,24 @@ fn tpe_trials_repeat_with_the_seed_continue_with_more_trials_and_replay() {
     ));
     assert_eq!(again[..10], first[..], "same seed, same trials");
     // More trials continue the search in `a`: no finished trial repeats, and the new ones are
-    // those a 14-trial search made.
+    // those a 14-trial search made (the best is trained again only if it changed).
     let more = trials(&sweep_json(
         a.path(),
         &cfg_a,
         &["--jobs", "1", "--trials", "14"],
     ));
-    assert_eq!(more.len(), 4, "{more:?}");
+    let is_trial = |(n, _): &&(String, f64)| !n.contains("#best[");
+    let more_trials: Vec<_> = more.iter().filter(is_trial).collect();
+    let again_trials: Vec<_> = again.iter().filter(is_trial).collect();
+    assert_eq!(more_trials.len(), 4, "{more:?}");
     assert_eq!(
-        more[..],
-        again[10..],
+        more_trials[..],
+        again_trials[10..],
         "resumed trials equal an unbroken search's"
     );
+    let best_again = again.last().unwrap();
+    let retrained = more.iter().any(|(n, _)| n.contains("#best["));
+    assert_eq!(retrained, params(&best_again.0) != params(&best_name));
     // The trial is recorded with its run, and replays bit for bit.
     let store = read_with_mlflow(&a.path().join("mlflow.db"));
     let runs = experiment_runs(&store, "search");
@@ -78,7 +94,40 @@ fn tpe_trials_repeat_with_the_seed_continue_with_more_trials_and_replay() {
         .unwrap();
     assert_eq!(last["tags"]["runner.search"], "forest");
     assert_eq!(last["tags"]["runner.trial"], "14");
-    let out = run_ok(runner(a.path()).args(["replay", "t14", "--check", "--json"]));
+    let tv = last["tags"]["runner.training_version"].as_str().unwrap();
+    let out = run_ok(runner(a.path()).args(["replay", tv, "--check", "--json"]));
+    assert_eq!(stdout_json(&out)["identical"], true);
+    // Trials are scored by CV only: no refit, model or importance (each fold still has its
+    // confusion matrix); the best run has them. Training two folds at once or one at a time
+    // gives the same scores, bit for bit.
+    let trial = (runs.iter())
+        .find(|r| r["tags"]["runner.trial"] == "1" && r["tags"]["runner.search_best"].is_null())
+        .unwrap();
+    let tv = trial["tags"]["runner.training_version"].as_str().unwrap();
+    let names = artifact_names(trial);
+    assert!(
+        names.iter().any(|n| n.starts_with("confusion_matrix")),
+        "{names:?}"
+    );
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.starts_with("model") || n.contains("importance")),
+        "{names:?}"
+    );
+    let why = trial["tags"]["runner.mlflow_model"].as_str().unwrap();
+    assert!(why.starts_with("none: a search trial"), "{why}");
+    let err = refused(runner(a.path()).args(["predict", tv, "--input", "x.csv"]));
+    assert!(
+        err.contains("scored by CV only") && err.contains("#best"),
+        "{err}"
+    );
+    let best = (runs.iter())
+        .find(|r| r["tags"]["runner.search_best"] == "true")
+        .unwrap();
+    assert!(artifact_names(best).iter().any(|n| n.starts_with("model")));
+    let out =
+        run_ok(runner(a.path()).args(["replay", tv, "--set", "fold_jobs=1", "--check", "--json"]));
     assert_eq!(stdout_json(&out)["identical"], true);
 }
 
@@ -180,6 +229,26 @@ fn bad_ranges_are_refused_by_key() {
     let cfg = write_config(d.path(), CONFIG, grid);
     assert!(refused(runner(d.path()).args(["validate"]).arg(&cfg))
         .contains("strategy = \"random\" or \"tpe\""));
+    for (search, expected) in [
+        (
+            "strategy = \"tpe\"\ntrials = 3\nrefit = \"all\"",
+            "valid: \"best\", \"every\"",
+        ),
+        (
+            "strategy = \"random\"\ntrials = 3\nrefit = \"best\"",
+            "applies to strategy = \"tpe\"",
+        ),
+    ] {
+        let sweep = format!(
+            "[search]\n{search}\n[[models]]\nkind = \"random_forest\"\nn_trees = [5, 10]\n"
+        );
+        let cfg = write_config(d.path(), CONFIG, &sweep);
+        let err = refused(runner(d.path()).args(["sweep"]).arg(&cfg));
+        assert!(
+            err.contains(expected) && err.contains("search.refit"),
+            "{err}"
+        );
+    }
 }
 
 /// A trial whose first folds fall below the median of the finished trials stops there: KILLED
@@ -192,7 +261,7 @@ fn median_pruning_stops_weak_trials_and_replay_reproduces_it() {
     let cfg = write_config(d.path(), CONFIG, sweep);
     let report = sweep_json(d.path(), &cfg, &["--jobs", "1"]);
     let runs = report["runs"].as_array().unwrap();
-    assert_eq!(runs.len(), 14);
+    assert_eq!(runs.len(), 15, "14 trials and the best trained in full");
     let pruned: Vec<&Value> = runs.iter().filter(|r| !r["pruned"].is_null()).collect();
     assert!(!pruned.is_empty(), "no trial was pruned: {report}");
     for p in &pruned {

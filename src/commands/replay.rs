@@ -68,6 +68,20 @@ fn apply_sets(plan: &mut TrainPlan, sets: &[String]) -> Result<Vec<String>> {
                 plan.stop_after_folds = None;
                 plan.stop_at_round = None;
             }
+            "fold_jobs" => {
+                old = plan.fold_jobs.to_string();
+                plan.fold_jobs = parse_within(value, 1..=usize::MAX)
+                    .ok_or_else(|| parse_err("must be a whole number of folds, 1 or more"))?;
+            }
+            "refit" => {
+                old = (!plan.cv_only).to_string();
+                if value != "true" {
+                    return Err(parse_err(
+                        "only `refit=true` (refit on all rows and save the model) is valid",
+                    ));
+                }
+                plan.cv_only = false;
+            }
             "cv.holdout" => {
                 old = plan.holdout.to_string();
                 plan.holdout = parse_within(value, 0.0..0.9)
@@ -84,7 +98,7 @@ fn apply_sets(plan: &mut TrainPlan, sets: &[String]) -> Result<Vec<String>> {
                 let p = spec.params.iter().find(|p| p.name == param).ok_or_else(|| {
                     let valid: Vec<&str> = spec.params.iter().map(|p| p.name).collect();
                     anyhow!(
-                        "--set {other}: not a replay setting; valid: seed, threads, cv.folds, cv.repeats, cv.stratified, cv.holdout, pruned=false, or a {} parameter ({})",
+                        "--set {other}: not a replay setting; valid: seed, threads, fold_jobs, cv.folds, cv.repeats, cv.stratified, cv.holdout, pruned=false, refit=true, or a {} parameter ({})",
                         plan.model.kind,
                         models::quoted_list(&valid)
                     )

@@ -34,6 +34,10 @@ pub struct SearchConfig {
     /// trains every fold.
     #[serde(default)]
     pub prune: Option<String>,
+    /// TPE: "best" (the default) scores trials by their CV folds only and trains the best one
+    /// in full once the search ends; "every" refits every trial and saves its model.
+    #[serde(default)]
+    pub refit: Option<String>,
 }
 
 /// `--search` and `--trials` from the command line, over every sweep file's `[search]`.
@@ -444,6 +448,7 @@ fn search_of(
         startup_trials: None,
         multivariate: None,
         prune: None,
+        refit: None,
     });
     if let Some(cli) = cli {
         search.strategy = cli.strategy.clone().unwrap_or(search.strategy);
@@ -473,6 +478,15 @@ fn search_of(
     {
         let msg = format!("unknown pruner \"{p}\"; valid: \"median\", \"rounds\", \"none\"");
         return Err(ConfigError::new(file, msg).key("search.prune").at(at));
+    }
+    if let Some(r) = (search.refit.as_deref()).filter(|r| !["best", "every"].contains(r)) {
+        let msg = format!("unknown refit \"{r}\"; valid: \"best\", \"every\"");
+        return Err(ConfigError::new(file, msg).key("search.refit").at(at));
+    }
+    if search.refit.is_some() && search.strategy != "tpe" {
+        let msg =
+            "`refit` applies to strategy = \"tpe\" (grid and random search refit every config)";
+        return Err(ConfigError::new(file, msg).key("search.refit").at(at));
     }
     if search.timeout_s.is_some_and(|t| t.is_nan() || t <= 0.0) {
         let msg = "`timeout_s` must be a number of seconds above 0";

@@ -40,6 +40,10 @@ pub struct TrainPlan {
     pub model: ModelConfig,
     pub seed: u64,
     pub threads: usize,
+    /// CV folds trained at once, sharing `threads` (runs recorded before this trained one at
+    /// a time).
+    #[serde(default = "one_at_a_time")]
+    pub fold_jobs: usize,
     pub folds: usize,
     pub repeats: usize,
     pub stratified: bool,
@@ -56,6 +60,10 @@ pub struct TrainPlan {
     /// ... or at this round of its first fold's learning curve.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_at_round: Option<i64>,
+    /// A search trial scored by its CV folds only (`[search] refit = "best"`): no refit, no
+    /// model, no importance; its search trains the best trial in full once it ends.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cv_only: bool,
     /// A search's median pruner: the run stops after a fold that falls below it.
     #[serde(skip)]
     pub pruner: Option<std::sync::Arc<prune::MedianPruner>>,
@@ -183,9 +191,23 @@ pub fn cores() -> usize {
 }
 
 /// The plans of a sweep: one per model config, with the thread share of each.
+fn one_at_a_time() -> usize {
+    1
+}
+
+/// Tables up to this many cells train their CV folds in parallel when a run has several
+/// threads: small fits use one thread poorly shared, and a fold's copy of the data is small.
+const PARALLEL_FOLDS_MAX_CELLS: usize = 1 << 20;
+
 pub fn plans(prep: &Prepared, configs: &[ModelConfig], jobs: usize, smoke: bool) -> Vec<TrainPlan> {
     let cv = &prep.loaded.config.cv;
     let threads = (cores() / jobs.max(1)).max(1);
+    let cells = prep.table.n_rows * prep.table.features.len().max(1);
+    let fold_jobs = if cells <= PARALLEL_FOLDS_MAX_CELLS {
+        threads
+    } else {
+        1
+    };
     configs
         .iter()
         .map(|m| {
@@ -197,6 +219,7 @@ pub fn plans(prep: &Prepared, configs: &[ModelConfig], jobs: usize, smoke: bool)
                 model,
                 seed: prep.loaded.config.seed,
                 threads,
+                fold_jobs,
                 folds: if smoke { 2 } else { cv.folds },
                 repeats: if smoke { 1 } else { cv.repeats },
                 stratified: cv.stratified,
@@ -205,6 +228,7 @@ pub fn plans(prep: &Prepared, configs: &[ModelConfig], jobs: usize, smoke: bool)
                 target_bins: (prep.task == Task::Regression).then(|| prep.target_bins.clone()),
                 stop_after_folds: None,
                 stop_at_round: None,
+                cv_only: false,
                 pruner: None,
             }
         })
@@ -328,7 +352,10 @@ pub fn ranked(report: &SweepReport) -> Vec<&RunResult> {
         } else {
             x.total_cmp(&y)
         };
-        ord.then_with(|| a.version.cmp(&b.version))
+        // A search's best trial trained in full ties with its trial: the one with a model first.
+        let full = |r: &RunResult| r.name.contains("#best[");
+        ord.then_with(|| full(b).cmp(&full(a)))
+            .then_with(|| a.version.cmp(&b.version))
     });
     ok
 }

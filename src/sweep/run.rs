@@ -81,7 +81,13 @@ pub fn run_one(
             let (stem, ext) = name.split_once('.').unwrap_or((name.as_str(), "bin"));
             trackers.log_artifact(&spec.run_uuid, &format!("{stem}_{tv}.{ext}"), bytes)?;
         }
-        log_mlflow_model(prep, &tv, &spec.run_uuid, &artifacts, trackers, progress)?;
+        if plan.cv_only {
+            let why = "none: a search trial scored by CV only (refit = \"best\"); its search's best trial is trained in full as <entry>#best";
+            let tags = [("runner.mlflow_model".to_string(), why.to_string())];
+            trackers.set_tags(&spec.run_uuid, &tags)?;
+        } else {
+            log_mlflow_model(prep, &tv, &spec.run_uuid, &artifacts, trackers, progress)?;
+        }
         write_report_artifacts(prep, plan, record, &result, trackers)?;
         store.set_summary(&spec.run_uuid, &serde_json::to_value(&result)?)?;
         trackers.finish_run(&spec.run_uuid, RunStatus::Finished, now_ms())?;

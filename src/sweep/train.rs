@@ -153,7 +153,110 @@ pub(crate) fn metric(key: String, value: f64, ts: i64) -> Metric {
     }
 }
 
-/// Trains and scores every CV fold; each fold's scores reach the trackers as it ends.
+/// What training and scoring one fold gave, before it joins the run's outcome.
+struct FoldOutcome {
+    /// Its learning curve as (round, metric, value).
+    points: Vec<(i64, String, f64)>,
+    /// Where the pruner stopped its learning curve, if it did.
+    stopped: Option<(i64, String)>,
+    y: Vec<f64>,
+    pred: models::Prediction,
+    scores: Scores,
+    threshold: Option<f64>,
+    /// Permutation importance (first repeat, full runs only).
+    drops: Option<Vec<(String, f64)>>,
+}
+
+/// Trains fold `i` on `threads` threads and scores its validation rows.
+#[allow(clippy::too_many_arguments)]
+fn train_fold(
+    prep: &Prepared,
+    plan: &TrainPlan,
+    fold: &eval::Fold,
+    i: usize,
+    threads: usize,
+    run_uuid: &str,
+    trackers: &dyn Tracker,
+) -> Result<FoldOutcome> {
+    let curve = judged(plan, i, live_curve(trackers, run_uuid, format!("fold{i}")));
+    let seed = fold_seed(plan.seed, i as u64);
+    let fold_plan = TrainPlan {
+        threads,
+        ..plan.clone()
+    };
+    let eval_rows = Some(fold.test.as_slice());
+    let fitted = fit_with_curve(prep, &fold_plan, &fold.train, seed, eval_rows, Some(&curve))?;
+    let stopped = curve.stopped();
+    let points = finish_curve(curve)?;
+    let x = fitted.preprocessor.transform(&prep.table, &fold.test)?;
+    let pred = fitted.model.predict(x.view())?;
+    let y: Vec<f64> = fold.test.iter().map(|r| prep.y[*r]).collect();
+    let scores = score(prep, plan, &y, &pred);
+    let drops = if fold.repeat == 0 && !plan.cv_only && stopped.is_none() {
+        let baseline = scores.metrics.get(&prep.primary_metric).copied();
+        let scored = Scored {
+            x: &x,
+            y: &y,
+            baseline: baseline.unwrap_or(f64::NAN),
+        };
+        Some(permutation_drops(prep, plan, &fitted, scored, i as u64)?)
+    } else {
+        None
+    };
+    Ok(FoldOutcome {
+        points,
+        stopped,
+        y,
+        pred,
+        scores,
+        threshold: fitted.model.threshold(),
+        drops,
+    })
+}
+
+/// Trains the folds `first..first + n` at once, one thread each share of the plan's threads;
+/// their outcomes in fold order.
+fn train_wave(
+    prep: &Prepared,
+    plan: &TrainPlan,
+    splits: &Splits,
+    first: usize,
+    n: usize,
+    run_uuid: &str,
+    trackers: &dyn Tracker,
+) -> Vec<Result<FoldOutcome>> {
+    let folds = &splits.folds[first..first + n];
+    let threads = (plan.threads / n).max(1);
+    let one = |i: usize, fold: &eval::Fold| {
+        train_fold(prep, plan, fold, i, threads, run_uuid, trackers)
+            .with_context(|| format!("fold {} of {}", i + 1, splits.folds.len()))
+    };
+    if n == 1 {
+        return vec![one(first, &folds[0])];
+    }
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (folds.iter().enumerate())
+            .map(|(k, fold)| s.spawn(move || one(first + k, fold)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|p| {
+                    let msg = (p.downcast_ref::<String>().cloned())
+                        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()));
+                    Err(anyhow::anyhow!(
+                        "internal error (panic) in a fold: {}",
+                        msg.unwrap_or_default()
+                    ))
+                })
+            })
+            .collect()
+    })
+}
+
+/// Trains and scores every CV fold, `plan.fold_jobs` at a time; each fold's scores reach the
+/// trackers in fold order as its wave ends. The outcome does not depend on how many run at
+/// once: each fold has its own seed, and the pruner judges the folds in order.
 pub(crate) fn cross_validate(
     prep: &Prepared,
     plan: &TrainPlan,
@@ -172,71 +275,75 @@ pub(crate) fn cross_validate(
         oof_scores: Vec::new(),
         pruned: None,
     };
-    for (i, fold) in splits.folds.iter().enumerate() {
-        let curve = judged(plan, i, live_curve(trackers, run_uuid, format!("fold{i}")));
-        let seed = fold_seed(plan.seed, i as u64);
-        let fitted = fit_with_curve(
-            prep,
-            plan,
-            &fold.train,
-            seed,
-            Some(&fold.test),
-            Some(&curve),
-        )
-        .with_context(|| format!("fold {} of {}", i + 1, splits.folds.len()))?;
-        let stopped = curve.stopped();
-        let points = finish_curve(curve)?;
-        if let Some((round, reason)) = stopped {
-            cv.pruned = Some(super::prune::Pruned {
-                folds: i,
-                reason,
-                round: Some(round),
-            });
-            break;
-        }
-        let x = fitted.preprocessor.transform(&prep.table, &fold.test)?;
-        let pred = fitted.model.predict(x.view())?;
-        let y: Vec<f64> = fold.test.iter().map(|r| prep.y[*r]).collect();
-        let s = score(prep, plan, &y, &pred);
-        if fold.repeat == 0 {
-            cv.fold_curves.push(points);
-            cv.oof
-                .extend(y.iter().copied().zip(pred.values.iter().copied()));
-            let baseline = s.metrics.get(&prep.primary_metric).copied();
-            let scored = Scored {
-                x: &x,
-                y: &y,
-                baseline: baseline.unwrap_or(f64::NAN),
-            };
-            let drops = permutation_drops(prep, plan, &fitted, scored, i as u64)?;
-            cv.permutation.push(drops);
-            if let Some(p) = pred.proba.as_ref().filter(|p| p.ncols() == 2) {
-                let truth = y.iter().map(|t| *t == 1.0);
-                cv.oof_scores.extend(truth.zip(p.column(1).iter().copied()));
+    let total = splits.folds.len();
+    let mut first = 0;
+    while first < total && cv.pruned.is_none() {
+        let n = plan.fold_jobs.clamp(1, total - first);
+        let wave = train_wave(prep, plan, splits, first, n, run_uuid, trackers);
+        for (k, outcome) in wave.into_iter().enumerate() {
+            let i = first + k;
+            let repeat = splits.folds[i].repeat;
+            cv.pruned = absorb_fold(
+                prep, plan, &mut cv, outcome?, i, repeat, total, run_uuid, trackers,
+            )?;
+            progress.tick(&format!("{} fold {}", plan.model.name, i + 1));
+            if cv.pruned.is_some() {
+                break;
             }
         }
-        let ts = now_ms();
-        let mut batch = Vec::new();
-        if let Some(t) = fitted.model.threshold() {
-            batch.push(metric(format!("fold{i}/threshold"), t, ts));
-        }
-        for (m, v) in &s.metrics {
-            cv.fold_metrics.entry(m.clone()).or_default().push(*v);
-            batch.push(metric(format!("fold{i}/{m}"), *v, ts));
-        }
-        trackers.log_metrics(run_uuid, &batch)?;
-        for (t, row) in s.confusion.iter().enumerate() {
-            for (p, c) in row.iter().enumerate() {
-                cv.pooled[t][p] += c;
-            }
-        }
-        progress.tick(&format!("{} fold {}", plan.model.name, i + 1));
-        cv.pruned = pruned_after(prep, plan, &cv.fold_metrics, i + 1, splits.folds.len());
-        if cv.pruned.is_some() {
-            break;
-        }
+        first += n;
     }
     Ok(cv)
+}
+
+/// Adds fold `i`'s outcome to the run's and sends its metrics; whether the run stops there.
+#[allow(clippy::too_many_arguments)]
+fn absorb_fold(
+    prep: &Prepared,
+    plan: &TrainPlan,
+    cv: &mut CvOutcome,
+    fold: FoldOutcome,
+    i: usize,
+    repeat: usize,
+    total: usize,
+    run_uuid: &str,
+    trackers: &dyn Tracker,
+) -> Result<Option<super::prune::Pruned>> {
+    if let Some((round, reason)) = fold.stopped {
+        return Ok(Some(super::prune::Pruned {
+            folds: i,
+            reason,
+            round: Some(round),
+        }));
+    }
+    let FoldOutcome {
+        y, pred, scores, ..
+    } = fold;
+    if repeat == 0 {
+        cv.fold_curves.push(fold.points);
+        (cv.oof).extend(y.iter().copied().zip(pred.values.iter().copied()));
+        cv.permutation.extend(fold.drops);
+        if let Some(p) = pred.proba.as_ref().filter(|p| p.ncols() == 2) {
+            let truth = y.iter().map(|t| *t == 1.0);
+            cv.oof_scores.extend(truth.zip(p.column(1).iter().copied()));
+        }
+    }
+    let ts = now_ms();
+    let mut batch = Vec::new();
+    if let Some(t) = fold.threshold {
+        batch.push(metric(format!("fold{i}/threshold"), t, ts));
+    }
+    for (m, v) in &scores.metrics {
+        cv.fold_metrics.entry(m.clone()).or_default().push(*v);
+        batch.push(metric(format!("fold{i}/{m}"), *v, ts));
+    }
+    trackers.log_metrics(run_uuid, &batch)?;
+    for (t, row) in scores.confusion.iter().enumerate() {
+        for (p, c) in row.iter().enumerate() {
+            cv.pooled[t][p] += c;
+        }
+    }
+    Ok(pruned_after(prep, plan, &cv.fold_metrics, i + 1, total))
 }
 
 /// Whether the run stops after fold `done` of `total`: its search's pruner says so, or it is
@@ -435,7 +542,8 @@ pub(crate) fn model_artifacts(
 }
 
 /// Trains one config: CV folds, then a refit on all training rows (the run's model), then the
-/// hold-out score. Metrics go to the trackers as they are produced.
+/// hold-out score. Metrics go to the trackers as they are produced. A search trial with
+/// `refit = "best"` (`plan.cv_only`) stops after its folds: no refit, model or importance.
 pub fn train_config(
     prep: &Prepared,
     plan: &TrainPlan,
@@ -454,54 +562,82 @@ pub fn train_config(
     };
     let ts = now_ms();
     let (metrics, mut batch) = summary_metrics(&cv.fold_metrics, &per_class, ts);
-    if let Some(pruned) = cv.pruned {
+    let mut result = RunResult {
+        version: String::new(),
+        run_uuid: run_uuid.to_string(),
+        name: plan.model.name.clone(),
+        kind: plan.model.kind.clone(),
+        status: "FINISHED".into(),
+        error: None,
+        metrics,
+        fold_metrics: cv.fold_metrics.clone(),
+        pruned: cv.pruned.clone(),
+        holdout: BTreeMap::new(),
+        per_class,
+        confusion: cv.pooled.clone(),
+        fit_seconds: 0.0,
+    };
+    if result.pruned.is_some() {
         // Partial metrics of the folds it trained; no refit, no model.
         trackers.log_metrics(run_uuid, &batch)?;
-        let result = RunResult {
-            version: String::new(),
-            run_uuid: run_uuid.to_string(),
-            name: plan.model.name.clone(),
-            kind: plan.model.kind.clone(),
-            status: "KILLED".into(),
-            error: None,
-            metrics,
-            fold_metrics: cv.fold_metrics,
-            pruned: Some(pruned),
-            holdout: BTreeMap::new(),
-            per_class,
-            confusion: cv.pooled,
-            fit_seconds: started.elapsed().as_secs_f64(),
-        };
+        result.status = "KILLED".into();
+        result.fit_seconds = started.elapsed().as_secs_f64();
         return Ok((result, Vec::new()));
     }
-    // The run's model: refitted on every training row.
+    if let Some(pruner) = &plan.pruner {
+        pruner.record_curve(first_fold_losses(&cv.fold_curves));
+    }
     let cv_seconds = started.elapsed().as_secs_f64();
+    batch.push(metric("cv_seconds".into(), cv_seconds, ts));
+    let artifacts = if plan.cv_only {
+        let mut plots = run_plots(prep, &cv.pooled, &cv.fold_curves, &[], &cv.oof);
+        plots.extend(curve_files(&cv.oof_scores));
+        plots
+    } else {
+        let (refit_batch, artifacts) =
+            refit(prep, plan, splits, &cv, &mut result, run_uuid, trackers)?;
+        progress.tick(&format!("{} refit", plan.model.name));
+        batch.extend(refit_batch);
+        artifacts
+    };
+    // Into the run's final batch (one history line on W&B).
+    trackers.log_metrics(run_uuid, &batch)?;
+    result.fit_seconds = started.elapsed().as_secs_f64();
+    Ok((result, artifacts))
+}
+
+/// The run's model: refitted on every training row, scored on the hold-out; its metrics
+/// (hold-out, threshold, importance, refit time) and every artifact of the run.
+fn refit(
+    prep: &Prepared,
+    plan: &TrainPlan,
+    splits: &Splits,
+    cv: &CvOutcome,
+    result: &mut RunResult,
+    run_uuid: &str,
+    trackers: &dyn Tracker,
+) -> Result<(Vec<Metric>, Artifacts)> {
+    let ts = now_ms();
     let refit_start = std::time::Instant::now();
     let curve = live_curve(trackers, run_uuid, "refit".to_string());
     let seed = fold_seed(plan.seed, u64::MAX);
     let fitted = fit_with_curve(prep, plan, &splits.cv_rows, seed, None, Some(&curve))
         .context("refit on all training rows")?;
     let refit_curve = finish_curve(curve)?;
-    if let Some(pruner) = &plan.pruner {
-        pruner.record_curve(first_fold_losses(&cv.fold_curves));
-    }
-    let refit_seconds = refit_start.elapsed().as_secs_f64();
-    progress.tick(&format!("{} refit", plan.model.name));
-    let mut holdout = BTreeMap::new();
+    let mut batch = Vec::new();
     if !splits.holdout_rows.is_empty() {
         let pred = predict_rows(prep, &fitted, &splits.holdout_rows)?;
         let y: Vec<f64> = splits.holdout_rows.iter().map(|r| prep.y[*r]).collect();
         for (m, v) in score(prep, plan, &y, &pred).metrics {
             batch.push(metric(format!("holdout/{m}"), v, ts));
-            holdout.insert(m, v);
+            result.holdout.insert(m, v);
         }
     }
     if let Some(t) = fitted.model.threshold() {
         batch.push(metric("threshold".into(), t, ts));
     }
-    batch.push(metric("cv_seconds".into(), cv_seconds, ts));
+    let refit_seconds = refit_start.elapsed().as_secs_f64();
     batch.push(metric("refit_seconds".into(), refit_seconds, ts));
-
     let train_pred = predict_rows(prep, &fitted, &splits.cv_rows)?;
     let mut artifacts: Artifacts = vec![(
         "predictions.csv".to_string(),
@@ -510,28 +646,11 @@ pub fn train_config(
     let plots = run_plots(prep, &cv.pooled, &cv.fold_curves, &refit_curve, &cv.oof);
     artifacts.extend(plots);
     artifacts.extend(curve_files(&cv.oof_scores));
-    let (importance_files, importance_metrics) = importance_outputs(&fitted, &cv, ts);
+    let (importance_files, importance_metrics) = importance_outputs(&fitted, cv, ts);
     artifacts.extend(importance_files);
-    // Into the run's final batch (one history line on W&B).
     batch.extend(importance_metrics);
-    trackers.log_metrics(run_uuid, &batch)?;
     artifacts.extend(model_artifacts(prep, plan, &fitted)?);
-    let result = RunResult {
-        version: String::new(),
-        run_uuid: run_uuid.to_string(),
-        name: plan.model.name.clone(),
-        kind: plan.model.kind.clone(),
-        status: "FINISHED".into(),
-        error: None,
-        metrics,
-        fold_metrics: cv.fold_metrics,
-        pruned: None,
-        holdout,
-        per_class,
-        confusion: cv.pooled,
-        fit_seconds: started.elapsed().as_secs_f64(),
-    };
-    Ok((result, artifacts))
+    Ok((batch, artifacts))
 }
 
 /// A learning curve that reaches the trackers while the model trains: each round's metrics as
