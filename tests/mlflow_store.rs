@@ -39,7 +39,10 @@ fn mlflow_reads_every_part_of_a_sweep() {
     // Params: resolved hyperparameters with defaults, seed, CV settings, ETL version.
     let p = &run["params"];
     assert_eq!(p["n_trees"], "100");
-    assert_eq!(p["max_features"], "sqrt");
+    assert_eq!(
+        p["max_features"], "auto",
+        "the default: the square root of the features for classes"
+    );
     assert_eq!(p["seed"], "42");
     assert_eq!(p["cv.folds"], "5");
     assert_eq!(p["etl_version"], "v1");

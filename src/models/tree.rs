@@ -109,9 +109,9 @@ pub(crate) static RANDOM_FOREST: KindSpec = KindSpec {
         },
         ParamSpec {
             name: "max_features",
-            ty: ParamType::Choice(&["all", "sqrt", "log2", "third"]),
-            default: Default_::Str("sqrt"),
-            help: "features tried at each split",
+            ty: ParamType::Choice(&["auto", "all", "sqrt", "log2", "third"]),
+            default: Default_::Str("auto"),
+            help: "features tried at each split; auto: the square root of their number for classification, all of them for regression (scikit-learn's defaults)",
         },
         ParamSpec {
             name: "bootstrap",
@@ -162,10 +162,11 @@ struct TreeParams {
 impl TreeParams {
     fn from_config(cfg: &ModelConfig, data: &TrainSet) -> Result<Self> {
         let p = data.x.ncols();
-        let max_features = match cfg.str("max_features")? {
-            "sqrt" => (p as f64).sqrt().round() as usize,
-            "log2" => (p as f64).log2().round() as usize,
-            "third" => p / 3,
+        let max_features = match (cfg.str("max_features")?, data.task) {
+            ("auto", Task::Regression) => p,
+            ("sqrt" | "auto", _) => (p as f64).sqrt().round() as usize,
+            ("log2", _) => (p as f64).log2().round() as usize,
+            ("third", _) => p / 3,
             _ => p,
         }
         .clamp(1, p.max(1));
@@ -683,5 +684,34 @@ mod tests {
         let a = fit_forest(&c, &data, &FitContext::new(9, 1)).unwrap();
         let b = fit_forest(&c, &data, &FitContext::new(9, 3)).unwrap();
         assert_eq!(a.to_json().unwrap(), b.to_json().unwrap());
+    }
+
+    #[test]
+    fn forest_default_features_are_all_for_regression_and_the_root_for_classes() {
+        let n = 120;
+        let x = Array2::from_shape_fn((n, 9), |(i, j)| ((i * 7 + j * 13) % 19) as f64);
+        let y: Array1<f64> = (0..n).map(|i| ((i * 7) % 19) as f64).collect();
+        let same = |task: Task, k: usize, explicit: &str| {
+            let data = TrainSet {
+                x: x.view(),
+                y: y.view(),
+                task,
+                n_classes: k,
+                labels: None,
+            };
+            let trees = [("n_trees", ParamValue::Int(5))];
+            let by_default = cfg("random_forest", &trees);
+            assert_eq!(by_default.str("max_features").unwrap(), "auto");
+            let mut named = by_default.clone();
+            named
+                .params
+                .insert("max_features".into(), ParamValue::Str(explicit.into()));
+            let a = fit_forest(&by_default, &data, &FitContext::new(4, 1)).unwrap();
+            let b = fit_forest(&named, &data, &FitContext::new(4, 1)).unwrap();
+            a.to_json().unwrap() == b.to_json().unwrap()
+        };
+        assert!(same(Task::Regression, 0, "all"));
+        assert!(!same(Task::Regression, 0, "sqrt"));
+        assert!(same(Task::Classification, 19, "sqrt"));
     }
 }
