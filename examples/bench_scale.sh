@@ -9,19 +9,9 @@
 # prediction per fold. Prints a markdown table (results in $BENCH_DIR/results).
 # By hand, not in CI: 5k and 50k take about half an hour on 2 cores, 500k much longer.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-repo="$PWD"
-source tests/build-env.sh
-cargo build --release --locked --features "$RUNNER_FEATURES"
-runner="${RUNNER_BIN:-$CARGO_TARGET_DIR/release/runner}"
-cache="${RUNNER_CACHE:-$HOME/.cache/runner}"
-venv="$cache/scale-venv"
-if ! "$venv/bin/python" -c 'import sklearn, xgboost, lightgbm, pandas, sys; sys.exit(sklearn.__version__ != "1.9.1")' 2>/dev/null; then
-  rm -rf "$venv"
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check scikit-learn==1.9.1 pandas==3.1.1 lightgbm==4.7.0 xgboost-cpu==3.2.0
-fi
-py="$venv/bin/python"
+source "$(dirname "$0")/bench_setup.sh"
+bench_setup scale-venv 'import sklearn, xgboost, lightgbm, pandas, sys; sys.exit(sklearn.__version__ != "1.9.1")' \
+  scikit-learn==1.9.1 pandas==3.1.1 lightgbm==4.7.0 xgboost-cpu==3.2.0
 threads="${THREADS:-$(nproc)}"
 out="${BENCH_DIR:-$CARGO_TARGET_DIR/bench-scale}"
 mkdir -p "$out/results" "$out/data"

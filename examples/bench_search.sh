@@ -6,19 +6,9 @@
 # trial at which runner reaches Optuna's median best, and writes bench_search.svg.
 # Takes up to 40 minutes on 2 cores; run by hand, not in CI.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-repo="$PWD"
-source tests/build-env.sh
-cargo build --release --locked --features "$RUNNER_FEATURES"
-runner="${RUNNER_BIN:-$CARGO_TARGET_DIR/release/runner}"
-cache="${RUNNER_CACHE:-$HOME/.cache/runner}"
-venv="$cache/bench-venv"
-if ! "$venv/bin/python" -c 'import optuna, lightgbm, sklearn, pandas, sys; sys.exit(optuna.__version__ != "5.0.0")' 2>/dev/null; then
-  rm -rf "$venv"
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check optuna==5.0.0 lightgbm==4.7.0 scikit-learn==1.9.1 pandas==3.1.1
-fi
-py="$venv/bin/python"
+source "$(dirname "$0")/bench_setup.sh"
+bench_setup bench-venv 'import optuna, lightgbm, sklearn, pandas, sys; sys.exit(optuna.__version__ != "5.0.0")' \
+  optuna==5.0.0 lightgbm==4.7.0 scikit-learn==1.9.1 pandas==3.1.1
 out="${BENCH_DIR:-$CARGO_TARGET_DIR/bench-search}"
 rm -rf "$out" && mkdir -p "$out/results"
 cd "$out"
