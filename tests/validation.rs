@@ -262,3 +262,34 @@ fn models_lists_every_kind_with_ranges() {
     assert_eq!(n["default"], 100);
     assert_eq!(n["type"], "integer in 1..=5000");
 }
+
+/// A kernel SVM on a table too large for it is announced before anything trains, with an
+/// estimate; other kinds on the same table, and the SVM on a small one, are not.
+#[test]
+fn a_kernel_svm_on_a_large_table_is_warned_with_an_estimate() {
+    let d = tempfile::tempdir().unwrap();
+    let mut csv = String::from("a,b,c,y\n");
+    for i in 0..30_000u64 {
+        let (a, b) = ((i * 7919) % 1000, (i * 104_729) % 997);
+        csv.push_str(&format!("{a},{b},{},{}\n", (a + b) % 13, (a + b) % 2));
+    }
+    std::fs::write(d.path().join("big.csv"), csv).unwrap();
+    let config = "experiment = \"big\"\nsweeps = [\"sweep.toml\"]\n[data]\nsource = \"big.csv\"\ntarget = \"y\"\n";
+    let warned = |sweep: &str| {
+        let cfg = write_config(d.path(), config, sweep);
+        let out = run_ok(runner(d.path()).args(["validate"]).arg(&cfg));
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    let err =
+        warned("[[models]]\nkind = \"svm\"\nname = \"rbf\"\n[[models]]\nkind = \"naive_bayes\"\n");
+    assert!(
+        err.contains("warning: rbf: a kernel SVM on 30000 rows will take about"),
+        "{err}"
+    );
+    assert!(!err.contains("naive_bayes"), "{err}");
+    assert!(!warned("[[models]]\nkind = \"naive_bayes\"\n").contains("warning"));
+    assert!(
+        !d.path().join("mlflow.db").exists(),
+        "validate writes nothing"
+    );
+}

@@ -57,6 +57,13 @@ pub fn sweep_command(path: &Path, opts: &SweepOptions) -> Result<ExitCode> {
     let store_path = sweep::tracking_path(opts.tracking_uri.as_deref(), Some(&prep.loaded))?;
     sweep::resolve_run_members(&mut expanded.configs, &store_path, prep.task, path)?;
     let expanded = select_only(expanded, &opts.only, path)?;
+    if !opts.smoke {
+        let bases = expanded.studies.iter().map(|s| s.base.clone());
+        let all: Vec<models::ModelConfig> = expanded.configs.iter().cloned().chain(bases).collect();
+        for w in sweep::size_warnings(&prep, &all) {
+            eprintln!("warning: {w}");
+        }
+    }
     let planned = expanded.configs.len()
         + (expanded.studies.iter())
             .map(|s| s.search.trials.unwrap_or(0))

@@ -338,6 +338,36 @@ pub struct SweepReport {
 pub use crate::types::{check_version_arg, parse_version};
 
 /// Runs that finished, best first by the primary metric.
+/// A kernel SVM's fit on 5,000 rows of two classes, measured on a 2-core machine
+/// (`examples/bench_scale.sh`): its time grows with the square of the rows.
+const SVM_SECONDS_AT_5K: f64 = 5.0;
+
+/// Warnings, before anything trains, for configs that will take very long on this table: a
+/// kernel SVM's estimated time, from its quadratic growth in rows (one model per class for
+/// more than two classes), for its folds and refit.
+pub fn size_warnings(prep: &Prepared, configs: &[ModelConfig]) -> Vec<String> {
+    let cv = &prep.loaded.config.cv;
+    let rows = (prep.table.n_rows as f64 * (1.0 - cv.holdout)).max(0.0);
+    let fit_rows = rows * (cv.folds as f64 - 1.0) / cv.folds as f64;
+    let classes = prep.labels.as_ref().map_or(1, |l| l.classes.len());
+    let models = if classes > 2 { classes } else { 1 } as f64;
+    let fits = (cv.folds * cv.repeats + 1) as f64;
+    let per_fit = SVM_SECONDS_AT_5K * (fit_rows / 5000.0).powi(2) * models;
+    let minutes = per_fit * fits / 60.0;
+    if minutes < 10.0 {
+        return Vec::new();
+    }
+    (configs.iter())
+        .filter(|c| c.kind == "svm")
+        .map(|c| {
+            format!(
+                "{}: a kernel SVM on {} rows will take about {minutes:.0} minutes ({} fits of about {per_fit:.0} s; the time grows with the square of the rows): consider a sample of the rows, `--smoke`, or a booster",
+                c.name, rows as usize, fits as usize
+            )
+        })
+        .collect()
+}
+
 pub fn ranked(report: &SweepReport) -> Vec<&RunResult> {
     let key = &report.primary_metric;
     let mut ok: Vec<&RunResult> = report
