@@ -125,12 +125,9 @@ fn a_continuous_target_gets_quantile_bins_and_the_users_edges() {
     assert!(refused(runner(d.path()).arg("sweep").arg(&cfg)).contains("cv.regression_bin_edges"));
 }
 
-/// Permutation importance, for every kind, puts the two features the class depends on above
-/// the two that are noise.
-#[test]
-fn permutation_importance_ranks_informative_features_above_noise_for_every_kind() {
-    let d = tempfile::tempdir().unwrap();
-    // y = [x1 + x2 > 1]; x3 and x4 are independent noise. A fixed LCG keeps the file fixed.
+/// `rows` of y = [x1 + x2 > 1], where x3 and x4 are independent noise; a fixed LCG keeps the
+/// file fixed.
+fn two_signals_csv(rows: usize) -> String {
     let mut state: u64 = 42;
     let mut uniform = || {
         state = state
@@ -139,12 +136,40 @@ fn permutation_importance_ranks_informative_features_above_noise_for_every_kind(
         (state >> 11) as f64 / (1u64 << 53) as f64
     };
     let mut csv = String::from("x1,x2,x3,x4,label\n");
-    for _ in 0..300 {
+    for _ in 0..rows {
         let (x1, x2, x3, x4) = (uniform(), uniform(), uniform(), uniform());
         let label = if x1 + x2 > 1.0 { "high" } else { "low" };
         csv.push_str(&format!("{x1:.4},{x2:.4},{x3:.4},{x4:.4},{label}\n"));
     }
-    std::fs::write(d.path().join("two_signals.csv"), csv).unwrap();
+    csv
+}
+
+/// The permutation drop of each input column, from a run's `permutation_importance_tN.csv`.
+fn permutation_drops(
+    dir: &std::path::Path,
+    run: &serde_json::Value,
+) -> std::collections::BTreeMap<String, f64> {
+    let name = format!(
+        "permutation_importance_{}.csv",
+        run["version"].as_str().unwrap()
+    );
+    let text =
+        std::fs::read_to_string(artifact(dir, run["run_uuid"].as_str().unwrap(), &name)).unwrap();
+    text.lines()
+        .skip(1)
+        .map(|l| {
+            let (f, v) = l.split_once(',').unwrap();
+            (f.trim_matches('"').to_string(), v.parse().unwrap())
+        })
+        .collect()
+}
+
+/// Permutation importance, for every kind, puts the two features the class depends on above
+/// the two that are noise.
+#[test]
+fn permutation_importance_ranks_informative_features_above_noise_for_every_kind() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("two_signals.csv"), two_signals_csv(300)).unwrap();
     let mut sweep = String::from(
         "[[models]]\nkind = \"decision_tree\"\nmax_depth = 6\n\
          [[models]]\nkind = \"random_forest\"\nn_trees = 40\n\
@@ -175,27 +200,38 @@ fn permutation_importance_ranks_informative_features_above_noise_for_every_kind(
     assert_eq!(runs.len(), sweep.matches("[[models]]").count());
     for run in runs {
         assert_eq!(run["status"], "FINISHED", "{run}");
-        let name = format!(
-            "permutation_importance_{}.csv",
-            run["version"].as_str().unwrap()
-        );
-        let text =
-            std::fs::read_to_string(artifact(d.path(), run["run_uuid"].as_str().unwrap(), &name))
-                .unwrap();
-        let drop: std::collections::BTreeMap<String, f64> = text
-            .lines()
-            .skip(1)
-            .map(|l| {
-                let (f, v) = l.split_once(',').unwrap();
-                (f.trim_matches('"').to_string(), v.parse().unwrap())
-            })
-            .collect();
+        let drop = permutation_drops(d.path(), run);
         let informative = drop["x1"].min(drop["x2"]);
         let noise = drop["x3"].max(drop["x4"]);
         assert!(
             informative > noise && informative > 0.05,
             "{} ({}): {drop:?}",
             run["name"],
+            run["kind"]
+        );
+    }
+}
+
+/// On a fold of more than 2,000 validation rows the importance predicts a seeded sample of
+/// them (one prediction per column): the ranking still holds, and the sampled rows keep their
+/// own targets.
+#[test]
+fn permutation_importance_samples_large_folds_and_still_ranks() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("two_signals.csv"), two_signals_csv(12_000)).unwrap();
+    let cfg = write_config(
+        d.path(),
+        "experiment = \"signals\"\nsweeps = [\"sweep.toml\"]\n[data]\nsource = \"two_signals.csv\"\ntarget = \"label\"\n[cv]\nfolds = 2\n",
+        "[[models]]\nkind = \"decision_tree\"\nmax_depth = 6\n[[models]]\nkind = \"naive_bayes\"\n",
+    );
+    let report = sweep_json(d.path(), &cfg, &["--jobs", "1"]);
+    for run in report["runs"].as_array().unwrap() {
+        let drop = permutation_drops(d.path(), run);
+        let informative = drop["x1"].min(drop["x2"]);
+        let noise = drop["x3"].max(drop["x4"]).abs();
+        assert!(
+            informative > 0.1 && noise < 0.02,
+            "{}: {drop:?}",
             run["kind"]
         );
     }
