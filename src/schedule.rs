@@ -317,13 +317,13 @@ pub fn run_sweep(
     let higher = config::higher_is_better(&prep.primary_metric);
     let mut parts: Vec<Box<dyn Strategy>> = vec![Box::new(Listed::new(configs))];
     // Only a search reads the store's earlier trials (every run's record): grid sweeps skip it.
+    let signatures: Vec<String> = studies.iter().map(|s| search_signature(prep, s)).collect();
     let done = if studies.is_empty() {
         Vec::new()
     } else {
-        finished_trials(prep, opts)?
+        finished_trials(prep, opts, &signatures)?
     };
-    for study in studies {
-        let signature = search_signature(prep, &study);
+    for (study, signature) in studies.into_iter().zip(signatures) {
         let mut tpe = Tpe::new(study, higher, &prep.primary_metric, jobs, signature);
         let earlier: Vec<_> = (done.iter())
             .filter(|(sig, _)| sig == tpe.signature())
@@ -364,9 +364,13 @@ fn search_signature(prep: &Prepared, study: &Study) -> String {
     crate::data::sha256_hex(identity.to_string().as_bytes())
 }
 
-/// The trials earlier searches in the store finished or pruned, by the search's signature, in
-/// the order they were numbered.
-fn finished_trials(prep: &Prepared, opts: &SweepOptions) -> Result<Vec<(String, EarlierTrial)>> {
+/// The trials earlier sweeps of these searches (by signature) finished or pruned, in the order
+/// they were numbered.
+fn finished_trials(
+    prep: &Prepared,
+    opts: &SweepOptions,
+    signatures: &[String],
+) -> Result<Vec<(String, EarlierTrial)>> {
     let path = tracking_path(opts.tracking_uri.as_deref(), Some(&prep.loaded))?;
     if !path.is_file() {
         return Ok(Vec::new());
@@ -377,7 +381,8 @@ fn finished_trials(prep: &Prepared, opts: &SweepOptions) -> Result<Vec<(String, 
     runs.sort_by_key(|r| r.version);
     let mut out = Vec::new();
     for r in runs {
-        let Some(signature) = r.record["search"]["signature"].as_str() else {
+        let signature = r.record["search"]["signature"].as_str();
+        let Some(signature) = signature.filter(|s| signatures.iter().any(|t| t == s)) else {
             continue;
         };
         let Ok(config) = serde_json::from_value(r.record["plan"]["model"].clone()) else {
