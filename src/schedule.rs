@@ -321,7 +321,8 @@ pub fn run_sweep(
     let done = if studies.is_empty() {
         Vec::new()
     } else {
-        finished_trials(prep, opts, &signatures)?
+        let by_rounds = (studies.iter()).any(|s| s.search.prune.as_deref() == Some("rounds"));
+        finished_trials(prep, opts, &signatures, by_rounds)?
     };
     for (study, signature) in studies.into_iter().zip(signatures) {
         let mut tpe = Tpe::new(study, higher, &prep.primary_metric, jobs, signature);
@@ -365,11 +366,13 @@ fn search_signature(prep: &Prepared, study: &Study) -> String {
 }
 
 /// The trials earlier sweeps of these searches (by signature) finished or pruned, in the order
-/// they were numbered.
+/// they were numbered; with `curves`, the first-fold learning curve of each finished one (only
+/// `prune = "rounds"` reads them).
 fn finished_trials(
     prep: &Prepared,
     opts: &SweepOptions,
     signatures: &[String],
+    curves: bool,
 ) -> Result<Vec<(String, EarlierTrial)>> {
     let path = tracking_path(opts.tracking_uri.as_deref(), Some(&prep.loaded))?;
     if !path.is_file() {
@@ -398,7 +401,7 @@ fn finished_trials(
         else {
             continue;
         };
-        let first_fold_losses = if pruned {
+        let first_fold_losses = if pruned || !curves {
             Vec::new()
         } else {
             first_fold_losses(&store, &r.run_uuid)?

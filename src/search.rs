@@ -328,11 +328,10 @@ impl Tpe {
         for earlier in done {
             let (cfg, pruned) = (&earlier.config, earlier.pruned);
             let Some(trial) = self.study.trial_of(&cfg.name) else {
-                if let BestRun::Wanted(trained) = &mut self.best_run {
-                    let prefix = format!("{}#best[", self.study.name);
-                    if cfg.name.starts_with(&prefix) {
-                        trained.push(cfg.params.clone());
-                    }
+                if let (BestRun::Wanted(trained), true) =
+                    (&mut self.best_run, self.study.is_best(&cfg.name))
+                {
+                    trained.push(cfg.params.clone());
                 }
                 continue;
             };
@@ -390,10 +389,7 @@ impl Tpe {
         if trained.contains(&cfg.params) {
             return Ask::Done;
         }
-        let mut best = cfg.clone();
-        let numbered = format!("{}#{}[", self.study.name, trial + 1);
-        let named = format!("{}#best[", self.study.name);
-        best.name = best.name.replacen(&numbered, &named, 1);
+        let best = self.study.best_config(*trial, cfg);
         self.best_run = BestRun::Asked(best.name.clone(), *trial);
         Ask::Next(best)
     }

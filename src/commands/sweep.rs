@@ -58,9 +58,7 @@ pub fn sweep_command(path: &Path, opts: &SweepOptions) -> Result<ExitCode> {
     sweep::resolve_run_members(&mut expanded.configs, &store_path, prep.task, path)?;
     let expanded = select_only(expanded, &opts.only, path)?;
     if !opts.smoke {
-        let bases = expanded.studies.iter().map(|s| s.base.clone());
-        let all: Vec<models::ModelConfig> = expanded.configs.iter().cloned().chain(bases).collect();
-        for w in sweep::size_warnings(&prep, &all) {
+        for w in sweep::size_warnings(&prep, &expanded.configs, &expanded.studies) {
             eprintln!("warning: {w}");
         }
     }

@@ -26,8 +26,7 @@ pub fn validate_command(
     crate::sweep::check_class_params(&bases, &prep)?;
     let store_path = sweep::tracking_path(uri, Some(&prep.loaded))?;
     sweep::resolve_run_members(&mut configs, &store_path, prep.task, path)?;
-    let all: Vec<_> = configs.iter().chain(&bases).cloned().collect();
-    for w in sweep::size_warnings(&prep, &all) {
+    for w in sweep::size_warnings(&prep, &configs, &studies) {
         eprintln!("warning: {w}");
     }
     if json {

@@ -29,6 +29,14 @@ pub enum Axis {
 
 const RANGE_KEYS: [&str; 5] = ["low", "high", "log", "int", "step"];
 
+/// What marks the name of a search's best trial trained in full: `entry#best[key=value,...]`.
+const BEST_MARK: &str = "#best[";
+
+/// Whether a run's config name is a search's best trial trained in full.
+pub fn is_best_of_search(name: &str) -> bool {
+    name.contains(BEST_MARK)
+}
+
 /// Whether an inline table is written as a range (it has `low` and `high` and nothing beyond
 /// the range's keys).
 pub fn looks_like_range(table: &toml::Table) -> bool {
@@ -185,6 +193,21 @@ impl Study {
         }
         cfg.name = format!("{}#{}[{}]", self.name, trial + 1, shown.join(","));
         cfg
+    }
+
+    /// Trial `trial`'s config (as [`Study::config`] named it) renamed as the search's best,
+    /// `entry#best[key=value,...]`.
+    pub fn best_config(&self, trial: usize, cfg: &ModelConfig) -> ModelConfig {
+        let numbered = format!("{}#{}[", self.name, trial + 1);
+        let named = format!("{}{BEST_MARK}", self.name);
+        let mut best = cfg.clone();
+        best.name = best.name.replacen(&numbered, &named, 1);
+        best
+    }
+
+    /// Whether a config name is this study's best trial trained in full.
+    pub fn is_best(&self, name: &str) -> bool {
+        (name.strip_prefix(&self.name)).is_some_and(|rest| rest.starts_with(BEST_MARK))
     }
 
     /// The sampler's values of a trial's config (for a search that resumes), if it is one of

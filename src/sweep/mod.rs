@@ -190,7 +190,6 @@ pub fn cores() -> usize {
         .unwrap_or(1)
 }
 
-/// The plans of a sweep: one per model config, with the thread share of each.
 fn one_at_a_time() -> usize {
     1
 }
@@ -199,6 +198,7 @@ fn one_at_a_time() -> usize {
 /// threads: small fits use one thread poorly shared, and a fold's copy of the data is small.
 const PARALLEL_FOLDS_MAX_CELLS: usize = 1 << 20;
 
+/// The plans of a sweep: one per model config, with the thread share of each.
 pub fn plans(prep: &Prepared, configs: &[ModelConfig], jobs: usize, smoke: bool) -> Vec<TrainPlan> {
     let cv = &prep.loaded.config.cv;
     let threads = (cores() / jobs.max(1)).max(1);
@@ -337,15 +337,19 @@ pub struct SweepReport {
 
 pub use crate::types::{check_version_arg, parse_version};
 
-/// Runs that finished, best first by the primary metric.
 /// A kernel SVM's fit on 5,000 rows of two classes, measured on a 2-core machine
 /// (`examples/bench_scale.sh`): its time grows with the square of the rows.
 const SVM_SECONDS_AT_5K: f64 = 5.0;
 
 /// Warnings, before anything trains, for configs that will take very long on this table: a
 /// kernel SVM's estimated time, from its quadratic growth in rows (one model per class for
-/// more than two classes), for its folds and refit.
-pub fn size_warnings(prep: &Prepared, configs: &[ModelConfig]) -> Vec<String> {
+/// more than two classes), for its folds and refit. `configs` and the searched entries of
+/// `studies` are looked at.
+pub fn size_warnings(
+    prep: &Prepared,
+    configs: &[ModelConfig],
+    studies: &[crate::config::Study],
+) -> Vec<String> {
     let cv = &prep.loaded.config.cv;
     let rows = (prep.table.n_rows as f64 * (1.0 - cv.holdout)).max(0.0);
     let fit_rows = rows * (cv.folds as f64 - 1.0) / cv.folds as f64;
@@ -357,7 +361,8 @@ pub fn size_warnings(prep: &Prepared, configs: &[ModelConfig]) -> Vec<String> {
     if minutes < 10.0 {
         return Vec::new();
     }
-    (configs.iter())
+    let bases = studies.iter().map(|s| &s.base);
+    (configs.iter().chain(bases))
         .filter(|c| c.kind == "svm")
         .map(|c| {
             format!(
@@ -368,6 +373,7 @@ pub fn size_warnings(prep: &Prepared, configs: &[ModelConfig]) -> Vec<String> {
         .collect()
 }
 
+/// Runs that finished, best first by the primary metric.
 pub fn ranked(report: &SweepReport) -> Vec<&RunResult> {
     let key = &report.primary_metric;
     let mut ok: Vec<&RunResult> = report
@@ -383,7 +389,7 @@ pub fn ranked(report: &SweepReport) -> Vec<&RunResult> {
             x.total_cmp(&y)
         };
         // A search's best trial trained in full ties with its trial: the one with a model first.
-        let full = |r: &RunResult| r.name.contains("#best[");
+        let full = |r: &RunResult| crate::config::space::is_best_of_search(&r.name);
         ord.then_with(|| full(b).cmp(&full(a)))
             .then_with(|| a.version.cmp(&b.version))
     });

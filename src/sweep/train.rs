@@ -214,8 +214,8 @@ fn train_fold(
     })
 }
 
-/// Trains the folds `first..first + n` at once, one thread each share of the plan's threads;
-/// their outcomes in fold order.
+/// Trains the folds `first..first + n` at once, each on its share of the plan's threads;
+/// their outcomes in fold order. A panic in a fold reaches the run's own handler (`run_one`).
 fn train_wave(
     prep: &Prepared,
     plan: &TrainPlan,
@@ -238,18 +238,8 @@ fn train_wave(
         let handles: Vec<_> = (folds.iter().enumerate())
             .map(|(k, fold)| s.spawn(move || one(first + k, fold)))
             .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join().unwrap_or_else(|p| {
-                    let msg = (p.downcast_ref::<String>().cloned())
-                        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()));
-                    Err(anyhow::anyhow!(
-                        "internal error (panic) in a fold: {}",
-                        msg.unwrap_or_default()
-                    ))
-                })
-            })
+        (handles.into_iter())
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
             .collect()
     })
 }
@@ -553,7 +543,7 @@ pub fn train_config(
     progress: &Progress,
 ) -> Result<(RunResult, Artifacts)> {
     let started = std::time::Instant::now();
-    let cv = cross_validate(prep, plan, splits, run_uuid, trackers, progress)?;
+    let mut cv = cross_validate(prep, plan, splits, run_uuid, trackers, progress)?;
     // Per-class figures come from the out-of-fold predictions pooled over all folds.
     let per_class = if prep.task == Task::Classification {
         per_class_from_confusion(&cv.pooled, &class_labels(prep))
@@ -570,8 +560,8 @@ pub fn train_config(
         status: "FINISHED".into(),
         error: None,
         metrics,
-        fold_metrics: cv.fold_metrics.clone(),
-        pruned: cv.pruned.clone(),
+        fold_metrics: std::mem::take(&mut cv.fold_metrics),
+        pruned: cv.pruned.take(),
         holdout: BTreeMap::new(),
         per_class,
         confusion: cv.pooled.clone(),
@@ -590,9 +580,7 @@ pub fn train_config(
     let cv_seconds = started.elapsed().as_secs_f64();
     batch.push(metric("cv_seconds".into(), cv_seconds, ts));
     let artifacts = if plan.cv_only {
-        let mut plots = run_plots(prep, &cv.pooled, &cv.fold_curves, &[], &cv.oof);
-        plots.extend(curve_files(&cv.oof_scores));
-        plots
+        cv_plots(prep, &cv, &[])
     } else {
         let (refit_batch, artifacts) =
             refit(prep, plan, splits, &cv, &mut result, run_uuid, trackers)?;
@@ -604,6 +592,14 @@ pub fn train_config(
     trackers.log_metrics(run_uuid, &batch)?;
     result.fit_seconds = started.elapsed().as_secs_f64();
     Ok((result, artifacts))
+}
+
+/// The run's charts of its out-of-fold results and learning curves (with the refit's, when it
+/// has one), and their tables.
+fn cv_plots(prep: &Prepared, cv: &CvOutcome, refit_curve: &[(i64, String, f64)]) -> Artifacts {
+    let mut plots = run_plots(prep, &cv.pooled, &cv.fold_curves, refit_curve, &cv.oof);
+    plots.extend(curve_files(&cv.oof_scores));
+    plots
 }
 
 /// The run's model: refitted on every training row, scored on the hold-out; its metrics
@@ -643,9 +639,7 @@ fn refit(
         "predictions.csv".to_string(),
         predictions_csv(prep, &splits.cv_rows, &train_pred).into_bytes(),
     )];
-    let plots = run_plots(prep, &cv.pooled, &cv.fold_curves, &refit_curve, &cv.oof);
-    artifacts.extend(plots);
-    artifacts.extend(curve_files(&cv.oof_scores));
+    artifacts.extend(cv_plots(prep, cv, &refit_curve));
     let (importance_files, importance_metrics) = importance_outputs(&fitted, cv, ts);
     artifacts.extend(importance_files);
     batch.extend(importance_metrics);
