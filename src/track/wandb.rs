@@ -664,15 +664,19 @@ impl WandbSink {
     }
 
     fn append(&self, run_uuid: &str, rec: &Record) {
-        let dir = match self
-            .runs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(run_uuid)
-        {
-            Some(r) => r.dir.clone(),
-            None => return,
+        let runs = self.runs.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(r) = runs.get(run_uuid) else {
+            return;
         };
+        let dir = r.dir.clone();
+        self.write_spool(&dir, rec);
+        drop(runs);
+        self.mark_and_wake(&dir);
+    }
+
+    /// Appends one record to the run's spool. Callers hold the `runs` lock, so records of one
+    /// run (from parallel folds too) reach the spool in the order their `_step`s were given.
+    fn write_spool(&self, dir: &Path, rec: &Record) {
         let res = (|| -> Result<()> {
             let mut f = std::fs::OpenOptions::new()
                 .create(true)
@@ -688,6 +692,10 @@ impl WandbSink {
                 eprintln!("W&B: cannot write the spool in {}: {e:#}; W&B data of this run may be incomplete", dir.display());
             }
         }
+    }
+
+    /// Marks the run folder as having unsent records and wakes the sender.
+    fn mark_and_wake(&self, dir: &Path) {
         self.marked
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -886,8 +894,8 @@ impl Tracker for WandbSink {
         if metrics.is_empty() {
             return Ok(());
         }
-        let line = {
-            let mut runs = self.runs.lock().unwrap_or_else(|e| e.into_inner());
+        let mut runs = self.runs.lock().unwrap_or_else(|e| e.into_inner());
+        let (line, dir) = {
             let Some(r) = runs.get_mut(run_uuid) else {
                 return Ok(());
             };
@@ -916,9 +924,12 @@ impl Tracker for WandbSink {
             );
             row.insert("_runtime".into(), json!(r.started.elapsed().as_secs_f64()));
             r.step += 1;
-            Value::Object(row).to_string()
+            (Value::Object(row).to_string(), r.dir.clone())
         };
-        self.append(run_uuid, &Record::History { line });
+        // The line is written before the lock is let go: `_step`s reach the spool in order.
+        self.write_spool(&dir, &Record::History { line });
+        drop(runs);
+        self.mark_and_wake(&dir);
         Ok(())
     }
 
@@ -1058,4 +1069,62 @@ pub fn sync_dirs(dirs: &[PathBuf], timeout_s: f64) -> Result<SyncOutcome> {
 /// Whether a run folder's spool still holds unsent data.
 pub fn has_pending(dir: &Path) -> bool {
     dir.join("spool.jsonl").exists() && !read_state(dir).finished
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Parallel folds log to one run at once: the spool must hold their lines in `_step` order,
+    /// or the sender uploads a history whose steps go backwards.
+    #[test]
+    fn lines_from_parallel_folds_reach_the_spool_in_step_order() {
+        let root = tempfile::tempdir().unwrap();
+        let settings = Settings {
+            base_url: DEFAULT_BASE_URL.into(),
+            entity: None,
+            project: "p".into(),
+            mode: Mode::Offline,
+            timeout_s: 1.0,
+            request_timeout_s: 1.0,
+            backoff_ms: 1,
+            api_key: None,
+        };
+        let sink = WandbSink::new(settings, root.path().to_path_buf()).unwrap();
+        let dir = root.path().join("run");
+        std::fs::create_dir_all(&dir).unwrap();
+        let spool = RunSpool {
+            dir: dir.clone(),
+            step: 0,
+            started: Instant::now(),
+            axis: "round",
+        };
+        sink.runs.lock().unwrap().insert("r".into(), spool);
+        std::thread::scope(|s| {
+            for fold in 0..8 {
+                let sink = &sink;
+                s.spawn(move || {
+                    for round in 0..200 {
+                        let metric = Metric {
+                            key: format!("fold{fold}/valid_loss"),
+                            value: 1.0,
+                            step: round,
+                            timestamp_ms: 0,
+                        };
+                        sink.log_metrics("r", &[metric]).unwrap();
+                    }
+                });
+            }
+        });
+        let steps: Vec<u64> = read_spool(&dir)
+            .unwrap()
+            .iter()
+            .filter_map(|r| match r {
+                Record::History { line } => serde_json::from_str::<Value>(line).ok(),
+                _ => None,
+            })
+            .map(|l| l["_step"].as_u64().unwrap())
+            .collect();
+        assert_eq!(steps, (0..1600).collect::<Vec<_>>());
+    }
 }
