@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # runner against scikit-learn 1.9.1, xgboost and lightgbm (PyPI) at real table sizes, in one run.
-# For 5k, 50k and 500k rows (override: SIZES="5000 50000"; TASKS="classification"), a seeded
+# For 5k, 50k and 500k rows (override: SIZES="5000 50000"; TASKS="classification"; KINDS="knn svm"), a seeded
 # synthetic table (examples/scale_data.py: numeric and categorical columns, missing values) and
 # its fixed 5 folds; every kind runs the same folds on both sides with THREADS threads (default:
 # the cores): runner with `--jobs 1`, the anchors with n_jobs where they have it. The kernel SVM
 # and KNN stop at 50k rows. Ratios are per fit: runner's time is its run's training time (5
-# folds, their permutation importance and the refit) over 6 fits; the anchors' is fit plus
-# prediction per fold. Prints a markdown table (results in $BENCH_DIR/results).
+# folds and the refit, with `cv.importance = "none"`: the anchors measure no permutation
+# importance) over 6 fits; the anchors' is fit plus prediction per fold. Prints a markdown table (results in $BENCH_DIR/results).
 # By hand, not in CI: 5k and 50k take about half an hour on 2 cores, 500k much longer.
 set -euo pipefail
 source "$(dirname "$0")/bench_setup.sh"
@@ -21,6 +21,9 @@ for task in ${TASKS:-classification regression}; do
     kinds="decision_tree random_forest logistic_regression naive_bayes xgboost lightgbm svm knn"
   else
     kinds="decision_tree random_forest linear xgboost lightgbm svm knn"
+  fi
+  if [ -n "${KINDS:-}" ]; then
+    kinds=$(for k in $kinds; do case " $KINDS " in *" $k "*) echo "$k" ;; esac; done)
   fi
   # runner's side of the anchors' settings in bench_scale.py, for the kinds of the task.
   : > "sweep-$task.toml"
@@ -42,7 +45,7 @@ for task in ${TASKS:-classification regression}; do
       if [ "$rows" -gt 50000 ] && { [ "$k" = svm ] || [ "$k" = knn ]; }; then continue; fi
       mine="$mine --only $k"
     done
-    printf 'experiment = "scale-%s-%s"\nseed = 1\ntask = "%s"\nsweeps = ["sweep-%s.toml"]\n[data]\nsource = "%s"\ntarget = "y"\n[etl]\nimpute = "median"\nscale = "standard"\n[cv]\nfolds = 5\nassignments = "%s"\n' \
+    printf 'experiment = "scale-%s-%s"\nseed = 1\ntask = "%s"\nsweeps = ["sweep-%s.toml"]\n[data]\nsource = "%s"\ntarget = "y"\n[etl]\nimpute = "median"\nscale = "standard"\n[cv]\nfolds = 5\nassignments = "%s"\nimportance = "none"\n' \
       "$task" "$rows" "$task" "$task" "$data" "$folds" > "runner-$task-$rows.toml"
     rm -rf mlruns "runner-$task-$rows.db"
     "$runner" sweep "runner-$task-$rows.toml" --jobs 1 $mine --json --tracking-uri "sqlite:///runner-$task-$rows.db" \

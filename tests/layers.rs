@@ -14,6 +14,7 @@ const LAYERS: &[&[&str]] = &[
         "models::classical",
         "models::ensemble",
         "models::gbm",
+        "models::neighbours",
         "models::nn",
         "models::nn::torch",
         "models::params",

@@ -237,6 +237,38 @@ fn permutation_importance_samples_large_folds_and_still_ranks() {
     }
 }
 
+/// `cv.importance = "none"` skips the permutation importance (its table and metrics) but keeps
+/// the backend's own; an unknown value is refused by key before anything trains.
+#[test]
+fn importance_none_skips_the_permutation_and_keeps_the_models_own() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("two_signals.csv"), two_signals_csv(200)).unwrap();
+    let config = |importance: &str| {
+        format!("experiment = \"signals\"\nsweeps = [\"sweep.toml\"]\n[data]\nsource = \"two_signals.csv\"\ntarget = \"label\"\n[cv]\nfolds = 3\nimportance = \"{importance}\"\n")
+    };
+    let sweep = "[[models]]\nkind = \"decision_tree\"\nmax_depth = 4\n";
+    let cfg = write_config(d.path(), &config("none"), sweep);
+    let report = sweep_json(d.path(), &cfg, &["--jobs", "1"]);
+    let run = &report["runs"][0];
+    let (uuid, version) = (
+        run["run_uuid"].as_str().unwrap(),
+        run["version"].as_str().unwrap(),
+    );
+    let own = artifact(d.path(), uuid, &format!("feature_importance_{version}.csv"));
+    let permutation = own.with_file_name(format!("permutation_importance_{version}.csv"));
+    assert!(!permutation.exists());
+    let metrics = run["metrics"].as_object().unwrap();
+    assert!(
+        !metrics
+            .keys()
+            .any(|k| k.starts_with("importance_permutation/")),
+        "{metrics:?}"
+    );
+    let cfg = write_config(d.path(), &config("shap"), sweep);
+    let message = refused(runner(d.path()).arg("sweep").arg(&cfg));
+    assert!(message.contains("importance"), "{message}");
+}
+
 /// `imbalanced.csv`: 630 rows of two features, one row in 21 of the class "rare", which sits
 /// 1.2 standard deviations up in both (Box-Muller normals of a fixed generator).
 fn write_imbalanced(dir: &std::path::Path) {

@@ -127,6 +127,26 @@ pub struct CvConfig {
     /// Fixed folds from a CSV of `row` (or a key column) and `fold`, relative to the config.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub assignments: Option<String>,
+    /// The permutation importance of each fold (one prediction per input column), or none.
+    #[serde(default, skip_serializing_if = "Importance::is_default")]
+    pub importance: Importance,
+}
+
+/// `cv.importance`: what a run measures of its features' importance on its CV folds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Importance {
+    /// Shuffle each input column of the fold's validation rows in turn.
+    #[default]
+    Permutation,
+    /// Only the backend's own importance of the refitted model, where it has one.
+    None,
+}
+
+impl Importance {
+    fn is_default(&self) -> bool {
+        *self == Importance::Permutation
+    }
 }
 
 impl Default for CvConfig {
@@ -139,6 +159,7 @@ impl Default for CvConfig {
             regression_bins: default_bins(),
             regression_bin_edges: None,
             assignments: None,
+            importance: Importance::Permutation,
         }
     }
 }

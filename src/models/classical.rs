@@ -2,6 +2,7 @@
 //! closed-form ridge regression. Classifiers always train on class indexes 0..K-1 and return an
 //! n x K probability matrix, with columns for classes a training fold happened to lack kept at 0.
 
+use super::neighbours::{BruteIndex, Neighbours};
 use super::params::{Default_, ParamSpec, ParamType, BOTH, CLF, REG};
 use super::{labels_from_proba, FittedModel, KindSpec, ModelConfig, Prediction, Task, TrainSet};
 use anyhow::{anyhow, bail, Context, Result};
@@ -160,9 +161,9 @@ pub(crate) static KNN: KindSpec = KindSpec {
         },
         ParamSpec {
             name: "algorithm",
-            ty: ParamType::Choice(&["kdtree", "balltree", "linear"]),
-            default: Default_::Str("kdtree"),
-            help: "neighbour search structure",
+            ty: ParamType::Choice(&["brute", "kdtree", "balltree", "linear"]),
+            default: Default_::Str("brute"),
+            help: "neighbour search: brute (blocked matrix products, threaded), or a linfa-nn index; all exact",
         },
     ],
 };
@@ -170,7 +171,7 @@ pub(crate) static KNN: KindSpec = KindSpec {
 backend!(
     KnnBackend,
     KNN,
-    |cfg, data, _ctx| fit_knn(cfg, data),
+    |cfg, data, ctx| fit_knn(cfg, data, ctx.threads),
     |saved| load(&saved.config.kind, saved.task, saved.fitted)
 );
 
@@ -490,33 +491,35 @@ struct Knn {
     algorithm: String,
     x: Array2<f64>,
     y: Array1<f64>,
+    /// Threads of the brute-force search (runs recorded before it had none: one).
+    #[serde(default = "one_thread")]
+    threads: usize,
     /// `class_weight = "balanced"`: each class's vote weight, n / (K_present * count).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     class_weights: Option<Vec<f64>>,
 }
 
+fn one_thread() -> usize {
+    1
+}
+
 impl Knn {
-    fn algorithm(&self) -> CommonNearestNeighbour {
-        match self.algorithm.as_str() {
+    /// Each query row's `k` nearest training rows: (distance, training row), nearest first,
+    /// ties by training row.
+    fn neighbours(&self, x: ArrayView2<f64>) -> Result<Vec<Neighbours>> {
+        let k = self.k.min(self.x.nrows());
+        let structure = match self.algorithm.as_str() {
+            "brute" => return Ok(BruteIndex::new(&self.x).k_nearest(x, k, self.threads)),
             "balltree" => CommonNearestNeighbour::BallTree,
             "linear" => CommonNearestNeighbour::LinearSearch,
             _ => CommonNearestNeighbour::KdTree,
-        }
-    }
-}
-
-impl FittedModel for Knn {
-    fn predict(&self, x: ArrayView2<f64>) -> Result<Prediction> {
-        let index = self
-            .algorithm()
+        };
+        let index = structure
             .from_batch(&self.x, L2Dist)
             .map_err(|e| anyhow!("linfa-nn: cannot index the training rows: {e}"))?;
-        let k = self.k.min(self.x.nrows());
-        let n = x.nrows();
-        let mut proba = Array2::zeros((n, self.n_classes.max(1)));
-        let mut values = vec![0.0; n];
-        for (i, row) in x.outer_iter().enumerate() {
-            let mut hits: Vec<(f64, usize)> = index
+        let mut out = Vec::with_capacity(x.nrows());
+        for row in x.outer_iter() {
+            let mut hits: Neighbours = index
                 .k_nearest(row, k)
                 .map_err(|e| anyhow!("linfa-nn: neighbour search failed: {e}"))?
                 .into_iter()
@@ -527,6 +530,18 @@ impl FittedModel for Knn {
                 .collect();
             // Order by distance, then by training row, so ties never depend on the index layout.
             hits.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+            out.push(hits);
+        }
+        Ok(out)
+    }
+}
+
+impl FittedModel for Knn {
+    fn predict(&self, x: ArrayView2<f64>) -> Result<Prediction> {
+        let n = x.nrows();
+        let mut proba = Array2::zeros((n, self.n_classes.max(1)));
+        let mut values = vec![0.0; n];
+        for (i, hits) in self.neighbours(x)?.into_iter().enumerate() {
             let weight = |d: f64| {
                 if self.distance_weighted {
                     1.0 / d.max(1e-12)
@@ -569,7 +584,7 @@ impl FittedModel for Knn {
     }
 }
 
-pub fn fit_knn(cfg: &ModelConfig, data: &TrainSet) -> Result<Box<dyn FittedModel>> {
+pub fn fit_knn(cfg: &ModelConfig, data: &TrainSet, threads: usize) -> Result<Box<dyn FittedModel>> {
     if data.x.nrows() == 0 {
         bail!("knn needs at least one training row");
     }
@@ -581,6 +596,7 @@ pub fn fit_knn(cfg: &ModelConfig, data: &TrainSet) -> Result<Box<dyn FittedModel
         algorithm: cfg.str("algorithm")?.to_string(),
         x: data.x.to_owned(),
         y: data.y.to_owned(),
+        threads: threads.max(1),
         class_weights: balanced_class_weights(cfg, data)?,
     }))
 }

@@ -64,6 +64,10 @@ pub struct TrainPlan {
     /// model, no importance; its search trains the best trial in full once it ends.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub cv_only: bool,
+    /// Whether the folds measure permutation importance (`cv.importance`; runs recorded
+    /// before the key did).
+    #[serde(default = "measured", skip_serializing_if = "is_measured")]
+    pub permutation_importance: bool,
     /// A search's median pruner: the run stops after a fold that falls below it.
     #[serde(skip)]
     pub pruner: Option<std::sync::Arc<prune::MedianPruner>>,
@@ -194,6 +198,14 @@ fn one_at_a_time() -> usize {
     1
 }
 
+fn measured() -> bool {
+    true
+}
+
+fn is_measured(measure: &bool) -> bool {
+    *measure
+}
+
 /// Tables up to this many cells train their CV folds in parallel when a run has several
 /// threads: small fits use one thread poorly shared, and a fold's copy of the data is small.
 const PARALLEL_FOLDS_MAX_CELLS: usize = 1 << 20;
@@ -229,6 +241,7 @@ pub fn plans(prep: &Prepared, configs: &[ModelConfig], jobs: usize, smoke: bool)
                 stop_after_folds: None,
                 stop_at_round: None,
                 cv_only: false,
+                permutation_importance: cv.importance == crate::config::Importance::Permutation,
                 pruner: None,
             }
         })

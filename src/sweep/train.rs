@@ -192,7 +192,8 @@ fn train_fold(
     let pred = fitted.model.predict(x.view())?;
     let y: Vec<f64> = fold.test.iter().map(|r| prep.y[*r]).collect();
     let scores = score(prep, plan, &y, &pred);
-    let drops = if fold.repeat == 0 && !plan.cv_only && stopped.is_none() {
+    let measure = plan.permutation_importance && !plan.cv_only;
+    let drops = if fold.repeat == 0 && measure && stopped.is_none() {
         let baseline = scores.metrics.get(&prep.primary_metric).copied();
         let scored = Scored {
             x: &x,
