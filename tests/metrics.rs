@@ -269,6 +269,38 @@ fn importance_none_skips_the_permutation_and_keeps_the_models_own() {
     assert!(message.contains("importance"), "{message}");
 }
 
+/// A table of more than 20,000 training rows writes the predictions of a seeded sample of
+/// 20,000 of them, in row order, each with its own target.
+#[test]
+fn a_large_table_writes_a_sample_of_its_predictions() {
+    let d = tempfile::tempdir().unwrap();
+    let csv = two_signals_csv(25_000);
+    std::fs::write(d.path().join("two_signals.csv"), &csv).unwrap();
+    let cfg = write_config(
+        d.path(),
+        "experiment = \"signals\"\nsweeps = [\"sweep.toml\"]\n[data]\nsource = \"two_signals.csv\"\ntarget = \"label\"\n[cv]\nfolds = 2\nimportance = \"none\"\n",
+        "[[models]]\nkind = \"naive_bayes\"\n",
+    );
+    let report = sweep_json(d.path(), &cfg, &["--jobs", "1"]);
+    let run = &report["runs"][0];
+    let name = format!("predictions_{}.csv", run["version"].as_str().unwrap());
+    let text = std::fs::read_to_string(artifact(d.path(), run["run_uuid"].as_str().unwrap(), &name)).unwrap();
+    let labels: Vec<&str> = csv.lines().skip(1).map(|l| l.rsplit(',').next().unwrap()).collect();
+    let rows: Vec<usize> = text
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let mut cells = l.split(',');
+            let row: usize = cells.next().unwrap().parse().unwrap();
+            assert_eq!(cells.next().unwrap(), labels[row], "row {row}'s target");
+            row
+        })
+        .collect();
+    assert_eq!(rows.len(), 20_000);
+    assert!(rows.windows(2).all(|w| w[0] < w[1]), "distinct, in row order");
+    assert!(*rows.last().unwrap() > 24_000 && rows[0] < 1_000, "spread over the table");
+}
+
 /// `imbalanced.csv`: 630 rows of two features, one row in 21 of the class "rare", which sits
 /// 1.2 standard deviations up in both (Box-Muller normals of a fixed generator).
 fn write_imbalanced(dir: &std::path::Path) {

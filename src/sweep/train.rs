@@ -635,10 +635,11 @@ fn refit(
     }
     let refit_seconds = refit_start.elapsed().as_secs_f64();
     batch.push(metric("refit_seconds".into(), refit_seconds, ts));
-    let train_pred = predict_rows(prep, &fitted, &splits.cv_rows)?;
+    let shown = predictions_sample(&splits.cv_rows, plan.seed);
+    let train_pred = predict_rows(prep, &fitted, &shown)?;
     let mut artifacts: Artifacts = vec![(
         "predictions.csv".to_string(),
-        predictions_csv(prep, &splits.cv_rows, &train_pred).into_bytes(),
+        predictions_csv(prep, &shown, &train_pred).into_bytes(),
     )];
     artifacts.extend(cv_plots(prep, cv, &refit_curve));
     let (importance_files, importance_metrics) = importance_outputs(&fitted, cv, ts);
@@ -679,7 +680,25 @@ pub(crate) fn finish_curve(curve: Curve<'_>) -> Result<Vec<(i64, String, f64)>> 
         .collect())
 }
 
-/// The refitted model's predictions on every training row, with decoded labels.
+/// The most training rows `predictions.csv` holds: beyond it, a seeded sample of that many.
+pub(crate) const PREDICTIONS_MAX_ROWS: usize = 20_000;
+
+/// The training rows whose predictions the run writes: all of them up to
+/// [`PREDICTIONS_MAX_ROWS`], else a seeded sample of that many, in row order. A million-row
+/// table then costs 20,000 predictions and about 1 MB per run instead of the whole table
+/// (`runner predict` gives every row).
+pub(crate) fn predictions_sample(rows: &[usize], seed: u64) -> Vec<usize> {
+    if rows.len() <= PREDICTIONS_MAX_ROWS {
+        return rows.to_vec();
+    }
+    let mut picked = rows.to_vec();
+    crate::rng::SplitMix64::derive(seed, 0x9A3D).shuffle(&mut picked);
+    picked.truncate(PREDICTIONS_MAX_ROWS);
+    picked.sort_unstable();
+    picked
+}
+
+/// The refitted model's predictions on the given training rows, with decoded labels.
 pub(crate) fn predictions_csv(
     prep: &Prepared,
     rows: &[usize],
