@@ -284,8 +284,14 @@ fn a_large_table_writes_a_sample_of_its_predictions() {
     let report = sweep_json(d.path(), &cfg, &["--jobs", "1"]);
     let run = &report["runs"][0];
     let name = format!("predictions_{}.csv", run["version"].as_str().unwrap());
-    let text = std::fs::read_to_string(artifact(d.path(), run["run_uuid"].as_str().unwrap(), &name)).unwrap();
-    let labels: Vec<&str> = csv.lines().skip(1).map(|l| l.rsplit(',').next().unwrap()).collect();
+    let text =
+        std::fs::read_to_string(artifact(d.path(), run["run_uuid"].as_str().unwrap(), &name))
+            .unwrap();
+    let labels: Vec<&str> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.rsplit(',').next().unwrap())
+        .collect();
     let rows: Vec<usize> = text
         .lines()
         .skip(1)
@@ -297,8 +303,14 @@ fn a_large_table_writes_a_sample_of_its_predictions() {
         })
         .collect();
     assert_eq!(rows.len(), 20_000);
-    assert!(rows.windows(2).all(|w| w[0] < w[1]), "distinct, in row order");
-    assert!(*rows.last().unwrap() > 24_000 && rows[0] < 1_000, "spread over the table");
+    assert!(
+        rows.windows(2).all(|w| w[0] < w[1]),
+        "distinct, in row order"
+    );
+    assert!(
+        *rows.last().unwrap() > 24_000 && rows[0] < 1_000,
+        "spread over the table"
+    );
 }
 
 /// `imbalanced.csv`: 630 rows of two features, one row in 21 of the class "rare", which sits

@@ -4,7 +4,8 @@
 //! then computed exactly, row by row, so the neighbours and their distances are the same as a
 //! tree search's (ties ordered by training row). Blocks of queries run on `threads` threads.
 
-use ndarray::{s, Array1, Array2, ArrayView2, Axis};
+use ndarray::{s, Array2, ArrayView1, ArrayView2, Axis};
+use std::collections::BinaryHeap;
 
 /// A query row's neighbours: (exact Euclidean distance, training row), nearest first.
 pub(crate) type Neighbours = Vec<(f64, usize)>;
@@ -15,14 +16,14 @@ const BLOCK_CELLS: usize = 1 << 22;
 /// Training rows with their squared norms, ready to be searched.
 pub(crate) struct BruteIndex<'a> {
     train: &'a Array2<f64>,
-    squared_norms: Array1<f64>,
+    squared_norms: Vec<f64>,
     /// The largest squared norm, which bounds the rounding error of the matrix product.
     max_norm: f64,
 }
 
 impl<'a> BruteIndex<'a> {
     pub(crate) fn new(train: &'a Array2<f64>) -> BruteIndex<'a> {
-        let squared_norms: Array1<f64> = train.rows().into_iter().map(|r| r.dot(&r)).collect();
+        let squared_norms: Vec<f64> = train.rows().into_iter().map(|r| r.dot(&r)).collect();
         let max_norm = squared_norms.iter().copied().fold(0.0, f64::max);
         BruteIndex {
             train,
@@ -67,40 +68,52 @@ impl<'a> BruteIndex<'a> {
             let q = queries.slice(s![start..(start + block).min(queries.nrows()), ..]);
             let products = q.dot(&self.train.t());
             for (row, dots) in q.outer_iter().zip(products.axis_iter(Axis(0))) {
-                let q_norm = row.dot(&row);
-                let approx: Vec<f64> = dots
-                    .iter()
-                    .zip(self.squared_norms.iter())
-                    .map(|(d, t)| q_norm + t - 2.0 * d)
-                    .collect();
-                out.push(self.exact_nearest(row.view(), &approx, q_norm, k));
+                let copied;
+                let dots = match dots.to_slice() {
+                    Some(contiguous) => contiguous,
+                    None => {
+                        copied = dots.to_vec();
+                        &copied
+                    }
+                };
+                out.push(self.exact_nearest(row, dots, k));
             }
         }
         out
     }
 
-    /// The `k` nearest by exact distance among the rows whose approximate squared distance is
-    /// within rounding of the k-th smallest.
-    fn exact_nearest(
-        &self,
-        row: ndarray::ArrayView1<f64>,
-        approx: &[f64],
-        q_norm: f64,
-        k: usize,
-    ) -> Neighbours {
-        let k = k.min(approx.len());
+    /// The `k` nearest by exact distance among the rows whose approximate squared distance,
+    /// from the query's products with them, is within rounding of the k-th smallest (less
+    /// |q|^2, which every row shares: |t|^2 - 2 q.t). One pass keeps the k smallest in
+    /// a heap and collects every row within rounding of the heap's largest as it goes (a
+    /// superset of the final candidates, since that largest only falls).
+    fn exact_nearest(&self, row: ArrayView1<f64>, dots: &[f64], k: usize) -> Neighbours {
+        let k = k.min(dots.len());
         if k == 0 {
             return Vec::new();
         }
-        let mut sorted = approx.to_vec();
-        let (_, kth, _) = sorted.select_nth_unstable_by(k - 1, f64::total_cmp);
         // The product's rounding error is far below 1e-9 of the norms involved.
-        let bound = *kth + 1e-9 * (q_norm + self.max_norm) + f64::MIN_POSITIVE;
-        let mut hits: Neighbours = approx
-            .iter()
-            .enumerate()
-            .filter(|(_, a)| **a <= bound)
-            .map(|(idx, _)| {
+        let margin = 1e-9 * (row.dot(&row) + self.max_norm) + f64::MIN_POSITIVE;
+        let norms = &self.squared_norms;
+        let approx = |idx: usize| norms[idx] - 2.0 * dots[idx];
+        let mut smallest: BinaryHeap<Total> = (0..k).map(|i| Total(approx(i))).collect();
+        let mut candidates: Vec<(f64, usize)> = (0..k).map(|i| (approx(i), i)).collect();
+        let mut kth = smallest.peek().map_or(f64::INFINITY, |t| t.0);
+        for (idx, (d, t)) in dots.iter().zip(norms).enumerate().skip(k) {
+            let a = t - 2.0 * d;
+            if a <= kth + margin {
+                candidates.push((a, idx));
+                if a < kth {
+                    smallest.pop();
+                    smallest.push(Total(a));
+                    kth = smallest.peek().map_or(f64::INFINITY, |t| t.0);
+                }
+            }
+        }
+        let mut hits: Neighbours = candidates
+            .into_iter()
+            .filter(|(a, _)| *a <= kth + margin)
+            .map(|(_, idx)| {
                 let t = self.train.row(idx);
                 let d: f64 = t.iter().zip(row.iter()).map(|(a, b)| (a - b).powi(2)).sum();
                 (d.sqrt(), idx)
@@ -109,6 +122,24 @@ impl<'a> BruteIndex<'a> {
         hits.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
         hits.truncate(k);
         hits
+    }
+}
+
+/// An f64 ordered by `total_cmp`, for the heap.
+#[derive(PartialEq)]
+struct Total(f64);
+
+impl Eq for Total {}
+
+impl PartialOrd for Total {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Total {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.total_cmp(&other.0)
     }
 }
 
