@@ -313,6 +313,38 @@ fn a_large_table_writes_a_sample_of_its_predictions() {
     );
 }
 
+/// A regression of more than 5,000 rows draws a seeded sample of 5,000 points in its scatter
+/// plots, and says so in their titles.
+#[test]
+fn scatter_plots_of_a_large_regression_draw_a_sample() {
+    let d = tempfile::tempdir().unwrap();
+    let mut csv = String::from("x,y\n");
+    for i in 0..6_000 {
+        csv.push_str(&format!(
+            "{},{}\n",
+            i % 97,
+            (i % 97) as f64 * 2.0 + (i % 7) as f64
+        ));
+    }
+    std::fs::write(d.path().join("line.csv"), &csv).unwrap();
+    let cfg = write_config(
+        d.path(),
+        "experiment = \"line\"\nsweeps = [\"sweep.toml\"]\n[data]\nsource = \"line.csv\"\ntarget = \"y\"\n[cv]\nfolds = 2\n",
+        "[[models]]\nkind = \"linear\"\n",
+    );
+    let report = sweep_json(d.path(), &cfg, &["--jobs", "1"]);
+    let run = &report["runs"][0];
+    let version = run["version"].as_str().unwrap();
+    for stem in ["predicted_vs_actual", "residuals"] {
+        let name = format!("{stem}_{version}.svg");
+        let svg =
+            std::fs::read_to_string(artifact(d.path(), run["run_uuid"].as_str().unwrap(), &name))
+                .unwrap();
+        assert_eq!(svg.matches("<circle").count(), 5_000, "{name}");
+        assert!(svg.contains("a sample of 5000 of 6000 points"), "{name}");
+    }
+}
+
 /// `imbalanced.csv`: 630 rows of two features, one row in 21 of the class "rare", which sits
 /// 1.2 standard deviations up in both (Box-Muller normals of a fixed generator).
 fn write_imbalanced(dir: &std::path::Path) {
