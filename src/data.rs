@@ -72,12 +72,15 @@ pub fn builtin_input_ref() -> InputRef {
 }
 
 pub fn file_input_ref(path: &Path) -> Result<InputRef> {
-    let bytes =
-        std::fs::read(path).with_context(|| format!("cannot read data file {}", path.display()))?;
+    // Streamed: the file is never held in memory whole.
+    let cannot = || format!("cannot read data file {}", path.display());
+    let mut file = std::fs::File::open(path).with_context(cannot)?;
+    let mut h = Sha256::new();
+    std::io::copy(&mut file, &mut h).with_context(cannot)?;
     let abs = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
     Ok(InputRef {
         uri: abs.display().to_string(),
-        sha256: sha256_hex(&bytes),
+        sha256: format!("{:x}", h.finalize()),
     })
 }
 

