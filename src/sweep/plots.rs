@@ -370,7 +370,10 @@ mod tests {
         assert_eq!(kept.last(), points.last());
         // No gap wider than a step plus one original step on either axis.
         for w in kept.windows(2) {
-            assert!(w[1].0 - w[0].0 < 1.1e-3 && w[1].1 - w[0].1 < 1.1e-3, "{w:?}");
+            assert!(
+                w[1].0 - w[0].0 < 1.1e-3 && w[1].1 - w[0].1 < 1.1e-3,
+                "{w:?}"
+            );
         }
     }
 }
