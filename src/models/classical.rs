@@ -2,7 +2,7 @@
 //! closed-form ridge regression. Classifiers always train on class indexes 0..K-1 and return an
 //! n x K probability matrix, with columns for classes a training fold happened to lack kept at 0.
 
-use super::neighbours::{BruteIndex, Neighbours};
+use super::neighbours::{distance, order, BruteIndex, Neighbours};
 use super::params::{Default_, ParamSpec, ParamType, BOTH, CLF, REG};
 use super::{labels_from_proba, FittedModel, KindSpec, ModelConfig, Prediction, Task, TrainSet};
 use anyhow::{anyhow, bail, Context, Result};
@@ -523,13 +523,9 @@ impl Knn {
                 .k_nearest(row, k)
                 .map_err(|e| anyhow!("linfa-nn: neighbour search failed: {e}"))?
                 .into_iter()
-                .map(|(p, idx)| {
-                    let d: f64 = p.iter().zip(row.iter()).map(|(a, b)| (a - b).powi(2)).sum();
-                    (d.sqrt(), idx)
-                })
+                .map(|(p, idx)| (distance(p, row), idx))
                 .collect();
-            // Order by distance, then by training row, so ties never depend on the index layout.
-            hits.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+            order(&mut hits);
             out.push(hits);
         }
         Ok(out)

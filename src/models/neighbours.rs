@@ -10,6 +10,20 @@ use std::collections::BinaryHeap;
 /// A query row's neighbours: (exact Euclidean distance, training row), nearest first.
 pub(crate) type Neighbours = Vec<(f64, usize)>;
 
+/// The Euclidean distance of a training row from a query row, summed in the same order by every
+/// search, so that all give the same bits.
+pub(crate) fn distance(train_row: ArrayView1<f64>, query: ArrayView1<f64>) -> f64 {
+    let d: f64 = (train_row.iter().zip(query.iter()))
+        .map(|(a, b)| (a - b).powi(2))
+        .sum();
+    d.sqrt()
+}
+
+/// Nearest first, ties by training row, so that the order never depends on an index's layout.
+pub(crate) fn order(hits: &mut Neighbours) {
+    hits.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+}
+
 /// The most distances one block holds (32 MiB of f64 per thread).
 const BLOCK_CELLS: usize = 1 << 22;
 
@@ -113,13 +127,9 @@ impl<'a> BruteIndex<'a> {
         let mut hits: Neighbours = candidates
             .into_iter()
             .filter(|(a, _)| *a <= kth + margin)
-            .map(|(_, idx)| {
-                let t = self.train.row(idx);
-                let d: f64 = t.iter().zip(row.iter()).map(|(a, b)| (a - b).powi(2)).sum();
-                (d.sqrt(), idx)
-            })
+            .map(|(_, idx)| (distance(self.train.row(idx), row), idx))
             .collect();
-        hits.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        order(&mut hits);
         hits.truncate(k);
         hits
     }
@@ -165,12 +175,9 @@ mod tests {
                 let mut all: Neighbours = train
                     .outer_iter()
                     .enumerate()
-                    .map(|(i, t)| {
-                        let d: f64 = t.iter().zip(q.iter()).map(|(a, b)| (a - b).powi(2)).sum();
-                        (d.sqrt(), i)
-                    })
+                    .map(|(i, t)| (distance(t, q), i))
                     .collect();
-                all.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+                order(&mut all);
                 all.truncate(7);
                 assert_eq!(hits, &all);
             }
