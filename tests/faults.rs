@@ -584,3 +584,36 @@ fn an_unusable_tracking_uri_exits_2_wherever_it_is_written() {
     assert_eq!(out.status.code(), Some(2));
     assert!(!d.path().join("mlflow.db").exists());
 }
+
+/// Workers take the heaviest kinds first (a long run started last leaves the other workers
+/// idle): with one job, the SVM of the second config ends before the tree of the first, and
+/// the numbers still follow the sweep file.
+#[test]
+fn heavier_kinds_train_first_and_keep_their_numbers() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        d.path(),
+        "experiment = \"order\"\nsweeps = [\"sweep.toml\"]\n[data]\nsource = \"builtin:winequality-red\"\ntarget = \"quality\"\n[cv]\nfolds = 2\n",
+        "[[models]]\nkind = \"decision_tree\"\nname = \"tree\"\n[[models]]\nkind = \"svm\"\nname = \"svm\"\n",
+    );
+    let report = sweep_json(d.path(), &cfg, &["--jobs", "1"]);
+    let names: Vec<&str> = report["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["tree", "svm"],
+        "t1 and t2 in the sweep file's order"
+    );
+    let c = rusqlite::Connection::open(d.path().join("mlflow.db")).unwrap();
+    let end = |name: &str| -> i64 {
+        c.query_row("SELECT end_time FROM runs WHERE name = ?1", [name], |r| {
+            r.get(0)
+        })
+        .unwrap()
+    };
+    assert!(end("t2-svm") <= end("t1-tree"), "the SVM trained first");
+}
