@@ -157,10 +157,8 @@ pub fn kmeans(x: &ndarray::Array2<f64>, k: usize, seed: u64) -> anyhow::Result<V
     use rand_xoshiro::rand_core::SeedableRng;
     let rng = rand_xoshiro::Xoshiro256Plus::seed_from_u64(seed);
     let fitted_on = if x.nrows() > KMEANS_MAX_ROWS {
-        let mut picked: Vec<usize> = (0..x.nrows()).collect();
-        crate::rng::SplitMix64::derive(seed, 0xC1u64).shuffle(&mut picked);
-        picked.truncate(KMEANS_MAX_ROWS);
-        picked.sort_unstable();
+        let picked =
+            crate::rng::SplitMix64::derive(seed, 0xC1).sorted_sample(x.nrows(), KMEANS_MAX_ROWS);
         x.select(ndarray::Axis(0), &picked)
     } else {
         x.clone()

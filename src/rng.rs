@@ -48,6 +48,16 @@ impl SplitMix64 {
         }
     }
 
+    /// `k` of the indexes `0..n`, drawn without replacement (the first `k` of a shuffle), in
+    /// ascending order: the seeded samples that keep large tables' diagnostics bounded.
+    pub fn sorted_sample(&mut self, n: usize, k: usize) -> Vec<usize> {
+        let mut picked: Vec<usize> = (0..n).collect();
+        self.shuffle(&mut picked);
+        picked.truncate(k);
+        picked.sort_unstable();
+        picked
+    }
+
     /// Fisher-Yates shuffle.
     pub fn shuffle<T>(&mut self, items: &mut [T]) {
         for i in (1..items.len()).rev() {

@@ -46,10 +46,8 @@ pub(crate) fn permutation_drops(
     };
     let sampled;
     let (x, y, baseline) = if x.nrows() > IMPORTANCE_MAX_ROWS {
-        let mut picked: Vec<usize> = (0..x.nrows()).collect();
-        SplitMix64::derive(plan.seed, 0x1A9 ^ (fold << 20)).shuffle(&mut picked);
-        picked.truncate(IMPORTANCE_MAX_ROWS);
-        picked.sort_unstable();
+        let picked = SplitMix64::derive(plan.seed, 0x1A9 ^ (fold << 20))
+            .sorted_sample(x.nrows(), IMPORTANCE_MAX_ROWS);
         let ys: Vec<f64> = picked.iter().map(|r| y[*r]).collect();
         sampled = (x.select(Axis(0), &picked), ys);
         let base = primary(sampled.0.view(), &sampled.1)?;

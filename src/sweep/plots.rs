@@ -15,10 +15,8 @@ fn scatter_sample(points: &[(f64, f64)]) -> (Vec<(f64, f64)>, String) {
     if points.len() <= SCATTER_MAX_POINTS {
         return (points.to_vec(), String::new());
     }
-    let mut picked: Vec<usize> = (0..points.len()).collect();
-    crate::rng::SplitMix64::new(0x5CA7).shuffle(&mut picked);
-    picked.truncate(SCATTER_MAX_POINTS);
-    picked.sort_unstable();
+    let picked =
+        crate::rng::SplitMix64::new(0x5CA7).sorted_sample(points.len(), SCATTER_MAX_POINTS);
     let note = format!(
         ", a sample of {SCATTER_MAX_POINTS} of {} points",
         points.len()

@@ -691,9 +691,11 @@ pub(crate) fn predictions_sample(rows: &[usize], seed: u64) -> Vec<usize> {
     if rows.len() <= PREDICTIONS_MAX_ROWS {
         return rows.to_vec();
     }
-    let mut picked = rows.to_vec();
-    crate::rng::SplitMix64::derive(seed, 0x9A3D).shuffle(&mut picked);
-    picked.truncate(PREDICTIONS_MAX_ROWS);
+    let mut picked: Vec<usize> = crate::rng::SplitMix64::derive(seed, 0x9A3D)
+        .sorted_sample(rows.len(), PREDICTIONS_MAX_ROWS)
+        .into_iter()
+        .map(|i| rows[i])
+        .collect();
     picked.sort_unstable();
     picked
 }
