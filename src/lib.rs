@@ -30,6 +30,7 @@ pub mod rng;
 pub mod schedule;
 pub mod search;
 pub mod search_plots;
+pub mod shard;
 pub mod source;
 pub mod suggest;
 pub mod sweep;

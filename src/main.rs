@@ -107,6 +107,20 @@ enum Command {
         register_best: Option<(String, Option<String>)>,
         #[command(flatten)]
         search: SearchArgs,
+        /// Train only shard i of n: the configs whose index (in the sweep files' order) is i
+        /// mod n. Without it, a Kubernetes Indexed Job's JOB_COMPLETION_INDEX or a Slurm
+        /// array's SLURM_ARRAY_TASK_ID gives i.
+        #[arg(long, value_name = "i/n", value_parser = runner::shard::parse_shard_arg)]
+        shard: Option<(usize, usize)>,
+        /// The number of shards when the environment gives only the index (default:
+        /// RUNNER_SHARD_COUNT, else SLURM_ARRAY_TASK_COUNT).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        shard_count: Option<u64>,
+        /// Start the sweep anew under its name: train every config again, with new runs,
+        /// instead of continuing the stored sweep (which trains only configs without a
+        /// FINISHED run).
+        #[arg(long)]
+        restart: bool,
     },
     /// Parse and check the config and its sweeps, print the expanded configs, train nothing.
     #[command(
@@ -148,6 +162,18 @@ enum Command {
     )]
     Models {
         /// Print the kinds and their parameters as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Where each config of a named (sharded) sweep stands across shards and retries, and the
+    /// whole sweep's leaderboard once every config has ended.
+    #[command(
+        after_help = "Examples:\n  runner sweep-status wine-3fa2c1d0\n  runner sweep-status wine-3fa2c1d0 --json | jq .complete"
+    )]
+    SweepStatus {
+        /// The sweep's name (`sweep.name`, or the one `runner sweep` printed).
+        name: String,
+        /// Print the configs' states (and the leaderboard) as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -389,6 +415,9 @@ fn run_query(command: Command, uri: Option<&str>) -> anyhow::Result<ExitCode> {
             runs::runs_command(uri, &filter, wide, json)
         }
         Command::Show { version, json } => show::show_command(uri, &version, json),
+        Command::SweepStatus { name, json } => {
+            runner::commands::sweep_status::sweep_status_command(uri, &name, json)
+        }
         Command::WandbSync {
             versions,
             timeout,
@@ -442,6 +471,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             wide,
             register_best,
             search,
+            shard,
+            shard_count,
+            restart,
         } => {
             let opts = sweep::SweepOptions {
                 search: search.into_override(),
@@ -456,6 +488,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 wide,
                 parent_run: None,
                 register_best,
+                shard,
+                shard_count: shard_count.map(|n| n as usize),
+                restart,
+                sweep_name: None,
             };
             runner::commands::sweep::sweep_command(&config, &opts)
         }

@@ -11,11 +11,13 @@ use crate::config;
 use crate::config::Study;
 use crate::models::ModelConfig;
 use crate::search::{Ask, Chain, EarlierTrial, Listed, Strategy, Told, TopEnsembles, Tpe};
+use crate::shard::config_key;
 use crate::sweep::{
     self, dataset_input, make_splits, members_tag, run_one, run_params, run_record, run_tags,
     tracking_path, user, Prepared, Progress, RunResult, Splits, SweepOptions, SweepReport,
     TrainPlan, GIT_COMMIT,
 };
+use crate::track::mlflow::sweeps::SWEEP_NAME_TAG;
 use crate::track::mlflow::MlflowStore;
 use crate::track::{now_ms, open_others, wandb, RunSpec, TrackedRun, Tracker, Trackers};
 use anyhow::{anyhow, Result};
@@ -83,10 +85,16 @@ impl Sweep<'_> {
         plan: &TrainPlan,
         splits: &Splits,
         search: Option<serde_json::Value>,
+        config_key: &str,
     ) -> (RunSpec, serde_json::Value) {
         let prep = self.prep;
         let mut record = run_record(prep, plan, self.etl_version, splits);
         let mut search_tags = Vec::new();
+        if let Some(name) = &self.opts.sweep_name {
+            record["sweep"] = serde_json::json!({ "name": name, "config": config_key });
+            search_tags.push((SWEEP_NAME_TAG.to_string(), name.clone()));
+            search_tags.push(("runner.sweep_config".to_string(), config_key.to_string()));
+        }
         if let Some(note) = search {
             search_tags.push((
                 "runner.search".to_string(),
@@ -157,9 +165,9 @@ impl Sweep<'_> {
             .map(|p| make_splits(self.prep.task, &self.prep.y, p, self.prep.fixed_folds()))
             .collect();
         let mut specs: Vec<(RunSpec, String, serde_json::Value)> = (plans.iter().zip(&splits))
-            .zip(notes)
-            .map(|((plan, sp), note)| {
-                let (spec, record) = self.new_run(plan, sp, note);
+            .zip(notes.into_iter().zip(&configs))
+            .map(|((plan, sp), (note, config))| {
+                let (spec, record) = self.new_run(plan, sp, note, &config_key(config));
                 (spec, plan.model.kind.clone(), record)
             })
             .collect();
@@ -573,6 +581,7 @@ pub fn run_search(
         schema: crate::JSON_SCHEMA,
         comparison_chart: None,
         parent_run: None,
+        sweep: None,
         experiment: c.experiment.clone(),
         store: store_path.display().to_string(),
         etl_version: format!("v{etl_version}"),

@@ -4,33 +4,105 @@
 //! no model, so "one model per run" still holds for the training runs.
 
 use crate::report::ranked;
+use crate::shard::Entry;
 use crate::sweep::{self, Prepared, RunResult, SweepOptions, SweepReport};
-use crate::track::mlflow::MlflowStore;
-use crate::track::{now_ms, RunSpec, RunStatus, TrackedRun, Tracker};
-use anyhow::Result;
-use std::path::PathBuf;
+use crate::track::mlflow::sweeps::SWEEP_NAME_TAG;
+use crate::track::mlflow::{MlflowStore, TrainingRunRow};
+use crate::track::{now_ms, RunSpec, RunStatus, Tracker};
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
 
-/// A started parent run.
+/// A sweep's parent run, joined by this process.
 pub struct SweepParent {
     pub run_uuid: String,
+    /// The sweep's name (`runner.sweep_name`).
+    pub name: String,
+    /// Whether this process created it (else it continues a sweep of that name).
+    pub created: bool,
     store: PathBuf,
 }
 
-/// Creates the parent run, RUNNING, in the sweep's experiment. Called after every check has
+/// The file on the parent run that lists the sweep's configs, for every shard and for
+/// `runner sweep-status`.
+pub const CONFIGS_FILE: &str = "sweep_configs.json";
+
+/// Refuses, before anything is written, to continue a sweep of this name whose configs differ
+/// from these (a changed config under a fixed `sweep.name`, or shards of different builds).
+pub fn check_same_plan(store_path: &Path, name: &str, entries: &[Entry]) -> Result<()> {
+    if !store_path.is_file() {
+        return Ok(());
+    }
+    let store = MlflowStore::open_read_only(store_path)?;
+    let Some(parent) = store.find_sweep(name)? else {
+        return Ok(());
+    };
+    let stored = stored_entries(&store, &parent)?;
+    if stored.as_deref().is_some_and(|s| s != entries) {
+        bail!(crate::config::ConfigError::new(
+            "sweep.name",
+            format!("the sweep `{name}` in {} trains other configs than this one: pass --restart to start it anew, or give this sweep another name", store_path.display())
+        ));
+    }
+    Ok(())
+}
+
+/// The configs the parent run lists, if it lists them (a sweep of an older runner does not).
+pub fn stored_entries(store: &MlflowStore, parent: &str) -> Result<Option<Vec<Entry>>> {
+    let path = store.artifact_dir(parent)?.join(CONFIGS_FILE);
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let doc: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+    Ok(Some(serde_json::from_value(doc["configs"].clone())?))
+}
+
+/// Joins the sweep `name`: its parent run RUNNING again, or a new one (with `restart`, or
+/// when the store has none), which lists the sweep's configs. Called after every check has
 /// passed, so a mistake in the config never leaves an empty parent behind.
-pub fn start(prep: &Prepared, opts: &SweepOptions, n_configs: usize) -> Result<SweepParent> {
+pub fn join(
+    prep: &Prepared,
+    opts: &SweepOptions,
+    name: &str,
+    entries: &[Entry],
+    n_planned: usize,
+) -> Result<SweepParent> {
     let store_path = sweep::tracking_path(opts.tracking_uri.as_deref(), Some(&prep.loaded))?;
     let store = MlflowStore::open(&store_path)?;
+    let c = &prep.loaded.config;
+    let (experiment_id, artifact_location) = store.experiment(&c.experiment)?;
+    let spec = parent_spec(prep, opts, name, n_planned);
+    let (run_uuid, created) =
+        store.join_sweep(experiment_id, &artifact_location, &spec, name, opts.restart)?;
+    if created {
+        let listing = serde_json::json!({ "sweep": name, "configs": entries });
+        let bytes = serde_json::to_vec_pretty(&listing)?;
+        store.log_artifact(&run_uuid, CONFIGS_FILE, &bytes)?;
+    }
+    Ok(SweepParent {
+        run_uuid,
+        name: name.to_string(),
+        created,
+        store: store_path,
+    })
+}
+
+/// The parent run as first created: the sweep's settings as params, its name as a tag.
+fn parent_spec(prep: &Prepared, opts: &SweepOptions, name: &str, n_planned: usize) -> RunSpec {
     let c = &prep.loaded.config;
     let mut params = vec![
         ("config".to_string(), prep.loaded.path.display().to_string()),
         ("experiment".into(), c.experiment.clone()),
         ("task".into(), prep.task.to_string()),
         ("primary_metric".into(), prep.primary_metric.clone()),
-        ("configs".into(), n_configs.to_string()),
+        ("configs".into(), n_planned.to_string()),
         ("seed".into(), c.seed.to_string()),
         ("cv.folds".into(), c.cv.folds.to_string()),
         ("cv.repeats".into(), c.cv.repeats.to_string()),
+        ("sweep_name".into(), name.to_string()),
     ];
     let lists = [("set", &opts.sets), ("only", &opts.only)];
     for (key, values) in lists {
@@ -41,17 +113,17 @@ pub fn start(prep: &Prepared, opts: &SweepOptions, n_configs: usize) -> Result<S
     if let Some(n) = opts.ensemble_top {
         params.push(("ensemble_top".into(), n.to_string()));
     }
-    let name = format!("sweep-{}", c.experiment);
-    let spec = RunSpec {
+    let run_name = format!("sweep-{}", c.experiment);
+    RunSpec {
         run_uuid: uuid::Uuid::new_v4().simple().to_string(),
-        name: name.clone(),
+        name: run_name.clone(),
         experiment: c.experiment.clone(),
         user: sweep::user(),
         start_ms: now_ms(),
         git_commit: sweep::GIT_COMMIT.to_string(),
         params,
         tags: vec![
-            ("mlflow.runName".into(), name),
+            ("mlflow.runName".into(), run_name),
             ("mlflow.user".into(), sweep::user()),
             (
                 "mlflow.source.name".into(),
@@ -60,23 +132,125 @@ pub fn start(prep: &Prepared, opts: &SweepOptions, n_configs: usize) -> Result<S
             ("mlflow.source.type".into(), "LOCAL".into()),
             ("mlflow.source.git.commit".into(), sweep::GIT_COMMIT.into()),
             ("runner.sweep".into(), "parent".into()),
+            (SWEEP_NAME_TAG.into(), name.to_string()),
         ],
         dataset: None,
-    };
-    let run_uuid = spec.run_uuid.clone();
-    store.create_run(&TrackedRun {
-        spec,
-        version: None,
-        kind: "sweep".into(),
-        record: serde_json::Value::Null,
-        curve_axis: "step",
-        group: None,
-    })?;
-    store.start_run(&run_uuid)?;
-    Ok(SweepParent {
-        run_uuid,
-        store: store_path,
+    }
+}
+
+/// Where one config of a sweep stands, across every shard and retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConfigState {
+    /// It has a FINISHED run: done, never trained again.
+    Finished,
+    /// A run of it is RUNNING or SCHEDULED, its owner alive.
+    Running,
+    /// Its newest run FAILED: a retry trains it again.
+    Failed,
+    /// Its newest run was KILLED (its process gone, or pruned): a retry trains it again.
+    Killed,
+    /// No run yet.
+    Missing,
+}
+
+/// A config of the sweep with its state and the run that gives it.
+pub struct ConfigProgress {
+    pub entry: Entry,
+    pub state: ConfigState,
+    pub run: Option<TrainingRunRow>,
+}
+
+/// Where each config of the sweep stands: its FINISHED run if it has one, else its newest run.
+pub fn progress(
+    store: &MlflowStore,
+    parent: &str,
+    entries: &[Entry],
+) -> Result<Vec<ConfigProgress>> {
+    let runs = store.sweep_runs(parent)?;
+    let key_of = |r: &TrainingRunRow| r.record["sweep"]["config"].as_str().map(str::to_string);
+    Ok(entries
+        .iter()
+        .map(|entry| {
+            let mine: Vec<&TrainingRunRow> = (runs.iter())
+                .filter(|r| key_of(r).as_deref() == Some(entry.key.as_str()))
+                .collect();
+            let chosen = (mine.iter().find(|r| r.status == "FINISHED"))
+                .or_else(|| mine.iter().max_by_key(|r| r.version));
+            let state = match chosen.map(|r| r.status.as_str()) {
+                None => ConfigState::Missing,
+                Some("FINISHED") => ConfigState::Finished,
+                Some("RUNNING" | "SCHEDULED") => ConfigState::Running,
+                Some("FAILED") => ConfigState::Failed,
+                Some(_) => ConfigState::Killed,
+            };
+            ConfigProgress {
+                entry: entry.clone(),
+                state,
+                run: chosen.map(|r| (*r).clone()),
+            }
+        })
+        .collect())
+}
+
+/// A stored run as the leaderboard shows it: its summary, or (a run without one: failed,
+/// killed, still running) its number, name, kind and status.
+pub fn stored_result(run: &TrainingRunRow) -> RunResult {
+    let from_summary = run
+        .summary
+        .clone()
+        .and_then(|s| serde_json::from_value::<RunResult>(s).ok());
+    from_summary.unwrap_or_else(|| RunResult {
+        version: format!("t{}", run.version),
+        run_uuid: run.run_uuid.clone(),
+        name: run.name.clone(),
+        kind: run.kind.clone(),
+        status: run.status.clone(),
+        error: None,
+        metrics: Default::default(),
+        fold_metrics: Default::default(),
+        pruned: None,
+        holdout: Default::default(),
+        per_class: Vec::new(),
+        confusion: Vec::new(),
+        fit_seconds: 0.0,
     })
+}
+
+/// [`progress`] of the sweep of `parent`, from its store.
+pub fn open_progress(parent: &SweepParent, entries: &[Entry]) -> Result<Vec<ConfigProgress>> {
+    let store = MlflowStore::open_existing(&parent.store)?;
+    progress(&store, &parent.run_uuid, entries)
+}
+
+/// The report of a sweep this process trained nothing for (every config done, or being
+/// trained by other shards): its runs come from the store.
+pub fn empty_report(prep: &Prepared, parent: &SweepParent) -> Result<SweepReport> {
+    let store = MlflowStore::open_existing(&parent.store)?;
+    let (etl_version, etl_new) = store.etl_version(&prep.etl_key, &prep.etl_record)?;
+    Ok(SweepReport {
+        schema: crate::JSON_SCHEMA,
+        experiment: prep.loaded.config.experiment.clone(),
+        store: parent.store.display().to_string(),
+        etl_version: format!("v{etl_version}"),
+        etl_reused: !etl_new,
+        task: prep.task,
+        task_reason: prep.task_reason.clone(),
+        primary_metric: prep.primary_metric.clone(),
+        higher_is_better: crate::config::higher_is_better(&prep.primary_metric),
+        runs: Vec::new(),
+        wall_seconds: 0.0,
+        start_to_first_training_ms: None,
+        wandb: None,
+        comparison_chart: None,
+        parent_run: None,
+        sweep: None,
+    })
+}
+
+/// Lets other shards finish the parent: it stays RUNNING, no longer this process's.
+pub fn leave(parent: &SweepParent) -> Result<()> {
+    MlflowStore::open_existing(&parent.store)?.leave_sweep(&parent.run_uuid)
 }
 
 /// Names the parent after its runs (`sweep-t1-t14`), logs the comparison chart and the

@@ -12,6 +12,7 @@ pub mod replay;
 pub mod runs;
 pub mod show;
 pub mod sweep;
+pub mod sweep_status;
 pub mod validate;
 pub mod wandb_sync;
 

@@ -4,8 +4,9 @@
 use crate::config::{self, ConfigError};
 use crate::models;
 use crate::report;
+use crate::shard::{self, Shard};
 use crate::sweep::{self, SweepOptions};
-use crate::sweep_parent;
+use crate::sweep_parent::{self, ConfigState};
 use crate::track::mlflow::MlflowStore;
 use crate::track::wandb;
 use anyhow::{bail, Result};
@@ -57,6 +58,13 @@ pub fn sweep_command(path: &Path, opts: &SweepOptions) -> Result<ExitCode> {
     let store_path = sweep::tracking_path(opts.tracking_uri.as_deref(), Some(&prep.loaded))?;
     sweep::resolve_run_members(&mut expanded.configs, &store_path, prep.task, path)?;
     let expanded = select_only(expanded, &opts.only, path)?;
+    let shard = shard::resolve(opts.shard, opts.shard_count)?;
+    check_shardable(&shard, &expanded, opts)?;
+    let name = shard::sweep_name(&prep, &expanded, opts.smoke)?;
+    let entries = shard::entries(&expanded.configs);
+    if !opts.restart {
+        sweep_parent::check_same_plan(&store_path, &name, &entries)?;
+    }
     if !opts.smoke {
         for w in sweep::size_warnings(&prep, &expanded.configs, &expanded.studies) {
             eprintln!("warning: {w}");
@@ -74,20 +82,40 @@ pub fn sweep_command(path: &Path, opts: &SweepOptions) -> Result<ExitCode> {
     )?;
     crate::track::check_others(&prep.loaded.config.tracking)?;
     check_first_run_free(&store_path, opts.version, planned)?;
-    let parent = sweep_parent::start(&prep, opts, planned)?;
+    let parent = sweep_parent::join(&prep, opts, &name, &entries, planned)?;
     let opts = SweepOptions {
         parent_run: Some(parent.run_uuid.clone()),
+        sweep_name: Some(name.clone()),
         ..opts.clone()
     };
-    let trained = train_batches(&prep, expanded, &opts);
-    let mut report = match trained {
+    let trained =
+        my_configs(&parent, &shard, &entries, expanded.configs, opts.json).and_then(|configs| {
+            let studies = expanded.studies;
+            if configs.is_empty() && studies.is_empty() {
+                return Ok(None);
+            }
+            let expanded = config::Expanded { configs, studies };
+            train_batches(&prep, expanded, &opts).map(Some)
+        });
+    let trained = match trained {
         Ok(r) => r,
         Err(e) => {
             sweep_parent::fail(&parent);
             return Err(e);
         }
     };
-    let parent_done = sweep_parent::finish(&parent, &prep, &mut report);
+    let my_failed = (trained.iter().flat_map(|r| &r.runs))
+        .any(|r| r.status != "FINISHED" && r.pruned.is_none());
+    let (mut report, progress) = whole_sweep(&prep, &parent, &entries, trained)?;
+    let complete = progress
+        .iter()
+        .all(|p| matches!(p.state, ConfigState::Finished | ConfigState::Failed));
+    report.sweep = Some(sweep_summary(&name, &shard, &progress, complete));
+    let parent_done = if complete {
+        sweep_parent::finish(&parent, &prep, &mut report)
+    } else {
+        sweep_parent::leave(&parent)
+    };
     if let Err(e) = &parent_done {
         // The runs are logged; only the summary run is incomplete. Say so, and report them.
         eprintln!("error: the sweep's parent run could not be completed: {e:#}");
@@ -106,15 +134,163 @@ pub fn sweep_command(path: &Path, opts: &SweepOptions) -> Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         report::print_sweep(&report, opts.wide);
+        println!("{}", progress_line(&name, &shard, &progress, complete));
     }
-    let failed = (report.runs.iter()).any(|r| r.status != "FINISHED" && r.pruned.is_none())
-        || parent_done.is_err()
-        || registered.is_err();
+    let failed = my_failed || parent_done.is_err() || registered.is_err();
     Ok(if failed {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// What a shard cannot split yet: a search asks for trials one result at a time, and
+/// `--ensemble top=N` needs every shard's results; numbers from `--first-run` would collide;
+/// and `--restart` in every shard would start as many sweeps.
+fn check_shardable(shard: &Shard, expanded: &config::Expanded, opts: &SweepOptions) -> Result<()> {
+    if shard.count == 1 {
+        return Ok(());
+    }
+    let refusal = if !expanded.studies.is_empty() {
+        Some("a sharded sweep trains listed configs (grid or random); a TPE search runs in one process: give it a sweep of its own without shards")
+    } else if opts.ensemble_top.is_some() {
+        Some("--ensemble top=N needs every shard's results: train the ensembles after the sweep, in one process")
+    } else if opts.version.is_some() {
+        Some("--first-run cannot number the runs of several shards: leave it out")
+    } else if opts.restart {
+        Some("--restart in every shard would start one sweep each: start the sweep anew by giving it another `sweep.name`")
+    } else {
+        None
+    };
+    match refusal {
+        Some(why) => bail!(ConfigError::new(
+            shard.origin.clone(),
+            format!("shard {}/{}: {why}", shard.index, shard.count)
+        )),
+        None => Ok(()),
+    }
+}
+
+/// This shard's configs that still need a run: those without a FINISHED run and not being
+/// trained by another process. Says what it skips.
+fn my_configs(
+    parent: &sweep_parent::SweepParent,
+    shard: &Shard,
+    entries: &[shard::Entry],
+    configs: Vec<models::ModelConfig>,
+    quiet: bool,
+) -> Result<Vec<models::ModelConfig>> {
+    let progress = sweep_parent::open_progress(parent, entries)?;
+    let mine: Vec<&sweep_parent::ConfigProgress> = progress
+        .iter()
+        .filter(|p| shard.owns(p.entry.index))
+        .collect();
+    let todo: Vec<usize> = (mine.iter())
+        .filter(|p| !matches!(p.state, ConfigState::Finished | ConfigState::Running))
+        .map(|p| p.entry.index)
+        .collect();
+    if !quiet && (shard.count > 1 || !parent.created) {
+        let done = mine
+            .iter()
+            .filter(|p| p.state == ConfigState::Finished)
+            .count();
+        let busy = mine
+            .iter()
+            .filter(|p| p.state == ConfigState::Running)
+            .count();
+        let whose = if shard.count > 1 {
+            format!(
+                "shard {}/{} (from {}) has {} of its configs",
+                shard.index,
+                shard.count,
+                shard.origin,
+                mine.len()
+            )
+        } else {
+            format!("{} configs", mine.len())
+        };
+        let how = if parent.created { "new" } else { "continued" };
+        eprintln!(
+            "sweep {} ({how}): {whose}; {done} finished before, {busy} training elsewhere, {} to train",
+            parent.name,
+            todo.len()
+        );
+    }
+    Ok((configs.into_iter().enumerate())
+        .filter(|(i, _)| todo.contains(i))
+        .map(|(_, c)| c)
+        .collect())
+}
+
+/// The whole sweep's report: this process's runs and the stored runs of every other config
+/// (other shards', earlier attempts'), by number; with where each config stands.
+fn whole_sweep(
+    prep: &sweep::Prepared,
+    parent: &sweep_parent::SweepParent,
+    entries: &[shard::Entry],
+    trained: Option<sweep::SweepReport>,
+) -> Result<(sweep::SweepReport, Vec<sweep_parent::ConfigProgress>)> {
+    let progress = sweep_parent::open_progress(parent, entries)?;
+    let mut report = match trained {
+        Some(r) => r,
+        None => sweep_parent::empty_report(prep, parent)?,
+    };
+    let mine: std::collections::BTreeSet<String> =
+        report.runs.iter().map(|r| r.run_uuid.clone()).collect();
+    let stored = (progress.iter().filter_map(|p| p.run.as_ref()))
+        .filter(|run| !mine.contains(&run.run_uuid))
+        .map(sweep_parent::stored_result);
+    report.runs.extend(stored.collect::<Vec<_>>());
+    report
+        .runs
+        .sort_by_key(|r| sweep::parse_version(&r.version, 't').unwrap_or(i64::MAX));
+    Ok((report, progress))
+}
+
+fn count(progress: &[sweep_parent::ConfigProgress], state: ConfigState) -> usize {
+    progress.iter().filter(|p| p.state == state).count()
+}
+
+/// The sweep's state for `--json`: name, shard, and how many configs stand where.
+fn sweep_summary(
+    name: &str,
+    shard: &Shard,
+    progress: &[sweep_parent::ConfigProgress],
+    complete: bool,
+) -> serde_json::Value {
+    serde_json::json!({
+        "name": name,
+        "shard": format!("{}/{}", shard.index, shard.count),
+        "configs": progress.len(),
+        "finished": count(progress, ConfigState::Finished),
+        "running": count(progress, ConfigState::Running),
+        "failed": count(progress, ConfigState::Failed),
+        "killed": count(progress, ConfigState::Killed),
+        "missing": count(progress, ConfigState::Missing),
+        "complete": complete,
+    })
+}
+
+fn progress_line(
+    name: &str,
+    shard: &Shard,
+    progress: &[sweep_parent::ConfigProgress],
+    complete: bool,
+) -> String {
+    let finished = count(progress, ConfigState::Finished);
+    if complete {
+        return format!("sweep {name}: complete, {finished} of {} configs finished (running it again trains only what has no FINISHED run; --restart trains all anew)", progress.len());
+    }
+    format!(
+        "sweep {name}: shard {}/{} done; {finished} of {} configs finished, {} training, {} failed, {} killed, {} not started: runner sweep-status {name}",
+        shard.index,
+        shard.count,
+        progress.len(),
+        count(progress, ConfigState::Running),
+        count(progress, ConfigState::Failed),
+        count(progress, ConfigState::Killed),
+        count(progress, ConfigState::Missing),
+    )
 }
 
 /// `--first-run tN`: every number the sweep needs must be free, checked before anything is

@@ -240,6 +240,19 @@ pub struct Config {
     pub tracking: TrackingConfig,
     /// Sweep files, relative to the config file.
     pub sweeps: Vec<String>,
+    /// The sweep's identity across runs and shards.
+    #[serde(default)]
+    pub sweep: SweepTable,
+}
+
+/// `[sweep]`: the sweep's name. Running a sweep of the same name again continues it (trains the
+/// configs without a FINISHED run); by default the name is the config file's stem plus a hash
+/// of what the sweep trains.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SweepTable {
+    #[serde(default)]
+    pub name: Option<String>,
 }
 
 pub const CLASSIFICATION_METRICS: &[&str] = &[

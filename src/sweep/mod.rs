@@ -186,6 +186,14 @@ pub struct SweepOptions {
     pub register_best: Option<(String, Option<String>)>,
     /// `--search`/`--trials`: over every sweep file's `[search]`.
     pub search: Option<crate::config::SearchOverride>,
+    /// `--shard i/n`: this process trains the configs whose index is i mod n.
+    pub shard: Option<(usize, usize)>,
+    /// `--shard-count N`: the number of shards when the environment gives only the index.
+    pub shard_count: Option<usize>,
+    /// `--restart`: a new sweep under the name, rather than continuing the one stored.
+    pub restart: bool,
+    /// The named sweep the runs belong to: each run records its config's key under it.
+    pub sweep_name: Option<String>,
 }
 
 pub fn cores() -> usize {
@@ -346,6 +354,9 @@ pub struct SweepReport {
     pub comparison_chart: Option<String>,
     /// The MLflow run that groups the sweep's runs.
     pub parent_run: Option<String>,
+    /// The named sweep: its name, this process's shard, and how many configs stand where.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sweep: Option<serde_json::Value>,
 }
 
 pub use crate::types::{check_version_arg, parse_version};

@@ -6,6 +6,7 @@
 //! MLflow run are created in one transaction.
 
 pub mod models;
+pub mod sweeps;
 
 use super::{owner, DatasetInput, Metric, RunSpec, RunStatus, TrackedRun, Tracker};
 use anyhow::{anyhow, bail, Context, Result};
