@@ -25,16 +25,20 @@ pub struct SweepParent {
 
 /// The file on the parent run that lists the sweep's configs, for every shard and for
 /// `runner sweep-status`.
-pub const CONFIGS_FILE: &str = "sweep_configs.json";
+pub const CONFIGS_FILE: &str = "configs.json";
 
 /// Refuses, before anything is written, to continue a sweep of this name whose configs differ
 /// from these (a changed config under a fixed `sweep.name`, or shards of different builds).
 pub fn check_same_plan(store_path: &Path, name: &str, entries: &[Entry]) -> Result<()> {
-    if !store_path.is_file() {
+    // A file that is not a store runner can read is refused by the writing open, with its
+    // reason; there is no sweep to compare with here.
+    let store = store_path
+        .is_file()
+        .then(|| MlflowStore::open_read_only(store_path));
+    let Some(Ok(store)) = store else {
         return Ok(());
-    }
-    let store = MlflowStore::open_read_only(store_path)?;
-    let Some(parent) = store.find_sweep(name)? else {
+    };
+    let Ok(Some(parent)) = store.find_sweep(name) else {
         return Ok(());
     };
     let stored = stored_entries(&store, &parent)?;
@@ -203,7 +207,9 @@ pub fn stored_result(run: &TrainingRunRow) -> RunResult {
     from_summary.unwrap_or_else(|| RunResult {
         version: format!("t{}", run.version),
         run_uuid: run.run_uuid.clone(),
-        name: run.name.clone(),
+        name: (run.name.strip_prefix(&format!("t{}-", run.version)))
+            .unwrap_or(&run.name)
+            .to_string(),
         kind: run.kind.clone(),
         status: run.status.clone(),
         error: None,

@@ -182,10 +182,12 @@ fn runs_and_show_read_the_store_back() {
     assert_eq!(v["record"]["target_distribution"]["8"], 18);
     // A second sweep with the same ETL reuses v1 and continues the run numbers.
     let again = stdout_json(&run_ok(
-        runner(dir.path())
-            .args(["sweep"])
-            .arg(&cfg)
-            .args(["--only", "gaussian-nb", "--json"]),
+        runner(dir.path()).args(["sweep"]).arg(&cfg).args([
+            "--only",
+            "gaussian-nb",
+            "--json",
+            "--restart",
+        ]),
     ));
     assert_eq!(again["etl_version"], "v1");
     assert_eq!(again["etl_reused"], true);
@@ -234,7 +236,15 @@ fn two_processes_at_once_never_share_a_number() {
         runner(dir.path())
             .args(["sweep"])
             .arg(&cfg)
-            .args(["--only", "gaussian-nb", "--only", "knn", "--json"])
+            // Two sweeps of their own (else the second would continue the first's).
+            .args([
+                "--only",
+                "gaussian-nb",
+                "--only",
+                "knn",
+                "--json",
+                "--restart",
+            ])
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()

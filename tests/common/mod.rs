@@ -20,6 +20,12 @@ pub fn runner(cwd: &Path) -> Command {
         "WANDB_BASE_URL",
         "WANDB_PROJECT",
         "WANDB_ENTITY",
+        // A test run inside a Kubernetes Job or a Slurm array is not a shard of its sweeps.
+        "JOB_COMPLETION_INDEX",
+        "SLURM_ARRAY_TASK_ID",
+        "SLURM_ARRAY_TASK_MIN",
+        "SLURM_ARRAY_TASK_COUNT",
+        "RUNNER_SHARD_COUNT",
     ] {
         c.env_remove(v);
     }

@@ -1,0 +1,498 @@
+//! Sharded and named sweeps: shards started at once train every config exactly once into one
+//! sweep (one parent run, one ETL version, dense numbers); a killed shard run again trains only
+//! what is missing; the index and count come from Kubernetes' and Slurm's variables; a sweep
+//! run again continues, `--restart` starts anew. These use the SQLite store.
+mod common;
+use common::*;
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const CONFIG: &str = r#"
+experiment = "shards"
+seed = 3
+sweeps = ["sweep.toml"]
+[data]
+source = "builtin:winequality-red"
+target = "quality"
+[cv]
+folds = 2
+"#;
+
+/// 10 depths x 4 leaf sizes: 40 configs.
+const FORTY: &str = r#"
+[[models]]
+kind = "decision_tree"
+name = "tree"
+max_depth = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
+min_samples_leaf = [1, 2, 4, 8]
+"#;
+
+/// `runner runs --json` of the store in `dir`: the training runs.
+fn runs(dir: &Path) -> Vec<Value> {
+    let out = run_ok(runner(dir).args(["runs", "--json"]));
+    stdout_json(&out)["runs"].as_array().unwrap().clone()
+}
+
+/// A listed run's config: its name without the `tN-` in front.
+fn config_name(run: &Value) -> &str {
+    let name = run["name"].as_str().unwrap();
+    name.split_once('-').unwrap().1
+}
+
+fn sweep_status(dir: &Path, name: &str) -> Value {
+    stdout_json(&run_ok(runner(dir).args(["sweep-status", name, "--json"])))
+}
+
+/// The names of the configs `runner sweep ... --json` trained.
+fn trained_names(report: &Value) -> BTreeSet<String> {
+    let runs = report["runs"].as_array().unwrap();
+    runs.iter()
+        .map(|r| r["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn eight_shards_at_once_train_every_config_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), CONFIG, FORTY);
+    let shards: Vec<_> = (0..8)
+        .map(|i| {
+            runner(dir.path())
+                .args(["sweep", "--jobs", "1", "--json", "--shard"])
+                .arg(format!("{i}/8"))
+                .arg(&cfg)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let reports: Vec<Value> = shards
+        .into_iter()
+        .map(|child| {
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            stdout_json(&out)
+        })
+        .collect();
+    let names: BTreeSet<&str> = (reports.iter())
+        .map(|r| r["sweep"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), 1, "one sweep name for all shards: {names:?}");
+    let name = names.into_iter().next().unwrap().to_string();
+    assert!(
+        reports.iter().any(|r| r["sweep"]["complete"] == true),
+        "the last shard to end completes the sweep"
+    );
+
+    let runs = runs(dir.path());
+    let versions: Vec<&str> = runs
+        .iter()
+        .map(|r| r["version"].as_str().unwrap())
+        .collect();
+    let dense: Vec<String> = (1..=40).map(|v| format!("t{v}")).collect();
+    assert_eq!(versions, dense, "t1..t40, unique and dense");
+    let configs: BTreeSet<&str> = runs.iter().map(config_name).collect();
+    assert_eq!(configs.len(), 40, "every config exactly once");
+    assert!(runs.iter().all(|r| r["status"] == "FINISHED"));
+    let etl: BTreeSet<&str> = runs
+        .iter()
+        .map(|r| r["etl_version"].as_str().unwrap())
+        .collect();
+    assert_eq!(etl.len(), 1, "one ETL version: {etl:?}");
+
+    let status = sweep_status(dir.path(), &name);
+    assert_eq!(status["complete"], true);
+    let states: Vec<&str> = (status["configs"].as_array().unwrap().iter())
+        .map(|c| c["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, vec!["finished"; 40]);
+    assert_eq!(
+        status["leaderboard"]["runs"].as_array().unwrap().len(),
+        40,
+        "the whole sweep's leaderboard"
+    );
+
+    // The real MLflow client sees one parent, finished, over all 40 runs.
+    let store = read_with_mlflow(&dir.path().join("mlflow.db"));
+    let mlflow_runs = experiment_runs(&store, "shards");
+    let parents: Vec<&Value> = (mlflow_runs.iter())
+        .filter(|r| r["tags"]["runner.sweep"] == "parent")
+        .collect();
+    assert_eq!(parents.len(), 1, "one parent run for all shards");
+    assert_eq!(parents[0]["status"], "FINISHED");
+    assert_eq!(parents[0]["run_name"], "sweep-t1-t40");
+    assert_eq!(parents[0]["tags"]["runner.sweep_name"], name.as_str());
+    let parent_id = parents[0]["run_id"].as_str().unwrap();
+    let children = (mlflow_runs.iter())
+        .filter(|r| r["tags"]["mlflow.parentRunId"] == parent_id)
+        .count();
+    assert_eq!(children, 40);
+}
+
+/// `runner runs --json` polled until `ready` holds of the runs, or 120 s.
+fn wait_for(dir: &Path, ready: impl Fn(&[Value]) -> bool) {
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(120) {
+        if dir.join("mlflow.db").exists() && ready(&runs(dir)) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("the store never reached the state waited for");
+}
+
+#[test]
+fn a_shard_killed_mid_run_and_run_again_trains_only_what_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let slow = r#"
+[[models]]
+kind = "random_forest"
+name = "forest"
+n_trees = [400, 401, 402, 403]
+"#;
+    let cfg = write_config(dir.path(), CONFIG, slow);
+    let shard = |d: &Path| {
+        let mut c = runner(d);
+        c.args(["sweep", "--jobs", "1", "--shard", "0/2"]).arg(&cfg);
+        c
+    };
+    let mut child = shard(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Killed once its first config has finished and its second is training.
+    wait_for(dir.path(), |runs| {
+        runs.iter().any(|r| r["status"] == "FINISHED")
+            && runs.iter().any(|r| r["status"] == "RUNNING")
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let before = runs(dir.path());
+    let killed: Vec<&Value> = before
+        .iter()
+        .filter(|r| r["status"] != "FINISHED")
+        .collect();
+    assert_eq!(killed.len(), 1, "{before:?}");
+    let killed_name = config_name(killed[0]).to_string();
+    let killed_run = killed[0]["version"].as_str().unwrap().to_string();
+
+    run_ok(&mut shard(dir.path()));
+    let after = runs(dir.path());
+    let finished: Vec<&str> = (after.iter())
+        .filter(|r| r["status"] == "FINISHED")
+        .map(config_name)
+        .collect();
+    assert_eq!(
+        finished.iter().collect::<BTreeSet<_>>().len(),
+        finished.len(),
+        "no config has two FINISHED runs: {finished:?}"
+    );
+    assert_eq!(
+        finished.len(),
+        2,
+        "shard 0 of 2 owns two of the four configs"
+    );
+    assert!(finished.contains(&killed_name.as_str()));
+    let old = (after.iter())
+        .find(|r| r["version"] == killed_run.as_str())
+        .unwrap();
+    assert_eq!(
+        old["status"], "KILLED",
+        "the killed run stays, marked: {old}"
+    );
+    assert_eq!(
+        after.len(),
+        before.len() + 1,
+        "only the killed config trains again"
+    );
+
+    let out = run_ok(
+        runner(dir.path())
+            .args(["sweep", "--shard", "1/2", "--json"])
+            .arg(&cfg),
+    );
+    let report = stdout_json(&out);
+    assert_eq!(report["sweep"]["complete"], true, "{}", report["sweep"]);
+    let board: BTreeSet<String> = trained_names(&report);
+    assert_eq!(board.len(), 4, "the whole sweep's leaderboard: {board:?}");
+}
+
+#[test]
+fn kubernetes_and_slurm_variables_pick_the_same_shard_as_the_flag() {
+    let pick = |env: &[(&str, &str)], args: &[&str]| {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = write_config(dir.path(), CONFIG, FORTY);
+        let mut c = runner(dir.path());
+        c.args(["sweep", "--json"]).args(args).arg(&cfg);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        trained_names(&stdout_json(&run_ok(&mut c)))
+            .into_iter()
+            .collect::<Vec<_>>()
+    };
+    let flag = pick(&[], &["--shard", "1/5"]);
+    assert_eq!(flag.len(), 8);
+    let k8s = pick(
+        &[("JOB_COMPLETION_INDEX", "1"), ("RUNNER_SHARD_COUNT", "5")],
+        &[],
+    );
+    assert_eq!(k8s, flag);
+    let k8s_flag = pick(&[("JOB_COMPLETION_INDEX", "1")], &["--shard-count", "5"]);
+    assert_eq!(k8s_flag, flag);
+    // A Slurm array numbered from 1: task 2 of 5 is shard 1.
+    let slurm = pick(
+        &[
+            ("SLURM_ARRAY_TASK_ID", "2"),
+            ("SLURM_ARRAY_TASK_MIN", "1"),
+            ("SLURM_ARRAY_TASK_COUNT", "5"),
+        ],
+        &[],
+    );
+    assert_eq!(slurm, flag);
+    let other = pick(&[], &["--shard", "2/5"]);
+    assert!(
+        other.iter().all(|n| !flag.contains(n)),
+        "shards do not overlap"
+    );
+}
+
+#[test]
+fn shard_settings_that_cannot_work_are_refused_before_anything_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), CONFIG, FORTY);
+    let sweep = |env: &[(&str, &str)], args: &[&str]| {
+        let mut c = runner(dir.path());
+        c.arg("sweep").arg(&cfg).args(args);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        refused(&mut c)
+    };
+    let err = sweep(&[("JOB_COMPLETION_INDEX", "3")], &[]);
+    assert!(err.contains("RUNNER_SHARD_COUNT"), "{err}");
+    let err = sweep(
+        &[("JOB_COMPLETION_INDEX", "5"), ("RUNNER_SHARD_COUNT", "5")],
+        &[],
+    );
+    assert!(err.contains("not below the shard count 5"), "{err}");
+    let err = sweep(&[("SLURM_ARRAY_TASK_ID", "x")], &[]);
+    assert!(
+        err.contains("SLURM_ARRAY_TASK_ID") && err.contains("whole number"),
+        "{err}"
+    );
+    let err = sweep(&[], &["--shard", "4/4"]);
+    assert!(err.contains("0 <= i < n"), "{err}");
+    let err = sweep(&[], &["--shard-count", "4"]);
+    assert!(err.contains("JOB_COMPLETION_INDEX"), "{err}");
+    let err = sweep(&[], &["--shard", "0/2", "--restart"]);
+    assert!(err.contains("sweep.name"), "{err}");
+    let err = sweep(&[], &["--shard", "0/2", "--ensemble", "top=2"]);
+    assert!(err.contains("one process"), "{err}");
+    let err = sweep(&[], &["--set", "sweep.name=two words"]);
+    assert!(err.contains("sweep.name"), "{err}");
+    assert!(!dir.path().join("mlflow.db").exists(), "nothing written");
+}
+
+#[test]
+fn a_sweep_run_again_continues_and_restart_starts_it_anew() {
+    let dir = tempfile::tempdir().unwrap();
+    let two = r#"
+[[models]]
+kind = "decision_tree"
+name = "tree"
+max_depth = [2, 4]
+"#;
+    let cfg = write_config(dir.path(), CONFIG, two);
+    let first = sweep_json(dir.path(), &cfg, &[]);
+    let name = first["sweep"]["name"].as_str().unwrap().to_string();
+    assert!(name.starts_with("config-"), "{name}");
+    // Again: nothing to train; the same runs and metrics are reported.
+    let again = sweep_json(dir.path(), &cfg, &[]);
+    assert_eq!(again["sweep"]["name"], name.as_str());
+    let versions = |r: &Value| -> BTreeMap<String, Value> {
+        (r["runs"].as_array().unwrap().iter())
+            .map(|x| {
+                (
+                    x["version"].as_str().unwrap().to_string(),
+                    x["metrics"].clone(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(versions(&again), versions(&first));
+    assert_eq!(runs(dir.path()).len(), 2, "nothing trained again");
+    // --restart: the same configs, new runs under a new parent.
+    let restarted = sweep_json(dir.path(), &cfg, &["--restart"]);
+    let numbers: Vec<String> = versions(&restarted).into_keys().collect();
+    assert_eq!(numbers, ["t3", "t4"]);
+    assert_ne!(restarted["parent_run"], first["parent_run"]);
+    // A changed config is another sweep; under a fixed name it is refused.
+    let changed = sweep_json(dir.path(), &cfg, &["--set", "cv.folds=3"]);
+    assert_ne!(changed["sweep"]["name"], name.as_str());
+    let named = ["--set", "sweep.name=fixed"];
+    sweep_json(dir.path(), &cfg, &named);
+    let err = refused(
+        runner(dir.path())
+            .arg("sweep")
+            .arg(&cfg)
+            .args(named)
+            .args(["--set", "models.max_depth=3"]),
+    );
+    assert!(
+        err.contains("trains other configs") && err.contains("--restart"),
+        "{err}"
+    );
+    let err = refused(runner(dir.path()).args(["sweep-status", "nope"]));
+    assert!(
+        err.contains("no sweep named `nope`") && err.contains(&name),
+        "{err}"
+    );
+}
+
+/// The documents of a YAML file, read with PyYAML (from the MLflow venv).
+fn yaml_documents(path: &Path) -> Vec<Value> {
+    let code =
+        "import json, sys, yaml; print(json.dumps(list(yaml.safe_load_all(open(sys.argv[1])))))";
+    let out = Command::new(mlflow_python())
+        .args(["-c", code])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn the_kubernetes_indexed_job_runs_one_sweep_over_its_pods() {
+    let docs = yaml_documents(&repo().join("examples/k8s/sweep-job.yaml"));
+    let job = docs.iter().find(|d| d["kind"] == "Job").expect("a Job");
+    let spec = &job["spec"];
+    assert_eq!(spec["completionMode"], "Indexed");
+    let completions = spec["completions"].as_u64().unwrap();
+    assert_eq!(spec["parallelism"].as_u64(), Some(completions));
+    let pod = &spec["template"]["spec"];
+    assert_eq!(
+        pod["restartPolicy"], "Never",
+        "a failed pod is retried as a new pod"
+    );
+    let container = &pod["containers"][0];
+    let env: BTreeMap<&str, &str> = (container["env"].as_array().unwrap().iter())
+        .map(|e| (e["name"].as_str().unwrap(), e["value"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        env["RUNNER_SHARD_COUNT"],
+        completions.to_string(),
+        "the shard count is the Job's completions"
+    );
+    let store = env["MLFLOW_TRACKING_URI"]
+        .strip_prefix("sqlite:///")
+        .unwrap();
+    let mount = container["volumeMounts"][0]["mountPath"].as_str().unwrap();
+    assert!(
+        store.starts_with(mount),
+        "the store {store} is on the volume {mount}"
+    );
+    let args: Vec<&str> = (container["args"].as_array().unwrap().iter())
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(args[0], "sweep");
+    assert!(
+        repo().join(args[1]).is_file(),
+        "{} is in the image",
+        args[1]
+    );
+    let dockerfile = std::fs::read_to_string(repo().join("examples/k8s/Dockerfile")).unwrap();
+    assert!(dockerfile.contains(r#"ENTRYPOINT ["runner"]"#));
+    assert!(dockerfile.contains("configs") && dockerfile.contains("WORKDIR /work"));
+
+    // Each pod's command as the Job runs it (its index, its env; the store in a temp folder),
+    // on a few quick configs of the sweep.
+    let dir = tempfile::tempdir().unwrap();
+    let uri = sqlite_uri(&dir.path().join("mlflow.db"));
+    let mut reports = Vec::new();
+    for index in 0..completions {
+        let mut pod = runner(&repo());
+        pod.args(&args)
+            .args([
+                "--smoke",
+                "--json",
+                "--only",
+                "tree",
+                "--only",
+                "gaussian-nb",
+            ])
+            .args(["--only", "knn", "--only", "logistic"])
+            .env("JOB_COMPLETION_INDEX", index.to_string());
+        for (k, v) in &env {
+            pod.env(k, v);
+        }
+        pod.env("MLFLOW_TRACKING_URI", &uri);
+        reports.push(stdout_json(&run_ok(&mut pod)));
+    }
+    let last = &reports[completions as usize - 1]["sweep"];
+    assert_eq!(last["complete"], true, "{last}");
+    let shards: Vec<&str> = reports
+        .iter()
+        .map(|r| r["sweep"]["shard"].as_str().unwrap())
+        .collect();
+    assert_eq!(shards, ["0/4", "1/4", "2/4", "3/4"]);
+    let runs = runs(dir.path());
+    assert_eq!(runs.len(), last["configs"].as_u64().unwrap() as usize);
+}
+
+#[test]
+fn the_slurm_array_script_runs_one_sweep_over_its_tasks() {
+    let script = repo().join("examples/slurm/sweep-array.sh");
+    let text = std::fs::read_to_string(&script).unwrap();
+    let array = (text.lines())
+        .find_map(|l| l.strip_prefix("#SBATCH --array="))
+        .expect("an #SBATCH --array line");
+    let (lo, hi) = array.split_once('-').unwrap();
+    let (lo, hi): (usize, usize) = (lo.parse().unwrap(), hi.parse().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), CONFIG, FORTY);
+    let mut trained = Vec::new();
+    for task in lo..=hi {
+        // What Slurm sets for a task of `--array=lo-hi`.
+        let out = run_ok(
+            Command::new("bash")
+                .arg(&script)
+                .arg("--json")
+                .env("RUNNER_BIN", env!("CARGO_BIN_EXE_runner"))
+                .env("RUNNER_CONFIG", &cfg)
+                .env("SLURM_SUBMIT_DIR", dir.path())
+                .env("SLURM_ARRAY_TASK_ID", task.to_string())
+                .env("SLURM_ARRAY_TASK_MIN", lo.to_string())
+                .env("SLURM_ARRAY_TASK_COUNT", (hi - lo + 1).to_string())
+                .env("SLURM_CPUS_PER_TASK", "1")
+                .env_remove("MLFLOW_TRACKING_URI")
+                .env_remove("JOB_COMPLETION_INDEX")
+                .env_remove("RUNNER_SHARD_COUNT"),
+        );
+        trained.push(stdout_json(&out));
+    }
+    let total: usize = (trained.iter())
+        .map(|r| {
+            let mine = r["runs"].as_array().unwrap();
+            mine.len()
+        })
+        .max()
+        .unwrap();
+    assert_eq!(total, 40, "the last task reports the whole sweep");
+    assert_eq!(trained.last().unwrap()["sweep"]["complete"], true);
+    assert_eq!(runs(dir.path()).len(), 40, "every config once");
+}
