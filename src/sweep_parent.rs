@@ -8,7 +8,8 @@ use crate::shard::Entry;
 use crate::sweep::{self, Prepared, RunResult, SweepOptions, SweepReport};
 use crate::track::mlflow::sweeps::SWEEP_NAME_TAG;
 use crate::track::mlflow::{MlflowStore, TrainingRunRow};
-use crate::track::{now_ms, RunSpec, RunStatus, Tracker};
+use crate::track::mlflow_rest::{self, MlflowServer};
+use crate::track::{now_ms, RunSpec, RunStatus, TrackedRun, Tracker, Trackers};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -81,16 +82,57 @@ pub fn join(
     let spec = parent_spec(prep, opts, name, n_planned);
     let (run_uuid, created) =
         store.join_sweep(experiment_id, &artifact_location, &spec, name, opts.restart)?;
+    let listing = serde_json::json!({ "sweep": name, "configs": entries });
+    let listing = serde_json::to_vec_pretty(&listing)?;
     if created {
-        let listing = serde_json::json!({ "sweep": name, "configs": entries });
-        let bytes = serde_json::to_vec_pretty(&listing)?;
-        store.log_artifact(&run_uuid, CONFIGS_FILE, &bytes)?;
+        store.log_artifact(&run_uuid, CONFIGS_FILE, &listing)?;
+    }
+    if let (true, Some(server)) = (created, mirror(prep)?) {
+        let parent = TrackedRun {
+            spec: RunSpec { run_uuid: run_uuid.clone(), ..spec },
+            version: None,
+            kind: "sweep".into(),
+            record: serde_json::Value::Null,
+            curve_axis: "step",
+            group: None,
+        };
+        // The server is a mirror: what it misses is said, and the sweep goes on.
+        let sent = (server.create_run(&parent))
+            .and_then(|()| server.start_run(&run_uuid))
+            .and_then(|()| server.log_artifact(&run_uuid, CONFIGS_FILE, &listing));
+        if let Err(e) = sent {
+            eprintln!("MLflow server: the sweep's parent run: {e:#}");
+        }
     }
     Ok(SweepParent {
         run_uuid,
         name: name.to_string(),
         created,
         store: store_path,
+    })
+}
+
+/// The MLflow server the config mirrors runs to, if any.
+fn mirror(prep: &Prepared) -> Result<Option<MlflowServer>> {
+    let Some(url) = &prep.loaded.config.tracking.server else {
+        return Ok(None);
+    };
+    let settings = mlflow_rest::settings(url, &prep.loaded.path.display().to_string())?;
+    Ok(Some(MlflowServer::open(settings)?))
+}
+
+/// The MLflow server the config mirrors runs to, knowing the parent run (another shard may
+/// have created it there); none when there is none, or it cannot be reached (said).
+fn mirror_of(prep: &Prepared, parent: &str) -> Option<MlflowServer> {
+    let found = mirror(prep).and_then(|server| match &server {
+        Some(s) => s
+            .find_run(parent, &prep.loaded.config.experiment)
+            .map(|_| server),
+        None => Ok(None),
+    });
+    found.unwrap_or_else(|e| {
+        eprintln!("MLflow server: the sweep's parent run: {e:#}");
+        None
     })
 }
 
@@ -263,6 +305,8 @@ pub fn leave(parent: &SweepParent) -> Result<()> {
 /// leaderboard into it, and finishes it. Sets the report's chart path.
 pub fn finish(parent: &SweepParent, prep: &Prepared, report: &mut SweepReport) -> Result<()> {
     let store = MlflowStore::open_existing(&parent.store)?;
+    let server = mirror_of(prep, &parent.run_uuid);
+    let both = Trackers::new(&store, server.iter().map(|s| s as &dyn Tracker).collect());
     let versions: Vec<i64> = report
         .runs
         .iter()
@@ -274,37 +318,38 @@ pub fn finish(parent: &SweepParent, prep: &Prepared, report: &mut SweepReport) -
     );
     let name = format!("sweep-t{lo}-t{hi}");
     store.rename_run(&parent.run_uuid, &name)?;
+    both.set_tags(&parent.run_uuid, &[("mlflow.runName".into(), name.clone())])?;
     let metric = &prep.primary_metric;
     let chart_name = format!("sweep_t{lo}-t{hi}_{}.svg", sweep::sanitize(metric));
-    store.log_artifact(
+    both.log_artifact(
         &parent.run_uuid,
         &chart_name,
         sweep::comparison_svg(prep, &report.runs).as_bytes(),
     )?;
-    store.log_artifact(
+    both.log_artifact(
         &parent.run_uuid,
         "leaderboard.csv",
         leaderboard_csv(report).as_bytes(),
     )?;
     let higher = crate::config::higher_is_better(metric);
     for (name, bytes) in crate::search_plots::search_plots(&report.runs, metric, higher) {
-        store.log_artifact(&parent.run_uuid, &name, &bytes)?;
+        both.log_artifact(&parent.run_uuid, &name, &bytes)?;
     }
     if let Some(best) = ranked(report).first() {
         let (mean, std) = best.metrics[metric];
-        store.log_metrics(
+        both.log_metrics(
             &parent.run_uuid,
             &[
                 metric_point(&format!("best_{metric}"), mean),
                 metric_point(&format!("best_{metric}_std"), std),
             ],
         )?;
-        store.set_tags(
+        both.set_tags(
             &parent.run_uuid,
             &[("runner.best_run".into(), best.version.clone())],
         )?;
     }
-    store.finish_run(&parent.run_uuid, RunStatus::Finished, now_ms())?;
+    both.finish_run(&parent.run_uuid, RunStatus::Finished, now_ms())?;
     report.comparison_chart = Some(
         store
             .artifact_dir(&parent.run_uuid)?

@@ -42,6 +42,7 @@ const LAYERS: &[&[&str]] = &[
         "track::jsonl",
         "track::mlflow",
         "track::mlflow::models",
+        "track::mlflow_rest",
         "track::mlflow::sweeps",
         "track::wandb",
     ],

@@ -80,7 +80,8 @@ pub fn sweep_command(path: &Path, opts: &SweepOptions) -> Result<ExitCode> {
         &prep.loaded.config.experiment,
         &prep.loaded.path.display().to_string(),
     )?;
-    crate::track::check_others(&prep.loaded.config.tracking)?;
+    let file = prep.loaded.path.display().to_string();
+    crate::track::check_others(&prep.loaded.config.tracking, &file)?;
     check_first_run_free(&store_path, opts.version, planned)?;
     let parent = sweep_parent::join(&prep, opts, &name, &entries, planned)?;
     let opts = SweepOptions {

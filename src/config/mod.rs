@@ -177,6 +177,10 @@ pub struct TrackingConfig {
     /// working folder.
     #[serde(default)]
     pub jsonl: Option<String>,
+    /// An MLflow tracking server (`http(s)://host:port`) that gets every run too, beside the
+    /// store.
+    #[serde(default)]
+    pub server: Option<String>,
 }
 
 /// `[tracking.wandb]` in a config. Every key may also come from the SDK's variables

@@ -7,6 +7,7 @@
 
 pub mod jsonl;
 pub mod mlflow;
+pub mod mlflow_rest;
 pub mod owner;
 pub mod wandb;
 
@@ -138,9 +139,12 @@ pub trait Tracker: Send + Sync {
 /// Checks, before anything is written, that the trackers a config asks for beside the store
 /// can open (W&B's settings are checked by [`wandb::resolve`]). A new tracker that needs a
 /// check adds it here.
-pub fn check_others(tracking: &crate::config::TrackingConfig) -> Result<()> {
+pub fn check_others(tracking: &crate::config::TrackingConfig, file: &str) -> Result<()> {
     if let Some(path) = &tracking.jsonl {
         jsonl::JsonlTracker::open(std::path::Path::new(path))?;
+    }
+    if let Some(url) = &tracking.server {
+        mlflow_rest::MlflowServer::open(mlflow_rest::settings(url, file)?)?;
     }
     Ok(())
 }
@@ -162,6 +166,10 @@ pub fn open_others(
     if let Some(path) = &tracking.jsonl {
         let path = std::path::Path::new(path);
         others.push(Box::new(jsonl::JsonlTracker::open(path)?));
+    }
+    if let Some(url) = &tracking.server {
+        let settings = mlflow_rest::settings(url, "tracking.server")?;
+        others.push(Box::new(mlflow_rest::MlflowServer::open(settings)?));
     }
     Ok(others)
 }

@@ -1,0 +1,505 @@
+//! An MLflow tracking server as a tracker beside the store (`tracking.server`): every run is
+//! also created on the server through MLflow's REST API, as the Python client does it
+//! (experiments, runs, log-batch, log-inputs, update), with its artifacts through the server's
+//! proxied artifact API (`mlflow-artifacts`). Credentials and TLS come from the variables the
+//! MLflow client reads. The SQLite store stays the primary: it numbers the runs.
+//!
+//! Each request that fails with a connection error, a timeout, 429 or a 5xx is retried with
+//! backoff for up to `RUNNER_MLFLOW_RETRY_S` seconds (default 120), so a server restarted
+//! mid-sweep misses nothing; batches stay within the server's limits (1000 metrics, 100 params,
+//! 100 tags per log-batch).
+
+use super::{Metric, RunStatus, TrackedRun, Tracker};
+use crate::config::ConfigError;
+use anyhow::{anyhow, bail, Context, Result};
+use reqwest::blocking::{Client, RequestBuilder};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// The server's limits per log-batch request.
+const MAX_METRICS: usize = 1000;
+const MAX_PARAMS: usize = 100;
+const MAX_TAGS: usize = 100;
+
+/// How runner authenticates to the server.
+#[derive(Clone)]
+enum Auth {
+    Basic(String, String),
+    Bearer(String),
+}
+
+/// Where the server is and how to reach it.
+#[derive(Clone)]
+pub struct ServerSettings {
+    pub url: String,
+    auth: Option<Auth>,
+    insecure_tls: bool,
+    cert_path: Option<String>,
+    retry_for: Duration,
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// The settings for `tracking.server = URL`, with the MLflow client's variables:
+/// `MLFLOW_TRACKING_USERNAME` and `MLFLOW_TRACKING_PASSWORD`, `MLFLOW_TRACKING_TOKEN`,
+/// `MLFLOW_TRACKING_INSECURE_TLS`, `MLFLOW_TRACKING_SERVER_CERT_PATH`. A mistake is the user's
+/// (exit 2).
+pub fn settings(url: &str, file: &str) -> Result<ServerSettings> {
+    let url = url.trim_end_matches('/').to_string();
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        bail!(ConfigError::new(
+            file,
+            format!("key `tracking.server`: `{url}` is not an http:// or https:// URL of an MLflow tracking server")
+        ));
+    }
+    let auth = match (
+        env("MLFLOW_TRACKING_USERNAME"),
+        env("MLFLOW_TRACKING_PASSWORD"),
+        env("MLFLOW_TRACKING_TOKEN"),
+    ) {
+        (Some(user), Some(password), _) => Some(Auth::Basic(user, password)),
+        (Some(_), None, _) | (None, Some(_), _) => bail!(ConfigError::new(
+            "MLFLOW_TRACKING_USERNAME",
+            "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD together"
+        )),
+        (None, None, Some(token)) => Some(Auth::Bearer(token)),
+        (None, None, None) => None,
+    };
+    let cert_path = env("MLFLOW_TRACKING_SERVER_CERT_PATH");
+    if let Some(p) = &cert_path {
+        if !std::path::Path::new(p).is_file() {
+            bail!(ConfigError::new(
+                "MLFLOW_TRACKING_SERVER_CERT_PATH",
+                format!("no certificate file at {p}")
+            ));
+        }
+    }
+    let insecure_tls = env("MLFLOW_TRACKING_INSECURE_TLS")
+        .is_some_and(|v| matches!(v.to_lowercase().as_str(), "true" | "1"));
+    let retry_s = env("RUNNER_MLFLOW_RETRY_S")
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .unwrap_or(120.0);
+    Ok(ServerSettings {
+        url,
+        auth,
+        insecure_tls,
+        cert_path,
+        retry_for: Duration::from_secs_f64(retry_s),
+    })
+}
+
+/// Why a request did not succeed.
+enum Failure {
+    /// A connection error, a timeout, 429 or a 5xx: worth trying again.
+    Transient(String),
+    /// Anything else: the server's answer, as it gave it.
+    Refused(u16, String),
+}
+
+/// MLflow's REST API over HTTP, with retries.
+pub struct RestClient {
+    http: Client,
+    settings: ServerSettings,
+}
+
+impl RestClient {
+    pub fn new(settings: ServerSettings) -> Result<RestClient> {
+        let mut builder = Client::builder()
+            .timeout(Duration::from_secs(60))
+            .user_agent(concat!("runner/", env!("CARGO_PKG_VERSION")))
+            .danger_accept_invalid_certs(settings.insecure_tls);
+        if let Some(p) = &settings.cert_path {
+            let pem = std::fs::read(p).with_context(|| format!("cannot read {p}"))?;
+            let cert = reqwest::Certificate::from_pem(&pem)
+                .with_context(|| format!("{p} is not a PEM certificate"))?;
+            builder = builder.add_root_certificate(cert);
+        }
+        Ok(RestClient {
+            http: builder.build()?,
+            settings,
+        })
+    }
+
+    fn with_auth(&self, r: RequestBuilder) -> RequestBuilder {
+        match &self.settings.auth {
+            Some(Auth::Basic(user, password)) => r.basic_auth(user, Some(password)),
+            Some(Auth::Bearer(token)) => r.bearer_auth(token),
+            None => r,
+        }
+    }
+
+    fn once(&self, build: &dyn Fn() -> RequestBuilder) -> Result<Value, Failure> {
+        let resp = match self.with_auth(build()).send() {
+            Ok(r) => r,
+            // reqwest's error text names the URL, never the Authorization header.
+            Err(e) => return Err(Failure::Transient(format!("{}", e.without_url()))),
+        };
+        let status = resp.status();
+        let body = resp.text().unwrap_or_default();
+        if status.is_success() {
+            return Ok(serde_json::from_str(&body).unwrap_or(Value::Null));
+        }
+        let code = status.as_u16();
+        if code == 429 || status.is_server_error() {
+            return Err(Failure::Transient(format!("HTTP {code}")));
+        }
+        let message = serde_json::from_str::<Value>(&body)
+            .ok()
+            .and_then(|v| v["message"].as_str().map(str::to_string))
+            .unwrap_or(body);
+        Err(Failure::Refused(code, message))
+    }
+
+    /// Sends a request, retrying transient failures with backoff (0.5 s doubling to 10 s) for
+    /// up to the retry window.
+    fn send(&self, what: &str, build: &dyn Fn() -> RequestBuilder) -> Result<Value> {
+        let started = Instant::now();
+        let mut wait = Duration::from_millis(500);
+        loop {
+            match self.once(build) {
+                Ok(v) => return Ok(v),
+                Err(Failure::Refused(code, message)) => return Err(self.refusal(what, code, &message)),
+                Err(Failure::Transient(why)) => {
+                    if started.elapsed() + wait > self.settings.retry_for {
+                        bail!(
+                            "the MLflow server at {} did not answer {what} for {:.0} s ({why}); the run is complete in the local store",
+                            self.settings.url,
+                            started.elapsed().as_secs_f64()
+                        );
+                    }
+                    std::thread::sleep(wait);
+                    wait = (wait * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+    }
+
+    fn refusal(&self, what: &str, code: u16, message: &str) -> anyhow::Error {
+        if code == 401 || code == 403 {
+            return anyhow!(
+                "the MLflow server at {} refused the credentials (HTTP {code}) for {what}: check MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, or MLFLOW_TRACKING_TOKEN",
+                self.settings.url
+            );
+        }
+        anyhow!(
+            "the MLflow server at {} refused {what} (HTTP {code}): {message}",
+            self.settings.url
+        )
+    }
+
+    fn api(&self, path: &str) -> String {
+        format!("{}/api/2.0/mlflow/{path}", self.settings.url)
+    }
+
+    pub fn post(&self, path: &str, body: &Value) -> Result<Value> {
+        let url = self.api(path);
+        self.send(path, &|| self.http.post(&url).json(body))
+    }
+
+    pub fn get(&self, path: &str, query: &[(&str, &str)]) -> Result<Value> {
+        let url = self.api(path);
+        self.send(path, &|| self.http.get(&url).query(query))
+    }
+
+    /// Uploads an artifact through the server's proxied artifact API.
+    pub fn put_artifact(&self, artifact_path: &str, bytes: &[u8]) -> Result<()> {
+        let url = format!(
+            "{}/api/2.0/mlflow-artifacts/artifacts/{artifact_path}",
+            self.settings.url
+        );
+        let what = format!("the artifact {artifact_path}");
+        self.send(&what, &|| self.http.put(&url).body(bytes.to_vec()))?;
+        Ok(())
+    }
+
+    /// The experiment's id, created if missing (another writer may create it at once).
+    pub fn experiment_id(&self, name: &str) -> Result<String> {
+        let by_name = |c: &RestClient| {
+            let url = c.api("experiments/get-by-name");
+            match c.once(&|| c.http.get(&url).query(&[("experiment_name", name)])) {
+                Ok(v) => Ok(v["experiment"]["experiment_id"].as_str().map(str::to_string)),
+                Err(Failure::Refused(404, _)) => Ok(None),
+                Err(Failure::Refused(code, m)) => Err(c.refusal("experiments/get-by-name", code, &m)),
+                Err(Failure::Transient(_)) => c
+                    .get("experiments/get-by-name", &[("experiment_name", name)])
+                    .map(|v| v["experiment"]["experiment_id"].as_str().map(str::to_string)),
+            }
+        };
+        if let Some(id) = by_name(self)? {
+            return Ok(id);
+        }
+        let url = self.api("experiments/create");
+        match self.once(&|| self.http.post(&url).json(&json!({ "name": name }))) {
+            Ok(v) => v["experiment_id"]
+                .as_str()
+                .map(str::to_string)
+                .ok_or_else(|| anyhow!("experiments/create answered without an id: {v}")),
+            // Created by another writer since, or a transient failure: look again.
+            Err(_) => by_name(self)?.ok_or_else(|| anyhow!("cannot create the experiment `{name}` on {}", self.settings.url)),
+        }
+    }
+}
+
+/// Key-value pairs as MLflow's REST API writes them, values cut to the server's limit.
+fn pairs(items: &[(String, String)], max_value: usize) -> Vec<Value> {
+    (items.iter())
+        .map(|(k, v)| json!({"key": k, "value": v.chars().take(max_value).collect::<String>()}))
+        .collect()
+}
+
+/// A metric value as MLflow's JSON takes it: NaN and infinities as protobuf's strings.
+fn metric_value(v: f64) -> Value {
+    if v.is_nan() {
+        json!("NaN")
+    } else if v.is_infinite() {
+        json!(if v > 0.0 { "Infinity" } else { "-Infinity" })
+    } else {
+        json!(v)
+    }
+}
+
+/// Where a run's artifacts go under the proxied artifact API, from its `artifact_uri`
+/// (`mlflow-artifacts:/<experiment id>/<run id>/artifacts`); none when the server does not
+/// proxy artifacts.
+fn artifact_path(info: &Value) -> Option<String> {
+    (info["artifact_uri"].as_str())
+        .and_then(|u| u.strip_prefix("mlflow-artifacts:"))
+        .map(|p| p.trim_start_matches('/').to_string())
+}
+
+/// A run on the server: its id and where its artifacts go.
+#[derive(Clone)]
+struct ServerRun {
+    run_id: String,
+    /// `<experiment id>/<run id>/artifacts` under the proxied artifact API.
+    artifact_path: Option<String>,
+}
+
+/// The tracker: runs of the store mirrored on an MLflow server.
+pub struct MlflowServer {
+    client: RestClient,
+    experiments: Mutex<HashMap<String, String>>,
+    /// The store's run id -> the server's run.
+    runs: Mutex<HashMap<String, ServerRun>>,
+}
+
+impl MlflowServer {
+    /// Checks that the server answers (and takes the credentials) before anything is written.
+    pub fn open(settings: ServerSettings) -> Result<MlflowServer> {
+        let client = RestClient::new(settings)?;
+        client
+            .get("experiments/get", &[("experiment_id", "0")])
+            .or_else(|e| match e.to_string().contains("HTTP 404") {
+                true => Ok(Value::Null),
+                false => Err(e),
+            })?;
+        Ok(MlflowServer {
+            client,
+            experiments: Mutex::new(HashMap::new()),
+            runs: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn experiment(&self, name: &str) -> Result<String> {
+        let mut known = self.experiments.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(id) = known.get(name) {
+            return Ok(id.clone());
+        }
+        let id = self.client.experiment_id(name)?;
+        known.insert(name.to_string(), id.clone());
+        Ok(id)
+    }
+
+    fn run(&self, run_uuid: &str) -> Result<ServerRun> {
+        let runs = self.runs.lock().unwrap_or_else(|e| e.into_inner());
+        runs.get(run_uuid)
+            .cloned()
+            .ok_or_else(|| anyhow!("run {run_uuid} was not created on the MLflow server"))
+    }
+
+    /// The server's copy of the store's run `run_uuid` in `experiment`, found by its
+    /// `runner.run_uuid` tag when another process created it (a sweep's parent, made by the
+    /// first shard).
+    pub fn find_run(&self, run_uuid: &str, experiment: &str) -> Result<Option<String>> {
+        if let Ok(run) = self.run(run_uuid) {
+            return Ok(Some(run.run_id));
+        }
+        let body = json!({
+            "experiment_ids": [self.experiment(experiment)?],
+            "filter": format!("tags.`runner.run_uuid` = '{run_uuid}'"),
+            "max_results": 1,
+        });
+        let found = self.client.post("runs/search", &body)?;
+        let Some(info) = found["runs"].get(0).map(|r| &r["info"]) else {
+            return Ok(None);
+        };
+        let run_id = info["run_id"].as_str().unwrap_or_default().to_string();
+        let artifact_path = artifact_path(info);
+        let mut runs = self.runs.lock().unwrap_or_else(|e| e.into_inner());
+        runs.insert(
+            run_uuid.to_string(),
+            ServerRun {
+                run_id: run_id.clone(),
+                artifact_path,
+            },
+        );
+        Ok(Some(run_id))
+    }
+
+    /// The run's tags for the server: a parent run id is the server's id of that run (dropped
+    /// when the server has no copy of it), and the store's id is kept as `runner.run_uuid`.
+    fn server_tags(&self, spec: &super::RunSpec) -> Result<Vec<(String, String)>> {
+        let mut tags = Vec::new();
+        for (k, v) in &spec.tags {
+            if k == "mlflow.parentRunId" {
+                if let Some(id) = self.find_run(v, &spec.experiment)? {
+                    tags.push((k.clone(), id));
+                }
+            } else {
+                tags.push((k.clone(), v.clone()));
+            }
+        }
+        tags.push(("runner.run_uuid".into(), spec.run_uuid.clone()));
+        Ok(tags)
+    }
+
+    fn log_batch(&self, run_id: &str, key: &str, items: Vec<Value>, per_batch: usize) -> Result<()> {
+        for chunk in items.chunks(per_batch) {
+            let mut body = json!({ "run_id": run_id });
+            body[key] = Value::Array(chunk.to_vec());
+            self.client.post("runs/log-batch", &body)?;
+        }
+        Ok(())
+    }
+
+    fn set_status(&self, run_id: &str, status: RunStatus, end_ms: Option<i64>) -> Result<()> {
+        let mut body = json!({ "run_id": run_id, "status": status.as_mlflow() });
+        if let Some(end) = end_ms {
+            body["end_time"] = json!(end);
+        }
+        self.client.post("runs/update", &body)?;
+        Ok(())
+    }
+
+    fn log_dataset(&self, run_id: &str, ds: &super::DatasetInput) -> Result<()> {
+        let colspec: Vec<Value> = (ds.schema.iter())
+            .map(|(n, t)| json!({"type": t, "name": n, "required": true}))
+            .collect();
+        let dataset = json!({
+            "name": ds.name,
+            "digest": ds.digest.chars().take(36).collect::<String>(),
+            "source_type": "local",
+            "source": json!({"uri": ds.source_uri}).to_string(),
+            "schema": json!({"mlflow_colspec": colspec}).to_string(),
+            "profile": json!({"num_rows": ds.num_rows, "num_elements": ds.num_rows * ds.num_cols}).to_string(),
+        });
+        let input = json!({
+            "tags": [{"key": "mlflow.data.context", "value": "training"}],
+            "dataset": dataset,
+        });
+        let body = json!({ "run_id": run_id, "datasets": [input] });
+        self.client.post("runs/log-inputs", &body)?;
+        Ok(())
+    }
+}
+
+impl Tracker for MlflowServer {
+    fn name(&self) -> &str {
+        "MLflow server"
+    }
+
+    fn create_run(&self, run: &TrackedRun) -> Result<()> {
+        let spec = &run.spec;
+        if self.run(&spec.run_uuid).is_ok() {
+            return Ok(());
+        }
+        let experiment_id = self.experiment(&spec.experiment)?;
+        let tags = self.server_tags(spec)?;
+        let first_tags: Vec<(String, String)> = tags.iter().take(MAX_TAGS).cloned().collect();
+        let created = self.client.post(
+            "runs/create",
+            &json!({
+                "experiment_id": experiment_id,
+                "user_id": spec.user,
+                "run_name": spec.name,
+                "start_time": spec.start_ms,
+                "tags": pairs(&first_tags, 8000),
+            }),
+        )?;
+        let info = &created["run"]["info"];
+        let run_id = (info["run_id"].as_str())
+            .ok_or_else(|| anyhow!("runs/create answered without a run id: {created}"))?
+            .to_string();
+        let artifact_path = artifact_path(info);
+        self.log_batch(&run_id, "tags", pairs(&tags[first_tags.len()..], 8000), MAX_TAGS)?;
+        self.log_batch(&run_id, "params", pairs(&spec.params, 6000), MAX_PARAMS)?;
+        if let Some(ds) = &spec.dataset {
+            self.log_dataset(&run_id, ds)?;
+        }
+        self.set_status(&run_id, RunStatus::Scheduled, None)?;
+        let server_run = ServerRun {
+            run_id,
+            artifact_path,
+        };
+        let mut runs = self.runs.lock().unwrap_or_else(|e| e.into_inner());
+        runs.insert(spec.run_uuid.clone(), server_run);
+        Ok(())
+    }
+
+    fn start_run(&self, run_uuid: &str) -> Result<()> {
+        self.set_status(&self.run(run_uuid)?.run_id, RunStatus::Running, None)
+    }
+
+    fn log_params(&self, run_uuid: &str, params: &[(String, String)]) -> Result<()> {
+        let run_id = self.run(run_uuid)?.run_id;
+        self.log_batch(&run_id, "params", pairs(params, 6000), MAX_PARAMS)
+    }
+
+    fn log_metrics(&self, run_uuid: &str, metrics: &[Metric]) -> Result<()> {
+        let run_id = self.run(run_uuid)?.run_id;
+        let items = (metrics.iter())
+            .map(|m| json!({"key": m.key, "value": metric_value(m.value), "timestamp": m.timestamp_ms, "step": m.step}))
+            .collect();
+        self.log_batch(&run_id, "metrics", items, MAX_METRICS)
+    }
+
+    fn set_tags(&self, run_uuid: &str, tags: &[(String, String)]) -> Result<()> {
+        let run_id = self.run(run_uuid)?.run_id;
+        self.log_batch(&run_id, "tags", pairs(tags, 8000), MAX_TAGS)
+    }
+
+    fn log_artifact(&self, run_uuid: &str, file_name: &str, bytes: &[u8]) -> Result<()> {
+        let run = self.run(run_uuid)?;
+        let Some(root) = run.artifact_path else {
+            bail!("the MLflow server at {} does not proxy artifacts (start it with --artifacts-destination, or without --no-serve-artifacts): {file_name} is only in the local store", self.client.settings.url);
+        };
+        self.client.put_artifact(&format!("{root}/{file_name}"), bytes)
+    }
+
+    fn finish_run(&self, run_uuid: &str, status: RunStatus, end_ms: i64) -> Result<()> {
+        self.set_status(&self.run(run_uuid)?.run_id, status, Some(end_ms))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metric_values_follow_protobuf_json() {
+        assert_eq!(metric_value(0.5), json!(0.5));
+        assert_eq!(metric_value(f64::NAN), json!("NaN"));
+        assert_eq!(metric_value(f64::NEG_INFINITY), json!("-Infinity"));
+    }
+
+    #[test]
+    fn long_values_are_cut_to_the_servers_limit() {
+        let long = vec![("k".to_string(), "x".repeat(7000))];
+        assert_eq!(pairs(&long, 6000)[0]["value"].as_str().unwrap().len(), 6000);
+    }
+}
