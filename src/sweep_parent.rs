@@ -89,7 +89,10 @@ pub fn join(
     }
     if let (true, Some(server)) = (created, mirror(prep)?) {
         let parent = TrackedRun {
-            spec: RunSpec { run_uuid: run_uuid.clone(), ..spec },
+            spec: RunSpec {
+                run_uuid: run_uuid.clone(),
+                ..spec
+            },
             version: None,
             kind: "sweep".into(),
             record: serde_json::Value::Null,

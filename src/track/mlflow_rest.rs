@@ -163,7 +163,9 @@ impl RestClient {
         loop {
             match self.once(build) {
                 Ok(v) => return Ok(v),
-                Err(Failure::Refused(code, message)) => return Err(self.refusal(what, code, &message)),
+                Err(Failure::Refused(code, message)) => {
+                    return Err(self.refusal(what, code, &message))
+                }
                 Err(Failure::Transient(why)) => {
                     if started.elapsed() + wait > self.settings.retry_for {
                         bail!(
@@ -222,12 +224,20 @@ impl RestClient {
         let by_name = |c: &RestClient| {
             let url = c.api("experiments/get-by-name");
             match c.once(&|| c.http.get(&url).query(&[("experiment_name", name)])) {
-                Ok(v) => Ok(v["experiment"]["experiment_id"].as_str().map(str::to_string)),
+                Ok(v) => Ok(v["experiment"]["experiment_id"]
+                    .as_str()
+                    .map(str::to_string)),
                 Err(Failure::Refused(404, _)) => Ok(None),
-                Err(Failure::Refused(code, m)) => Err(c.refusal("experiments/get-by-name", code, &m)),
+                Err(Failure::Refused(code, m)) => {
+                    Err(c.refusal("experiments/get-by-name", code, &m))
+                }
                 Err(Failure::Transient(_)) => c
                     .get("experiments/get-by-name", &[("experiment_name", name)])
-                    .map(|v| v["experiment"]["experiment_id"].as_str().map(str::to_string)),
+                    .map(|v| {
+                        v["experiment"]["experiment_id"]
+                            .as_str()
+                            .map(str::to_string)
+                    }),
             }
         };
         if let Some(id) = by_name(self)? {
@@ -240,15 +250,27 @@ impl RestClient {
                 .map(str::to_string)
                 .ok_or_else(|| anyhow!("experiments/create answered without an id: {v}")),
             // Created by another writer since, or a transient failure: look again.
-            Err(_) => by_name(self)?.ok_or_else(|| anyhow!("cannot create the experiment `{name}` on {}", self.settings.url)),
+            Err(_) => by_name(self)?.ok_or_else(|| {
+                anyhow!(
+                    "cannot create the experiment `{name}` on {}",
+                    self.settings.url
+                )
+            }),
         }
     }
 }
 
-/// Key-value pairs as MLflow's REST API writes them, values cut to the server's limit.
+/// Key-value pairs as MLflow's REST API takes them: one per key (the last, as the store keeps
+/// it; the server refuses a batch that repeats a key), values cut to the server's limit.
 fn pairs(items: &[(String, String)], max_value: usize) -> Vec<Value> {
-    (items.iter())
-        .map(|(k, v)| json!({"key": k, "value": v.chars().take(max_value).collect::<String>()}))
+    let last: HashMap<&str, usize> = (items.iter().enumerate())
+        .map(|(i, (k, _))| (k.as_str(), i))
+        .collect();
+    (items.iter().enumerate())
+        .filter(|(i, (k, _))| last[k.as_str()] == *i)
+        .map(
+            |(_, (k, v))| json!({"key": k, "value": v.chars().take(max_value).collect::<String>()}),
+        )
         .collect()
 }
 
@@ -368,7 +390,13 @@ impl MlflowServer {
         Ok(tags)
     }
 
-    fn log_batch(&self, run_id: &str, key: &str, items: Vec<Value>, per_batch: usize) -> Result<()> {
+    fn log_batch(
+        &self,
+        run_id: &str,
+        key: &str,
+        items: Vec<Value>,
+        per_batch: usize,
+    ) -> Result<()> {
         for chunk in items.chunks(per_batch) {
             let mut body = json!({ "run_id": run_id });
             body[key] = Value::Array(chunk.to_vec());
@@ -436,7 +464,12 @@ impl Tracker for MlflowServer {
             .ok_or_else(|| anyhow!("runs/create answered without a run id: {created}"))?
             .to_string();
         let artifact_path = artifact_path(info);
-        self.log_batch(&run_id, "tags", pairs(&tags[first_tags.len()..], 8000), MAX_TAGS)?;
+        self.log_batch(
+            &run_id,
+            "tags",
+            pairs(&tags[first_tags.len()..], 8000),
+            MAX_TAGS,
+        )?;
         self.log_batch(&run_id, "params", pairs(&spec.params, 6000), MAX_PARAMS)?;
         if let Some(ds) = &spec.dataset {
             self.log_dataset(&run_id, ds)?;
@@ -478,7 +511,8 @@ impl Tracker for MlflowServer {
         let Some(root) = run.artifact_path else {
             bail!("the MLflow server at {} does not proxy artifacts (start it with --artifacts-destination, or without --no-serve-artifacts): {file_name} is only in the local store", self.client.settings.url);
         };
-        self.client.put_artifact(&format!("{root}/{file_name}"), bytes)
+        self.client
+            .put_artifact(&format!("{root}/{file_name}"), bytes)
     }
 
     fn finish_run(&self, run_uuid: &str, status: RunStatus, end_ms: i64) -> Result<()> {
@@ -495,6 +529,19 @@ mod tests {
         assert_eq!(metric_value(0.5), json!(0.5));
         assert_eq!(metric_value(f64::NAN), json!("NaN"));
         assert_eq!(metric_value(f64::NEG_INFINITY), json!("-Infinity"));
+    }
+
+    #[test]
+    fn a_repeated_key_is_sent_once_with_its_last_value() {
+        let items =
+            [("a", "1"), ("b", "2"), ("a", "3")].map(|(k, v)| (k.to_string(), v.to_string()));
+        assert_eq!(
+            pairs(&items, 10),
+            vec![
+                json!({"key": "b", "value": "2"}),
+                json!({"key": "a", "value": "3"})
+            ]
+        );
     }
 
     #[test]
