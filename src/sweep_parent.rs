@@ -117,10 +117,10 @@ pub fn join(
 
 /// The MLflow server the config mirrors runs to, if any.
 fn mirror(prep: &Prepared) -> Result<Option<MlflowServer>> {
-    let Some(url) = &prep.loaded.config.tracking.server else {
+    let Some(url) = crate::track::mirror_server(&prep.loaded.config.tracking) else {
         return Ok(None);
     };
-    let settings = mlflow_rest::settings(url, &prep.loaded.path.display().to_string())?;
+    let settings = mlflow_rest::settings(&url, &prep.loaded.path.display().to_string())?;
     Ok(Some(MlflowServer::open(settings)?))
 }
 

@@ -267,6 +267,28 @@ n_rounds = 30
     let finished = runs.iter().filter(|r| r["status"] == "FINISHED").count();
     // The first sweep's 3 runs and parent, the trees' 2 and parent, xgb's 1 and parent.
     assert_eq!(finished, 4 + 3 + 2, "every run and parent, FINISHED");
+
+    // MLFLOW_TRACKING_URI=http://... (a team's shell): the store stays the config's, every
+    // command works on it, and the runs reach the server too.
+    let dir = root.path().join("c");
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = write_config(&dir, CONFIG, sweep);
+    let with_env = |c: &mut Command| {
+        c.env("MLFLOW_TRACKING_URI", &url);
+    };
+    let mut sweep = runner(&dir);
+    sweep.arg("sweep").arg(&cfg).args(["--only", "xgb"]);
+    with_env(&mut sweep);
+    run_ok(&mut sweep);
+    let mut runs_cmd = runner(&dir);
+    runs_cmd.args(["runs", "--json"]);
+    with_env(&mut runs_cmd);
+    let listed = stdout_json(&run_ok(&mut runs_cmd));
+    assert_eq!(listed["runs"].as_array().unwrap().len(), 1);
+    let server = read_server(&url);
+    assert_eq!(experiment_runs(&server, "mirror").len(), 9 + 2);
+    let err = refused(runner(&dir).args(["runs", "--tracking-uri", &url]));
+    assert!(err.contains("tracking.server"), "{err}");
 }
 
 #[test]

@@ -116,6 +116,9 @@ const WRITTEN_TABLES: &[&str] = &[
 /// Resolves `sqlite:///rel/path.db` (relative to the working directory) or
 /// `sqlite:////abs/path.db`, as MLflow does.
 pub fn path_from_uri(uri: &str) -> Result<PathBuf> {
+    if uri.starts_with("http://") || uri.starts_with("https://") {
+        bail!("tracking URI \"{uri}\": an MLflow tracking server cannot be runner's store yet; keep a sqlite:/// store and set `tracking.server = \"{uri}\"` (or MLFLOW_TRACKING_URI) to mirror every run to that server");
+    }
     let rest = uri
         .strip_prefix("sqlite:///")
         .ok_or_else(|| anyhow!("tracking URI \"{uri}\" is not supported; use sqlite:///relative/path.db or sqlite:////absolute/path.db"))?;

@@ -143,8 +143,8 @@ pub fn check_others(tracking: &crate::config::TrackingConfig, file: &str) -> Res
     if let Some(path) = &tracking.jsonl {
         jsonl::JsonlTracker::open(std::path::Path::new(path))?;
     }
-    if let Some(url) = &tracking.server {
-        mlflow_rest::MlflowServer::open(mlflow_rest::settings(url, file)?)?;
+    if let Some(url) = mirror_server(tracking) {
+        mlflow_rest::MlflowServer::open(mlflow_rest::settings(&url, file)?)?;
     }
     Ok(())
 }
@@ -167,8 +167,8 @@ pub fn open_others(
         let path = std::path::Path::new(path);
         others.push(Box::new(jsonl::JsonlTracker::open(path)?));
     }
-    if let Some(url) = &tracking.server {
-        let settings = mlflow_rest::settings(url, "tracking.server")?;
+    if let Some(url) = mirror_server(tracking) {
+        let settings = mlflow_rest::settings(&url, "tracking.server")?;
         others.push(Box::new(mlflow_rest::MlflowServer::open(settings)?));
     }
     Ok(others)
@@ -250,14 +250,28 @@ impl Tracker for Trackers<'_> {
     }
 }
 
+fn env_store_uri() -> Option<String> {
+    std::env::var("MLFLOW_TRACKING_URI")
+        .ok()
+        .filter(|s| !s.is_empty())
+}
+
+/// The URI if it is an MLflow tracking server's (http or https).
+fn server_url(uri: &str) -> Option<&str> {
+    (uri.starts_with("http://") || uri.starts_with("https://")).then_some(uri)
+}
+
+/// The MLflow tracking server runs are mirrored to: `tracking.server`, else an http(s)
+/// `MLFLOW_TRACKING_URI` (how most MLflow users' shells point at their team's server; the
+/// store then stays the config's, or `sqlite:///mlflow.db`).
+pub fn mirror_server(tracking: &crate::config::TrackingConfig) -> Option<String> {
+    (tracking.server.clone()).or_else(|| env_store_uri().filter(|u| server_url(u).is_some()))
+}
+
 pub fn tracking_path(cli: Option<&str>, loaded: Option<&LoadedConfig>) -> Result<PathBuf> {
     let uri = cli
         .map(str::to_string)
-        .or_else(|| {
-            std::env::var("MLFLOW_TRACKING_URI")
-                .ok()
-                .filter(|s| !s.is_empty())
-        })
+        .or_else(|| env_store_uri().filter(|u| server_url(u).is_none()))
         .or_else(|| loaded.and_then(|l| l.config.tracking.uri.clone()))
         .unwrap_or_else(|| "sqlite:///mlflow.db".to_string());
     // A URI runner cannot use is the user's mistake wherever it was written: exit 2.
