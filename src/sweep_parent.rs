@@ -106,6 +106,10 @@ pub fn join(
         if let Err(e) = sent {
             eprintln!("MLflow server: the sweep's parent run: {e:#}");
         }
+        // Sent before any run names it as its parent.
+        for note in server.close() {
+            eprintln!("{note}");
+        }
     }
     Ok(SweepParent {
         run_uuid,
@@ -353,6 +357,9 @@ pub fn finish(parent: &SweepParent, prep: &Prepared, report: &mut SweepReport) -
         )?;
     }
     both.finish_run(&parent.run_uuid, RunStatus::Finished, now_ms())?;
+    for note in both.close() {
+        eprintln!("{note}");
+    }
     report.comparison_chart = Some(
         store
             .artifact_dir(&parent.run_uuid)?

@@ -336,6 +336,7 @@ fn batches_stay_within_the_servers_limits() {
         .collect();
     server.log_metrics(uuid, &points).unwrap();
     server.finish_run(uuid, RunStatus::Finished, 5000).unwrap();
+    assert!(server.close().is_empty(), "everything sent");
     let read = read_server(&url);
     let run = &experiment_runs(&read, "limits")[0];
     assert_eq!(run["params"].as_object().unwrap().len(), 250);

@@ -14,8 +14,8 @@ use crate::config::ConfigError;
 use anyhow::{anyhow, bail, Context, Result};
 use reqwest::blocking::{Client, RequestBuilder};
 use serde_json::{json, Value};
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 /// The server's limits per log-batch request.
@@ -93,6 +93,18 @@ pub fn settings(url: &str, file: &str) -> Result<ServerSettings> {
     })
 }
 
+/// The server did not answer for the whole retry window.
+#[derive(Debug)]
+pub struct ServerGone(String);
+
+impl std::fmt::Display for ServerGone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ServerGone {}
+
 /// Why a request did not succeed.
 enum Failure {
     /// A connection error, a timeout, 429 or a 5xx: worth trying again.
@@ -168,11 +180,12 @@ impl RestClient {
                 }
                 Err(Failure::Transient(why)) => {
                     if started.elapsed() + wait > self.settings.retry_for {
-                        bail!(
-                            "the MLflow server at {} did not answer {what} for {:.0} s ({why}); the run is complete in the local store",
+                        return Err(ServerGone(format!(
+                            "the MLflow server at {} did not answer {what} for {:.0} s ({why})",
                             self.settings.url,
                             started.elapsed().as_secs_f64()
-                        );
+                        ))
+                        .into());
                     }
                     std::thread::sleep(wait);
                     wait = (wait * 2).min(Duration::from_secs(10));
@@ -302,17 +315,17 @@ struct ServerRun {
     artifact_path: Option<String>,
 }
 
-/// The tracker: runs of the store mirrored on an MLflow server.
-pub struct MlflowServer {
+/// Runs of the store mirrored on an MLflow server, one request after another.
+struct Mirror {
     client: RestClient,
     experiments: Mutex<HashMap<String, String>>,
     /// The store's run id -> the server's run.
     runs: Mutex<HashMap<String, ServerRun>>,
 }
 
-impl MlflowServer {
+impl Mirror {
     /// Checks that the server answers (and takes the credentials) before anything is written.
-    pub fn open(settings: ServerSettings) -> Result<MlflowServer> {
+    fn open(settings: ServerSettings) -> Result<Mirror> {
         let client = RestClient::new(settings)?;
         client
             .get("experiments/get", &[("experiment_id", "0")])
@@ -320,7 +333,7 @@ impl MlflowServer {
                 true => Ok(Value::Null),
                 false => Err(e),
             })?;
-        Ok(MlflowServer {
+        Ok(Mirror {
             client,
             experiments: Mutex::new(HashMap::new()),
             runs: Mutex::new(HashMap::new()),
@@ -436,7 +449,7 @@ impl MlflowServer {
     }
 }
 
-impl Tracker for MlflowServer {
+impl Tracker for Mirror {
     fn name(&self) -> &str {
         "MLflow server"
     }
@@ -520,9 +533,255 @@ impl Tracker for MlflowServer {
     }
 }
 
+/// One call of the [`Tracker`] lifecycle, queued for the sender thread.
+enum Op {
+    Create(Box<TrackedRun>),
+    Start(String),
+    Params(String, Vec<(String, String)>),
+    Metrics(String, Vec<Metric>),
+    Tags(String, Vec<(String, String)>),
+    Artifact(String, String, Vec<u8>),
+    Finish(String, RunStatus, i64),
+}
+
+impl Op {
+    /// The store's id of the run the call is about.
+    fn run(&self) -> &str {
+        match self {
+            Op::Create(r) => &r.spec.run_uuid,
+            Op::Start(r)
+            | Op::Params(r, _)
+            | Op::Metrics(r, _)
+            | Op::Tags(r, _)
+            | Op::Artifact(r, _, _)
+            | Op::Finish(r, _, _) => r,
+        }
+    }
+
+    fn apply(self, mirror: &Mirror) -> Result<()> {
+        match self {
+            Op::Create(run) => mirror.create_run(&run),
+            Op::Start(r) => mirror.start_run(&r),
+            Op::Params(r, p) => mirror.log_params(&r, &p),
+            Op::Metrics(r, m) => mirror.log_metrics(&r, &m),
+            Op::Tags(r, t) => mirror.set_tags(&r, &t),
+            Op::Artifact(r, name, bytes) => mirror.log_artifact(&r, &name, &bytes),
+            Op::Finish(r, status, end) => mirror.finish_run(&r, status, end),
+        }
+    }
+}
+
+/// The next call to send: the first queued, with (if it logs metrics) the metrics its run
+/// logged after it, up to a batch of the server's limit. Only other runs' calls are passed
+/// over, so each run's calls keep their order.
+fn next_op(ops: &mut VecDeque<Op>) -> Option<Op> {
+    let first = ops.pop_front()?;
+    let Op::Metrics(run, mut points) = first else {
+        return Some(first);
+    };
+    let mut i = 0;
+    while i < ops.len() {
+        match &ops[i] {
+            Op::Metrics(r, p) if *r == run && points.len() + p.len() <= MAX_METRICS => {
+                if let Some(Op::Metrics(_, p)) = ops.remove(i) {
+                    points.extend(p);
+                }
+            }
+            op if op.run() == run => break,
+            _ => i += 1,
+        }
+    }
+    Some(Op::Metrics(run, points))
+}
+
+#[derive(Default)]
+struct Queue {
+    ops: VecDeque<Op>,
+    closed: bool,
+    /// What the server did not take, in words.
+    failed: Vec<String>,
+    /// Set once a call found the server gone for the whole retry window: the calls after it
+    /// are not sent (each would wait that long again), only counted.
+    down: bool,
+    skipped: usize,
+}
+
+type Shared = Arc<(Mutex<Queue>, Condvar)>;
+
+/// The tracker: every call is queued and sent in order by one thread, so training never waits
+/// on the server (a request takes 10-15 ms on a local server, and a network's round trip on
+/// top); metrics logged while a request is out go in the next batch. `close` waits until
+/// everything is sent (or has failed after its retries).
+pub struct MlflowServer {
+    mirror: Arc<Mirror>,
+    queue: Shared,
+    sender: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+fn send_queued(mirror: Arc<Mirror>, queue: Shared) {
+    let (lock, ready) = &*queue;
+    loop {
+        let op = {
+            let mut q = lock.lock().unwrap_or_else(|e| e.into_inner());
+            while q.ops.is_empty() && !q.closed {
+                q = ready.wait(q).unwrap_or_else(|e| e.into_inner());
+            }
+            match next_op(&mut q.ops) {
+                None => return,
+                Some(_) if q.down => {
+                    q.skipped += 1;
+                    continue;
+                }
+                Some(op) => op,
+            }
+        };
+        if let Err(e) = op.apply(&mirror) {
+            let mut q = lock.lock().unwrap_or_else(|e| e.into_inner());
+            q.down |= e.downcast_ref::<ServerGone>().is_some();
+            q.failed.push(format!("{e:#}"));
+        }
+    }
+}
+
+impl MlflowServer {
+    /// Checks that the server answers (and takes the credentials) before anything is written,
+    /// then starts the sender.
+    pub fn open(settings: ServerSettings) -> Result<MlflowServer> {
+        let mirror = Arc::new(Mirror::open(settings)?);
+        let queue: Shared = Arc::default();
+        let sender = {
+            let (mirror, queue) = (mirror.clone(), queue.clone());
+            std::thread::Builder::new()
+                .name("mlflow-server".into())
+                .spawn(move || send_queued(mirror, queue))?
+        };
+        Ok(MlflowServer {
+            mirror,
+            queue,
+            sender: Mutex::new(Some(sender)),
+        })
+    }
+
+    /// The server's id of the store's run `run_uuid` (see [`Mirror::find_run`]).
+    pub fn find_run(&self, run_uuid: &str, experiment: &str) -> Result<Option<String>> {
+        self.mirror.find_run(run_uuid, experiment)
+    }
+
+    fn push(&self, op: Op) -> Result<()> {
+        let (lock, ready) = &*self.queue;
+        let mut q = lock.lock().unwrap_or_else(|e| e.into_inner());
+        if q.closed {
+            bail!("the MLflow server's sender is closed");
+        }
+        q.ops.push_back(op);
+        ready.notify_one();
+        Ok(())
+    }
+
+    /// Sends what is queued, then stops the sender; what failed, in words.
+    fn drain(&self) -> Vec<String> {
+        let (lock, ready) = &*self.queue;
+        lock.lock().unwrap_or_else(|e| e.into_inner()).closed = true;
+        ready.notify_all();
+        let sender = self.sender.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(handle) = sender {
+            let _ = handle.join();
+        }
+        let mut q = lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut failed = std::mem::take(&mut q.failed);
+        if q.skipped > 0 {
+            failed.push(format!(
+                "{} later calls were not sent: the server was gone",
+                q.skipped
+            ));
+        }
+        failed
+    }
+}
+
+impl Drop for MlflowServer {
+    fn drop(&mut self) {
+        for note in self.drain() {
+            eprintln!("MLflow server: {note}");
+        }
+    }
+}
+
+impl Tracker for MlflowServer {
+    fn name(&self) -> &str {
+        "MLflow server"
+    }
+    fn create_run(&self, run: &TrackedRun) -> Result<()> {
+        self.push(Op::Create(Box::new(run.clone())))
+    }
+    fn start_run(&self, run_uuid: &str) -> Result<()> {
+        self.push(Op::Start(run_uuid.into()))
+    }
+    fn log_params(&self, run_uuid: &str, params: &[(String, String)]) -> Result<()> {
+        self.push(Op::Params(run_uuid.into(), params.to_vec()))
+    }
+    fn log_metrics(&self, run_uuid: &str, metrics: &[Metric]) -> Result<()> {
+        self.push(Op::Metrics(run_uuid.into(), metrics.to_vec()))
+    }
+    fn set_tags(&self, run_uuid: &str, tags: &[(String, String)]) -> Result<()> {
+        self.push(Op::Tags(run_uuid.into(), tags.to_vec()))
+    }
+    fn log_artifact(&self, run_uuid: &str, file_name: &str, bytes: &[u8]) -> Result<()> {
+        self.push(Op::Artifact(
+            run_uuid.into(),
+            file_name.into(),
+            bytes.to_vec(),
+        ))
+    }
+    fn finish_run(&self, run_uuid: &str, status: RunStatus, end_ms: i64) -> Result<()> {
+        self.push(Op::Finish(run_uuid.into(), status, end_ms))
+    }
+    /// Waits until every queued call is sent; says what the server did not take (the runs are
+    /// complete in the store).
+    fn close(&self) -> Vec<String> {
+        (self.drain().into_iter())
+            .map(|e| format!("MLflow server: {e} (the run is complete in the store)"))
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn metrics(run: &str, n: usize) -> Op {
+        let m = Metric {
+            key: "loss".into(),
+            value: 1.0,
+            step: 0,
+            timestamp_ms: 0,
+        };
+        Op::Metrics(run.into(), vec![m; n])
+    }
+
+    #[test]
+    fn queued_metrics_of_a_run_go_in_one_batch_without_passing_its_other_calls() {
+        let mut ops: VecDeque<Op> = VecDeque::from([
+            metrics("a", 3),
+            metrics("b", 2),
+            metrics("a", 4),
+            Op::Start("b".into()),
+            Op::Finish("a".into(), RunStatus::Finished, 1),
+            metrics("a", 5),
+        ]);
+        let sent: Vec<(String, usize)> = std::iter::from_fn(|| next_op(&mut ops))
+            .map(|op| match op {
+                Op::Metrics(r, p) => (r, p.len()),
+                other => (format!("{}:call", other.run()), 0),
+            })
+            .collect();
+        let expected = [("a", 7), ("b", 2), ("b:call", 0), ("a:call", 0), ("a", 5)];
+        let expected: Vec<(String, usize)> =
+            expected.iter().map(|(r, n)| (r.to_string(), *n)).collect();
+        assert_eq!(sent, expected);
+        let mut full = VecDeque::from([metrics("a", 900), metrics("a", 200)]);
+        assert!(matches!(next_op(&mut full), Some(Op::Metrics(_, p)) if p.len() == 900));
+    }
 
     #[test]
     fn metric_values_follow_protobuf_json() {
