@@ -77,17 +77,11 @@ fn mlflow_server(dir: &Path, port: u16) -> Group {
 
 /// Every experiment and run on the server, as the real MLflow client reads them.
 fn read_server(url: &str) -> Value {
-    let out = Command::new(mlflow_python())
-        .arg(repo().join("tests/mlflow_read.py"))
-        .arg(url)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    json_of(
+        Command::new(mlflow_python())
+            .arg(repo().join("tests/mlflow_read.py"))
+            .arg(url),
+    )
 }
 
 const CONFIG: &str = r#"

@@ -363,17 +363,8 @@ max_depth = [2, 4]
 fn yaml_documents(path: &Path) -> Vec<Value> {
     let code =
         "import json, sys, yaml; print(json.dumps(list(yaml.safe_load_all(open(sys.argv[1])))))";
-    let out = Command::new(mlflow_python())
-        .args(["-c", code])
-        .arg(path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    let docs = json_of(Command::new(mlflow_python()).args(["-c", code]).arg(path));
+    docs.as_array().unwrap().clone()
 }
 
 #[test]

@@ -77,6 +77,17 @@ pub fn sqlite_uri(db: &Path) -> String {
     )
 }
 
+/// Runs a command that must succeed and print JSON; that JSON.
+pub fn json_of(cmd: &mut Command) -> Value {
+    let out = cmd.output().expect("the command starts");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("it prints JSON")
+}
+
 /// Everything the real MLflow client reads from the store, as JSON (see tests/mlflow_read.py).
 /// Fails on any warning MLflow prints while reading.
 pub fn read_with_mlflow(db: &Path) -> Value {
