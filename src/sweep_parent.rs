@@ -82,33 +82,12 @@ pub fn join(
     let spec = parent_spec(prep, opts, name, n_planned);
     let (run_uuid, created) =
         store.join_sweep(experiment_id, &artifact_location, &spec, name, opts.restart)?;
-    let listing = serde_json::json!({ "sweep": name, "configs": entries });
-    let listing = serde_json::to_vec_pretty(&listing)?;
     if created {
+        let listing = serde_json::json!({ "sweep": name, "configs": entries });
+        let listing = serde_json::to_vec_pretty(&listing)?;
         store.log_artifact(&run_uuid, CONFIGS_FILE, &listing)?;
-    }
-    if let (true, Some(server)) = (created, mirror(prep)?) {
-        let parent = TrackedRun {
-            spec: RunSpec {
-                run_uuid: run_uuid.clone(),
-                ..spec
-            },
-            version: None,
-            kind: "sweep".into(),
-            record: serde_json::Value::Null,
-            curve_axis: "step",
-            group: None,
-        };
-        // The server is a mirror: what it misses is said, and the sweep goes on.
-        let sent = (server.create_run(&parent))
-            .and_then(|()| server.start_run(&run_uuid))
-            .and_then(|()| server.log_artifact(&run_uuid, CONFIGS_FILE, &listing));
-        if let Err(e) = sent {
-            eprintln!("MLflow server: the sweep's parent run: {e:#}");
-        }
-        // Sent before any run names it as its parent.
-        for note in server.close() {
-            eprintln!("{note}");
+        if let Some(server) = mirror(prep)? {
+            mirror_parent(&server, spec, &run_uuid, &listing);
         }
     }
     Ok(SweepParent {
@@ -117,6 +96,32 @@ pub fn join(
         created,
         store: store_path,
     })
+}
+
+/// Creates the new parent run on the MLflow server, and waits until it is there: every run of
+/// the sweep names it as its parent.
+fn mirror_parent(server: &MlflowServer, spec: RunSpec, run_uuid: &str, listing: &[u8]) {
+    let parent = TrackedRun {
+        spec: RunSpec {
+            run_uuid: run_uuid.to_string(),
+            ..spec
+        },
+        version: None,
+        kind: "sweep".into(),
+        record: serde_json::Value::Null,
+        curve_axis: "step",
+        group: None,
+    };
+    // The server is a mirror: what it misses is said, and the sweep goes on.
+    let sent = (server.create_run(&parent))
+        .and_then(|()| server.start_run(run_uuid))
+        .and_then(|()| server.log_artifact(run_uuid, CONFIGS_FILE, listing));
+    if let Err(e) = sent {
+        eprintln!("MLflow server: the sweep's parent run: {e:#}");
+    }
+    for note in server.close() {
+        eprintln!("{note}");
+    }
 }
 
 /// The MLflow server the config mirrors runs to, if any.
@@ -205,6 +210,19 @@ pub enum ConfigState {
     Killed,
     /// No run yet.
     Missing,
+}
+
+impl ConfigState {
+    /// Whether the config has ended for good in this sweep: FINISHED, or FAILED (a retry
+    /// trains a failed one again, but the sweep can be summed up).
+    pub fn ended(self) -> bool {
+        matches!(self, ConfigState::Finished | ConfigState::Failed)
+    }
+
+    /// Whether a shard owning the config trains it now: not FINISHED, not training elsewhere.
+    pub fn needs_run(self) -> bool {
+        !matches!(self, ConfigState::Finished | ConfigState::Running)
+    }
 }
 
 /// A config of the sweep with its state and the run that gives it.

@@ -108,9 +108,7 @@ pub fn sweep_command(path: &Path, opts: &SweepOptions) -> Result<ExitCode> {
     let my_failed = (trained.iter().flat_map(|r| &r.runs))
         .any(|r| r.status != "FINISHED" && r.pruned.is_none());
     let (mut report, progress) = whole_sweep(&prep, &parent, &entries, trained)?;
-    let complete = progress
-        .iter()
-        .all(|p| matches!(p.state, ConfigState::Finished | ConfigState::Failed));
+    let complete = progress.iter().all(|p| p.state.ended());
     report.sweep = Some(sweep_summary(&name, &shard, &progress, complete));
     let parent_done = if complete {
         sweep_parent::finish(&parent, &prep, &mut report)
@@ -186,19 +184,10 @@ fn my_configs(
         .iter()
         .filter(|p| shard.owns(p.entry.index))
         .collect();
-    let todo: Vec<usize> = (mine.iter())
-        .filter(|p| !matches!(p.state, ConfigState::Finished | ConfigState::Running))
-        .map(|p| p.entry.index)
-        .collect();
+    let todo = mine.iter().filter(|p| p.state.needs_run()).count();
     if !quiet && (shard.count > 1 || !parent.created) {
-        let done = mine
-            .iter()
-            .filter(|p| p.state == ConfigState::Finished)
-            .count();
-        let busy = mine
-            .iter()
-            .filter(|p| p.state == ConfigState::Running)
-            .count();
+        let done = count(mine.iter().copied(), ConfigState::Finished);
+        let busy = count(mine.iter().copied(), ConfigState::Running);
         let whose = if shard.count > 1 {
             format!(
                 "shard {}/{} (from {}) has {} of its configs",
@@ -212,14 +201,14 @@ fn my_configs(
         };
         let how = if parent.created { "new" } else { "continued" };
         eprintln!(
-            "sweep {} ({how}): {whose}; {done} finished before, {busy} training elsewhere, {} to train",
+            "sweep {} ({how}): {whose}; {done} finished before, {busy} training elsewhere, {todo} to train",
             parent.name,
-            todo.len()
         );
     }
-    Ok((configs.into_iter().enumerate())
-        .filter(|(i, _)| todo.contains(i))
-        .map(|(_, c)| c)
+    // `progress` lists the configs in their order.
+    Ok((configs.into_iter().zip(&progress))
+        .filter(|(_, p)| shard.owns(p.entry.index) && p.state.needs_run())
+        .map(|(c, _)| c)
         .collect())
 }
 
@@ -248,8 +237,11 @@ fn whole_sweep(
     Ok((report, progress))
 }
 
-fn count(progress: &[sweep_parent::ConfigProgress], state: ConfigState) -> usize {
-    progress.iter().filter(|p| p.state == state).count()
+fn count<'a>(
+    progress: impl IntoIterator<Item = &'a sweep_parent::ConfigProgress>,
+    state: ConfigState,
+) -> usize {
+    progress.into_iter().filter(|p| p.state == state).count()
 }
 
 /// The sweep's state for `--json`: name, shard, and how many configs stand where.

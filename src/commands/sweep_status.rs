@@ -40,8 +40,7 @@ pub fn sweep_status_command(uri: Option<&str>, name: &str, json: bool) -> Result
             p.state = ConfigState::Killed;
         }
     }
-    let complete =
-        (progress.iter()).all(|p| matches!(p.state, ConfigState::Finished | ConfigState::Failed));
+    let complete = progress.iter().all(|p| p.state.ended());
     let report = complete
         .then(|| leaderboard(&store, &parent, &progress))
         .transpose()?;

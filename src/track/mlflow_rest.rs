@@ -105,6 +105,26 @@ impl std::fmt::Display for ServerGone {
 
 impl std::error::Error for ServerGone {}
 
+/// The server answered a request with an error that retrying will not change.
+#[derive(Debug)]
+pub struct Refused {
+    code: u16,
+    text: String,
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl std::error::Error for Refused {}
+
+/// Whether the server answered 404 (no such experiment, run or endpoint).
+fn not_found(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<Refused>().is_some_and(|r| r.code == 404)
+}
+
 /// Why a request did not succeed.
 enum Failure {
     /// A connection error, a timeout, 429 or a 5xx: worth trying again.
@@ -195,16 +215,18 @@ impl RestClient {
     }
 
     fn refusal(&self, what: &str, code: u16, message: &str) -> anyhow::Error {
-        if code == 401 || code == 403 {
-            return anyhow!(
+        let text = if code == 401 || code == 403 {
+            format!(
                 "the MLflow server at {} refused the credentials (HTTP {code}) for {what}: check MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, or MLFLOW_TRACKING_TOKEN",
                 self.settings.url
-            );
-        }
-        anyhow!(
-            "the MLflow server at {} refused {what} (HTTP {code}): {message}",
-            self.settings.url
-        )
+            )
+        } else {
+            format!(
+                "the MLflow server at {} refused {what} (HTTP {code}): {message}",
+                self.settings.url
+            )
+        };
+        Refused { code, text }.into()
     }
 
     fn api(&self, path: &str) -> String {
@@ -234,41 +256,23 @@ impl RestClient {
 
     /// The experiment's id, created if missing (another writer may create it at once).
     pub fn experiment_id(&self, name: &str) -> Result<String> {
-        let by_name = |c: &RestClient| {
-            let url = c.api("experiments/get-by-name");
-            match c.once(&|| c.http.get(&url).query(&[("experiment_name", name)])) {
-                Ok(v) => Ok(v["experiment"]["experiment_id"]
-                    .as_str()
-                    .map(str::to_string)),
-                Err(Failure::Refused(404, _)) => Ok(None),
-                Err(Failure::Refused(code, m)) => {
-                    Err(c.refusal("experiments/get-by-name", code, &m))
-                }
-                Err(Failure::Transient(_)) => c
-                    .get("experiments/get-by-name", &[("experiment_name", name)])
-                    .map(|v| {
-                        v["experiment"]["experiment_id"]
-                            .as_str()
-                            .map(str::to_string)
-                    }),
-            }
+        let by_name = || match self.get("experiments/get-by-name", &[("experiment_name", name)]) {
+            Ok(v) => Ok(v["experiment"]["experiment_id"]
+                .as_str()
+                .map(str::to_string)),
+            Err(e) if not_found(&e) => Ok(None),
+            Err(e) => Err(e),
         };
-        if let Some(id) = by_name(self)? {
+        if let Some(id) = by_name()? {
             return Ok(id);
         }
-        let url = self.api("experiments/create");
-        match self.once(&|| self.http.post(&url).json(&json!({ "name": name }))) {
+        match self.post("experiments/create", &json!({ "name": name })) {
             Ok(v) => v["experiment_id"]
                 .as_str()
                 .map(str::to_string)
                 .ok_or_else(|| anyhow!("experiments/create answered without an id: {v}")),
-            // Created by another writer since, or a transient failure: look again.
-            Err(_) => by_name(self)?.ok_or_else(|| {
-                anyhow!(
-                    "cannot create the experiment `{name}` on {}",
-                    self.settings.url
-                )
-            }),
+            // Created by another writer since: look again.
+            Err(e) => by_name()?.ok_or(e),
         }
     }
 }
@@ -327,12 +331,11 @@ impl Mirror {
     /// Checks that the server answers (and takes the credentials) before anything is written.
     fn open(settings: ServerSettings) -> Result<Mirror> {
         let client = RestClient::new(settings)?;
-        client
-            .get("experiments/get", &[("experiment_id", "0")])
-            .or_else(|e| match e.to_string().contains("HTTP 404") {
-                true => Ok(Value::Null),
-                false => Err(e),
-            })?;
+        // Any answer but a refusal will do (a server may have deleted the Default experiment).
+        match client.get("experiments/get", &[("experiment_id", "0")]) {
+            Err(e) if !not_found(&e) => return Err(e),
+            _ => {}
+        }
         Ok(Mirror {
             client,
             experiments: Mutex::new(HashMap::new()),
