@@ -17,6 +17,7 @@ pub mod eda;
 pub mod etl;
 pub mod eval;
 pub mod folds_file;
+pub mod interrupt;
 pub mod models;
 pub mod onnx;
 pub mod plot;

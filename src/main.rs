@@ -357,6 +357,25 @@ fn quiet_on_broken_pipe() {
     }));
 }
 
+/// Ctrl-C during a sweep: the first asks training to stop (the runs in progress and those not
+/// started end KILLED, the leaderboard of what finished is printed, exit code 130); a second
+/// ends the process at once (the next command marks its runs KILLED).
+extern "C" fn on_sigint(_: libc::c_int) {
+    if runner::interrupt::requested() {
+        // SAFETY: _exit is async-signal-safe.
+        unsafe { libc::_exit(130) }
+    }
+    runner::interrupt::request();
+}
+
+fn stop_sweep_on_ctrl_c() {
+    // SAFETY: the handler only reads and stores an atomic flag or calls _exit, both
+    // async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t);
+    }
+}
+
 fn main() -> ExitCode {
     runner::PROCESS_START.get_or_init(std::time::Instant::now);
     quiet_on_broken_pipe();
@@ -493,6 +512,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 restart,
                 sweep_name: None,
             };
+            stop_sweep_on_ctrl_c();
             runner::commands::sweep::sweep_command(&config, &opts)
         }
         Command::ReloadEtl {

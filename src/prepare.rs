@@ -68,8 +68,8 @@ pub fn primary_metric(loaded: &LoadedConfig, task: Task) -> Result<String> {
 
 /// An error about the config's `primary_metric`, at its line.
 fn metric_error(loaded: &LoadedConfig, message: String) -> anyhow::Error {
-    let src = std::fs::read_to_string(&loaded.path).unwrap_or_default();
-    let pos = config::locate(&src, None, None, "primary_metric");
+    let src = &loaded.text;
+    let pos = config::locate(src, None, None, "primary_metric");
     ConfigError {
         file: loaded.path.display().to_string(),
         line: pos.map(|p| p.0),
@@ -148,8 +148,8 @@ fn check_learnable(
 ) -> Result<()> {
     let cv = &loaded.config.cv;
     let file = loaded.path.display().to_string();
-    let src = std::fs::read_to_string(&loaded.path).unwrap_or_default();
-    let at = |table: &str, key: &str| config::locate(&src, Some(table), None, key);
+    let src = &loaded.text;
+    let at = |table: &str, key: &str| config::locate(src, Some(table), None, key);
     let fail = |table: &str, key: &str, message: String| -> Result<()> {
         let pos = at(table, key);
         Err(ConfigError {

@@ -267,11 +267,16 @@ pub fn print_sweep(report: &SweepReport, wide: bool) {
     if let Some(c) = &report.comparison_chart {
         println!("Comparison chart: {c}");
     }
+    // A continued sweep with nothing left to train shows its stored runs (its time is 0).
+    let trained = if report.wall_seconds > 0.0 {
+        format!("trained in {:.1}s", report.wall_seconds)
+    } else {
+        "none trained now (every config already had its run)".to_string()
+    };
     println!(
-        "{} runs ({} failed) in {:.1}s, logged to {}; `mlflow ui` in that folder shows them.",
+        "{} runs ({} failed), {trained}, logged to {}; `mlflow ui` in that folder shows them.",
         report.runs.len(),
         failed.len(),
-        report.wall_seconds,
         report.store
     );
 }

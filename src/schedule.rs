@@ -282,6 +282,8 @@ impl Sweep<'_> {
             state.in_flight -= 1;
             self.tell(&mut state, &job, &result);
             state.results.push((job.version, result));
+            // After an interrupt nothing new is asked for; what is queued ends KILLED untrained.
+            state.finished |= crate::interrupt::requested();
             if let Err(e) = self.refill(&mut state) {
                 state.finished = true;
                 state.error.get_or_insert(e);

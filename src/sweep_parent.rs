@@ -390,6 +390,14 @@ pub fn finish(parent: &SweepParent, prep: &Prepared, report: &mut SweepReport) -
 }
 
 /// Ends the parent as FAILED when the sweep itself stopped with an error.
+/// Ends the parent run KILLED after an interrupt, with the reason.
+pub fn kill(parent: &SweepParent) -> Result<()> {
+    let store = MlflowStore::open_existing(&parent.store)?;
+    let reason = crate::interrupt::REASON.to_string();
+    store.set_tags(&parent.run_uuid, &[("runner.killed_reason".into(), reason)])?;
+    store.finish_run(&parent.run_uuid, RunStatus::Killed, now_ms())
+}
+
 pub fn fail(parent: &SweepParent) {
     if let Ok(store) = MlflowStore::open_existing(&parent.store) {
         if let Err(e) = store.finish_run(&parent.run_uuid, RunStatus::Failed, now_ms()) {

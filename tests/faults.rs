@@ -95,6 +95,66 @@ fn now_ms() -> i64 {
 }
 
 #[test]
+fn ctrl_c_ends_the_sweep_with_its_runs_and_parent_killed_and_exit_130() {
+    let d = tempfile::tempdir().unwrap();
+    let db = d.path().join("mlflow.db");
+    let cfg = forest_config(d.path(), "ctrl-c", 400, 4);
+    let child = runner(d.path())
+        .arg("sweep")
+        .arg(&cfg)
+        .args(["--jobs", "1"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Ctrl-C (SIGINT) once the first run trains.
+    let started = std::time::Instant::now();
+    loop {
+        assert!(started.elapsed().as_secs() < 120, "no run started training");
+        if db.exists() {
+            let out = runner(d.path()).args(["runs", "--json"]).output().unwrap();
+            if out.status.success() && statuses(&stdout_json(&out)).contains(&"RUNNING".into()) {
+                break;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // SAFETY: sends a signal to the child this test started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", stderr_of(&out));
+    // It stopped within a fold or two, not after four forests.
+    assert!(started.elapsed().as_secs() < 60);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("interrupted"), "{stdout}");
+    // Every run ended KILLED, with the reason; the next command reconciles nothing.
+    let runs = runs_json(d.path(), &[]);
+    assert_eq!(statuses(&runs), vec!["KILLED"; 4], "{runs}");
+    let c = rusqlite::Connection::open(&db).unwrap();
+    let reasons: Vec<String> = c
+        .prepare("SELECT value FROM tags WHERE key = 'runner.killed_reason'")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    // Four runs and the sweep's parent.
+    assert_eq!(reasons.len(), 5, "{reasons:?}");
+    assert!(
+        reasons.iter().all(|r| r.starts_with("interrupted")),
+        "{reasons:?}"
+    );
+    let parent: String = c
+        .query_row(
+            "SELECT status FROM runs WHERE run_uuid IN (SELECT run_uuid FROM tags WHERE key = 'runner.sweep' AND value = 'parent')",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(parent, "KILLED");
+}
+
+#[test]
 fn runs_of_a_killed_process_are_shown_killed_and_reconciled_by_the_next_writer() {
     let d = tempfile::tempdir().unwrap();
     let db = d.path().join("mlflow.db");

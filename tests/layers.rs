@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 /// Bottom to top. `config` sits above `models` because it checks every hyperparameter against
 /// the kinds' declared ranges before anything trains.
 const LAYERS: &[&[&str]] = &[
-    &["types", "rng", "source", "suggest", "plot"],
+    &["types", "rng", "source", "suggest", "plot", "interrupt"],
     &["eval", "resample", "calibrate", "tpe"],
     &[
         "models",

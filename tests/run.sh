@@ -8,6 +8,8 @@ source tests/build-env.sh
 # The real MLflow client the tests read stores with.
 RUNNER_MLFLOW_PYTHON="$(bash tests/setup.sh | tail -n 1)"
 export RUNNER_MLFLOW_PYTHON
+# The Python package, installed for tests/python_api.rs.
+source tests/python-env.sh
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 status=0

@@ -7,18 +7,23 @@ use comfy_table::Cell;
 use serde_json::json;
 use std::process::ExitCode;
 
+/// `runner models --json`: every kind with its tasks, backend and parameters' defaults.
+pub fn models_json() -> serde_json::Value {
+    let doc: Vec<_> = models::kind_specs()
+        .map(|k| json!({
+            "kind": k.kind,
+            "tasks": k.tasks,
+            "backend": k.backend,
+            "help": k.help,
+            "params": k.params.iter().map(|p| json!({"name": p.name, "type": p.ty.to_string(), "default": models::default_value(p), "help": p.help})).collect::<Vec<_>>(),
+        }))
+        .collect();
+    json!({"schema": crate::JSON_SCHEMA, "kinds": doc})
+}
+
 pub fn models_command(json: bool) -> Result<ExitCode> {
     if json {
-        let doc: Vec<_> = models::kind_specs()
-            .map(|k| json!({
-                "kind": k.kind,
-                "tasks": k.tasks,
-                "backend": k.backend,
-                "help": k.help,
-                "params": k.params.iter().map(|p| json!({"name": p.name, "type": p.ty.to_string(), "default": models::default_value(p), "help": p.help})).collect::<Vec<_>>(),
-            }))
-            .collect();
-        let doc = json!({"schema": crate::JSON_SCHEMA, "kinds": doc});
+        let doc = models_json();
         println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(ExitCode::SUCCESS);
     }

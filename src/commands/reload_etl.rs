@@ -1,7 +1,7 @@
 //! `runner reload-etl vN`: rebuilds an ETL version from its recorded source and checks it.
 
 use crate::data;
-use crate::replay::{parse_version, reload_etl};
+use crate::replay::{parse_version, reload_etl, Reloaded};
 use crate::report::new_table;
 use crate::track::mlflow::MlflowStore;
 use anyhow::Result;
@@ -9,6 +9,30 @@ use comfy_table::Cell;
 use serde_json::json;
 use std::path::Path;
 use std::process::ExitCode;
+
+/// `runner reload-etl --json`: what was rebuilt and verified.
+fn rebuilt_json(version: &str, r: &Reloaded, out: Option<&Path>) -> serde_json::Value {
+    json!({
+        "schema": crate::JSON_SCHEMA, "version": version, "verified": true, "input": r.input, "data_schema": data::schema_of(&r.df),
+        "n_rows": r.df.height(), "n_cols": r.df.width(), "fingerprint": r.record["fingerprint"],
+        "target_distribution": r.record["target_distribution"], "out": out,
+    })
+}
+
+/// Rebuilds and verifies an ETL version, writes it to `out` (by its extension) and says what it
+/// rebuilt, as `--json` does.
+pub fn reload_etl_json(
+    store_path: &Path,
+    version: &str,
+    input: Option<&Path>,
+    out: &Path,
+) -> Result<serde_json::Value> {
+    let store = MlflowStore::open_read_only(store_path)?;
+    let n = parse_version(version, 'v')?;
+    let mut r = reload_etl(&store, n, input)?;
+    data::write_frame(&mut r.df, out)?;
+    Ok(rebuilt_json(version, &r, Some(out)))
+}
 
 pub fn reload_etl_command(
     store_path: &Path,
@@ -26,11 +50,7 @@ pub fn reload_etl_command(
     if json_out {
         println!(
             "{}",
-            serde_json::to_string_pretty(&json!({
-                "schema": crate::JSON_SCHEMA, "version": version, "verified": true, "input": r.input, "data_schema": data::schema_of(&r.df),
-                "n_rows": r.df.height(), "n_cols": r.df.width(), "fingerprint": r.record["fingerprint"],
-                "target_distribution": r.record["target_distribution"], "out": out,
-            }))?
+            serde_json::to_string_pretty(&rebuilt_json(version, &r, out))?
         );
         return Ok(ExitCode::SUCCESS);
     }

@@ -174,6 +174,7 @@ fn recorded_setup(
     };
     let loaded = LoadedConfig {
         path: PathBuf::from(rec["config_file"].as_str().unwrap_or("(recorded config)")),
+        text: String::new(),
         config,
         model_overrides: Vec::new(),
         search_override: None,
@@ -258,6 +259,27 @@ fn run_to_replay(store: &MlflowStore, version: &str, check: bool) -> Result<Trai
     Ok(run)
 }
 
+/// What a replay did: the original run, its replay and each fold metric side by side.
+pub struct Replayed {
+    pub version: String,
+    pub etl_version: i64,
+    pub changes: Vec<String>,
+    pub new: sweep::RunResult,
+    pub rows: Vec<serde_json::Value>,
+    /// Every fold metric is identical bit for bit.
+    pub identical: bool,
+}
+
+impl Replayed {
+    /// `runner replay --json`.
+    pub fn to_json(&self) -> serde_json::Value {
+        json!({
+            "schema": crate::JSON_SCHEMA, "original": self.version, "replay": self.new.version, "status": self.new.status, "changes": self.changes,
+            "tolerance": 0.0, "identical": self.identical, "metrics": self.rows,
+        })
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 pub fn replay_command(
     store_path: &Path,
@@ -268,6 +290,58 @@ pub fn replay_command(
     input: Option<&Path>,
     json_out: bool,
 ) -> Result<ExitCode> {
+    let r = replay_run(
+        store_path,
+        tracking_uri,
+        version,
+        check,
+        sets,
+        input,
+        json_out,
+    )?;
+    if json_out {
+        println!("{}", serde_json::to_string_pretty(&r.to_json())?);
+    } else {
+        let with = if r.changes.is_empty() {
+            String::new()
+        } else {
+            format!(" with {}", r.changes.join("; "))
+        };
+        println!(
+            "Replayed {version} as {} ({}, ETL v{} verified){with}",
+            r.new.version, r.new.status, r.etl_version,
+        );
+        print_comparison(version, &r.new, &r.rows, r.identical);
+    }
+    if r.new.status != "FINISHED" && r.new.pruned.is_none() {
+        bail!(
+            "the replay {} failed: {}",
+            r.new.version,
+            r.new.error.as_deref().unwrap_or("unknown error")
+        );
+    }
+    if check && !r.identical {
+        eprintln!(
+            "error: replay check failed: {} does not reproduce {version} bit for bit",
+            r.new.version
+        );
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Retrains a run from its record on its verified ETL version (with `sets` changed) as a new
+/// run, and compares their fold metrics.
+#[allow(clippy::too_many_arguments)]
+pub fn replay_run(
+    store_path: &Path,
+    tracking_uri: Option<String>,
+    version: &str,
+    check: bool,
+    sets: &[String],
+    input: Option<&Path>,
+    quiet: bool,
+) -> Result<Replayed> {
     let store = MlflowStore::open_read_only(store_path)?;
     let run = run_to_replay(&store, version, check)?;
     let reloaded = reload_etl(&store, run.etl_version, input)?;
@@ -304,42 +378,21 @@ pub fn replay_command(
         tracking_uri,
         ..Default::default()
     };
-    let report = crate::schedule::run_plans(&prep, vec![plan], 1, &opts, json_out, &tags)?;
-    let new = &report.runs[0];
-    let (rows, all_match) = compare_folds(&run, new);
-    if json_out {
-        let doc = json!({
-            "schema": crate::JSON_SCHEMA, "original": version, "replay": new.version, "status": new.status, "changes": changes,
-            "tolerance": 0.0, "identical": all_match, "metrics": rows,
-        });
-        println!("{}", serde_json::to_string_pretty(&doc)?);
-    } else {
-        let with = if changes.is_empty() {
-            String::new()
-        } else {
-            format!(" with {}", changes.join("; "))
-        };
-        println!(
-            "Replayed {version} as {} ({}, ETL v{} verified){with}",
-            new.version, new.status, run.etl_version,
-        );
-        print_comparison(version, new, &rows, all_match);
-    }
-    if new.status != "FINISHED" && new.pruned.is_none() {
-        bail!(
-            "the replay {} failed: {}",
-            new.version,
-            new.error.as_deref().unwrap_or("unknown error")
-        );
-    }
-    if check && !all_match {
-        eprintln!(
-            "error: replay check failed: {} does not reproduce {version} bit for bit",
-            new.version
-        );
-        return Ok(ExitCode::from(1));
-    }
-    Ok(ExitCode::SUCCESS)
+    let report = crate::schedule::run_plans(&prep, vec![plan], 1, &opts, quiet, &tags)?;
+    let new = report
+        .runs
+        .into_iter()
+        .next()
+        .context("the replay trained no run")?;
+    let (rows, identical) = compare_folds(&run, &new);
+    Ok(Replayed {
+        version: version.to_string(),
+        etl_version: run.etl_version,
+        changes,
+        new,
+        rows,
+        identical,
+    })
 }
 
 fn sweep_mean(v: &[f64]) -> f64 {

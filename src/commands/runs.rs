@@ -5,10 +5,11 @@ use crate::config::{self, ConfigError};
 use crate::models;
 use crate::report;
 use crate::sweep::mean_std;
-use crate::track::mlflow::RunListing;
+use crate::track::mlflow::{MlflowStore, RunListing};
 use anyhow::{bail, Result};
 use comfy_table::Cell;
 use serde_json::json;
+use std::collections::BTreeMap;
 use std::process::ExitCode;
 
 /// `runner runs` filters: experiment, state, a metric to sort by and a count.
@@ -94,12 +95,12 @@ fn filter_runs(mut runs: Vec<RunListing>, filter: &RunsFilter) -> Result<Vec<Run
     Ok(runs)
 }
 
-pub fn runs_command(
+/// The store's training runs that pass the filter, with runs whose owner is gone shown KILLED
+/// (and why).
+fn listed_runs(
     uri: Option<&str>,
     filter: &RunsFilter,
-    wide: bool,
-    json: bool,
-) -> Result<ExitCode> {
+) -> Result<(MlflowStore, Vec<RunListing>, BTreeMap<String, String>)> {
     let store = open_store(uri)?;
     let gone = derive_killed(&store)?;
     let mut runs = store.run_list()?;
@@ -107,15 +108,32 @@ pub fn runs_command(
         r.status = "KILLED".into();
     }
     let runs = filter_runs(runs, filter)?;
+    Ok((store, runs, gone))
+}
+
+/// `runner runs --json`: the schema, the store and each run's version, names, status and
+/// metrics.
+pub fn runs_json(uri: Option<&str>, filter: &RunsFilter) -> Result<serde_json::Value> {
+    let (store, runs, gone) = listed_runs(uri, filter)?;
+    let doc: Vec<_> = runs
+        .iter()
+        .map(|r| json!({"version": format!("t{}", r.version), "experiment": r.experiment, "name": r.name, "kind": r.kind, "etl_version": format!("v{}", r.etl_version), "status": r.status, "status_reason": gone.get(&r.run_uuid), "pruned": r.pruned, "run_uuid": r.run_uuid, "metrics": (!r.metrics.is_null()).then(|| mean_std_json(&r.metrics))}))
+        .collect();
+    Ok(json!({"schema": crate::JSON_SCHEMA, "store": store.path, "runs": doc}))
+}
+
+pub fn runs_command(
+    uri: Option<&str>,
+    filter: &RunsFilter,
+    wide: bool,
+    json: bool,
+) -> Result<ExitCode> {
     if json {
-        let doc: Vec<_> = runs
-            .iter()
-            .map(|r| json!({"version": format!("t{}", r.version), "experiment": r.experiment, "name": r.name, "kind": r.kind, "etl_version": format!("v{}", r.etl_version), "status": r.status, "status_reason": gone.get(&r.run_uuid), "pruned": r.pruned, "run_uuid": r.run_uuid, "metrics": (!r.metrics.is_null()).then(|| mean_std_json(&r.metrics))}))
-            .collect();
-        let doc = json!({"schema": crate::JSON_SCHEMA, "store": store.path, "runs": doc});
+        let doc = runs_json(uri, filter)?;
         println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(ExitCode::SUCCESS);
     }
+    let (store, runs, gone) = listed_runs(uri, filter)?;
     let header = [
         "run",
         "experiment",

@@ -47,8 +47,49 @@ fn select_only(
     Ok(kept)
 }
 
+/// What a sweep did, for the CLI to print and the Python package to return.
+pub struct SweepOutcome {
+    /// The whole sweep's leaderboard (every config's run, this process's and stored ones).
+    pub report: sweep::SweepReport,
+    /// Where the sweep stands, in one line.
+    pub status_line: String,
+    /// A run of this process, the parent run or `--register-best` failed.
+    pub failed: bool,
+    /// An interrupt stopped the sweep: its unfinished runs and its parent ended KILLED.
+    pub interrupted: bool,
+}
+
+impl SweepOutcome {
+    /// 130 after an interrupt (as a shell reports Ctrl-C), 1 after a failure, else 0.
+    pub fn exit_code(&self) -> ExitCode {
+        if self.interrupted {
+            ExitCode::from(130)
+        } else if self.failed {
+            ExitCode::from(1)
+        } else {
+            ExitCode::SUCCESS
+        }
+    }
+}
+
 pub fn sweep_command(path: &Path, opts: &SweepOptions) -> Result<ExitCode> {
-    let mut loaded = config::load_config(path, &opts.sets)?;
+    let loaded = config::load_config(path, &opts.sets)?;
+    let outcome = run_sweep(loaded, opts)?;
+    if opts.json {
+        println!("{}", serde_json::to_string_pretty(&outcome.report)?);
+    } else {
+        report::print_sweep(&outcome.report, opts.wide);
+        println!("{}", outcome.status_line);
+    }
+    Ok(outcome.exit_code())
+}
+
+/// Checks a loaded config and everything it names, joins (or starts) its named sweep, trains
+/// what is still to train and completes the sweep's parent run when every config has ended.
+pub fn run_sweep(mut loaded: config::LoadedConfig, opts: &SweepOptions) -> Result<SweepOutcome> {
+    crate::interrupt::clear();
+    let path = loaded.path.clone();
+    let path = path.as_path();
     loaded.search_override = opts.search.clone();
     let prep = sweep::prepare(loaded)?;
     let mut expanded = config::expand_sweeps(&prep.loaded, prep.task)?;
@@ -105,41 +146,69 @@ pub fn sweep_command(path: &Path, opts: &SweepOptions) -> Result<ExitCode> {
             return Err(e);
         }
     };
+    conclude(
+        &prep,
+        &parent,
+        &entries,
+        &shard,
+        trained,
+        &opts,
+        &store_path,
+    )
+}
+
+/// After training: the whole sweep's report; the parent run completed (every config ended),
+/// left to the other shards, or KILLED after an interrupt; the best run registered.
+#[allow(clippy::too_many_arguments)]
+fn conclude(
+    prep: &sweep::Prepared,
+    parent: &sweep_parent::SweepParent,
+    entries: &[shard::Entry],
+    shard: &Shard,
+    trained: Option<sweep::SweepReport>,
+    opts: &SweepOptions,
+    store_path: &Path,
+) -> Result<SweepOutcome> {
+    let name = &parent.name;
     let my_failed = (trained.iter().flat_map(|r| &r.runs))
         .any(|r| r.status != "FINISHED" && r.pruned.is_none());
-    let (mut report, progress) = whole_sweep(&prep, &parent, &entries, trained)?;
-    let complete = progress.iter().all(|p| p.state.ended());
-    report.sweep = Some(sweep_summary(&name, &shard, &progress, complete));
-    let parent_done = if complete {
-        sweep_parent::finish(&parent, &prep, &mut report)
+    let (mut report, progress) = whole_sweep(prep, parent, entries, trained)?;
+    let interrupted = crate::interrupt::requested();
+    let complete = !interrupted && progress.iter().all(|p| p.state.ended());
+    report.sweep = Some(sweep_summary(name, shard, &progress, complete));
+    // An interrupted shard leaves the parent to the others.
+    let parent_done = if interrupted && shard.count == 1 {
+        sweep_parent::kill(parent)
+    } else if interrupted {
+        sweep_parent::leave(parent)
+    } else if complete {
+        sweep_parent::finish(parent, prep, &mut report)
     } else {
-        sweep_parent::leave(&parent)
+        sweep_parent::leave(parent)
     };
     if let Err(e) = &parent_done {
         // The runs are logged; only the summary run is incomplete. Say so, and report them.
         eprintln!("error: the sweep's parent run could not be completed: {e:#}");
-        sweep_parent::fail(&parent);
+        sweep_parent::fail(parent);
     }
-    let registered = match &opts.register_best {
-        Some((name, alias)) => MlflowStore::open_existing(&store_path).and_then(|store| {
+    let registered = match (&opts.register_best, interrupted) {
+        (Some((name, alias)), false) => MlflowStore::open_existing(store_path).and_then(|store| {
             super::register::register_best(&store, &report, name, alias.as_deref())
         }),
-        None => Ok(()),
+        _ => Ok(()),
     };
     if let Err(e) = &registered {
         eprintln!("error: {e:#}");
     }
-    if opts.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        report::print_sweep(&report, opts.wide);
-        println!("{}", progress_line(&name, &shard, &progress, complete));
+    let mut status_line = progress_line(name, shard, &progress, complete);
+    if interrupted {
+        status_line = format!("sweep {name}: interrupted; its unfinished runs and its parent run are KILLED (running it again trains what has no FINISHED run)");
     }
-    let failed = my_failed || parent_done.is_err() || registered.is_err();
-    Ok(if failed {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
+    Ok(SweepOutcome {
+        report,
+        status_line,
+        failed: my_failed || parent_done.is_err() || registered.is_err(),
+        interrupted,
     })
 }
 

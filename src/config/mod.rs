@@ -243,7 +243,12 @@ pub struct Config {
     #[serde(default)]
     pub tracking: TrackingConfig,
     /// Sweep files, relative to the config file.
+    #[serde(default)]
     pub sweeps: Vec<String>,
+    /// Model configs written in the config itself (`[[models]]` entries, as in a sweep file;
+    /// a notebook's inline sweep), trained after the sweep files' configs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub models: Vec<toml::Table>,
     /// The sweep's identity across runs and shards.
     #[serde(default)]
     pub sweep: SweepTable,
@@ -292,6 +297,8 @@ pub fn higher_is_better(metric: &str) -> bool {
 #[derive(Debug, Clone)]
 pub struct LoadedConfig {
     pub path: PathBuf,
+    /// The TOML it was read from (before `--set`), where errors find a key's line.
+    pub text: String,
     pub config: Config,
     /// Model-level overrides (`--set models.n_trees=50`, a list or a range), applied to every
     /// sweep entry whose kind has the parameter.
@@ -317,6 +324,61 @@ impl LoadedConfig {
             self.dir().join(pb)
         }
     }
+}
+
+/// A config given as JSON (a Python dict) written as TOML text, for [`load_config_text`]. A
+/// value TOML cannot hold (null) is refused with its key path.
+pub fn toml_from_json(json: &str, origin: &str) -> Result<String, ConfigError> {
+    let value: serde_json::Value = serde_json::from_str(json)
+        .map_err(|e| ConfigError::new(origin, format!("not a config: {e}")))?;
+    let table = match json_to_toml(&value, "")? {
+        toml::Value::Table(t) => t,
+        _ => {
+            return Err(ConfigError::new(
+                origin,
+                "a config is a table (a dict) of keys",
+            ))
+        }
+    };
+    toml::to_string(&table)
+        .map_err(|e| ConfigError::new(origin, format!("cannot be written as TOML: {e}")))
+}
+
+fn json_to_toml(value: &serde_json::Value, key: &str) -> Result<toml::Value, ConfigError> {
+    use serde_json::Value as J;
+    let at = |k: &str| {
+        if key.is_empty() {
+            k.to_string()
+        } else {
+            format!("{key}.{k}")
+        }
+    };
+    Ok(match value {
+        J::Null => {
+            let mut e = ConfigError::new(
+                "config",
+                "None has no TOML value: leave the key out for its default",
+            );
+            e.key = Some(key.to_string());
+            return Err(e);
+        }
+        J::Bool(b) => toml::Value::Boolean(*b),
+        J::Number(n) => match n.as_i64() {
+            Some(i) => toml::Value::Integer(i),
+            None => toml::Value::Float(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        J::String(s) => toml::Value::String(s.clone()),
+        J::Array(items) => toml::Value::Array(
+            (items.iter().enumerate())
+                .map(|(i, v)| json_to_toml(v, &format!("{key}[{i}]")))
+                .collect::<Result<_, _>>()?,
+        ),
+        J::Object(map) => toml::Value::Table(
+            map.iter()
+                .map(|(k, v)| Ok((k.clone(), json_to_toml(v, &at(k))?)))
+                .collect::<Result<_, ConfigError>>()?,
+        ),
+    })
 }
 
 /// Byte offset -> 1-based (line, column).
@@ -427,6 +489,18 @@ pub fn load_config(path: &Path, sets: &[String]) -> Result<LoadedConfig, ConfigE
     let file = path.display().to_string();
     let src = std::fs::read_to_string(path)
         .map_err(|e| ConfigError::new(&file, format!("cannot read the config file: {e}")))?;
+    load_config_text(&src, path, sets)
+}
+
+/// A config given as TOML text (from Python: a string, or a dict written as TOML) standing
+/// for the file `path`: errors name it, and paths written in it resolve against its folder.
+pub fn load_config_text(
+    src: &str,
+    path: &Path,
+    sets: &[String],
+) -> Result<LoadedConfig, ConfigError> {
+    let file = path.display().to_string();
+    let src = src.to_string();
     let mut table: toml::Table = toml::from_str(&src).map_err(|e| toml_error(&file, &src, &e))?;
     let mut model_overrides = Vec::new();
     let mut overridden = Vec::new();
@@ -466,22 +540,33 @@ pub fn load_config(path: &Path, sets: &[String]) -> Result<LoadedConfig, ConfigE
             )
         })?;
         toml::from_str(&text).map_err(|e| {
-            let mut err = ConfigError::new(
-                format!("{file} (after --set {})", overridden.join(", ")),
-                e.message().to_string(),
-            );
-            err.line = None;
-            err
+            let label = format!("{file} (after --set {})", overridden.join(", "));
+            after_set_error(&label, &src, &text, &e)
         })?
     };
     let loaded = LoadedConfig {
         path: path.to_path_buf(),
+        text: src.clone(),
         config,
         model_overrides,
         search_override: None,
     };
     check_config(&loaded, &src, &overridden)?;
     Ok(loaded)
+}
+
+/// An error in the config rewritten with `--set` values: its key, found in the rewritten text,
+/// and that key's line in the text as written (the rewritten text's lines mean nothing).
+fn after_set_error(label: &str, src: &str, text: &str, e: &toml::de::Error) -> ConfigError {
+    let mut err = toml_error(label, text, e);
+    let pos = (err.key.as_deref()).and_then(|key| match key.rsplit_once('.') {
+        Some((table, _)) if table.contains('[') => None,
+        Some((table, k)) => locate(src, Some(table), None, k),
+        None => locate(src, None, None, key),
+    });
+    err.line = pos.map(|p| p.0);
+    err.col = pos.map(|p| p.1);
+    err
 }
 
 pub(super) fn toml_error(file: &str, src: &str, e: &toml::de::Error) -> ConfigError {
@@ -603,8 +688,12 @@ fn metric_or_tracking_problem(c: &Config) -> Option<Problem> {
 /// A sweep file or data source that is missing or of a kind runner does not read.
 fn file_problem(loaded: &LoadedConfig) -> Option<Problem> {
     let c = &loaded.config;
-    if c.sweeps.is_empty() {
-        return Some((None, "sweeps", "name at least one sweep file".into()));
+    if c.sweeps.is_empty() && c.models.is_empty() {
+        return Some((
+            None,
+            "sweeps",
+            "name at least one sweep file (or write [[models]] entries in the config)".into(),
+        ));
     }
     for s in &c.sweeps {
         let p = loaded.resolve(s);

@@ -88,6 +88,23 @@ pub fn expand_sweeps(loaded: &LoadedConfig, task: Task) -> Result<Expanded, Conf
         out.studies.extend(expanded.studies);
         hit.extend(keys);
     }
+    if !loaded.config.models.is_empty() {
+        let file = loaded.path.display().to_string();
+        let input = ExpandInput {
+            path: &loaded.path,
+            task,
+            default_seed: loaded.config.seed,
+            overrides: &loaded.model_overrides,
+            search: loaded.search_override.as_ref(),
+        };
+        let search = search_of(&file, &loaded.text, None, input.search)?;
+        let models = &loaded.config.models;
+        let (expanded, keys) =
+            expand_models(&input, (&file, &loaded.text), models, &search, &out.configs)?;
+        out.configs.extend(expanded.configs);
+        out.studies.extend(expanded.studies);
+        hit.extend(keys);
+    }
     if let Some((key, _)) = loaded
         .model_overrides
         .iter()
@@ -527,12 +544,24 @@ fn expand_file(
         return Err(ConfigError::new(&file, "no [[models]] entries"));
     }
     let search = search_of(&file, &src, sweep.search, input.search)?;
+    expand_models(input, (&file, &src), &sweep.models, &search, earlier)
+}
+
+/// The configs of `[[models]]` entries written in `file` (whose text `src` locates their keys
+/// in errors): a sweep file's, or the config's own.
+fn expand_models(
+    input: &ExpandInput,
+    (file, src): (&str, &str),
+    models: &[toml::Table],
+    search: &SearchConfig,
+    earlier: &[ModelConfig],
+) -> Result<(Expanded, Vec<String>), ConfigError> {
     let mut out = Expanded::default();
     let mut hit = Vec::new();
-    for (i, original) in sweep.models.iter().enumerate() {
+    for (i, original) in models.iter().enumerate() {
         let probe = Entry {
-            file: &file,
-            src: &src,
+            file,
+            src,
             index: i,
             table: original,
         };
@@ -546,7 +575,7 @@ fn expand_file(
         let seed = SplitMix64::derive(search.seed.unwrap_or(input.default_seed), 0x5EED + i as u64)
             .next_u64();
         let known: Vec<&ModelConfig> = earlier.iter().chain(&out.configs).collect();
-        let part = expand_entry(&entry, &kind, spec, &search, input.task, seed, &known)?;
+        let part = expand_entry(&entry, &kind, spec, search, input.task, seed, &known)?;
         out.configs.extend(part.configs);
         out.studies.extend(part.studies);
     }

@@ -474,9 +474,9 @@ impl FitContext<'_> {
     }
 
     /// Whether the curve's judge (a search's pruner) has stopped the training: an iterative
-    /// model ends its loop after the round it recorded.
+    /// model ends its loop after the round it recorded. An interrupt (Ctrl-C) stops it the same way; the run then ends KILLED.
     pub fn stop_requested(&self) -> bool {
-        self.curve.is_some_and(|c| c.stopped().is_some())
+        self.curve.is_some_and(|c| c.stopped().is_some()) || crate::interrupt::requested()
     }
 }
 

@@ -42,6 +42,25 @@ pub(crate) fn record_failure(trackers: &dyn Tracker, run_uuid: &str, msg: String
     }
 }
 
+/// Records an interrupted run as KILLED with the reason, retrying; returns the message to
+/// report.
+fn record_interrupt(trackers: &dyn Tracker, run_uuid: &str) -> String {
+    let reason = crate::interrupt::REASON.to_string();
+    let tags = [
+        ("runner.killed_reason".to_string(), reason.clone()),
+        (
+            "mlflow.note.content".to_string(),
+            format!("killed: {reason}"),
+        ),
+    ];
+    let tagged = with_retries(|| trackers.set_tags(run_uuid, &tags));
+    let ended = with_retries(|| trackers.finish_run(run_uuid, RunStatus::Killed, now_ms()));
+    match tagged.and(ended) {
+        Ok(()) => reason,
+        Err(e) => format!("{reason}; recording KILLED failed after 3 tries: {e:#}"),
+    }
+}
+
 /// Trains one run and records how it ended. A failure marks the run FAILED with its error and
 /// never stops the other configs.
 #[allow(clippy::too_many_arguments)]
@@ -122,14 +141,21 @@ pub fn run_one(
             r
         }
         Err(e) => {
-            let msg = record_failure(trackers, &spec.run_uuid, format!("{e:#}"));
-            progress.line(&format!("{tv} {} FAILED: {msg}", plan.model.name));
+            let (status, msg) = if crate::interrupt::is_interrupt(&e) {
+                ("KILLED", record_interrupt(trackers, &spec.run_uuid))
+            } else {
+                (
+                    "FAILED",
+                    record_failure(trackers, &spec.run_uuid, format!("{e:#}")),
+                )
+            };
+            progress.line(&format!("{tv} {} {status}: {msg}", plan.model.name));
             RunResult {
                 version: tv,
                 run_uuid: spec.run_uuid.clone(),
                 name: plan.model.name.clone(),
                 kind: plan.model.kind.clone(),
-                status: "FAILED".into(),
+                status: status.into(),
                 error: Some(msg),
                 metrics: BTreeMap::new(),
                 fold_metrics: BTreeMap::new(),

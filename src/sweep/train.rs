@@ -185,7 +185,9 @@ fn train_fold(
         ..plan.clone()
     };
     let eval_rows = Some(fold.test.as_slice());
+    crate::interrupt::check()?;
     let fitted = fit_with_curve(prep, &fold_plan, &fold.train, seed, eval_rows, Some(&curve))?;
+    crate::interrupt::check()?;
     let stopped = curve.stopped();
     let points = finish_curve(curve)?;
     let x = fitted.preprocessor.transform(&prep.table, &fold.test)?;
@@ -543,6 +545,7 @@ pub fn train_config(
     trackers: &dyn Tracker,
     progress: &Progress,
 ) -> Result<(RunResult, Artifacts)> {
+    crate::interrupt::check()?;
     let started = std::time::Instant::now();
     let mut cv = cross_validate(prep, plan, splits, run_uuid, trackers, progress)?;
     // Per-class figures come from the out-of-fold predictions pooled over all folds.
@@ -620,6 +623,7 @@ fn refit(
     let seed = fold_seed(plan.seed, u64::MAX);
     let fitted = fit_with_curve(prep, plan, &splits.cv_rows, seed, None, Some(&curve))
         .context("refit on all training rows")?;
+    crate::interrupt::check()?;
     let refit_curve = finish_curve(curve)?;
     let mut batch = Vec::new();
     if !splits.holdout_rows.is_empty() {

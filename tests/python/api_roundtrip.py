@@ -1,0 +1,62 @@
+"""A sweep from a dict config on a pandas DataFrame, then every other call of the package on
+its runs. Prints one JSON document of what a user would see, for tests/python_api.rs."""
+import json
+import os
+import sys
+
+import pandas as pd
+
+import runner_ml as runner
+
+work, csv = sys.argv[1], sys.argv[2]
+os.chdir(work)
+wine = pd.read_csv(csv).head(900)
+config = {
+    "experiment": "py-api",
+    "seed": 7,
+    "data": {"target": "quality"},
+    "cv": {"folds": 3},
+    "tracking": {"uri": "sqlite:///py.db"},
+}
+models = [{"kind": "logistic_regression"}, {"kind": "decision_tree", "max_depth": [3, 5]}]
+result = runner.sweep(config, data=wine, sweeps=models)
+best = result.best
+board = result.leaderboard
+again = runner.sweep(config, data=wine, sweeps=models, restart=True, verbose=False)
+listed = runner.runs()
+replayed = runner.replay(best.version, check=True)
+new_rows = wine.drop(columns=["quality"]).tail(25)
+predicted = runner.predict(best.version, new_rows, proba=True)
+rebuilt = runner.reload_etl(result.etl_version)
+try:
+    runner.replay("t999")
+    missing = None
+except runner.RunnerError as e:
+    missing = str(e)
+print(json.dumps({
+    "versions": [r.version for r in result.runs],
+    "statuses": [r.status for r in result.runs],
+    "names": [r.name for r in result.runs],
+    "board_runs": list(board["run"]),
+    "board_primary": list(board[result.primary_metric]),
+    "higher_is_better": result.higher_is_better,
+    "best": best.version,
+    "best_folds": len(best.fold_table()),
+    "per_class_rows": len(best.per_class()),
+    "artifacts": [os.path.basename(p) for p in best.artifacts],
+    "etl": result.etl_version,
+    "etl_again": again.etl_version,
+    "again_versions": [r.version for r in again.runs],
+    "listed": list(listed["run"]),
+    "replay": {"original": replayed.original, "replay": replayed.replay,
+               "identical": replayed.identical, "status": replayed.status},
+    "predicted_rows": len(predicted),
+    "predicted_columns": list(predicted.columns),
+    "predicted_labels": sorted(set(int(v) for v in predicted["prediction"])),
+    "known_labels": sorted(set(int(v) for v in wine["quality"])),
+    "rebuilt_shape": list(rebuilt.shape),
+    "frame_shape": list(wine.shape),
+    "html_has_table": "<table" in result._repr_html_(),
+    "models": list(runner.models()["kind"]),
+    "missing_run": missing,
+}))
