@@ -1,6 +1,6 @@
 //! The Python package (`runner_ml`, issue 16) against the real interpreter it was installed
-//! into by `python/install.sh` (tests/run.sh sets RUNNER_PYTHON): sweeps from dicts on pandas
-//! DataFrames, errors as exceptions, a KeyboardInterrupt that ends runs KILLED, the GIL
+//! into by `python/install.sh` (tests/run.sh sets RUNNER_PYTHON): sweeps and EDA from dicts on
+//! pandas DataFrames, errors as exceptions, a KeyboardInterrupt that ends runs KILLED, the GIL
 //! released while training, the same store as the CLI's, and the example notebook run by
 //! nbclient.
 
@@ -123,6 +123,12 @@ fn a_dict_sweep_on_a_dataframe_then_runs_replay_predict_and_reload() {
     assert_eq!(doc["rebuilt_shape"], doc["frame_shape"]);
     assert_eq!(doc["html_has_table"], true);
     assert!(strs(&doc["models"]).contains(&"random_forest"));
+    // The data report of the same frame is logged against the same ETL version, its plots
+    // inline in the notebook's Markdown.
+    assert_eq!(doc["eda"]["etl"], "v1");
+    assert!(doc["eda"]["plots"].as_u64().unwrap() >= 2, "{}", doc["eda"]);
+    assert_eq!(doc["eda"]["inline"], true);
+    assert_eq!(doc["eda"]["target_in_report"], true);
     let missing = doc["missing_run"].as_str().unwrap();
     assert!(
         missing.contains("t999") && missing.contains("py.db"),

@@ -43,7 +43,9 @@ __all__ = [
     "replay",
     "predict",
     "reload_etl",
+    "eda",
     "SweepResult",
+    "EdaResult",
     "Run",
     "ReplayResult",
     "RunnerError",
@@ -317,6 +319,31 @@ class ReplayResult:
         return f"ReplayResult({self.original} -> {self.replay}, {self.status}, {same})"
 
 
+class EdaResult:
+    """A data report, logged as the run ``eda-vN``: ``report`` (what ``eda.json`` holds: the
+    target's distribution, each column's statistics and missing share, correlations,
+    clusters), ``markdown`` and ``plots`` (``{name: SVG text}``); shown whole in Jupyter."""
+
+    def __init__(self, doc: Dict[str, Any]):
+        self.run_uuid: str = doc["run_uuid"]
+        self.etl_version: str = doc["etl_version"]
+        self.report: Dict[str, Any] = doc["report"]
+        self.markdown: str = doc["markdown"]
+        self.plots: Dict[str, str] = {name: svg for name, svg in doc["plots"]}
+        self.store: str = doc["store"]
+
+    def _repr_markdown_(self) -> str:
+        import base64
+        text = self.markdown
+        for name, svg in self.plots.items():
+            inline = "data:image/svg+xml;base64," + base64.b64encode(svg.encode()).decode()
+            text = text.replace(f"]({name})", f"]({inline})")
+        return text
+
+    def __repr__(self) -> str:
+        return f"EdaResult({self.etl_version}, {len(self.plots)} plots, run {self.run_uuid})"
+
+
 # --- the commands --------------------------------------------------------------------------
 
 ConfigLike = Union[str, os.PathLike, Mapping[str, Any]]
@@ -331,6 +358,20 @@ def _config_options(config: ConfigLike) -> Dict[str, Any]:
     if isinstance(config, str):
         return {"config_kind": "toml", "config": config}
     raise TypeError(f"config must be a path, TOML text or a dict, not {type(config).__name__}")
+
+
+def _with_data(options: Dict[str, Any], data: Any, sets: List[str]) -> None:
+    """A DataFrame as the config's ``data.source``: written into a dict config, else given as
+    ``--set data.source=...``."""
+    if data is None:
+        return
+    source = _frame_file(data)
+    if options["config_kind"] == "json":
+        merged = json.loads(options["config"])
+        merged["data"] = dict(merged.get("data") or {}, source=source)
+        options["config"] = json.dumps(merged)
+    else:
+        sets.append(f"data.source={json.dumps(source)}")
 
 
 def sweep(config: ConfigLike, *, data: Any = None, sweeps: Optional[Sequence[Mapping[str, Any]]] = None,
@@ -356,18 +397,25 @@ def sweep(config: ConfigLike, *, data: Any = None, sweeps: Optional[Sequence[Map
         merged = dict(config)  # type: ignore[arg-type]
         merged["models"] = list(merged.get("models", [])) + [dict(m) for m in sweeps]
         options["config"] = json.dumps(merged)
-    if data is not None:
-        source = _frame_file(data)
-        if from_dict:
-            merged = json.loads(options["config"])
-            merged["data"] = dict(merged.get("data") or {}, source=source)
-            options["config"] = json.dumps(merged)
-        else:
-            sets.append(f"data.source={json.dumps(source)}")
+    _with_data(options, data, sets)
     options.update({"set": sets, "only": list(only or []), "jobs": jobs,
                     "tracking_uri": tracking_uri, "restart": restart, "smoke": smoke,
                     "verbose": verbose})
     result = SweepResult(_call(_native.sweep, options, options["config_kind"]))
+    global _last_store
+    _last_store = "sqlite:///" + os.path.abspath(result.store)
+    return result
+
+
+def eda(config: ConfigLike, *, data: Any = None, set: Optional[Sequence[str]] = None,
+        tracking_uri: Optional[str] = None) -> EdaResult:
+    """The data report of the config's data and ETL (or ``data``, a DataFrame), logged as a run
+    tagged EDA and linked to the ETL version, as ``runner eda CONFIG``."""
+    options = _config_options(config)
+    sets = list(set or [])
+    _with_data(options, data, sets)
+    options.update({"set": sets, "tracking_uri": tracking_uri})
+    result = EdaResult(_call(_native.eda, options, options["config_kind"]))
     global _last_store
     _last_store = "sqlite:///" + os.path.abspath(result.store)
     return result

@@ -67,6 +67,17 @@ class ReplayResult:
     @property
     def metrics(self) -> DataFrame: ...
 
+class EdaResult:
+    run_uuid: str
+    etl_version: str
+    report: Dict[str, Any]
+    markdown: str
+    plots: Dict[str, str]
+    store: str
+    def _repr_markdown_(self) -> str: ...
+
+def eda(config: ConfigLike, *, data: Any = ..., set: Optional[Sequence[str]] = ...,
+        tracking_uri: Optional[str] = ...) -> EdaResult: ...
 def sweep(config: ConfigLike, *, data: Any = ..., sweeps: Optional[Sequence[Mapping[str, Any]]] = ...,
           set: Optional[Sequence[str]] = ..., only: Optional[Sequence[str]] = ...,
           jobs: Optional[int] = ..., tracking_uri: Optional[str] = ..., restart: bool = ...,

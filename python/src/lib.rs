@@ -201,6 +201,23 @@ fn reload_etl(py: Python<'_>, options_json: &str) -> PyResult<String> {
     })
 }
 
+/// `runner eda CONFIG --json`, with the Markdown and the plots.
+#[pyfunction]
+fn eda(py: Python<'_>, options_json: &str) -> PyResult<String> {
+    let o = options(options_json)
+        .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
+    detached(py, move || {
+        let sets = strings(&o["set"]);
+        let loaded = load(&o, &sets)?;
+        let e = cmd::eda::run_eda(loaded, o["tracking_uri"].as_str())?;
+        Ok(json!({
+            "run_uuid": e.run_uuid, "etl_version": format!("v{}", e.etl_version),
+            "report": e.report, "markdown": e.markdown, "plots": e.pictures,
+            "store": e.store_path,
+        }))
+    })
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(sweep, m)?)?;
@@ -209,6 +226,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(replay_run, m)?)?;
     m.add_function(wrap_pyfunction!(predict, m)?)?;
     m.add_function(wrap_pyfunction!(reload_etl, m)?)?;
+    m.add_function(wrap_pyfunction!(eda, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -98,6 +98,16 @@ fn write_report_files(
     Ok(())
 }
 
+/// An EDA run: its id, the report (as `eda.json`), the Markdown and the plots (name, SVG).
+pub struct Eda {
+    pub run_uuid: String,
+    pub etl_version: i64,
+    pub report: EdaReport,
+    pub markdown: String,
+    pub pictures: Vec<(String, String)>,
+    pub store_path: std::path::PathBuf,
+}
+
 /// `runner eda <config>`: computes the report, logs it as a run tagged EDA and linked to the
 /// ETL version on every tracker, and prints it (Markdown, or JSON with `--json`).
 pub fn eda_command(
@@ -107,8 +117,33 @@ pub fn eda_command(
     json_out: bool,
     out: Option<&std::path::Path>,
 ) -> anyhow::Result<std::process::ExitCode> {
-    use crate::track::{now_ms, RunStatus, Tracker, Trackers};
     let loaded = crate::config::load_config(path, sets)?;
+    let eda = run_eda(loaded, tracking_uri)?;
+    if let Some(out) = out {
+        write_report_files(out, &eda.markdown, &eda.pictures)?;
+    }
+    if json_out {
+        let doc = serde_json::json!({"schema": crate::JSON_SCHEMA, "run_uuid": eda.run_uuid, "report": eda.report});
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else {
+        println!("{}", eda.markdown);
+        println!(
+            "Logged as MLflow run eda-v{} ({}) in {}",
+            eda.etl_version,
+            eda.run_uuid,
+            eda.store_path.display()
+        );
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// Computes a loaded config's data report and logs it as a run on every tracker.
+pub fn run_eda(
+    loaded: crate::config::LoadedConfig,
+    tracking_uri: Option<&str>,
+) -> anyhow::Result<Eda> {
+    use crate::track::{now_ms, RunStatus, Tracker, Trackers};
+    let path = loaded.path.clone();
     let prep = crate::prepare::prepare(loaded)?;
     let c = &prep.loaded.config;
     // W&B settings are checked before anything is written (a missing key is a config error).
@@ -129,7 +164,7 @@ pub fn eda_command(
     for (name, _) in &pictures {
         md.push_str(&format!("![{name}]({name})\n"));
     }
-    let run = eda_run(&prep, path, v, &md);
+    let run = eda_run(&prep, &path, v, &md);
     let run_uuid = run.spec.run_uuid.clone();
     trackers.create_run(&run)?;
     trackers.start_run(&run_uuid)?;
@@ -143,18 +178,12 @@ pub fn eda_command(
     for note in trackers.close() {
         eprintln!("{note}");
     }
-    if let Some(out) = out {
-        write_report_files(out, &md, &pictures)?;
-    }
-    if json_out {
-        let doc = serde_json::json!({"schema": crate::JSON_SCHEMA, "run_uuid": run_uuid, "report": report});
-        println!("{}", serde_json::to_string_pretty(&doc)?);
-    } else {
-        println!("{md}");
-        println!(
-            "Logged as MLflow run eda-v{v} ({run_uuid}) in {}",
-            store_path.display()
-        );
-    }
-    Ok(std::process::ExitCode::SUCCESS)
+    Ok(Eda {
+        run_uuid,
+        etl_version: v,
+        report,
+        markdown: md,
+        pictures,
+        store_path,
+    })
 }

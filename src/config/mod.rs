@@ -688,13 +688,6 @@ fn metric_or_tracking_problem(c: &Config) -> Option<Problem> {
 /// A sweep file or data source that is missing or of a kind runner does not read.
 fn file_problem(loaded: &LoadedConfig) -> Option<Problem> {
     let c = &loaded.config;
-    if c.sweeps.is_empty() && c.models.is_empty() {
-        return Some((
-            None,
-            "sweeps",
-            "name at least one sweep file (or write [[models]] entries in the config)".into(),
-        ));
-    }
     for s in &c.sweeps {
         let p = loaded.resolve(s);
         if !p.is_file() {

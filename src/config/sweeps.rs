@@ -72,6 +72,11 @@ struct SweepFile {
 /// (and the entries TPE searches), `--set models.<key>` applied to every entry whose kind has
 /// the parameter: a value, a list (a grid axis or choices) or a range.
 pub fn expand_sweeps(loaded: &LoadedConfig, task: Task) -> Result<Expanded, ConfigError> {
+    if loaded.config.sweeps.is_empty() && loaded.config.models.is_empty() {
+        let file = loaded.path.display().to_string();
+        let message = "name at least one sweep file (or write [[models]] entries in the config)";
+        return Err(ConfigError::new(file, message).key("sweeps"));
+    }
     let mut out = Expanded::default();
     let mut hit = std::collections::BTreeSet::new();
     for s in &loaded.config.sweeps {

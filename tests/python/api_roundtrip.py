@@ -28,6 +28,7 @@ replayed = runner.replay(best.version, check=True)
 new_rows = wine.drop(columns=["quality"]).tail(25)
 predicted = runner.predict(best.version, new_rows, proba=True)
 rebuilt = runner.reload_etl(result.etl_version)
+report = runner.eda(config, data=wine)
 try:
     runner.replay("t999")
     missing = None
@@ -59,4 +60,7 @@ print(json.dumps({
     "html_has_table": "<table" in result._repr_html_(),
     "models": list(runner.models()["kind"]),
     "missing_run": missing,
+    "eda": {"etl": report.etl_version, "plots": len(report.plots),
+            "inline": "data:image/svg+xml;base64," in report._repr_markdown_(),
+            "target_in_report": "quality" in json.dumps(report.report)},
 }))
