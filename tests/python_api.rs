@@ -123,6 +123,23 @@ fn a_dict_sweep_on_a_dataframe_then_runs_replay_predict_and_reload() {
     assert_eq!(doc["rebuilt_shape"], doc["frame_shape"]);
     assert_eq!(doc["html_has_table"], true);
     assert!(strs(&doc["models"]).contains(&"random_forest"));
+    // A frame is verified: another one is refused, a deleted frame file comes back from the
+    // frame passed again.
+    let wrong = doc["wrong_frame"].as_str().unwrap();
+    assert!(
+        wrong.contains("does not hold the data of ETL v1"),
+        "{wrong}"
+    );
+    let gone = doc["frame_file_gone"].as_str().unwrap();
+    assert!(
+        gone.contains("is missing") && gone.contains("data="),
+        "{gone}"
+    );
+    assert_eq!(doc["restored_shape"], doc["frame_shape"]);
+    // A polars frame works the same way (its Parquet bytes differ: a version of its own).
+    assert_eq!(doc["polars"]["etl"], "v2");
+    assert_eq!(doc["polars"]["status"], "FINISHED");
+    assert_eq!(doc["polars"]["predicted_rows"], 5);
     // The data report of the same frame is logged against the same ETL version, its plots
     // inline in the notebook's Markdown.
     assert_eq!(doc["eda"]["etl"], "v1");
@@ -362,5 +379,30 @@ fn the_example_notebook_runs_in_jupyter_with_its_output_in_the_notebook() {
     assert!(
         streams.contains("identical=True") || doc["text"].as_str().unwrap().contains("identical"),
         "{doc}"
+    );
+}
+
+#[test]
+fn a_torch_of_another_release_is_refused_in_either_import_order() {
+    let (doc, _) = script("torch_clash.py", &[]);
+    for order in ["torch_after", "torch_before"] {
+        let case = &doc[order];
+        assert_ne!(case["rc"], 0, "{order}: {case}");
+        let said = case["stderr"][0].as_str().unwrap();
+        assert!(said.starts_with("ImportError"), "{order}: {said}");
+        assert!(
+            said.contains("PyTorch 2.4.1+cu121") && said.contains("libtorch 2.13.0"),
+            "{order}: {said}"
+        );
+    }
+    // Without torch in the process the module loads, and says which libtorch it links.
+    let alone = &doc["runner_alone"];
+    assert_eq!(alone["rc"], 0, "{alone}");
+    assert!(
+        alone["stdout"]
+            .as_str()
+            .unwrap()
+            .starts_with("linked 2.13.0"),
+        "{alone}"
     );
 }

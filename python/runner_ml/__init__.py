@@ -33,8 +33,15 @@ import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
-from . import _native
+from . import _torch_guard
 
+try:
+    from . import _native
+except ImportError as e:
+    _torch_guard.explain_failed_import(e)
+    raise
+
+_torch_guard.install(_native.libtorch_version)
 __version__ = _native.__version__
 __all__ = [
     "sweep",
@@ -85,7 +92,10 @@ def _call(function, options: Mapping[str, Any], given: str = "path") -> Dict[str
     if error is None:
         return doc
     if error["kind"] != "config":
-        raise RunnerError(error["text"])
+        # The CLI's advice, in this API's words.
+        text = error["text"].replace("pass --input PATH to a copy of the same data",
+                                     "pass the same DataFrame again as data= (or a copy of the file)")
+        raise RunnerError(text)
     key, file, line = error.get("key"), error.get("file"), error.get("line")
     text = error["text"]
     stands_for = os.path.join(os.getcwd(), _STANDS_FOR)

@@ -228,5 +228,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(reload_etl, m)?)?;
     m.add_function(wrap_pyfunction!(eda, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    // Empty without the torch backend.
+    m.add("libtorch_version", env!("RUNNER_LIBTORCH_VERSION"))?;
     Ok(())
 }

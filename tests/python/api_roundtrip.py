@@ -4,7 +4,10 @@ import json
 import os
 import sys
 
+import shutil
+
 import pandas as pd
+import polars as pl
 
 import runner_ml as runner
 
@@ -29,6 +32,26 @@ new_rows = wine.drop(columns=["quality"]).tail(25)
 predicted = runner.predict(best.version, new_rows, proba=True)
 rebuilt = runner.reload_etl(result.etl_version)
 report = runner.eda(config, data=wine)
+
+# Another frame is not the data of v1; a deleted frame file is rebuilt from the frame again.
+try:
+    runner.reload_etl("v1", data=wine.head(800))
+    wrong = None
+except runner.RunnerError as e:
+    wrong = str(e)
+shutil.rmtree("runner-frames")
+try:
+    runner.reload_etl("v1")
+    gone = None
+except runner.RunnerError as e:
+    gone = str(e)
+restored = runner.reload_etl("v1", data=wine)
+
+# A polars frame, and predictions on one.
+pwine = pl.from_pandas(wine)
+from_polars = runner.sweep(dict(config, experiment="py-polars"), data=pwine, sweeps=models[:1],
+                           verbose=False)
+polars_predicted = runner.predict(from_polars.best.version, pwine.drop("quality").head(5))
 try:
     runner.replay("t999")
     missing = None
@@ -60,6 +83,11 @@ print(json.dumps({
     "html_has_table": "<table" in result._repr_html_(),
     "models": list(runner.models()["kind"]),
     "missing_run": missing,
+    "wrong_frame": wrong,
+    "frame_file_gone": gone,
+    "restored_shape": list(restored.shape),
+    "polars": {"etl": from_polars.etl_version, "status": from_polars.runs[0].status,
+               "predicted_rows": len(polars_predicted)},
     "eda": {"etl": report.etl_version, "plots": len(report.plots),
             "inline": "data:image/svg+xml;base64," in report._repr_markdown_(),
             "target_in_report": "quality" in json.dumps(report.report)},
