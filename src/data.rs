@@ -49,6 +49,14 @@ pub fn input_ref(loaded: &LoadedConfig) -> Result<InputRef> {
     if source == BUILTIN_RED_WINE {
         return Ok(builtin_input_ref());
     }
+    if let Some(sha) = crate::frames::sha_of(source) {
+        // Held by this process (handed over from Python), else a clear error.
+        crate::frames::get(source)?;
+        return Ok(InputRef {
+            uri: source.clone(),
+            sha256: sha.to_string(),
+        });
+    }
     let path = loaded.resolve(source);
     file_input_ref(&path)
 }
@@ -99,6 +107,9 @@ fn read_delimited(path: &Path, separator: u8, what: &str) -> Result<DataFrame> {
 pub fn read_source(uri: &str) -> Result<DataFrame> {
     if uri == BUILTIN_RED_WINE {
         return Ok(builtin_red_wine());
+    }
+    if crate::frames::sha_of(uri).is_some() {
+        return crate::frames::get(uri);
     }
     let path = PathBuf::from(uri);
     let Some(format) = Format::of(&path) else {

@@ -17,6 +17,7 @@ pub mod eda;
 pub mod etl;
 pub mod eval;
 pub mod folds_file;
+pub mod frames;
 pub mod interrupt;
 pub mod models;
 pub mod onnx;

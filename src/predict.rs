@@ -135,7 +135,7 @@ pub struct Predicted {
 /// column the run was trained on, with the same kind of values.
 pub fn predict_file(saved: &SavedModel, input: &Path) -> Result<Predicted> {
     let file = input.display().to_string();
-    if !input.is_file() {
+    if !input.is_file() && crate::frames::sha_of(&file).is_none() {
         bail!(ConfigError::new(&file, "no such input file"));
     }
     let df = data::read_source(&file)?;

@@ -21,6 +21,34 @@ pub fn parse_version(v: &str, prefix: char) -> Result<i64> {
     sweep::parse_version(v, prefix).map_err(|m| anyhow!(m))
 }
 
+/// The frame source to rebuild from: the one given instead (`frame:<sha>`), else the recorded
+/// one when the version was built from a DataFrame.
+fn frame_source(recorded: &InputRef, input_override: Option<&Path>) -> Option<String> {
+    let given = input_override.and_then(Path::to_str);
+    match given {
+        Some(g) if crate::frames::sha_of(g).is_some() => Some(g.to_string()),
+        Some(_) => None,
+        None => crate::frames::sha_of(&recorded.uri).map(|_| recorded.uri.clone()),
+    }
+}
+
+/// A DataFrame handed over again, checked against the recorded content hash.
+fn frame_input(recorded: &InputRef, given: &str, version: i64) -> Result<InputRef> {
+    let sha = crate::frames::sha_of(given).unwrap_or_default();
+    if sha != recorded.sha256 {
+        bail!(
+            "the DataFrame given does not hold the data of ETL v{version}: recorded sha256 {}, the DataFrame's {sha}",
+            recorded.sha256
+        );
+    }
+    crate::frames::get(given)
+        .with_context(|| format!("ETL v{version} was built from a DataFrame (sha256 {sha})"))?;
+    Ok(InputRef {
+        uri: given.to_string(),
+        sha256: sha.to_string(),
+    })
+}
+
 /// Rebuilds ETL version `version` from the store's record (spec and input reference) alone,
 /// checking the input's content hash and the fingerprint of the result.
 pub fn reload_etl(
@@ -37,6 +65,8 @@ pub fn reload_etl(
             bail!("the builtin data of this runner differs from what v{version} was built from (recorded sha256 {}, now {})", recorded.sha256, now.sha256);
         }
         now
+    } else if let Some(given) = frame_source(&recorded, input_override) {
+        frame_input(&recorded, &given, version)?
     } else {
         let path = input_override
             .map(Path::to_path_buf)

@@ -7,7 +7,15 @@ use std::collections::{BTreeMap, BTreeSet};
 /// Bottom to top. `config` sits above `models` because it checks every hyperparameter against
 /// the kinds' declared ranges before anything trains.
 const LAYERS: &[&[&str]] = &[
-    &["types", "rng", "source", "suggest", "plot", "interrupt"],
+    &[
+        "types",
+        "rng",
+        "source",
+        "suggest",
+        "plot",
+        "interrupt",
+        "frames",
+    ],
     &["eval", "resample", "calibrate", "tpe"],
     &[
         "models",

@@ -123,8 +123,8 @@ fn a_dict_sweep_on_a_dataframe_then_runs_replay_predict_and_reload() {
     assert_eq!(doc["rebuilt_shape"], doc["frame_shape"]);
     assert_eq!(doc["html_has_table"], true);
     assert!(strs(&doc["models"]).contains(&"random_forest"));
-    // A frame is verified: another one is refused, a deleted frame file comes back from the
-    // frame passed again.
+    // A frame is verified by its content: another one is refused; another process must be
+    // given the frame again.
     let wrong = doc["wrong_frame"].as_str().unwrap();
     assert!(
         wrong.contains("does not hold the data of ETL v1"),
@@ -132,12 +132,12 @@ fn a_dict_sweep_on_a_dataframe_then_runs_replay_predict_and_reload() {
     );
     let gone = doc["frame_file_gone"].as_str().unwrap();
     assert!(
-        gone.contains("is missing") && gone.contains("data="),
+        gone.contains("not in this process") && gone.contains("data="),
         "{gone}"
     );
     assert_eq!(doc["restored_shape"], doc["frame_shape"]);
-    // A polars frame works the same way (its Parquet bytes differ: a version of its own).
-    assert_eq!(doc["polars"]["etl"], "v2");
+    // The same table from polars has the same content hash: the same ETL version.
+    assert_eq!(doc["polars"]["etl"], "v1");
     assert_eq!(doc["polars"]["status"], "FINISHED");
     assert_eq!(doc["polars"]["predicted_rows"], 5);
     // The data report of the same frame is logged against the same ETL version, its plots

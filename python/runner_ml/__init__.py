@@ -24,7 +24,6 @@ works.
 
 from __future__ import annotations
 
-import hashlib
 import html
 import io
 import json
@@ -94,7 +93,7 @@ def _call(function, options: Mapping[str, Any], given: str = "path") -> Dict[str
     if error["kind"] != "config":
         # The CLI's advice, in this API's words.
         text = error["text"].replace("pass --input PATH to a copy of the same data",
-                                     "pass the same DataFrame again as data= (or a copy of the file)")
+                                     "pass a copy of the same data as data=")
         raise RunnerError(text)
     key, file, line = error.get("key"), error.get("file"), error.get("line")
     text = error["text"]
@@ -122,38 +121,20 @@ def _store(tracking_uri: Optional[str]) -> Optional[str]:
 
 # --- DataFrames ----------------------------------------------------------------------------
 
-def _frames_dir() -> Path:
-    return Path(os.environ.get("RUNNER_FRAMES_DIR", "runner-frames")).absolute()
-
-
-def _parquet_bytes(data: Any) -> bytes:
-    buf = io.BytesIO()
-    module = type(data).__module__.split(".")[0]
-    if module == "polars":
-        data.write_parquet(buf)
-    elif module == "pandas":
-        data.to_parquet(buf, index=False)
-    else:
+def _frame_source(data: Any) -> str:
+    """Hands a DataFrame to runner through Arrow's C stream interface (``__arrow_c_stream__``:
+    pandas >= 2.2 with pyarrow, polars, pyarrow tables), without copying its buffers where the
+    frame is already Arrow-backed; runner keeps it for this process under the sha256 of its
+    content (column names, types and values), and returns its source, ``frame:<sha256>``."""
+    if type(data).__module__.split(".")[0] == "pandas":
+        # A pandas index is not a column of the table (to_parquet(index=False) drops it too).
+        data = data.reset_index(drop=True)
+    export = getattr(data, "__arrow_c_stream__", None)
+    if export is None:
         raise TypeError(
-            f"data must be a pandas or polars DataFrame, not {type(data).__name__}; "
-            "for a file, set data.source in the config")
-    return buf.getvalue()
-
-
-def _frame_file(data: Any) -> str:
-    """The DataFrame as a Parquet file named by its content's sha256 (in ``./runner-frames``,
-    or ``$RUNNER_FRAMES_DIR``): the ETL version records that hash and the frame's schema, so
-    the same frame reuses its version, and ``replay``/``reload_etl`` verify it."""
-    content = _parquet_bytes(data)
-    digest = hashlib.sha256(content).hexdigest()
-    folder = _frames_dir()
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"frame-{digest[:16]}.parquet"
-    if not path.exists():
-        tmp = path.with_suffix(".parquet.tmp")
-        tmp.write_bytes(content)
-        tmp.replace(path)
-    return str(path)
+            f"data must be a pandas (>= 2.2, with pyarrow) or polars DataFrame, or anything with "
+            f"__arrow_c_stream__, not {type(data).__name__}; for a file, set data.source")
+    return _native.register_frame(export())
 
 
 def _frame_library():
@@ -375,7 +356,7 @@ def _with_data(options: Dict[str, Any], data: Any, sets: List[str]) -> None:
     ``--set data.source=...``."""
     if data is None:
         return
-    source = _frame_file(data)
+    source = _frame_source(data)
     if options["config_kind"] == "json":
         merged = json.loads(options["config"])
         merged["data"] = dict(merged.get("data") or {}, source=source)
@@ -466,10 +447,11 @@ def replay(version: str, *, data: Any = None, check: bool = False,
     """Retrains run ``version`` (``"t3"``) exactly from its record on its verified ETL version,
     as a new run, as ``runner replay``; ``check=True`` raises ``RunnerError`` unless every fold
     metric is identical bit for bit. ``data``: the DataFrame again, for a version built from a
-    frame whose file is gone. ``set``: changed settings (``["models.n_trees=200"]``)."""
+    frame in another process (this process keeps the frames it was given). ``set``: changed
+    settings (``["models.n_trees=200"]``)."""
     options = {"version": version, "check": check, "set": list(set or []),
                "tracking_uri": _store(tracking_uri),
-               "input": _frame_file(data) if data is not None else None}
+               "input": _frame_source(data) if data is not None else None}
     result = ReplayResult(_call(_native.replay_run, options))
     if check and not result.identical:
         raise RunnerError(f"replay check failed: {result.replay} does not reproduce {version} bit for bit")
@@ -481,31 +463,21 @@ def predict(version: str, data: Any, *, proba: bool = False,
     """Applies run ``version``'s model to new rows (a DataFrame, or a data file's path) through
     its recorded ETL, as ``runner predict``; a DataFrame with the input row, the decoded label
     (or value) and, with ``proba=True``, each class's probability."""
-    if isinstance(data, (str, os.PathLike)):
-        path, temp = os.fspath(data), None
-    else:
-        temp = tempfile.NamedTemporaryFile(suffix=".parquet", delete=False)
-        temp.write(_parquet_bytes(data))
-        temp.close()
-        path = temp.name
-    try:
-        doc = _call(_native.predict, {"version": version, "input": path, "proba": proba,
-                                      "tracking_uri": _store(tracking_uri)})
-    finally:
-        if temp is not None:
-            os.unlink(temp.name)
+    path = os.fspath(data) if isinstance(data, (str, os.PathLike)) else _frame_source(data)
+    doc = _call(_native.predict, {"version": version, "input": path, "proba": proba,
+                                  "tracking_uri": _store(tracking_uri)})
     return _read_csv_text(doc["csv"])
 
 
 def reload_etl(version: str, *, data: Any = None, tracking_uri: Optional[str] = None):
     """Rebuilds ETL version ``version`` (``"v2"``) from its recorded source, verifies its
     content hash and fingerprint, and returns the table as a DataFrame, as ``runner
-    reload-etl``. ``data``: the DataFrame again, for a version built from a frame whose file
-    is gone."""
+    reload-etl``. ``data``: the DataFrame again, for a version built from a frame in another
+    process (this process keeps the frames it was given)."""
     with tempfile.TemporaryDirectory() as folder:
         out = os.path.join(folder, f"{version}.parquet")
         _call(_native.reload_etl, {"version": version, "out": out, "tracking_uri": _store(tracking_uri),
-                                   "input": _frame_file(data) if data is not None else None})
+                                   "input": _frame_source(data) if data is not None else None})
         frame = _read_parquet(out)
         if hasattr(frame, "copy"):
             frame = frame.copy()

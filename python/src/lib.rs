@@ -7,8 +7,10 @@
 //! config error's file, line and key when it is one), which the Python side raises.
 
 use pyo3::prelude::*;
+use pyo3::types::PyCapsule;
 use runner::commands as cmd;
 use runner::config;
+use runner::frames::{self, ArrowArrayStream};
 use runner::types::ConfigError;
 use serde_json::{json, Value};
 use std::path::PathBuf;
@@ -218,6 +220,32 @@ fn eda(py: Python<'_>, options_json: &str) -> PyResult<String> {
     })
 }
 
+/// Takes a DataFrame's Arrow C stream (`df.__arrow_c_stream__()`, a PyCapsule) without copying
+/// its buffers and keeps it for this process; returns its source, `frame:<sha256>`.
+#[pyfunction]
+fn register_frame(py: Python<'_>, stream: &Bound<'_, PyCapsule>) -> PyResult<String> {
+    let pointer = stream.pointer_checked(Some(c"arrow_array_stream"))?;
+    // SAFETY: a capsule named arrow_array_stream holds an ArrowArrayStream (the Arrow PyCapsule
+    // interface); it is moved out and the capsule's left released, as the consumer must.
+    let taken = unsafe {
+        std::ptr::replace(
+            pointer.as_ptr().cast::<ArrowArrayStream>(),
+            ArrowArrayStream::empty(),
+        )
+    };
+    let registered = py.detach(move || {
+        // SAFETY: the stream came from the capsule above, as its producer exported it.
+        let df = unsafe { frames::from_c_stream(Box::new(taken)) }?;
+        frames::register(df)
+    });
+    match registered {
+        Ok((source, _)) => Ok(source),
+        Err(e) => Err(pyo3::exceptions::PyValueError::new_err(format!(
+            "the DataFrame could not be read through Arrow: {e:#}"
+        ))),
+    }
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(sweep, m)?)?;
@@ -227,6 +255,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(predict, m)?)?;
     m.add_function(wrap_pyfunction!(reload_etl, m)?)?;
     m.add_function(wrap_pyfunction!(eda, m)?)?;
+    m.add_function(wrap_pyfunction!(register_frame, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     // Empty without the torch backend.
     m.add("libtorch_version", env!("RUNNER_LIBTORCH_VERSION"))?;

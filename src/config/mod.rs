@@ -696,6 +696,10 @@ fn file_problem(loaded: &LoadedConfig) -> Option<Problem> {
         }
     }
     let source = &c.data.source;
+    if source.starts_with(crate::frames::PREFIX) {
+        // A DataFrame handed over from Python: checked where it is read.
+        return None;
+    }
     let accepted = crate::source::ACCEPTED_EXTENSIONS;
     if source.starts_with("builtin:") {
         let builtin = crate::source::BUILTIN_RED_WINE;
