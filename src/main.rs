@@ -532,15 +532,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             json,
         } => {
             let store = sweep::tracking_path(uri, None)?;
-            replay::replay_command(
-                &store,
-                cli.tracking_uri.clone(),
-                &version,
+            let request = replay::ReplayRequest {
+                store_path: &store,
+                tracking_uri: cli.tracking_uri.clone(),
+                version: &version,
                 check,
-                &sets,
-                input.as_deref(),
-                json,
-            )
+                sets: &sets,
+                input: input.as_deref(),
+            };
+            replay::replay_command(&request, json)
         }
         other => run_query(other, uri),
     }

@@ -94,31 +94,47 @@ fn now_ms() -> i64 {
         .as_millis() as i64
 }
 
+/// `runner sweep CONFIG --jobs 1` started in `dir`, returned once its first run trains (its
+/// output to `output()`'s pipes or nowhere).
+fn sweep_until_a_run_trains(
+    dir: &Path,
+    cfg: &Path,
+    output: fn() -> std::process::Stdio,
+) -> std::process::Child {
+    let db = dir.join("mlflow.db");
+    let mut child = runner(dir)
+        .arg("sweep")
+        .arg(cfg)
+        .args(["--jobs", "1"])
+        .stdout(output())
+        .stderr(output())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        assert!(started.elapsed().as_secs() < 120, "no run started training");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the sweep ended before any run was seen training"
+        );
+        if db.exists() {
+            let out = runner(dir).args(["runs", "--json"]).output().unwrap();
+            if out.status.success() && statuses(&stdout_json(&out)).contains(&"RUNNING".into()) {
+                return child;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 #[test]
 fn ctrl_c_ends_the_sweep_with_its_runs_and_parent_killed_and_exit_130() {
     let d = tempfile::tempdir().unwrap();
     let db = d.path().join("mlflow.db");
     let cfg = forest_config(d.path(), "ctrl-c", 400, 4);
-    let child = runner(d.path())
-        .arg("sweep")
-        .arg(&cfg)
-        .args(["--jobs", "1"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Ctrl-C (SIGINT) once the first run trains.
     let started = std::time::Instant::now();
-    loop {
-        assert!(started.elapsed().as_secs() < 120, "no run started training");
-        if db.exists() {
-            let out = runner(d.path()).args(["runs", "--json"]).output().unwrap();
-            if out.status.success() && statuses(&stdout_json(&out)).contains(&"RUNNING".into()) {
-                break;
-            }
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    // Ctrl-C (SIGINT) once the first run trains.
+    let child = sweep_until_a_run_trains(d.path(), &cfg, std::process::Stdio::piped);
     // SAFETY: sends a signal to the child this test started.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let out = child.wait_with_output().unwrap();
@@ -159,30 +175,8 @@ fn runs_of_a_killed_process_are_shown_killed_and_reconciled_by_the_next_writer()
     let d = tempfile::tempdir().unwrap();
     let db = d.path().join("mlflow.db");
     let cfg = forest_config(d.path(), "killed", 300, 3);
-    let mut child = runner(d.path())
-        .arg("sweep")
-        .arg(&cfg)
-        .args(["--jobs", "1"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
     // Kill -9 once the first run trains.
-    let started = std::time::Instant::now();
-    loop {
-        assert!(started.elapsed().as_secs() < 120, "no run started training");
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the sweep ended before it was killed"
-        );
-        if db.exists() {
-            let out = runner(d.path()).args(["runs", "--json"]).output().unwrap();
-            if out.status.success() && statuses(&stdout_json(&out)).contains(&"RUNNING".into()) {
-                break;
-            }
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    let mut child = sweep_until_a_run_trains(d.path(), &cfg, std::process::Stdio::null);
     child.kill().unwrap();
     child.wait().unwrap();
 

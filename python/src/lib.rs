@@ -62,8 +62,9 @@ where
     Ok(doc.to_string())
 }
 
-fn options(text: &str) -> anyhow::Result<Value> {
-    Ok(serde_json::from_str(text)?)
+/// A call's options, a JSON object written by the Python side.
+fn options(text: &str) -> PyResult<Value> {
+    serde_json::from_str(text).map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))
 }
 
 fn strings(v: &Value) -> Vec<String> {
@@ -106,8 +107,7 @@ fn artifact_dirs(report: &runner::sweep::SweepReport) -> anyhow::Result<Value> {
 /// `runner sweep`: `{"report": <sweep --json>, "status_line", "failed", "interrupted"}`.
 #[pyfunction]
 fn sweep(py: Python<'_>, options_json: &str) -> PyResult<String> {
-    let o = options(options_json)
-        .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
+    let o = options(options_json)?;
     detached(py, move || {
         let opts = runner::sweep::SweepOptions {
             sets: strings(&o["set"]),
@@ -133,8 +133,7 @@ fn sweep(py: Python<'_>, options_json: &str) -> PyResult<String> {
 /// `runner runs --json`.
 #[pyfunction]
 fn list_runs(py: Python<'_>, options_json: &str) -> PyResult<String> {
-    let o = options(options_json)
-        .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
+    let o = options(options_json)?;
     detached(py, move || {
         let filter = cmd::runs::RunsFilter {
             experiment: text(&o["experiment"]),
@@ -155,8 +154,7 @@ fn list_models() -> String {
 /// `runner replay tN --json`.
 #[pyfunction]
 fn replay_run(py: Python<'_>, options_json: &str) -> PyResult<String> {
-    let o = options(options_json)
-        .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
+    let o = options(options_json)?;
     detached(py, move || {
         runner::interrupt::clear();
         let uri = text(&o["tracking_uri"]);
@@ -165,8 +163,15 @@ fn replay_run(py: Python<'_>, options_json: &str) -> PyResult<String> {
         let version = o["version"].as_str().unwrap_or_default();
         let check = o["check"].as_bool().unwrap_or(false);
         let sets = strings(&o["set"]);
-        let r =
-            cmd::replay::replay_run(&store, uri, version, check, &sets, input.as_deref(), true)?;
+        let request = cmd::replay::ReplayRequest {
+            store_path: &store,
+            tracking_uri: uri,
+            version,
+            check,
+            sets: &sets,
+            input: input.as_deref(),
+        };
+        let r = cmd::replay::replay_run(&request, true)?;
         let mut doc = r.to_json();
         doc["run"] = serde_json::to_value(&r.new)?;
         Ok(doc)
@@ -176,8 +181,7 @@ fn replay_run(py: Python<'_>, options_json: &str) -> PyResult<String> {
 /// `runner predict tN --input FILE`: `{"csv": ..., "rows": .., "filters": [..]}`.
 #[pyfunction]
 fn predict(py: Python<'_>, options_json: &str) -> PyResult<String> {
-    let o = options(options_json)
-        .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
+    let o = options(options_json)?;
     detached(py, move || {
         let version = o["version"].as_str().unwrap_or_default();
         let input = PathBuf::from(o["input"].as_str().unwrap_or_default());
@@ -192,8 +196,7 @@ fn predict(py: Python<'_>, options_json: &str) -> PyResult<String> {
 /// `runner reload-etl vN --out FILE --json`.
 #[pyfunction]
 fn reload_etl(py: Python<'_>, options_json: &str) -> PyResult<String> {
-    let o = options(options_json)
-        .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
+    let o = options(options_json)?;
     detached(py, move || {
         let store = runner::sweep::tracking_path(o["tracking_uri"].as_str(), None)?;
         let input = text(&o["input"]).map(PathBuf::from);
@@ -206,8 +209,7 @@ fn reload_etl(py: Python<'_>, options_json: &str) -> PyResult<String> {
 /// `runner eda CONFIG --json`, with the Markdown and the plots.
 #[pyfunction]
 fn eda(py: Python<'_>, options_json: &str) -> PyResult<String> {
-    let o = options(options_json)
-        .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
+    let o = options(options_json)?;
     detached(py, move || {
         let sets = strings(&o["set"]);
         let loaded = load(&o, &sets)?;

@@ -280,25 +280,25 @@ impl Replayed {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-pub fn replay_command(
-    store_path: &Path,
-    tracking_uri: Option<String>,
-    version: &str,
-    check: bool,
-    sets: &[String],
-    input: Option<&Path>,
-    json_out: bool,
-) -> Result<ExitCode> {
-    let r = replay_run(
-        store_path,
-        tracking_uri,
-        version,
-        check,
-        sets,
-        input,
-        json_out,
-    )?;
+/// What to replay: a run of a store, its settings changed or not, on its recorded input or
+/// another copy of it.
+pub struct ReplayRequest<'a> {
+    pub store_path: &'a Path,
+    /// Where the replay's run is logged (`--tracking-uri`), as a sweep would.
+    pub tracking_uri: Option<String>,
+    /// `t3`.
+    pub version: &'a str,
+    /// Requires the original to be FINISHED (its metrics are compared).
+    pub check: bool,
+    /// `--set` changes to the recorded settings.
+    pub sets: &'a [String],
+    /// `--input`: a copy of the recorded input (a file, or a `frame:` source).
+    pub input: Option<&'a Path>,
+}
+
+pub fn replay_command(req: &ReplayRequest, json_out: bool) -> Result<ExitCode> {
+    let (version, check) = (req.version, req.check);
+    let r = replay_run(req, json_out)?;
     if json_out {
         println!("{}", serde_json::to_string_pretty(&r.to_json())?);
     } else {
@@ -332,19 +332,11 @@ pub fn replay_command(
 
 /// Retrains a run from its record on its verified ETL version (with `sets` changed) as a new
 /// run, and compares their fold metrics.
-#[allow(clippy::too_many_arguments)]
-pub fn replay_run(
-    store_path: &Path,
-    tracking_uri: Option<String>,
-    version: &str,
-    check: bool,
-    sets: &[String],
-    input: Option<&Path>,
-    quiet: bool,
-) -> Result<Replayed> {
-    let store = MlflowStore::open_read_only(store_path)?;
+pub fn replay_run(req: &ReplayRequest, quiet: bool) -> Result<Replayed> {
+    let (version, check, sets) = (req.version, req.check, req.sets);
+    let store = MlflowStore::open_read_only(req.store_path)?;
     let run = run_to_replay(&store, version, check)?;
-    let reloaded = reload_etl(&store, run.etl_version, input)?;
+    let reloaded = reload_etl(&store, run.etl_version, req.input)?;
     let rec = &run.record;
     let (loaded, plan, changes) = recorded_setup(&run, sets)?;
     let prep = sweep::prepare_from(loaded, reloaded.input.clone())?;
@@ -375,7 +367,7 @@ pub fn replay_run(
         tags.push(("runner.replay_changes".into(), changes.join("; ")));
     }
     let opts = SweepOptions {
-        tracking_uri,
+        tracking_uri: req.tracking_uri.clone(),
         ..Default::default()
     };
     let report = crate::schedule::run_plans(&prep, vec![plan], 1, &opts, quiet, &tags)?;
