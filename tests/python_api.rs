@@ -328,18 +328,12 @@ fn the_same_sweep_from_python_and_the_cli_stores_the_same_runs() {
         "import json, runner_ml as r\nres = r.sweep({:?}, tracking_uri='sqlite:///py.db', verbose=False)\nprint(json.dumps(res.report))",
         config.to_str().unwrap()
     );
-    let out = Command::new(python())
-        .current_dir(dir.path())
-        .args(["-c", &code])
-        .env_remove("MLFLOW_TRACKING_URI")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let py = common::json_of(
+        Command::new(python())
+            .current_dir(dir.path())
+            .args(["-c", &code])
+            .env_remove("MLFLOW_TRACKING_URI"),
     );
-    let py: Value = serde_json::from_slice(&out.stdout).unwrap();
     // Identical fold metrics, run by run.
     let folds = |report: &Value| -> Vec<(Value, Value)> {
         (report["runs"].as_array().unwrap().iter())
