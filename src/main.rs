@@ -24,7 +24,7 @@ use std::process::ExitCode;
     version,
     propagate_version = true,
     about = "Runs machine-learning experiments on tabular data: ETL, sweeps, cross-validation, MLflow tracking",
-    after_help = "Examples:\n  runner sweep configs/wine.toml\n  runner runs --sort accuracy --limit 5\n  runner replay t3 --check\n\nExit codes: 0 success; 1 a run failed or the store could not be written; 2 a mistake in the\ncommand line, config, sweep or data, found before anything was written."
+    after_help = "Examples:\n  runner sweep configs/wine.toml\n  runner runs --sort accuracy --limit 5\n  runner replay t3 --check\n\nExit codes: 0 success; 1 a run failed or the store could not be written; 2 a mistake in the\ncommand line, config, sweep or data, found before anything was written; 130 a sweep stopped by\nCtrl-C (its unfinished runs and its parent run end KILLED)."
 )]
 struct Cli {
     /// Tracking store (sqlite:///relative.db or sqlite:////absolute.db); default:
