@@ -11,7 +11,6 @@ use polars::prelude::*;
 use polars_arrow::array::{Array, StructArray};
 use polars_arrow::datatypes::ArrowDataType;
 use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 pub use polars_arrow::ffi::ArrowArrayStream;
@@ -124,9 +123,8 @@ pub fn sha_of(source: &str) -> Option<&str> {
 pub fn get(source: &str) -> Result<DataFrame> {
     let sha = sha_of(source).ok_or_else(|| anyhow!("{source} is not a frame source"))?;
     let frames = FRAMES.lock().unwrap_or_else(|e| e.into_inner());
-    let found: BTreeMap<&str, &DataFrame> = frames.iter().map(|(s, d)| (s.as_str(), d)).collect();
-    match found.get(sha) {
-        Some(df) => Ok((*df).clone()),
+    match frames.iter().find(|(s, _)| s == sha) {
+        Some((_, df)) => Ok(df.clone()),
         None => bail!(
             "the DataFrame with sha256 {sha} is not in this process: pass the same DataFrame again as data="
         ),

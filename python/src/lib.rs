@@ -84,10 +84,10 @@ fn load(o: &Value, sets: &[String]) -> anyhow::Result<config::LoadedConfig> {
     let given = o["config"].as_str().unwrap_or_default();
     Ok(match o["config_kind"].as_str() {
         Some("path") => config::load_config(&PathBuf::from(given), sets)?,
-        Some("toml") => config::load_config_text(given, &stands_for, sets)?,
+        Some("toml") => config::load_config_text(given.to_string(), &stands_for, sets)?,
         _ => {
             let toml = config::toml_from_json(given, "config")?;
-            config::load_config_text(&toml, &stands_for, sets)?
+            config::load_config_text(toml, &stands_for, sets)?
         }
     })
 }

@@ -331,7 +331,7 @@ impl LoadedConfig {
 pub fn toml_from_json(json: &str, origin: &str) -> Result<String, ConfigError> {
     let value: serde_json::Value = serde_json::from_str(json)
         .map_err(|e| ConfigError::new(origin, format!("not a config: {e}")))?;
-    let table = match json_to_toml(&value, "")? {
+    let table = match json_to_toml(&value, "", origin)? {
         toml::Value::Table(t) => t,
         _ => {
             return Err(ConfigError::new(
@@ -344,7 +344,11 @@ pub fn toml_from_json(json: &str, origin: &str) -> Result<String, ConfigError> {
         .map_err(|e| ConfigError::new(origin, format!("cannot be written as TOML: {e}")))
 }
 
-fn json_to_toml(value: &serde_json::Value, key: &str) -> Result<toml::Value, ConfigError> {
+fn json_to_toml(
+    value: &serde_json::Value,
+    key: &str,
+    origin: &str,
+) -> Result<toml::Value, ConfigError> {
     use serde_json::Value as J;
     let at = |k: &str| {
         if key.is_empty() {
@@ -356,7 +360,7 @@ fn json_to_toml(value: &serde_json::Value, key: &str) -> Result<toml::Value, Con
     Ok(match value {
         J::Null => {
             let mut e = ConfigError::new(
-                "config",
+                origin,
                 "None has no TOML value: leave the key out for its default",
             );
             e.key = Some(key.to_string());
@@ -370,12 +374,12 @@ fn json_to_toml(value: &serde_json::Value, key: &str) -> Result<toml::Value, Con
         J::String(s) => toml::Value::String(s.clone()),
         J::Array(items) => toml::Value::Array(
             (items.iter().enumerate())
-                .map(|(i, v)| json_to_toml(v, &format!("{key}[{i}]")))
+                .map(|(i, v)| json_to_toml(v, &format!("{key}[{i}]"), origin))
                 .collect::<Result<_, _>>()?,
         ),
         J::Object(map) => toml::Value::Table(
             map.iter()
-                .map(|(k, v)| Ok((k.clone(), json_to_toml(v, &at(k))?)))
+                .map(|(k, v)| Ok((k.clone(), json_to_toml(v, &at(k), origin)?)))
                 .collect::<Result<_, ConfigError>>()?,
         ),
     })
@@ -489,18 +493,17 @@ pub fn load_config(path: &Path, sets: &[String]) -> Result<LoadedConfig, ConfigE
     let file = path.display().to_string();
     let src = std::fs::read_to_string(path)
         .map_err(|e| ConfigError::new(&file, format!("cannot read the config file: {e}")))?;
-    load_config_text(&src, path, sets)
+    load_config_text(src, path, sets)
 }
 
 /// A config given as TOML text (from Python: a string, or a dict written as TOML) standing
 /// for the file `path`: errors name it, and paths written in it resolve against its folder.
 pub fn load_config_text(
-    src: &str,
+    src: String,
     path: &Path,
     sets: &[String],
 ) -> Result<LoadedConfig, ConfigError> {
     let file = path.display().to_string();
-    let src = src.to_string();
     let mut table: toml::Table = toml::from_str(&src).map_err(|e| toml_error(&file, &src, &e))?;
     let mut model_overrides = Vec::new();
     let mut overridden = Vec::new();
@@ -546,12 +549,12 @@ pub fn load_config_text(
     };
     let loaded = LoadedConfig {
         path: path.to_path_buf(),
-        text: src.clone(),
+        text: src,
         config,
         model_overrides,
         search_override: None,
     };
-    check_config(&loaded, &src, &overridden)?;
+    check_config(&loaded, &loaded.text, &overridden)?;
     Ok(loaded)
 }
 

@@ -29,35 +29,29 @@ pub(crate) fn with_retries(mut write: impl FnMut() -> Result<()>) -> Result<()> 
 /// so when even that could not be written (the run then stays unfinished in the store until the
 /// next runner command that writes there marks it KILLED).
 pub(crate) fn record_failure(trackers: &dyn Tracker, run_uuid: &str, msg: String) -> String {
-    let tags = [
-        ("runner.error".to_string(), msg.clone()),
-        ("mlflow.note.content".to_string(), format!("failed: {msg}")),
-    ];
-    let tagged = with_retries(|| trackers.set_tags(run_uuid, &tags));
-    let status = with_retries(|| trackers.finish_run(run_uuid, RunStatus::Failed, now_ms()));
-    match (status, tagged) {
-        (Err(e), _) => format!("{msg}; recording FAILED also failed after 3 tries: {e:#}"),
-        (Ok(()), Err(e)) => format!("{msg}; recording the error as a tag failed: {e:#}"),
-        (Ok(()), Ok(())) => msg,
-    }
+    record_end(trackers, run_uuid, RunStatus::Failed, msg)
 }
 
-/// Records an interrupted run as KILLED with the reason, retrying; returns the message to
-/// report.
-fn record_interrupt(trackers: &dyn Tracker, run_uuid: &str) -> String {
-    let reason = crate::interrupt::REASON.to_string();
+/// Records a run that ended early: FAILED with its error (`runner.error`) or KILLED with its
+/// reason (`runner.killed_reason`), tags and status each retried; the message to report.
+fn record_end(trackers: &dyn Tracker, run_uuid: &str, status: RunStatus, msg: String) -> String {
+    let (key, word) = match status {
+        RunStatus::Killed => ("runner.killed_reason", "killed"),
+        _ => ("runner.error", "failed"),
+    };
     let tags = [
-        ("runner.killed_reason".to_string(), reason.clone()),
-        (
-            "mlflow.note.content".to_string(),
-            format!("killed: {reason}"),
-        ),
+        (key.to_string(), msg.clone()),
+        ("mlflow.note.content".to_string(), format!("{word}: {msg}")),
     ];
     let tagged = with_retries(|| trackers.set_tags(run_uuid, &tags));
-    let ended = with_retries(|| trackers.finish_run(run_uuid, RunStatus::Killed, now_ms()));
-    match tagged.and(ended) {
-        Ok(()) => reason,
-        Err(e) => format!("{reason}; recording KILLED failed after 3 tries: {e:#}"),
+    let ended = with_retries(|| trackers.finish_run(run_uuid, status, now_ms()));
+    match (ended, tagged) {
+        (Err(e), _) => format!(
+            "{msg}; recording {} also failed after 3 tries: {e:#}",
+            status.as_mlflow()
+        ),
+        (Ok(()), Err(e)) => format!("{msg}; recording the reason as a tag failed: {e:#}"),
+        (Ok(()), Ok(())) => msg,
     }
 }
 
@@ -142,7 +136,11 @@ pub fn run_one(
         }
         Err(e) => {
             let (status, msg) = if crate::interrupt::is_interrupt(&e) {
-                ("KILLED", record_interrupt(trackers, &spec.run_uuid))
+                let reason = crate::interrupt::REASON.to_string();
+                (
+                    "KILLED",
+                    record_end(trackers, &spec.run_uuid, RunStatus::Killed, reason),
+                )
             } else {
                 (
                     "FAILED",
