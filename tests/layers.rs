@@ -28,6 +28,7 @@ const LAYERS: &[&[&str]] = &[
         "models::params",
         "models::post",
         "models::tree",
+        "models::tree::hist",
     ],
     &["config", "config::space", "config::sweeps"],
     &["data"],

@@ -6,9 +6,11 @@
 use super::params::{Default_, ParamSpec, ParamType, BOTH};
 use super::{argmax, FitContext, FittedModel, KindSpec, ModelConfig, Prediction, Task, TrainSet};
 use crate::rng::SplitMix64;
-use anyhow::Result;
+use anyhow::{bail, Result};
 use ndarray::{Array2, ArrayView1, ArrayView2};
 use serde::{Deserialize, Serialize};
+
+mod hist;
 
 pub(crate) static DECISION_TREE: KindSpec = KindSpec {
     kind: "decision_tree",
@@ -17,7 +19,7 @@ pub(crate) static DECISION_TREE: KindSpec = KindSpec {
     help: "CART decision tree",
     feature: None,
     onnx: true,
-    algorithm: 2,
+    algorithm: 3,
     unscaled_from: Some(2),
     curve_axis: "step",
     params: class_params![
@@ -57,6 +59,18 @@ pub(crate) static DECISION_TREE: KindSpec = KindSpec {
             default: Default_::Str("all"),
             help: "features tried at each split",
         },
+        ParamSpec {
+            name: "split",
+            ty: ParamType::Choice(&["histogram", "exact"]),
+            default: Default_::Str("histogram"),
+            help: "split finding: histogram (features binned once per fit, splits at the bins' edges; algorithm 3) or exact (every midpoint, the CART of algorithm 2)",
+        },
+        ParamSpec {
+            name: "max_bins",
+            ty: ParamType::Int { min: 2, max: 255 },
+            default: Default_::Int(255),
+            help: "bins per feature for histogram splits (features with fewer distinct values keep every split)",
+        },
     ],
 };
 
@@ -67,7 +81,7 @@ pub(crate) static RANDOM_FOREST: KindSpec = KindSpec {
     help: "random forest of CART trees with bootstrap samples and per-split feature sampling",
     feature: None,
     onnx: true,
-    algorithm: 2,
+    algorithm: 3,
     unscaled_from: Some(2),
     curve_axis: "step",
     params: class_params![
@@ -118,6 +132,18 @@ pub(crate) static RANDOM_FOREST: KindSpec = KindSpec {
             ty: ParamType::Bool,
             default: Default_::Bool(true),
             help: "draw each tree's rows with replacement",
+        },
+        ParamSpec {
+            name: "split",
+            ty: ParamType::Choice(&["histogram", "exact"]),
+            default: Default_::Str("histogram"),
+            help: "split finding: histogram (features binned once per fit, splits at the bins' edges; algorithm 3) or exact (every midpoint, the CART of algorithm 2)",
+        },
+        ParamSpec {
+            name: "max_bins",
+            ty: ParamType::Int { min: 2, max: 255 },
+            default: Default_::Int(255),
+            help: "bins per feature for histogram splits (features with fewer distinct values keep every split)",
         },
         ParamSpec {
             name: "threads",
@@ -426,6 +452,64 @@ impl Builder<'_> {
     }
 }
 
+/// How a config finds its splits. Runs recorded before algorithm version 3 knew only the exact
+/// CART, and replay keeps it for them.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Splitter {
+    Exact,
+    Histogram { max_bins: usize },
+}
+
+impl Splitter {
+    fn from_config(cfg: &ModelConfig) -> Result<Splitter> {
+        if cfg.algorithm() < 3 {
+            if cfg.params.contains_key("split") {
+                bail!(
+                    "{} `{}`: `split` needs the kind's algorithm version 3; this config was recorded with version {}, which splits exactly",
+                    cfg.kind,
+                    cfg.name,
+                    cfg.algorithm()
+                );
+            }
+            return Ok(Splitter::Exact);
+        }
+        Ok(match cfg.str("split")? {
+            "exact" => Splitter::Exact,
+            _ => Splitter::Histogram {
+                max_bins: cfg.usize("max_bins")?,
+            },
+        })
+    }
+
+    /// The binned table histogram splits search, made once per fit.
+    fn binned(self, data: &TrainSet, seed: u64) -> Option<hist::Binned> {
+        match self {
+            Splitter::Exact => None,
+            Splitter::Histogram { max_bins } => Some(hist::Binned::new(data.x, max_bins, seed)),
+        }
+    }
+}
+
+/// A tree's rows as weights: a bootstrap sample's count of each row multiplies its weight (the
+/// rows drawn, ascending, and every row's weight), or every row once.
+fn weighted_rows<'w>(
+    w: &'w [f64],
+    bootstrap: bool,
+    rng: &mut SplitMix64,
+) -> (Vec<u32>, std::borrow::Cow<'w, [f64]>) {
+    let n = w.len();
+    if !bootstrap {
+        return ((0..n as u32).collect(), std::borrow::Cow::Borrowed(w));
+    }
+    let mut counts = vec![0u32; n];
+    for _ in 0..n {
+        counts[rng.below(n)] += 1;
+    }
+    let rows = (0..n as u32).filter(|r| counts[*r as usize] > 0).collect();
+    let weights = w.iter().zip(&counts).map(|(w, c)| w * *c as f64).collect();
+    (rows, std::borrow::Cow::Owned(weights))
+}
+
 fn row_weights(cfg: &ModelConfig, data: &TrainSet) -> Result<Vec<f64>> {
     Ok(match data.class_weights(cfg)? {
         Some(w) => data.class_labels().iter().map(|c| w[*c]).collect(),
@@ -535,14 +619,25 @@ pub fn fit_tree(
     let y: Vec<f64> = data.y.to_vec();
     let w = row_weights(cfg, data)?;
     let mut rng = SplitMix64::derive(ctx.seed, 0);
-    let tree = grow(
-        data.x.view(),
-        &y,
-        &w,
-        params,
-        (0..y.len()).collect(),
-        &mut rng,
-    );
+    let tree = match Splitter::from_config(cfg)?.binned(data, ctx.seed) {
+        None => grow(
+            data.x.view(),
+            &y,
+            &w,
+            params,
+            (0..y.len()).collect(),
+            &mut rng,
+        ),
+        Some(binned) => {
+            let grower = hist::Grower {
+                binned: &binned,
+                y: &y,
+                params,
+                threads: ctx.threads.max(1),
+            };
+            grower.grow((0..y.len() as u32).collect(), &w, &mut rng)
+        }
+    };
     Ok(Box::new(TreeEnsemble {
         task: data.task,
         n_classes: data.n_classes,
@@ -566,9 +661,20 @@ pub fn fit_forest(
     }
     .min(n_trees);
     let n = y.len();
+    let binned = Splitter::from_config(cfg)?.binned(data, ctx.seed);
     // Tree i draws only from its own stream, so the forest is the same at any thread count.
     let build_one = |i: usize| {
         let mut rng = SplitMix64::derive(ctx.seed, i as u64 + 1);
+        if let Some(binned) = &binned {
+            let (rows, weights) = weighted_rows(&w, bootstrap, &mut rng);
+            let grower = hist::Grower {
+                binned,
+                y: &y,
+                params,
+                threads: 1,
+            };
+            return grower.grow(rows, &weights, &mut rng);
+        }
         let rows: Vec<usize> = if bootstrap {
             (0..n).map(|_| rng.below(n)).collect()
         } else {
@@ -628,8 +734,167 @@ mod tests {
             name: kind.into(),
             kind: kind.into(),
             params,
+            algorithm: Some(spec.algorithm),
             ..Default::default()
         }
+    }
+
+    /// A config as a run of algorithm version 2 recorded it: no `split` or `max_bins`.
+    fn recorded_v2(kind: &str, overrides: &[(&str, ParamValue)]) -> ModelConfig {
+        let mut c = cfg(kind, overrides);
+        c.params.remove("split");
+        c.params.remove("max_bins");
+        c.algorithm = Some(2);
+        c
+    }
+
+    fn with(c: &ModelConfig, key: &str, value: ParamValue) -> ModelConfig {
+        let mut c = c.clone();
+        c.params.insert(key.into(), value);
+        c
+    }
+
+    /// A noisy regression table with many distinct values per feature, so binning changes splits.
+    fn wavy(n: usize) -> (Array2<f64>, Array1<f64>) {
+        let x = Array2::from_shape_fn((n, 3), |(i, j)| ((i * (7 + j) * 7919) % 1009) as f64 / 7.0);
+        let y = (0..n)
+            .map(|i| {
+                let noise = ((i * 2_654_435_761) % 1000) as f64 / 500.0 - 1.0;
+                (x[[i, 0]] / 20.0).sin() * 10.0 + x[[i, 1]] / 50.0 + noise
+            })
+            .collect();
+        (x, y)
+    }
+
+    #[test]
+    fn runs_recorded_with_version_2_keep_the_exact_cart() {
+        let (x, y) = wavy(600);
+        let data = TrainSet {
+            x: x.view(),
+            y: y.view(),
+            task: Task::Regression,
+            n_classes: 0,
+            labels: None,
+        };
+        let ctx = FitContext::new(5, 1);
+        for kind in ["decision_tree", "random_forest"] {
+            let small = [("n_trees", ParamValue::Int(4))];
+            let overrides: &[(&str, ParamValue)] =
+                if kind == "random_forest" { &small } else { &[] };
+            let fit = |c: &ModelConfig| {
+                let m = if kind == "decision_tree" {
+                    fit_tree(c, &data, &ctx)
+                } else {
+                    fit_forest(c, &data, &ctx)
+                };
+                m.unwrap().to_json().unwrap()
+            };
+            let current = cfg(kind, overrides);
+            let exact = fit(&with(&current, "split", ParamValue::Str("exact".into())));
+            assert_eq!(fit(&recorded_v2(kind, overrides)), exact, "{kind}");
+            assert_ne!(
+                fit(&current),
+                exact,
+                "{kind}: histogram splits differ on 1009 values"
+            );
+            let mut asks_histogram = recorded_v2(kind, overrides);
+            asks_histogram
+                .params
+                .insert("split".into(), ParamValue::Str("histogram".into()));
+            let err = fit_tree(&asks_histogram, &data, &ctx)
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(err.contains("algorithm version 3"), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_histogram_tree_is_identical_at_any_thread_count() {
+        // 30,000 rows x 8 features: the root's search is large enough to run on threads.
+        let n = 30_000;
+        let x = Array2::from_shape_fn((n, 8), |(i, j)| ((i * (7 + j) * 7919) % 4001) as f64);
+        let y: Array1<f64> = (0..n)
+            .map(|i| ((x[[i, 3]] / 300.0).sin() > 0.2) as u8 as f64)
+            .collect();
+        let data = TrainSet {
+            x: x.view(),
+            y: y.view(),
+            task: Task::Classification,
+            n_classes: 2,
+            labels: None,
+        };
+        let c = cfg("decision_tree", &[]);
+        let one = fit_tree(&c, &data, &FitContext::new(1, 1)).unwrap();
+        let three = fit_tree(&c, &data, &FitContext::new(1, 3)).unwrap();
+        assert_eq!(one.to_json().unwrap(), three.to_json().unwrap());
+    }
+
+    #[test]
+    fn histogram_splits_match_exact_ones_when_values_are_few() {
+        // 40 distinct values per feature (fewer than the 255 bins): the same candidate splits.
+        let n = 400;
+        let x = Array2::from_shape_fn((n, 2), |(i, j)| ((i * (3 + j)) % 40) as f64);
+        let y: Array1<f64> = (0..n)
+            .map(|i| (((i * 3) % 40) as f64 - 20.0).abs())
+            .collect();
+        let data = TrainSet {
+            x: x.view(),
+            y: y.view(),
+            task: Task::Regression,
+            n_classes: 0,
+            labels: None,
+        };
+        let ctx = FitContext::new(2, 1);
+        let c = cfg("decision_tree", &[("max_depth", ParamValue::Int(4))]);
+        let hist = fit_tree(&c, &data, &ctx)
+            .unwrap()
+            .predict(x.view())
+            .unwrap();
+        let exact = with(&c, "split", ParamValue::Str("exact".into()));
+        let exact = fit_tree(&exact, &data, &ctx)
+            .unwrap()
+            .predict(x.view())
+            .unwrap();
+        assert_eq!(hist.values, exact.values);
+    }
+
+    #[test]
+    fn a_histogram_forest_fits_as_well_as_the_exact_one() {
+        let (x, y) = wavy(2000);
+        let (train, test) = (
+            x.slice(ndarray::s![..1500, ..]),
+            x.slice(ndarray::s![1500.., ..]),
+        );
+        let (y_train, y_test) = (y.slice(ndarray::s![..1500]), y.slice(ndarray::s![1500..]));
+        let data = TrainSet {
+            x: train,
+            y: y_train,
+            task: Task::Regression,
+            n_classes: 0,
+            labels: None,
+        };
+        let c = cfg("random_forest", &[("n_trees", ParamValue::Int(30))]);
+        let mae = |c: &ModelConfig| {
+            let p = fit_forest(c, &data, &FitContext::new(3, 2))
+                .unwrap()
+                .predict(test)
+                .unwrap();
+            p.values
+                .iter()
+                .zip(y_test)
+                .map(|(a, b)| (a - b).abs())
+                .sum::<f64>()
+                / 500.0
+        };
+        let (hist, exact) = (
+            mae(&c),
+            mae(&with(&c, "split", ParamValue::Str("exact".into()))),
+        );
+        assert!(
+            hist < exact * 1.05,
+            "histogram MAE {hist} against exact {exact}"
+        );
     }
 
     #[test]
