@@ -305,6 +305,44 @@ fn scaled_tree_runs_of_the_release_before_algorithm_2_replay_bit_for_bit() {
     );
 }
 
+/// Trees and forests recorded with the exact CART (algorithm version 2, before histogram splits)
+/// replay with it, bit for bit; the same configs trained now (version 3, histograms) score
+/// differently, so the replay really took the exact path.
+#[test]
+fn exact_cart_runs_of_the_release_before_algorithm_3_replay_bit_for_bit() {
+    let d = tempfile::tempdir().unwrap();
+    release_store(d.path(), "store-92b26b8");
+    for t in ["t1", "t2"] {
+        let out = run_ok(runner(d.path()).args(["replay", t, "--check", "--json"]));
+        assert_eq!(stdout_json(&out)["identical"], true, "{t}");
+    }
+    for f in ["config.toml", "sweep.toml"] {
+        std::fs::copy(
+            repo().join("tests/data/store-92b26b8").join(f),
+            d.path().join(f),
+        )
+        .unwrap();
+    }
+    let report = sweep_json(d.path(), &d.path().join("config.toml"), &["--jobs", "1"]);
+    let store = read_with_mlflow(&d.path().join("mlflow.db"));
+    let runs = experiment_runs(&store, "cart-trees");
+    let accuracy = |version: &str| {
+        runs.iter()
+            .find(|r| r["tags"]["runner.training_version"] == version)
+            .unwrap()["metrics"]["accuracy"]
+            .as_f64()
+            .unwrap()
+    };
+    for (old, new) in [("t1", &report["runs"][0]), ("t2", &report["runs"][1])] {
+        let new_version = new["version"].as_str().unwrap();
+        assert_ne!(
+            accuracy(old),
+            accuracy(new_version),
+            "{old}: version 3 splits on histograms"
+        );
+    }
+}
+
 #[test]
 fn runs_written_by_the_previous_release_replay_bit_for_bit() {
     let d = tempfile::tempdir().unwrap();
