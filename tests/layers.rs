@@ -29,6 +29,7 @@ const LAYERS: &[&[&str]] = &[
         "models::post",
         "models::tree",
         "models::tree::hist",
+        "models::tree::packed",
     ],
     &["config", "config::space", "config::sweeps"],
     &["data"],

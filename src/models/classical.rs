@@ -22,7 +22,7 @@ pub(crate) static LOGISTIC_REGRESSION: KindSpec = KindSpec {
     help: "multinomial logistic regression with L2 penalty",
     feature: None,
     onnx: true,
-    algorithm: 1,
+    algorithm: 2,
     unscaled_from: None,
     curve_axis: "step",
     params: class_params![
@@ -48,7 +48,7 @@ pub(crate) static LOGISTIC_REGRESSION: KindSpec = KindSpec {
                 max: 1.0,
             },
             default: Default_::Float(1e-4),
-            help: "stop when the gradient norm falls below this",
+            help: "stop when the norm of the loss's gradient per training row falls below this (algorithm 2; version 1 compared the summed loss's gradient, which large tables never reach before max_iterations)",
         },
     ],
 };
@@ -316,10 +316,16 @@ pub fn fit_logistic(cfg: &ModelConfig, data: &TrainSet, seed: u64) -> Result<Box
     let y: Array1<usize> = rows.iter().map(|r| labels[*r]).collect();
     let x = data.x.select(ndarray::Axis(0), &rows);
     let ds = Dataset::new(x, y);
+    // linfa's loss sums over rows: from algorithm 2 the tolerance is per row, as scikit-learn's
+    // averaged loss has it, so a large table stops at convergence instead of max_iterations.
+    let tolerance = match cfg.algorithm() {
+        1 => cfg.float("gradient_tolerance")?,
+        _ => cfg.float("gradient_tolerance")? * rows.len().max(1) as f64,
+    };
     let model = MultiLogisticRegression::default()
         .alpha(cfg.float("alpha")?)
         .max_iterations(cfg.int("max_iterations")? as u64)
-        .gradient_tolerance(cfg.float("gradient_tolerance")?)
+        .gradient_tolerance(tolerance)
         .fit(&ds)
         .map_err(|e| anyhow!("linfa-logistic: {e}"))?;
     Ok(Box::new(Logistic {
@@ -705,6 +711,40 @@ pub fn fit_linear(cfg: &ModelConfig, data: &TrainSet) -> Result<Box<dyn FittedMo
 mod tests {
     use super::*;
     use ndarray::array;
+
+    #[test]
+    fn version_1_keeps_the_summed_tolerance() {
+        // 20,000 rows: the summed loss's gradient never falls to 1e-4, the per-row one does.
+        let n = 20_000;
+        let x = Array2::from_shape_fn((n, 3), |(i, j)| {
+            (((i * (7 + j) * 7919) % 1009) as f64 - 504.0) / 300.0
+        });
+        let y: Array1<f64> = (0..n)
+            .map(|i| {
+                ((x[[i, 0]] - 0.5 * x[[i, 1]] + ((i * 31) % 7) as f64 / 3.0) > 1.0) as u8 as f64
+            })
+            .collect();
+        let data = TrainSet {
+            x: x.view(),
+            y: y.view(),
+            task: Task::Classification,
+            n_classes: 2,
+            labels: None,
+        };
+        let mut cfg = ModelConfig::with_defaults("logistic_regression", "lr").unwrap();
+        let fitted = |cfg: &ModelConfig| fit_logistic(cfg, &data, 1).unwrap().to_json().unwrap();
+        let per_row = fitted(&cfg);
+        cfg.algorithm = None;
+        let summed = fitted(&cfg);
+        let linfa = MultiLogisticRegression::default()
+            .alpha(1.0)
+            .max_iterations(200)
+            .gradient_tolerance(1e-4)
+            .fit(&Dataset::new(x.clone(), y.mapv(|v| v as usize)))
+            .unwrap();
+        assert_eq!(summed["model"], serde_json::to_value(&linfa).unwrap());
+        assert_ne!(per_row, summed);
+    }
 
     #[test]
     fn ridge_zero_recovers_exact_line() {

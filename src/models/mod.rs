@@ -84,6 +84,7 @@ mod nn;
 mod params;
 pub mod post;
 mod tree;
+pub use tree::{saved_trees, Node as TreeNode};
 
 use crate::resample::{self, Resample};
 use anyhow::{anyhow, bail, Result};
@@ -747,9 +748,12 @@ mod tests {
             labels: None,
         };
         let mut cfg = ModelConfig::with_defaults("decision_tree", "tree").unwrap();
-        assert_eq!(cfg.algorithm, Some(2));
+        assert_eq!(cfg.algorithm, Some(3));
         assert!(fit(&cfg, &data, &FitContext::new(1, 1)).is_ok());
-        cfg.algorithm = None; // recorded before versions were kept: version 1
+        // Recorded before versions were kept (version 1), and before `split` existed.
+        cfg.algorithm = None;
+        cfg.params.remove("split");
+        cfg.params.remove("max_bins");
         assert!(fit(&cfg, &data, &FitContext::new(1, 1)).is_ok());
         cfg.algorithm = Some(7);
         let err = fit(&cfg, &data, &FitContext::new(1, 1))

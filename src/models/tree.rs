@@ -11,6 +11,7 @@ use ndarray::{Array2, ArrayView1, ArrayView2};
 use serde::{Deserialize, Serialize};
 
 mod hist;
+mod packed;
 
 pub(crate) static DECISION_TREE: KindSpec = KindSpec {
     kind: "decision_tree",
@@ -213,8 +214,9 @@ impl TreeParams {
     }
 }
 
+/// A node of a tree, as the ONNX export reads it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-enum Node {
+pub enum Node {
     /// Class probabilities (classification) or a single mean (regression).
     Leaf(Vec<f64>),
     Split {
@@ -225,7 +227,8 @@ enum Node {
     },
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// A fitted tree; saved packed (see `packed`).
+#[derive(Debug, Clone)]
 pub struct Tree {
     nodes: Vec<Node>,
     /// Total weighted impurity decrease of the splits on each feature.
@@ -233,6 +236,11 @@ pub struct Tree {
 }
 
 impl Tree {
+    /// The nodes, the root first; a split's children are indexes into them.
+    pub fn nodes(&self) -> &[Node] {
+        &self.nodes
+    }
+
     fn leaf(&self, row: ArrayView1<f64>) -> &[f64] {
         let mut i = 0;
         loop {
@@ -605,9 +613,12 @@ impl FittedModel for TreeEnsemble {
 }
 
 pub fn load(value: &serde_json::Value) -> Result<Box<dyn FittedModel>> {
-    Ok(Box::new(serde_json::from_value::<TreeEnsemble>(
-        value.clone(),
-    )?))
+    Ok(Box::new(TreeEnsemble::deserialize(value)?))
+}
+
+/// The trees of a saved tree or forest (either saved form).
+pub fn saved_trees(fitted: &serde_json::Value) -> Result<Vec<Tree>> {
+    Ok(Vec::<Tree>::deserialize(&fitted["trees"])?)
 }
 
 pub fn fit_tree(

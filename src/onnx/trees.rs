@@ -2,7 +2,7 @@
 //! XGBoost's JSON model and LightGBM's text model.
 
 use super::proto::*;
-use crate::models::Task;
+use crate::models::{Task, TreeNode};
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
@@ -131,39 +131,28 @@ pub(super) fn trees(
 ) -> Result<String> {
     let targets = if task == Task::Classification { k } else { 1 };
     let mut nodes = TreeNodes::default();
-    for (t, tree) in fitted["trees"]
-        .as_array()
-        .context("saved trees")?
-        .iter()
-        .enumerate()
-    {
+    let saved = crate::models::saved_trees(fitted).context("saved trees")?;
+    for (t, tree) in saved.iter().enumerate() {
         let t = t as i64;
-        for (n, node) in tree["nodes"]
-            .as_array()
-            .context("tree nodes")?
-            .iter()
-            .enumerate()
-        {
+        for (n, node) in tree.nodes().iter().enumerate() {
             let n = n as i64;
-            if let Some(s) = node.get("Split") {
-                let int = |k: &str| s[k].as_i64().with_context(|| k.to_string());
-                let threshold = s["threshold"].as_f64().context("threshold")?;
-                nodes.split(
-                    (t, n),
-                    int("feature")?,
-                    "BRANCH_LEQ",
+            match node {
+                TreeNode::Split {
+                    feature,
                     threshold,
-                    (int("left")?, int("right")?),
-                );
-            } else {
-                let leaf: Vec<f64> = node["Leaf"]
-                    .as_array()
-                    .context("leaf")?
-                    .iter()
-                    .take(targets)
-                    .map(|v| v.as_f64().unwrap_or(0.0))
-                    .collect();
-                nodes.leaf(t, n, 0, &leaf);
+                    left,
+                    right,
+                } => nodes.split(
+                    (t, n),
+                    *feature as i64,
+                    "BRANCH_LEQ",
+                    *threshold,
+                    (*left as i64, *right as i64),
+                ),
+                TreeNode::Leaf(values) => {
+                    let leaf: Vec<f64> = values.iter().take(targets).copied().collect();
+                    nodes.leaf(t, n, 0, &leaf);
+                }
             }
         }
     }
