@@ -266,6 +266,41 @@ fn release_store(dir: &Path, name: &str) -> std::path::PathBuf {
     db
 }
 
+/// Replays runs t1..=t`runs` of the release store `name` with `--check` (each must be
+/// identical), then trains its config and sweep file again with this build: the sweep's report
+/// and each run's accuracy by version, as the real MLflow client reads it.
+fn replay_then_train_again(
+    name: &str,
+    runs: usize,
+    experiment: &str,
+) -> (serde_json::Value, impl Fn(&str) -> f64) {
+    let d = tempfile::tempdir().unwrap();
+    release_store(d.path(), name);
+    for t in (1..=runs).map(|i| format!("t{i}")) {
+        let out = run_ok(runner(d.path()).args(["replay", &t, "--check", "--json"]));
+        assert_eq!(stdout_json(&out)["identical"], true, "{t}");
+    }
+    for f in ["config.toml", "sweep.toml"] {
+        std::fs::copy(
+            repo().join("tests/data").join(name).join(f),
+            d.path().join(f),
+        )
+        .unwrap();
+    }
+    let report = sweep_json(d.path(), &d.path().join("config.toml"), &["--jobs", "1"]);
+    let store = read_with_mlflow(&d.path().join("mlflow.db"));
+    let stored = experiment_runs(&store, experiment);
+    let accuracy = move |version: &str| {
+        stored
+            .iter()
+            .find(|r| r["tags"]["runner.training_version"] == version)
+            .unwrap()["metrics"]["accuracy"]
+            .as_f64()
+            .unwrap()
+    };
+    (report, accuracy)
+}
+
 /// Trees and boosters recorded before they trained on unscaled inputs (algorithm version 1,
 /// `etl.scale = "standard"`) replay with the scaling they were trained with, bit for bit; the
 /// same configs trained now (version 2, unscaled) score differently, so the replay really took
@@ -273,29 +308,7 @@ fn release_store(dir: &Path, name: &str) -> std::path::PathBuf {
 #[test]
 #[cfg(all(feature = "xgboost", feature = "lightgbm"))]
 fn scaled_tree_runs_of_the_release_before_algorithm_2_replay_bit_for_bit() {
-    let d = tempfile::tempdir().unwrap();
-    release_store(d.path(), "store-9fbde2c");
-    for t in ["t1", "t2", "t3", "t4"] {
-        let out = run_ok(runner(d.path()).args(["replay", t, "--check", "--json"]));
-        assert_eq!(stdout_json(&out)["identical"], true, "{t}");
-    }
-    for f in ["config.toml", "sweep.toml"] {
-        std::fs::copy(
-            repo().join("tests/data/store-9fbde2c").join(f),
-            d.path().join(f),
-        )
-        .unwrap();
-    }
-    let report = sweep_json(d.path(), &d.path().join("config.toml"), &["--jobs", "1"]);
-    let store = read_with_mlflow(&d.path().join("mlflow.db"));
-    let runs = experiment_runs(&store, "scaled-trees");
-    let accuracy = |version: &str| {
-        runs.iter()
-            .find(|r| r["tags"]["runner.training_version"] == version)
-            .unwrap()["metrics"]["accuracy"]
-            .as_f64()
-            .unwrap()
-    };
+    let (report, accuracy) = replay_then_train_again("store-9fbde2c", 4, "scaled-trees");
     let new_tree = report["runs"][0]["version"].as_str().unwrap();
     assert_eq!(report["runs"][0]["kind"], "decision_tree");
     assert_ne!(
@@ -313,29 +326,7 @@ fn scaled_tree_runs_of_the_release_before_algorithm_2_replay_bit_for_bit() {
 /// `version_1_keeps_the_summed_tolerance` tells its versions apart.)
 #[test]
 fn runs_of_the_release_before_histogram_trees_replay_bit_for_bit() {
-    let d = tempfile::tempdir().unwrap();
-    release_store(d.path(), "store-92b26b8");
-    for t in ["t1", "t2", "t3"] {
-        let out = run_ok(runner(d.path()).args(["replay", t, "--check", "--json"]));
-        assert_eq!(stdout_json(&out)["identical"], true, "{t}");
-    }
-    for f in ["config.toml", "sweep.toml"] {
-        std::fs::copy(
-            repo().join("tests/data/store-92b26b8").join(f),
-            d.path().join(f),
-        )
-        .unwrap();
-    }
-    let report = sweep_json(d.path(), &d.path().join("config.toml"), &["--jobs", "1"]);
-    let store = read_with_mlflow(&d.path().join("mlflow.db"));
-    let runs = experiment_runs(&store, "cart-trees");
-    let accuracy = |version: &str| {
-        runs.iter()
-            .find(|r| r["tags"]["runner.training_version"] == version)
-            .unwrap()["metrics"]["accuracy"]
-            .as_f64()
-            .unwrap()
-    };
+    let (report, accuracy) = replay_then_train_again("store-92b26b8", 3, "cart-trees");
     for (i, old) in ["t1", "t2"].iter().enumerate() {
         let new_version = report["runs"][i]["version"].as_str().unwrap();
         assert_ne!(

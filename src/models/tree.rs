@@ -13,6 +13,38 @@ use serde::{Deserialize, Serialize};
 mod hist;
 mod packed;
 
+/// The parameters a tree and a forest share to the letter.
+const MIN_SAMPLES_SPLIT: ParamSpec = ParamSpec {
+    name: "min_samples_split",
+    ty: ParamType::Int {
+        min: 2,
+        max: 1_000_000,
+    },
+    default: Default_::Int(2),
+    help: "rows a node needs before it may split",
+};
+const MIN_SAMPLES_LEAF: ParamSpec = ParamSpec {
+    name: "min_samples_leaf",
+    ty: ParamType::Int {
+        min: 1,
+        max: 1_000_000,
+    },
+    default: Default_::Int(1),
+    help: "rows each child must keep",
+};
+const SPLIT: ParamSpec = ParamSpec {
+    name: "split",
+    ty: ParamType::Choice(&["histogram", "exact"]),
+    default: Default_::Str("histogram"),
+    help: "split finding: histogram (features binned once per fit, splits at the bins' edges; algorithm 3) or exact (every midpoint, the CART of algorithm 2)",
+};
+const MAX_BINS: ParamSpec = ParamSpec {
+    name: "max_bins",
+    ty: ParamType::Int { min: 2, max: 255 },
+    default: Default_::Int(255),
+    help: "bins per feature for histogram splits (features with fewer distinct values keep every split)",
+};
+
 pub(crate) static DECISION_TREE: KindSpec = KindSpec {
     kind: "decision_tree",
     tasks: BOTH,
@@ -30,24 +62,8 @@ pub(crate) static DECISION_TREE: KindSpec = KindSpec {
             default: Default_::Int(10),
             help: "maximum depth (0 = unlimited)",
         },
-        ParamSpec {
-            name: "min_samples_split",
-            ty: ParamType::Int {
-                min: 2,
-                max: 1_000_000,
-            },
-            default: Default_::Int(2),
-            help: "rows a node needs before it may split",
-        },
-        ParamSpec {
-            name: "min_samples_leaf",
-            ty: ParamType::Int {
-                min: 1,
-                max: 1_000_000,
-            },
-            default: Default_::Int(1),
-            help: "rows each child must keep",
-        },
+        MIN_SAMPLES_SPLIT,
+        MIN_SAMPLES_LEAF,
         ParamSpec {
             name: "criterion",
             ty: ParamType::Choice(&["gini", "entropy"]),
@@ -60,18 +76,8 @@ pub(crate) static DECISION_TREE: KindSpec = KindSpec {
             default: Default_::Str("all"),
             help: "features tried at each split",
         },
-        ParamSpec {
-            name: "split",
-            ty: ParamType::Choice(&["histogram", "exact"]),
-            default: Default_::Str("histogram"),
-            help: "split finding: histogram (features binned once per fit, splits at the bins' edges; algorithm 3) or exact (every midpoint, the CART of algorithm 2)",
-        },
-        ParamSpec {
-            name: "max_bins",
-            ty: ParamType::Int { min: 2, max: 255 },
-            default: Default_::Int(255),
-            help: "bins per feature for histogram splits (features with fewer distinct values keep every split)",
-        },
+        SPLIT,
+        MAX_BINS,
     ],
 };
 
@@ -98,24 +104,8 @@ pub(crate) static RANDOM_FOREST: KindSpec = KindSpec {
             default: Default_::Int(0),
             help: "maximum depth (0 = unlimited)",
         },
-        ParamSpec {
-            name: "min_samples_split",
-            ty: ParamType::Int {
-                min: 2,
-                max: 1_000_000,
-            },
-            default: Default_::Int(2),
-            help: "rows a node needs before it may split",
-        },
-        ParamSpec {
-            name: "min_samples_leaf",
-            ty: ParamType::Int {
-                min: 1,
-                max: 1_000_000,
-            },
-            default: Default_::Int(1),
-            help: "rows each child must keep",
-        },
+        MIN_SAMPLES_SPLIT,
+        MIN_SAMPLES_LEAF,
         ParamSpec {
             name: "criterion",
             ty: ParamType::Choice(&["gini", "entropy"]),
@@ -134,18 +124,8 @@ pub(crate) static RANDOM_FOREST: KindSpec = KindSpec {
             default: Default_::Bool(true),
             help: "draw each tree's rows with replacement",
         },
-        ParamSpec {
-            name: "split",
-            ty: ParamType::Choice(&["histogram", "exact"]),
-            default: Default_::Str("histogram"),
-            help: "split finding: histogram (features binned once per fit, splits at the bins' edges; algorithm 3) or exact (every midpoint, the CART of algorithm 2)",
-        },
-        ParamSpec {
-            name: "max_bins",
-            ty: ParamType::Int { min: 2, max: 255 },
-            default: Default_::Int(255),
-            help: "bins per feature for histogram splits (features with fewer distinct values keep every split)",
-        },
+        SPLIT,
+        MAX_BINS,
         ParamSpec {
             name: "threads",
             ty: ParamType::Int { min: 0, max: 256 },

@@ -165,6 +165,14 @@ impl Stats {
     }
 }
 
+/// A node's rows (ascending), every row's weight, and the node's summed [`Stats`].
+#[derive(Clone, Copy)]
+struct NodeRows<'a> {
+    rows: &'a [u32],
+    w: &'a [f64],
+    total: &'a [f64],
+}
+
 /// The best split found so far: its feature, the last bin on the left, and its score.
 struct Best {
     feature: usize,
@@ -252,7 +260,12 @@ impl Grower<'_> {
             }
             let features = sample_features(&mut all_features, self.params.max_features, rng);
             let parent = stats.impurity(self.params.criterion, &total);
-            let best = self.best_split(&features, node_rows, w, &total, &mut scratch);
+            let node = NodeRows {
+                rows: node_rows,
+                w,
+                total: &total,
+            };
+            let best = self.best_split(&features, node, &mut scratch);
             // A split must reduce impurity by more than rounding noise.
             let best = best.filter(|b| b.score < parent - 1e-12 * parent.abs().max(1.0));
             let Some(best) = best else {
@@ -282,16 +295,14 @@ impl Grower<'_> {
     fn best_split(
         &self,
         features: &[usize],
-        rows: &[u32],
-        w: &[f64],
-        total: &[f64],
+        node: NodeRows,
         scratch: &mut Scratch,
     ) -> Option<Best> {
         let threads = self.threads.min(features.len());
-        if threads <= 1 || rows.len() * features.len() < PARALLEL_WORK {
+        if threads <= 1 || node.rows.len() * features.len() < PARALLEL_WORK {
             return features
                 .iter()
-                .filter_map(|&f| self.best_bin(f, rows, w, total, scratch))
+                .filter_map(|&f| self.best_bin(f, node, scratch))
                 .fold(None, better);
         }
         let per_thread = features.len().div_ceil(threads);
@@ -304,7 +315,7 @@ impl Grower<'_> {
                         let mut own = Scratch::new(width);
                         chunk
                             .iter()
-                            .filter_map(|&f| self.best_bin(f, rows, w, total, &mut own))
+                            .filter_map(|&f| self.best_bin(f, node, &mut own))
                             .fold(None, better)
                     })
                 })
@@ -349,22 +360,15 @@ impl Grower<'_> {
     /// The best split of `rows` on feature `f`: a histogram unless the node has fewer rows
     /// than a quarter of the feature's bins, then the rows ordered by bin (clearing and
     /// walking mostly empty bins would cost more than the sort).
-    fn best_bin(
-        &self,
-        f: usize,
-        rows: &[u32],
-        w: &[f64],
-        total: &[f64],
-        scratch: &mut Scratch,
-    ) -> Option<Best> {
+    fn best_bin(&self, f: usize, node: NodeRows, scratch: &mut Scratch) -> Option<Best> {
         let n_bins = self.binned.edges[f].len() + 1;
         if n_bins < 2 {
             return None;
         }
-        let (bin, score) = if rows.len() * 4 >= n_bins {
-            self.scan_histogram(f, rows, w, total, n_bins, scratch)?
+        let (bin, score) = if node.rows.len() * 4 >= n_bins {
+            self.scan_histogram(f, node, n_bins, scratch)?
         } else {
-            self.scan_ordered(f, rows, w, total, n_bins, scratch)?
+            self.scan_ordered(f, node, n_bins, scratch)?
         };
         Some(Best {
             feature: f,
@@ -376,12 +380,11 @@ impl Grower<'_> {
     fn scan_histogram(
         &self,
         f: usize,
-        rows: &[u32],
-        w: &[f64],
-        total: &[f64],
+        node: NodeRows,
         n_bins: usize,
         scratch: &mut Scratch,
     ) -> Option<(usize, f64)> {
+        let NodeRows { rows, w, total } = node;
         let stats = self.stats();
         let width = stats.width;
         let codes = self.binned.column(f);
@@ -432,12 +435,11 @@ impl Grower<'_> {
     fn scan_ordered(
         &self,
         f: usize,
-        rows: &[u32],
-        w: &[f64],
-        total: &[f64],
+        node: NodeRows,
         n_bins: usize,
         scratch: &mut Scratch,
     ) -> Option<(usize, f64)> {
+        let NodeRows { rows, w, total } = node;
         let stats = self.stats();
         let codes = self.binned.column(f);
         let by_bin = &mut scratch.by_bin;
