@@ -400,17 +400,7 @@ impl Builder<'_> {
                 self.nodes[id] = Node::Leaf(value);
                 continue;
             }
-            let features: &[usize] = if self.params.max_features < p_total {
-                // Partial Fisher-Yates: the first max_features entries are a uniform sample.
-                for i in 0..self.params.max_features {
-                    let j = i + rng.below(p_total - i);
-                    all_features.swap(i, j);
-                }
-                &all_features[..self.params.max_features]
-            } else {
-                &all_features[..]
-            };
-            let features = features.to_vec();
+            let features = sample_features(&mut all_features, self.params.max_features, rng);
             match self.best_split(&rows, &features) {
                 None => self.nodes[id] = Node::Leaf(value),
                 Some((feature, threshold, gain)) => {
@@ -496,6 +486,19 @@ fn weighted_rows<'w>(
     let rows = (0..n as u32).filter(|r| counts[*r as usize] > 0).collect();
     let weights = w.iter().zip(&counts).map(|(w, c)| w * *c as f64).collect();
     (rows, std::borrow::Cow::Owned(weights))
+}
+
+/// The features a node may split on: a uniform sample of `k` (a partial Fisher-Yates shuffle
+/// of `all`), or every feature.
+fn sample_features(all: &mut [usize], k: usize, rng: &mut SplitMix64) -> Vec<usize> {
+    if k >= all.len() {
+        return all.to_vec();
+    }
+    for i in 0..k {
+        let j = i + rng.below(all.len() - i);
+        all.swap(i, j);
+    }
+    all[..k].to_vec()
 }
 
 fn row_weights(cfg: &ModelConfig, data: &TrainSet) -> Result<Vec<f64>> {

@@ -11,7 +11,7 @@
 //! Rows are weighted, not repeated: a forest's bootstrap count multiplies a row's weight, and
 //! `min_samples_*` count distinct rows, as scikit-learn's forests do.
 
-use super::{weighted_impurity, Criterion, Node, Tree, TreeParams};
+use super::{sample_features, weighted_impurity, Criterion, Node, Tree, TreeParams};
 use crate::rng::SplitMix64;
 use ndarray::ArrayView2;
 
@@ -480,19 +480,6 @@ impl Grower<'_> {
         let c = self.params.criterion;
         Some(stats.impurity(c, left) + stats.impurity(c, right))
     }
-}
-
-/// The features a node may split on: a uniform sample of `k` (a partial Fisher-Yates shuffle
-/// of `all`), or every feature.
-fn sample_features(all: &mut [usize], k: usize, rng: &mut SplitMix64) -> Vec<usize> {
-    if k >= all.len() {
-        return all.to_vec();
-    }
-    for i in 0..k {
-        let j = i + rng.below(all.len() - i);
-        all.swap(i, j);
-    }
-    all[..k].to_vec()
 }
 
 #[cfg(test)]
