@@ -27,6 +27,9 @@ const LAYERS: &[&[&str]] = &[
         "models::nn::torch",
         "models::params",
         "models::post",
+        "models::svm",
+        "models::svm::platt",
+        "models::svm::smo",
         "models::tree",
         "models::tree::hist",
         "models::tree::packed",
@@ -44,6 +47,7 @@ const LAYERS: &[&[&str]] = &[
         "onnx::neighbours",
         "onnx::nn",
         "onnx::proto",
+        "onnx::svm",
         "onnx::trees",
     ],
     &[

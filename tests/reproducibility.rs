@@ -337,6 +337,23 @@ fn runs_of_the_release_before_histogram_trees_replay_bit_for_bit() {
     }
 }
 
+/// SVMs recorded with linfa-svm (algorithm version 1: one machine per class, the sigmoid fitted
+/// on the training decisions) replay with it, bit for bit, classes and regression alike; the
+/// same classifiers trained now (version 2, runner's solver with cross-validated Platt scaling)
+/// score differently.
+#[test]
+fn svm_runs_of_the_release_before_runners_own_solver_replay_bit_for_bit() {
+    let (report, accuracy) = replay_then_train_again("store-6201fc4", 3, "linfa-svm");
+    for (i, old) in ["t1", "t2"].iter().enumerate() {
+        let new_version = report["runs"][i]["version"].as_str().unwrap();
+        assert_ne!(
+            accuracy(old),
+            accuracy(new_version),
+            "{old} and {new_version}"
+        );
+    }
+}
+
 #[test]
 fn runs_written_by_the_previous_release_replay_bit_for_bit() {
     let d = tempfile::tempdir().unwrap();

@@ -269,7 +269,7 @@ fn models_lists_every_kind_with_ranges() {
 fn a_kernel_svm_on_a_large_table_is_warned_with_an_estimate() {
     let d = tempfile::tempdir().unwrap();
     let mut csv = String::from("a,b,c,y\n");
-    for i in 0..30_000u64 {
+    for i in 0..80_000u64 {
         let (a, b) = ((i * 7919) % 1000, (i * 104_729) % 997);
         csv.push_str(&format!("{a},{b},{},{}\n", (a + b) % 13, (a + b) % 2));
     }
@@ -283,7 +283,7 @@ fn a_kernel_svm_on_a_large_table_is_warned_with_an_estimate() {
     let err =
         warned("[[models]]\nkind = \"svm\"\nname = \"rbf\"\n[[models]]\nkind = \"naive_bayes\"\n");
     assert!(
-        err.contains("warning: rbf: a kernel SVM on 30000 rows will take about"),
+        err.contains("warning: rbf: a kernel SVM on 80000 rows will take about"),
         "{err}"
     );
     assert!(!err.contains("naive_bayes"), "{err}");

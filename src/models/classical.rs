@@ -1,4 +1,4 @@
-//! The linfa-backed models (logistic regression, SVM, naive Bayes, KNN's neighbour index) and a
+//! The linfa-backed models (logistic regression, naive Bayes, KNN's neighbour index) and a
 //! closed-form ridge regression. Classifiers always train on class indexes 0..K-1 and return an
 //! n x K probability matrix, with columns for classes a training fold happened to lack kept at 0.
 
@@ -6,12 +6,10 @@ use super::neighbours::{distance, order, BruteIndex, Neighbours};
 use super::params::{Default_, ParamSpec, ParamType, BOTH, CLF, REG};
 use super::{labels_from_proba, FittedModel, KindSpec, ModelConfig, Prediction, Task, TrainSet};
 use anyhow::{anyhow, bail, Context, Result};
-use linfa::dataset::Pr;
 use linfa::prelude::*;
 use linfa_bayes::{GaussianNb, NaiveBayes};
 use linfa_logistic::{MultiFittedLogisticRegression, MultiLogisticRegression};
 use linfa_nn::{distance::L2Dist, CommonNearestNeighbour, NearestNeighbour};
-use linfa_svm::Svm;
 use ndarray::{Array1, Array2, ArrayView2, Axis};
 use serde::{Deserialize, Serialize};
 
@@ -57,79 +55,6 @@ backend!(
     LogisticRegressionBackend,
     LOGISTIC_REGRESSION,
     |cfg, data, ctx| fit_logistic(cfg, data, ctx.seed),
-    |saved| load(&saved.config.kind, saved.task, saved.fitted)
-);
-
-pub(crate) static SVM: KindSpec = KindSpec {
-    kind: "svm",
-    tasks: BOTH,
-    backend:
-        "linfa-svm (one-vs-rest with Platt scaling for several classes; epsilon-SVR for regression)",
-    help: "support vector machine",
-    feature: None,
-    onnx: true,
-    algorithm: 1,
-    unscaled_from: None,
-    curve_axis: "step",
-    params: class_params![
-        ParamSpec {
-            name: "kernel",
-            ty: ParamType::Choice(&["rbf", "linear", "poly"]),
-            default: Default_::Str("rbf"),
-            help: "kernel function",
-        },
-        ParamSpec {
-            name: "c",
-            ty: ParamType::Float {
-                min: 1e-6,
-                max: 1e6,
-            },
-            default: Default_::Float(1.0),
-            help: "regularisation: larger fits the training data harder",
-        },
-        ParamSpec {
-            name: "gamma",
-            ty: ParamType::Float {
-                min: 1e-9,
-                max: 1e6,
-            },
-            default: Default_::Float(0.1),
-            help: "RBF width: k(x, y) = exp(-gamma |x - y|^2)",
-        },
-        ParamSpec {
-            name: "degree",
-            ty: ParamType::Int { min: 1, max: 10 },
-            default: Default_::Int(3),
-            help: "polynomial kernel degree",
-        },
-        ParamSpec {
-            name: "coef0",
-            ty: ParamType::Float { min: 0.0, max: 1e6 },
-            default: Default_::Float(1.0),
-            help: "polynomial kernel constant",
-        },
-        ParamSpec {
-            name: "epsilon",
-            ty: ParamType::Float { min: 0.0, max: 1e6 },
-            default: Default_::Float(0.1),
-            help: "epsilon-insensitive tube (regression)",
-        },
-        ParamSpec {
-            name: "tolerance",
-            ty: ParamType::Float {
-                min: 1e-12,
-                max: 1.0,
-            },
-            default: Default_::Float(1e-3),
-            help: "SMO stopping tolerance",
-        },
-    ],
-};
-
-backend!(
-    SvmBackend,
-    SVM,
-    |cfg, data, _ctx| fit_svm(cfg, data),
     |saved| load(&saved.config.kind, saved.task, saved.fitted)
 );
 
@@ -254,8 +179,6 @@ pub fn load(kind: &str, task: Task, value: &serde_json::Value) -> Result<Box<dyn
     let v = value.clone();
     Ok(match (kind, task) {
         ("logistic_regression", _) => Box::new(serde_json::from_value::<Logistic>(v)?),
-        ("svm", Task::Classification) => Box::new(serde_json::from_value::<OneVsRestSvm>(v)?),
-        ("svm", Task::Regression) => Box::new(serde_json::from_value::<SvmRegressor>(v)?),
         ("naive_bayes", _) => Box::new(serde_json::from_value::<NaiveBayesModel>(v)?),
         ("knn", _) => Box::new(serde_json::from_value::<Knn>(v)?),
         ("linear", _) => Box::new(serde_json::from_value::<Linear>(v)?),
@@ -331,111 +254,6 @@ pub fn fit_logistic(cfg: &ModelConfig, data: &TrainSet, seed: u64) -> Result<Box
     Ok(Box::new(Logistic {
         n_classes: data.n_classes,
         model,
-    }))
-}
-
-// ---------------------------------------------------------------- SVM
-
-fn svm_params<T>(cfg: &ModelConfig) -> Result<linfa_svm::SvmParams<f64, T>> {
-    let p = Svm::<f64, T>::params().eps(cfg.float("tolerance")?);
-    Ok(match cfg.str("kernel")? {
-        "linear" => p.linear_kernel(),
-        "poly" => p.polynomial_kernel(cfg.float("coef0")?, cfg.int("degree")? as f64),
-        // linfa's Gaussian kernel is exp(-|x - y|^2 / eps): eps = 1 / gamma.
-        _ => p.gaussian_kernel(1.0 / cfg.float("gamma")?),
-    })
-}
-
-#[derive(Serialize, Deserialize)]
-struct OneVsRestSvm {
-    n_classes: usize,
-    /// One calibrated binary SVM per class present in training.
-    models: Vec<(usize, Svm<f64, Pr>)>,
-}
-
-impl FittedModel for OneVsRestSvm {
-    fn predict(&self, x: ArrayView2<f64>) -> Result<Prediction> {
-        let mut proba = Array2::zeros((x.nrows(), self.n_classes));
-        for (c, m) in &self.models {
-            let p: Array1<Pr> = m.predict(&x);
-            for (i, v) in p.iter().enumerate() {
-                proba[[i, *c]] = **v as f64;
-            }
-        }
-        for mut row in proba.rows_mut() {
-            let s: f64 = row.sum();
-            if s > 0.0 {
-                row.mapv_inplace(|v| v / s);
-            }
-        }
-        Ok(classified(proba))
-    }
-    fn to_json(&self) -> Result<serde_json::Value> {
-        Ok(serde_json::to_value(self)?)
-    }
-}
-
-#[derive(Serialize, Deserialize)]
-struct SvmRegressor {
-    model: Svm<f64, f64>,
-}
-
-impl FittedModel for SvmRegressor {
-    fn predict(&self, x: ArrayView2<f64>) -> Result<Prediction> {
-        let v: Array1<f64> = self.model.predict(&x);
-        Ok(Prediction {
-            values: v.to_vec(),
-            proba: None,
-        })
-    }
-    fn to_json(&self) -> Result<serde_json::Value> {
-        Ok(serde_json::to_value(self)?)
-    }
-}
-
-pub fn fit_svm(cfg: &ModelConfig, data: &TrainSet) -> Result<Box<dyn FittedModel>> {
-    let x = data.x.to_owned();
-    if data.task == Task::Regression {
-        let ds = Dataset::new(x, data.y.to_owned());
-        let model = svm_params::<f64>(cfg)?
-            .c_svr(cfg.float("c")?, Some(cfg.float("epsilon")?))
-            .fit(&ds)
-            .map_err(|e| anyhow!("linfa-svm: {e}"))?;
-        return Ok(Box::new(SvmRegressor { model }));
-    }
-    let labels = data.class_labels();
-    let n = labels.len() as f64;
-    let balanced = cfg.str("class_weight")? == "balanced";
-    let given = data.class_weights(cfg)?.filter(|_| !balanced);
-    let c = cfg.float("c")?;
-    let mut models = Vec::new();
-    for class in 0..data.n_classes {
-        let targets: Array1<bool> = labels.iter().map(|l| *l == class).collect();
-        let pos = targets.iter().filter(|t| **t).count() as f64;
-        if pos == 0.0 {
-            continue;
-        }
-        let (c_pos, c_neg) = match &given {
-            _ if balanced => (c * n / (2.0 * pos), c * n / (2.0 * (n - pos).max(1.0))),
-            // The rest's C: the mean weight of its rows.
-            Some(w) => {
-                let rest: f64 = (labels.iter().filter(|l| **l != class))
-                    .map(|l| w[*l])
-                    .sum();
-                (c * w[class], c * rest / (n - pos).max(1.0))
-            }
-            None => (c, c),
-        };
-        let ds = Dataset::new(x.clone(), targets);
-        let model = svm_params::<Pr>(cfg)?
-            .pos_neg_weights(c_pos, c_neg)
-            .fit(&ds)
-            .map_err(|e| anyhow!("linfa-svm (class {class} vs rest): {e}"))?;
-        models.push((class, model));
-    }
-    Ok(Box::new(OneVsRestSvm {
-        n_classes: data.n_classes,
-        models,
     }))
 }
 

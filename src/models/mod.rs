@@ -83,6 +83,7 @@ mod neighbours;
 mod nn;
 mod params;
 pub mod post;
+mod svm;
 mod tree;
 pub use tree::{saved_trees, Node as TreeNode};
 
@@ -128,7 +129,7 @@ pub static BACKENDS: &[&dyn Backend] = &[
     &tree::DecisionTreeBackend,
     &tree::RandomForestBackend,
     &classical::LogisticRegressionBackend,
-    &classical::SvmBackend,
+    &svm::SvmBackend,
     &classical::KnnBackend,
     &classical::NaiveBayesBackend,
     &classical::LinearBackend,

@@ -26,6 +26,7 @@ mod linear;
 mod neighbours;
 mod nn;
 mod proto;
+mod svm;
 mod trees;
 
 use crate::etl::{LabelMapping, Preprocessor};
@@ -91,7 +92,7 @@ fn model_graph(g: &mut Graph, src: &Source, x: &str, f: i64) -> Result<String> {
         "linear" => linear(g, src.fitted, x)?,
         "naive_bayes" => neighbours::naive_bayes(g, src.fitted, x, k)?,
         "knn" => neighbours::knn(g, src.fitted, x, src.task, k)?,
-        "svm" => neighbours::svm(g, src.fitted, x, src.task, k)?,
+        "svm" => svm::svm(g, src.fitted, x, src.task, k)?,
         "voting" | "stacking" => ensemble::ensemble(g, src, x, f, k)?,
         "lightgbm" => lightgbm(
             g,

@@ -1,7 +1,6 @@
 //! Gaussian naive Bayes (each class's joint log-likelihood, then Softmax), k-nearest
 //! neighbours (TopK over squared distances, the chosen neighbours' exact distances, weighted
-//! votes or a weighted mean) and SVMs (kernel against the support vectors, Platt scaling), as
-//! runner and linfa compute them.
+//! votes or a weighted mean), as runner and linfa compute them.
 
 use super::ndarray_data;
 use super::proto::*;
@@ -152,14 +151,20 @@ pub(super) fn knn(g: &mut Graph, fitted: &Value, x: &str, task: Task, k: usize) 
 }
 
 /// `x . rows^T` (N x R).
-fn dot_rows(g: &mut Graph, x: &str, rows: &str) -> String {
+pub(super) fn dot_rows(g: &mut Graph, x: &str, rows: &str) -> String {
     let rows_t = g.op("Transpose", &[rows], vec![Attr::Ints("perm", vec![1, 0])]);
     g.op("MatMul", &[x, &rows_t], vec![])
 }
 
 /// Squared Euclidean distances from each row of `x` to each of `rows` (N x R), as
 /// `|x|^2 - 2 x.r + |r|^2`; `data` holds the rows (R x `f`, row-major) for their norms.
-fn squared_distances(g: &mut Graph, x: &str, rows: &str, data: &[f64], f: usize) -> String {
+pub(super) fn squared_distances(
+    g: &mut Graph,
+    x: &str,
+    rows: &str,
+    data: &[f64],
+    f: usize,
+) -> String {
     let norms: Vec<f64> = (data.chunks(f.max(1)))
         .map(|r| r.iter().map(|v| v * v).sum())
         .collect();
@@ -172,98 +177,4 @@ fn squared_distances(g: &mut Graph, x: &str, rows: &str, data: &[f64], f: usize)
     let xx = g.op("ReduceSum", &[&xx, &axis1], vec![Attr::Int("keepdims", 1)]);
     let d2 = g.op("Add", &[&cross, &xx], vec![]);
     g.op("Add", &[&d2, &norms], vec![])
-}
-
-/// One linfa-svm model's decision value `sum_s K(x, sv_s) alpha_s - rho` (N), with the
-/// support vectors of the weights linfa keeps (|alpha| > 100 eps).
-fn svm_decision(g: &mut Graph, m: &Value, x: &str) -> Result<String> {
-    let rho = m["rho"].as_f64().context("svm: rho")?;
-    let plane = &m["sep_hyperplane"];
-    let sum = if let Some(w) = plane.get("Linear") {
-        let (_, w) = ndarray_data(w, "svm weights")?;
-        let w = g.init("svm_w", &[w.len() as i64], Data::F64(&w));
-        g.op("MatMul", &[x, &w], vec![])
-    } else {
-        let (dim, sv) = ndarray_data(&plane["WeightedCombination"], "support vectors")?;
-        let alpha: Vec<f64> = (m["alpha"].as_array().context("svm: alpha")?.iter())
-            .filter_map(Value::as_f64)
-            .filter(|a| a.abs() > 100.0 * f64::EPSILON)
-            .collect();
-        let (s, f) = (dim[0], dim.get(1).copied().unwrap_or(0));
-        if alpha.len() != s {
-            bail!("svm: {} weights for {s} support vectors", alpha.len());
-        }
-        let svs = g.init("support_vectors", &[s as i64, f as i64], Data::F64(&sv));
-        let kernel = &m["kernel_method"];
-        let k = if let Some(eps) = kernel.get("Gaussian").and_then(Value::as_f64) {
-            let d2 = squared_distances(g, x, &svs, &sv, f);
-            let zero = g.init("zero", &[1], Data::F64(&[0.0]));
-            let d2 = g.op("Max", &[&d2, &zero], vec![]);
-            let scale = g.init("minus_inv_eps", &[1], Data::F64(&[-1.0 / eps]));
-            let e = g.op("Mul", &[&d2, &scale], vec![]);
-            g.op("Exp", &[&e], vec![])
-        } else if let Some(p) = kernel.get("Polynomial").and_then(Value::as_array) {
-            let dot = dot_rows(g, x, &svs);
-            let c = p.first().and_then(Value::as_f64).context("svm: coef0")?;
-            let d = p.get(1).and_then(Value::as_f64).context("svm: degree")?;
-            let c = g.init("coef0", &[1], Data::F64(&[c]));
-            let d = g.init("degree", &[1], Data::F64(&[d]));
-            let base = g.op("Add", &[&dot, &c], vec![]);
-            g.op("Pow", &[&base, &d], vec![])
-        } else {
-            dot_rows(g, x, &svs)
-        };
-        let alpha = g.init("alpha", &[s as i64], Data::F64(&alpha));
-        g.op("MatMul", &[&k, &alpha], vec![])
-    };
-    let rho = g.init("rho", &[1], Data::F64(&[rho]));
-    Ok(g.op("Sub", &[&sum, &rho], vec![]))
-}
-
-/// SVMs: a regressor's decision value; a classifier's one-vs-rest Platt probabilities
-/// (`1 / (1 + exp(a v + b))` in float, as linfa computes them), normalised over the classes.
-pub(super) fn svm(g: &mut Graph, fitted: &Value, x: &str, task: Task, k: usize) -> Result<String> {
-    if task == Task::Regression {
-        return svm_decision(g, &fitted["model"], x);
-    }
-    let models = fitted["models"].as_array().context("svm: models")?;
-    let axis1 = g.init("axis", &[1], Data::I64(&[1]));
-    let mut columns: Vec<Option<String>> = vec![None; k];
-    for pair in models {
-        let class = pair[0].as_u64().context("svm: class")? as usize;
-        let m = &pair[1];
-        let ab = m["probability_coeffs"]
-            .as_array()
-            .context("svm: Platt coefficients")?;
-        let (a, b) = (ab[0].as_f64().unwrap_or(0.0), ab[1].as_f64().unwrap_or(0.0));
-        let v = svm_decision(g, m, x)?;
-        let a = g.init("platt_a", &[1], Data::F64(&[-a]));
-        let b = g.init("platt_b", &[1], Data::F64(&[-b]));
-        let z = g.op("Mul", &[&v, &a], vec![]);
-        let z = g.op("Add", &[&z, &b], vec![]);
-        let z = g.op("Cast", &[&z], vec![Attr::Int("to", FLOAT)]);
-        let p = g.op("Sigmoid", &[&z], vec![]);
-        let p = g.op("Cast", &[&p], vec![Attr::Int("to", DOUBLE)]);
-        if class < k {
-            columns[class] = Some(g.op("Unsqueeze", &[&p, &axis1], vec![]));
-        }
-    }
-    let any = columns
-        .iter()
-        .flatten()
-        .next()
-        .cloned()
-        .context("svm: no class model")?;
-    let zero = g.init("zero", &[1], Data::F64(&[0.0]));
-    let absent = g.op("Mul", &[&any, &zero], vec![]);
-    let parts: Vec<String> = columns
-        .into_iter()
-        .map(|c| c.unwrap_or_else(|| absent.clone()))
-        .collect();
-    let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
-    let p = g.op("Concat", &refs, vec![Attr::Int("axis", 1)]);
-    let total = g.op("ReduceSum", &[&p, &axis1], vec![Attr::Int("keepdims", 1)]);
-    let tiny = g.init("tiny", &[1], Data::F64(&[f64::MIN_POSITIVE]));
-    let total = g.op("Max", &[&total, &tiny], vec![]);
-    Ok(g.op("Div", &[&p, &total], vec![]))
 }
