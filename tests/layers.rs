@@ -22,6 +22,7 @@ const LAYERS: &[&[&str]] = &[
         "models::classical",
         "models::ensemble",
         "models::gbm",
+        "models::logistic",
         "models::neighbours",
         "models::nn",
         "models::nn::torch",

@@ -338,20 +338,32 @@ fn runs_of_the_release_before_histogram_trees_replay_bit_for_bit() {
 }
 
 /// SVMs recorded with linfa-svm (algorithm version 1: one machine per class, the sigmoid fitted
-/// on the training decisions) replay with it, bit for bit, classes and regression alike; the
-/// same classifiers trained now (version 2, runner's solver with cross-validated Platt scaling)
-/// score differently.
+/// on the training decisions) and logistic regressions recorded with linfa-logistic (version 2;
+/// a balanced one resampled its rows) replay with them, bit for bit; the same configs trained
+/// now (runner's own SVM solver with cross-validated Platt scaling, runner's L-BFGS with row
+/// weights) score differently where the arithmetic changed the answer.
 #[test]
-fn svm_runs_of_the_release_before_runners_own_solver_replay_bit_for_bit() {
-    let (report, accuracy) = replay_then_train_again("store-6201fc4", 3, "linfa-svm");
+fn svm_and_logistic_runs_of_the_release_before_runners_own_solvers_replay_bit_for_bit() {
+    let (report, accuracy) = replay_then_train_again("store-6201fc4", 5, "linfa-svm");
     for (i, old) in ["t1", "t2"].iter().enumerate() {
         let new_version = report["runs"][i]["version"].as_str().unwrap();
-        assert_ne!(
-            accuracy(old),
-            accuracy(new_version),
-            "{old} and {new_version}"
-        );
+        assert_ne!(accuracy(old), accuracy(new_version), "{old} and {new_version}");
     }
+    let d = tempfile::tempdir().unwrap();
+    release_store(d.path(), "store-6201fc4");
+    for f in ["logistic.toml", "logistic-sweep.toml"] {
+        let from = repo().join("tests/data/store-6201fc4").join(f);
+        std::fs::copy(from, d.path().join(f)).unwrap();
+    }
+    let report = sweep_json(d.path(), &d.path().join("logistic.toml"), &["--jobs", "1"]);
+    let store = read_with_mlflow(&d.path().join("mlflow.db"));
+    let runs = experiment_runs(&store, "linfa-logistic");
+    let accuracy = |version: &str| {
+        let run = runs.iter().find(|r| r["tags"]["runner.training_version"] == version);
+        run.unwrap()["metrics"]["accuracy"].as_f64().unwrap()
+    };
+    let balanced = report["runs"][1]["version"].as_str().unwrap();
+    assert_ne!(accuracy("t5"), accuracy(balanced), "row weights, not resampled rows");
 }
 
 #[test]

@@ -16,11 +16,11 @@ use serde::{Deserialize, Serialize};
 pub(crate) static LOGISTIC_REGRESSION: KindSpec = KindSpec {
     kind: "logistic_regression",
     tasks: CLF,
-    backend: "linfa-logistic",
+    backend: "runner (L-BFGS on the averaged softmax loss, threaded); linfa-logistic for runs of algorithms 1 and 2",
     help: "multinomial logistic regression with L2 penalty",
     feature: None,
     onnx: true,
-    algorithm: 2,
+    algorithm: 3,
     unscaled_from: None,
     curve_axis: "step",
     params: class_params![
@@ -46,7 +46,7 @@ pub(crate) static LOGISTIC_REGRESSION: KindSpec = KindSpec {
                 max: 1.0,
             },
             default: Default_::Float(1e-4),
-            help: "stop when the norm of the loss's gradient per training row falls below this (algorithm 2; version 1 compared the summed loss's gradient, which large tables never reach before max_iterations)",
+            help: "stop when the norm of the loss's gradient per training row falls below this (from algorithm 2; version 1 compared the summed loss's gradient, which large tables never reach before max_iterations)",
         },
     ],
 };
@@ -54,8 +54,14 @@ pub(crate) static LOGISTIC_REGRESSION: KindSpec = KindSpec {
 backend!(
     LogisticRegressionBackend,
     LOGISTIC_REGRESSION,
-    |cfg, data, ctx| fit_logistic(cfg, data, ctx.seed),
-    |saved| load(&saved.config.kind, saved.task, saved.fitted)
+    |cfg, data, ctx| match cfg.algorithm() {
+        1 | 2 => fit_logistic(cfg, data, ctx.seed),
+        _ => Ok(Box::new(super::logistic::fit(cfg, data, ctx)?)),
+    },
+    |saved| match saved.config.algorithm() {
+        1 | 2 => load(&saved.config.kind, saved.task, saved.fitted),
+        _ => super::logistic::load(saved.fitted),
+    }
 );
 
 pub(crate) static KNN: KindSpec = KindSpec {

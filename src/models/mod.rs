@@ -79,6 +79,7 @@ macro_rules! class_params {
 mod classical;
 pub mod ensemble;
 mod gbm;
+mod logistic;
 mod neighbours;
 mod nn;
 mod params;
