@@ -347,7 +347,11 @@ fn svm_and_logistic_runs_of_the_release_before_runners_own_solvers_replay_bit_fo
     let (report, accuracy) = replay_then_train_again("store-6201fc4", 5, "linfa-svm");
     for (i, old) in ["t1", "t2"].iter().enumerate() {
         let new_version = report["runs"][i]["version"].as_str().unwrap();
-        assert_ne!(accuracy(old), accuracy(new_version), "{old} and {new_version}");
+        assert_ne!(
+            accuracy(old),
+            accuracy(new_version),
+            "{old} and {new_version}"
+        );
     }
     let d = tempfile::tempdir().unwrap();
     release_store(d.path(), "store-6201fc4");
@@ -359,11 +363,17 @@ fn svm_and_logistic_runs_of_the_release_before_runners_own_solvers_replay_bit_fo
     let store = read_with_mlflow(&d.path().join("mlflow.db"));
     let runs = experiment_runs(&store, "linfa-logistic");
     let accuracy = |version: &str| {
-        let run = runs.iter().find(|r| r["tags"]["runner.training_version"] == version);
+        let run = runs
+            .iter()
+            .find(|r| r["tags"]["runner.training_version"] == version);
         run.unwrap()["metrics"]["accuracy"].as_f64().unwrap()
     };
     let balanced = report["runs"][1]["version"].as_str().unwrap();
-    assert_ne!(accuracy("t5"), accuracy(balanced), "row weights, not resampled rows");
+    assert_ne!(
+        accuracy("t5"),
+        accuracy(balanced),
+        "row weights, not resampled rows"
+    );
 }
 
 #[test]

@@ -20,7 +20,7 @@ use linfa::prelude::*;
 use linfa_svm::Svm;
 use ndarray::{Array1, Array2, ArrayView2};
 use serde::{Deserialize, Serialize};
-use smo::{Kernel, Problem, Rows};
+use smo::{Gram, Kernel, Problem, Rows};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
@@ -290,9 +290,21 @@ impl Settings {
 
     /// Solves one problem over `rows` and keeps its support vectors.
     fn machine(&self, rows: &Rows, y: Vec<f64>, p: Vec<f64>, c: Vec<f64>) -> Machine {
+        self.machine_over(rows, None, y, p, c)
+    }
+
+    fn machine_over(
+        &self,
+        rows: &Rows,
+        gram: Option<(&Gram, &[usize])>,
+        y: Vec<f64>,
+        p: Vec<f64>,
+        c: Vec<f64>,
+    ) -> Machine {
         let problem = Problem {
             rows,
             kernel: self.kernel,
+            gram,
             y,
             p,
             c,
@@ -323,7 +335,13 @@ impl Settings {
     }
 
     /// C-SVC: `positive` rows against the others, with per-side bounds.
-    fn classifier(&self, rows: &Rows, positive: &[bool], bounds: (f64, f64)) -> Machine {
+    fn classifier(
+        &self,
+        rows: &Rows,
+        gram: Option<(&Gram, &[usize])>,
+        positive: &[bool],
+        bounds: (f64, f64),
+    ) -> Machine {
         let y = positive
             .iter()
             .map(|p| if *p { 1.0 } else { -1.0 })
@@ -331,7 +349,7 @@ impl Settings {
         let c = (positive.iter())
             .map(|p| if *p { bounds.0 } else { bounds.1 })
             .collect();
-        self.machine(rows, y, vec![-1.0; rows.count()], c)
+        self.machine_over(rows, gram, y, vec![-1.0; rows.count()], c)
     }
 
     /// epsilon-SVR: variable `i` pushes row `i` up, variable `n + i` down.
@@ -391,6 +409,12 @@ fn calibrated(
     let folds = Some(settings.platt_folds).filter(|k| *k >= 2).unwrap_or(0);
     let per_class = 1 + folds;
     let jobs = classes.len() * per_class;
+    // A table whose kernel fits the cache is computed once for every machine and fold.
+    let n = rows.count();
+    let gram = (jobs > 1 && Gram::bytes(n) <= settings.cache_bytes)
+        .then(|| Gram::compute(rows, settings.kernel, ctx.threads));
+    let identity: Vec<usize> = (0..n).collect();
+    let whole = gram.as_ref().map(|g| (g, identity.as_slice()));
     let results: Vec<Mutex<Option<Job>>> = (0..jobs).map(|_| Mutex::new(None)).collect();
     let next = AtomicUsize::new(0);
     let work = || loop {
@@ -401,10 +425,10 @@ fn calibrated(
         let class = classes[at / per_class];
         let positive: Vec<bool> = labels.iter().map(|l| *l == class).collect();
         let job = match at % per_class {
-            0 => Job::Full(settings.classifier(rows, &positive, bounds[class])),
+            0 => Job::Full(settings.classifier(rows, whole, &positive, bounds[class])),
             fold => Job::Fold(fold_decisions(
                 settings,
-                rows,
+                (rows, gram.as_ref()),
                 &positive,
                 bounds[class],
                 (fold - 1, class),
@@ -464,7 +488,7 @@ fn ndarray_view(rows: &Rows) -> Result<ArrayView2<'_, f64>> {
 /// on the other folds; +-1 when those hold one side only (as libsvm).
 fn fold_decisions(
     settings: &Settings,
-    rows: &Rows,
+    (rows, gram): (&Rows, Option<&Gram>),
     positive: &[bool],
     bounds: (f64, f64),
     (fold, class): (usize, usize),
@@ -489,7 +513,8 @@ fn fold_decisions(
     if let Some(f) = constant {
         return held.iter().map(|i| (*i, f)).collect();
     }
-    let machine = settings.classifier(&rows.subset(&train), &train_positive, bounds);
+    let shared = gram.map(|g| (g, train.as_slice()));
+    let machine = settings.classifier(&rows.subset(&train), shared, &train_positive, bounds);
     let held_rows = rows.subset(held);
     let decisions = ndarray_view(&held_rows)
         .and_then(|x| machine.decisions(x))

@@ -96,11 +96,48 @@ impl Rows {
     }
 }
 
+/// Every kernel value of a table, computed once (on `threads` threads) and shared by the
+/// machines of one fit, whose rows are subsets of the table's: for a small table the machines
+/// of a one-vs-rest fit and their Platt folds would otherwise each compute the same values.
+pub struct Gram {
+    n: usize,
+    values: Vec<f32>,
+}
+
+impl Gram {
+    pub fn compute(rows: &Rows, kernel: Kernel, threads: usize) -> Gram {
+        let n = rows.count();
+        let mut values = vec![0.0f32; n * n];
+        let chunk = n.div_ceil(threads.max(1)).max(1) * n;
+        std::thread::scope(|s| {
+            for (c, part) in values.chunks_mut(chunk.max(1)).enumerate() {
+                s.spawn(move || {
+                    for (r, out) in part.chunks_mut(n).enumerate() {
+                        let i = c * chunk / n + r;
+                        let (xi, ni) = (rows.row(i), rows.norm(i));
+                        for (j, v) in out.iter_mut().enumerate() {
+                            *v = kernel.value(xi, rows.row(j), ni, rows.norm(j)) as f32;
+                        }
+                    }
+                });
+            }
+        });
+        Gram { n, values }
+    }
+
+    /// The bytes a table of `n` rows takes.
+    pub fn bytes(n: usize) -> usize {
+        n.saturating_mul(n).saturating_mul(4)
+    }
+}
+
 /// Kernel rows `K(x_i, .)` over the `n` training rows, computed on demand and evicted least
 /// recently used first once they exceed the byte budget. Stored as `f32`, as libsvm does.
 struct KernelCache<'a> {
     rows: &'a Rows,
     kernel: Kernel,
+    /// A precomputed table the rows are a subset of, and which of its rows they are.
+    gram: Option<(&'a Gram, &'a [usize])>,
     cached: Vec<Option<Box<[f32]>>>,
     last_used: Vec<u64>,
     resident: Vec<usize>,
@@ -109,16 +146,17 @@ struct KernelCache<'a> {
 }
 
 impl<'a> KernelCache<'a> {
-    fn new(rows: &'a Rows, kernel: Kernel, budget_bytes: usize) -> Self {
-        let n = rows.count();
+    fn new(problem: &'a Problem) -> Self {
+        let (rows, n) = (problem.rows, problem.rows.count());
         let row_bytes = (n * 4).max(1);
         KernelCache {
             rows,
-            kernel,
+            kernel: problem.kernel,
+            gram: problem.gram,
             cached: (0..n).map(|_| None).collect(),
             last_used: vec![0; n],
             resident: Vec::new(),
-            capacity: (budget_bytes / row_bytes).max(2),
+            capacity: (problem.cache_bytes / row_bytes).max(2),
             clock: 0,
         }
     }
@@ -144,10 +182,18 @@ impl<'a> KernelCache<'a> {
             self.evict(i, keep);
         }
         let (rows, kernel) = (self.rows, self.kernel);
-        let (xi, ni) = (rows.row(i), rows.norm(i));
-        let row: Box<[f32]> = (0..rows.count())
-            .map(|j| kernel.value(xi, rows.row(j), ni, rows.norm(j)) as f32)
-            .collect();
+        let row: Box<[f32]> = match self.gram {
+            Some((gram, picks)) => {
+                let from = &gram.values[picks[i] * gram.n..(picks[i] + 1) * gram.n];
+                picks.iter().map(|j| from[*j]).collect()
+            }
+            None => {
+                let (xi, ni) = (rows.row(i), rows.norm(i));
+                (0..rows.count())
+                    .map(|j| kernel.value(xi, rows.row(j), ni, rows.norm(j)) as f32)
+                    .collect()
+            }
+        };
         self.cached[i] = Some(row);
         self.resident.push(i);
     }
@@ -168,6 +214,8 @@ impl<'a> KernelCache<'a> {
 pub struct Problem<'a> {
     pub rows: &'a Rows,
     pub kernel: Kernel,
+    /// The kernel values precomputed for a table `rows` are a subset of, and which rows.
+    pub gram: Option<(&'a Gram, &'a [usize])>,
     /// +1 or -1 per variable.
     pub y: Vec<f64>,
     /// The linear term per variable.
@@ -193,7 +241,7 @@ impl Problem<'_> {
 
     pub fn solve(&self) -> Solution {
         let l = self.y.len();
-        let mut cache = KernelCache::new(self.rows, self.kernel, self.cache_bytes);
+        let mut cache = KernelCache::new(self);
         let diag: Vec<f64> = (0..l)
             .map(|t| {
                 let (r, b) = (self.rows, self.base(t));
@@ -389,6 +437,7 @@ mod tests {
         Problem {
             rows,
             kernel,
+            gram: None,
             y: y.iter().map(|p| if *p { 1.0 } else { -1.0 }).collect(),
             p: vec![-1.0; y.len()],
             c: vec![c; y.len()],
@@ -467,5 +516,16 @@ mod tests {
         assert_eq!(full.alpha, tiny.alpha);
         assert_eq!(full.rho.to_bits(), tiny.rho.to_bits());
         assert_eq!(full.iterations, tiny.iterations);
+        // The same from a precomputed table of which these rows are a subset (every other row).
+        let (wide, _) = noisy(400);
+        let table = Rows::new(wide.view());
+        let picks: Vec<usize> = (0..200).map(|i| 2 * i).collect();
+        let rows = table.subset(&picks);
+        let gram = Gram::compute(&table, kernel, 3);
+        let y: Vec<bool> = picks.iter().map(|i| i % 3 == 0).collect();
+        let lazy = problem(&rows, kernel, &y, 2.0, 1).solve();
+        let mut shared = problem(&rows, kernel, &y, 2.0, 1);
+        shared.gram = Some((&gram, &picks));
+        assert_eq!(lazy.alpha, shared.solve().alpha);
     }
 }
