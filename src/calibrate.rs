@@ -75,10 +75,15 @@ fn sigmoid(z: f64) -> f64 {
     }
 }
 
+/// `1 / (1 + exp(a f + b))`, Platt's sigmoid, without overflow.
+pub fn platt_probability(f: f64, a: f64, b: f64) -> f64 {
+    sigmoid(-(a * f + b))
+}
+
 /// Platt's (a, b): minimises the log loss of `1 / (1 + exp(a f + b))` against the targets
 /// `(n+ + 1) / (n+ + 2)` for the class and `1 / (n- + 2)` for the rest, by Newton's method with
-/// a backtracking line search.
-fn platt(f: &[f64], truth: &[bool]) -> (f64, f64) {
+/// a backtracking line search (Lin, Lin and Weng 2007, as libsvm's `sigmoid_train`).
+pub fn platt(f: &[f64], truth: &[bool]) -> (f64, f64) {
     let n_pos = truth.iter().filter(|t| **t).count() as f64;
     let n_neg = truth.len() as f64 - n_pos;
     let (hi, lo) = ((n_pos + 1.0) / (n_pos + 2.0), 1.0 / (n_neg + 2.0));

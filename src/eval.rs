@@ -247,6 +247,12 @@ pub fn roc_auc(positive: &[bool], scores: &[f64]) -> Option<f64> {
 /// Average precision (the area under the precision-recall curve as scikit-learn's
 /// `average_precision_score` computes it): the precision at each distinct score threshold,
 /// weighted by the recall it adds. None without positives.
+/// Ties at a threshold: equal scores, NaN with NaN (which `==` never groups, so a scan over NaN
+/// scores would not advance).
+fn same_score(a: f64, b: f64) -> bool {
+    a == b || (a.is_nan() && b.is_nan())
+}
+
 pub fn average_precision(positive: &[bool], scores: &[f64]) -> Option<f64> {
     let n_pos = positive.iter().filter(|p| **p).count() as f64;
     if n_pos == 0.0 {
@@ -259,7 +265,7 @@ pub fn average_precision(positive: &[bool], scores: &[f64]) -> Option<f64> {
     while i < order.len() {
         // Every row tied at this threshold counts at once.
         let threshold = scores[order[i]];
-        while i < order.len() && scores[order[i]] == threshold {
+        while i < order.len() && same_score(scores[order[i]], threshold) {
             seen += 1.0;
             if positive[order[i]] {
                 tp += 1.0;
@@ -282,7 +288,7 @@ fn counts_at_thresholds(positive: &[bool], scores: &[f64]) -> Vec<(f64, f64, f64
     let (mut tp, mut fp, mut i) = (0.0, 0.0, 0);
     while i < order.len() {
         let threshold = scores[order[i]];
-        while i < order.len() && scores[order[i]] == threshold {
+        while i < order.len() && same_score(scores[order[i]], threshold) {
             if positive[order[i]] {
                 tp += 1.0;
             } else {
@@ -546,6 +552,16 @@ pub fn mean_std(values: &[f64]) -> (f64, f64) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn nan_scores_end_the_scan_instead_of_hanging_it() {
+        let ap = average_precision(&[true, false, true], &[f64::NAN, 0.2, f64::NAN]);
+        assert!(ap.is_some());
+        assert_eq!(
+            counts_at_thresholds(&[true, false], &[f64::NAN, f64::NAN]).len(),
+            1
+        );
+    }
+
     #[test]
     fn reliability_bins_average_scores_and_outcomes_per_bin() {
         let positive = [false, true, true, false, true];

@@ -29,7 +29,6 @@ const LAYERS: &[&[&str]] = &[
         "models::params",
         "models::post",
         "models::svm",
-        "models::svm::platt",
         "models::svm::smo",
         "models::tree",
         "models::tree::hist",

@@ -170,5 +170,5 @@ fn a_failing_config_fails_the_sweep_but_not_the_others() {
     assert!(failed["tags"]["runner.error"]
         .as_str()
         .unwrap()
-        .contains("linfa-logistic"));
+        .contains("logistic regression: the loss is not finite"));
 }

@@ -35,13 +35,24 @@ fn names(events: &[&Value]) -> Vec<String> {
 #[test]
 fn a_sweep_and_an_eda_run_go_through_the_whole_lifecycle_in_the_jsonl_log() {
     let d = tempfile::tempdir().unwrap();
+    // A table with one infinite value: the tree splits around it, the logistic regression's loss
+    // is not finite.
+    let mut csv = String::from("a,b,y\n");
+    for i in 0..120 {
+        let a = match i {
+            5 => "inf".to_string(),
+            _ => format!("{}", (i * 37 % 100) as f64 / 100.0),
+        };
+        let y = if (i * 37 % 100) > 40 { "p" } else { "n" };
+        csv.push_str(&format!("{a},{},{y}\n", (i * 11 % 7) as f64));
+    }
+    std::fs::write(d.path().join("d.csv"), csv).unwrap();
     let cfg = write_config(
         d.path(),
-        "experiment = \"wine-log\"\nsweeps = [\"sweep.toml\"]\n[data]\nsource = \"builtin:winequality-red\"\ntarget = \"quality\"\n[cv]\nfolds = 3\n[tracking]\njsonl = \"ci/runs.jsonl\"\n",
-        "[[models]]\nkind = \"decision_tree\"\nname = \"tree\"\nmax_depth = 3\n[[models]]\nkind = \"svm\"\nname = \"bad\"\nkernel = \"rbf\"\ngamma = 1e-9\nc = 1e-6\n",
+        "experiment = \"wine-log\"\nsweeps = [\"sweep.toml\"]\n[data]\nsource = \"d.csv\"\ntarget = \"y\"\n[cv]\nfolds = 3\n[tracking]\njsonl = \"ci/runs.jsonl\"\n",
+        "[[models]]\nkind = \"decision_tree\"\nname = \"tree\"\nmax_depth = 3\n[[models]]\nkind = \"logistic_regression\"\nname = \"bad\"\n",
     );
-    // One config fails (Platt scaling cannot calibrate so weak an SVM): the sweep exits 1 and the
-    // failed run still ends in the log.
+    // One config fails: the sweep exits 1 and the failed run still ends in the log.
     let out = runner(d.path())
         .args(["sweep"])
         .arg(&cfg)

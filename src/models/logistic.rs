@@ -6,7 +6,7 @@
 //! (versions 1 and 2 resampled rows instead, linfa having no sample weights).
 
 use super::{labels_from_proba, FitContext, FittedModel, ModelConfig, Prediction, TrainSet};
-use anyhow::Result;
+use anyhow::{bail, Result};
 use ndarray::{Array1, Array2, ArrayView2};
 use serde::{Deserialize, Serialize};
 
@@ -156,8 +156,8 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
 }
 
 /// Limited-memory BFGS with a backtracking (Armijo) line search; stops when the gradient's
-/// norm falls below `tolerance` or after `max_iterations`.
-fn minimise(f: &Objective, tolerance: f64, max_iterations: usize) -> Vec<f64> {
+/// norm falls below `tolerance` or after `max_iterations`. The parameters and their loss.
+fn minimise(f: &Objective, tolerance: f64, max_iterations: usize) -> (Vec<f64>, f64) {
     let mut theta = vec![0.0; f.params()];
     let (mut loss, mut grad) = f.evaluate(&theta);
     let mut history: Vec<(Vec<f64>, Vec<f64>, f64)> = Vec::new();
@@ -201,7 +201,7 @@ fn minimise(f: &Objective, tolerance: f64, max_iterations: usize) -> Vec<f64> {
         }
         (theta, loss, grad) = (next, l, g);
     }
-    theta
+    (theta, loss)
 }
 
 /// The L-BFGS direction `-H g` from the stored pairs (s, y, 1 / s'y).
@@ -246,11 +246,16 @@ pub(super) fn fit(cfg: &ModelConfig, data: &TrainSet, ctx: &FitContext) -> Resul
         alpha: cfg.float("alpha")?,
         threads: ctx.threads,
     };
-    let theta = minimise(
+    let (theta, loss) = minimise(
         &objective,
         cfg.float("gradient_tolerance")?,
         cfg.int("max_iterations")? as usize,
     );
+    if !loss.is_finite() || theta.iter().any(|t| !t.is_finite()) {
+        bail!(
+            "logistic regression: the loss is not finite (an input holds an infinite value or the values are too large)"
+        );
+    }
     let (d, k) = (objective.width, objective.classes);
     Ok(Softmax {
         n_classes: data.n_classes,
@@ -357,6 +362,28 @@ mod tests {
             .mapv(f64::abs)
             .fold(0.0, |a: f64, b| a.max(*b));
         assert!(gap < 1e-4, "probabilities differ from linfa's by {gap}");
+    }
+
+    #[test]
+    fn an_infinite_input_is_an_error_not_a_model_of_nans() {
+        let (mut x, y) = table(100, 3);
+        x[[5, 1]] = f64::INFINITY;
+        let backend = BACKENDS
+            .iter()
+            .find(|b| b.spec().kind == "logistic_regression")
+            .unwrap();
+        let data = TrainSet {
+            x: x.view(),
+            y: y.view(),
+            task: Task::Classification,
+            n_classes: 3,
+            labels: None,
+        };
+        let err = backend
+            .fit(&config(3, &[]), &data, &FitContext::new(1, 1))
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("not finite"), "{err}");
     }
 
     #[test]

@@ -7,12 +7,12 @@
 //! machine per class even for two, the sigmoid fitted on the training decision values); runs
 //! recorded with it still train and load with it.
 
-mod platt;
 mod smo;
 
 use super::params::{Default_, ParamSpec, ParamType, BOTH};
 use super::{labels_from_proba, FitContext, FittedModel, KindSpec, ModelConfig, Prediction};
 use super::{Task, TrainSet};
+use crate::calibrate::{platt, platt_probability};
 use crate::rng::SplitMix64;
 use anyhow::{anyhow, bail, Result};
 use linfa::dataset::Pr;
@@ -190,7 +190,7 @@ impl ClassMachine {
     fn probabilities(&self, x: ArrayView2<f64>) -> Result<Vec<f64>> {
         let [a, b] = self.platt;
         let f = self.machine.decisions(x)?;
-        Ok(f.into_iter().map(|f| platt::probability(f, a, b)).collect())
+        Ok(f.into_iter().map(|f| platt_probability(f, a, b)).collect())
     }
 }
 
@@ -463,7 +463,7 @@ fn calibrated(
         if folds == 0 {
             decisions = machine.decisions(ndarray_view(rows)?)?;
         }
-        let (a, b) = platt::fit(&decisions, &positive);
+        let (a, b) = platt(&decisions, &positive);
         machines.push(ClassMachine {
             class: *class,
             platt: [a, b],
