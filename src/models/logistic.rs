@@ -270,7 +270,7 @@ pub(super) fn fit(cfg: &ModelConfig, data: &TrainSet, ctx: &FitContext) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::models::{kind_spec, ParamValue, Task, BACKENDS};
+    use crate::models::{test_config, ParamValue, Task, BACKENDS};
     use crate::rng::SplitMix64;
 
     fn table(n: usize, classes: usize) -> (Array2<f64>, Array1<f64>) {
@@ -288,23 +288,17 @@ mod tests {
     }
 
     fn config(algorithm: u32, overrides: &[(&str, ParamValue)]) -> ModelConfig {
-        let spec = kind_spec("logistic_regression").unwrap();
-        let mut params: std::collections::BTreeMap<String, ParamValue> = (spec.params.iter())
-            .map(|p| (p.name.to_string(), crate::models::default_value(p)))
-            .collect();
-        for (k, v) in overrides {
-            params.insert(k.to_string(), v.clone());
-        }
-        ModelConfig {
-            name: "lr".into(),
-            kind: "logistic_regression".into(),
-            params,
-            algorithm: Some(algorithm),
-            ..Default::default()
-        }
+        let mut config = test_config("logistic_regression", overrides);
+        config.algorithm = Some(algorithm);
+        config
     }
 
-    fn predict(cfg: &ModelConfig, x: &Array2<f64>, y: &Array1<f64>, threads: usize) -> Prediction {
+    fn fit(
+        cfg: &ModelConfig,
+        x: &Array2<f64>,
+        y: &Array1<f64>,
+        threads: usize,
+    ) -> Result<Box<dyn FittedModel>> {
         let backend = BACKENDS
             .iter()
             .find(|b| b.spec().kind == "logistic_regression")
@@ -316,9 +310,11 @@ mod tests {
             n_classes: 3,
             labels: None,
         };
-        let model = backend
-            .fit(cfg, &data, &FitContext::new(1, threads))
-            .unwrap();
+        backend.fit(cfg, &data, &FitContext::new(1, threads))
+    }
+
+    fn predict(cfg: &ModelConfig, x: &Array2<f64>, y: &Array1<f64>, threads: usize) -> Prediction {
+        let model = fit(cfg, x, y, threads).unwrap();
         model.predict(x.view()).unwrap()
     }
 
@@ -368,21 +364,7 @@ mod tests {
     fn an_infinite_input_is_an_error_not_a_model_of_nans() {
         let (mut x, y) = table(100, 3);
         x[[5, 1]] = f64::INFINITY;
-        let backend = BACKENDS
-            .iter()
-            .find(|b| b.spec().kind == "logistic_regression")
-            .unwrap();
-        let data = TrainSet {
-            x: x.view(),
-            y: y.view(),
-            task: Task::Classification,
-            n_classes: 3,
-            labels: None,
-        };
-        let err = backend
-            .fit(&config(3, &[]), &data, &FitContext::new(1, 1))
-            .err()
-            .unwrap();
+        let err = fit(&config(3, &[]), &x, &y, 1).err().unwrap();
         assert!(err.to_string().contains("not finite"), "{err}");
     }
 

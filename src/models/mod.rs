@@ -695,6 +695,26 @@ pub fn labels_from_proba(proba: &Array2<f64>) -> Vec<f64> {
         .collect()
 }
 
+/// A config of `kind` with every default and `overrides`, at this build's algorithm version
+/// (for the kinds' unit tests).
+#[cfg(test)]
+pub(crate) fn test_config(kind: &str, overrides: &[(&str, ParamValue)]) -> ModelConfig {
+    let spec = kind_spec(kind).expect("a registered kind");
+    let mut params: BTreeMap<String, ParamValue> = (spec.params.iter())
+        .map(|p| (p.name.to_string(), default_value(p)))
+        .collect();
+    for (k, v) in overrides {
+        params.insert(k.to_string(), v.clone());
+    }
+    ModelConfig {
+        name: kind.into(),
+        kind: kind.into(),
+        params,
+        algorithm: Some(spec.algorithm),
+        ..Default::default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -645,23 +645,13 @@ fn fit_linfa(cfg: &ModelConfig, data: &TrainSet) -> Result<Box<dyn FittedModel>>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::models::{default_value, Backend, ParamValue};
+    use crate::models::{test_config, Backend, ParamValue};
     use ndarray::Array1;
 
     fn cfg(algorithm: u32, overrides: &[(&str, ParamValue)]) -> ModelConfig {
-        let mut params: std::collections::BTreeMap<String, ParamValue> = (SVM.params.iter())
-            .map(|p| (p.name.to_string(), default_value(p)))
-            .collect();
-        for (k, v) in overrides {
-            params.insert(k.to_string(), v.clone());
-        }
-        ModelConfig {
-            name: "svm".into(),
-            kind: "svm".into(),
-            params,
-            algorithm: Some(algorithm),
-            ..Default::default()
-        }
+        let mut config = test_config("svm", overrides);
+        config.algorithm = Some(algorithm);
+        config
     }
 
     /// Three numeric columns; the class is the quadrant-like region of the first two, with noise.

@@ -710,27 +710,11 @@ pub fn fit_forest(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::models::{kind_spec, ParamValue};
+    use crate::models::ParamValue;
     use ndarray::{array, Array1};
-    use std::collections::BTreeMap;
 
     fn cfg(kind: &str, overrides: &[(&str, ParamValue)]) -> ModelConfig {
-        let spec = kind_spec(kind).unwrap();
-        let mut params: BTreeMap<String, ParamValue> = spec
-            .params
-            .iter()
-            .map(|p| (p.name.to_string(), crate::models::default_value(p)))
-            .collect();
-        for (k, v) in overrides {
-            params.insert(k.to_string(), v.clone());
-        }
-        ModelConfig {
-            name: kind.into(),
-            kind: kind.into(),
-            params,
-            algorithm: Some(spec.algorithm),
-            ..Default::default()
-        }
+        crate::models::test_config(kind, overrides)
     }
 
     /// A config as a run of algorithm version 2 recorded it: no `split` or `max_bins`.

@@ -235,8 +235,14 @@ pub struct Solution {
 }
 
 impl Problem<'_> {
+    /// The row of variable `t` (`t < 2n`; a comparison, not a division, in the hot loops).
     fn base(&self, t: usize) -> usize {
-        t % self.rows.count()
+        let n = self.rows.count();
+        if t < n {
+            t
+        } else {
+            t - n
+        }
     }
 
     pub fn solve(&self) -> Solution {
@@ -266,9 +272,8 @@ impl Problem<'_> {
                 self.y[i] * (alpha[i] - old_i),
                 self.y[j] * (alpha[j] - old_j),
             );
-            let n = self.rows.count();
             for (t, g) in grad.iter_mut().enumerate() {
-                let b = if t < n { t } else { t - n };
+                let b = self.base(t);
                 *g += self.y[t] * (di * f64::from(ki[b]) + dj * f64::from(kj[b]));
             }
         }
@@ -309,7 +314,6 @@ impl Problem<'_> {
         let i = pick_i?;
         let bi = self.base(i);
         let (ki, _) = cache.pair(bi, bi);
-        let n = self.rows.count();
         let mut gmax2 = f64::NEG_INFINITY;
         let (mut best, mut pick_j) = (f64::INFINITY, None);
         for t in 0..self.y.len() {
@@ -322,7 +326,7 @@ impl Problem<'_> {
             gmax2 = gmax2.max(g);
             let diff = gmax + g;
             if diff > 0.0 {
-                let b = if t < n { t } else { t - n };
+                let b = self.base(t);
                 let quad = (diag[i] + diag[t] - 2.0 * f64::from(ki[b])).max(TAU);
                 let gain = -(diff * diff) / quad;
                 if gain <= best {
