@@ -366,8 +366,15 @@ impl IntoKey for ConfigError {
 /// One feature column after stateless ETL.
 #[derive(Debug, Clone, PartialEq)]
 pub enum FeatureValues {
-    Numeric(Vec<Option<f64>>),
+    /// Numbers, NaN where a value is missing (8 bytes a value: `Option<f64>` took 16, and a
+    /// million-row table's features twice the memory). See [`present`].
+    Numeric(Vec<f64>),
     Categorical(Vec<Option<String>>),
+}
+
+/// A numeric feature's value, `None` where it is missing (NaN).
+pub fn present(x: f64) -> Option<f64> {
+    (!x.is_nan()).then_some(x)
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -380,7 +387,7 @@ pub struct Feature {
 impl Feature {
     pub fn missing(&self) -> usize {
         match &self.values {
-            FeatureValues::Numeric(v) => v.iter().filter(|x| x.is_none()).count(),
+            FeatureValues::Numeric(v) => v.iter().filter(|x| x.is_nan()).count(),
             FeatureValues::Categorical(v) => v.iter().filter(|x| x.is_none()).count(),
         }
     }
@@ -393,12 +400,30 @@ pub enum TargetValues {
     Text(Vec<String>),
 }
 
+impl TargetValues {
+    /// No target: new data to predict, or a target already encoded.
+    fn none() -> TargetValues {
+        TargetValues::Numeric {
+            values: Vec::new(),
+            integral: true,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Table {
     pub features: Vec<Feature>,
     pub target_name: String,
     pub target: TargetValues,
     pub n_rows: usize,
+}
+
+impl Table {
+    /// Frees the target as read once it is encoded (`Prepared::y` holds it from then on): a
+    /// text target kept a `String` per row, about 56 MB a million rows.
+    pub fn release_target(&mut self) {
+        self.target = TargetValues::none();
+    }
 }
 
 /// One column as a feature: numbers (booleans as 0/1) or categories.
@@ -409,7 +434,7 @@ fn feature_of(name: String, s: &Series) -> Result<Feature> {
             s.cast(&DataType::Float64)?
                 .f64()?
                 .iter()
-                .map(|x| x.filter(|v| !v.is_nan()))
+                .map(|x| x.unwrap_or(f64::NAN))
                 .collect(),
         )
     } else if s.dtype().is_string() {
@@ -441,10 +466,7 @@ pub fn feature_table(df: &DataFrame, names: &[String]) -> Result<Table> {
     Ok(Table {
         features,
         target_name: String::new(),
-        target: TargetValues::Numeric {
-            values: Vec::new(),
-            integral: true,
-        },
+        target: TargetValues::none(),
         n_rows: df.height(),
     })
 }
@@ -501,7 +523,7 @@ pub fn fingerprint(table: &Table) -> String {
         match &f.values {
             FeatureValues::Numeric(v) => {
                 for x in v {
-                    match x {
+                    match present(*x) {
                         Some(x) => h.update(x.to_bits().to_le_bytes()),
                         None => h.update([0xff; 9]),
                     }

@@ -4,7 +4,7 @@
 //! contingency table, purity, adjusted Rand index, normalised mutual information; k-means from
 //! linfa-clustering). Logged as one MLflow run tagged as EDA and linked to the ETL version.
 
-use crate::data::FeatureValues;
+use crate::data::{present, FeatureValues};
 use crate::models::Task;
 use crate::prepare::Prepared;
 use serde::Serialize;
@@ -231,11 +231,11 @@ fn class_balance(
 fn feature_stats(
     prep: &Prepared,
     f: &crate::data::Feature,
-    values: &[Option<f64>],
+    values: &[f64],
     warnings: &mut Vec<String>,
 ) -> Option<FeatureStats> {
     let n = prep.table.n_rows;
-    let present: Vec<f64> = values.iter().flatten().copied().collect();
+    let present: Vec<f64> = values.iter().copied().filter(|x| !x.is_nan()).collect();
     if present.is_empty() {
         return None;
     }
@@ -245,7 +245,7 @@ fn feature_stats(
     let var = present.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / present.len() as f64;
     let skew = skewness(&present);
     let target: Vec<f64> = (0..n)
-        .filter(|i| values[*i].is_some())
+        .filter(|i| !values[*i].is_nan())
         .map(|i| prep.y[i])
         .collect();
     let suggested_transform = (skew.abs() > 1.0).then(|| {
@@ -397,7 +397,7 @@ pub fn analyse(prep: &Prepared, etl_version: &str) -> EdaReport {
         let mean = stats.mean;
         columns.push((
             f.name.clone(),
-            values.iter().map(|v| v.unwrap_or(mean)).collect(),
+            values.iter().map(|v| present(*v).unwrap_or(mean)).collect(),
         ));
         features.push(stats);
     }
@@ -503,7 +503,7 @@ pub fn plots(prep: &Prepared, r: &EdaReport) -> Vec<(String, String)> {
     let mut columns: Vec<(String, Vec<f64>)> = Vec::new();
     for f in &prep.table.features {
         if let FeatureValues::Numeric(v) = &f.values {
-            let present: Vec<f64> = v.iter().flatten().copied().collect();
+            let present: Vec<f64> = v.iter().copied().filter(|x| !x.is_nan()).collect();
             if present.is_empty() {
                 continue;
             }
@@ -517,7 +517,9 @@ pub fn plots(prep: &Prepared, r: &EdaReport) -> Vec<(String, String)> {
             let mean = present.iter().sum::<f64>() / present.len() as f64;
             columns.push((
                 f.name.clone(),
-                v.iter().map(|x| x.unwrap_or(mean)).collect(),
+                v.iter()
+                    .map(|x| crate::data::present(*x).unwrap_or(mean))
+                    .collect(),
             ));
         }
     }

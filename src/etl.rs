@@ -5,7 +5,7 @@
 pub mod transform;
 
 use crate::config::{Encode, EtlSpec, Impute, Scale, TaskChoice, TransformChoice};
-use crate::data::{FeatureValues, Table, TargetValues};
+use crate::data::{present, FeatureValues, Table, TargetValues};
 use crate::models::Task;
 use anyhow::{bail, Result};
 use ndarray::Array2;
@@ -149,8 +149,8 @@ pub fn check_transforms(table: &Table, spec: &EtlSpec, file: &str) -> Result<()>
         };
         let min = values
             .iter()
-            .flatten()
             .copied()
+            .filter(|x| !x.is_nan())
             .fold(f64::INFINITY, f64::min);
         let (ok, needs) = match choice {
             TransformChoice::Log1p => (min > -1.0, "values above -1"),
@@ -252,14 +252,16 @@ impl Preprocessor {
         for f in &table.features {
             match &f.values {
                 FeatureValues::Numeric(values) => {
-                    let present: Vec<f64> = rows.iter().filter_map(|r| values[*r]).collect();
+                    let known: Vec<f64> = rows.iter().filter_map(|r| present(values[*r])).collect();
                     let fill = match spec.impute {
-                        Impute::Median => median(&present),
-                        Impute::MostFrequent => mode_f64(&present),
-                        _ => present.iter().sum::<f64>() / present.len().max(1) as f64,
+                        Impute::Median => median(&known),
+                        Impute::MostFrequent => mode_f64(&known),
+                        _ => known.iter().sum::<f64>() / known.len().max(1) as f64,
                     };
-                    let filled: Vec<f64> =
-                        rows.iter().map(|r| values[*r].unwrap_or(fill)).collect();
+                    let filled: Vec<f64> = rows
+                        .iter()
+                        .map(|r| present(values[*r]).unwrap_or(fill))
+                        .collect();
                     let transform = fit_transform(spec.transform.get(&f.name), &filled);
                     let filled: Vec<f64> = filled.iter().map(|v| transform.apply(*v)).collect();
                     let n = filled.len().max(1) as f64;
@@ -369,7 +371,8 @@ impl Preprocessor {
                     FeatureValues::Numeric(v),
                 ) => {
                     for (i, r) in rows.iter().enumerate() {
-                        out[[i, j]] = (transform.apply(v[*r].unwrap_or(*fill)) - shift) / scale;
+                        out[[i, j]] =
+                            (transform.apply(present(v[*r]).unwrap_or(*fill)) - shift) / scale;
                     }
                     j += 1;
                 }
@@ -459,7 +462,7 @@ mod tests {
                 Feature {
                     name: "x".into(),
                     dtype: "f64".into(),
-                    values: FeatureValues::Numeric(vec![Some(1.0), None, Some(3.0), Some(100.0)]),
+                    values: FeatureValues::Numeric(vec![1.0, f64::NAN, 3.0, 100.0]),
                 },
                 Feature {
                     name: "c".into(),

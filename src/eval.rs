@@ -279,12 +279,12 @@ pub fn average_precision(positive: &[bool], scores: &[f64]) -> Option<f64> {
     Some(ap)
 }
 
-/// (true positives, false positives, threshold) when predicting positive at or above each
-/// distinct score, from the highest.
-fn counts_at_thresholds(positive: &[bool], scores: &[f64]) -> Vec<(f64, f64, f64)> {
+/// Calls `visit(true positives, false positives, threshold)` for predicting positive at or
+/// above each distinct score, from the highest. Streams: a million distinct scores never make a
+/// million-point vector (a run's curves took 67 MB that way).
+fn scan_thresholds(positive: &[bool], scores: &[f64], mut visit: impl FnMut(f64, f64, f64)) {
     let mut order: Vec<usize> = (0..scores.len()).collect();
     order.sort_by(|a, b| scores[*b].total_cmp(&scores[*a]));
-    let mut points = Vec::new();
     let (mut tp, mut fp, mut i) = (0.0, 0.0, 0);
     while i < order.len() {
         let threshold = scores[order[i]];
@@ -296,23 +296,27 @@ fn counts_at_thresholds(positive: &[bool], scores: &[f64]) -> Vec<(f64, f64, f64
             }
             i += 1;
         }
-        points.push((tp, fp, threshold));
+        visit(tp, fp, threshold);
     }
-    points
 }
 
-/// The ROC curve of `scores` for the rows where `positive` holds: (false positive rate, true
-/// positive rate, threshold) at each distinct score, from the highest, after a first (0, 0).
-pub fn roc_points(positive: &[bool], scores: &[f64]) -> Vec<(f64, f64, f64)> {
+/// The ROC and precision-recall curves of `scores` for the rows where `positive` holds, a point
+/// at each distinct score from the highest, handed to `roc` as (false positive rate, true
+/// positive rate, threshold), after a first (0, 0, infinity), and to `pr` as (recall,
+/// precision, threshold).
+pub fn roc_and_pr(
+    positive: &[bool],
+    scores: &[f64],
+    mut roc: impl FnMut((f64, f64, f64)),
+    mut pr: impl FnMut((f64, f64, f64)),
+) {
     let n_pos = positive.iter().filter(|p| **p).count().max(1) as f64;
     let n_neg = (positive.len() as f64 - n_pos).max(1.0);
-    let at = counts_at_thresholds(positive, scores);
-    std::iter::once((0.0, 0.0, f64::INFINITY))
-        .chain(
-            at.into_iter()
-                .map(|(tp, fp, t)| (fp / n_neg, tp / n_pos, t)),
-        )
-        .collect()
+    roc((0.0, 0.0, f64::INFINITY));
+    scan_thresholds(positive, scores, |tp, fp, t| {
+        roc((fp / n_neg, tp / n_pos, t));
+        pr((tp / n_pos, tp / (tp + fp), t));
+    });
 }
 
 /// One bin of a reliability curve: the bin's score range, the mean predicted probability and
@@ -346,16 +350,6 @@ pub fn reliability_bins(positive: &[bool], scores: &[f64], bins: usize) -> Vec<R
             fraction_positive: *pos as f64 / *n as f64,
             count: *n,
         })
-        .collect()
-}
-
-/// The precision-recall curve: (recall, precision, threshold) at each distinct score, from the
-/// highest.
-pub fn pr_points(positive: &[bool], scores: &[f64]) -> Vec<(f64, f64, f64)> {
-    let n_pos = positive.iter().filter(|p| **p).count().max(1) as f64;
-    counts_at_thresholds(positive, scores)
-        .into_iter()
-        .map(|(tp, fp, t)| (tp / n_pos, tp / (tp + fp), t))
         .collect()
 }
 
@@ -455,17 +449,15 @@ pub enum TargetBins {
 /// (the rule `task = "auto"` uses for classes); else between the user's `edges`, or at the
 /// `count`-quantiles of the target.
 pub fn target_bins(y: &[f64], count: usize, edges: Option<&[f64]>) -> TargetBins {
-    let mut distinct: Vec<f64> = y.to_vec();
-    distinct.sort_by(f64::total_cmp);
-    distinct.dedup();
-    if distinct.len() <= 20 && distinct.iter().all(|v| v.fract() == 0.0) {
+    let mut sorted = y.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let distinct = 1 + sorted.windows(2).filter(|w| w[0] != w[1]).count();
+    if distinct <= 20 && sorted.iter().all(|v| v.fract() == 0.0) {
         return TargetBins::ByValue;
     }
     if let Some(edges) = edges {
         return TargetBins::Edges(edges.to_vec());
     }
-    let mut sorted = y.to_vec();
-    sorted.sort_by(f64::total_cmp);
     let mut inner: Vec<f64> = (1..count.max(1))
         .map(|i| {
             let pos = i as f64 / count as f64 * (sorted.len() - 1) as f64;
@@ -556,9 +548,30 @@ mod tests {
     fn nan_scores_end_the_scan_instead_of_hanging_it() {
         let ap = average_precision(&[true, false, true], &[f64::NAN, 0.2, f64::NAN]);
         assert!(ap.is_some());
+        let mut thresholds = 0;
+        scan_thresholds(&[true, false], &[f64::NAN, f64::NAN], |_, _, _| {
+            thresholds += 1
+        });
+        assert_eq!(thresholds, 1);
+    }
+
+    #[test]
+    fn roc_and_pr_curves_step_at_each_distinct_score_with_ties_at_once() {
+        let (mut roc, mut pr) = (Vec::new(), Vec::new());
+        let positive = [true, false, true, false];
+        let scores = [0.9, 0.8, 0.8, 0.1];
+        roc_and_pr(&positive, &scores, |p| roc.push(p), |p| pr.push(p));
+        let inf = f64::INFINITY;
+        let expected_roc = [
+            (0.0, 0.0, inf),
+            (0.0, 0.5, 0.9),
+            (0.5, 1.0, 0.8),
+            (1.0, 1.0, 0.1),
+        ];
+        assert_eq!(roc, expected_roc);
         assert_eq!(
-            counts_at_thresholds(&[true, false], &[f64::NAN, f64::NAN]).len(),
-            1
+            pr,
+            [(0.5, 1.0, 0.9), (1.0, 2.0 / 3.0, 0.8), (1.0, 0.5, 0.1)]
         );
     }
 

@@ -19,6 +19,7 @@ pub mod eval;
 pub mod folds_file;
 pub mod frames;
 pub mod interrupt;
+pub mod memory;
 pub mod models;
 pub mod onnx;
 pub mod plot;

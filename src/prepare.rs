@@ -196,7 +196,7 @@ fn check_learnable(
 
 /// Prepares a sweep on a given input (replays pass the recorded, verified one).
 pub fn prepare_from(loaded: LoadedConfig, input: InputRef) -> Result<Prepared> {
-    let (etl_df, table) = build_etl(&loaded, &input).map_err(|e| as_data_error(&loaded, e))?;
+    let (etl_df, mut table) = build_etl(&loaded, &input).map_err(|e| as_data_error(&loaded, e))?;
     let (task, task_reason) = etl::infer_task(loaded.config.task, &table.target);
     let (y, labels) = etl::encode_target(task, &table.target)
         .with_context(|| format!("target \"{}\"", loaded.config.data.target))
@@ -207,25 +207,29 @@ pub fn prepare_from(loaded: LoadedConfig, input: InputRef) -> Result<Prepared> {
     if config::BINARY_METRICS.contains(&primary_metric.as_str()) && classes != 2 {
         return Err(metric_error(&loaded, format!("\"{primary_metric}\" scores the second of two classes; the data has {classes} classes: use f1_macro or f1_weighted")));
     }
+    let folds_file = crate::folds_file::load(&loaded, &input, &etl_df)?;
+    // The frame's values are in `table` now: only its columns and types are kept.
+    let etl_schema = etl_df.clear();
+    drop(etl_df);
     let (etl_key, spec) = etl_identity(&loaded, &input);
-    let schema = data::schema_of(&etl_df);
     let etl_record = json!({
         "spec": spec,
         "spec_toml": toml::to_string(&json_to_toml_etl(&loaded)).unwrap_or_default(),
         "input": input,
-        "schema": schema,
+        "schema": data::schema_of(&etl_schema),
         "n_rows": table.n_rows,
-        "n_cols": etl_df.width(),
+        "n_cols": etl_schema.width(),
         "target_distribution": etl::target_distribution(task, &y, labels.as_ref()),
         "fingerprint": data::fingerprint(&table),
         "runner_version": RUNNER_VERSION,
     });
-    let target_bins = bins_of(&loaded, &y);
-    let folds_file = crate::folds_file::load(&loaded, &input, &etl_df)?;
+    table.release_target();
+    let target_bins = bins_of(&loaded, task, &y);
+    crate::memory::release_free();
     Ok(Prepared {
         loaded,
         input,
-        etl_schema: etl_df.clear(),
+        etl_schema,
         table,
         task,
         task_reason,
@@ -239,8 +243,12 @@ pub fn prepare_from(loaded: LoadedConfig, input: InputRef) -> Result<Prepared> {
     })
 }
 
-/// The bins of the per-bin MAE for the config's target values.
-fn bins_of(loaded: &LoadedConfig, y: &[f64]) -> crate::eval::TargetBins {
+/// The bins of the per-bin MAE for the config's target values (a regression's; classes need
+/// none).
+fn bins_of(loaded: &LoadedConfig, task: Task, y: &[f64]) -> crate::eval::TargetBins {
+    if task == Task::Classification {
+        return crate::eval::TargetBins::ByValue;
+    }
     let cv = &loaded.config.cv;
     let edges = cv.regression_bin_edges.as_deref();
     crate::eval::target_bins(y, cv.regression_bins, edges)

@@ -14,6 +14,7 @@ const LAYERS: &[&[&str]] = &[
         "suggest",
         "plot",
         "interrupt",
+        "memory",
         "frames",
     ],
     &["eval", "resample", "calibrate", "tpe"],

@@ -56,12 +56,14 @@ pub(super) fn load(value: &serde_json::Value) -> Result<Box<dyn FittedModel>> {
     Ok(Box::new(Softmax::deserialize(value)?))
 }
 
-/// The training problem: rows (row-major), each row's class among those present, its weight.
+/// The training problem: rows (row-major), each row's class among those present, and each
+/// class's weight (a row's weight is its class's: a vector of classes is all a fit keeps per
+/// row beside the matrix).
 struct Objective<'a> {
     x: &'a [f64],
     width: usize,
     class: Vec<usize>,
-    weight: Vec<f64>,
+    class_weight: Vec<f64>,
     classes: usize,
     alpha: f64,
     total_weight: f64,
@@ -132,7 +134,8 @@ impl Objective<'_> {
                 *zc = (*zc - top).exp();
                 total += *zc;
             }
-            let (y, weight) = (self.class[i], self.weight[i]);
+            let y = self.class[i];
+            let weight = self.class_weight[y];
             // z now holds exp(z - top); -log p_y = log(total) - (z_y - top).
             loss += weight * (total.ln() - z[y].ln());
             for (c, zc) in z.iter_mut().enumerate() {
@@ -225,23 +228,26 @@ fn two_loop(grad: &[f64], history: &[(Vec<f64>, Vec<f64>, f64)]) -> Vec<f64> {
 }
 
 pub(super) fn fit(cfg: &ModelConfig, data: &TrainSet, ctx: &FitContext) -> Result<Softmax> {
-    let labels = data.class_labels();
-    let classes: Vec<usize> = (0..data.n_classes).filter(|c| labels.contains(c)).collect();
+    let mut class = data.class_labels();
+    let classes: Vec<usize> = (0..data.n_classes).filter(|c| class.contains(c)).collect();
     let mut index = vec![0; data.n_classes];
     for (j, c) in classes.iter().enumerate() {
         index[*c] = j;
     }
     let per_class = data.class_weights(cfg)?;
-    let weight: Vec<f64> = (labels.iter())
+    let class_weight: Vec<f64> = (classes.iter())
         .map(|c| per_class.as_ref().map_or(1.0, |w| w[*c]))
         .collect();
+    class.iter_mut().for_each(|c| *c = index[*c]);
+    // Summed row by row, in row order, as when each row carried its weight.
+    let total_weight: f64 = class.iter().map(|c| class_weight[*c]).sum();
     let x = data.x.as_standard_layout();
     let objective = Objective {
         x: x.as_slice().unwrap_or_default(),
         width: data.x.ncols(),
-        class: labels.iter().map(|c| index[*c]).collect(),
-        total_weight: weight.iter().sum::<f64>().max(f64::MIN_POSITIVE),
-        weight,
+        class,
+        total_weight: total_weight.max(f64::MIN_POSITIVE),
+        class_weight,
         classes: classes.len(),
         alpha: cfg.float("alpha")?,
         threads: ctx.threads,
@@ -325,8 +331,8 @@ mod tests {
             x: x.as_slice().unwrap(),
             width: 4,
             class: y.iter().map(|v| *v as usize).collect(),
-            weight: (0..500).map(|i| 1.0 + (i % 3) as f64).collect(),
-            total_weight: 1000.0,
+            class_weight: vec![1.0, 2.0, 3.0],
+            total_weight: y.iter().map(|c| 1.0 + c).sum(),
             classes: 3,
             alpha: 0.7,
             threads: 1,

@@ -6,7 +6,7 @@
 //! what `runner predict` does: the decoded label (`prediction`) and `proba_<class>` columns.
 
 use super::{Artifacts, Prepared};
-use crate::data::FeatureValues;
+use crate::data::{present, FeatureValues};
 use crate::etl::{ColumnStep, LabelMapping, Preprocessor};
 use crate::models::{ModelConfig, Task};
 use crate::onnx::ColumnType;
@@ -159,9 +159,9 @@ fn input_example(prep: &Prepared, inputs: &[(String, String)]) -> Value {
         })
         .collect();
     let cell = |f: &crate::data::Feature, t: &str, r: usize| match (&f.values, t) {
-        (FeatureValues::Numeric(v), "long") => json!(v[r].map(|x| x as i64)),
-        (FeatureValues::Numeric(v), "boolean") => json!(v[r].map(|x| x != 0.0)),
-        (FeatureValues::Numeric(v), _) => json!(v[r]),
+        (FeatureValues::Numeric(v), "long") => json!(present(v[r]).map(|x| x as i64)),
+        (FeatureValues::Numeric(v), "boolean") => json!(present(v[r]).map(|x| x != 0.0)),
+        (FeatureValues::Numeric(v), _) => json!(present(v[r])),
         (FeatureValues::Categorical(v), _) => json!(v[r]),
     };
     let data: Vec<Value> = (0..n)

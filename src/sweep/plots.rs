@@ -199,27 +199,38 @@ pub fn comparison_svg(prep: &Prepared, runs: &[RunResult]) -> String {
     )
 }
 
+/// The steps of a curve (a ROC or precision-recall curve has a point per distinct score) that
+/// move at least 1/1000 of the axes from the last one kept, and its last point, taken as they
+/// come: a million-row fold's curves had a million points each (58 MB tables, 11 MB pictures);
+/// the AUC and AP figures are computed from every point.
+#[derive(Default)]
+struct Thinned {
+    kept: Vec<(f64, f64, f64)>,
+    last: Option<(f64, f64, f64)>,
+}
+
+impl Thinned {
+    fn push(&mut self, p: (f64, f64, f64)) {
+        const STEP: f64 = 1e-3;
+        let far = (self.kept.last())
+            .is_none_or(|k| (p.0 - k.0).abs() >= STEP || (p.1 - k.1).abs() >= STEP);
+        if far {
+            self.kept.push(p);
+            self.last = None;
+        } else {
+            self.last = Some(p);
+        }
+    }
+
+    fn finish(mut self) -> Vec<(f64, f64, f64)> {
+        self.kept.extend(self.last);
+        self.kept
+    }
+}
+
 /// Two classes: the ROC and precision-recall curves of the pooled out-of-fold probabilities of
 /// the second class, each as a chart and its points (`roc_curve.csv`: fpr, tpr, threshold;
 /// `pr_curve.csv`: recall, precision, threshold). None for other tasks.
-/// The steps of a curve (a ROC or precision-recall curve has a point per distinct score) that
-/// move at least 1/1000 of the axes from the last one kept, and its last point: a
-/// million-row fold's curves had a million points each (58 MB tables, 11 MB pictures); the AUC
-/// and AP figures are computed from every point.
-fn thin(points: &[(f64, f64, f64)]) -> Vec<(f64, f64, f64)> {
-    const STEP: f64 = 1e-3;
-    let mut kept: Vec<(f64, f64, f64)> = Vec::new();
-    for (i, p) in points.iter().enumerate() {
-        let far = kept
-            .last()
-            .is_none_or(|k| (p.0 - k.0).abs() >= STEP || (p.1 - k.1).abs() >= STEP);
-        if far || i + 1 == points.len() {
-            kept.push(*p);
-        }
-    }
-    kept
-}
-
 pub(crate) fn curve_files(oof_scores: &[(bool, f64)]) -> Artifacts {
     use crate::plot::{lines_chart, Line, Stroke};
     if oof_scores.is_empty() {
@@ -227,8 +238,9 @@ pub(crate) fn curve_files(oof_scores: &[(bool, f64)]) -> Artifacts {
     }
     let positive: Vec<bool> = oof_scores.iter().map(|(p, _)| *p).collect();
     let scores: Vec<f64> = oof_scores.iter().map(|(_, s)| *s).collect();
-    let roc = thin(&eval::roc_points(&positive, &scores));
-    let pr = thin(&eval::pr_points(&positive, &scores));
+    let (mut roc, mut pr) = (Thinned::default(), Thinned::default());
+    eval::roc_and_pr(&positive, &scores, |p| roc.push(p), |p| pr.push(p));
+    let (roc, pr) = (roc.finish(), pr.finish());
     let auc = eval::roc_auc(&positive, &scores).unwrap_or(f64::NAN);
     let ap = eval::average_precision(&positive, &scores).unwrap_or(f64::NAN);
     let line = |name: String, points: Vec<(f64, f64)>, color: usize, stroke: Stroke| Line {
@@ -351,7 +363,7 @@ fn reliability_files(positive: &[bool], scores: &[f64]) -> Artifacts {
 
 #[cfg(test)]
 mod tests {
-    use super::thin;
+    use super::Thinned;
 
     #[test]
     fn a_curve_of_a_million_steps_keeps_about_a_thousand_and_both_ends() {
@@ -362,7 +374,9 @@ mod tests {
                 (x, x.sqrt(), 1.0 - x)
             })
             .collect();
-        let kept = thin(&points);
+        let mut thinned = Thinned::default();
+        points.iter().for_each(|p| thinned.push(*p));
+        let kept = thinned.finish();
         assert!(kept.len() > 500 && kept.len() < 2_100, "{}", kept.len());
         assert_eq!(kept[0], points[0]);
         assert_eq!(kept.last(), points.last());

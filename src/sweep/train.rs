@@ -64,10 +64,12 @@ pub fn etl_for<'a>(etl: &'a EtlSpec, model: &ModelConfig) -> std::borrow::Cow<'a
 
 /// Fits preprocessing and model on `rows`.
 pub fn fit_on(prep: &Prepared, plan: &TrainPlan, rows: &[usize], seed: u64) -> Result<Fitted> {
-    fit_with_curve(prep, plan, rows, seed, None, None)
+    Ok(fit_with_curve(prep, plan, rows, seed, None, None)?.0)
 }
 
-/// Fits on `rows`; iterative models also score `eval_rows` each round into `curve`.
+/// Fits the plan's model on `rows`, scoring `eval_rows` along its learning curve when given;
+/// returns the eval rows' model matrix with the model, for scoring them without building it
+/// again (a million-row fold's matrix is tens of MB).
 pub fn fit_with_curve(
     prep: &Prepared,
     plan: &TrainPlan,
@@ -75,7 +77,7 @@ pub fn fit_with_curve(
     seed: u64,
     eval_rows: Option<&[usize]>,
     curve: Option<&Curve<'_>>,
-) -> Result<Fitted> {
+) -> Result<(Fitted, Option<Array2<f64>>)> {
     let etl = etl_for(&prep.loaded.config.etl, &plan.model);
     let preprocessor = Preprocessor::fit(&prep.table, rows, &etl);
     let x = preprocessor.transform(&prep.table, rows)?;
@@ -102,10 +104,11 @@ pub fn fit_with_curve(
         feature_names: Some(&preprocessor.output_names),
     };
     let model = models::fit(&plan.model, &data, &ctx)?;
-    Ok(Fitted {
+    let fitted = Fitted {
         preprocessor,
         model,
-    })
+    };
+    Ok((fitted, eval.map(|(x, _)| x)))
 }
 
 pub fn predict_rows(
@@ -131,7 +134,7 @@ pub(crate) struct CvOutcome {
     pooled: Vec<Vec<usize>>,
     /// The learning curve of each fold of the first repeat.
     fold_curves: Vec<Vec<(i64, String, f64)>>,
-    /// Out-of-fold (true, predicted) of the first repeat, for the regression plots.
+    /// Regression: out-of-fold (true, predicted) of the first repeat, for its plots.
     oof: Vec<(f64, f64)>,
     /// Permutation importance on each fold of the first repeat: the primary metric's drop per
     /// model input column.
@@ -186,11 +189,11 @@ fn train_fold(
     };
     let eval_rows = Some(fold.test.as_slice());
     crate::interrupt::check()?;
-    let fitted = fit_with_curve(prep, &fold_plan, &fold.train, seed, eval_rows, Some(&curve))?;
+    let (fitted, x) = fit_with_curve(prep, &fold_plan, &fold.train, seed, eval_rows, Some(&curve))?;
     crate::interrupt::check()?;
     let stopped = curve.stopped();
     let points = finish_curve(curve)?;
-    let x = fitted.preprocessor.transform(&prep.table, &fold.test)?;
+    let x = x.context("the fold's validation rows")?;
     let pred = fitted.model.predict(x.view())?;
     let y: Vec<f64> = fold.test.iter().map(|r| prep.y[*r]).collect();
     let scores = score(prep, plan, &y, &pred);
@@ -273,6 +276,7 @@ pub(crate) fn cross_validate(
     while first < total && cv.pruned.is_none() {
         let n = plan.fold_jobs.clamp(1, total - first);
         let wave = train_wave(prep, plan, splits, first, n, run_uuid, trackers);
+        crate::memory::release_free();
         for (k, outcome) in wave.into_iter().enumerate() {
             let i = first + k;
             let repeat = splits.folds[i].repeat;
@@ -314,7 +318,9 @@ fn absorb_fold(
     } = fold;
     if repeat == 0 {
         cv.fold_curves.push(fold.points);
-        (cv.oof).extend(y.iter().copied().zip(pred.values.iter().copied()));
+        if prep.task == Task::Regression {
+            (cv.oof).extend(y.iter().copied().zip(pred.values.iter().copied()));
+        }
         cv.permutation.extend(fold.drops);
         if let Some(p) = pred.proba.as_ref().filter(|p| p.ncols() == 2) {
             let truth = y.iter().map(|t| *t == 1.0);
@@ -621,8 +627,9 @@ fn refit(
     let refit_start = std::time::Instant::now();
     let curve = live_curve(trackers, run_uuid, "refit".to_string());
     let seed = fold_seed(plan.seed, u64::MAX);
-    let fitted = fit_with_curve(prep, plan, &splits.cv_rows, seed, None, Some(&curve))
+    let (fitted, _) = fit_with_curve(prep, plan, &splits.cv_rows, seed, None, Some(&curve))
         .context("refit on all training rows")?;
+    crate::memory::release_free();
     crate::interrupt::check()?;
     let refit_curve = finish_curve(curve)?;
     let mut batch = Vec::new();
