@@ -60,7 +60,7 @@ t = time.perf_counter()
 accs = [a for a in (fit(tr, te, s) for s, (tr, te) in enumerate(splits)) if a is not None]
 py = time.perf_counter() - t
 ours = next(r for r in report["runs"] if r["name"] == "mlp")
-print(f"mlp runner {ours['fit_seconds']:.2f} s (accuracy {ours['metrics']['accuracy'][0]:.4f}) | PyTorch {torch.__version__} {py:.2f} s (accuracy {np.mean(accs):.4f}) for 6 fits x 100 epochs, 1 thread")
+print(f"mlp runner {ours['fit_seconds']:.2f} s (accuracy {ours['metrics']['accuracy']['mean']:.4f}) | PyTorch {torch.__version__} {py:.2f} s (accuracy {np.mean(accs):.4f}) for 6 fits x 100 epochs, 1 thread")
 PY
 pt=$(ls "$work"/mlruns/*/*/artifacts/model_t*.pt | head -n 1)
 preds=$(ls "$(dirname "$pt")"/predictions_t*.csv)
