@@ -9,13 +9,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source tests/build-env.sh
-py="$(dirname "$(dirname "$(dirname "$(dirname "$LIBTORCH")")")")/bin/python"
-if ! "$py" -c 'import torch' >/dev/null 2>&1; then
-  echo "bench_torch: adding what Python's torch imports to $(dirname "$(dirname "$py")") (once)" >&2
-  "$(dirname "$py")/pip" install -q --disable-pip-version-check typing_extensions filelock sympy networkx jinja2 fsspec numpy \
-    nvidia-cudnn-cu13==9.20.0.48 nvidia-cusparselt-cu13==0.8.1 nvidia-nccl-cu13==2.29.7 nvidia-nvshmem-cu13==3.4.5 \
-    "cuda-toolkit[cublas,cudart,cufft,cufile,cupti,curand,cusolver,cusparse,nvjitlink,nvrtc,nvtx]==13.0.3"
-fi
+source examples/bench_setup.sh
+torch_python numpy
 cargo build --release --locked --features "$RUNNER_FEATURES" --bin runner 2>/dev/null
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

@@ -5,15 +5,12 @@
 # (default 10) epochs, one intra-op thread, the validation loss after every epoch, 5 folds and a
 # refit. runner's seconds per fit are its run's training time over 6 fits; Python's the mean of
 # its 6 fits (bench_torch_scale.py). Python needs torch, pandas and scikit-learn: the first run
-# adds them as bench_wine_stack.sh does. By hand, not in CI. Run: bash examples/bench_torch_scale.sh
+# adds them to the venv of tests/torch-env.sh. By hand, not in CI. Run: bash examples/bench_torch_scale.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source tests/build-env.sh
-py="$(dirname "$(dirname "$(dirname "$(dirname "$LIBTORCH")")")")/bin/python"
-"$py" -c 'import torch, sklearn, pandas' >/dev/null 2>&1 || {
-  echo "bench_torch_scale: run examples/bench_wine_stack.sh once first (it installs the Python side)" >&2
-  exit 1
-}
+source examples/bench_setup.sh
+torch_python "sklearn, pandas" scikit-learn==1.9.1 pandas==3.1.1
 cargo build --release --locked --features "$RUNNER_FEATURES" --bin runner 2>/dev/null
 bin="$CARGO_TARGET_DIR/release/runner"
 rows="${ROWS:-50000}" epochs="${EPOCHS:-10}"

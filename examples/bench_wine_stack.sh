@@ -9,14 +9,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source tests/build-env.sh
-py="$(dirname "$(dirname "$(dirname "$(dirname "$LIBTORCH")")")")/bin/python"
-if ! "$py" -c 'import torch, sklearn, xgboost, lightgbm, mlflow, matplotlib' >/dev/null 2>&1; then
-  echo "bench_wine_stack: adding the Python stack to $(dirname "$(dirname "$py")") (once)" >&2
-  "$(dirname "$py")/pip" install -q --disable-pip-version-check typing_extensions filelock sympy networkx jinja2 fsspec numpy \
-    nvidia-cudnn-cu13==9.20.0.48 nvidia-cusparselt-cu13==0.8.1 nvidia-nccl-cu13==2.29.7 nvidia-nvshmem-cu13==3.4.5 \
-    "cuda-toolkit[cublas,cudart,cufft,cufile,cupti,curand,cusolver,cusparse,nvjitlink,nvrtc,nvtx]==13.0.3" \
-    mlflow==3.17.2 scikit-learn==1.9.1 lightgbm==4.7.0 xgboost-cpu==3.2.0
-fi
+source examples/bench_setup.sh
+torch_python "sklearn, xgboost, lightgbm, mlflow, matplotlib" \
+  mlflow==3.17.2 scikit-learn==1.9.1 lightgbm==4.7.0 xgboost-cpu==3.2.0
 cargo build --release --locked --features "$RUNNER_FEATURES" --bin runner 2>/dev/null
 bin="$CARGO_TARGET_DIR/release/runner"
 work=$(mktemp -d)
