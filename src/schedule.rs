@@ -38,7 +38,7 @@ struct Job {
 /// sweep's networks, two thirds of its training time, came last in its sweep file).
 fn training_weight(kind: &str) -> u8 {
     match kind {
-        "mlp" | "cnn" | "lstm" => 3,
+        k if trains_on_libtorch(k) => 3,
         "svm" | "xgboost" | "lightgbm" | "voting" | "stacking" => 2,
         "random_forest" => 1,
         _ => 0,
