@@ -40,5 +40,5 @@ def run_lgb():
 for name, fn in [("xgboost", run_xgb), ("lightgbm", run_lgb)]:
     t = time.perf_counter(); acc = fn(); py = time.perf_counter() - t
     ours = next(r for r in report["runs"] if r["name"] == name)
-    print(f"{name:9s} runner {ours['fit_seconds']:.2f} s (accuracy {ours['metrics']['accuracy'][0]:.4f}) | Python {xgb.__version__ if name == 'xgboost' else lgb.__version__} {py:.2f} s (accuracy {acc:.4f}) for 6 fits x 200 rounds")
+    print(f"{name:9s} runner {ours['fit_seconds']:.2f} s (accuracy {ours['metrics']['accuracy']['mean']:.4f}) | Python {xgb.__version__ if name == 'xgboost' else lgb.__version__} {py:.2f} s (accuracy {acc:.4f}) for 6 fits x 200 rounds")
 PY
