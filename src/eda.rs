@@ -235,15 +235,15 @@ fn feature_stats(
     warnings: &mut Vec<String>,
 ) -> Option<FeatureStats> {
     let n = prep.table.n_rows;
-    let present: Vec<f64> = values.iter().copied().filter(|x| !x.is_nan()).collect();
-    if present.is_empty() {
+    let known: Vec<f64> = values.iter().filter_map(|x| present(*x)).collect();
+    if known.is_empty() {
         return None;
     }
-    let mut sorted = present.clone();
+    let mut sorted = known.clone();
     sorted.sort_by(f64::total_cmp);
-    let mean = present.iter().sum::<f64>() / present.len() as f64;
-    let var = present.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / present.len() as f64;
-    let skew = skewness(&present);
+    let mean = known.iter().sum::<f64>() / known.len() as f64;
+    let var = known.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / known.len() as f64;
+    let skew = skewness(&known);
     let target: Vec<f64> = (0..n)
         .filter(|i| !values[*i].is_nan())
         .map(|i| prep.y[i])
@@ -275,8 +275,8 @@ fn feature_stats(
         max: sorted[sorted.len() - 1],
         quantiles: [0.05, 0.25, 0.5, 0.75, 0.95].map(|q| quantile(&sorted, q)),
         skewness: skew,
-        kurtosis: kurtosis(&present),
-        corr_with_target: pearson(&present, &target),
+        kurtosis: kurtosis(&known),
+        corr_with_target: pearson(&known, &target),
         suggested_transform,
     })
 }
@@ -503,8 +503,8 @@ pub fn plots(prep: &Prepared, r: &EdaReport) -> Vec<(String, String)> {
     let mut columns: Vec<(String, Vec<f64>)> = Vec::new();
     for f in &prep.table.features {
         if let FeatureValues::Numeric(v) = &f.values {
-            let present: Vec<f64> = v.iter().copied().filter(|x| !x.is_nan()).collect();
-            if present.is_empty() {
+            let known: Vec<f64> = v.iter().filter_map(|x| present(*x)).collect();
+            if known.is_empty() {
                 continue;
             }
             out.push((
@@ -512,14 +512,12 @@ pub fn plots(prep: &Prepared, r: &EdaReport) -> Vec<(String, String)> {
                     "hist_{}.svg",
                     crate::track::sanitize(&f.name).replace(' ', "_")
                 ),
-                plot::histogram(&f.name, &present, 20),
+                plot::histogram(&f.name, &known, 20),
             ));
-            let mean = present.iter().sum::<f64>() / present.len() as f64;
+            let mean = known.iter().sum::<f64>() / known.len() as f64;
             columns.push((
                 f.name.clone(),
-                v.iter()
-                    .map(|x| crate::data::present(*x).unwrap_or(mean))
-                    .collect(),
+                v.iter().map(|x| present(*x).unwrap_or(mean)).collect(),
             ));
         }
     }

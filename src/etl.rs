@@ -149,8 +149,7 @@ pub fn check_transforms(table: &Table, spec: &EtlSpec, file: &str) -> Result<()>
         };
         let min = values
             .iter()
-            .copied()
-            .filter(|x| !x.is_nan())
+            .filter_map(|x| present(*x))
             .fold(f64::INFINITY, f64::min);
         let (ok, needs) = match choice {
             TransformChoice::Log1p => (min > -1.0, "values above -1"),
