@@ -381,8 +381,13 @@ pub fn run_sweep(
     let done = if studies.is_empty() {
         Vec::new()
     } else {
-        let by_rounds = (studies.iter()).any(|s| s.search.prune.as_deref() == Some("rounds"));
-        finished_trials(prep, opts, &signatures, by_rounds)?
+        let prunes = |how: &str| (studies.iter()).any(|s| s.search.prune.as_deref() == Some(how));
+        let curves = match (prunes("asha"), prunes("rounds")) {
+            (true, _) => Curves::Every,
+            (false, true) => Curves::Finished,
+            (false, false) => Curves::None,
+        };
+        finished_trials(prep, opts, &signatures, curves)?
     };
     for (study, signature) in studies.into_iter().zip(signatures) {
         let mut tpe = Tpe::new(study, higher, &prep.primary_metric, jobs, signature);
@@ -425,14 +430,23 @@ fn search_signature(prep: &Prepared, study: &Study) -> String {
     crate::data::sha256_hex(identity.to_string().as_bytes())
 }
 
+/// Which earlier trials' first-fold learning curves a search's pruner reads.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Curves {
+    None,
+    /// `prune = "rounds"`: the finished trials'.
+    Finished,
+    /// `prune = "asha"`: every trial's, pruned ones too (their losses at the rungs reached).
+    Every,
+}
+
 /// The trials earlier sweeps of these searches (by signature) finished or pruned, in the order
-/// they were numbered; with `curves`, the first-fold learning curve of each finished one (only
-/// `prune = "rounds"` reads them).
+/// they were numbered, with the first-fold learning curves `curves` asks for.
 fn finished_trials(
     prep: &Prepared,
     opts: &SweepOptions,
     signatures: &[String],
-    curves: bool,
+    curves: Curves,
 ) -> Result<Vec<(String, EarlierTrial)>> {
     let path = tracking_path(opts.tracking_uri.as_deref(), Some(&prep.loaded))?;
     if !path.is_file() {
@@ -456,15 +470,19 @@ fn finished_trials(
         };
         let pruned = !summary["pruned"].is_null();
         let score = summary["metrics"][metric]["mean"].as_f64();
-        let folds = serde_json::from_value(summary["fold_metrics"][metric].clone());
-        let (Some(score), Ok(folds), true) = (score, folds, r.status == "FINISHED" || pruned)
-        else {
-            continue;
+        let folds: Option<Vec<f64>> =
+            serde_json::from_value(summary["fold_metrics"][metric].clone()).ok();
+        // A trial pruned inside its first fold has no fold score, yet its number was asked.
+        let folds = match (r.status.as_str(), score, folds) {
+            ("FINISHED", Some(_), Some(folds)) => folds,
+            (_, _, folds) if pruned => folds.unwrap_or_default(),
+            _ => continue,
         };
-        let first_fold_losses = if pruned || !curves {
-            Vec::new()
-        } else {
+        let wanted = curves == Curves::Every || (curves == Curves::Finished && !pruned);
+        let first_fold_losses = if wanted {
             first_fold_losses(&store, &r.run_uuid)?
+        } else {
+            Vec::new()
         };
         let trial = EarlierTrial {
             config,

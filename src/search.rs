@@ -6,7 +6,7 @@
 
 use crate::config::Study;
 use crate::models::{self, ModelConfig};
-use crate::sweep::prune::MedianPruner;
+use crate::sweep::prune::{Pruner, RoundRule, ASHA_MIN_ROUNDS, ASHA_REDUCTION_FACTOR};
 use crate::tpe::{Observed, Sampler};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
@@ -43,12 +43,13 @@ pub struct Told<'a> {
 #[derive(Debug, Clone)]
 pub struct EarlierTrial {
     pub config: ModelConfig,
-    /// The mean of the primary metric over the folds it trained.
-    pub score: f64,
+    /// The mean of the primary metric over the folds it trained (none when it was pruned
+    /// inside its first fold).
+    pub score: Option<f64>,
     /// The primary metric of each fold it trained.
     pub folds: Vec<f64>,
     pub pruned: bool,
-    /// Its first fold's validation loss by round (for `prune = "rounds"`).
+    /// Its first fold's validation loss by round (for `prune = "rounds"` and `"asha"`).
     pub first_fold_losses: Vec<f64>,
 }
 
@@ -66,7 +67,7 @@ pub trait Strategy: Send {
         None
     }
     /// The pruner that may stop the run of a config it just gave after a fold.
-    fn pruner(&self, _config: &ModelConfig) -> Option<Arc<MedianPruner>> {
+    fn pruner(&self, _config: &ModelConfig) -> Option<Arc<Pruner>> {
         None
     }
     /// Whether the run of a config it just gave is refitted on all rows and saves a model
@@ -223,7 +224,7 @@ impl Strategy for TopEnsembles {
         self.inner.annotate(config)
     }
 
-    fn pruner(&self, config: &ModelConfig) -> Option<Arc<MedianPruner>> {
+    fn pruner(&self, config: &ModelConfig) -> Option<Arc<Pruner>> {
         self.inner.pruner(config)
     }
 
@@ -257,12 +258,24 @@ pub struct Tpe {
     pending: BTreeMap<String, (usize, Vec<f64>)>,
     observed: Vec<Observed>,
     /// `prune = "median"` (the default): stops trials below the finished ones' median.
-    pruner: Option<Arc<MedianPruner>>,
+    pruner: Option<Arc<Pruner>>,
     /// The best finished trial so far: (score, minimised; its trial number and config).
     best: Option<(f64, usize, ModelConfig)>,
     /// `refit = "best"` (the default): trials are scored by CV only; once all have ended the
     /// best is trained in full, as `<entry>#best[..]`, unless a run of that config already was.
     best_run: BestRun,
+}
+
+/// How a search's pruner judges the rounds of its trials' first folds.
+fn round_rule(search: &crate::config::SearchConfig, prune: Option<&str>) -> RoundRule {
+    match prune {
+        Some("rounds") => RoundRule::Median,
+        Some("asha") => RoundRule::Asha {
+            min_rounds: search.min_rounds.unwrap_or(ASHA_MIN_ROUNDS),
+            reduction_factor: search.reduction_factor.unwrap_or(ASHA_REDUCTION_FACTOR),
+        },
+        _ => RoundRule::Off,
+    }
 }
 
 /// Where a search stands with its best trial's full run.
@@ -287,13 +300,8 @@ impl Tpe {
         let pruner = match study.search.prune.as_deref() {
             Some("none") => None,
             how => {
-                let by_rounds = how == Some("rounds");
-                Some(Arc::new(MedianPruner::new(
-                    5,
-                    higher_is_better,
-                    metric,
-                    by_rounds,
-                )))
+                let rounds = round_rule(&study.search, how);
+                Some(Arc::new(Pruner::new(5, higher_is_better, metric, rounds)))
             }
         };
         let best_run = if study.search.refit.as_deref() == Some("every") {
@@ -335,15 +343,17 @@ impl Tpe {
                 }
                 continue;
             };
-            if let (Some(p), false) = (&self.pruner, pruned) {
-                p.record(&earlier.folds);
-                p.record_curve(earlier.first_fold_losses.clone());
+            if let Some(p) = &self.pruner {
+                if !pruned {
+                    p.record(&earlier.folds);
+                }
+                p.resume_curve(earlier.first_fold_losses.clone(), pruned);
             }
             let Some(values) = self.study.values_of(cfg) else {
                 continue;
             };
             self.asked = self.asked.max(trial + 1);
-            self.observe(trial, values, cfg, Some(earlier.score), pruned);
+            self.observe(trial, values, cfg, earlier.score, pruned);
         }
     }
 
@@ -441,7 +451,7 @@ impl Strategy for Tpe {
         self.best_run == BestRun::NotWanted || !self.pending.contains_key(&config.name)
     }
 
-    fn pruner(&self, config: &ModelConfig) -> Option<Arc<MedianPruner>> {
+    fn pruner(&self, config: &ModelConfig) -> Option<Arc<Pruner>> {
         self.pending.get(&config.name)?;
         self.pruner.clone()
     }
@@ -505,7 +515,7 @@ impl Strategy for Chain {
         self.parts.iter().find_map(|p| p.annotate(config))
     }
 
-    fn pruner(&self, config: &ModelConfig) -> Option<Arc<MedianPruner>> {
+    fn pruner(&self, config: &ModelConfig) -> Option<Arc<Pruner>> {
         self.parts.iter().find_map(|p| p.pruner(config))
     }
 
@@ -600,6 +610,8 @@ mod tpe_tests {
                 startup_trials: None,
                 multivariate: None,
                 prune: Some("none".into()),
+                min_rounds: None,
+                reduction_factor: None,
                 refit: refit.map(str::to_string),
             },
             seed: 3,
@@ -661,7 +673,7 @@ mod tpe_tests {
         let best = next(&mut first);
         let earlier = |c: &ModelConfig, score: f64| EarlierTrial {
             config: c.clone(),
-            score,
+            score: Some(score),
             folds: vec![score],
             pruned: false,
             first_fold_losses: Vec::new(),

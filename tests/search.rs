@@ -446,6 +446,99 @@ fn round_pruning_stops_boosters_inside_the_first_fold_and_replays() {
     );
 }
 
+/// Runs of a sweep report in run order: (trial name, pruned round, pruned reason).
+fn pruned_rounds(report: &Value) -> Vec<(String, Option<i64>, String)> {
+    let mut runs: Vec<&Value> = report["runs"].as_array().unwrap().iter().collect();
+    runs.sort_by_key(|r| r["version"].as_str().unwrap()[1..].parse::<i64>().unwrap());
+    (runs.iter())
+        .map(|r| {
+            let reason = r["pruned"]["reason"].as_str().unwrap_or_default();
+            let name = r["name"].as_str().unwrap().to_string();
+            (name, r["pruned"]["round"].as_i64(), reason.to_string())
+        })
+        .collect()
+}
+
+/// `prune = "asha"`: successive halving at rungs after 5, 15, 45 rounds of the first fold.
+/// Trials stop only at rungs, and every rung keeps the best third of what reached it; a search
+/// continued with more trials (the rungs rebuilt from the store, pruned trials included) asks
+/// the same trials as an unbroken one and never a trial number twice; replay stops a pruned
+/// trial at the same round, bit for bit.
+#[test]
+fn asha_prunes_at_rungs_resumes_and_replays() {
+    if !cfg!(feature = "lightgbm") {
+        eprintln!("skipped: needs the lightgbm feature");
+        return;
+    }
+    let sweep = |trials: usize| {
+        format!("[search]\nstrategy = \"tpe\"\ntrials = {trials}\nstartup_trials = 6\nprune = \"asha\"\nmin_rounds = 5\nreduction_factor = 3\n\n[[models]]\nname = \"gbm\"\nkind = \"lightgbm\"\nn_rounds = 45\nlearning_rate = {{ low = 0.005, high = 0.3, log = true }}\nnum_leaves = {{ low = 4, high = 64, log = true }}\n")
+    };
+    let (d, e) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let cfg = write_config(d.path(), CONFIG, &sweep(10));
+    let first = pruned_rounds(&sweep_json(d.path(), &cfg, &["--jobs", "1"]));
+    let stopped: Vec<_> = first.iter().filter(|(_, r, _)| r.is_some()).collect();
+    assert!(stopped.len() >= 3, "{first:?}");
+    for (name, round, reason) in &stopped {
+        assert!(
+            [4, 14].contains(&round.unwrap()),
+            "{name} stopped between rungs: {reason}"
+        );
+        assert!(reason.contains("is not among the best"), "{reason}");
+    }
+    assert!(
+        first.iter().any(|(_, r, _)| r.is_none()),
+        "some trial finished: {first:?}"
+    );
+    // Continued to 13 trials, against 13 trials unbroken.
+    let cfg = write_config(d.path(), CONFIG, &sweep(13));
+    let more = pruned_rounds(&sweep_json(d.path(), &cfg, &["--jobs", "1"]));
+    let cfg_e = write_config(e.path(), CONFIG, &sweep(13));
+    let unbroken = pruned_rounds(&sweep_json(e.path(), &cfg_e, &["--jobs", "1"]));
+    let trial_of = |name: &str| name.split('[').next().unwrap().to_string();
+    let continued: Vec<_> = (more.iter())
+        .filter(|(n, ..)| !n.contains("#best"))
+        .collect();
+    assert_eq!(
+        continued
+            .iter()
+            .map(|(n, ..)| trial_of(n))
+            .collect::<Vec<_>>(),
+        ["gbm#11", "gbm#12", "gbm#13"],
+        "only the new trial numbers: {more:?}"
+    );
+    for c in continued {
+        let same = unbroken.iter().find(|u| u.0 == c.0);
+        assert_eq!(same, Some(c), "as the unbroken search: {unbroken:?}");
+    }
+    // Replay of a pruned trial stops at its round again, bit for bit.
+    let out = run_ok(runner(d.path()).args(["runs", "--json"]));
+    let listed = stdout_json(&out);
+    let killed = (listed["runs"].as_array().unwrap().iter())
+        .find(|r| r["status"] == "KILLED")
+        .unwrap_or_else(|| panic!("{listed}"));
+    let tv = killed["version"].as_str().unwrap();
+    let replay = stdout_json(&run_ok(
+        runner(d.path()).args(["replay", tv, "--check", "--json"]),
+    ));
+    assert_eq!(replay["identical"], true, "{replay}");
+    assert_eq!(replay["status"], "KILLED", "{replay}");
+    // Its settings only go with prune = "asha", in range.
+    let median = sweep(4).replace("\"asha\"", "\"median\"");
+    let cfg = write_config(e.path(), CONFIG, &median);
+    let err = refused(runner(e.path()).args(["sweep"]).arg(&cfg));
+    assert!(
+        err.contains("search.min_rounds") && err.contains("asha"),
+        "{err}"
+    );
+    let cfg = write_config(
+        e.path(),
+        CONFIG,
+        &sweep(4).replace("reduction_factor = 3", "reduction_factor = 1"),
+    );
+    let err = refused(runner(e.path()).args(["sweep"]).arg(&cfg));
+    assert!(err.contains("search.reduction_factor"), "{err}");
+}
+
 /// `timeout_s` decides how many trials run: no trial starts after it, the ones that started
 /// finish, and with two workers each trial still replays bit for bit.
 #[test]

@@ -376,7 +376,10 @@ pub fn replay_run(req: &ReplayRequest, quiet: bool) -> Result<Replayed> {
         .into_iter()
         .next()
         .context("the replay trained no run")?;
-    let (rows, identical) = compare_folds(&run, &new);
+    let (mut rows, mut identical) = compare_folds(&run, &new);
+    if rows.is_empty() && new.pruned.is_some() {
+        (rows, identical) = compare_curves(&store, &run.run_uuid, &new.run_uuid)?;
+    }
     Ok(Replayed {
         version: version.to_string(),
         etl_version: run.etl_version,
@@ -385,6 +388,39 @@ pub fn replay_run(req: &ReplayRequest, quiet: bool) -> Result<Replayed> {
         rows,
         identical,
     })
+}
+
+/// A trial pruned inside its first fold has no fold metric: each of the original's first-fold
+/// learning curves against the replay's, point by point as the store holds them.
+fn compare_curves(
+    store: &MlflowStore,
+    original: &str,
+    replayed: &str,
+) -> Result<(Vec<Value>, bool)> {
+    let keys: Vec<String> = (store.latest_metrics(original)?.into_iter())
+        .map(|(k, _)| k)
+        .filter(|k| k.starts_with("fold0/"))
+        .collect();
+    let mut rows = Vec::new();
+    for key in &keys {
+        let old = store.metric_history(original, key)?;
+        let now = store.metric_history(replayed, key)?;
+        let identical = old.len() == now.len()
+            && (old.iter().zip(&now)).all(|(a, b)| a.0 == b.0 && same(a.1, b.1));
+        let max_diff = (old.iter().zip(&now))
+            .map(|(a, b)| (a.1 - b.1).abs())
+            .fold(0.0, f64::max);
+        let last = |h: &[(i64, f64)]| h.last().map(|p| p.1);
+        rows.push(json!({
+            "metric": format!("{key} (curve, {} rounds, last value)", old.len()),
+            "original_mean": last(&old),
+            "replay_mean": last(&now),
+            "max_fold_diff": max_diff,
+            "identical": identical,
+        }));
+    }
+    let all = !rows.is_empty() && rows.iter().all(|r| r["identical"] == true);
+    Ok((rows, all))
 }
 
 fn sweep_mean(v: &[f64]) -> f64 {

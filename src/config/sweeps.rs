@@ -30,10 +30,17 @@ pub struct SearchConfig {
     #[serde(default)]
     pub multivariate: Option<bool>,
     /// TPE: "median" (the default) stops a trial after a fold below the finished trials'
-    /// median there; "rounds" also judges iterative models' first fold round by round; "none"
-    /// trains every fold.
+    /// median there; "rounds" also judges iterative models' first fold round by round against
+    /// that median; "asha" by successive halving at rungs; "none" trains every fold.
     #[serde(default)]
     pub prune: Option<String>,
+    /// `prune = "asha"`: rounds before the first rung (default 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_rounds: Option<i64>,
+    /// `prune = "asha"`: each rung keeps the best 1/this of the trials that reach it, and the
+    /// next rung is this many times further (default 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reduction_factor: Option<usize>,
     /// TPE: "best" (the default) scores trials by their CV folds only and trains the best one
     /// in full once the search ends; "every" refits every trial and saves its model.
     #[serde(default)]
@@ -470,6 +477,8 @@ fn search_of(
         startup_trials: None,
         multivariate: None,
         prune: None,
+        min_rounds: None,
+        reduction_factor: None,
         refit: None,
     });
     if let Some(cli) = cli {
@@ -496,11 +505,13 @@ fn search_of(
     if let Some(p) = search
         .prune
         .as_deref()
-        .filter(|p| !["median", "rounds", "none"].contains(p))
+        .filter(|p| !["median", "rounds", "asha", "none"].contains(p))
     {
-        let msg = format!("unknown pruner \"{p}\"; valid: \"median\", \"rounds\", \"none\"");
+        let msg =
+            format!("unknown pruner \"{p}\"; valid: \"median\", \"rounds\", \"asha\", \"none\"");
         return Err(ConfigError::new(file, msg).key("search.prune").at(at));
     }
+    check_asha(file, src, &search)?;
     if let Some(r) = (search.refit.as_deref()).filter(|r| !["best", "every"].contains(r)) {
         let msg = format!("unknown refit \"{r}\"; valid: \"best\", \"every\"");
         return Err(ConfigError::new(file, msg).key("search.refit").at(at));
@@ -515,6 +526,35 @@ fn search_of(
         return Err(ConfigError::new(file, msg).key("search.timeout_s").at(at));
     }
     Ok(search)
+}
+
+/// `min_rounds` and `reduction_factor` belong to `prune = "asha"`, in their ranges.
+fn check_asha(file: &str, src: &str, search: &SearchConfig) -> Result<(), ConfigError> {
+    let asha = search.prune.as_deref() == Some("asha");
+    let given = [
+        ("min_rounds", search.min_rounds.is_some()),
+        ("reduction_factor", search.reduction_factor.is_some()),
+    ];
+    if let Some((key, _)) = given.iter().find(|(_, set)| *set && !asha) {
+        let msg = format!("`{key}` applies to prune = \"asha\" only");
+        let at = locate(src, Some("search"), None, key);
+        return Err(ConfigError::new(file, msg)
+            .key(format!("search.{key}"))
+            .at(at));
+    }
+    if search.min_rounds.is_some_and(|r| r < 1) {
+        let msg = "`min_rounds` must be a whole number of rounds, 1 or more";
+        let at = locate(src, Some("search"), None, "min_rounds");
+        return Err(ConfigError::new(file, msg).key("search.min_rounds").at(at));
+    }
+    if search.reduction_factor.is_some_and(|f| f < 2) {
+        let msg = "`reduction_factor` must be 2 or more (each rung keeps the best 1/factor)";
+        let at = locate(src, Some("search"), None, "reduction_factor");
+        return Err(ConfigError::new(file, msg)
+            .key("search.reduction_factor")
+            .at(at));
+    }
+    Ok(())
 }
 
 /// The entry's table with `--set models.<key>` put in for every key its kind has; the keys

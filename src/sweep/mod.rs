@@ -70,7 +70,7 @@ pub struct TrainPlan {
     pub permutation_importance: bool,
     /// A search's median pruner: the run stops after a fold that falls below it.
     #[serde(skip)]
-    pub pruner: Option<std::sync::Arc<prune::MedianPruner>>,
+    pub pruner: Option<std::sync::Arc<prune::Pruner>>,
 }
 
 pub struct Splits {

@@ -389,8 +389,13 @@ fn judged<'a>(plan: &TrainPlan, fold: usize, curve: Curve<'a>) -> Curve<'a> {
         })),
         (None, Some(pruner)) => {
             let pruner = pruner.clone();
+            // One loss a round: the first validation loss the model records (XGBoost and
+            // LightGBM record one; a network's regression records valid_loss before valid_mae).
+            let key = std::sync::OnceLock::new();
             curve.judged(Box::new(move |round, metric, value| {
-                pruner.check_round(round, metric, value)
+                let ours =
+                    judged_metric(metric) && key.get_or_init(|| metric.to_string()) == metric;
+                ours.then(|| pruner.check_round(round, metric, value))?
             }))
         }
         (None, None) => curve,
