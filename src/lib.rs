@@ -33,6 +33,7 @@ pub mod rng;
 pub mod schedule;
 pub mod search;
 pub mod search_plots;
+pub mod search_store;
 pub mod shard;
 pub mod source;
 pub mod suggest;

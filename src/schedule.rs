@@ -10,7 +10,10 @@
 use crate::config;
 use crate::config::Study;
 use crate::models::ModelConfig;
-use crate::search::{Ask, Chain, EarlierTrial, Listed, Strategy, Told, TopEnsembles, Tpe};
+use crate::search::{
+    Ask, Chain, EarlierTrial, Listed, SearchShard, Strategy, Told, TopEnsembles, Tpe,
+};
+use crate::search_store::{self, Curves};
 use crate::shard::config_key;
 use crate::sweep::{
     self, dataset_input, make_splits, members_tag, run_one, run_params, run_record, run_tags,
@@ -378,15 +381,15 @@ pub fn run_sweep(
     let mut parts: Vec<Box<dyn Strategy>> = vec![Box::new(Listed::new(configs))];
     // Only a search reads the store's earlier trials (every run's record): grid sweeps skip it.
     let signatures: Vec<String> = studies.iter().map(|s| search_signature(prep, s)).collect();
+    let prunes = |how: &str| (studies.iter()).any(|s| s.search.prune.as_deref() == Some(how));
+    let curves = match (prunes("asha"), prunes("rounds")) {
+        (true, _) => Curves::Every,
+        (false, true) => Curves::Finished,
+        (false, false) => Curves::None,
+    };
     let done = if studies.is_empty() {
         Vec::new()
     } else {
-        let prunes = |how: &str| (studies.iter()).any(|s| s.search.prune.as_deref() == Some(how));
-        let curves = match (prunes("asha"), prunes("rounds")) {
-            (true, _) => Curves::Every,
-            (false, true) => Curves::Finished,
-            (false, false) => Curves::None,
-        };
         finished_trials(prep, opts, &signatures, curves)?
     };
     for (study, signature) in studies.into_iter().zip(signatures) {
@@ -402,7 +405,14 @@ pub fn run_sweep(
                 earlier.len()
             );
         }
-        tpe.resume(&earlier);
+        let tpe = match search_shard(prep, opts, &tpe, curves)? {
+            // A shard reads every shard's trials before each ask, its earlier ones included.
+            Some(shard) => tpe.sharded(shard),
+            None => {
+                tpe.resume(&earlier);
+                tpe
+            }
+        };
         parts.push(Box::new(tpe));
     }
     let chain = Box::new(Chain::new(parts));
@@ -430,14 +440,32 @@ fn search_signature(prep: &Prepared, study: &Study) -> String {
     crate::data::sha256_hex(identity.to_string().as_bytes())
 }
 
-/// Which earlier trials' first-fold learning curves a search's pruner reads.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Curves {
-    None,
-    /// `prune = "rounds"`: the finished trials'.
-    Finished,
-    /// `prune = "asha"`: every trial's, pruned ones too (their losses at the rungs reached).
-    Every,
+/// A search in a sharded sweep (`--shard i/n`, n > 1): its share of the trial numbers and
+/// the store the shards share.
+fn search_shard(
+    prep: &Prepared,
+    opts: &SweepOptions,
+    tpe: &Tpe,
+    curves: Curves,
+) -> Result<Option<SearchShard>> {
+    let (Some((index, count)), Some(parent)) = (opts.shard, &opts.parent_run) else {
+        return Ok(None);
+    };
+    if count < 2 {
+        return Ok(None);
+    }
+    let store = search_store::StoreTrials {
+        path: tracking_path(opts.tracking_uri.as_deref(), Some(&prep.loaded))?,
+        metric: prep.primary_metric.clone(),
+        signature: tpe.signature().to_string(),
+        curves,
+        parent_run: parent.clone(),
+    };
+    Ok(Some(SearchShard {
+        index,
+        count,
+        store: Box::new(store),
+    }))
 }
 
 /// The trials earlier sweeps of these searches (by signature) finished or pruned, in the order
@@ -449,66 +477,7 @@ fn finished_trials(
     curves: Curves,
 ) -> Result<Vec<(String, EarlierTrial)>> {
     let path = tracking_path(opts.tracking_uri.as_deref(), Some(&prep.loaded))?;
-    if !path.is_file() {
-        return Ok(Vec::new());
-    }
-    let store = MlflowStore::open_read_only(&path)?;
-    let metric = &prep.primary_metric;
-    let mut runs = store.training_runs()?;
-    runs.sort_by_key(|r| r.version);
-    let mut out = Vec::new();
-    for r in runs {
-        let signature = r.record["search"]["signature"].as_str();
-        let Some(signature) = signature.filter(|s| signatures.iter().any(|t| t == s)) else {
-            continue;
-        };
-        let Ok(config) = serde_json::from_value(r.record["plan"]["model"].clone()) else {
-            continue;
-        };
-        let Some(summary) = r.summary.as_ref() else {
-            continue;
-        };
-        let pruned = !summary["pruned"].is_null();
-        let score = summary["metrics"][metric]["mean"].as_f64();
-        let folds: Option<Vec<f64>> =
-            serde_json::from_value(summary["fold_metrics"][metric].clone()).ok();
-        // A trial pruned inside its first fold has no fold score, yet its number was asked.
-        let folds = match (r.status.as_str(), score, folds) {
-            ("FINISHED", Some(_), Some(folds)) => folds,
-            (_, _, folds) if pruned => folds.unwrap_or_default(),
-            _ => continue,
-        };
-        let wanted = curves == Curves::Every || (curves == Curves::Finished && !pruned);
-        let first_fold_losses = if wanted {
-            first_fold_losses(&store, &r.run_uuid)?
-        } else {
-            Vec::new()
-        };
-        let trial = EarlierTrial {
-            config,
-            score,
-            folds,
-            pruned,
-            first_fold_losses,
-        };
-        out.push((signature.to_string(), trial));
-    }
-    Ok(out)
-}
-
-/// A run's first-fold validation loss by round, as the store holds its learning curve.
-fn first_fold_losses(store: &MlflowStore, run_uuid: &str) -> Result<Vec<f64>> {
-    let latest = store.latest_metrics(run_uuid)?;
-    let key = latest.iter().map(|(k, _)| k).find(|k| {
-        k.strip_prefix("fold0/")
-            .is_some_and(crate::sweep::prune::judged_metric)
-    });
-    let Some(key) = key else {
-        return Ok(Vec::new());
-    };
-    let mut history = store.metric_history(run_uuid, key)?;
-    history.sort_by_key(|(step, _)| *step);
-    Ok(history.into_iter().map(|(_, v)| v).collect())
+    search_store::ended_trials(&path, &prep.primary_metric, signatures, curves)
 }
 
 /// Trains the given plans as one batch of runs (a replay).
@@ -630,7 +599,9 @@ pub fn run_search(
     }
     let mut results = state.results;
     results.sort_by_key(|(v, _)| *v);
-    if results.is_empty() {
+    // A shard whose share of a search has ended elsewhere, or was never there, has nothing to do.
+    let sharded = opts.shard.is_some_and(|(_, count)| count > 1);
+    if results.is_empty() && !sharded {
         return Err(anyhow!("the sweep trained no run (a search whose trials the store already holds asks for none: raise its `trials`, or `--trials`, to continue it)"));
     }
     Ok(SweepReport {

@@ -53,6 +53,25 @@ pub struct EarlierTrial {
     pub first_fold_losses: Vec<f64>,
 }
 
+/// The store a sharded search shares with its other shards (`--shard i/n`): each shard asks
+/// it before every trial, so that TPE learns from every shard's trials.
+pub trait SharedTrials: Send {
+    /// Every trial of the search the store holds that has ended (finished or pruned), from
+    /// every shard and earlier attempt, in the order they were numbered.
+    fn ended(&mut self) -> anyhow::Result<Vec<EarlierTrial>>;
+    /// Claims the search's best run for this process: true for one process only (another
+    /// may take the claim over once its holder is gone).
+    fn claim_best(&mut self) -> anyhow::Result<bool>;
+}
+
+/// A sharded search's part: the trial numbers `k` with `k mod count == index` (0-based), and
+/// the store it shares.
+pub struct SearchShard {
+    pub index: usize,
+    pub count: usize,
+    pub store: Box<dyn SharedTrials>,
+}
+
 /// Chooses a sweep's configs one at a time.
 pub trait Strategy: Send {
     /// The next config to train.
@@ -264,6 +283,10 @@ pub struct Tpe {
     /// `refit = "best"` (the default): trials are scored by CV only; once all have ended the
     /// best is trained in full, as `<entry>#best[..]`, unless a run of that config already was.
     best_run: BestRun,
+    /// Sharded: the trial numbers this process takes, and the store it reads before each ask.
+    shard: Option<SearchShard>,
+    /// Trial numbers that have ended (told here, or read from the shared store).
+    ended: std::collections::BTreeSet<usize>,
 }
 
 /// How a search's pruner judges the rounds of its trials' first folds.
@@ -322,7 +345,15 @@ impl Tpe {
             started: None,
             pending: BTreeMap::new(),
             observed: Vec::new(),
+            shard: None,
+            ended: Default::default(),
         }
+    }
+
+    /// Takes only this shard's trial numbers, and learns from every shard's trials.
+    pub fn sharded(mut self, shard: SearchShard) -> Tpe {
+        self.shard = Some(shard);
+        self
     }
 
     pub fn signature(&self) -> &str {
@@ -334,6 +365,16 @@ impl Tpe {
     /// is not trained again.
     pub fn resume(&mut self, done: &[EarlierTrial]) {
         for earlier in done {
+            if let Some(trial) = self.take_earlier(earlier) {
+                self.asked = self.asked.max(trial + 1);
+            }
+        }
+    }
+
+    /// An ended trial from the store joins the history (once): its trial number, if it is one
+    /// of this search's trials.
+    fn take_earlier(&mut self, earlier: &EarlierTrial) -> Option<usize> {
+        {
             let (cfg, pruned) = (&earlier.config, earlier.pruned);
             let Some(trial) = self.study.trial_of(&cfg.name) else {
                 if let (BestRun::Wanted(trained), true) =
@@ -341,20 +382,57 @@ impl Tpe {
                 {
                     trained.push(cfg.params.clone());
                 }
-                continue;
+                return None;
             };
+            if !self.ended.insert(trial) || self.pending.values().any(|(t, _)| *t == trial) {
+                return None;
+            }
             if let Some(p) = &self.pruner {
                 if !pruned {
                     p.record(&earlier.folds);
                 }
                 p.resume_curve(earlier.first_fold_losses.clone(), pruned);
             }
-            let Some(values) = self.study.values_of(cfg) else {
-                continue;
-            };
-            self.asked = self.asked.max(trial + 1);
+            let values = self.study.values_of(cfg)?;
             self.observe(trial, values, cfg, earlier.score, pruned);
+            Some(trial)
         }
+    }
+
+    /// Sharded: reads the trials every shard has ended since the last ask; the next trial
+    /// number of this shard that has not ended, if it is within `trials`.
+    fn next_shared_trial(&mut self, trials: usize) -> Option<usize> {
+        let shard = self.shard.as_mut()?;
+        let (index, count) = (shard.index, shard.count);
+        match shard.store.ended() {
+            Ok(earlier) => {
+                for e in &earlier {
+                    self.take_earlier(e);
+                }
+            }
+            Err(e) => {
+                eprintln!("warning: the search could not read the other shards' trials: {e:#}")
+            }
+        }
+        let asked = |t: &usize| self.pending.values().any(|(p, _)| p == t);
+        (self.asked..trials)
+            .filter(|t| t % count == index)
+            .find(|t| !self.ended.contains(t) && !asked(t))
+    }
+
+    /// Sharded: whether every trial of the search has ended in the store, so that this process
+    /// may train the best one in full, and has claimed that.
+    fn may_train_best(&mut self, trials: usize) -> bool {
+        let Some(shard) = self.shard.as_mut() else {
+            return true;
+        };
+        if (0..trials).any(|t| !self.ended.contains(&t)) {
+            return false;
+        }
+        shard.store.claim_best().unwrap_or_else(|e| {
+            eprintln!("warning: could not claim the search's best run: {e:#}");
+            false
+        })
     }
 
     /// A trial's score joins the sampler's history: a pruned trial counts as the worst trial so
@@ -413,15 +491,25 @@ impl Tpe {
 impl Strategy for Tpe {
     fn ask(&mut self) -> Ask {
         let trials = self.study.search.trials.unwrap_or(usize::MAX);
-        if self.asked >= trials || self.out_of_time() {
-            return self.ask_best();
-        }
-        if self.pending.len() >= self.parallel {
+        if self.pending.len() >= self.parallel && self.asked < trials && !self.out_of_time() {
             return Ask::Wait;
         }
+        let next = match self.shard.is_some() {
+            true => self.next_shared_trial(trials),
+            false => Some(self.asked).filter(|t| *t < trials),
+        };
+        let Some(trial) = next.filter(|_| !self.out_of_time()) else {
+            // A shard asks again once its last trials are told: it may be the last to end.
+            if self.shard.is_some() && !self.pending.is_empty() {
+                return Ask::Wait;
+            }
+            if !self.may_train_best(trials) {
+                return Ask::Done;
+            }
+            return self.ask_best();
+        };
         self.started.get_or_insert_with(Instant::now);
-        let trial = self.asked;
-        self.asked += 1;
+        self.asked = trial + 1;
         let values = self.sampler.suggest(trial, &self.observed);
         let cfg = self.study.config(trial, &values);
         self.pending.insert(cfg.name.clone(), (trial, values));
@@ -432,6 +520,7 @@ impl Strategy for Tpe {
         let Some((trial, values)) = self.pending.remove(&told.config.name) else {
             return;
         };
+        self.ended.insert(trial);
         if self.pending.is_empty() && self.out_of_time() {
             self.asked = usize::MAX;
         }
@@ -470,6 +559,11 @@ impl Strategy for Tpe {
         });
         if best {
             note["best"] = serde_json::Value::Bool(true);
+        }
+        if let (Some(shard), false) = (&self.shard, best) {
+            // Asked with the trials every shard had ended by then.
+            note["shard"] = format!("{}/{}", shard.index, shard.count).into();
+            note["ended_before"] = self.ended.len().into();
         }
         Some(note)
     }

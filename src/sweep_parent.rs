@@ -264,6 +264,46 @@ pub fn progress(
         .collect())
 }
 
+/// The runs of the sweep's searches (TPE trials and best runs), every shard's.
+pub fn search_runs(parent: &SweepParent) -> Result<Vec<TrainingRunRow>> {
+    let store = MlflowStore::open_existing(&parent.store)?;
+    let runs = store.sweep_runs(&parent.run_uuid)?;
+    Ok(runs
+        .into_iter()
+        .filter(|r| r.record["search"].is_object())
+        .collect())
+}
+
+/// A search a sharded sweep runs: its name, its number of trials, and whether its best trial is
+/// trained in full at the end.
+#[derive(Debug, Clone)]
+pub struct SearchPlan {
+    pub name: String,
+    pub trials: usize,
+    pub best_run: bool,
+}
+
+/// Whether every trial of each search has ended (finished, or pruned) in these runs, and its
+/// best trial has been trained in full where that is wanted.
+pub fn searches_ended(plans: &[SearchPlan], runs: &[TrainingRunRow]) -> bool {
+    plans.iter().all(|plan| {
+        let of_plan = (runs.iter()).filter(|r| r.record["search"]["search"] == plan.name.as_str());
+        let ended = |r: &&TrainingRunRow| {
+            r.status == "FINISHED" || r.summary.as_ref().is_some_and(|s| !s["pruned"].is_null())
+        };
+        let mut trials = std::collections::BTreeSet::new();
+        let mut best = false;
+        for r in of_plan.filter(ended) {
+            if r.record["search"]["best"] == true {
+                best |= r.status == "FINISHED";
+            } else if let Some(t) = r.record["search"]["trial"].as_u64() {
+                trials.insert(t);
+            }
+        }
+        trials.len() >= plan.trials && (best || !plan.best_run)
+    })
+}
+
 /// A stored run as the leaderboard shows it: its summary, or (a run without one: failed,
 /// killed, still running) its number, name, kind and status.
 pub fn stored_result(run: &TrainingRunRow) -> RunResult {

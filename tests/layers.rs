@@ -75,6 +75,7 @@ const LAYERS: &[&[&str]] = &[
         "sweep_parent",
         "search",
         "search_plots",
+        "search_store",
         "schedule",
     ],
     &["eda", "predict", "replay"],

@@ -137,6 +137,124 @@ fn eight_shards_at_once_train_every_config_exactly_once() {
     assert_eq!(children, 40);
 }
 
+/// A TPE search of 9 trials over random forests.
+const SEARCH: &str = r#"
+[search]
+strategy = "tpe"
+trials = 9
+startup_trials = 3
+
+[[models]]
+kind = "random_forest"
+name = "forest"
+n_trees = { low = 5, high = 30, log = true }
+max_depth = { low = 2, high = 10 }
+"#;
+
+/// A trial's number from its run name (`t3-forest#5[...]`), or `None` for the best run.
+fn trial_number(run: &Value) -> Option<u64> {
+    let name = config_name(run);
+    let number = name.split_once('#')?.1.split('[').next()?;
+    number.parse().ok()
+}
+
+/// A TPE search split over shards: each shard takes its share of the trial numbers and asks
+/// with every shard's ended trials in the store; the best trial is trained in full once, by
+/// the shard that ends last, which completes the parent; a shard run again has nothing left.
+#[test]
+fn a_sharded_search_learns_from_every_shard_and_trains_its_best_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), CONFIG, SEARCH);
+    let shard = |i: &str| sweep_json(dir.path(), &cfg, &["--jobs", "1", "--shard", i]);
+    let first = shard("0/2");
+    assert_eq!(
+        first["sweep"]["complete"], false,
+        "shard 1's trials are missing"
+    );
+    let numbers = |runs: &[Value]| runs.iter().map(trial_number).collect::<Vec<_>>();
+    let after_first = runs(dir.path());
+    assert_eq!(
+        numbers(&after_first),
+        [1, 3, 5, 7, 9].map(Some),
+        "no best run yet"
+    );
+    let second = shard("1/2");
+    assert_eq!(second["sweep"]["complete"], true, "{}", second["sweep"]);
+    let all = runs(dir.path());
+    assert_eq!(
+        numbers(&all[5..]),
+        [Some(2), Some(4), Some(6), Some(8), None],
+        "shard 1's trials, then the best"
+    );
+    // Shard 1's first trial was asked knowing shard 0's five.
+    let show = |v: &str| stdout_json(&run_ok(runner(dir.path()).args(["show", v, "--json"])));
+    let search = show("t6")["record"]["search"].clone();
+    assert_eq!(search["shard"], "1/2", "{search}");
+    assert_eq!(search["ended_before"], 5, "{search}");
+    // The best run is the best trial of both shards, trained in full.
+    let score = |r: &Value| r["metrics"]["accuracy"]["mean"].as_f64();
+    let finished = (all.iter()).filter(|r| r["status"] == "FINISHED" && trial_number(r).is_some());
+    let top = finished.filter_map(score).fold(f64::MIN, f64::max);
+    assert_eq!(score(&all[9]), Some(top), "{:?}", all[9]);
+    assert_eq!(
+        second["runs"].as_array().unwrap().len(),
+        10,
+        "the whole search"
+    );
+    // Run again: nothing left to train.
+    let again = shard("0/2");
+    assert_eq!(again["sweep"]["complete"], true);
+    assert_eq!(runs(dir.path()).len(), 10);
+    let replay = stdout_json(&run_ok(
+        runner(dir.path()).args(["replay", "t6", "--check", "--json"]),
+    ));
+    assert_eq!(replay["identical"], true, "{replay}");
+
+    // Three shards at once: every trial number once, one best run.
+    let at_once = tempfile::tempdir().unwrap();
+    let cfg = write_config(at_once.path(), CONFIG, SEARCH);
+    let children: Vec<_> = (0..3)
+        .map(|i| {
+            runner(at_once.path())
+                .args(["sweep", "--jobs", "1", "--json", "--shard"])
+                .arg(format!("{i}/3"))
+                .arg(&cfg)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let reports: Vec<Value> = (children.into_iter())
+        .map(|child| {
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            stdout_json(&out)
+        })
+        .collect();
+    assert!(reports.iter().any(|r| r["sweep"]["complete"] == true));
+    let mut got = numbers(&runs(at_once.path()));
+    got.sort();
+    let mut want: Vec<Option<u64>> = (1..=9).map(Some).collect();
+    want.insert(0, None);
+    assert_eq!(got, want, "each trial once, one best run");
+    // A search bounded by time alone cannot tell its shards when it has ended.
+    let timed = tempfile::tempdir().unwrap();
+    let untold = SEARCH.replace("trials = 9", "timeout_s = 30");
+    let cfg = write_config(timed.path(), CONFIG, &untold);
+    let err = refused(
+        runner(timed.path())
+            .args(["sweep", "--shard", "0/2"])
+            .arg(&cfg),
+    );
+    assert!(err.contains("needs `trials`"), "{err}");
+    assert!(!timed.path().join("mlflow.db").exists());
+}
+
 /// `runner runs --json` polled until `ready` holds of the runs, or 120 s.
 fn wait_for(dir: &Path, ready: impl Fn(&[Value]) -> bool) {
     let started = Instant::now();

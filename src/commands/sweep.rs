@@ -7,7 +7,7 @@ use crate::report;
 use crate::shard::{self, Shard};
 use crate::sweep::{self, SweepOptions};
 use crate::sweep_parent::{self, ConfigState};
-use crate::track::mlflow::MlflowStore;
+use crate::track::mlflow::{MlflowStore, TrainingRunRow};
 use crate::track::wandb;
 use anyhow::{bail, Result};
 use std::path::Path;
@@ -128,8 +128,17 @@ pub fn run_sweep(mut loaded: config::LoadedConfig, opts: &SweepOptions) -> Resul
     let opts = SweepOptions {
         parent_run: Some(parent.run_uuid.clone()),
         sweep_name: Some(name.clone()),
+        // Resolved (from the flag or the environment): a search's shard takes its share.
+        shard: (shard.count > 1).then_some((shard.index, shard.count)),
         ..opts.clone()
     };
+    let searches: Vec<sweep_parent::SearchPlan> = (expanded.studies.iter())
+        .map(|s| sweep_parent::SearchPlan {
+            name: s.name.clone(),
+            trials: s.search.trials.unwrap_or(0),
+            best_run: s.search.refit.as_deref() != Some("every"),
+        })
+        .collect();
     let trained =
         my_configs(&parent, &shard, &entries, expanded.configs, opts.json).and_then(|configs| {
             let studies = expanded.studies;
@@ -149,7 +158,7 @@ pub fn run_sweep(mut loaded: config::LoadedConfig, opts: &SweepOptions) -> Resul
     conclude(
         &prep,
         &parent,
-        &entries,
+        (&entries, &searches),
         &shard,
         trained,
         &opts,
@@ -163,7 +172,7 @@ pub fn run_sweep(mut loaded: config::LoadedConfig, opts: &SweepOptions) -> Resul
 fn conclude(
     prep: &sweep::Prepared,
     parent: &sweep_parent::SweepParent,
-    entries: &[shard::Entry],
+    (entries, searches): (&[shard::Entry], &[sweep_parent::SearchPlan]),
     shard: &Shard,
     trained: Option<sweep::SweepReport>,
     opts: &SweepOptions,
@@ -172,9 +181,12 @@ fn conclude(
     let name = &parent.name;
     let my_failed = (trained.iter().flat_map(|r| &r.runs))
         .any(|r| r.status != "FINISHED" && r.pruned.is_none());
-    let (mut report, progress) = whole_sweep(prep, parent, entries, trained)?;
+    let sharded = shard.count > 1;
+    let (mut report, progress, search_runs) = whole_sweep(prep, parent, entries, trained, sharded)?;
     let interrupted = crate::interrupt::requested();
-    let complete = !interrupted && progress.iter().all(|p| p.state.ended());
+    // A sharded search has ended once every shard's trials and its best run have.
+    let searched = !sharded || sweep_parent::searches_ended(searches, &search_runs);
+    let complete = !interrupted && searched && progress.iter().all(|p| p.state.ended());
     report.sweep = Some(sweep_summary(name, shard, &progress, complete));
     // An interrupted shard leaves the parent to the others.
     let parent_done = if interrupted && shard.count == 1 {
@@ -212,15 +224,16 @@ fn conclude(
     })
 }
 
-/// What a shard cannot split yet: a search asks for trials one result at a time, and
-/// `--ensemble top=N` needs every shard's results; numbers from `--first-run` would collide;
-/// and `--restart` in every shard would start as many sweeps.
+/// What a shard cannot split: a search without a number of trials (its shards could not tell
+/// when it has ended); `--ensemble top=N` needs every shard's results; numbers from
+/// `--first-run` would collide; and `--restart` in every shard would start as many sweeps.
 fn check_shardable(shard: &Shard, expanded: &config::Expanded, opts: &SweepOptions) -> Result<()> {
     if shard.count == 1 {
         return Ok(());
     }
-    let refusal = if !expanded.studies.is_empty() {
-        Some("a sharded sweep trains listed configs (grid or random); a TPE search runs in one process: give it a sweep of its own without shards")
+    let untold = (expanded.studies.iter()).any(|s| s.search.trials.is_none());
+    let refusal = if untold {
+        Some("a sharded TPE search needs `trials` (with `timeout_s` alone its shards could not tell when the search has ended): set [search] trials, or --trials")
     } else if opts.ensemble_top.is_some() {
         Some("--ensemble top=N needs every shard's results: train the ensembles after the sweep, in one process")
     } else if opts.version.is_some() {
@@ -288,22 +301,33 @@ fn whole_sweep(
     parent: &sweep_parent::SweepParent,
     entries: &[shard::Entry],
     trained: Option<sweep::SweepReport>,
-) -> Result<(sweep::SweepReport, Vec<sweep_parent::ConfigProgress>)> {
+    sharded: bool,
+) -> Result<(
+    sweep::SweepReport,
+    Vec<sweep_parent::ConfigProgress>,
+    Vec<TrainingRunRow>,
+)> {
     let progress = sweep_parent::open_progress(parent, entries)?;
+    // A sharded search's trials, every shard's (unsharded, the report holds this sweep's).
+    let search_runs = match sharded {
+        true => sweep_parent::search_runs(parent)?,
+        false => Vec::new(),
+    };
     let mut report = match trained {
         Some(r) => r,
         None => sweep_parent::empty_report(prep, parent)?,
     };
     let mine: std::collections::BTreeSet<String> =
         report.runs.iter().map(|r| r.run_uuid.clone()).collect();
-    let stored = (progress.iter().filter_map(|p| p.run.as_ref()))
+    let listed = progress.iter().filter_map(|p| p.run.as_ref());
+    let stored = (listed.chain(&search_runs))
         .filter(|run| !mine.contains(&run.run_uuid))
         .map(sweep_parent::stored_result);
     report.runs.extend(stored.collect::<Vec<_>>());
     report
         .runs
         .sort_by_key(|r| sweep::parse_version(&r.version, 't').unwrap_or(i64::MAX));
-    Ok((report, progress))
+    Ok((report, progress, search_runs))
 }
 
 fn count<'a>(

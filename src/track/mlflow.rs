@@ -766,6 +766,37 @@ impl MlflowStore {
         Ok(())
     }
 
+    /// Claims tag `key` of run `run_uuid` for this process, as one transaction: true when the
+    /// tag was free or its holder is gone (on this host: its process no longer runs; from
+    /// another: claimed longer ago than `RUNNER_STALE_AFTER`), false while another holds it.
+    pub fn claim(&self, run_uuid: &str, key: &str) -> Result<bool> {
+        let me = owner::Owner::current();
+        let now = super::now_ms();
+        let mine = format!("{}\t{}\t{}\t{now}", me.host, me.pid, me.process_start);
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let held: Option<String> = tx
+            .query_row(
+                "SELECT value FROM tags WHERE key = ?1 AND run_uuid = ?2",
+                params![key, run_uuid],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let free = match &held {
+            None => true,
+            Some(v) => claim_holder_gone(v, now),
+        };
+        if free {
+            tx.execute(
+                "INSERT OR REPLACE INTO tags (key, value, run_uuid) VALUES (?1, ?2, ?3)",
+                params![key, mine, run_uuid],
+            )?;
+        }
+        tx.commit()
+            .with_context(|| format!("cannot claim {key} in {}", self.path.display()))?;
+        Ok(free)
+    }
+
     /// Records this process as the owner of a run, in the transaction that creates it.
     fn insert_owner(tx: &rusqlite::Transaction, run_uuid: &str, me: &owner::Owner) -> Result<()> {
         tx.execute(
@@ -1218,6 +1249,21 @@ impl Tracker for MlflowStore {
         self.write_set_tags(run_uuid, tags)
             .with_context(|| self.context("setting tags"))
     }
+}
+
+/// Whether the process that wrote a [`MlflowStore::claim`] value is gone.
+fn claim_holder_gone(value: &str, now_ms: i64) -> bool {
+    let parts: Vec<&str> = value.split('\t').collect();
+    let [host, pid, process_start, claimed_ms] = parts[..] else {
+        return true;
+    };
+    let holder = owner::Owner {
+        host: host.to_string(),
+        pid: pid.parse().unwrap_or(-1),
+        process_start: process_start.to_string(),
+    };
+    let claimed_ms = claimed_ms.parse().unwrap_or(0);
+    holder.liveness(claimed_ms, now_ms) != owner::Liveness::Alive
 }
 
 #[cfg(test)]
