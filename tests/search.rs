@@ -522,6 +522,9 @@ fn asha_prunes_at_rungs_resumes_and_replays() {
     ));
     assert_eq!(replay["identical"], true, "{replay}");
     assert_eq!(replay["status"], "KILLED", "{replay}");
+    let out = run_ok(runner(d.path()).arg("validate").arg(&cfg));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("rungs after 5 rounds, x3"), "{said}");
     // Its settings only go with prune = "asha", in range.
     let median = sweep(4).replace("\"asha\"", "\"median\"");
     let cfg = write_config(e.path(), CONFIG, &median);

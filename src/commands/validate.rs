@@ -141,10 +141,34 @@ fn print_study(study: &config::Study) {
         _ => String::new(),
     };
     println!(
-        "{} ({}): {} search{startup}, {budget}, trials named {}#1, {}#2, ...",
-        study.name, study.base.kind, s.strategy, study.name, study.name
+        "{} ({}): {} search{startup}, {budget}, {}, trials named {}#1, {}#2, ...",
+        study.name,
+        study.base.kind,
+        s.strategy,
+        pruning(s),
+        study.name,
+        study.name
     );
     for line in study.describe() {
         println!("  {line}");
+    }
+}
+
+/// How a search prunes its trials, in words (only TPE prunes).
+fn pruning(s: &config::SearchConfig) -> String {
+    use crate::sweep::prune::{ASHA_MIN_ROUNDS, ASHA_REDUCTION_FACTOR};
+    if s.strategy != "tpe" {
+        return "no pruning".into();
+    }
+    match s.prune.as_deref() {
+        Some("none") => "no pruning".into(),
+        Some("rounds") => "median pruning after each fold and each round of the first".into(),
+        Some("asha") => format!(
+            "median pruning after each fold, successive halving of the first fold's rounds (rungs after {} rounds, x{}, keeping the best 1/{})",
+            s.min_rounds.unwrap_or(ASHA_MIN_ROUNDS),
+            s.reduction_factor.unwrap_or(ASHA_REDUCTION_FACTOR),
+            s.reduction_factor.unwrap_or(ASHA_REDUCTION_FACTOR)
+        ),
+        _ => "median pruning after each fold".into(),
     }
 }
