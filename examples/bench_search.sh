@@ -2,7 +2,7 @@
 # runner's TPE against Optuna 5.0 (TPESampler + MedianPruner) on the same objective: mean
 # accuracy over the same five fixed folds of the red wine grades (cv.assignments), for LightGBM
 # and a random forest, 50 trials, seeds 1-3 (override: SEEDS="1 2" TRIALS=20). Both sides run one
-# trial at a time. Prints the median best-so-far at trials 10, 25 and 50, the wall time, the
+# trial at a time (MODELS="lightgbm" runs one model). Prints the median best-so-far at trials 10, 25 and 50, the wall time, the
 # trial at which runner reaches Optuna's median best, and writes bench_search.svg.
 # Takes up to 40 minutes on 2 cores; run by hand, not in CI.
 set -euo pipefail
@@ -30,7 +30,7 @@ PY
 cp "$repo/examples/bench_search.toml" sweep.toml
 trials="${TRIALS:-50}"
 for seed in ${SEEDS:-1 2 3}; do
-  for model in lightgbm forest; do
+  for model in ${MODELS:-lightgbm forest}; do
     printf 'experiment = "bench-%s"\nseed = %s\nsweeps = ["sweep.toml"]\n[data]\nsource = "red.csv"\ntarget = "quality"\n[cv]\nfolds = 5\nassignments = "folds.csv"\n' "$model" "$seed" > "runner-$seed.toml"
     start=$(date +%s.%N)
     "$runner" sweep "runner-$seed.toml" --only "$model" --jobs 1 --trials "$trials" --json \

@@ -374,29 +374,27 @@ impl Tpe {
     /// An ended trial from the store joins the history (once): its trial number, if it is one
     /// of this search's trials.
     fn take_earlier(&mut self, earlier: &EarlierTrial) -> Option<usize> {
-        {
-            let (cfg, pruned) = (&earlier.config, earlier.pruned);
-            let Some(trial) = self.study.trial_of(&cfg.name) else {
-                if let (BestRun::Wanted(trained), true) =
-                    (&mut self.best_run, self.study.is_best(&cfg.name))
-                {
-                    trained.push(cfg.params.clone());
-                }
-                return None;
-            };
-            if !self.ended.insert(trial) || self.pending.values().any(|(t, _)| *t == trial) {
-                return None;
+        let (cfg, pruned) = (&earlier.config, earlier.pruned);
+        let Some(trial) = self.study.trial_of(&cfg.name) else {
+            if let (BestRun::Wanted(trained), true) =
+                (&mut self.best_run, self.study.is_best(&cfg.name))
+            {
+                trained.push(cfg.params.clone());
             }
-            if let Some(p) = &self.pruner {
-                if !pruned {
-                    p.record(&earlier.folds);
-                }
-                p.resume_curve(earlier.first_fold_losses.clone(), pruned);
-            }
-            let values = self.study.values_of(cfg)?;
-            self.observe(trial, values, cfg, earlier.score, pruned);
-            Some(trial)
+            return None;
+        };
+        if !self.ended.insert(trial) || self.pending.values().any(|(t, _)| *t == trial) {
+            return None;
         }
+        if let Some(p) = &self.pruner {
+            if !pruned {
+                p.record(&earlier.folds);
+            }
+            p.resume_curve(earlier.first_fold_losses.clone(), pruned);
+        }
+        let values = self.study.values_of(cfg)?;
+        self.observe(trial, values, cfg, earlier.score, pruned);
+        Some(trial)
     }
 
     /// Sharded: reads the trials every shard has ended since the last ask; the next trial
@@ -423,12 +421,15 @@ impl Tpe {
     /// Sharded: whether every trial of the search has ended in the store, so that this process
     /// may train the best one in full, and has claimed that.
     fn may_train_best(&mut self, trials: usize) -> bool {
-        let Some(shard) = self.shard.as_mut() else {
+        if self.shard.is_none() || self.best_run == BestRun::NotWanted {
             return true;
-        };
+        }
         if (0..trials).any(|t| !self.ended.contains(&t)) {
             return false;
         }
+        let Some(shard) = self.shard.as_mut() else {
+            return true;
+        };
         shard.store.claim_best().unwrap_or_else(|e| {
             eprintln!("warning: could not claim the search's best run: {e:#}");
             false
