@@ -54,34 +54,36 @@ fn trained_names(report: &Value) -> BTreeSet<String> {
         .collect()
 }
 
-#[test]
-fn eight_shards_at_once_train_every_config_exactly_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config(dir.path(), CONFIG, FORTY);
-    let shards: Vec<_> = (0..8)
+/// Shards `0/n .. n-1/n` of the sweep of `cfg`, started at once: their `--json` reports, each
+/// asserted to succeed.
+fn shards_at_once(dir: &Path, cfg: &Path, n: usize) -> Vec<Value> {
+    let children: Vec<_> = (0..n)
         .map(|i| {
-            runner(dir.path())
+            runner(dir)
                 .args(["sweep", "--jobs", "1", "--json", "--shard"])
-                .arg(format!("{i}/8"))
-                .arg(&cfg)
+                .arg(format!("{i}/{n}"))
+                .arg(cfg)
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .spawn()
                 .unwrap()
         })
         .collect();
-    let reports: Vec<Value> = shards
-        .into_iter()
+    (children.into_iter())
         .map(|child| {
             let out = child.wait_with_output().unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success(), "{err}");
             stdout_json(&out)
         })
-        .collect();
+        .collect()
+}
+
+#[test]
+fn eight_shards_at_once_train_every_config_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), CONFIG, FORTY);
+    let reports = shards_at_once(dir.path(), &cfg, 8);
     let names: BTreeSet<&str> = (reports.iter())
         .map(|r| r["sweep"]["name"].as_str().unwrap())
         .collect();
@@ -171,6 +173,10 @@ fn a_sharded_search_learns_from_every_shard_and_trains_its_best_once() {
         first["sweep"]["complete"], false,
         "shard 1's trials are missing"
     );
+    let half = sweep_status(dir.path(), first["sweep"]["name"].as_str().unwrap());
+    assert_eq!(half["complete"], false, "{half}");
+    assert_eq!(half["searches"][0]["ended"], 5, "{half}");
+    assert!(half["searches"][0]["best_run"].is_null(), "{half}");
     let numbers = |runs: &[Value]| runs.iter().map(trial_number).collect::<Vec<_>>();
     let after_first = runs(dir.path());
     assert_eq!(
@@ -201,6 +207,14 @@ fn a_sharded_search_learns_from_every_shard_and_trains_its_best_once() {
         10,
         "the whole search"
     );
+    let name = second["sweep"]["name"].as_str().unwrap();
+    let status = sweep_status(dir.path(), name);
+    assert_eq!(status["complete"], true, "{status}");
+    let search = &status["searches"][0];
+    assert_eq!(search["ended"], 9, "{status}");
+    assert_eq!(search["best_run"], "t10", "{status}");
+    let board = status["leaderboard"]["runs"].as_array().unwrap();
+    assert_eq!(board.len(), 10, "the search's runs on the leaderboard");
     // Run again: nothing left to train.
     let again = shard("0/2");
     assert_eq!(again["sweep"]["complete"], true);
@@ -213,29 +227,7 @@ fn a_sharded_search_learns_from_every_shard_and_trains_its_best_once() {
     // Three shards at once: every trial number once, one best run.
     let at_once = tempfile::tempdir().unwrap();
     let cfg = write_config(at_once.path(), CONFIG, SEARCH);
-    let children: Vec<_> = (0..3)
-        .map(|i| {
-            runner(at_once.path())
-                .args(["sweep", "--jobs", "1", "--json", "--shard"])
-                .arg(format!("{i}/3"))
-                .arg(&cfg)
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    let reports: Vec<Value> = (children.into_iter())
-        .map(|child| {
-            let out = child.wait_with_output().unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            stdout_json(&out)
-        })
-        .collect();
+    let reports = shards_at_once(at_once.path(), &cfg, 3);
     assert!(reports.iter().any(|r| r["sweep"]["complete"] == true));
     let mut got = numbers(&runs(at_once.path()));
     got.sort();

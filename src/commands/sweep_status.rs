@@ -7,7 +7,7 @@ use crate::config::ConfigError;
 use crate::report;
 use crate::sweep::{self, SweepReport};
 use crate::sweep_parent::{self, ConfigProgress, ConfigState};
-use crate::track::mlflow::MlflowStore;
+use crate::track::mlflow::{MlflowStore, TrainingRunRow};
 use anyhow::{bail, Result};
 use std::process::ExitCode;
 
@@ -40,10 +40,16 @@ pub fn sweep_status_command(uri: Option<&str>, name: &str, json: bool) -> Result
             p.state = ConfigState::Killed;
         }
     }
-    let complete = progress.iter().all(|p| p.state.ended());
+    let searches = search_runs(&store, &parent, &gone)?;
+    // A search's planned trials are known to its shards only: the shard that saw them all end
+    // (and its best run trained) finished the parent.
+    let parent_finished = store.run_status(&parent)?.as_deref() == Some("FINISHED");
+    let complete =
+        progress.iter().all(|p| p.state.ended()) && (searches.is_empty() || parent_finished);
     let report = complete
-        .then(|| leaderboard(&store, &parent, &progress))
+        .then(|| leaderboard(&store, &parent, &progress, &searches))
         .transpose()?;
+    let summaries = search_summaries(&searches);
     if json {
         let doc = serde_json::json!({
             "schema": crate::JSON_SCHEMA,
@@ -51,11 +57,24 @@ pub fn sweep_status_command(uri: Option<&str>, name: &str, json: bool) -> Result
             "parent_run": parent,
             "complete": complete,
             "configs": progress.iter().map(config_json).collect::<Vec<_>>(),
+            "searches": summaries,
             "leaderboard": report,
         });
         println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
         print_configs(name, &progress);
+        for s in &summaries {
+            println!(
+                "search {}: {} trials ended ({} pruned), {} training, {} failed, {} killed; best run {}",
+                s["search"].as_str().unwrap_or(""),
+                s["ended"],
+                s["pruned"],
+                s["training"],
+                s["failed"],
+                s["killed"],
+                s["best_run"].as_str().unwrap_or("not trained yet")
+            );
+        }
         if let Some(report) = &report {
             report::print_sweep(report, false);
         }
@@ -118,17 +137,70 @@ fn print_configs(name: &str, progress: &[ConfigProgress]) {
     }
 }
 
+/// The runs of the sweep's searches (every shard's trials and best runs); a RUNNING one whose
+/// process is gone counts as KILLED.
+fn search_runs(
+    store: &MlflowStore,
+    parent: &str,
+    gone: &std::collections::BTreeMap<String, String>,
+) -> Result<Vec<TrainingRunRow>> {
+    let mut runs: Vec<TrainingRunRow> = (store.sweep_runs(parent)?.into_iter())
+        .filter(|r| r.record["search"].is_object())
+        .collect();
+    for r in &mut runs {
+        if r.status == "RUNNING" && gone.contains_key(&r.run_uuid) {
+            r.status = "KILLED".into();
+        }
+    }
+    Ok(runs)
+}
+
+/// Per search: how many trials ended (finished or pruned), are training, failed or were
+/// killed, and its best run.
+fn search_summaries(runs: &[TrainingRunRow]) -> Vec<serde_json::Value> {
+    let names: std::collections::BTreeSet<&str> = (runs.iter())
+        .filter_map(|r| r.record["search"]["search"].as_str())
+        .collect();
+    let pruned = |r: &TrainingRunRow| r.summary.as_ref().is_some_and(|s| !s["pruned"].is_null());
+    names
+        .into_iter()
+        .map(|name| {
+            let mine: Vec<&TrainingRunRow> = (runs.iter())
+                .filter(|r| r.record["search"]["search"] == name)
+                .collect();
+            let (best, trials): (Vec<&TrainingRunRow>, Vec<&TrainingRunRow>) = mine
+                .into_iter()
+                .partition(|r| r.record["search"]["best"] == true);
+            let count =
+                |f: &dyn Fn(&TrainingRunRow) -> bool| trials.iter().filter(|r| f(r)).count();
+            let best_run =
+                (best.iter().find(|r| r.status == "FINISHED")).map(|r| format!("t{}", r.version));
+            serde_json::json!({
+                "search": name,
+                "ended": count(&|r| r.status == "FINISHED" || pruned(r)),
+                "pruned": count(&|r| pruned(r)),
+                "training": count(&|r| r.status == "RUNNING" || r.status == "SCHEDULED"),
+                "failed": count(&|r| r.status == "FAILED"),
+                "killed": count(&|r| r.status == "KILLED" && !pruned(r)),
+                "best_run": best_run,
+            })
+        })
+        .collect()
+}
+
 /// The whole sweep's leaderboard from the stored runs, with the parent's settings.
 fn leaderboard(
     store: &MlflowStore,
     parent: &str,
     progress: &[ConfigProgress],
+    searches: &[TrainingRunRow],
 ) -> Result<SweepReport> {
     let params: std::collections::BTreeMap<String, String> =
         store.params(parent)?.into_iter().collect();
     let param = |k: &str| params.get(k).cloned().unwrap_or_default();
     let metric = param("primary_metric");
-    let runs: Vec<_> = progress.iter().filter_map(|p| p.run.as_ref()).collect();
+    let listed = progress.iter().filter_map(|p| p.run.as_ref());
+    let runs: Vec<_> = listed.chain(searches).collect();
     let etl = runs
         .first()
         .map(|r| format!("v{}", r.etl_version))

@@ -68,6 +68,18 @@ impl MlflowStore {
         Ok(())
     }
 
+    /// A run's status (`RUNNING`, `FINISHED`, ...), if the store holds it.
+    pub fn run_status(&self, run_uuid: &str) -> Result<Option<String>> {
+        Ok(self
+            .lock()
+            .query_row(
+                "SELECT status FROM runs WHERE run_uuid = ?1",
+                [run_uuid],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
     /// The newest parent run of the sweep `name`, in any experiment.
     pub fn find_sweep(&self, name: &str) -> Result<Option<String>> {
         Ok(self
