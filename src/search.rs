@@ -379,7 +379,9 @@ impl Tpe {
             if let (BestRun::Wanted(trained), true) =
                 (&mut self.best_run, self.study.is_best(&cfg.name))
             {
-                trained.push(cfg.params.clone());
+                if !trained.contains(&cfg.params) {
+                    trained.push(cfg.params.clone());
+                }
             }
             return None;
         };

@@ -104,7 +104,7 @@ impl SharedTrials for StoreTrials {
     }
 
     fn claim_best(&mut self) -> Result<bool> {
-        let store = MlflowStore::open(&self.path)?;
+        let store = MlflowStore::open_existing(&self.path)?;
         let short = &self.signature[..self.signature.len().min(16)];
         store.claim(
             &self.parent_run,

@@ -274,6 +274,12 @@ pub fn search_runs(parent: &SweepParent) -> Result<Vec<TrainingRunRow>> {
         .collect())
 }
 
+/// Whether a stored run is a search trial its pruner stopped (KILLED with `pruned` in its
+/// summary).
+pub fn was_pruned(run: &TrainingRunRow) -> bool {
+    run.summary.as_ref().is_some_and(|s| !s["pruned"].is_null())
+}
+
 /// A search a sharded sweep runs: its name, its number of trials, and whether its best trial is
 /// trained in full at the end.
 #[derive(Debug, Clone)]
@@ -288,9 +294,7 @@ pub struct SearchPlan {
 pub fn searches_ended(plans: &[SearchPlan], runs: &[TrainingRunRow]) -> bool {
     plans.iter().all(|plan| {
         let of_plan = (runs.iter()).filter(|r| r.record["search"]["search"] == plan.name.as_str());
-        let ended = |r: &&TrainingRunRow| {
-            r.status == "FINISHED" || r.summary.as_ref().is_some_and(|s| !s["pruned"].is_null())
-        };
+        let ended = |r: &&TrainingRunRow| r.status == "FINISHED" || was_pruned(r);
         let mut trials = std::collections::BTreeSet::new();
         let mut best = false;
         for r in of_plan.filter(ended) {

@@ -161,7 +161,7 @@ fn search_summaries(runs: &[TrainingRunRow]) -> Vec<serde_json::Value> {
     let names: std::collections::BTreeSet<&str> = (runs.iter())
         .filter_map(|r| r.record["search"]["search"].as_str())
         .collect();
-    let pruned = |r: &TrainingRunRow| r.summary.as_ref().is_some_and(|s| !s["pruned"].is_null());
+    let pruned = sweep_parent::was_pruned;
     names
         .into_iter()
         .map(|name| {
