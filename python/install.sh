@@ -34,6 +34,14 @@ else
   py="$venv/bin/python"
 fi
 
+# The networks' helper, the only program that links libtorch, goes into the wheel beside the
+# module (runner_ml/__init__.py points runner at it).
+rm -f python/runner_ml/runner-torch
+if [[ ",${RUNNER_FEATURES:-}," == *",torch,"* ]]; then
+  cargo build --release --features "$RUNNER_FEATURES" --bin runner-torch >&2
+  cp "${CARGO_TARGET_DIR:-target}/release/runner-torch" python/runner_ml/runner-torch
+fi
+
 wheels="$cache/wheels"
 rm -rf "$wheels"
 # `--compatibility linux`: the module links the machine's libtorch and libxgboost (found by

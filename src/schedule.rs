@@ -41,17 +41,11 @@ struct Job {
 /// sweep's networks, two thirds of its training time, came last in its sweep file).
 fn training_weight(kind: &str) -> u8 {
     match kind {
-        k if trains_on_libtorch(k) => 3,
+        "mlp" | "cnn" | "lstm" => 3,
         "svm" | "xgboost" | "lightgbm" | "voting" | "stacking" => 2,
         "random_forest" => 1,
         _ => 0,
     }
-}
-
-/// Whether a kind trains on libtorch, whose seed and thread count are process-wide: such runs
-/// train one at a time (`models::nn`'s lock), so a second worker that took one would wait.
-fn trains_on_libtorch(kind: &str) -> bool {
-    matches!(kind, "mlp" | "cnn" | "lstm")
 }
 
 /// What the workers share, under one lock.
@@ -60,8 +54,6 @@ struct State {
     queue: VecDeque<Job>,
     /// Runs being trained.
     in_flight: usize,
-    /// Of those, runs of a kind that [`trains_on_libtorch`].
-    networks_in_flight: usize,
     /// The strategy said Done, or a run could not be created: no more asking.
     finished: bool,
     /// Why runs stopped being created, if they did.
@@ -290,9 +282,6 @@ impl Sweep<'_> {
             );
             let mut state = lock.lock().unwrap_or_else(|e| e.into_inner());
             state.in_flight -= 1;
-            if trains_on_libtorch(&job.plan.model.kind) {
-                state.networks_in_flight -= 1;
-            }
             self.tell(&mut state, &job, &result);
             state.results.push((job.version, result));
             // After an interrupt nothing new is asked for; what is queued ends KILLED untrained.
@@ -323,29 +312,12 @@ impl Sweep<'_> {
     }
 }
 
-/// Takes the next queued run for a worker: the first, unless a network is training and the
-/// first is a network too, which would wait for it; then the first run of another kind. On the
-/// wine sweep the second worker waited on the three networks while eleven other runs queued.
+/// Takes the next queued run for a worker: the first (the queue is heaviest first). Networks
+/// train side by side, each in its own helper process (`models::nn`).
 fn next_job(state: &mut State) -> Option<Job> {
-    let kinds = state.queue.iter().map(|j| j.plan.model.kind.as_str());
-    let at = position_to_take(kinds, state.networks_in_flight);
-    let job = state.queue.remove(at)?;
+    let job = state.queue.pop_front()?;
     state.in_flight += 1;
-    if trains_on_libtorch(&job.plan.model.kind) {
-        state.networks_in_flight += 1;
-    }
     Some(job)
-}
-
-/// Where in a queue of these kinds [`next_job`] takes from.
-fn position_to_take<'a>(
-    mut kinds: impl Iterator<Item = &'a str>,
-    networks_in_flight: usize,
-) -> usize {
-    if networks_in_flight == 0 {
-        return 0;
-    }
-    kinds.position(|k| !trains_on_libtorch(k)).unwrap_or(0)
 }
 
 /// The plan of each config of a sweep: the config's seed and CV settings, a share of the cores.
@@ -551,7 +523,6 @@ pub fn run_search(
         strategy,
         queue: VecDeque::new(),
         in_flight: 0,
-        networks_in_flight: 0,
         finished: false,
         error: None,
         created: Vec::new(),
@@ -622,21 +593,4 @@ pub fn run_search(
         start_to_first_training_ms,
         wandb: wandb_report,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::position_to_take;
-
-    #[test]
-    fn a_worker_takes_another_kind_while_a_network_trains() {
-        let queue = ["cnn", "lstm", "svm", "knn"];
-        // Nothing on libtorch yet: the heaviest first.
-        assert_eq!(position_to_take(queue.into_iter(), 0), 0);
-        // A network training: the first run that would not wait for it.
-        assert_eq!(position_to_take(queue.into_iter(), 1), 2);
-        // Only networks left: the next of them, to wait its turn.
-        assert_eq!(position_to_take(["cnn", "lstm"].into_iter(), 1), 0);
-        assert_eq!(position_to_take(std::iter::empty(), 1), 0);
-    }
 }

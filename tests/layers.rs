@@ -26,7 +26,8 @@ const LAYERS: &[&[&str]] = &[
         "models::logistic",
         "models::neighbours",
         "models::nn",
-        "models::nn::torch",
+        "models::nn::remote",
+        "models::nn::wire",
         "models::params",
         "models::post",
         "models::svm",
@@ -138,7 +139,8 @@ fn graph() -> BTreeMap<String, BTreeSet<String>> {
     let modules: BTreeSet<String> = files
         .iter()
         .map(|f| module_name(f))
-        .filter(|m| m != "main" && m != "lib")
+        // main.rs and src/bin/ are programs on the library, crates of their own.
+        .filter(|m| m != "main" && m != "lib" && !m.starts_with("bin::"))
         .collect();
     files
         .iter()

@@ -229,3 +229,175 @@ fn mlflow_reads_the_learning_curve_growing_while_the_network_trains() {
         "each epoch carries the time it ended: {first} .. {last}"
     );
 }
+
+/// (first, last) timestamp in ms of each fit's `train_loss` curve of a stored run.
+fn fit_spans(run: &Value) -> Vec<(i64, i64)> {
+    let history = run["history"].as_object().unwrap();
+    history
+        .iter()
+        .filter(|(key, _)| key.ends_with("/train_loss"))
+        .map(|(_, points)| {
+            let times: Vec<i64> = points
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p[2].as_i64().unwrap())
+                .collect();
+            (times[0], *times.last().unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn networks_train_side_by_side_with_the_numbers_of_one_at_a_time() {
+    let sweep = "[[models]]\nkind = \"mlp\"\nname = \"wide\"\nepochs = 40\nhidden = \"64\"\ndropout = 0.2\n[[models]]\nkind = \"lstm\"\nname = \"seq\"\nepochs = 8\n";
+    let mut stores = Vec::new();
+    for jobs in ["2", "1"] {
+        let d = tempfile::tempdir().unwrap();
+        let cfg = write_config(d.path(), CONFIG, sweep);
+        run_ok(
+            runner(d.path())
+                .args(["sweep"])
+                .arg(&cfg)
+                .args(["--jobs", jobs]),
+        );
+        let store = read_with_mlflow(&d.path().join("mlflow.db"));
+        stores.push(experiment_runs(&store, "nn"));
+    }
+    let named = |runs: &[Value], name: &str| -> Value {
+        let suffix = format!("-{name}");
+        runs.iter()
+            .find(|r| r["run_name"].as_str().unwrap().ends_with(&suffix))
+            .unwrap_or_else(|| panic!("no run {name}"))
+            .clone()
+    };
+    // With two workers, a fit of one network ran while a fit of the other did: each lives in
+    // its own helper process, where libtorch's generator and threads are its own.
+    let (wide, seq) = (named(&stores[0], "wide"), named(&stores[0], "seq"));
+    let overlapping = fit_spans(&wide)
+        .iter()
+        .any(|a| fit_spans(&seq).iter().any(|b| a.0 < b.1 && b.0 < a.1));
+    assert!(
+        overlapping,
+        "no two fits overlapped: {:?} {:?}",
+        fit_spans(&wide),
+        fit_spans(&seq)
+    );
+    // ... and every number is the one of training them one at a time.
+    for name in ["wide", "seq"] {
+        let (side, alone) = (named(&stores[0], name), named(&stores[1], name));
+        assert_eq!(side["status"], "FINISHED");
+        let numbers = |run: &Value| -> Vec<(String, Value)> {
+            (run["metrics"].as_object().unwrap().iter())
+                .filter(|(key, _)| !key.ends_with("_seconds"))
+                .map(|(key, value)| (key.clone(), value.clone()))
+                .collect()
+        };
+        assert_eq!(numbers(&side), numbers(&alone), "{name}");
+        let curves = (side["history"].as_object().unwrap().iter())
+            .filter(|(key, _)| !key.ends_with("_seconds"));
+        for (key, points) in curves {
+            let values = |p: &Value| -> Vec<f64> {
+                p.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|s| s[1].as_f64().unwrap())
+                    .collect()
+            };
+            assert_eq!(
+                values(points),
+                values(&alone["history"][key]),
+                "{name} {key}"
+            );
+        }
+    }
+}
+
+/// The `runner` program does not link libtorch: a sweep without networks never loads its 110 MiB,
+/// and a network's fit loads it in the helper `runner-torch` only.
+#[test]
+fn only_the_network_helper_links_libtorch() {
+    let needs = |program: &str| -> String {
+        let out = std::process::Command::new("ldd")
+            .arg(program)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "ldd {program}");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let cli = needs(env!("CARGO_BIN_EXE_runner"));
+    assert!(!cli.contains("libtorch"), "runner links libtorch:\n{cli}");
+    let helper = needs(env!("CARGO_BIN_EXE_runner-torch"));
+    assert!(
+        helper.contains("libtorch_cpu"),
+        "the helper lacks libtorch:\n{helper}"
+    );
+}
+
+/// A search's pruner stops a network inside its helper at the round it judged: the stored curve
+/// ends there, and replay stops at the same round, bit for bit.
+#[test]
+fn a_pruner_stops_a_network_in_its_helper_at_a_rung() {
+    let d = tempfile::tempdir().unwrap();
+    let sweep = "[search]\nstrategy = \"tpe\"\ntrials = 8\nstartup_trials = 4\nprune = \"asha\"\nmin_rounds = 2\nreduction_factor = 2\n\n[[models]]\nname = \"net\"\nkind = \"mlp\"\nepochs = 8\nhidden = \"16\"\nlearning_rate = { low = 0.0001, high = 0.05, log = true }\n";
+    let cfg = write_config(d.path(), CONFIG, sweep);
+    let report = stdout_json(&run_ok(
+        runner(d.path())
+            .args(["sweep"])
+            .arg(&cfg)
+            .args(["--jobs", "1", "--json"]),
+    ));
+    let pruned: Vec<&Value> = (report["runs"].as_array().unwrap().iter())
+        .filter(|r| r["pruned"]["round"].is_i64())
+        .collect();
+    assert!(!pruned.is_empty(), "no trial was pruned: {report}");
+    let store = read_with_mlflow(&d.path().join("mlflow.db"));
+    let runs = experiment_runs(&store, "nn");
+    for trial in &pruned {
+        let round = trial["pruned"]["round"].as_i64().unwrap();
+        assert!([1, 3, 7].contains(&round), "stopped between rungs: {trial}");
+        let uuid = trial["run_uuid"].as_str().unwrap();
+        let stored = runs.iter().find(|r| r["run_id"] == uuid).unwrap();
+        let curve = stored["history"]["fold0/train_loss"].as_array().unwrap();
+        assert_eq!(
+            curve.len() as i64,
+            round + 1,
+            "trained past the rung: {trial}"
+        );
+    }
+    let tv = pruned[0]["version"].as_str().unwrap();
+    let replay = stdout_json(&run_ok(
+        runner(d.path()).args(["replay", tv, "--check", "--json"]),
+    ));
+    assert_eq!(replay["identical"], true, "{replay}");
+}
+
+/// Without its helper program the networks fail with an error that says where it was looked
+/// for and how to get it; the other runs of the sweep are not affected.
+#[test]
+fn a_missing_helper_fails_the_network_runs_and_says_why() {
+    let d = tempfile::tempdir().unwrap();
+    let sweep = "[[models]]\nkind = \"mlp\"\nname = \"net\"\nepochs = 2\n[[models]]\nkind = \"decision_tree\"\nname = \"tree\"\n";
+    let cfg = write_config(d.path(), CONFIG, sweep);
+    let out = runner(d.path())
+        .args(["sweep"])
+        .arg(&cfg)
+        .arg("--json")
+        .env("RUNNER_TORCH_HELPER", d.path().join("no-such-helper"))
+        .output()
+        .unwrap();
+    let report = stdout_json(&out);
+    let run = |name: &str| -> Value {
+        (report["runs"].as_array().unwrap().iter())
+            .find(|r| r["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(run("tree")["status"], "FINISHED");
+    assert_eq!(run("net")["status"], "FAILED");
+    let error = run("net")["error"].as_str().unwrap().to_string();
+    assert!(
+        error.contains("network helper") && error.contains("no-such-helper"),
+        "{error}"
+    );
+}

@@ -32,15 +32,14 @@ import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
-from . import _torch_guard
+# The networks (MLP, CNN, LSTM) train in runner's helper program, the only part that links
+# libtorch: this process never loads it, so any PyTorch can be imported beside runner_ml. The
+# wheel carries the helper beside this file (python/install.sh puts it there).
+_helper = Path(__file__).with_name("runner-torch")
+if _helper.is_file():
+    os.environ.setdefault("RUNNER_TORCH_HELPER", str(_helper))
 
-try:
-    from . import _native
-except ImportError as e:
-    _torch_guard.explain_failed_import(e)
-    raise
-
-_torch_guard.install(_native.libtorch_version)
+from . import _native  # noqa: E402
 __version__ = _native.__version__
 __all__ = [
     "sweep",

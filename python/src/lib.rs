@@ -259,7 +259,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(eda, m)?)?;
     m.add_function(wrap_pyfunction!(register_frame, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
-    // Empty without the torch backend.
+    // The libtorch of the networks' helper program (this module never loads it); empty without
+    // the torch backend.
     m.add("libtorch_version", env!("RUNNER_LIBTORCH_VERSION"))?;
     Ok(())
 }

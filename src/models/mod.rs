@@ -82,6 +82,9 @@ mod gbm;
 mod logistic;
 mod neighbours;
 mod nn;
+/// The messages between runner and its network helper, `runner-torch`.
+#[cfg(feature = "torch")]
+pub use nn::wire as helper_wire;
 mod params;
 pub mod post;
 mod svm;
@@ -630,7 +633,7 @@ pub fn load(saved: &SavedModel) -> Result<Box<dyn FittedModel>> {
     not(any(feature = "xgboost", feature = "lightgbm", feature = "torch")),
     allow(dead_code)
 )]
-pub(crate) struct EarlyStopping {
+pub struct EarlyStopping {
     patience: i64,
     best: f64,
     best_round: i64,
@@ -642,7 +645,7 @@ pub(crate) struct EarlyStopping {
 )]
 impl EarlyStopping {
     /// `patience` rounds without a better loss stop training; 0 never stops.
-    pub(crate) fn new(patience: i64) -> Self {
+    pub fn new(patience: i64) -> Self {
         EarlyStopping {
             patience,
             best: f64::INFINITY,
@@ -651,7 +654,7 @@ impl EarlyStopping {
     }
 
     /// Records the loss after `round`: (whether it is the best so far, whether to stop).
-    pub(crate) fn update(&mut self, round: i64, loss: f64) -> (bool, bool) {
+    pub fn update(&mut self, round: i64, loss: f64) -> (bool, bool) {
         let improved = loss < self.best;
         if improved {
             self.best = loss;
@@ -664,7 +667,7 @@ impl EarlyStopping {
     }
 
     /// The round to keep: the best one when early stopping is on, else `last`.
-    pub(crate) fn kept(&self, last: i64) -> i64 {
+    pub fn kept(&self, last: i64) -> i64 {
         if self.patience > 0 {
             self.best_round
         } else {

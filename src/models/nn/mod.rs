@@ -1,8 +1,11 @@
-//! The networks (MLP, CNN, LSTM): their hyperparameters, here in every build, and their
-//! training on libtorch in [`torch`], built with the `torch` feature.
+//! The networks (MLP, CNN, LSTM): their hyperparameters, here in every build. With the `torch`
+//! feature they train on libtorch in a helper program, `runner-torch` ([`remote`]; its code is
+//! in src/bin/runner-torch/), the only program that links libtorch.
 
 #[cfg(feature = "torch")]
-mod torch;
+mod remote;
+#[cfg(feature = "torch")]
+pub mod wire;
 
 use super::params::{
     Default_, ParamSpec, ParamType, BOTH, CALIBRATION, CLASS_WEIGHT, CLASS_WEIGHTS, RESAMPLE,
@@ -250,8 +253,8 @@ backend!(
     MlpBackend,
     MLP,
     feature = "torch",
-    |cfg, data, ctx| torch::fit(cfg, data, ctx),
-    |saved| torch::load_torchscript(saved.file("pt")?, saved.task, saved.n_classes)
+    |cfg, data, ctx| remote::fit(cfg, data, ctx),
+    |saved| remote::load_torchscript(saved.file("pt")?, saved.task, saved.n_classes)
 );
 
 pub(crate) static CNN: KindSpec = KindSpec {
@@ -271,8 +274,8 @@ backend!(
     CnnBackend,
     CNN,
     feature = "torch",
-    |cfg, data, ctx| torch::fit(cfg, data, ctx),
-    |saved| torch::load_torchscript(saved.file("pt")?, saved.task, saved.n_classes)
+    |cfg, data, ctx| remote::fit(cfg, data, ctx),
+    |saved| remote::load_torchscript(saved.file("pt")?, saved.task, saved.n_classes)
 );
 
 pub(crate) static LSTM: KindSpec = KindSpec {
@@ -292,6 +295,6 @@ backend!(
     LstmBackend,
     LSTM,
     feature = "torch",
-    |cfg, data, ctx| torch::fit(cfg, data, ctx),
-    |saved| torch::load_torchscript(saved.file("pt")?, saved.task, saved.n_classes)
+    |cfg, data, ctx| remote::fit(cfg, data, ctx),
+    |saved| remote::load_torchscript(saved.file("pt")?, saved.task, saved.n_classes)
 );

@@ -4,25 +4,20 @@
 //! training rows) is part of the network, so the exported TorchScript takes the model's input
 //! features as they are.
 //!
-//! libtorch's random generator and thread count are process-wide, so networks train one at a
-//! time (a global lock): with a fixed seed and thread count, two runs give identical losses.
+//! libtorch's random generator and thread count are process-wide: each model lives in its own
+//! helper process (this program), which seeds the generator at the fit's start, so with a
+//! fixed seed and thread count two runs give identical losses, whatever trains beside them.
 
-use crate::models::{
-    labels_from_proba, FitContext, FittedModel, ModelConfig, Prediction, Task, TrainSet,
-};
-use crate::rng::SplitMix64;
 use anyhow::{anyhow, bail, Result};
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2};
+use runner::models::{
+    labels_from_proba, FitContext, FittedModel, ModelConfig, Prediction, Task, TrainSet,
+};
+use runner::rng::SplitMix64;
 use serde_json::json;
 use std::sync::Mutex;
 use tch::nn::{self, ModuleT, OptimizerConfig, RNN};
 use tch::{Device, Kind, Tensor};
-
-static TORCH: Mutex<()> = Mutex::new(());
-
-fn lock() -> std::sync::MutexGuard<'static, ()> {
-    TORCH.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 fn activation(name: &str, x: &Tensor) -> Tensor {
     match name {
@@ -148,7 +143,7 @@ fn build(vs: &nn::Path, cfg: &ModelConfig, features: i64, outputs: i64) -> Resul
     let mean = vs.zeros_no_train("norm_mean", &[features]);
     let std = vs.ones_no_train("norm_std", &[features]);
     let widths =
-        crate::models::parse_widths(cfg.str("hidden")?).map_err(|e| anyhow!("hidden: {e}"))?;
+        runner::models::parse_widths(cfg.str("hidden")?).map_err(|e| anyhow!("hidden: {e}"))?;
     let (body, width) = match cfg.kind.as_str() {
         "mlp" => {
             let (s, w) = dense(vs, features, &widths, cfg)?;
@@ -303,7 +298,6 @@ fn to_prediction(task: Task, n_classes: usize, out: &Tensor, rows: usize) -> Res
 
 impl FittedModel for NnModel {
     fn predict(&self, x: ArrayView2<f64>) -> Result<Prediction> {
-        let _g = lock();
         tch::set_num_threads(self.threads);
         let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let out = tch::no_grad(|| {
@@ -425,7 +419,7 @@ fn record_valid_score(
             let k = data.n_classes;
             let correct = (0..y_raw.len())
                 .filter(|i| {
-                    crate::models::argmax(out[i * k..(i + 1) * k].iter().map(|v| *v as f64))
+                    runner::models::argmax(out[i * k..(i + 1) * k].iter().map(|v| *v as f64))
                         == y_raw[*i] as usize
                 })
                 .count();
@@ -504,7 +498,7 @@ fn training_and_valid_rows(
     let y_all: Vec<f64> = data.y.to_vec();
     let (fit_rows, stop_rows) = if patience > 0 {
         let share = cfg.float("validation_fraction")?;
-        crate::eval::holdout_split(data.task, &y_all, share, ctx.seed ^ 0xE5)
+        runner::eval::holdout_split(data.task, &y_all, share, ctx.seed ^ 0xE5)
     } else {
         ((0..n).collect(), Vec::new())
     };
@@ -522,8 +516,11 @@ fn training_and_valid_rows(
     Ok((take(&fit_rows), valid))
 }
 
-pub fn fit(cfg: &ModelConfig, data: &TrainSet, ctx: &FitContext) -> Result<Box<dyn FittedModel>> {
-    let _g = lock();
+pub(crate) fn fit(
+    cfg: &ModelConfig,
+    data: &TrainSet,
+    ctx: &FitContext,
+) -> Result<Box<dyn FittedModel>> {
     let threads = match cfg.int("threads")? {
         0 => 1,
         t => t as i32,
@@ -568,7 +565,7 @@ pub fn fit(cfg: &ModelConfig, data: &TrainSet, ctx: &FitContext) -> Result<Box<d
     let batch = cfg.int("batch_size")? as usize;
     let epochs = cfg.int("epochs")?;
     let mut order: Vec<usize> = (0..yf.len()).collect();
-    let mut stopper = crate::models::EarlyStopping::new(patience);
+    let mut stopper = runner::models::EarlyStopping::new(patience);
     let mut best_weights: Option<Vec<(String, Tensor)>> = None;
     let mut ran = 0;
     for epoch in 0..epochs {
@@ -632,7 +629,7 @@ pub struct ScriptModel {
     torchscript: Vec<u8>,
 }
 
-pub fn load_torchscript(
+pub(crate) fn load_torchscript(
     bytes: &[u8],
     task: Task,
     n_classes: usize,
@@ -648,7 +645,6 @@ pub fn load_torchscript(
 
 impl FittedModel for ScriptModel {
     fn predict(&self, x: ArrayView2<f64>) -> Result<Prediction> {
-        let _g = lock();
         tch::set_num_threads(1);
         let module = self.module.lock().unwrap_or_else(|e| e.into_inner());
         let out = tch::no_grad(|| module.forward_ts(&[tensor(x, Device::Cpu)]))

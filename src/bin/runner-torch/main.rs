@@ -1,0 +1,18 @@
+//! runner's network helper: trains and runs the MLP, CNN and LSTM kinds on libtorch for the
+//! `runner` command and the Python module, which start it and talk to it over its standard input
+//! and output (`runner::models::nn::remote`), one model a process. Not meant to be run by hand.
+//! It is the only program of the package that links libtorch, through `tch`: its code is here,
+//! not in the library.
+
+mod serve;
+mod torch;
+
+fn main() -> std::process::ExitCode {
+    match serve::serve() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("runner-torch: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! The helper's side of the conversation: requests on standard input (fit, load, predict), one
+//! answer each on standard output, until runner closes the stream.
+
+use crate::torch;
+use anyhow::{bail, Context, Result};
+use ndarray::{Array1, Array2};
+use runner::models::helper_wire::{self as wire, count, Floats, Message};
+use runner::models::{Curve, FitContext, FittedModel, ModelConfig, Task, TrainSet};
+use serde_json::{json, Value};
+use std::io::{BufReader, BufWriter, Stdin, Stdout};
+use std::sync::Mutex;
+
+type Input = BufReader<Stdin>;
+type Output = BufWriter<Stdout>;
+
+/// Serves runner until it closes the helper's input. Ctrl-C reaches the helper too (same process
+/// group), but runner decides: it answers the next learning-curve point with a stop.
+pub fn serve() -> Result<()> {
+    // SAFETY: ignoring a signal touches no memory; done before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGINT, libc::SIG_IGN);
+    }
+    let mut input = BufReader::new(std::io::stdin());
+    let mut output = BufWriter::new(std::io::stdout());
+    let mut model: Option<Box<dyn FittedModel>> = None;
+    while let Some(request) = wire::receive(&mut input)? {
+        let answered = match request.header["op"].as_str() {
+            Some("fit") => fit(&request, &mut input, &mut output).map(|m| model = Some(m)),
+            Some("load") => load(&request, &mut output).map(|m| model = Some(m)),
+            Some("predict") => predict(model.as_deref(), &request, &mut output),
+            _ => Err(anyhow::anyhow!("unknown request {}", request.header)),
+        };
+        if let Err(e) = answered {
+            let message = format!("{e:#}");
+            wire::send(
+                &mut output,
+                json!({"event": "error", "message": message}),
+                &[],
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn matrix(floats: &mut Floats, rows: usize, cols: usize) -> Result<Array2<f64>> {
+    Ok(Array2::from_shape_vec(
+        (rows, cols),
+        floats.take(rows * cols)?,
+    )?)
+}
+
+fn fit(request: &Message, input: &mut Input, output: &mut Output) -> Result<Box<dyn FittedModel>> {
+    let h = &request.header;
+    let cfg: ModelConfig = serde_json::from_value(h["config"].clone())?;
+    let task: Task = serde_json::from_value(h["task"].clone())?;
+    let labels: Option<Vec<String>> = serde_json::from_value(h["labels"].clone())?;
+    let (rows, cols) = (count(h, "rows")?, count(h, "cols")?);
+    let mut floats = Floats::new(&request.payload);
+    let x = matrix(&mut floats, rows, cols)?;
+    let y = Array1::from(floats.take(rows)?);
+    let eval = match h["eval_rows"].as_u64() {
+        Some(n) => Some((
+            matrix(&mut floats, n as usize, cols)?,
+            Array1::from(floats.take(n as usize)?),
+        )),
+        None => None,
+    };
+    let data = TrainSet {
+        x: x.view(),
+        y: y.view(),
+        task,
+        n_classes: count(h, "n_classes")?,
+        labels: labels.as_deref(),
+    };
+    let channel = Mutex::new((input, &mut *output));
+    let curve = Curve::default().judged(Box::new(|round, metric, value| {
+        let mut channel = channel.lock().unwrap_or_else(|e| e.into_inner());
+        let (input, output) = &mut *channel;
+        match pass_on(input, output, round, metric, value) {
+            Ok(true) => Some("runner stopped the training".into()),
+            Ok(false) => None,
+            Err(e) => Some(format!("runner stopped listening: {e:#}")),
+        }
+    }));
+    let ctx = FitContext {
+        seed: h["seed"].as_u64().context("a fit without its seed")?,
+        threads: count(h, "threads")?,
+        eval: eval.as_ref().map(|(x, y)| (x.view(), y.view())),
+        curve: Some(&curve),
+        feature_names: None,
+    };
+    let model = torch::fit(&cfg, &data, &ctx)?;
+    drop(curve);
+    send_model(
+        channel.into_inner().unwrap_or_else(|e| e.into_inner()).1,
+        &*model,
+    )?;
+    Ok(model)
+}
+
+/// Sends one learning-curve point to runner; whether runner says to stop.
+fn pass_on(
+    input: &mut Input,
+    output: &mut Output,
+    round: i64,
+    metric: &str,
+    value: f64,
+) -> Result<bool> {
+    let point =
+        json!({"event": "record", "round": round, "metric": metric, "bits": value.to_bits()});
+    wire::send(output, point, &[])?;
+    match wire::receive(input)? {
+        Some(answer) => Ok(answer.header["stop"] == true),
+        None => bail!("its stream ended"),
+    }
+}
+
+fn load(request: &Message, output: &mut Output) -> Result<Box<dyn FittedModel>> {
+    let h = &request.header;
+    let task: Task = serde_json::from_value(h["task"].clone())?;
+    let model = torch::load_torchscript(&request.payload, task, count(h, "n_classes")?)?;
+    send_model(output, &*model)?;
+    Ok(model)
+}
+
+/// The model's JSON form and its files, one after the other.
+fn send_model(output: &mut Output, model: &dyn FittedModel) -> Result<()> {
+    let files = model.native();
+    let header = json!({
+        "event": "model",
+        "json": model.to_json()?,
+        "native": files.iter().map(|(ext, bytes)| json!([ext, bytes.len()])).collect::<Vec<Value>>(),
+    });
+    let payload: Vec<u8> = files.iter().flat_map(|(_, b)| b.iter().copied()).collect();
+    wire::send(output, header, &payload)
+}
+
+fn predict(model: Option<&dyn FittedModel>, request: &Message, output: &mut Output) -> Result<()> {
+    let Some(model) = model else {
+        bail!("predict before a fit or a load");
+    };
+    let h = &request.header;
+    let x = matrix(
+        &mut Floats::new(&request.payload),
+        count(h, "rows")?,
+        count(h, "cols")?,
+    )?;
+    let prediction = model.predict(x.view())?;
+    let mut payload = Vec::new();
+    wire::put_floats(&mut payload, prediction.values.iter().copied());
+    if let Some(proba) = &prediction.proba {
+        wire::put_floats(&mut payload, proba.iter().copied());
+    }
+    wire::send(output, json!({"event": "prediction"}), &payload)
+}
