@@ -386,7 +386,9 @@ fn main() -> ExitCode {
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
     let cli = Cli::parse();
-    match run(cli) {
+    let result = run(cli);
+    runner::models::end_network_helpers();
+    match result {
         Ok(code) => code,
         Err(e) => {
             let e = runner::types::Error::from(e);

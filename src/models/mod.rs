@@ -82,6 +82,7 @@ mod gbm;
 mod logistic;
 mod neighbours;
 mod nn;
+pub use nn::end_idle_helpers as end_network_helpers;
 /// The messages between runner and its network helper, `runner-torch`.
 #[cfg(feature = "torch")]
 pub use nn::wire as helper_wire;

@@ -24,7 +24,12 @@ pub fn serve() -> Result<()> {
     let mut output = BufWriter::new(std::io::stdout());
     let mut model: Option<Box<dyn FittedModel>> = None;
     while let Some(request) = wire::receive(&mut input)? {
-        let answered = match request.header["op"].as_str() {
+        let op = request.header["op"].as_str();
+        if matches!(op, Some("fit" | "load")) {
+            // The last model's helper is reused for a new one: free the old one first.
+            model = None;
+        }
+        let answered = match op {
             Some("fit") => fit(&request, &mut input, &mut output).map(|m| model = Some(m)),
             Some("load") => load(&request, &mut output).map(|m| model = Some(m)),
             Some("predict") => predict(model.as_deref(), &request, &mut output),

@@ -7,6 +7,12 @@ mod remote;
 #[cfg(feature = "torch")]
 pub mod wire;
 
+/// Ends the network helpers that wait idle for another fit (none without the `torch` feature).
+pub fn end_idle_helpers() {
+    #[cfg(feature = "torch")]
+    remote::end_idle();
+}
+
 use super::params::{
     Default_, ParamSpec, ParamType, BOTH, CALIBRATION, CLASS_WEIGHT, CLASS_WEIGHTS, RESAMPLE,
     SMOTE_K, THRESHOLD, TUNING_FOLDS,

@@ -5,8 +5,11 @@
 //! with any PyTorch. A network's learning curve still streams as it trains: the helper sends each
 //! point and waits for runner's answer, which says whether a pruner or an interrupt stopped it.
 //!
-//! One helper serves one model: it is started for a fit or a load and ends when the model is
-//! dropped.
+//! A helper holds one model at a time. When the model is dropped its helper waits, idle, for the
+//! next fit or load of this process (starting one costs about half a second: libtorch loads and
+//! initialises), so a sweep starts about as many helpers as it trains networks at once. Each fit
+//! seeds libtorch's generator and sets its threads first, so a reused helper gives the numbers
+//! of a new one.
 
 use super::wire::{self, Floats, Message};
 use crate::models::{FitContext, FittedModel, Prediction, Task, TrainSet};
@@ -48,9 +51,34 @@ struct Helper {
     child: Child,
     input: BufWriter<ChildStdin>,
     output: BufReader<ChildStdout>,
+    /// Every request so far got its whole answer: the helper waits for the next one.
+    in_step: bool,
 }
 
+/// Helpers whose model was dropped, waiting for the next fit or load.
+static IDLE: Mutex<Vec<Helper>> = Mutex::new(Vec::new());
+
+/// At most this many idle helpers are kept (each holds libtorch, about 110 MiB).
+const MAX_IDLE: usize = 4;
+
 impl Helper {
+    /// An idle helper, else a new one.
+    fn take() -> Result<Helper> {
+        let idle = IDLE.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        match idle {
+            Some(helper) => Ok(helper),
+            None => Helper::start(),
+        }
+    }
+
+    /// Back to the idle ones, if it is in step and there is room; else it ends.
+    fn put_back(self) {
+        let mut idle = IDLE.lock().unwrap_or_else(|e| e.into_inner());
+        if self.in_step && idle.len() < MAX_IDLE {
+            idle.push(self);
+        }
+    }
+
     fn start() -> Result<Helper> {
         let path = helper_path()?;
         let mut child = Command::new(&path)
@@ -66,6 +94,7 @@ impl Helper {
             child,
             input,
             output,
+            in_step: true,
         })
     }
 
@@ -87,6 +116,7 @@ impl Helper {
     }
 
     fn gone(&mut self, cause: anyhow::Error) -> anyhow::Error {
+        self.in_step = false;
         let status = match self.child.try_wait() {
             Ok(Some(status)) => status.to_string(),
             _ => "still running".into(),
@@ -134,7 +164,7 @@ pub fn fit(
         "cols": data.x.ncols(),
         "eval_rows": ctx.eval.map(|(x, _)| x.nrows()),
     });
-    let mut helper = Helper::start()?;
+    let mut helper = Helper::take()?;
     helper.send(header, &payload)?;
     drop(payload);
     loop {
@@ -159,7 +189,7 @@ pub fn load_torchscript(
     task: Task,
     n_classes: usize,
 ) -> Result<Box<dyn FittedModel>> {
-    let mut helper = Helper::start()?;
+    let mut helper = Helper::take()?;
     let header = json!({"op": "load", "task": task, "n_classes": n_classes});
     helper.send(header, bytes)?;
     let message = helper.receive()?;
@@ -172,7 +202,8 @@ struct RemoteModel {
     n_classes: usize,
     fitted: Value,
     native: Vec<(&'static str, Vec<u8>)>,
-    helper: Mutex<Helper>,
+    /// Its helper; `None` once the model is dropped and the helper put back.
+    helper: Mutex<Option<Helper>>,
 }
 
 impl RemoteModel {
@@ -207,7 +238,7 @@ impl RemoteModel {
             n_classes,
             fitted: message.header["json"].clone(),
             native,
-            helper: Mutex::new(helper),
+            helper: Mutex::new(Some(helper)),
         }))
     }
 }
@@ -217,7 +248,8 @@ impl FittedModel for RemoteModel {
         let mut payload = Vec::with_capacity(x.len() * 8);
         put_matrix(&mut payload, x);
         let header = json!({"op": "predict", "rows": x.nrows(), "cols": x.ncols()});
-        let mut helper = self.helper.lock().unwrap_or_else(|e| e.into_inner());
+        let mut held = self.helper.lock().unwrap_or_else(|e| e.into_inner());
+        let helper = held.as_mut().context("the network's helper is gone")?;
         helper.send(header, &payload)?;
         let message = helper.receive()?;
         let rows = x.nrows();
@@ -237,5 +269,20 @@ impl FittedModel for RemoteModel {
     }
     fn native(&self) -> Vec<(&'static str, Vec<u8>)> {
         self.native.clone()
+    }
+}
+
+/// Ends the idle helpers and waits for them (at the end of a command, so none outlives it).
+pub fn end_idle() {
+    let idle = std::mem::take(&mut *IDLE.lock().unwrap_or_else(|e| e.into_inner()));
+    drop(idle);
+}
+
+impl Drop for RemoteModel {
+    fn drop(&mut self) {
+        let held = self.helper.get_mut().unwrap_or_else(|e| e.into_inner());
+        if let Some(helper) = held.take() {
+            helper.put_back();
+        }
     }
 }
