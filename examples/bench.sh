@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source tests/build-env.sh
-cargo build --release --locked --features "$RUNNER_FEATURES" --bin runner --example bench_store --example bench_runs 2>/dev/null
+cargo build --release --locked --features "$RUNNER_FEATURES" --bins --example bench_store --example bench_runs 2>/dev/null
 bin="$CARGO_TARGET_DIR/release/runner"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source tests/build-env.sh
-cargo build --release --locked --features "$RUNNER_FEATURES" --bin runner 2>/dev/null
+cargo build --release --locked --features "$RUNNER_FEATURES" --bins 2>/dev/null
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 (cd "$work" && "$CARGO_TARGET_DIR/release/runner" sweep "$OLDPWD/configs/wine.toml" --only xgboost --only lightgbm --jobs 1 --json >"$work/r.json" 2>/dev/null)

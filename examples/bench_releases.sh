@@ -3,7 +3,9 @@
 # is noisy), each on a fresh store: bash examples/bench_releases.sh BINARY...
 # Build an older release with: git worktree add /tmp/old <commit>; (cd /tmp/old &&
 # source tests/build-env.sh && cargo build --release --features "$RUNNER_FEATURES" &&
-# cp "$CARGO_TARGET_DIR/release/runner" /tmp/runner-old)
+# cp "$CARGO_TARGET_DIR/release/runner" /tmp/runner-old); a release with the network helper
+# (src/bin/runner-torch) needs its runner-torch beside it: copy both into a folder of their own,
+# or set RUNNER_TORCH_HELPER.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source tests/build-env.sh >/dev/null 2>&1

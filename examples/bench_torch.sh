@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 source tests/build-env.sh
 source examples/bench_setup.sh
 torch_python numpy
-cargo build --release --locked --features "$RUNNER_FEATURES" --bin runner 2>/dev/null
+cargo build --release --locked --features "$RUNNER_FEATURES" --bins 2>/dev/null
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 (cd "$work" && "$CARGO_TARGET_DIR/release/runner" sweep "$OLDPWD/configs/wine.toml" --only mlp --jobs 1 --json >"$work/r.json" 2>/dev/null)

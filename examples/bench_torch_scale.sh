@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 source tests/build-env.sh
 source examples/bench_setup.sh
 torch_python "sklearn, pandas" scikit-learn==1.9.1 pandas==3.1.1
-cargo build --release --locked --features "$RUNNER_FEATURES" --bin runner 2>/dev/null
+cargo build --release --locked --features "$RUNNER_FEATURES" --bins 2>/dev/null
 bin="$CARGO_TARGET_DIR/release/runner"
 rows="${ROWS:-50000}" epochs="${EPOCHS:-10}"
 work=$(mktemp -d)

@@ -12,7 +12,7 @@ source tests/build-env.sh
 source examples/bench_setup.sh
 torch_python "sklearn, xgboost, lightgbm, mlflow, matplotlib" \
   mlflow==3.17.2 scikit-learn==1.9.1 lightgbm==4.7.0 xgboost-cpu==3.2.0
-cargo build --release --locked --features "$RUNNER_FEATURES" --bin runner 2>/dev/null
+cargo build --release --locked --features "$RUNNER_FEATURES" --bins 2>/dev/null
 bin="$CARGO_TARGET_DIR/release/runner"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
