@@ -56,6 +56,8 @@ fn main() {
     if std::env::var_os("CARGO_FEATURE_TORCH").is_some() {
         if let Ok(dir) = std::env::var("LIBTORCH") {
             println!("cargo:rustc-link-arg=-Wl,-rpath,{dir}/lib");
+            // The network helper opens libtorch's CUDA library from here when asked for CUDA.
+            println!("cargo:rustc-env=RUNNER_LIBTORCH_LIB={dir}/lib");
         }
     }
     println!("cargo:rerun-if-changed=Cargo.lock");

@@ -1,19 +1,25 @@
-//! The tree-structured Parzen estimator, as Optuna's default sampler works: the first
+//! The tree-structured Parzen estimator, as Optuna 5's default sampler works: the first
 //! `startup` trials are drawn at random; after them the completed trials are split into the
 //! best `gamma(n) = min(ceil(n / 10), 25)` ("below") and the rest ("above"), each side becomes a
-//! Parzen mixture (one kernel per trial plus a wide prior kernel, recent trials weighted more
-//! once there are over 25), and of 24 candidates drawn from the below mixture the one with the
-//! highest `log l(x) - log g(x)` is proposed.
+//! Parzen mixture (one kernel per trial plus a wide prior kernel; within each side, in trial
+//! order, the oldest trials weigh less once the side has over 25), and of 24 candidates drawn
+//! from the below mixture the one with the highest `log l(x) - log g(x)` is proposed.
 //!
 //! Numbers are searched in their own scale or, with `log`, in the logarithm's; their kernels are
-//! Gaussians truncated to the range. Univariate (the default) fits each dimension on its own,
-//! with bandwidths from the gaps between neighbouring observations clipped to
-//! `[range / min(100, n + 1), range]`; multivariate fits one joint mixture whose kernels are
-//! products over the dimensions, with Scott's bandwidth `0.2 n^(-1 / (d + 4)) * range`.
+//! Gaussians truncated to the range, with bandwidths from the gaps between neighbouring
+//! observations (the outermost ones from their inner gap only) clipped to
+//! `[range / min(100, n + 2), range]`. Multivariate (the default, as Optuna 5's for one
+//! objective) fits one joint mixture whose kernels are products over the dimensions, so values
+//! that did well together are proposed together; univariate fits each dimension on its own.
 //! Choices get categorical kernels: the prior's weight spread over the choices, plus one on the
 //! observed choice. Everything is minimised; callers negate a score that is better high.
 
 use crate::rng::SplitMix64;
+
+/// The version of this arithmetic, in each search's identity: 2 is Optuna 5's (multivariate by
+/// default, the outermost bandwidths from their inner gap, weights within each side); 1 was
+/// Optuna 3's (univariate by default, Scott's bandwidth when multivariate).
+pub const VERSION: u32 = 2;
 
 /// One searched dimension.
 #[derive(Debug, Clone, PartialEq)]
@@ -118,21 +124,24 @@ impl Sampler {
         let mut sorted: Vec<&Observed> = observed.iter().collect();
         sorted.sort_by(|a, b| a.score.total_cmp(&b.score).then(a.trial.cmp(&b.trial)));
         let n_below = gamma(sorted.len());
-        let weights = recency_weights(observed);
+        // Each side in trial order, weighted by Optuna's default weights over that side.
         let side = |part: &[&Observed]| -> Vec<(Vec<f64>, f64)> {
-            part.iter()
-                .map(|o| {
+            let mut part = part.to_vec();
+            part.sort_by_key(|o| o.trial);
+            let weights = default_weights(part.len());
+            (part.iter().zip(weights))
+                .map(|(o, weight)| {
                     let point = (self.dims.iter().zip(&o.values))
                         .map(|(d, v)| d.internal(*v))
                         .collect();
-                    (point, weights[&o.trial])
+                    (point, weight)
                 })
                 .collect()
         };
         let (below, above) = (side(&sorted[..n_below]), side(&sorted[n_below..]));
         let internal = if self.multivariate {
-            let l = Mixture::fit(&self.dims, &below, true);
-            let g = Mixture::fit(&self.dims, &above, true);
+            let l = Mixture::fit(&self.dims, &below);
+            let g = Mixture::fit(&self.dims, &above);
             best_candidate(&l, &g, self.candidates, &mut rng)
         } else {
             (0..self.dims.len())
@@ -141,8 +150,8 @@ impl Sampler {
                     let pick = |s: &[(Vec<f64>, f64)]| -> Vec<(Vec<f64>, f64)> {
                         s.iter().map(|(p, w)| (vec![p[d]], *w)).collect()
                     };
-                    let l = Mixture::fit(&dims, &pick(&below), false);
-                    let g = Mixture::fit(&dims, &pick(&above), false);
+                    let l = Mixture::fit(&dims, &pick(&below));
+                    let g = Mixture::fit(&dims, &pick(&above));
                     best_candidate(&l, &g, self.candidates, &mut rng)
                 })
                 .collect()
@@ -171,23 +180,20 @@ fn gamma(n: usize) -> usize {
     n.div_ceil(10).min(25)
 }
 
-/// Optuna's default weights by trial order: all 1 up to 25 trials; beyond, the oldest ramp
-/// from 1/n up to 1 and the newest 25 weigh 1.
-fn recency_weights(observed: &[Observed]) -> std::collections::BTreeMap<usize, f64> {
-    let mut trials: Vec<usize> = observed.iter().map(|o| o.trial).collect();
-    trials.sort_unstable();
-    let n = trials.len();
-    let ramp = n.saturating_sub(25);
-    (trials.iter().enumerate())
-        .map(|(i, t)| {
-            let w = if i < ramp && ramp > 1 {
-                1.0 / n as f64 + (1.0 - 1.0 / n as f64) * i as f64 / (ramp - 1) as f64
-            } else if i < ramp {
-                1.0 / n as f64
-            } else {
-                1.0
-            };
-            (*t, w)
+/// Optuna's default weights of `n` observations in trial order: all 1 up to 24; beyond, the
+/// oldest `n - 25` ramp from 1/n up to 1 and the newest 25 weigh 1.
+fn default_weights(n: usize) -> Vec<f64> {
+    if n < 25 {
+        return vec![1.0; n];
+    }
+    let ramp = n - 25;
+    let first = 1.0 / n as f64;
+    (0..n)
+        .map(|i| match i {
+            i if i >= ramp => 1.0,
+            0 => first,
+            // numpy's linspace(1/n, 1, ramp): its last point is 1.
+            i => first + (1.0 - first) * i as f64 / (ramp - 1) as f64,
         })
         .collect()
 }
@@ -252,7 +258,7 @@ struct Mixture {
 
 impl Mixture {
     /// One component per observation (internal values, weight) and a prior component.
-    fn fit(dims: &[Dim], obs: &[(Vec<f64>, f64)], scott: bool) -> Mixture {
+    fn fit(dims: &[Dim], obs: &[(Vec<f64>, f64)]) -> Mixture {
         let n = obs.len() + 1;
         let mut components: Vec<Vec<Kernel>> = vec![Vec::new(); n];
         for (d, dim) in dims.iter().enumerate() {
@@ -261,12 +267,7 @@ impl Mixture {
             let kernels = match dim {
                 Dim::Choice(k) => categorical_kernels(&xs, *k),
                 _ => {
-                    let sigmas = if scott {
-                        let s = 0.2 * (n as f64).powf(-1.0 / (dims.len() as f64 + 4.0)) * (hi - lo);
-                        vec![s; xs.len()]
-                    } else {
-                        neighbour_sigmas(&xs, lo, hi)
-                    };
+                    let sigmas = neighbour_sigmas(&xs, lo, hi);
                     let mut k: Vec<Kernel> = (xs.iter().zip(sigmas))
                         .map(|(mu, sigma)| Kernel::Gauss {
                             mu: *mu,
@@ -323,18 +324,30 @@ impl Mixture {
     }
 }
 
-/// Bandwidths from the gaps to the neighbouring observations (the range's ends beyond the
-/// outermost), clipped to `[range / min(100, n + 1), range]`.
+/// Bandwidths from the gaps to the neighbouring observations: the larger of the two, the range's
+/// ends counting as neighbours only for a lone observation (Optuna's `consider_endpoints =
+/// False`: the outermost of two or more take their inner gap); clipped to
+/// `[range / min(100, n + 2), range]`.
 fn neighbour_sigmas(xs: &[f64], lo: f64, hi: f64) -> Vec<f64> {
     let mut order: Vec<usize> = (0..xs.len()).collect();
     order.sort_by(|a, b| xs[*a].total_cmp(&xs[*b]));
     let range = hi - lo;
     let min_sigma = range / (100f64).min(xs.len() as f64 + 2.0);
+    let sorted: Vec<f64> = order.iter().map(|i| xs[*i]).collect();
+    let mut with_ends = vec![lo];
+    with_ends.extend(&sorted);
+    with_ends.push(hi);
+    let mut gaps: Vec<f64> = (1..with_ends.len() - 1)
+        .map(|k| (with_ends[k] - with_ends[k - 1]).max(with_ends[k + 1] - with_ends[k]))
+        .collect();
+    if sorted.len() >= 2 {
+        let last = sorted.len() - 1;
+        gaps[0] = sorted[1] - sorted[0];
+        gaps[last] = sorted[last] - sorted[last - 1];
+    }
     let mut sigmas = vec![range; xs.len()];
     for (rank, i) in order.iter().enumerate() {
-        let left = if rank == 0 { lo } else { xs[order[rank - 1]] };
-        let right = order.get(rank + 1).map_or(hi, |j| xs[*j]);
-        sigmas[*i] = (xs[*i] - left).max(right - xs[*i]).clamp(min_sigma, range);
+        sigmas[*i] = gaps[rank].clamp(min_sigma, range);
     }
     sigmas
 }
@@ -501,6 +514,34 @@ mod tests {
                 score,
             });
         }
+    }
+
+    /// Optuna 5's `consider_endpoints = False` and `default_weights`, figures worked by hand.
+    #[test]
+    fn bandwidths_and_weights_are_optunas() {
+        // Sorted 0.2, 0.5, 0.6 in [0, 1]: the outermost take their inner gap (0.3, 0.1), the
+        // middle the larger gap (0.3); the floor is 1 / min(100, 3 + 2) = 0.2.
+        let sigmas = neighbour_sigmas(&[0.6, 0.2, 0.5], 0.0, 1.0);
+        let expected = [0.2, 0.3, 0.3];
+        for (got, want) in sigmas.iter().zip(expected) {
+            assert!((got - want).abs() < 1e-12, "{sigmas:?}");
+        }
+        // A lone observation counts the range's far end.
+        assert!((neighbour_sigmas(&[0.3], 0.0, 1.0)[0] - 0.7).abs() < 1e-12);
+        assert_eq!(default_weights(24), vec![1.0; 24]);
+        // numpy.linspace(1/30, 1, 5) for the oldest five, then 25 ones.
+        let w = default_weights(30);
+        let ramp = [
+            1.0 / 30.0,
+            0.275,
+            0.516_666_666_666_666_7,
+            0.758_333_333_333_333_3,
+            1.0,
+        ];
+        for (got, want) in w.iter().zip(ramp) {
+            assert!((got - want).abs() < 1e-12, "{w:?}");
+        }
+        assert!(w[5..].iter().all(|v| *v == 1.0) && w.len() == 30);
     }
 
     #[test]

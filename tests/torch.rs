@@ -401,3 +401,38 @@ fn a_missing_helper_fails_the_network_runs_and_says_why() {
         "{error}"
     );
 }
+
+/// `device = "auto"` trains wherever it can; `device = "cuda"` trains on a GPU where the machine
+/// has one (the helper opens libtorch's CUDA library when asked) and otherwise fails with an
+/// error that says so, while the sweep's other runs finish.
+#[test]
+fn cuda_is_used_where_there_is_a_gpu_and_refused_clearly_where_not() {
+    let gpu = std::process::Command::new("nvidia-smi")
+        .arg("-L")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let d = tempfile::tempdir().unwrap();
+    let sweep = "[[models]]\nkind = \"mlp\"\nname = \"auto\"\nepochs = 2\ndevice = \"auto\"\n[[models]]\nkind = \"mlp\"\nname = \"gpu\"\nepochs = 2\ndevice = \"cuda\"\n";
+    let cfg = write_config(d.path(), CONFIG, sweep);
+    let out = runner(d.path())
+        .args(["sweep"])
+        .arg(&cfg)
+        .arg("--json")
+        .output()
+        .unwrap();
+    let report = stdout_json(&out);
+    let run = |name: &str| -> Value {
+        (report["runs"].as_array().unwrap().iter())
+            .find(|r| r["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(run("auto")["status"], "FINISHED", "{}", run("auto"));
+    if gpu {
+        assert_eq!(run("gpu")["status"], "FINISHED", "{}", run("gpu"));
+    } else {
+        assert_eq!(run("gpu")["status"], "FAILED");
+        let error = run("gpu")["error"].as_str().unwrap().to_string();
+        assert!(error.contains("no CUDA device"), "{error}");
+    }
+}

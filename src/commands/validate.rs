@@ -132,10 +132,10 @@ fn print_study(study: &config::Study) {
         "tpe" => format!(
             " ({} random first{})",
             s.startup_trials.unwrap_or(10),
-            if s.multivariate.unwrap_or(false) {
+            if s.multivariate.unwrap_or(true) {
                 ", multivariate"
             } else {
-                ""
+                ", univariate"
             }
         ),
         _ => String::new(),

@@ -174,7 +174,7 @@ impl Study {
         Sampler::new(
             dims,
             startup,
-            self.search.multivariate.unwrap_or(false),
+            self.search.multivariate.unwrap_or(true),
             self.seed,
         )
     }
@@ -248,6 +248,8 @@ impl Study {
             "strategy": self.search.strategy,
             "startup_trials": self.search.startup_trials,
             "multivariate": self.search.multivariate,
+            // The TPE's arithmetic: searches of an earlier one are not continued by this one.
+            "sampler": crate::tpe::VERSION,
             "seed": self.seed,
         })
     }

@@ -247,12 +247,41 @@ fn targets(y: ArrayView1<f64>, task: Task, device: Device) -> Tensor {
 }
 
 fn device(cfg: &ModelConfig) -> Result<Device> {
-    match cfg.str("device")? {
-        "cuda" if !tch::Cuda::is_available() => bail!("device = \"cuda\" but libtorch sees no CUDA device (this build links the CPU library); use \"cpu\" or \"auto\""),
+    let wanted = cfg.str("device")?;
+    if wanted != "cpu" {
+        load_cuda_library();
+    }
+    match wanted {
+        "cuda" if !tch::Cuda::is_available() => bail!("device = \"cuda\" but libtorch sees no CUDA device (no GPU or driver here, or a CPU-only libtorch); use \"cpu\" or \"auto\""),
         "cuda" => Ok(Device::Cuda(0)),
         "auto" => Ok(Device::cuda_if_available()),
         _ => Ok(Device::Cpu),
     }
+}
+
+/// libtorch's CUDA library (in a CUDA build of libtorch) registers the CUDA device when loaded,
+/// but nothing here calls it by name, so the linker leaves it out: it is opened when a config
+/// asks for `cuda` or `auto`, by name (the helper's run path) or in the libtorch it was built
+/// with. A CPU-only libtorch has none; then CUDA stays unavailable.
+fn load_cuda_library() {
+    static TRIED: std::sync::Once = std::sync::Once::new();
+    TRIED.call_once(|| {
+        let built_with = option_env!("RUNNER_LIBTORCH_LIB").unwrap_or("");
+        let candidates = [
+            "libtorch_cuda.so".to_string(),
+            format!("{built_with}/libtorch_cuda.so"),
+        ];
+        for name in candidates {
+            let Ok(name) = std::ffi::CString::new(name) else {
+                continue;
+            };
+            // SAFETY: a NUL-terminated path; the library stays loaded for the process.
+            let handle = unsafe { libc::dlopen(name.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) };
+            if !handle.is_null() {
+                return;
+            }
+        }
+    });
 }
 
 pub struct NnModel {

@@ -1,4 +1,4 @@
-//! The networks train and predict in a helper process, `runner-torch` (src/bin/runner-torch.rs),
+//! The networks train and predict in a helper process, `runner-torch` (src/bin/runner-torch/),
 //! the only program that links libtorch. So runner itself never loads libtorch (about 110 MiB
 //! at load, before any data) unless a network trains; two networks train side by side (libtorch's
 //! random generator and thread count are per process); and the Python module shares a process
