@@ -1,6 +1,7 @@
-//! The native module finds the backends' shared libraries where the CLI does: an rpath to
-//! XGBoost's library (XGBOOST_LIB_DIR) and to libtorch (LIBTORCH), as the root build script
-//! sets for the `runner` binary (a dependency's link arguments do not reach this crate).
+//! The native module finds XGBoost's shared library where the CLI does, by an rpath to
+//! XGBOOST_LIB_DIR, as the root build script sets for the `runner` binary (a dependency's link
+//! arguments do not reach this crate). It does not link libtorch: its networks train in the
+//! helper program `runner-torch`, which the wheel carries; it only records which libtorch.
 fn main() {
     println!("cargo:rerun-if-env-changed=XGBOOST_LIB_DIR");
     println!("cargo:rerun-if-env-changed=LIBTORCH");
@@ -16,12 +17,10 @@ fn main() {
     let mut libtorch_version = String::new();
     if std::env::var_os("CARGO_FEATURE_TORCH").is_some() {
         if let Ok(dir) = std::env::var("LIBTORCH") {
-            rpath(format!("{dir}/lib"));
             libtorch_version = torch_version(&dir);
         }
     }
-    // The torch wheel's version, which the Python side compares with any torch imported in the
-    // same process (two different libtorch builds cannot share one).
+    // The torch wheel's version, that of the network helper's libtorch (`libtorch_version`).
     println!("cargo:rustc-env=RUNNER_LIBTORCH_VERSION={libtorch_version}");
 }
 

@@ -372,6 +372,14 @@ fn a_pruner_stops_a_network_in_its_helper_at_a_rung() {
     assert_eq!(replay["identical"], true, "{replay}");
 }
 
+/// The run of a sweep's `--json` report with this config name.
+fn named_run(report: &Value, name: &str) -> Value {
+    (report["runs"].as_array().unwrap().iter())
+        .find(|r| r["name"] == name)
+        .unwrap_or_else(|| panic!("no run {name}: {report}"))
+        .clone()
+}
+
 /// Without its helper program the networks fail with an error that says where it was looked
 /// for and how to get it; the other runs of the sweep are not affected.
 #[test]
@@ -379,20 +387,11 @@ fn a_missing_helper_fails_the_network_runs_and_says_why() {
     let d = tempfile::tempdir().unwrap();
     let sweep = "[[models]]\nkind = \"mlp\"\nname = \"net\"\nepochs = 2\n[[models]]\nkind = \"decision_tree\"\nname = \"tree\"\n";
     let cfg = write_config(d.path(), CONFIG, sweep);
-    let out = runner(d.path())
-        .args(["sweep"])
-        .arg(&cfg)
-        .arg("--json")
-        .env("RUNNER_TORCH_HELPER", d.path().join("no-such-helper"))
-        .output()
-        .unwrap();
-    let report = stdout_json(&out);
-    let run = |name: &str| -> Value {
-        (report["runs"].as_array().unwrap().iter())
-            .find(|r| r["name"] == name)
-            .unwrap()
-            .clone()
-    };
+    let mut sweep = runner(d.path());
+    sweep.args(["sweep"]).arg(&cfg).arg("--json");
+    sweep.env("RUNNER_TORCH_HELPER", d.path().join("no-such-helper"));
+    let report = stdout_json(&sweep.output().unwrap());
+    let run = |name: &str| named_run(&report, name);
     assert_eq!(run("tree")["status"], "FINISHED");
     assert_eq!(run("net")["status"], "FAILED");
     let error = run("net")["error"].as_str().unwrap().to_string();
@@ -418,15 +417,9 @@ fn cuda_is_used_where_there_is_a_gpu_and_refused_clearly_where_not() {
         .args(["sweep"])
         .arg(&cfg)
         .arg("--json")
-        .output()
-        .unwrap();
-    let report = stdout_json(&out);
-    let run = |name: &str| -> Value {
-        (report["runs"].as_array().unwrap().iter())
-            .find(|r| r["name"] == name)
-            .unwrap()
-            .clone()
-    };
+        .output();
+    let report = stdout_json(&out.unwrap());
+    let run = |name: &str| named_run(&report, name);
     assert_eq!(run("auto")["status"], "FINISHED", "{}", run("auto"));
     if gpu {
         assert_eq!(run("gpu")["status"], "FINISHED", "{}", run("gpu"));
