@@ -151,10 +151,8 @@ fn predict(model: Option<&dyn FittedModel>, request: &Message, output: &mut Outp
         count(h, "cols")?,
     )?;
     let prediction = model.predict(x.view())?;
-    let mut payload = Vec::new();
-    wire::put_floats(&mut payload, prediction.values.iter().copied());
-    if let Some(proba) = &prediction.proba {
-        wire::put_floats(&mut payload, proba.iter().copied());
-    }
-    wire::send(output, json!({"event": "prediction"}), &payload)
+    let proba = prediction.proba.iter().flat_map(|p| p.iter().copied());
+    let count = prediction.values.len() + prediction.proba.as_ref().map_or(0, |p| p.len());
+    let values = prediction.values.iter().copied().chain(proba);
+    wire::send_floats(output, json!({"event": "prediction"}), count, values)
 }

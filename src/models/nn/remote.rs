@@ -102,6 +102,15 @@ impl Helper {
         wire::send(&mut self.input, header, payload).map_err(|e| self.gone(e))
     }
 
+    fn send_floats(
+        &mut self,
+        header: Value,
+        count: usize,
+        values: impl IntoIterator<Item = f64>,
+    ) -> Result<()> {
+        wire::send_floats(&mut self.input, header, count, values).map_err(|e| self.gone(e))
+    }
+
     /// The helper's next message; its error message as an error.
     fn receive(&mut self) -> Result<Message> {
         let message = match wire::receive(&mut self.output) {
@@ -135,23 +144,18 @@ impl Drop for Helper {
     }
 }
 
-fn put_matrix(payload: &mut Vec<u8>, x: ArrayView2<f64>) {
-    wire::put_floats(payload, x.iter().copied());
-}
-
 /// Trains the network in a new helper, passing its learning curve on to `ctx` as it comes.
 pub fn fit(
     cfg: &crate::models::ModelConfig,
     data: &TrainSet,
     ctx: &FitContext,
 ) -> Result<Box<dyn FittedModel>> {
-    let mut payload = Vec::new();
-    put_matrix(&mut payload, data.x);
-    wire::put_floats(&mut payload, data.y.iter().copied());
-    if let Some((x, y)) = ctx.eval {
-        put_matrix(&mut payload, x);
-        wire::put_floats(&mut payload, y.iter().copied());
-    }
+    let eval = ctx
+        .eval
+        .into_iter()
+        .flat_map(|(x, y)| x.into_iter().chain(y));
+    let values = data.x.iter().chain(data.y.iter()).chain(eval).copied();
+    let count = data.x.len() + data.y.len() + ctx.eval.map_or(0, |(x, y)| x.len() + y.len());
     let header = json!({
         "op": "fit",
         "config": cfg,
@@ -165,8 +169,7 @@ pub fn fit(
         "eval_rows": ctx.eval.map(|(x, _)| x.nrows()),
     });
     let mut helper = Helper::take()?;
-    helper.send(header, &payload)?;
-    drop(payload);
+    helper.send_floats(header, count, values)?;
     loop {
         let message = helper.receive()?;
         if message.header["event"] != "record" {
@@ -245,12 +248,10 @@ impl RemoteModel {
 
 impl FittedModel for RemoteModel {
     fn predict(&self, x: ArrayView2<f64>) -> Result<Prediction> {
-        let mut payload = Vec::with_capacity(x.len() * 8);
-        put_matrix(&mut payload, x);
         let header = json!({"op": "predict", "rows": x.nrows(), "cols": x.ncols()});
         let mut held = self.helper.lock().unwrap_or_else(|e| e.into_inner());
         let helper = held.as_mut().context("the network's helper is gone")?;
-        helper.send(header, &payload)?;
+        helper.send_floats(header, x.len(), x.iter().copied())?;
         let message = helper.receive()?;
         let rows = x.nrows();
         let mut floats = Floats::new(&message.payload);

@@ -11,11 +11,16 @@ pub struct Message {
     pub payload: Vec<u8>,
 }
 
-pub fn send(out: &mut impl Write, mut header: Value, payload: &[u8]) -> Result<()> {
-    header["bytes"] = payload.len().into();
+/// The header line, saying how many payload bytes follow.
+fn write_header(out: &mut impl Write, mut header: Value, bytes: usize) -> Result<()> {
+    header["bytes"] = bytes.into();
     let mut line = serde_json::to_vec(&header)?;
     line.push(b'\n');
-    out.write_all(&line)?;
+    Ok(out.write_all(&line)?)
+}
+
+pub fn send(out: &mut impl Write, header: Value, payload: &[u8]) -> Result<()> {
+    write_header(out, header, payload.len())?;
     out.write_all(payload)?;
     out.flush()?;
     Ok(())
@@ -35,10 +40,25 @@ pub fn receive(input: &mut impl BufRead) -> Result<Option<Message>> {
     Ok(Some(Message { header, payload }))
 }
 
-pub fn put_floats(out: &mut Vec<u8>, values: impl IntoIterator<Item = f64>) {
+/// Sends `count` floats as the payload, written as they come (a training matrix is not copied
+/// into a buffer first).
+pub fn send_floats(
+    out: &mut impl Write,
+    header: Value,
+    count: usize,
+    values: impl IntoIterator<Item = f64>,
+) -> Result<()> {
+    write_header(out, header, count * 8)?;
+    let mut written = 0;
     for v in values {
-        out.extend_from_slice(&v.to_le_bytes());
+        out.write_all(&v.to_le_bytes())?;
+        written += 1;
     }
+    if written != count {
+        bail!("a message of {written} values where its header says {count}");
+    }
+    out.flush()?;
+    Ok(())
 }
 
 /// Reads a payload's floats in the order they were put.
@@ -80,10 +100,9 @@ mod tests {
 
     #[test]
     fn a_message_comes_back_as_it_was_sent() {
-        let mut payload = Vec::new();
-        put_floats(&mut payload, [1.5, f64::NAN, -0.0, 1e-300]);
         let mut stream = Vec::new();
-        send(&mut stream, serde_json::json!({"op": "x"}), &payload).unwrap();
+        let values = [1.5, f64::NAN, -0.0, 1e-300];
+        send_floats(&mut stream, serde_json::json!({"op": "x"}), 4, values).unwrap();
         send(&mut stream, serde_json::json!({"op": "y"}), &[]).unwrap();
         let mut input = std::io::Cursor::new(stream);
         let first = receive(&mut input).unwrap().unwrap();
