@@ -27,8 +27,9 @@ use std::process::ExitCode;
     after_help = "Examples:\n  runner sweep configs/wine.toml\n  runner runs --sort accuracy --limit 5\n  runner replay t3 --check\n\nExit codes: 0 success; 1 a run failed or the store could not be written; 2 a mistake in the\ncommand line, config, sweep or data, found before anything was written; 130 a sweep stopped by\nCtrl-C (its unfinished runs and its parent run end KILLED)."
 )]
 struct Cli {
-    /// Tracking store (sqlite:///relative.db or sqlite:////absolute.db); default:
-    /// MLFLOW_TRACKING_URI, else the config's tracking.uri, else sqlite:///mlflow.db.
+    /// Tracking store (sqlite:///relative.db, sqlite:////absolute.db, or an MLflow tracking
+    /// server http(s)://host:port); default: MLFLOW_TRACKING_URI (an http one is mirrored
+    /// to), else the config's tracking.uri, else sqlite:///mlflow.db.
     #[arg(long, global = true, value_name = "URI")]
     tracking_uri: Option<String>,
     #[command(subcommand)]

@@ -276,7 +276,6 @@ impl Sweep<'_> {
                 &job.spec,
                 &job.record,
                 job.version,
-                self.store,
                 self.trackers,
                 progress,
             );
@@ -432,6 +431,7 @@ fn search_shard(
         signature: tpe.signature().to_string(),
         curves,
         parent_run: parent.clone(),
+        shard: index,
     };
     Ok(Some(SearchShard {
         index,

@@ -94,10 +94,15 @@ pub struct StoreTrials {
     pub curves: Curves,
     /// The sweep's parent run, which holds the claim on the best run.
     pub parent_run: String,
+    /// This shard's index: on a server, a retry of the shard holds the claim its first
+    /// attempt made.
+    pub shard: usize,
 }
 
 impl SharedTrials for StoreTrials {
     fn ended(&mut self) -> Result<Vec<EarlierTrial>> {
+        // A server's replica copies in what the other hosts' shards have ended.
+        MlflowStore::open_existing(&self.path)?.refresh()?;
         let signatures = std::slice::from_ref(&self.signature);
         let trials = ended_trials(&self.path, &self.metric, signatures, self.curves)?;
         Ok(trials.into_iter().map(|(_, t)| t).collect())
@@ -106,6 +111,13 @@ impl SharedTrials for StoreTrials {
     fn claim_best(&mut self) -> Result<bool> {
         let store = MlflowStore::open_existing(&self.path)?;
         let short = &self.signature[..self.signature.len().min(16)];
+        if let Some(registry) = store.server()? {
+            // The server's registry takes a claim once, for good: the shard that made it (or
+            // a retry of that shard) trains the best run.
+            let me = format!("shard {}", self.shard);
+            let key = format!("best/{}/{short}", self.parent_run);
+            return Ok(registry.claim(&key, &me)? == me);
+        }
         store.claim(
             &self.parent_run,
             &format!("runner.search_best_claim.{short}"),

@@ -8,7 +8,7 @@ use crate::shard::Entry;
 use crate::sweep::{self, Prepared, RunResult, SweepOptions, SweepReport};
 use crate::track::mlflow::sweeps::SWEEP_NAME_TAG;
 use crate::track::mlflow::{MlflowStore, TrainingRunRow};
-use crate::track::mlflow_rest::{self, MlflowServer};
+use crate::track::mlflow_rest::MlflowServer;
 use crate::track::{now_ms, RunSpec, RunStatus, TrackedRun, Tracker, Trackers};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
@@ -33,9 +33,9 @@ pub const CONFIGS_FILE: &str = "configs.json";
 pub fn check_same_plan(store_path: &Path, name: &str, entries: &[Entry]) -> Result<()> {
     // A file that is not a store runner can read is refused by the writing open, with its
     // reason; there is no sweep to compare with here.
-    let store = store_path
-        .is_file()
-        .then(|| MlflowStore::open_read_only(store_path));
+    // A server's replica is read (copied in first) even on a host that has none yet.
+    let replica = crate::track::server_registry::bound_url(store_path)?.is_some();
+    let store = (store_path.is_file() || replica).then(|| MlflowStore::open_read_only(store_path));
     let Some(Ok(store)) = store else {
         return Ok(());
     };
@@ -86,7 +86,7 @@ pub fn join(
         let listing = serde_json::json!({ "sweep": name, "configs": entries });
         let listing = serde_json::to_vec_pretty(&listing)?;
         store.log_artifact(&run_uuid, CONFIGS_FILE, &listing)?;
-        if let Some(server) = mirror(prep)? {
+        if let Some(server) = mirror(prep, &store_path)? {
             mirror_parent(&server, spec, &run_uuid, &listing);
         }
     }
@@ -124,21 +124,18 @@ fn mirror_parent(server: &MlflowServer, spec: RunSpec, run_uuid: &str, listing: 
     }
 }
 
-/// The MLflow server the config mirrors runs to, if any.
-fn mirror(prep: &Prepared) -> Result<Option<MlflowServer>> {
-    let Some(url) = crate::track::mirror_server(&prep.loaded.config.tracking) else {
-        return Ok(None);
-    };
-    let settings = mlflow_rest::settings(&url, &prep.loaded.path.display().to_string())?;
-    Ok(Some(MlflowServer::open(settings)?))
+/// The MLflow server that gets the sweep's runs (the store's, or the config's mirror), if any.
+fn mirror(prep: &Prepared, store: &Path) -> Result<Option<MlflowServer>> {
+    let settings = crate::track::server_settings(&prep.loaded.config.tracking, store)?;
+    settings.map(MlflowServer::open).transpose()
 }
 
 /// The MLflow server the config mirrors runs to, knowing the parent run (another shard may
 /// have created it there); none when there is none, or it cannot be reached (said).
-fn mirror_of(prep: &Prepared, parent: &str) -> Option<MlflowServer> {
-    let found = mirror(prep).and_then(|server| match &server {
+fn mirror_of(prep: &Prepared, parent: &SweepParent) -> Option<MlflowServer> {
+    let found = mirror(prep, &parent.store).and_then(|server| match &server {
         Some(s) => s
-            .find_run(parent, &prep.loaded.config.experiment)
+            .find_run(&parent.run_uuid, &prep.loaded.config.experiment)
             .map(|_| server),
         None => Ok(None),
     });
@@ -267,6 +264,7 @@ pub fn progress(
 /// The runs of the sweep's searches (TPE trials and best runs), every shard's.
 pub fn search_runs(parent: &SweepParent) -> Result<Vec<TrainingRunRow>> {
     let store = MlflowStore::open_existing(&parent.store)?;
+    store.refresh()?;
     let runs = store.sweep_runs(&parent.run_uuid)?;
     Ok(runs
         .into_iter()
@@ -337,6 +335,8 @@ pub fn stored_result(run: &TrainingRunRow) -> RunResult {
 /// [`progress`] of the sweep of `parent`, from its store.
 pub fn open_progress(parent: &SweepParent, entries: &[Entry]) -> Result<Vec<ConfigProgress>> {
     let store = MlflowStore::open_existing(&parent.store)?;
+    // A server's replica first copies in what other hosts' shards have done.
+    store.refresh()?;
     progress(&store, &parent.run_uuid, entries)
 }
 
@@ -374,7 +374,7 @@ pub fn leave(parent: &SweepParent) -> Result<()> {
 /// leaderboard into it, and finishes it. Sets the report's chart path.
 pub fn finish(parent: &SweepParent, prep: &Prepared, report: &mut SweepReport) -> Result<()> {
     let store = MlflowStore::open_existing(&parent.store)?;
-    let server = mirror_of(prep, &parent.run_uuid);
+    let server = mirror_of(prep, parent);
     let both = Trackers::new(&store, server.iter().map(|s| s as &dyn Tracker).collect());
     let versions: Vec<i64> = report
         .runs

@@ -60,6 +60,8 @@ const LAYERS: &[&[&str]] = &[
         "track::mlflow::models",
         "track::mlflow_rest",
         "track::mlflow::sweeps",
+        "track::mlflow::replica",
+        "track::server_registry",
         "track::wandb",
     ],
     &["prepare", "progress", "folds_file", "shard"],

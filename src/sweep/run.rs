@@ -2,7 +2,6 @@
 //! FAILED with its error (retried, and never stopping the other runs).
 
 use crate::models::Task;
-use crate::track::mlflow::MlflowStore;
 use crate::track::{now_ms, RunSpec, RunStatus, Tracker};
 use anyhow::Result;
 use serde_json::json;
@@ -65,7 +64,6 @@ pub fn run_one(
     spec: &RunSpec,
     record: &serde_json::Value,
     version: i64,
-    store: &MlflowStore,
     trackers: &dyn Tracker,
     progress: &Progress,
 ) -> RunResult {
@@ -85,7 +83,7 @@ pub fn run_one(
                 ),
             ];
             trackers.set_tags(&spec.run_uuid, &tags)?;
-            store.set_summary(&spec.run_uuid, &serde_json::to_value(&result)?)?;
+            trackers.record_summary(&spec.run_uuid, &serde_json::to_value(&result)?)?;
             trackers.finish_run(&spec.run_uuid, RunStatus::Killed, now_ms())?;
             return Ok(result);
         }
@@ -102,7 +100,7 @@ pub fn run_one(
             log_mlflow_model(prep, &tv, &spec.run_uuid, &artifacts, trackers, progress)?;
         }
         write_report_artifacts(prep, plan, record, &result, trackers)?;
-        store.set_summary(&spec.run_uuid, &serde_json::to_value(&result)?)?;
+        trackers.record_summary(&spec.run_uuid, &serde_json::to_value(&result)?)?;
         trackers.finish_run(&spec.run_uuid, RunStatus::Finished, now_ms())?;
         Ok(result)
     };

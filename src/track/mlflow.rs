@@ -6,9 +6,12 @@
 //! MLflow run are created in one transaction.
 
 pub mod models;
+pub mod replica;
 pub mod sweeps;
 
-use super::{owner, DatasetInput, Metric, RunSpec, RunStatus, TrackedRun, Tracker};
+use super::{
+    owner, server_registry, DatasetInput, Metric, RunSpec, RunStatus, TrackedRun, Tracker,
+};
 use anyhow::{anyhow, bail, Context, Result};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde::{Deserialize, Serialize};
@@ -116,12 +119,9 @@ const WRITTEN_TABLES: &[&str] = &[
 /// Resolves `sqlite:///rel/path.db` (relative to the working directory) or
 /// `sqlite:////abs/path.db`, as MLflow does.
 pub fn path_from_uri(uri: &str) -> Result<PathBuf> {
-    if uri.starts_with("http://") || uri.starts_with("https://") {
-        bail!("tracking URI \"{uri}\": an MLflow tracking server cannot be runner's store yet; keep a sqlite:/// store and set `tracking.server = \"{uri}\"` (or MLFLOW_TRACKING_URI) to mirror every run to that server");
-    }
     let rest = uri
         .strip_prefix("sqlite:///")
-        .ok_or_else(|| anyhow!("tracking URI \"{uri}\" is not supported; use sqlite:///relative/path.db or sqlite:////absolute/path.db"))?;
+        .ok_or_else(|| anyhow!("tracking URI \"{uri}\" is not supported; use sqlite:///relative/path.db, sqlite:////absolute/path.db or an MLflow tracking server http(s)://host:port"))?;
     if rest.is_empty() {
         bail!("tracking URI \"{uri}\" names no file");
     }
@@ -340,6 +340,7 @@ impl MlflowStore {
     /// Opens an existing store for reading only: nothing in the file changes (no journal mode,
     /// no tables), and it works on read-only media.
     pub fn open_read_only(path: &Path) -> Result<MlflowStore> {
+        Self::refresh_replica_once(path)?;
         Self::require_file(path)?;
         use rusqlite::OpenFlags;
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
@@ -373,6 +374,25 @@ impl MlflowStore {
             path: path.to_path_buf(),
             root,
         })
+    }
+
+    /// A replica of a server is brought up to date before this process first reads it (later
+    /// reads in the same process see what it wrote, and what the sweep's own refreshes copied).
+    fn refresh_replica_once(path: &Path) -> Result<()> {
+        static DONE: std::sync::OnceLock<Mutex<std::collections::HashSet<PathBuf>>> =
+            std::sync::OnceLock::new();
+        if server_registry::bound_url(path)?.is_none() {
+            return Ok(());
+        }
+        let done = DONE.get_or_init(Default::default);
+        if !done
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(path.to_path_buf())
+        {
+            return Ok(());
+        }
+        Self::open(path)?.refresh()
     }
 
     fn require_file(path: &Path) -> Result<()> {
@@ -461,6 +481,9 @@ impl MlflowStore {
     /// Returns the ETL version recorded under `key`, or allocates the next number for it.
     /// Runs in one IMMEDIATE transaction, so two processes never get the same number.
     pub fn etl_version(&self, key: &str, record: &serde_json::Value) -> Result<(i64, bool)> {
+        if let Some(registry) = self.server()? {
+            return self.claim_etl_version(&registry, key, record);
+        }
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         if let Some(v) = tx
@@ -485,6 +508,38 @@ impl MlflowStore {
         )?;
         tx.commit()?;
         Ok((next, true))
+    }
+
+    /// [`MlflowStore::etl_version`] of a replica: the number is claimed on the server (the
+    /// one `key` holds there already, else the next), and the record is stored there.
+    fn claim_etl_version(
+        &self,
+        registry: &server_registry::ServerRegistry,
+        key: &str,
+        record: &serde_json::Value,
+    ) -> Result<(i64, bool)> {
+        let known = registry.numbers("v")?;
+        let had = known
+            .iter()
+            .find(|(_, k)| k.as_str() == key)
+            .map(|(v, _)| *v);
+        let v = match had {
+            Some(v) => v,
+            None => {
+                let v = registry.claim_number("v", key, None)?;
+                registry.put(&replica::etl_file(v), record.to_string().as_bytes())?;
+                v
+            }
+        };
+        let record = match had {
+            Some(v) => serde_json::from_slice(&registry.get(&replica::etl_file(v))?)?,
+            None => record.clone(),
+        };
+        self.lock().execute(
+            "INSERT OR IGNORE INTO runner_etl_versions (version, key, record_json, created_ms) VALUES (?1, ?2, ?3, ?4)",
+            params![v, key, record.to_string(), super::now_ms()],
+        )?;
+        Ok((v, had.is_none()))
     }
 
     pub fn etl_record(&self, version: i64) -> Result<Option<serde_json::Value>> {
@@ -544,6 +599,8 @@ impl MlflowStore {
         runs: &mut [(RunSpec, String, serde_json::Value)],
         start: Option<i64>,
     ) -> Result<Vec<i64>> {
+        // A replica's numbers are claimed on its server, unique among every host's.
+        let server = self.server()?;
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let first: i64 = match start {
@@ -557,7 +614,13 @@ impl MlflowStore {
         let mut versions = Vec::new();
         let me = owner::Owner::current();
         for (i, (spec, kind, record)) in runs.iter_mut().enumerate() {
-            let v = first + i as i64;
+            let v = match &server {
+                Some(registry) => {
+                    let wanted = start.map(|s| s + i as i64);
+                    registry.claim_number("t", &spec.run_uuid, wanted)?
+                }
+                None => first + i as i64,
+            };
             let taken: bool = tx.query_row(
                 "SELECT count(*) FROM runner_training_runs WHERE version = ?1",
                 [v],
@@ -686,6 +749,11 @@ impl MlflowStore {
         } else {
             "(SELECT NULL AS run_uuid, NULL AS host, NULL AS pid, NULL AS process_start, NULL AS heartbeat_ms)"
         };
+        // A replica never judges the runs it copied from its server: another host's.
+        let copied = match self.has_table("runner_replica_runs")? {
+            true => "AND r.run_uuid NOT IN (SELECT run_uuid FROM runner_replica_runs)",
+            false => "",
+        };
         let conn = self.lock();
         let mut st = conn.prepare(&format!(
             "SELECT r.run_uuid, r.start_time, o.host, o.pid, o.process_start, o.heartbeat_ms
@@ -693,7 +761,8 @@ impl MlflowStore {
              LEFT JOIN {owners} o ON o.run_uuid = r.run_uuid
              LEFT JOIN runner_training_runs t ON t.run_uuid = r.run_uuid
              WHERE r.status IN ('RUNNING', 'SCHEDULED')
-               AND (o.run_uuid IS NOT NULL OR t.version IS NOT NULL)"
+               AND (o.run_uuid IS NOT NULL OR t.version IS NOT NULL)
+               {copied}"
         ))?;
         let rows = st.query_map([], |r| {
             Ok((
@@ -866,8 +935,16 @@ impl MlflowStore {
         Ok(out)
     }
 
-    /// The artifact folder of a run, from its `artifact_uri`.
+    /// The artifact folder of a run, from its `artifact_uri`; in a replica of a server, a run
+    /// copied from the server has its artifacts fetched into it first.
     pub fn artifact_dir(&self, run_uuid: &str) -> Result<PathBuf> {
+        let dir = self.artifact_folder(run_uuid)?;
+        self.fetch_artifacts(run_uuid, &dir)?;
+        Ok(dir)
+    }
+
+    /// The artifact folder of a run, from its `artifact_uri`.
+    fn artifact_folder(&self, run_uuid: &str) -> Result<PathBuf> {
         let uri: String = self
             .lock()
             .query_row(
@@ -934,6 +1011,34 @@ impl MlflowStore {
         let rows = st.query_map([run_uuid], |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
+}
+
+/// A run's metric values into the history, and each key's newest into `latest_metrics`.
+fn insert_metrics(tx: &rusqlite::Transaction, run_uuid: &str, metrics: &[Metric]) -> Result<()> {
+    let mut hist = tx.prepare_cached(
+            "INSERT OR IGNORE INTO metrics (key, value, timestamp, run_uuid, step, is_nan) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?;
+    let mut latest = tx.prepare_cached(
+            "INSERT INTO latest_metrics (key, value, timestamp, step, is_nan, run_uuid) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT(key, run_uuid) DO UPDATE SET value = excluded.value, timestamp = excluded.timestamp, step = excluded.step, is_nan = excluded.is_nan
+             WHERE (excluded.step, excluded.timestamp, excluded.value) > (latest_metrics.step, latest_metrics.timestamp, latest_metrics.value)",
+        )?;
+    // The batch's own latest value per key, so latest_metrics is written once per key.
+    let mut newest: std::collections::BTreeMap<&str, &Metric> = std::collections::BTreeMap::new();
+    for m in metrics {
+        let (v, nan) = mlflow_value(m.value);
+        hist.execute(params![m.key, v, m.timestamp_ms, run_uuid, m.step, nan])?;
+        let e = newest.entry(m.key.as_str()).or_insert(m);
+        let rank = |x: &Metric| (x.step, x.timestamp_ms, mlflow_value(x.value).0);
+        if rank(m).partial_cmp(&rank(e)) == Some(std::cmp::Ordering::Greater) {
+            *e = m;
+        }
+    }
+    for m in newest.values() {
+        let (v, nan) = mlflow_value(m.value);
+        latest.execute(params![m.key, v, m.timestamp_ms, m.step, nan, run_uuid])?;
+    }
+    Ok(())
 }
 
 /// The MLflow rows of one run: the run, its tags and params, and its dataset input.
@@ -1088,32 +1193,7 @@ impl MlflowStore {
     fn write_log_metrics(&self, run_uuid: &str, metrics: &[Metric]) -> Result<()> {
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        {
-            let mut hist = tx.prepare_cached(
-                "INSERT OR IGNORE INTO metrics (key, value, timestamp, run_uuid, step, is_nan) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?;
-            let mut latest = tx.prepare_cached(
-                "INSERT INTO latest_metrics (key, value, timestamp, step, is_nan, run_uuid) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                 ON CONFLICT(key, run_uuid) DO UPDATE SET value = excluded.value, timestamp = excluded.timestamp, step = excluded.step, is_nan = excluded.is_nan
-                 WHERE (excluded.step, excluded.timestamp, excluded.value) > (latest_metrics.step, latest_metrics.timestamp, latest_metrics.value)",
-            )?;
-            // The batch's own latest value per key, so latest_metrics is written once per key.
-            let mut newest: std::collections::BTreeMap<&str, &Metric> =
-                std::collections::BTreeMap::new();
-            for m in metrics {
-                let (v, nan) = mlflow_value(m.value);
-                hist.execute(params![m.key, v, m.timestamp_ms, run_uuid, m.step, nan])?;
-                let e = newest.entry(m.key.as_str()).or_insert(m);
-                let rank = |x: &Metric| (x.step, x.timestamp_ms, mlflow_value(x.value).0);
-                if rank(m).partial_cmp(&rank(e)) == Some(std::cmp::Ordering::Greater) {
-                    *e = m;
-                }
-            }
-            for m in newest.values() {
-                let (v, nan) = mlflow_value(m.value);
-                latest.execute(params![m.key, v, m.timestamp_ms, m.step, nan, run_uuid])?;
-            }
-        }
+        insert_metrics(&tx, run_uuid, metrics)?;
         tx.commit()?;
         Ok(())
     }
@@ -1248,6 +1328,10 @@ impl Tracker for MlflowStore {
     fn set_tags(&self, run_uuid: &str, tags: &[(String, String)]) -> Result<()> {
         self.write_set_tags(run_uuid, tags)
             .with_context(|| self.context("setting tags"))
+    }
+    fn record_summary(&self, run_uuid: &str, summary: &serde_json::Value) -> Result<()> {
+        self.set_summary(run_uuid, summary)
+            .with_context(|| self.context("recording the run's summary"))
     }
 }
 

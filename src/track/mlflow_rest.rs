@@ -38,7 +38,15 @@ pub struct ServerSettings {
     insecure_tls: bool,
     cert_path: Option<String>,
     retry_for: Duration,
+    /// The server is runner's store (not a mirror): it also gets runner's records of training
+    /// runs ([`RUN_FILE`], [`SUMMARY_FILE`]), which other hosts' replicas read back.
+    pub as_store: bool,
 }
+
+/// The artifact a training run's number, kind and record are sent to a store server as.
+pub const RUN_FILE: &str = "runner/run.json";
+/// The artifact a training run's summary is sent to a store server as.
+pub const SUMMARY_FILE: &str = "runner/summary.json";
 
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
@@ -90,6 +98,7 @@ pub fn settings(url: &str, file: &str) -> Result<ServerSettings> {
         insecure_tls,
         cert_path,
         retry_for: Duration::from_secs_f64(retry_s),
+        as_store: false,
     })
 }
 
@@ -121,8 +130,13 @@ impl std::fmt::Display for Refused {
 impl std::error::Error for Refused {}
 
 /// Whether the server answered 404 (no such experiment, run or endpoint).
-fn not_found(e: &anyhow::Error) -> bool {
-    e.downcast_ref::<Refused>().is_some_and(|r| r.code == 404)
+pub fn not_found(e: &anyhow::Error) -> bool {
+    refused_with(e, 404)
+}
+
+/// Whether the server answered with this HTTP status (400: a value it will not take).
+pub fn refused_with(e: &anyhow::Error, code: u16) -> bool {
+    e.downcast_ref::<Refused>().is_some_and(|r| r.code == code)
 }
 
 /// Why a request did not succeed.
@@ -165,21 +179,25 @@ impl RestClient {
         }
     }
 
-    fn once(&self, build: &dyn Fn() -> RequestBuilder) -> Result<Value, Failure> {
+    fn once(&self, build: &dyn Fn() -> RequestBuilder) -> Result<Vec<u8>, Failure> {
         let resp = match self.with_auth(build()).send() {
             Ok(r) => r,
             // reqwest's error text names the URL, never the Authorization header.
             Err(e) => return Err(Failure::Transient(format!("{}", e.without_url()))),
         };
         let status = resp.status();
-        let body = resp.text().unwrap_or_default();
+        let body = match resp.bytes() {
+            Ok(b) => b.to_vec(),
+            Err(e) => return Err(Failure::Transient(format!("{}", e.without_url()))),
+        };
         if status.is_success() {
-            return Ok(serde_json::from_str(&body).unwrap_or(Value::Null));
+            return Ok(body);
         }
         let code = status.as_u16();
         if code == 429 || status.is_server_error() {
             return Err(Failure::Transient(format!("HTTP {code}")));
         }
+        let body = String::from_utf8_lossy(&body).into_owned();
         let message = serde_json::from_str::<Value>(&body)
             .ok()
             .and_then(|v| v["message"].as_str().map(str::to_string))
@@ -188,8 +206,14 @@ impl RestClient {
     }
 
     /// Sends a request, retrying transient failures with backoff (0.5 s doubling to 10 s) for
-    /// up to the retry window.
+    /// up to the retry window; the answer as JSON.
     fn send(&self, what: &str, build: &dyn Fn() -> RequestBuilder) -> Result<Value> {
+        let body = self.send_raw(what, build)?;
+        Ok(serde_json::from_slice(&body).unwrap_or(Value::Null))
+    }
+
+    /// [`RestClient::send`], the answer's bytes as they came.
+    fn send_raw(&self, what: &str, build: &dyn Fn() -> RequestBuilder) -> Result<Vec<u8>> {
         let started = Instant::now();
         let mut wait = Duration::from_millis(500);
         loop {
@@ -254,8 +278,45 @@ impl RestClient {
         Ok(())
     }
 
+    /// Downloads an artifact through the server's proxied artifact API.
+    pub fn get_artifact(&self, artifact_path: &str) -> Result<Vec<u8>> {
+        let url = format!(
+            "{}/api/2.0/mlflow-artifacts/artifacts/{artifact_path}",
+            self.settings.url
+        );
+        let what = format!("the artifact {artifact_path}");
+        self.send_raw(&what, &|| self.http.get(&url))
+    }
+
+    /// The files under an artifact folder, recursively: paths relative to `folder`.
+    pub fn list_artifacts(&self, folder: &str) -> Result<Vec<String>> {
+        let url = format!("{}/api/2.0/mlflow-artifacts/artifacts", self.settings.url);
+        let what = format!("the artifacts of {folder}");
+        let listing = self.send(&what, &|| self.http.get(&url).query(&[("path", folder)]))?;
+        let mut files = Vec::new();
+        for f in listing["files"].as_array().into_iter().flatten() {
+            let name = f["path"].as_str().unwrap_or_default();
+            if name.is_empty() {
+                continue;
+            }
+            if f["is_dir"].as_bool() == Some(true) {
+                let inner = self.list_artifacts(&format!("{folder}/{name}"))?;
+                files.extend(inner.into_iter().map(|p| format!("{name}/{p}")));
+            } else {
+                files.push(name.to_string());
+            }
+        }
+        Ok(files)
+    }
+
     /// The experiment's id, created if missing (another writer may create it at once).
     pub fn experiment_id(&self, name: &str) -> Result<String> {
+        Ok(self.experiment_id_created(name)?.0)
+    }
+
+    /// The experiment's id, created if missing, and whether this call created it: the server
+    /// refuses a second experiment of a name, so exactly one writer creates it.
+    pub fn experiment_id_created(&self, name: &str) -> Result<(String, bool)> {
         let by_name = || match self.get("experiments/get-by-name", &[("experiment_name", name)]) {
             Ok(v) => Ok(v["experiment"]["experiment_id"]
                 .as_str()
@@ -264,16 +325,25 @@ impl RestClient {
             Err(e) => Err(e),
         };
         if let Some(id) = by_name()? {
-            return Ok(id);
+            return Ok((id, false));
         }
         match self.post("experiments/create", &json!({ "name": name })) {
             Ok(v) => v["experiment_id"]
                 .as_str()
-                .map(str::to_string)
+                .map(|id| (id.to_string(), true))
                 .ok_or_else(|| anyhow!("experiments/create answered without an id: {v}")),
             // Created by another writer since: look again.
-            Err(e) => by_name()?.ok_or(e),
+            Err(e) => Ok((by_name()?.ok_or(e)?, false)),
         }
+    }
+
+    pub fn settings(&self) -> &ServerSettings {
+        &self.settings
+    }
+
+    /// The server's URL, as the settings give it.
+    pub fn url(&self) -> &str {
+        &self.settings.url
     }
 }
 
@@ -305,7 +375,7 @@ fn metric_value(v: f64) -> Value {
 /// Where a run's artifacts go under the proxied artifact API, from its `artifact_uri`
 /// (`mlflow-artifacts:/<experiment id>/<run id>/artifacts`); none when the server does not
 /// proxy artifacts.
-fn artifact_path(info: &Value) -> Option<String> {
+pub fn artifact_path(info: &Value) -> Option<String> {
     (info["artifact_uri"].as_str())
         .and_then(|u| u.strip_prefix("mlflow-artifacts:"))
         .map(|p| p.trim_start_matches('/').to_string())
@@ -491,6 +561,13 @@ impl Tracker for Mirror {
             self.log_dataset(&run_id, ds)?;
         }
         self.set_status(&run_id, RunStatus::Scheduled, None)?;
+        if let (true, Some(version), Some(root)) =
+            (self.client.settings.as_store, &run.version, &artifact_path)
+        {
+            let file = json!({"version": version, "kind": run.kind, "record": run.record});
+            (self.client)
+                .put_artifact(&format!("{root}/{RUN_FILE}"), file.to_string().as_bytes())?;
+        }
         let server_run = ServerRun {
             run_id,
             artifact_path,
@@ -607,6 +684,8 @@ struct Queue {
     /// are not sent (each would wait that long again), only counted.
     down: bool,
     skipped: usize,
+    /// A call is being sent.
+    busy: bool,
 }
 
 type Shared = Arc<(Mutex<Queue>, Condvar)>;
@@ -633,16 +712,23 @@ fn send_queued(mirror: Arc<Mirror>, queue: Shared) {
                 None => return,
                 Some(_) if q.down => {
                     q.skipped += 1;
+                    ready.notify_all();
                     continue;
                 }
-                Some(op) => op,
+                Some(op) => {
+                    q.busy = true;
+                    op
+                }
             }
         };
-        if let Err(e) = op.apply(&mirror) {
-            let mut q = lock.lock().unwrap_or_else(|e| e.into_inner());
+        let sent = op.apply(&mirror);
+        let mut q = lock.lock().unwrap_or_else(|e| e.into_inner());
+        q.busy = false;
+        if let Err(e) = sent {
             q.down |= e.downcast_ref::<ServerGone>().is_some();
             q.failed.push(format!("{e:#}"));
         }
+        ready.notify_all();
     }
 }
 
@@ -679,6 +765,15 @@ impl MlflowServer {
         q.ops.push_back(op);
         ready.notify_one();
         Ok(())
+    }
+
+    /// Waits until every call queued so far has been sent (or has failed).
+    fn flush(&self) {
+        let (lock, ready) = &*self.queue;
+        let mut q = lock.lock().unwrap_or_else(|e| e.into_inner());
+        while (!q.ops.is_empty() || q.busy) && !q.closed {
+            q = ready.wait(q).unwrap_or_else(|e| e.into_inner());
+        }
     }
 
     /// Sends what is queued, then stops the sender; what failed, in words.
@@ -736,8 +831,21 @@ impl Tracker for MlflowServer {
             bytes.to_vec(),
         ))
     }
+    /// On a server that is the store, waits until the run's end has reached it: a shard that
+    /// then reads the server (is every config or trial done?) sees its own runs as they are.
     fn finish_run(&self, run_uuid: &str, status: RunStatus, end_ms: i64) -> Result<()> {
-        self.push(Op::Finish(run_uuid.into(), status, end_ms))
+        self.push(Op::Finish(run_uuid.into(), status, end_ms))?;
+        if self.mirror.client.settings.as_store {
+            self.flush();
+        }
+        Ok(())
+    }
+    fn record_summary(&self, run_uuid: &str, summary: &Value) -> Result<()> {
+        if !self.mirror.client.settings.as_store {
+            return Ok(());
+        }
+        let bytes = summary.to_string().into_bytes();
+        self.push(Op::Artifact(run_uuid.into(), SUMMARY_FILE.into(), bytes))
     }
     /// Waits until every queued call is sent; says what the server did not take (the runs are
     /// complete in the store).

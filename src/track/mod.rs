@@ -9,6 +9,7 @@ pub mod jsonl;
 pub mod mlflow;
 pub mod mlflow_rest;
 pub mod owner;
+pub mod server_registry;
 pub mod wandb;
 
 use crate::config::{ConfigError, LoadedConfig};
@@ -26,6 +27,19 @@ pub enum RunStatus {
 }
 
 impl RunStatus {
+    /// The status MLflow names so.
+    pub fn parse(mlflow: &str) -> Option<RunStatus> {
+        [
+            RunStatus::Scheduled,
+            RunStatus::Running,
+            RunStatus::Finished,
+            RunStatus::Failed,
+            RunStatus::Killed,
+        ]
+        .into_iter()
+        .find(|s| s.as_mlflow() == mlflow)
+    }
+
     pub fn as_mlflow(&self) -> &'static str {
         match self {
             RunStatus::Scheduled => "SCHEDULED",
@@ -124,6 +138,12 @@ pub trait Tracker: Send + Sync {
     }
     /// The run ends with `status` (FINISHED, FAILED or KILLED) at `end_ms`.
     fn finish_run(&self, run_uuid: &str, status: RunStatus, end_ms: i64) -> Result<()>;
+    /// Records a training run's summary (its metrics and results as the leaderboard shows
+    /// them) once it has ended: the store keeps it with the run's number; a server that is the
+    /// store gets it too. Others need not.
+    fn record_summary(&self, _run_uuid: &str, _summary: &serde_json::Value) -> Result<()> {
+        Ok(())
+    }
     /// Delivers what is still buffered, within the tracker's own time limit; says in words
     /// what is left undelivered and how to send it later.
     fn close(&self) -> Vec<String> {
@@ -167,11 +187,35 @@ pub fn open_others(
         let path = std::path::Path::new(path);
         others.push(Box::new(jsonl::JsonlTracker::open(path)?));
     }
-    if let Some(url) = mirror_server(tracking) {
-        let settings = mlflow_rest::settings(&url, "tracking.server")?;
+    if let Some(settings) = server_settings(tracking, store_path)? {
         others.push(Box::new(mlflow_rest::MlflowServer::open(settings)?));
     }
     Ok(others)
+}
+
+/// The MLflow server that gets every run: the store's own when the store is a server's
+/// replica (then it also gets runner's records of its runs, which other hosts read back), else
+/// the mirror of [`mirror_server`].
+pub fn server_settings(
+    tracking: &crate::config::TrackingConfig,
+    store_path: &std::path::Path,
+) -> Result<Option<mlflow_rest::ServerSettings>> {
+    if let Some(url) = server_registry::bound_url(store_path)? {
+        if let Some(other) = (tracking.server.as_deref()).filter(|s| s.trim_end_matches('/') != url)
+        {
+            anyhow::bail!(ConfigError::new(
+                "tracking.server",
+                format!("`{other}` differs from the MLflow server that is the store ({url}): runs go to the store's server; leave tracking.server out")
+            ));
+        }
+        let mut settings = mlflow_rest::settings(&url, "--tracking-uri")?;
+        settings.as_store = true;
+        return Ok(Some(settings));
+    }
+    match mirror_server(tracking) {
+        Some(url) => Ok(Some(mlflow_rest::settings(&url, "tracking.server")?)),
+        None => Ok(None),
+    }
 }
 
 pub fn now_ms() -> i64 {
@@ -242,6 +286,9 @@ impl Tracker for Trackers<'_> {
     fn finish_run(&self, run_uuid: &str, status: RunStatus, end_ms: i64) -> Result<()> {
         self.each(|t| t.finish_run(run_uuid, status, end_ms))
     }
+    fn record_summary(&self, run_uuid: &str, summary: &serde_json::Value) -> Result<()> {
+        self.each(|t| t.record_summary(run_uuid, summary))
+    }
     fn close(&self) -> Vec<String> {
         std::iter::once(self.primary)
             .chain(self.others.iter().copied())
@@ -275,7 +322,12 @@ pub fn tracking_path(cli: Option<&str>, loaded: Option<&LoadedConfig>) -> Result
         .or_else(|| loaded.and_then(|l| l.config.tracking.uri.clone()))
         .unwrap_or_else(|| "sqlite:///mlflow.db".to_string());
     // A URI runner cannot use is the user's mistake wherever it was written: exit 2.
-    crate::track::mlflow::path_from_uri(&uri).map_err(|e| {
+    let path = match server_url(&uri) {
+        // The server is the store: this host's replica of it is what runner reads.
+        Some(url) => server_registry::replica_path(url),
+        None => crate::track::mlflow::path_from_uri(&uri),
+    };
+    path.map_err(|e| {
         let origin = if cli.is_some() {
             "--tracking-uri".to_string()
         } else if std::env::var("MLFLOW_TRACKING_URI").is_ok_and(|s| !s.is_empty()) {

@@ -3,8 +3,8 @@
 //! find or create that parent in one IMMEDIATE transaction, so there is one parent per sweep.
 
 use super::{insert_run, MlflowStore, TrainingRunRow};
-use crate::track::{owner, RunSpec};
-use anyhow::Result;
+use crate::track::{owner, server_registry, RunSpec};
+use anyhow::{bail, Result};
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
 
 /// The tag naming a sweep's parent run.
@@ -23,9 +23,12 @@ impl MlflowStore {
         restart: bool,
     ) -> Result<(String, bool)> {
         let me = owner::Owner::current();
+        let on_server = self.server_parent(spec, name, restart)?;
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let found: Option<String> = if restart {
+        let found: Option<String> = if let Some(holder) = on_server {
+            (holder != spec.run_uuid).then_some(holder)
+        } else if restart {
             None
         } else {
             tx.query_row(
@@ -55,6 +58,38 @@ impl MlflowStore {
         Self::insert_owner(&tx, &run_uuid, &me)?;
         tx.commit()?;
         Ok((run_uuid, created))
+    }
+
+    /// In a replica of a server, the sweep's parent as the server's registry has it: the
+    /// newest one claimed under the sweep's name, or (none yet, or `restart`) the next number
+    /// claimed for `spec`'s run, or the run of whoever won that number. A parent another host
+    /// made is copied in (waiting up to 60 s for it to reach the server). None for a store that
+    /// is not a replica.
+    fn server_parent(&self, spec: &RunSpec, name: &str, restart: bool) -> Result<Option<String>> {
+        let Some(registry) = self.server()? else {
+            return Ok(None);
+        };
+        let prefix = format!("sweep/{}/", server_registry::short_name(name, 200));
+        let newest = registry.numbers(&prefix)?.into_iter().next_back();
+        let holder = match newest {
+            Some((_, run)) if !restart => run,
+            newest => {
+                let n = newest.map_or(1, |(n, _)| n + 1);
+                registry.claim(&format!("{prefix}{n}"), &spec.run_uuid)?
+            }
+        };
+        let started = std::time::Instant::now();
+        while holder != spec.run_uuid && !self.has_run(&holder)? {
+            if started.elapsed().as_secs() >= 60 {
+                bail!(
+                    "the sweep `{name}`'s parent run {holder} is not on the MLflow server {} after 60 s (the shard that claimed it stopped?): run again with --restart",
+                    registry.client().url()
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            self.refresh()?;
+        }
+        Ok(Some(holder))
     }
 
     /// Lets go of a sweep's parent that other shards may still finish: it stays RUNNING and no
