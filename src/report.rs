@@ -273,8 +273,12 @@ pub fn print_sweep(report: &SweepReport, wide: bool) {
     } else {
         "none trained now (every config already had its run)".to_string()
     };
+    let shown = match report.store.starts_with("http") {
+        true => "its MLflow UI shows them",
+        false => "`mlflow ui` in that folder shows them",
+    };
     println!(
-        "{} runs ({} failed), {trained}, logged to {}; `mlflow ui` in that folder shows them.",
+        "{} runs ({} failed), {trained}, logged to {}; {shown}.",
         report.runs.len(),
         failed.len(),
         report.store

@@ -581,7 +581,7 @@ pub fn run_search(
         parent_run: None,
         sweep: None,
         experiment: c.experiment.clone(),
-        store: store_path.display().to_string(),
+        store: crate::track::store_label(&store_path),
         etl_version: format!("v{etl_version}"),
         etl_reused: !etl_new,
         task: prep.task,

@@ -348,7 +348,7 @@ pub fn empty_report(prep: &Prepared, parent: &SweepParent) -> Result<SweepReport
     Ok(SweepReport {
         schema: crate::JSON_SCHEMA,
         experiment: prep.loaded.config.experiment.clone(),
-        store: parent.store.display().to_string(),
+        store: crate::track::store_label(&parent.store),
         etl_version: format!("v{etl_version}"),
         etl_reused: !etl_new,
         task: prep.task,

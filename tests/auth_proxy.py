@@ -41,7 +41,7 @@ class Proxy(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    do_GET = do_POST = do_PUT = forward
+    do_GET = do_POST = do_PUT = do_PATCH = forward
 
     def log_message(self, *args):
         pass

@@ -59,6 +59,7 @@ const LAYERS: &[&[&str]] = &[
         "track::mlflow",
         "track::mlflow::models",
         "track::mlflow_rest",
+        "track::mlmodel",
         "track::mlflow::sweeps",
         "track::mlflow::replica",
         "track::server_registry",

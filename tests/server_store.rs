@@ -16,25 +16,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const CONFIG: &str = r#"
-experiment = "shards"
-seed = 3
-sweeps = ["sweep.toml"]
-[data]
-source = "builtin:winequality-red"
-target = "quality"
-[cv]
-folds = 2
-"#;
-
-/// 10 depths x 4 leaf sizes: 40 configs.
-const FORTY: &str = r#"
-[[models]]
-kind = "decision_tree"
-name = "tree"
-max_depth = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
-min_samples_leaf = [1, 2, 4, 8]
-"#;
+const CONFIG: &str = SHARD_CONFIG;
+const FORTY: &str = FORTY_TREES;
 
 /// runner on a host of its own: its replica of the server under `root/host`.
 fn on_host(root: &Path, host: &str, url: &str) -> Command {
@@ -144,8 +127,39 @@ fn eight_shards_on_eight_hosts_number_and_train_every_config_once_through_a_serv
             .args(["predict", "t7", "--input"])
             .arg(&input),
     );
-    let lines = String::from_utf8_lossy(&predicted.stdout).lines().count();
-    assert_eq!(lines, 6, "a header and five predictions");
+    let text = String::from_utf8_lossy(&predicted.stdout).into_owned();
+    let labels: Vec<f64> = (text.lines().skip(1))
+        .map(|l| l.rsplit(',').next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(labels.len(), 5, "five predictions: {text}");
+
+    // Registered on the server's Model Registry from a host that did not train it: MLflow's
+    // client loads models:/trees@champion from the server and predicts as runner does, and
+    // runner on yet another host predicts with the registered model too.
+    let said = run_ok(
+        on_host(root.path(), "fresh", &url)
+            .args(["register", "t7", "--name", "trees", "--alias", "champion"]),
+    );
+    let said = String::from_utf8_lossy(&said.stdout);
+    assert!(said.contains("registered as trees version 1"), "{said}");
+    let read = json_of(
+        Command::new(mlflow_python())
+            .arg(repo().join("tests/pyfunc_check.py"))
+            .arg(&url)
+            .arg(&input)
+            .arg("models:/trees@champion"),
+    );
+    let pyfunc = read["predictions"]["models:/trees@champion"]["prediction"].clone();
+    let pyfunc: Vec<f64> = serde_json::from_value(pyfunc).unwrap();
+    assert_eq!(pyfunc, labels, "{read}");
+    let champion = &read["registered"]["trees"]["aliases"]["champion"];
+    assert_eq!(champion.to_string().trim_matches('"'), "1", "{read}");
+    let by_alias = run_ok(
+        on_host(root.path(), "alias-host", &url)
+            .args(["predict", "models:/trees@champion", "--input"])
+            .arg(&input),
+    );
+    assert_eq!(String::from_utf8_lossy(&by_alias.stdout), text);
 
     // The real MLflow client reads every run on the server: one parent over the 40.
     let seen = read_server(&url);

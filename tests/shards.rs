@@ -10,25 +10,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const CONFIG: &str = r#"
-experiment = "shards"
-seed = 3
-sweeps = ["sweep.toml"]
-[data]
-source = "builtin:winequality-red"
-target = "quality"
-[cv]
-folds = 2
-"#;
-
-/// 10 depths x 4 leaf sizes: 40 configs.
-const FORTY: &str = r#"
-[[models]]
-kind = "decision_tree"
-name = "tree"
-max_depth = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
-min_samples_leaf = [1, 2, 4, 8]
-"#;
+const CONFIG: &str = SHARD_CONFIG;
+const FORTY: &str = FORTY_TREES;
 
 /// `runner runs --json` of the store in `dir`: the training runs.
 fn runs(dir: &Path) -> Vec<Value> {
@@ -499,14 +482,6 @@ fn the_kubernetes_indexed_job_runs_one_sweep_over_its_pods() {
         completions.to_string(),
         "the shard count is the Job's completions"
     );
-    let store = env["MLFLOW_TRACKING_URI"]
-        .strip_prefix("sqlite:///")
-        .unwrap();
-    let mount = container["volumeMounts"][0]["mountPath"].as_str().unwrap();
-    assert!(
-        store.starts_with(mount),
-        "the store {store} is on the volume {mount}"
-    );
     let args: Vec<&str> = (container["args"].as_array().unwrap().iter())
         .map(|a| a.as_str().unwrap())
         .collect();
@@ -516,18 +491,45 @@ fn the_kubernetes_indexed_job_runs_one_sweep_over_its_pods() {
         "{} is in the image",
         args[1]
     );
+    // The store is the in-cluster MLflow server the manifest deploys: its Service's name and
+    // port, the server's own port; each pod's replica is on a volume of its own.
+    let at = args.iter().position(|a| *a == "--tracking-uri").unwrap();
+    let store = args[at + 1].strip_prefix("http://").unwrap();
+    let (host, port) = store.split_once(':').unwrap();
+    let service = docs.iter().find(|d| d["kind"] == "Service").unwrap();
+    assert_eq!(service["metadata"]["name"], host);
+    assert_eq!(service["spec"]["ports"][0]["port"].to_string(), port);
+    let server = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
+    let labels = &server["spec"]["template"]["metadata"]["labels"];
+    assert_eq!(
+        &service["spec"]["selector"], labels,
+        "the Service selects the server"
+    );
+    let command = server["spec"]["template"]["spec"]["containers"][0]["args"][0]
+        .as_str()
+        .unwrap();
+    assert!(command.contains(&format!("--port {port}")), "{command}");
+    assert!(command.contains("--artifacts-destination"), "{command}");
+    let mount = container["volumeMounts"][0]["mountPath"].as_str().unwrap();
+    assert_eq!(
+        env["RUNNER_SERVER_CACHE"], mount,
+        "the replica is on its volume"
+    );
     let dockerfile = std::fs::read_to_string(repo().join("examples/k8s/Dockerfile")).unwrap();
     assert!(dockerfile.contains(r#"ENTRYPOINT ["runner"]"#));
     assert!(dockerfile.contains("configs") && dockerfile.contains("WORKDIR /work"));
 
-    // Each pod's command as the Job runs it (its index, its env; the store in a temp folder),
-    // on a few quick configs of the sweep.
+    // Each pod's command as the Job runs it (its index, its env), with a store in a temp
+    // folder for the server (tests/server_store.rs runs shards against a real server), on a
+    // few quick configs of the sweep.
     let dir = tempfile::tempdir().unwrap();
     let uri = sqlite_uri(&dir.path().join("mlflow.db"));
+    let mut pod_args = args.clone();
+    pod_args[at + 1] = &uri;
     let mut reports = Vec::new();
     for index in 0..completions {
         let mut pod = runner(&repo());
-        pod.args(&args)
+        pod.args(&pod_args)
             .args([
                 "--smoke",
                 "--json",
@@ -541,7 +543,7 @@ fn the_kubernetes_indexed_job_runs_one_sweep_over_its_pods() {
         for (k, v) in &env {
             pod.env(k, v);
         }
-        pod.env("MLFLOW_TRACKING_URI", &uri);
+        pod.env_remove("MLFLOW_TRACKING_URI");
         reports.push(stdout_json(&run_ok(&mut pod)));
     }
     let last = &reports[completions as usize - 1]["sweep"];
@@ -581,6 +583,7 @@ fn the_slurm_array_script_runs_one_sweep_over_its_tasks() {
                 .env("SLURM_ARRAY_TASK_COUNT", (hi - lo + 1).to_string())
                 .env("SLURM_CPUS_PER_TASK", "1")
                 .env_remove("MLFLOW_TRACKING_URI")
+                .env_remove("RUNNER_TRACKING_URI")
                 .env_remove("JOB_COMPLETION_INDEX")
                 .env_remove("RUNNER_SHARD_COUNT"),
         );

@@ -5,19 +5,22 @@
 # again (`sbatch --array=2 examples/slurm/sweep-array.sh`), trains only its configs without a
 # FINISHED run. `runner sweep-status NAME` shows where the whole sweep stands.
 #
-# The store is runner's SQLite file, which needs every task on the node that holds it (SQLite's
-# WAL is not safe on a network file system): hence --nodes=1 and one --nodelist; logging to an
-# MLflow tracking server from many nodes needs the REST store of issue #15, not built yet.
+# The store: RUNNER_TRACKING_URI, an MLflow tracking server (http://host:port) that the nodes
+# reach, so the tasks run on any nodes (each keeps a replica of it under RUNNER_SERVER_CACHE,
+# default ~/.cache/runner/servers); without it, runner's SQLite file sqlite:///mlflow.db in the
+# submit folder, which needs every task on the node that holds it (SQLite's WAL is not safe on
+# a network file system): then add --nodes=1 and one --nodelist.
 #
-#   sbatch --nodelist=$(hostname) examples/slurm/sweep-array.sh
+#   RUNNER_TRACKING_URI=http://mlflow.cluster:5000 sbatch examples/slurm/sweep-array.sh
+#   sbatch --nodes=1 --nodelist=$(hostname) examples/slurm/sweep-array.sh
 #   RUNNER_CONFIG=configs/wine-regression.toml sbatch examples/slurm/sweep-array.sh
 #SBATCH --job-name=runner-sweep
 #SBATCH --array=0-3
-#SBATCH --nodes=1
 #SBATCH --cpus-per-task=2
 #SBATCH --output=runner-sweep-%A_%a.log
 set -euo pipefail
 cd "${SLURM_SUBMIT_DIR:-.}"
 runner="${RUNNER_BIN:-runner}"
 config="${RUNNER_CONFIG:-configs/wine.toml}"
-exec "$runner" sweep "$config" --jobs "${SLURM_CPUS_PER_TASK:-1}" "$@"
+store="${RUNNER_TRACKING_URI:-sqlite:///mlflow.db}"
+exec "$runner" sweep "$config" --jobs "${SLURM_CPUS_PER_TASK:-1}" --tracking-uri "$store" "$@"

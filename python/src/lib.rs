@@ -94,8 +94,8 @@ fn load(o: &Value, sets: &[String]) -> anyhow::Result<config::LoadedConfig> {
 
 /// Each run's artifact folder, by run id.
 fn artifact_dirs(report: &runner::sweep::SweepReport) -> anyhow::Result<Value> {
-    let store =
-        runner::track::mlflow::MlflowStore::open_read_only(std::path::Path::new(&report.store))?;
+    let path = runner::track::store_of_label(&report.store)?;
+    let store = runner::track::mlflow::MlflowStore::open_read_only(&path)?;
     let mut dirs = serde_json::Map::new();
     for run in &report.runs {
         let dir = store.artifact_dir(&run.run_uuid)?;

@@ -63,7 +63,7 @@ pub fn register_run(
         ))
         .into());
     }
-    if store.run_model(&run.run_uuid)?.is_none() {
+    if !store.has_model(&run.run_uuid)? {
         let why = store
             .tags(&run.run_uuid)?
             .into_iter()
@@ -116,7 +116,7 @@ pub fn register_best(
     let mut passed_over = Vec::new();
     for r in ranked {
         let v = sweep::parse_version(&r.version, 't').map_err(anyhow::Error::msg)?;
-        let has_model = store.run_model(&r.run_uuid)?.is_some();
+        let has_model = store.has_model(&r.run_uuid)?;
         if !has_model {
             passed_over.push(format!("{} ({})", r.version, r.kind));
             continue;

@@ -175,6 +175,10 @@ pub fn runs_command(
         .collect();
     // Least important first: the ETL version, the kind, the experiment, the metric's name.
     report::print_fitted(&header, &rows, &texts, &[4, 3, 1, 6], wide);
-    println!("{} training runs in {}", runs.len(), store.path.display());
+    println!(
+        "{} training runs in {}",
+        runs.len(),
+        crate::track::store_label(&store.path)
+    );
     Ok(ExitCode::SUCCESS)
 }

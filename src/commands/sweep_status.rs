@@ -210,7 +210,7 @@ fn leaderboard(
     Ok(SweepReport {
         schema: crate::JSON_SCHEMA,
         experiment: param("experiment"),
-        store: String::new(),
+        store: crate::track::store_label(&store.path),
         etl_version: etl,
         etl_reused: true,
         task,

@@ -360,8 +360,15 @@ impl MlflowStore {
         let conn = Connection::open_with_flags(file_uri(path, query), flags)
             .with_context(|| format!("cannot open tracking store {} to read", path.display()))?;
         conn.busy_timeout(std::time::Duration::from_secs(20))?;
-        let tables = table_names(&conn)
+        let mut tables = table_names(&conn)
             .with_context(|| format!("cannot read tracking store {}", path.display()))?;
+        // A file with no table at all may be a store another runner is creating this moment
+        // (the file exists before its schema's transaction commits): give it a moment.
+        let started = std::time::Instant::now();
+        while tables.is_empty() && started.elapsed().as_secs() < 5 {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            tables = table_names(&conn)?;
+        }
         if !tables.iter().any(|t| t == "runs") {
             return Err(refuse(
                 path,

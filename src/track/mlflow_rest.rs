@@ -9,7 +9,8 @@
 //! mid-sweep misses nothing; batches stay within the server's limits (1000 metrics, 100 params,
 //! 100 tags per log-batch).
 
-use super::{Metric, RunStatus, TrackedRun, Tracker};
+use super::mlmodel::{self, MODEL_NAME};
+use super::{Metric, ModelPackage, RunStatus, TrackedRun, Tracker};
 use crate::config::ConfigError;
 use anyhow::{anyhow, bail, Context, Result};
 use reqwest::blocking::{Client, RequestBuilder};
@@ -194,7 +195,8 @@ impl RestClient {
             return Ok(body);
         }
         let code = status.as_u16();
-        if code == 429 || status.is_server_error() {
+        // 501: the method is not there (a proxy without PATCH, say); asking again will not help.
+        if code == 429 || (status.is_server_error() && code != 501) {
             return Err(Failure::Transient(format!("HTTP {code}")));
         }
         let body = String::from_utf8_lossy(&body).into_owned();
@@ -260,6 +262,11 @@ impl RestClient {
     pub fn post(&self, path: &str, body: &Value) -> Result<Value> {
         let url = self.api(path);
         self.send(path, &|| self.http.post(&url).json(body))
+    }
+
+    pub fn patch(&self, path: &str, body: &Value) -> Result<Value> {
+        let url = self.api(path);
+        self.send(path, &|| self.http.patch(&url).json(body))
     }
 
     pub fn get(&self, path: &str, query: &[(&str, &str)]) -> Result<Value> {
@@ -611,6 +618,47 @@ impl Tracker for Mirror {
     fn finish_run(&self, run_uuid: &str, status: RunStatus, end_ms: i64) -> Result<()> {
         self.set_status(&self.run(run_uuid)?.run_id, status, Some(end_ms))
     }
+
+    /// The run's MLflow model as MLflow 3's client logs it: a logged model of the run's
+    /// experiment, its files through the proxied artifact API, finalized READY, and the run's
+    /// output; `runs:/<run id>/model` and `models:/m-<id>` then load it from the server.
+    fn log_model(&self, run_uuid: &str, pkg: &ModelPackage) -> Result<()> {
+        let run = self.run(run_uuid)?;
+        let Some(root) = &run.artifact_path else {
+            bail!("the MLflow server at {} does not proxy artifacts: the run's model is only in the local store", self.client.settings.url);
+        };
+        let experiment_id = root.split('/').next().unwrap_or_default();
+        let tags = pairs(
+            &[
+                ("mlflow.user".into(), super::user()),
+                ("mlflow.source.name".into(), pkg.source.clone()),
+                ("mlflow.source.type".into(), "LOCAL".into()),
+            ],
+            8000,
+        );
+        let created = self.client.post(
+            "logged-models",
+            &json!({"experiment_id": experiment_id, "name": MODEL_NAME, "source_run_id": run.run_id, "tags": tags}),
+        )?;
+        let info = &created["model"]["info"];
+        let model_id = (info["model_id"].as_str())
+            .ok_or_else(|| anyhow!("logged-models answered without a model id: {created}"))?;
+        let folder = artifact_path(info).ok_or_else(|| {
+            anyhow!(
+                "the server keeps logged model {model_id} where runner cannot upload to: {info}"
+            )
+        })?;
+        for (name, bytes) in mlmodel::model_files(model_id, &run.run_id, super::now_ms(), pkg) {
+            self.client
+                .put_artifact(&format!("{folder}/{name}"), &bytes)?;
+        }
+        let ready = json!({"model_id": model_id, "status": 2});
+        self.client
+            .patch(&format!("logged-models/{model_id}"), &ready)?;
+        let output = json!({"run_id": run.run_id, "models": [{"model_id": model_id, "step": 0}]});
+        self.client.post("runs/outputs", &output)?;
+        Ok(())
+    }
 }
 
 /// One call of the [`Tracker`] lifecycle, queued for the sender thread.
@@ -621,6 +669,7 @@ enum Op {
     Metrics(String, Vec<Metric>),
     Tags(String, Vec<(String, String)>),
     Artifact(String, String, Vec<u8>),
+    Model(String, Box<ModelPackage>),
     Finish(String, RunStatus, i64),
 }
 
@@ -634,6 +683,7 @@ impl Op {
             | Op::Metrics(r, _)
             | Op::Tags(r, _)
             | Op::Artifact(r, _, _)
+            | Op::Model(r, _)
             | Op::Finish(r, _, _) => r,
         }
     }
@@ -646,6 +696,7 @@ impl Op {
             Op::Metrics(r, m) => mirror.log_metrics(&r, &m),
             Op::Tags(r, t) => mirror.set_tags(&r, &t),
             Op::Artifact(r, name, bytes) => mirror.log_artifact(&r, &name, &bytes),
+            Op::Model(r, pkg) => mirror.log_model(&r, &pkg),
             Op::Finish(r, status, end) => mirror.finish_run(&r, status, end),
         }
     }
@@ -830,6 +881,9 @@ impl Tracker for MlflowServer {
             file_name.into(),
             bytes.to_vec(),
         ))
+    }
+    fn log_model(&self, run_uuid: &str, model: &ModelPackage) -> Result<()> {
+        self.push(Op::Model(run_uuid.into(), Box::new(model.clone())))
     }
     /// On a server that is the store, waits until the run's end has reached it: a shard that
     /// then reads the server (is every config or trial done?) sees its own runs as they are.

@@ -8,6 +8,7 @@
 pub mod jsonl;
 pub mod mlflow;
 pub mod mlflow_rest;
+pub mod mlmodel;
 pub mod owner;
 pub mod server_registry;
 pub mod wandb;
@@ -339,6 +340,23 @@ pub fn tracking_path(cli: Option<&str>, loaded: Option<&LoadedConfig>) -> Result
         };
         ConfigError::new(origin, format!("{e:#}")).into()
     })
+}
+
+/// The store as runs are said to be logged to: the server's URL for a server's replica (the
+/// runs are the server's), else the file.
+pub fn store_label(path: &std::path::Path) -> String {
+    match server_registry::bound_url(path) {
+        Ok(Some(url)) => url,
+        _ => path.display().to_string(),
+    }
+}
+
+/// The store file a [`store_label`] stands for (a server's: this host's replica of it).
+pub fn store_of_label(label: &str) -> Result<PathBuf> {
+    match server_url(label) {
+        Some(url) => server_registry::replica_path(url),
+        None => Ok(PathBuf::from(label)),
+    }
 }
 
 /// Who runs runner: `USER`, else `LOGNAME`, else the login name of the process's uid (cron,

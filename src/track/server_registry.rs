@@ -218,6 +218,118 @@ impl ServerRegistry {
     }
 }
 
+/// The Model Registry of the server.
+impl ServerRegistry {
+    /// The server's id of runner's run `run_uuid` (its `runner.run_uuid` tag) in `experiment`.
+    fn server_run(&self, experiment: &str, run_uuid: &str) -> Result<(String, String)> {
+        let experiment_id = self.client.experiment_id(experiment)?;
+        let found = self.client.post(
+            "runs/search",
+            &json!({
+                "experiment_ids": [experiment_id],
+                "filter": format!("tags.`runner.run_uuid` = '{run_uuid}'"),
+                "max_results": 1,
+            }),
+        )?;
+        let run_id = (found["runs"][0]["info"]["run_id"].as_str()).ok_or_else(|| {
+            anyhow!(
+                "run {run_uuid} is not on the MLflow server at {}",
+                self.client.url()
+            )
+        })?;
+        Ok((experiment_id, run_id.to_string()))
+    }
+
+    /// Registers the logged model of run `run_uuid` (of `experiment`) as the next version of
+    /// `name` on the server, with `alias` if given: the version's number.
+    pub fn register(
+        &self,
+        experiment: &str,
+        run_uuid: &str,
+        name: &str,
+        alias: Option<&str>,
+    ) -> Result<i64> {
+        let (experiment_id, run_id) = self.server_run(experiment, run_uuid)?;
+        let search = json!({"experiment_ids": [experiment_id], "max_results": 1000});
+        let models = self.client.post("logged-models/search", &search)?;
+        let model_id = (models["models"].as_array().into_iter().flatten())
+            .map(|m| &m["info"])
+            .filter(|i| i["source_run_id"] == run_id.as_str() && i["name"] == "model")
+            .find_map(|i| i["model_id"].as_str())
+            .ok_or_else(|| {
+                anyhow!("the run's MLflow model is not on the MLflow server at {} (its run was trained by an earlier runner, or its model never reached the server)", self.client.url())
+            })?
+            .to_string();
+        match self
+            .client
+            .post("registered-models/create", &json!({ "name": name }))
+        {
+            Err(e) if !mlflow_rest::refused_with(&e, 400) => return Err(e),
+            _ => {}
+        }
+        let created = self.client.post(
+            "model-versions/create",
+            &json!({"name": name, "source": format!("models:/{model_id}"), "run_id": run_id, "model_id": model_id}),
+        )?;
+        let version = (created["model_version"]["version"].as_str())
+            .and_then(|v| v.parse::<i64>().ok())
+            .ok_or_else(|| {
+                anyhow!("model-versions/create answered without a version: {created}")
+            })?;
+        if let Some(alias) = alias {
+            let body = json!({"name": name, "alias": alias, "version": version.to_string()});
+            self.client.post("registered-models/alias", &body)?;
+        }
+        Ok(version)
+    }
+
+    /// The version of `name` that an alias, a number or `latest` (`None`, `None`) names on
+    /// the server: its number and runner's id of its run.
+    pub fn model_version(
+        &self,
+        name: &str,
+        alias: Option<&str>,
+        number: Option<i64>,
+    ) -> Result<(i64, String)> {
+        let found = match (alias, number) {
+            (Some(a), _) => {
+                let q = [("name", name), ("alias", a)];
+                self.client.get("registered-models/alias", &q)?["model_version"].clone()
+            }
+            (None, Some(v)) => {
+                let v = v.to_string();
+                let q = [("name", name), ("version", v.as_str())];
+                self.client.get("model-versions/get", &q)?["model_version"].clone()
+            }
+            (None, None) => {
+                let all = self
+                    .client
+                    .get("registered-models/get", &[("name", name)])?;
+                let versions = all["registered_model"]["latest_versions"]
+                    .as_array()
+                    .cloned();
+                (versions.unwrap_or_default().into_iter())
+                    .max_by_key(|v| v["version"].as_str().and_then(|n| n.parse::<i64>().ok()))
+                    .ok_or_else(|| anyhow!("{name} has no version on the MLflow server"))?
+            }
+        };
+        let version = (found["version"].as_str())
+            .and_then(|v| v.parse::<i64>().ok())
+            .ok_or_else(|| anyhow!("the server answered no version of {name}: {found}"))?;
+        let run_id = found["run_id"].as_str().unwrap_or_default();
+        let run = self.client.get("runs/get", &[("run_id", run_id)])?;
+        let tags = run["run"]["data"]["tags"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let uuid = (tags.iter())
+            .find(|t| t["key"] == "runner.run_uuid")
+            .and_then(|t| t["value"].as_str())
+            .ok_or_else(|| anyhow!("version {version} of {name} comes from run {run_id}, which runner did not train"))?;
+        Ok((version, uuid.to_string()))
+    }
+}
+
 /// A name for a claim's key: the server takes keys of up to 250 characters, of letters,
 /// digits, `_`, `-`, `.`, space, `:` and `/`. A name within `max` characters of those is kept;
 /// another (a sweep's long or unusual name) is cut and cleaned, and told apart by a hash of

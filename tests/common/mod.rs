@@ -222,3 +222,24 @@ pub fn refused(cmd: &mut Command) -> String {
     assert_eq!(out.status.code(), Some(2), "{err}");
     err
 }
+
+/// The config of the sharded-sweep tests: the red wine, 2 folds, its sweep in `sweep.toml`.
+pub const SHARD_CONFIG: &str = r#"
+experiment = "shards"
+seed = 3
+sweeps = ["sweep.toml"]
+[data]
+source = "builtin:winequality-red"
+target = "quality"
+[cv]
+folds = 2
+"#;
+
+/// 10 depths x 4 leaf sizes: 40 configs.
+pub const FORTY_TREES: &str = r#"
+[[models]]
+kind = "decision_tree"
+name = "tree"
+max_depth = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
+min_samples_leaf = [1, 2, 4, 8]
+"#;

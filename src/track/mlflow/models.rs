@@ -4,14 +4,14 @@
 //! Model Registry (registered models, versions pointing at a logged model, aliases).
 
 use super::MlflowStore;
-use crate::track::{now_ms, user, ModelPackage};
+use crate::track::{mlmodel, now_ms, user, ModelPackage};
 use anyhow::{bail, Context, Result};
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
 use serde_json::{json, Value};
 use std::path::PathBuf;
 
 /// The name MLflow gives a run's model, and the one `runs:/<id>/model` asks for.
-pub const MODEL_NAME: &str = "model";
+pub use crate::track::mlmodel::MODEL_NAME;
 
 /// A run's logged model.
 #[derive(Debug, Clone)]
@@ -29,6 +29,18 @@ pub struct ModelVersion {
 }
 
 impl MlflowStore {
+    /// Whether a run has an MLflow model to register: its logged model here, or (a server's
+    /// replica) no tag saying it has none.
+    pub fn has_model(&self, run_uuid: &str) -> Result<bool> {
+        if self.server()?.is_some() {
+            let tags = self.tags(run_uuid)?;
+            let none =
+                (tags.iter()).any(|(k, v)| k == "runner.mlflow_model" && v.starts_with("none"));
+            return Ok(!none);
+        }
+        Ok(self.run_model(run_uuid)?.is_some())
+    }
+
     /// The logged model of a run, if it has one.
     pub fn run_model(&self, run_uuid: &str) -> Result<Option<LoggedModel>> {
         let found: Option<(String, String)> = self
@@ -93,6 +105,15 @@ impl MlflowStore {
     /// Registers the model of `run_uuid` as the next version of `name` (creating the
     /// registered model), and points `alias` at it.
     pub fn register(&self, name: &str, run_uuid: &str, alias: Option<&str>) -> Result<i64> {
+        if let Some(registry) = self.server()? {
+            // The server's registry is the one every host (and MLflow's client) reads.
+            let experiment: String = self.lock().query_row(
+                "SELECT e.name FROM runs r JOIN experiments e ON e.experiment_id = r.experiment_id WHERE r.run_uuid = ?1",
+                [run_uuid],
+                |r| r.get(0),
+            )?;
+            return registry.register(&experiment, run_uuid, name, alias);
+        }
         let model = self.run_model(run_uuid)?.with_context(|| {
             format!("run {run_uuid} has no logged model (runs trained before models were logged, and kinds without one, cannot be registered)")
         })?;
@@ -141,6 +162,19 @@ impl MlflowStore {
 
     /// The version `models:/NAME@ALIAS`, `models:/NAME/VERSION` or `models:/NAME/latest` names.
     pub fn model_version(&self, name: &str, which: &Which) -> Result<ModelVersion> {
+        if let Some(registry) = self.server()? {
+            let (alias, number) = match which {
+                Which::Alias(a) => (Some(a.as_str()), None),
+                Which::Version(v) => (None, Some(*v)),
+                Which::Latest => (None, None),
+            };
+            let (version, run_uuid) = registry.model_version(name, alias, number)?;
+            return Ok(ModelVersion {
+                name: name.to_string(),
+                version,
+                run_uuid,
+            });
+        }
         let conn = self.lock();
         let version: Option<i64> = match which {
             Which::Alias(a) => conn
@@ -230,94 +264,15 @@ fn write_model_dir(
     pkg: &ModelPackage,
 ) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let mut size = 0;
-    for (name, bytes) in &pkg.files {
-        let path = dir.join(name);
+    for (name, bytes) in mlmodel::model_files(model_id, run_uuid, now, pkg) {
+        let path = dir.join(&name);
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)
                 .with_context(|| format!("cannot create {}", parent.display()))?;
         }
         std::fs::write(&path, bytes).with_context(|| format!("cannot write {}", path.display()))?;
-        size += bytes.len();
     }
-    let colspec = |cols: &[(String, String)]| {
-        let v: Vec<Value> = cols
-            .iter()
-            .map(|(n, t)| json!({"type": t, "name": n, "required": true}))
-            .collect();
-        Value::Array(v).to_string()
-    };
-    let mut mlmodel = json!({
-        "artifact_path": MODEL_NAME,
-        "flavors": pkg.flavors,
-        "mlflow_version": crate::types::MLFLOW_VERSION,
-        "model_id": model_id,
-        "model_size_bytes": size,
-        "model_uuid": model_id,
-        "run_id": run_uuid,
-        "signature": {
-            "inputs": colspec(&pkg.inputs),
-            "outputs": colspec(&pkg.outputs),
-            "params": null,
-        },
-        "utc_time_created": utc_time(now),
-    });
-    if pkg.files.iter().any(|(n, _)| n == "input_example.json") {
-        mlmodel["saved_input_example_info"] = json!({
-            "artifact_path": "input_example.json",
-            "pandas_orient": "split",
-            "serving_input_path": "serving_input_example.json",
-            "type": "dataframe",
-        });
-    }
-    let path = dir.join("MLmodel");
-    std::fs::write(&path, yaml(&mlmodel, 0))
-        .with_context(|| format!("cannot write {}", path.display()))
-}
-
-/// `2026-12-01 20:15:03.123000`, as MLflow writes `utc_time_created`.
-fn utc_time(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}.{:03}000",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60,
-        ms.rem_euclid(1000)
-    )
-}
-
-/// Block-style YAML of a JSON value (strings double-quoted, which YAML reads as JSON strings).
-fn yaml(v: &Value, indent: usize) -> String {
-    let pad = " ".repeat(indent);
-    match v {
-        Value::Object(map) if !map.is_empty() => map
-            .iter()
-            .map(|(k, v)| match v {
-                Value::Object(m) if !m.is_empty() => format!("{pad}{k}:\n{}", yaml(v, indent + 2)),
-                Value::Array(a) if !a.is_empty() => format!("{pad}{k}:\n{}", yaml(v, indent + 2)),
-                _ => format!("{pad}{k}: {}\n", yaml(v, 0).trim_end()),
-            })
-            .collect(),
-        Value::Array(items) if !items.is_empty() => items
-            .iter()
-            .map(|item| format!("{pad}- {}\n", yaml(item, indent + 2).trim()))
-            .collect(),
-        Value::Object(_) => "{}\n".to_string(),
-        Value::Array(_) => "[]\n".to_string(),
-        scalar => format!("{scalar}\n"),
-    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -341,21 +296,5 @@ mod tests {
         assert_eq!(parse_models_uri("models:/wine"), None);
         assert_eq!(parse_models_uri("models:/wine/0"), None);
         assert_eq!(parse_models_uri("runs:/x/model"), None);
-    }
-
-    #[test]
-    fn mlflow_time_format() {
-        assert_eq!(utc_time(0), "1970-01-01 00:00:00.000000");
-        // 2026-12-01 20:15:03.123 UTC
-        assert_eq!(utc_time(1_796_156_103_123), "2026-12-01 20:15:03.123000");
-    }
-
-    #[test]
-    fn yaml_nests_maps_and_quotes_strings() {
-        let v = json!({"a": {"b": "x: y", "c": null, "d": [1, 2]}, "e": 3});
-        assert_eq!(
-            yaml(&v, 0),
-            "a:\n  b: \"x: y\"\n  c: null\n  d:\n    - 1\n    - 2\ne: 3\n"
-        );
     }
 }
