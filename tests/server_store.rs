@@ -323,3 +323,62 @@ n_trees = [400, 401, 402, 403]
         .unwrap();
     assert_eq!(parent["status"], "FINISHED", "the sweep is complete");
 }
+
+/// A shard whose host went silent (killed, its node gone): another host, run later with a short
+/// `RUNNER_STALE_AFTER`, finds its running run's heartbeat on the server stale, marks it KILLED
+/// there and trains its config; nothing is trained twice.
+#[test]
+fn another_host_marks_a_silent_hosts_run_killed_and_trains_its_config() {
+    let root = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _server = mlflow_server(root.path(), port);
+    let url = format!("http://127.0.0.1:{port}");
+    let slow = r#"
+[[models]]
+kind = "random_forest"
+name = "forest"
+n_trees = [400, 401]
+"#;
+    let cfg: PathBuf = write_config(root.path(), CONFIG, slow);
+    let sweep_on = |host: &str| {
+        let mut c = on_host(root.path(), host, &url);
+        c.args(["sweep", "--jobs", "1"]).arg(&cfg);
+        c
+    };
+    let mut child = sweep_on("host-a")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Killed while its second config trains, on a host that never runs runner again.
+    wait_for_runs(root.path(), "host-a", &url, |runs| {
+        runs.iter().any(|r| r["status"] == "FINISHED")
+            && runs.iter().any(|r| r["status"] == "RUNNING")
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    let out = run_ok(sweep_on("host-b").env("RUNNER_STALE_AFTER", "2"));
+    let said = String::from_utf8_lossy(&out.stdout);
+
+    let runs = server_runs(root.path(), "fresh", &url);
+    let finished: Vec<&str> = (runs.iter())
+        .filter(|r| r["status"] == "FINISHED")
+        .map(config_name)
+        .collect();
+    assert_eq!(finished.len(), 2, "{said}\n{runs:?}");
+    assert_ne!(finished[0], finished[1], "each config once");
+    let killed: Vec<&Value> = runs.iter().filter(|r| r["status"] == "KILLED").collect();
+    assert_eq!(killed.len(), 1, "{runs:?}");
+    let seen = read_server(&url);
+    let on_server = experiment_runs(&seen, "shards");
+    let reason = (on_server.iter())
+        .find(|r| r["status"] == "KILLED")
+        .map(|r| {
+            r["tags"]["runner.killed_reason"]
+                .as_str()
+                .unwrap_or_default()
+        })
+        .unwrap();
+    assert!(reason.contains("heartbeat stale"), "{reason}");
+}

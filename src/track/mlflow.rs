@@ -1166,6 +1166,9 @@ impl MlflowStore {
             };
             let (lock, wake) = &*signal;
             let mut stopped = lock.lock().unwrap_or_else(|e| e.into_inner());
+            // A server's replica also tells the server, for the other hosts (run id -> the
+            // server's id, found once).
+            let mut on_server = std::collections::HashMap::new();
             while !*stopped {
                 let (guard, _) = wake
                     .wait_timeout(stopped, owner::HEARTBEAT_EVERY)
@@ -1174,6 +1177,7 @@ impl MlflowStore {
                 if !*stopped {
                     // A missed beat is harmless: the next one, or the process itself, tells.
                     let _ = store.beat(&me);
+                    let _ = store.beat_on_server(&me, &mut on_server);
                 }
             }
         });

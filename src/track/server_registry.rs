@@ -221,7 +221,7 @@ impl ServerRegistry {
 /// The Model Registry of the server.
 impl ServerRegistry {
     /// The server's id of runner's run `run_uuid` (its `runner.run_uuid` tag) in `experiment`.
-    fn server_run(&self, experiment: &str, run_uuid: &str) -> Result<(String, String)> {
+    pub fn server_run(&self, experiment: &str, run_uuid: &str) -> Result<(String, String)> {
         let experiment_id = self.client.experiment_id(experiment)?;
         let found = self.client.post(
             "runs/search",

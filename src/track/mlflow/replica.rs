@@ -39,6 +39,47 @@ struct ServerRun<'a> {
     data: &'a Value,
 }
 
+/// The tag by which a run's process tells other hosts it is alive: `<host> <ms>`.
+const HEARTBEAT_TAG: &str = "runner.heartbeat";
+
+/// Marks KILLED on the server (and in `run`) another host's unfinished run whose heartbeat (or,
+/// before its first, its start) is older than `RUNNER_STALE_AFTER`: its process stopped
+/// without a word (killed, its node gone), and nobody else can tell.
+fn mark_if_silent(client: &RestClient, run: &mut ServerRun) -> Result<()> {
+    let tags = pairs_of(&run.data["tags"]);
+    // A sweep's parent belongs to no one process: the shards complete or leave it.
+    let parent = (tags.iter()).any(|(k, v)| k == "runner.sweep" && v == "parent");
+    if terminal(&run.status) || parent {
+        return Ok(());
+    }
+    let beat = (tags.into_iter()).find(|(k, _)| k == HEARTBEAT_TAG);
+    let (host, last) = match &beat {
+        Some((_, v)) => {
+            let (host, ms) = v.rsplit_once(' ').unwrap_or(("another host", v));
+            (host.to_string(), ms.parse().unwrap_or(0))
+        }
+        None => (
+            "its host".to_string(),
+            int(&run.info["start_time"]).unwrap_or(0),
+        ),
+    };
+    let now = crate::track::now_ms();
+    let owner::Liveness::Gone(reason) = owner::stale_heartbeat(&host, last, now) else {
+        return Ok(());
+    };
+    let me = owner::Owner::current();
+    let note = format!(
+        "{reason}; marked KILLED by pid {} on {} at {now} ms",
+        me.pid, me.host
+    );
+    let tag = json!({"run_id": run.server_id, "key": "runner.killed_reason", "value": note});
+    client.post("runs/set-tag", &tag)?;
+    let update = json!({"run_id": run.server_id, "status": "KILLED", "end_time": now});
+    client.post("runs/update", &update)?;
+    run.status = "KILLED".into();
+    Ok(())
+}
+
 fn pairs_of(v: &Value) -> Vec<(String, String)> {
     (v.as_array().into_iter().flatten())
         .filter_map(|p| Some((p["key"].as_str()?.into(), p["value"].as_str()?.into())))
@@ -139,12 +180,18 @@ impl MlflowStore {
         let client = registry.client();
         let names = experiments(client)?;
         let found = runner_runs(client, &names.keys().collect::<Vec<_>>())?;
-        let runs: Vec<ServerRun> = found.iter().filter_map(ServerRun::of).collect();
+        let mut runs: Vec<ServerRun> = found.iter().filter_map(ServerRun::of).collect();
+        let (local, copied) = self.replica_statuses()?;
+        self.send_missed(&registry, &runs, &local, &copied)?;
+        // Other hosts' runs: their processes are judged by their heartbeats on the server.
+        let others =
+            |r: &&mut ServerRun| !local.contains_key(&r.uuid) || copied.contains_key(&r.uuid);
+        for run in runs.iter_mut().filter(others) {
+            mark_if_silent(client, run)?;
+        }
         let ids: HashMap<&str, &str> = (runs.iter())
             .map(|r| (r.server_id.as_str(), r.uuid.as_str()))
             .collect();
-        let (local, copied) = self.replica_statuses()?;
-        self.send_missed(&registry, &runs, &local, &copied)?;
         for run in &runs {
             match (local.get(&run.uuid), copied.get(&run.uuid)) {
                 (None, _) => {}
@@ -158,6 +205,41 @@ impl MlflowStore {
             let number = numbers.get(run.uuid.as_str()).copied();
             self.import_run(client, run, experiment, number, &ids)
                 .with_context(|| format!("copying run {} from {}", run.uuid, client.url()))?;
+        }
+        Ok(())
+    }
+
+    /// Tells the server that this process's unfinished runs are alive: their tag
+    /// `runner.heartbeat` (`<host> <ms>`), which other hosts judge them by.
+    pub(super) fn beat_on_server(
+        &self,
+        me: &owner::Owner,
+        known: &mut HashMap<String, String>,
+    ) -> Result<()> {
+        let Some(registry) = self.server()? else {
+            return Ok(());
+        };
+        let mine: Vec<(String, String)> = {
+            let conn = self.lock();
+            let mut st = conn.prepare(
+                "SELECT r.run_uuid, e.name FROM runner_run_owners o JOIN runs r ON r.run_uuid = o.run_uuid
+                 JOIN experiments e ON e.experiment_id = r.experiment_id
+                 WHERE o.host = ?1 AND o.pid = ?2 AND r.status IN ('RUNNING', 'SCHEDULED')",
+            )?;
+            let rows = st.query_map(params![me.host, me.pid], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        let beat = format!("{} {}", me.host, crate::track::now_ms());
+        for (uuid, experiment) in mine {
+            if !known.contains_key(&uuid) {
+                // Not on the server yet (its creation is still queued): next beat.
+                let Ok(id) = registry.server_run(&experiment, &uuid) else {
+                    continue;
+                };
+                known.insert(uuid.clone(), id.1);
+            }
+            let tag = json!({"run_id": known[&uuid], "key": HEARTBEAT_TAG, "value": beat});
+            registry.client().post("runs/set-tag", &tag)?;
         }
         Ok(())
     }
