@@ -57,9 +57,7 @@ fn dense(n: usize) -> Vec<String> {
 
 #[test]
 fn eight_shards_on_eight_hosts_number_and_train_every_config_once_through_a_server() {
-    let root = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let _server = mlflow_server(root.path(), port);
+    let (root, port, _server) = server_in_temp_folder();
     let url = format!("http://127.0.0.1:{port}");
     let cfg = write_config(root.path(), CONFIG, FORTY);
     let children: Vec<_> = (0..8)
@@ -228,6 +226,16 @@ fn wine_rows(n: usize) -> String {
     out
 }
 
+/// A sweep of `n` forests of 400 trees and more: each trains for seconds, long enough to be
+/// killed mid-run.
+fn slow_forests(n: usize) -> String {
+    let sizes: Vec<String> = (0..n).map(|i| (400 + i).to_string()).collect();
+    format!(
+        "[[models]]\nkind = \"random_forest\"\nname = \"forest\"\nn_trees = [{}]\n",
+        sizes.join(", ")
+    )
+}
+
 /// Waits until host `host`'s view of the server shows what `done` wants.
 fn wait_for_runs(root: &Path, host: &str, url: &str, done: impl Fn(&[Value]) -> bool) {
     let started = Instant::now();
@@ -246,17 +254,9 @@ fn wait_for_runs(root: &Path, host: &str, url: &str, done: impl Fn(&[Value]) -> 
 
 #[test]
 fn a_shard_killed_and_run_again_while_the_server_is_down_for_10_s_loses_and_repeats_nothing() {
-    let root = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let server = mlflow_server(root.path(), port);
+    let (root, port, server) = server_in_temp_folder();
     let url = format!("http://127.0.0.1:{port}");
-    let slow = r#"
-[[models]]
-kind = "random_forest"
-name = "forest"
-n_trees = [400, 401, 402, 403]
-"#;
-    let cfg: PathBuf = write_config(root.path(), CONFIG, slow);
+    let cfg: PathBuf = write_config(root.path(), CONFIG, &slow_forests(4));
     let shard = |i: usize| {
         let mut c = on_host(root.path(), &format!("host{i}"), &url);
         c.args(["sweep", "--jobs", "1", "--shard"])
@@ -329,17 +329,9 @@ n_trees = [400, 401, 402, 403]
 /// there and trains its config; nothing is trained twice.
 #[test]
 fn another_host_marks_a_silent_hosts_run_killed_and_trains_its_config() {
-    let root = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let _server = mlflow_server(root.path(), port);
+    let (root, port, _server) = server_in_temp_folder();
     let url = format!("http://127.0.0.1:{port}");
-    let slow = r#"
-[[models]]
-kind = "random_forest"
-name = "forest"
-n_trees = [400, 401]
-"#;
-    let cfg: PathBuf = write_config(root.path(), CONFIG, slow);
+    let cfg: PathBuf = write_config(root.path(), CONFIG, &slow_forests(2));
     let sweep_on = |host: &str| {
         let mut c = on_host(root.path(), host, &url);
         c.args(["sweep", "--jobs", "1"]).arg(&cfg);

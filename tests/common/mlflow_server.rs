@@ -102,3 +102,12 @@ pub fn auth_proxy(port: u16, upstream: &str) -> Group {
     }
     group
 }
+
+/// A real `mlflow server` on a free port with its files in a new temporary folder: the folder,
+/// the port, the server.
+pub fn server_in_temp_folder() -> (tempfile::TempDir, u16, Group) {
+    let root = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let server = mlflow_server(root.path(), port);
+    (root, port, server)
+}
