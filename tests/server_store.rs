@@ -83,15 +83,7 @@ fn eight_shards_on_eight_hosts_number_and_train_every_config_once_through_a_serv
             stdout_json(&out)
         })
         .collect();
-    let names: BTreeSet<&str> = (reports.iter())
-        .map(|r| r["sweep"]["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(names.len(), 1, "{names:?}");
-    let name = names.into_iter().next().unwrap().to_string();
-    assert!(
-        reports.iter().any(|r| r["sweep"]["complete"] == true),
-        "the shard that ends last completes the sweep"
-    );
+    let name = the_one_sweep(&reports);
 
     // A host that took no part reads it all from the server.
     let runs = server_runs(root.path(), "fresh", &url);

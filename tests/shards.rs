@@ -67,15 +67,7 @@ fn eight_shards_at_once_train_every_config_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(dir.path(), CONFIG, FORTY);
     let reports = shards_at_once(dir.path(), &cfg, 8);
-    let names: BTreeSet<&str> = (reports.iter())
-        .map(|r| r["sweep"]["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(names.len(), 1, "one sweep name for all shards: {names:?}");
-    let name = names.into_iter().next().unwrap().to_string();
-    assert!(
-        reports.iter().any(|r| r["sweep"]["complete"] == true),
-        "the last shard to end completes the sweep"
-    );
+    let name = the_one_sweep(&reports);
 
     let runs = runs(dir.path());
     let versions: Vec<&str> = runs

@@ -525,22 +525,32 @@ impl MlflowStore {
         key: &str,
         record: &serde_json::Value,
     ) -> Result<(i64, bool)> {
+        // Known here already (made by this host, or copied in by a refresh): no request.
+        let here = self
+            .lock()
+            .query_row(
+                "SELECT version FROM runner_etl_versions WHERE key = ?1",
+                [key],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()?;
+        if let Some(v) = here {
+            return Ok((v, false));
+        }
         let known = registry.numbers("v")?;
-        let had = known
-            .iter()
+        let had = (known.iter())
             .find(|(_, k)| k.as_str() == key)
             .map(|(v, _)| *v);
-        let v = match had {
-            Some(v) => v,
+        let (v, record) = match had {
+            Some(v) => (
+                v,
+                serde_json::from_slice(&registry.get(&replica::etl_file(v))?)?,
+            ),
             None => {
                 let v = registry.claim_number("v", key, None)?;
                 registry.put(&replica::etl_file(v), record.to_string().as_bytes())?;
-                v
+                (v, record.clone())
             }
-        };
-        let record = match had {
-            Some(v) => serde_json::from_slice(&registry.get(&replica::etl_file(v))?)?,
-            None => record.clone(),
         };
         self.lock().execute(
             "INSERT OR IGNORE INTO runner_etl_versions (version, key, record_json, created_ms) VALUES (?1, ?2, ?3, ?4)",

@@ -243,3 +243,17 @@ name = "tree"
 max_depth = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
 min_samples_leaf = [1, 2, 4, 8]
 "#;
+
+/// The one sweep name every shard's `--json` report gives, asserting that one of them
+/// completed the sweep (the shard that ended last).
+pub fn the_one_sweep(reports: &[Value]) -> String {
+    let names: std::collections::BTreeSet<&str> = (reports.iter())
+        .map(|r| r["sweep"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), 1, "one sweep name for all shards: {names:?}");
+    assert!(
+        reports.iter().any(|r| r["sweep"]["complete"] == true),
+        "the shard that ends last completes the sweep"
+    );
+    names.into_iter().next().unwrap().to_string()
+}
