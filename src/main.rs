@@ -28,8 +28,8 @@ use std::process::ExitCode;
 )]
 struct Cli {
     /// Tracking store (sqlite:///relative.db, sqlite:////absolute.db, or an MLflow tracking
-    /// server http(s)://host:port); default: MLFLOW_TRACKING_URI (an http one is mirrored
-    /// to), else the config's tracking.uri, else sqlite:///mlflow.db.
+    /// server http(s)://host:port, which is then the store); default: MLFLOW_TRACKING_URI,
+    /// else the config's tracking.uri, else sqlite:///mlflow.db.
     #[arg(long, global = true, value_name = "URI")]
     tracking_uri: Option<String>,
     #[command(subcommand)]

@@ -169,23 +169,29 @@ n_rounds = 30
     // The first sweep's 3 runs and parent, the trees' 2 and parent, xgb's 1 and parent.
     assert_eq!(finished, 4 + 3 + 2, "every run and parent, FINISHED");
 
-    // MLFLOW_TRACKING_URI=http://... (a team's shell): the store stays the config's, every
-    // command works on it, and the runs reach the server too.
+    // MLFLOW_TRACKING_URI=http://... (a team's shell): the server is the store, as with
+    // --tracking-uri: nothing is written beside the config, and another host (a replica folder
+    // of its own) lists the run.
     let dir = root.path().join("c");
     std::fs::create_dir_all(&dir).unwrap();
     let cfg = write_config(&dir, CONFIG, sweep);
-    let with_env = |c: &mut Command| {
-        c.env("MLFLOW_TRACKING_URI", &url);
+    let on_host = |host: &str| {
+        let mut c = runner(&dir);
+        c.env("MLFLOW_TRACKING_URI", &url)
+            .env("RUNNER_SERVER_CACHE", root.path().join(host));
+        c
     };
-    let mut sweep = runner(&dir);
-    sweep.arg("sweep").arg(&cfg).args(["--only", "xgb"]);
-    with_env(&mut sweep);
-    run_ok(&mut sweep);
-    let mut runs_cmd = runner(&dir);
-    runs_cmd.args(["runs", "--json"]);
-    with_env(&mut runs_cmd);
-    let listed = stdout_json(&run_ok(&mut runs_cmd));
-    assert_eq!(listed["runs"].as_array().unwrap().len(), 1);
+    run_ok(
+        on_host("host-a")
+            .arg("sweep")
+            .arg(&cfg)
+            .args(["--only", "xgb"]),
+    );
+    assert!(!dir.join("mlflow.db").exists(), "the server is the store");
+    let listed = stdout_json(&run_ok(on_host("host-b").args(["runs", "--json"])));
+    let runs = listed["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 1, "{listed}");
+    assert_eq!(runs[0]["version"], "t1", "numbered on the server: {listed}");
     let server = read_server(&url);
     assert_eq!(experiment_runs(&server, "mirror").len(), 9 + 2);
 }

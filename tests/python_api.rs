@@ -5,6 +5,8 @@
 //! nbclient.
 
 mod common;
+#[path = "common/mlflow_server.rs"]
+mod server;
 
 use common::{read_with_mlflow, repo, runner, stdout_json};
 use serde_json::Value;
@@ -33,12 +35,19 @@ fn white_wine() -> PathBuf {
 
 /// Runs `tests/python/<script>` with `args`; its JSON output and its stderr.
 fn script(name: &str, args: &[&str]) -> (Value, String) {
-    let out = Command::new(python())
-        .arg(repo().join("tests/python").join(name))
+    script_with(name, args, &[])
+}
+
+/// [`script`] with `MLFLOW_TRACKING_URI` and other variables as `env` sets them.
+fn script_with(name: &str, args: &[&str], env: &[(&str, &Path)]) -> (Value, String) {
+    let mut cmd = Command::new(python());
+    cmd.arg(repo().join("tests/python").join(name))
         .args(args)
-        .env_remove("MLFLOW_TRACKING_URI")
-        .output()
-        .expect("python starts");
+        .env_remove("MLFLOW_TRACKING_URI");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("python starts");
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(
         out.status.success(),
@@ -395,4 +404,49 @@ fn networks_train_beside_a_torch_of_another_release_in_either_import_order() {
         // The MLP trained in runner's helper: this interpreter never held a libtorch.
         assert_eq!(seen["libtorch_mapped"], false, "{order}: {seen}");
     }
+}
+
+/// A notebook whose environment names a team's MLflow server (`MLFLOW_TRACKING_URI`): the
+/// server is the store, for the package as for the CLI.
+#[test]
+fn a_notebook_with_mlflow_tracking_uri_on_a_server_sweeps_and_replays_there() {
+    let root = tempfile::tempdir().unwrap();
+    let port = server::free_port();
+    let _server = server::mlflow_server(root.path(), port);
+    let url = format!("http://127.0.0.1:{port}");
+    let work = root.path().join("notebook");
+    std::fs::create_dir_all(&work).unwrap();
+    let replica = root.path().join("replica");
+    let wine = white_wine();
+    let (doc, stderr) = script_with(
+        "server_store.py",
+        &[work.to_str().unwrap(), wine.to_str().unwrap()],
+        &[
+            ("MLFLOW_TRACKING_URI", Path::new(&url)),
+            ("RUNNER_SERVER_CACHE", &replica),
+        ],
+    );
+    assert_eq!(doc["store"], url.as_str(), "{stderr}");
+    assert_eq!(strs(&doc["versions"]), ["t1", "t2"]);
+    assert!(strs(&doc["statuses"]).iter().all(|s| *s == "FINISHED"));
+    assert_eq!(doc["identical"], true);
+    assert_eq!(
+        strs(&doc["listed"]).len(),
+        3,
+        "two runs and the replay: {doc}"
+    );
+    assert_eq!(doc["predicted_rows"], 10);
+    assert!(
+        strs(&doc["files_here"]).is_empty(),
+        "nothing written beside the notebook: {doc}"
+    );
+    // Another host (the CLI with a replica of its own) finds the runs on the server.
+    let out = common::run_ok(
+        runner(root.path())
+            .env("MLFLOW_TRACKING_URI", &url)
+            .env("RUNNER_SERVER_CACHE", root.path().join("other-host"))
+            .args(["runs", "--json"]),
+    );
+    let listed = stdout_json(&out);
+    assert_eq!(listed["runs"].as_array().unwrap().len(), 3, "{listed}");
 }

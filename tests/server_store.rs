@@ -365,4 +365,81 @@ fn another_host_marks_a_silent_hosts_run_killed_and_trains_its_config() {
         })
         .unwrap();
     assert!(reason.contains("heartbeat stale"), "{reason}");
+
+    // A host that was only silent (frozen here, as a node cut off from the network is) and
+    // comes back with its run finished: the server's verdict stands, there and on that host,
+    // and the config keeps one FINISHED run.
+    let dir = root.path().join("comeback");
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = CONFIG.replace("\"shards\"", "\"comeback\"");
+    let cfg = write_config(&dir, &config, &slow_forests(2));
+    let sweep_on = |host: &str| {
+        let mut c = on_host(root.path(), host, &url);
+        c.args(["sweep", "--jobs", "1"]).arg(&cfg);
+        c
+    };
+    let comeback = |runs: &[Value]| -> Vec<Value> {
+        (runs.iter())
+            .filter(|r| r["experiment"] == "comeback")
+            .cloned()
+            .collect()
+    };
+    let child = sweep_on("host-c")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_runs(root.path(), "host-d", &url, |runs| {
+        let runs = comeback(runs);
+        runs.iter().any(|r| r["status"] == "FINISHED")
+            && runs.iter().any(|r| r["status"] == "RUNNING")
+    });
+    let signal = |name: &str| {
+        let pid = child.id().to_string();
+        assert!(Command::new("kill")
+            .args([name, &pid])
+            .status()
+            .unwrap()
+            .success());
+    };
+    signal("-STOP");
+    std::thread::sleep(Duration::from_secs(3));
+    run_ok(sweep_on("host-d").env("RUNNER_STALE_AFTER", "2"));
+    signal("-CONT");
+    let back = child.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&back.stderr);
+    assert!(said.contains("the server's stands"), "{said}");
+
+    let ends = |host: &str| -> Vec<(String, String)> {
+        let mut ends: Vec<(String, String)> = comeback(&server_runs(root.path(), host, &url))
+            .iter()
+            .map(|r| {
+                (
+                    r["version"].as_str().unwrap().into(),
+                    r["status"].as_str().unwrap().into(),
+                )
+            })
+            .collect();
+        ends.sort();
+        ends
+    };
+    let seen = ends("fresh-2");
+    let finished = (seen.iter()).filter(|(_, s)| s == "FINISHED").count();
+    assert_eq!(finished, 2, "{seen:?}\n{said}");
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert_eq!(
+        ends("host-c"),
+        seen,
+        "the host that came back agrees with the server"
+    );
+    let on_server = experiment_runs(&read_server(&url), "comeback");
+    let finished: BTreeSet<&str> = (on_server.iter())
+        .filter(|r| r["status"] == "FINISHED" && r["tags"]["runner.sweep"] != "parent")
+        .map(|r| r["params"]["n_trees"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        finished.len(),
+        2,
+        "each config FINISHED once: {on_server:?}"
+    );
 }

@@ -118,6 +118,14 @@ def _store(tracking_uri: Optional[str]) -> Optional[str]:
     return tracking_uri or _last_store
 
 
+def _store_uri(store: str) -> str:
+    """The URI of the store a result names: an MLflow server's URL as it is (the server is the
+    store), else its SQLite file's."""
+    if store.startswith(("http://", "https://")):
+        return store
+    return "sqlite:///" + os.path.abspath(store)
+
+
 # --- DataFrames ----------------------------------------------------------------------------
 
 def _frame_source(data: Any) -> str:
@@ -393,7 +401,7 @@ def sweep(config: ConfigLike, *, data: Any = None, sweeps: Optional[Sequence[Map
                     "verbose": verbose})
     result = SweepResult(_call(_native.sweep, options, options["config_kind"]))
     global _last_store
-    _last_store = "sqlite:///" + os.path.abspath(result.store)
+    _last_store = _store_uri(result.store)
     return result
 
 
@@ -407,7 +415,7 @@ def eda(config: ConfigLike, *, data: Any = None, set: Optional[Sequence[str]] = 
     options.update({"set": sets, "tracking_uri": tracking_uri})
     result = EdaResult(_call(_native.eda, options, options["config_kind"]))
     global _last_store
-    _last_store = "sqlite:///" + os.path.abspath(result.store)
+    _last_store = _store_uri(result.store)
     return result
 
 

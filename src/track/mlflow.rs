@@ -607,7 +607,9 @@ impl MlflowStore {
 
     /// Allocates training versions for `runs` and creates their MLflow runs (status SCHEDULED,
     /// params, tags, dataset input) in one transaction: all of them or none. With `start`, the
-    /// numbers start there and every one must be free.
+    /// numbers start there and every one must be free. A replica claims each number on its
+    /// server and records its run at once, one by one: a number claimed there always has its
+    /// run here, which this host sends to the server even if this process stops first.
     pub fn create_runs(
         &self,
         experiment_id: i64,
@@ -616,8 +618,25 @@ impl MlflowStore {
         runs: &mut [(RunSpec, String, serde_json::Value)],
         start: Option<i64>,
     ) -> Result<Vec<i64>> {
-        // A replica's numbers are claimed on its server, unique among every host's.
-        let server = self.server()?;
+        let new = NewRuns {
+            experiment_id,
+            artifact_location,
+            etl_version,
+            owner: owner::Owner::current(),
+        };
+        let mut versions = Vec::new();
+        if let Some(registry) = self.server()? {
+            for (i, run) in runs.iter_mut().enumerate() {
+                let wanted = start.map(|s| s + i as i64);
+                let v = registry.claim_number("t", &run.0.run_uuid, wanted)?;
+                let mut conn = self.lock();
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                self.insert_training_run(&tx, &new, v, run)?;
+                tx.commit()?;
+                versions.push(v);
+            }
+            return Ok(versions);
+        }
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let first: i64 = match start {
@@ -628,41 +647,51 @@ impl MlflowStore {
                 |r| r.get(0),
             )?,
         };
-        let mut versions = Vec::new();
-        let me = owner::Owner::current();
-        for (i, (spec, kind, record)) in runs.iter_mut().enumerate() {
-            let v = match &server {
-                Some(registry) => {
-                    let wanted = start.map(|s| s + i as i64);
-                    registry.claim_number("t", &spec.run_uuid, wanted)?
-                }
-                None => first + i as i64,
-            };
-            let taken: bool = tx.query_row(
-                "SELECT count(*) FROM runner_training_runs WHERE version = ?1",
-                [v],
-                |r| r.get::<_, i64>(0),
-            )? > 0;
-            if taken {
-                bail!("training version t{v} is already taken in {}; pick a free number or leave --first-run out", self.path.display());
-            }
-            let tag_version = format!("t{v}");
-            spec.name = format!("{tag_version}-{}", spec.name);
-            spec.tags
-                .push(("runner.training_version".into(), tag_version.clone()));
-            spec.tags.push(("mlflow.runName".into(), spec.name.clone()));
-            record["training_version"] = serde_json::Value::from(tag_version);
-            insert_run(&tx, experiment_id, artifact_location, spec, "SCHEDULED")?;
-            Self::insert_owner(&tx, &spec.run_uuid, &me)?;
-            tx.execute(
-                "INSERT INTO runner_training_runs (version, run_uuid, experiment_id, etl_version, name, kind, status, record_json, summary_json, created_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'SCHEDULED', ?7, NULL, ?8)",
-                params![v, spec.run_uuid, experiment_id, etl_version, spec.name, kind.as_str(), record.to_string(), spec.start_ms],
-            )?;
+        for (i, run) in runs.iter_mut().enumerate() {
+            let v = first + i as i64;
+            self.insert_training_run(&tx, &new, v, run)?;
             versions.push(v);
         }
         tx.commit()?;
         Ok(versions)
+    }
+
+    /// One training run of [`MlflowStore::create_runs`] as version `v`, named by it.
+    fn insert_training_run(
+        &self,
+        tx: &rusqlite::Transaction,
+        new: &NewRuns,
+        v: i64,
+        (spec, kind, record): &mut (RunSpec, String, serde_json::Value),
+    ) -> Result<()> {
+        let taken: bool = tx.query_row(
+            "SELECT count(*) FROM runner_training_runs WHERE version = ?1",
+            [v],
+            |r| r.get::<_, i64>(0),
+        )? > 0;
+        if taken {
+            bail!("training version t{v} is already taken in {}; pick a free number or leave --first-run out", self.path.display());
+        }
+        let tag_version = format!("t{v}");
+        spec.name = format!("{tag_version}-{}", spec.name);
+        spec.tags
+            .push(("runner.training_version".into(), tag_version.clone()));
+        spec.tags.push(("mlflow.runName".into(), spec.name.clone()));
+        record["training_version"] = serde_json::Value::from(tag_version);
+        insert_run(
+            tx,
+            new.experiment_id,
+            new.artifact_location,
+            spec,
+            "SCHEDULED",
+        )?;
+        Self::insert_owner(tx, &spec.run_uuid, &new.owner)?;
+        tx.execute(
+            "INSERT INTO runner_training_runs (version, run_uuid, experiment_id, etl_version, name, kind, status, record_json, summary_json, created_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'SCHEDULED', ?7, NULL, ?8)",
+            params![v, spec.run_uuid, new.experiment_id, new.etl_version, spec.name, kind.as_str(), record.to_string(), spec.start_ms],
+        )?;
+        Ok(())
     }
 
     /// Renames a run (its `name` and its `mlflow.runName` tag).
@@ -1354,6 +1383,14 @@ impl Tracker for MlflowStore {
         self.set_summary(run_uuid, summary)
             .with_context(|| self.context("recording the run's summary"))
     }
+}
+
+/// What every run of one [`MlflowStore::create_runs`] call shares.
+struct NewRuns<'a> {
+    experiment_id: i64,
+    artifact_location: &'a str,
+    etl_version: i64,
+    owner: owner::Owner,
 }
 
 /// Whether the process that wrote a [`MlflowStore::claim`] value is gone.

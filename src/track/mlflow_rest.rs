@@ -615,8 +615,31 @@ impl Tracker for Mirror {
             .put_artifact(&format!("{root}/{file_name}"), bytes)
     }
 
+    /// On a server that is the store, a run the server has already ended is left as it is
+    /// there: another host judged this one silent, marked the run KILLED and trained its
+    /// config again, so this end would give the config a second FINISHED run.
     fn finish_run(&self, run_uuid: &str, status: RunStatus, end_ms: i64) -> Result<()> {
-        self.set_status(&self.run(run_uuid)?.run_id, status, Some(end_ms))
+        let run_id = self.run(run_uuid)?.run_id;
+        if self.client.settings.as_store {
+            let there = self.client.get("runs/get", &[("run_id", &run_id)])?;
+            let ended = there["run"]["info"]["status"].as_str().unwrap_or_default();
+            let tags = there["run"]["data"]["tags"].as_array().cloned();
+            let tag = |key: &str| {
+                (tags.iter().flatten())
+                    .find(|t| t["key"] == key)
+                    .and_then(|t| t["value"].as_str())
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            // A sweep's parent is ended by whichever shard completes the sweep, and no host
+            // judges it: its last end is the one that counts.
+            let parent = tag("runner.sweep") == "parent";
+            if !parent && is_ended(ended) && ended != status.as_mlflow() {
+                let reason = tag("runner.killed_reason");
+                bail!("run {run_uuid} is {ended} on the server already ({reason}): its end here ({}) was not sent, the server's stands", status.as_mlflow());
+            }
+        }
+        self.set_status(&run_id, status, Some(end_ms))
     }
 
     /// The run's MLflow model as MLflow 3's client logs it: a logged model of the run's
@@ -659,6 +682,11 @@ impl Tracker for Mirror {
         self.client.post("runs/outputs", &output)?;
         Ok(())
     }
+}
+
+/// Whether a run's status on the server is an end.
+pub fn is_ended(status: &str) -> bool {
+    matches!(status, "FINISHED" | "FAILED" | "KILLED")
 }
 
 /// One call of the [`Tracker`] lifecycle, queued for the sender thread.

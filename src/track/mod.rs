@@ -309,17 +309,17 @@ fn server_url(uri: &str) -> Option<&str> {
     (uri.starts_with("http://") || uri.starts_with("https://")).then_some(uri)
 }
 
-/// The MLflow tracking server runs are mirrored to: `tracking.server`, else an http(s)
-/// `MLFLOW_TRACKING_URI` (how most MLflow users' shells point at their team's server; the
-/// store then stays the config's, or `sqlite:///mlflow.db`).
+/// The MLflow tracking server runs are mirrored to, beside a store of runner's own:
+/// `tracking.server`. (A server named as the tracking URI, an http(s) `MLFLOW_TRACKING_URI`
+/// included, is the store itself: [`tracking_path`].)
 pub fn mirror_server(tracking: &crate::config::TrackingConfig) -> Option<String> {
-    (tracking.server.clone()).or_else(|| env_store_uri().filter(|u| server_url(u).is_some()))
+    tracking.server.clone()
 }
 
 pub fn tracking_path(cli: Option<&str>, loaded: Option<&LoadedConfig>) -> Result<PathBuf> {
     let uri = cli
         .map(str::to_string)
-        .or_else(|| env_store_uri().filter(|u| server_url(u).is_none()))
+        .or_else(env_store_uri)
         .or_else(|| loaded.and_then(|l| l.config.tracking.uri.clone()))
         .unwrap_or_else(|| "sqlite:///mlflow.db".to_string());
     // A URI runner cannot use is the user's mistake wherever it was written: exit 2.

@@ -13,7 +13,7 @@
 //! host's process), and a copy is replaced whenever the server's status differs.
 
 use super::{insert_metrics, insert_run, MlflowStore};
-use crate::track::mlflow_rest::{self, MlflowServer, RestClient, RUN_FILE, SUMMARY_FILE};
+use crate::track::mlflow_rest::{self, is_ended, MlflowServer, RestClient, RUN_FILE, SUMMARY_FILE};
 use crate::track::server_registry::{self, ServerRegistry, REGISTRY_EXPERIMENT};
 use crate::track::{owner, Metric, RunSpec, RunStatus, TrackedRun, Tracker};
 use anyhow::{Context, Result};
@@ -49,7 +49,7 @@ fn mark_if_silent(client: &RestClient, run: &mut ServerRun) -> Result<()> {
     let tags = pairs_of(&run.data["tags"]);
     // A sweep's parent belongs to no one process: the shards complete or leave it.
     let parent = (tags.iter()).any(|(k, v)| k == "runner.sweep" && v == "parent");
-    if terminal(&run.status) || parent {
+    if is_ended(&run.status) || parent {
         return Ok(());
     }
     let beat = (tags.into_iter()).find(|(k, _)| k == HEARTBEAT_TAG);
@@ -84,10 +84,6 @@ fn pairs_of(v: &Value) -> Vec<(String, String)> {
     (v.as_array().into_iter().flatten())
         .filter_map(|p| Some((p["key"].as_str()?.into(), p["value"].as_str()?.into())))
         .collect()
-}
-
-fn terminal(status: &str) -> bool {
-    matches!(status, "FINISHED" | "FAILED" | "KILLED")
 }
 
 impl<'a> ServerRun<'a> {
@@ -259,10 +255,11 @@ impl MlflowStore {
     }
 
     /// Sends again the runs this host made that have ended here (or were marked KILLED here,
-    /// their process gone) while the server lacks them or has another status: the process that
+    /// their process gone) while the server lacks them or has them unfinished: the process that
     /// trained them was killed before its queue of calls reached the server. Runs of a live
     /// process are left to its own sender. Every call is one the server takes twice unchanged
-    /// (same params, same metric points, the same files).
+    /// (same params, same metric points, the same files). A run the server has ended otherwise
+    /// keeps the server's end, here too ([`MlflowStore::adopt_server_end`]).
     fn send_missed(
         &self,
         registry: &ServerRegistry,
@@ -270,17 +267,18 @@ impl MlflowStore {
         local: &HashMap<String, String>,
         copied: &HashMap<String, String>,
     ) -> Result<()> {
-        let on_server: HashMap<&str, &str> = (runs.iter())
-            .map(|r| (r.uuid.as_str(), r.status.as_str()))
-            .collect();
-        let mut missed: Vec<&String> = (local.iter())
-            .filter(|(uuid, status)| {
-                !copied.contains_key(*uuid)
-                    && terminal(status)
-                    && on_server.get(uuid.as_str()) != Some(&status.as_str())
-            })
-            .map(|(uuid, _)| uuid)
-            .collect();
+        let on_server: HashMap<&str, &ServerRun> =
+            runs.iter().map(|r| (r.uuid.as_str(), r)).collect();
+        let mine_ended =
+            |(uuid, status): &(&String, &String)| !copied.contains_key(*uuid) && is_ended(status);
+        let mut missed = Vec::new();
+        for (uuid, status) in local.iter().filter(mine_ended) {
+            match on_server.get(uuid.as_str()) {
+                Some(there) if there.status == *status => {}
+                Some(there) if is_ended(&there.status) => self.adopt_server_end(there)?,
+                _ => missed.push(uuid),
+            }
+        }
         missed.retain(|uuid| !self.owner_alive(uuid).unwrap_or(true));
         if missed.is_empty() {
             return Ok(());
@@ -297,6 +295,36 @@ impl MlflowStore {
         if let Some(first) = failed.first() {
             anyhow::bail!("{first}");
         }
+        Ok(())
+    }
+
+    /// Takes the server's end of a run this host ended otherwise: another host found this one
+    /// silent (its heartbeat stale), marked the run KILLED on the server and trained its config
+    /// again. That verdict stands, so the config keeps one FINISHED run; the reason is kept.
+    /// (A sweep's parent, which no host judges, never differs so.)
+    fn adopt_server_end(&self, run: &ServerRun) -> Result<()> {
+        let tags = pairs_of(&run.data["tags"]);
+        let reason = (tags.iter()).find(|(k, _)| k == "runner.killed_reason");
+        let end = int(&run.info["end_time"]).unwrap_or_else(crate::track::now_ms);
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute(
+            "UPDATE runs SET status = ?1, end_time = ?2 WHERE run_uuid = ?3",
+            params![run.status, end, run.uuid],
+        )?;
+        tx.execute(
+            "UPDATE runner_training_runs SET status = ?1 WHERE run_uuid = ?2",
+            params![run.status, run.uuid],
+        )?;
+        if let Some((key, value)) = reason {
+            let note =
+                format!("{value}; the server's end, kept here (this host had ended it otherwise)");
+            tx.execute(
+                "INSERT OR REPLACE INTO tags (key, value, run_uuid) VALUES (?1, ?2, ?3)",
+                params![key, note, run.uuid],
+            )?;
+        }
+        tx.commit()?;
         Ok(())
     }
 
@@ -546,7 +574,7 @@ impl MlflowStore {
         let mut out = Vec::new();
         for m in run.data["metrics"].as_array().into_iter().flatten() {
             let point = metric_of(m);
-            if point.step > 0 && terminal(&run.status) {
+            if point.step > 0 && is_ended(&run.status) {
                 let query = [
                     ("run_id", run.server_id.as_str()),
                     ("metric_key", point.key.as_str()),
