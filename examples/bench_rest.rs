@@ -2,9 +2,13 @@
 //! each created with 10 params and 5 tags, then 3 metrics x 100 steps, either streamed (one
 //! log_metrics call per step, as training logs them; the tracker's sender batches what queues
 //! up) or in bulk (one call of 300 values), then finished; the clock stops when everything is
-//! sent. Prints one JSON line. Run by examples/bench_server.sh, beside the Python client.
+//! sent. `store` streams as the server store does (`--tracking-uri http://...`): each run's
+//! number claimed in runner's registry on the server first, and each run's end waited for
+//! (checked, then sent) before the next run starts. Prints one JSON line. Run by
+//! examples/bench_server.sh, beside the Python client.
 //!   cargo run --release --example bench_rest -- http://127.0.0.1:5000 streamed 50
 use runner::track::mlflow_rest::{settings, MlflowServer};
+use runner::track::server_registry::ServerRegistry;
 use runner::track::{Metric, RunSpec, RunStatus, TrackedRun, Tracker};
 
 fn main() -> anyhow::Result<()> {
@@ -15,11 +19,19 @@ fn main() -> anyhow::Result<()> {
         .unwrap_or_else(|| "http://127.0.0.1:5000".into());
     let mode = args.get(2).cloned().unwrap_or_else(|| "streamed".into());
     let n_runs: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(50);
-    let server = MlflowServer::open(settings(&url, "bench")?)?;
+    let mut to = settings(&url, "bench")?;
+    to.as_store = mode == "store";
+    let registry = (mode == "store")
+        .then(|| ServerRegistry::open(to.clone()))
+        .transpose()?;
+    let server = MlflowServer::open(to)?;
     let experiment = format!("bench-runner-{mode}-{}", std::process::id());
     let started = std::time::Instant::now();
     for i in 0..n_runs {
         let run_uuid = format!("{:032x}", (std::process::id() as u128) << 32 | i as u128);
+        if let Some(registry) = &registry {
+            registry.claim_number("t", &run_uuid, None)?;
+        }
         let spec = RunSpec {
             run_uuid: run_uuid.clone(),
             name: format!("run{i}"),

@@ -4,7 +4,8 @@
 # Python client's log_batch (examples/bench_server.py), same workload, same server, in
 # alternation, twice each. RUNS (default 30) runs of 10 params, 5 tags and 3 metrics x 100
 # steps, streamed (a call per step: runner's tracker queues and batches; the Python client
-# synchronously, and with its own asynchronous logging) and in bulk (one call of 300 values).
+# synchronously, and with its own asynchronous logging) and in bulk (one call of 300 values);
+# and runner streaming as the server store does (a number claimed per run, each end awaited).
 #   bash examples/bench_server.sh [RUNS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,6 +29,7 @@ for round in 1 2; do
     "$venv/bin/python" examples/bench_server.py "$url" "$mode" "$runs"
     if [ "$mode" = streamed ]; then
       "$venv/bin/python" examples/bench_server.py "$url" streamed-async "$runs"
+      "$CARGO_TARGET_DIR/release/examples/bench_rest" "$url" store "$runs"
     fi
   done
 done

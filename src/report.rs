@@ -248,17 +248,25 @@ pub fn print_sweep(report: &SweepReport, wide: bool) {
         let why = p.pruned.as_ref().map_or("", |p| p.reason.as_str());
         println!("{} {} pruned {why}", p.version, p.name);
     }
-    let failed: Vec<&RunResult> = report
-        .runs
-        .iter()
-        .filter(|r| r.status != "FINISHED" && r.pruned.is_none())
+    // A shard's report holds the other shards' runs too, some of them still training.
+    let unfinished = |r: &&RunResult| matches!(r.status.as_str(), "RUNNING" | "SCHEDULED");
+    let failed: Vec<&RunResult> = (report.runs.iter())
+        .filter(|r| r.status != "FINISHED" && r.pruned.is_none() && !unfinished(r))
         .collect();
     for f in &failed {
         println!(
-            "{} {} FAILED: {}",
+            "{} {} {}: {}",
             f.version,
             f.name,
-            f.error.as_deref().unwrap_or("unknown error")
+            f.status,
+            f.error.as_deref().unwrap_or("no error recorded")
+        );
+    }
+    let training: Vec<&RunResult> = report.runs.iter().filter(unfinished).collect();
+    for t in &training {
+        println!(
+            "{} {} still training (another shard's or process's)",
+            t.version, t.name
         );
     }
     if let Some(best) = ranked(report).first() {
@@ -277,8 +285,12 @@ pub fn print_sweep(report: &SweepReport, wide: bool) {
         true => "its MLflow UI shows them",
         false => "`mlflow ui` in that folder shows them",
     };
+    let still = match training.len() {
+        0 => String::new(),
+        n => format!(", {n} still training"),
+    };
     println!(
-        "{} runs ({} failed), {trained}, logged to {}; {shown}.",
+        "{} runs ({} failed{still}), {trained}, logged to {}; {shown}.",
         report.runs.len(),
         failed.len(),
         report.store

@@ -102,7 +102,7 @@ pub struct StoreTrials {
 impl SharedTrials for StoreTrials {
     fn ended(&mut self) -> Result<Vec<EarlierTrial>> {
         // A server's replica copies in what the other hosts' shards have ended.
-        MlflowStore::open_existing(&self.path)?.refresh()?;
+        MlflowStore::open_existing(&self.path)?.refresh_around(&self.parent_run)?;
         let signatures = std::slice::from_ref(&self.signature);
         let trials = ended_trials(&self.path, &self.metric, signatures, self.curves)?;
         Ok(trials.into_iter().map(|(_, t)| t).collect())

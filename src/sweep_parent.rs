@@ -264,7 +264,7 @@ pub fn progress(
 /// The runs of the sweep's searches (TPE trials and best runs), every shard's.
 pub fn search_runs(parent: &SweepParent) -> Result<Vec<TrainingRunRow>> {
     let store = MlflowStore::open_existing(&parent.store)?;
-    store.refresh()?;
+    store.refresh_around(&parent.run_uuid)?;
     let runs = store.sweep_runs(&parent.run_uuid)?;
     Ok(runs
         .into_iter()
@@ -336,7 +336,7 @@ pub fn stored_result(run: &TrainingRunRow) -> RunResult {
 pub fn open_progress(parent: &SweepParent, entries: &[Entry]) -> Result<Vec<ConfigProgress>> {
     let store = MlflowStore::open_existing(&parent.store)?;
     // A server's replica first copies in what other hosts' shards have done.
-    store.refresh()?;
+    store.refresh_around(&parent.run_uuid)?;
     progress(&store, &parent.run_uuid, entries)
 }
 

@@ -39,6 +39,19 @@ struct ServerRun<'a> {
     data: &'a Value,
 }
 
+/// A run's copy as fetched from the server, before it is written to the replica.
+struct Fetched {
+    /// A training run's number, `runner/run.json` and `runner/summary.json` (if it has ended).
+    training: Option<(i64, Value, Option<Value>)>,
+    metrics: Vec<Metric>,
+    /// The run's folder under the proxied artifact API.
+    artifacts: Option<String>,
+}
+
+/// Copies fetched from the server at once (each a few requests): a host's first copy of a
+/// team server's thousands of runs waits on the server's workers, not on one request at a time.
+const FETCHES_AT_ONCE: usize = 4;
+
 /// The tag by which a run's process tells other hosts it is alive: `<host> <ms>`.
 const HEARTBEAT_TAG: &str = "runner.heartbeat";
 
@@ -164,6 +177,25 @@ impl MlflowStore {
     /// there. A run this host created and marked KILLED (its process gone) is marked KILLED
     /// on the server too.
     pub fn refresh(&self) -> Result<()> {
+        self.refresh_in(None)
+    }
+
+    /// [`MlflowStore::refresh`] of the experiment of run `run_uuid` only (every experiment if
+    /// the run is not here): what a sweep reads of a team's server, whatever else it holds.
+    pub fn refresh_around(&self, run_uuid: &str) -> Result<()> {
+        let experiment: Option<String> = self
+            .lock()
+            .query_row(
+                "SELECT e.name FROM runs r JOIN experiments e ON e.experiment_id = r.experiment_id WHERE r.run_uuid = ?1",
+                [run_uuid],
+                |r| r.get(0),
+            )
+            .optional()?;
+        self.refresh_in(experiment.as_deref())
+    }
+
+    /// [`MlflowStore::refresh`] of one experiment's runs (`None`: every experiment's).
+    pub fn refresh_in(&self, experiment: Option<&str>) -> Result<()> {
         let Some(registry) = self.server()? else {
             return Ok(());
         };
@@ -174,10 +206,11 @@ impl MlflowStore {
             .filter_map(|(k, v)| Some((v.as_str(), k.strip_prefix('t')?.parse().ok()?)))
             .collect();
         let client = registry.client();
-        let names = experiments(client)?;
+        let mut names = experiments(client)?;
+        names.retain(|_, name| experiment.is_none_or(|e| e == name));
         let found = runner_runs(client, &names.keys().collect::<Vec<_>>())?;
         let mut runs: Vec<ServerRun> = found.iter().filter_map(ServerRun::of).collect();
-        let (local, copied) = self.replica_statuses()?;
+        let (local, copied) = self.replica_statuses(experiment)?;
         self.send_missed(&registry, &runs, &local, &copied)?;
         // Other hosts' runs: their processes are judged by their heartbeats on the server.
         let others =
@@ -188,21 +221,58 @@ impl MlflowStore {
         let ids: HashMap<&str, &str> = (runs.iter())
             .map(|r| (r.server_id.as_str(), r.uuid.as_str()))
             .collect();
-        for run in &runs {
-            match (local.get(&run.uuid), copied.get(&run.uuid)) {
-                (None, _) => {}
-                (Some(_), Some(status)) if *status != run.status => {}
-                _ => continue,
-            }
-            let experiment = names.get(run.info["experiment_id"].as_str().unwrap_or_default());
-            let Some(experiment) = experiment else {
-                continue;
-            };
-            let number = numbers.get(run.uuid.as_str()).copied();
-            self.import_run(client, run, experiment, number, &ids)
-                .with_context(|| format!("copying run {} from {}", run.uuid, client.url()))?;
+        let wanted: Vec<(&ServerRun, &String)> = (runs.iter())
+            .filter(|run| match (local.get(&run.uuid), copied.get(&run.uuid)) {
+                (None, _) => true,
+                (Some(_), Some(status)) => *status != run.status,
+                _ => false,
+            })
+            .filter_map(|run| {
+                let experiment = names.get(run.info["experiment_id"].as_str().unwrap_or_default());
+                Some((run, experiment?))
+            })
+            .collect();
+        let fetched = self.fetch_copies(client, &wanted, &numbers);
+        for ((run, experiment), fetched) in wanted.into_iter().zip(fetched) {
+            let copied = fetched.and_then(|f| match f {
+                Some(f) => self.import_run(run, experiment, f, &ids),
+                None => Ok(()),
+            });
+            copied.with_context(|| format!("copying run {} from {}", run.uuid, client.url()))?;
         }
         Ok(())
+    }
+
+    /// [`MlflowStore::fetch_copy`] of every run in `wanted`, [`FETCHES_AT_ONCE`] at a time, in
+    /// `wanted`'s order.
+    fn fetch_copies(
+        &self,
+        client: &RestClient,
+        wanted: &[(&ServerRun, &String)],
+        numbers: &HashMap<&str, i64>,
+    ) -> Vec<Result<Option<Fetched>>> {
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let fetch_some = || {
+            let mut done = Vec::new();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some((run, _)) = wanted.get(i) else {
+                    return done;
+                };
+                let number = numbers.get(run.uuid.as_str()).copied();
+                done.push((i, self.fetch_copy(client, run, number)));
+            }
+        };
+        let mut all: Vec<(usize, Result<Option<Fetched>>)> = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..FETCHES_AT_ONCE.min(wanted.len()))
+                .map(|_| scope.spawn(fetch_some))
+                .collect();
+            (workers.into_iter())
+                .flat_map(|w| w.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                .collect()
+        });
+        all.sort_by_key(|(i, _)| *i);
+        all.into_iter().map(|(_, fetched)| fetched).collect()
     }
 
     /// Tells the server that this process's unfinished runs are alive: their tag
@@ -240,17 +310,25 @@ impl MlflowStore {
         Ok(())
     }
 
-    /// Every run's status here, and the status of those copied from the server as copied.
-    fn replica_statuses(&self) -> Result<(HashMap<String, String>, HashMap<String, String>)> {
+    /// The status here of every run of `experiment` (of every experiment: `None`), and the
+    /// status of those copied from the server as copied.
+    fn replica_statuses(
+        &self,
+        experiment: Option<&str>,
+    ) -> Result<(HashMap<String, String>, HashMap<String, String>)> {
         let conn = self.lock();
-        let read = |sql: &str| -> Result<HashMap<String, String>> {
+        let read = |sql: &str, args: &[&dyn rusqlite::ToSql]| -> Result<HashMap<String, String>> {
             let mut st = conn.prepare(sql)?;
-            let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            let rows = st.query_map(args, |r| Ok((r.get(0)?, r.get(1)?)))?;
             Ok(rows.collect::<rusqlite::Result<_>>()?)
         };
         Ok((
-            read("SELECT run_uuid, status FROM runs")?,
-            read("SELECT run_uuid, status FROM runner_replica_runs")?,
+            read(
+                "SELECT r.run_uuid, r.status FROM runs r JOIN experiments e ON e.experiment_id = r.experiment_id
+                 WHERE ?1 IS NULL OR e.name = ?1",
+                &[&experiment],
+            )?,
+            read("SELECT run_uuid, status FROM runner_replica_runs", &[])?,
         ))
     }
 
@@ -464,14 +542,16 @@ impl MlflowStore {
     }
 
     /// Copies one run from the server, replacing any earlier copy.
-    fn import_run(
+    /// What copying `run` needs from the server: runner's record of a training run (its
+    /// number, `runner/run.json` and `runner/summary.json`) and the run's metrics with their
+    /// histories. None for a training run whose record has not reached the server yet (it is
+    /// copied next time).
+    fn fetch_copy(
         &self,
         client: &RestClient,
         run: &ServerRun,
-        experiment: &str,
         number: Option<i64>,
-        ids: &HashMap<&str, &str>,
-    ) -> Result<()> {
+    ) -> Result<Option<Fetched>> {
         let artifacts = mlflow_rest::artifact_path(run.info);
         let fetch = |name: &str| -> Result<Option<Value>> {
             let Some(root) = &artifacts else {
@@ -484,14 +564,32 @@ impl MlflowStore {
             }
         };
         let training = match number {
-            // A training run whose record has not reached the server yet is copied next time.
             Some(n) => match fetch(RUN_FILE)? {
                 Some(file) => Some((n, file, fetch(SUMMARY_FILE)?)),
-                None => return Ok(()),
+                None => return Ok(None),
             },
             None => None,
         };
-        let metrics = self.server_metrics(client, run)?;
+        Ok(Some(Fetched {
+            training,
+            metrics: self.server_metrics(client, run)?,
+            artifacts,
+        }))
+    }
+
+    /// Replaces the replica's copy of `run` with what [`MlflowStore::fetch_copy`] fetched.
+    fn import_run(
+        &self,
+        run: &ServerRun,
+        experiment: &str,
+        fetched: Fetched,
+        ids: &HashMap<&str, &str>,
+    ) -> Result<()> {
+        let Fetched {
+            training,
+            metrics,
+            artifacts,
+        } = fetched;
         let spec = self.spec_of(run, experiment, ids);
         // An earlier copy's artifacts are fetched anew when a command asks for them.
         if let Ok(dir) = self.artifact_folder(&run.uuid) {

@@ -87,7 +87,7 @@ impl MlflowStore {
                 );
             }
             std::thread::sleep(std::time::Duration::from_millis(300));
-            self.refresh()?;
+            self.refresh_in(Some(&spec.experiment))?;
         }
         Ok(Some(holder))
     }
