@@ -15,7 +15,8 @@ as the ``runner`` command line, in this process.
 The package is ``runner_ml`` (PyPI has an unrelated ``runner``); ``import runner_ml as runner``
 reads like the command line. ``runs``, ``replay``, ``predict`` and ``reload_etl`` read the
 store of the last ``sweep`` in this process unless given ``tracking_uri`` (then, as the CLI:
-``MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db``). Configs are the CLI's: a TOML file's path, TOML text, or a dict
+``MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db``; an ``http(s)://`` one is an MLflow server
+that is the store). Configs are the CLI's: a TOML file's path, TOML text, or a dict
 of the same keys, checked by the same code. ``data=`` takes a pandas or polars DataFrame.
 A KeyboardInterrupt (Ctrl-C, a kernel interrupt) stops a sweep: the runs in progress and those
 not started end KILLED, then the KeyboardInterrupt is raised. The GIL is released while runner
