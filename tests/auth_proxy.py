@@ -2,9 +2,12 @@
 must carry `Authorization: Basic base64(USER:PASSWORD)` or `Bearer TOKEN`, else 401; the
 others are forwarded to the server unchanged. Python's standard library only.
 
-Usage: python auth_proxy.py PORT UPSTREAM_URL USER PASSWORD TOKEN
+With CERT and KEY (PEM files), it serves HTTPS with them.
+
+Usage: python auth_proxy.py PORT UPSTREAM_URL USER PASSWORD TOKEN [CERT KEY]
 """
 import base64
+import ssl
 import sys
 import urllib.error
 import urllib.request
@@ -47,4 +50,9 @@ class Proxy(BaseHTTPRequestHandler):
         pass
 
 
-ThreadingHTTPServer(("127.0.0.1", int(port)), Proxy).serve_forever()
+server = ThreadingHTTPServer(("127.0.0.1", int(port)), Proxy)
+if len(sys.argv) > 7:
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(sys.argv[6], sys.argv[7])
+    server.socket = tls.wrap_socket(server.socket, server_side=True)
+server.serve_forever()

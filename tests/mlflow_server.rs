@@ -194,6 +194,47 @@ n_rounds = 30
     assert_eq!(runs[0]["version"], "t1", "numbered on the server: {listed}");
     let server = read_server(&url);
     assert_eq!(experiment_runs(&server, "mirror").len(), 9 + 2);
+
+    // TLS, as the MLflow client reads it: a certificate runner cannot check is named at once
+    // (not retried as a server that does not answer), before anything is written; the
+    // authority's PEM in MLFLOW_TRACKING_SERVER_CERT_PATH, or MLFLOW_TRACKING_INSECURE_TLS,
+    // lets the runs through.
+    let tls_port = free_port();
+    let _tls = tls_auth_proxy(tls_port, &url);
+    let secured = format!("https://127.0.0.1:{tls_port}");
+    let over_tls = |folder: &str| {
+        let dir = root.path().join(folder);
+        std::fs::create_dir_all(&dir).unwrap();
+        let cfg = write_config(&dir, CONFIG, sweep);
+        let mut c = sweep_to(&dir, &cfg, &secured);
+        c.env("MLFLOW_TRACKING_TOKEN", "tok-123")
+            .env("RUNNER_MLFLOW_RETRY_S", "300")
+            .env_remove("MLFLOW_TRACKING_SERVER_CERT_PATH")
+            .env_remove("MLFLOW_TRACKING_INSECURE_TLS")
+            .args(["--only", "tree"]);
+        c
+    };
+    let untrusted = over_tls("d").output().unwrap();
+    let err = String::from_utf8_lossy(&untrusted.stderr);
+    assert!(!untrusted.status.success());
+    assert!(
+        err.contains("TLS certificate runner does not trust")
+            && err.contains("MLFLOW_TRACKING_SERVER_CERT_PATH"),
+        "{err}"
+    );
+    assert!(!root.path().join("d/mlflow.db").exists(), "nothing written");
+    let ca = repo().join("tests/data/tls/tls-ca.pem");
+    run_ok(over_tls("d").env("MLFLOW_TRACKING_SERVER_CERT_PATH", &ca));
+    run_ok(over_tls("e").env("MLFLOW_TRACKING_INSECURE_TLS", "true"));
+    let server = read_server(&url);
+    let trees = (experiment_runs(&server, "mirror").iter())
+        .filter(|r| r["status"] == "FINISHED")
+        .count();
+    assert_eq!(
+        trees,
+        9 + 2 + 2 * 3,
+        "both TLS sweeps' runs and parents reached the server"
+    );
 }
 
 #[test]

@@ -146,6 +146,23 @@ enum Failure {
     Transient(String),
     /// Anything else: the server's answer, as it gave it.
     Refused(u16, String),
+    /// The server's TLS certificate is not one runner trusts: asking again will not help.
+    Untrusted(String),
+}
+
+/// An error's text with its causes, as far as they add something ("error sending request:
+/// client error (Connect): tcp connect error: Connection refused (os error 111)").
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let part = c.to_string();
+        if !text.contains(&part) {
+            text = format!("{text}: {part}");
+        }
+        cause = c.source();
+    }
+    text
 }
 
 /// MLflow's REST API over HTTP, with retries.
@@ -184,7 +201,13 @@ impl RestClient {
         let resp = match self.with_auth(build()).send() {
             Ok(r) => r,
             // reqwest's error text names the URL, never the Authorization header.
-            Err(e) => return Err(Failure::Transient(format!("{}", e.without_url()))),
+            Err(e) => {
+                let why = with_causes(&e.without_url());
+                return Err(match why.contains("certificate") {
+                    true => Failure::Untrusted(why),
+                    false => Failure::Transient(why),
+                });
+            }
         };
         let status = resp.status();
         let body = match resp.bytes() {
@@ -224,6 +247,10 @@ impl RestClient {
                 Err(Failure::Refused(code, message)) => {
                     return Err(self.refusal(what, code, &message))
                 }
+                Err(Failure::Untrusted(why)) => bail!(
+                    "the MLflow server at {} presented a TLS certificate runner does not trust ({why}): set MLFLOW_TRACKING_SERVER_CERT_PATH to the PEM file of the certificate authority that signed it, or MLFLOW_TRACKING_INSECURE_TLS=true to skip the check",
+                    self.settings.url
+                ),
                 Err(Failure::Transient(why)) => {
                     if started.elapsed() + wait > self.settings.retry_for {
                         return Err(ServerGone(format!(

@@ -83,14 +83,27 @@ pub fn read_server(url: &str) -> Value {
 
 /// Runs a checking proxy (tests/auth_proxy.py) on `port` in front of `upstream`.
 pub fn auth_proxy(port: u16, upstream: &str) -> Group {
-    let child = Command::new("python3")
-        .arg(repo().join("tests/auth_proxy.py"))
+    proxy(port, upstream, false)
+}
+
+/// [`auth_proxy`] serving HTTPS with the test certificate of tests/data/tls (its authority:
+/// `tls-ca.pem`).
+pub fn tls_auth_proxy(port: u16, upstream: &str) -> Group {
+    proxy(port, upstream, true)
+}
+
+fn proxy(port: u16, upstream: &str, tls: bool) -> Group {
+    let mut cmd = Command::new("python3");
+    cmd.arg(repo().join("tests/auth_proxy.py"))
         .arg(port.to_string())
         .arg(upstream)
-        .args(["alice", "s3cret", "tok-123"])
-        .process_group(0)
-        .spawn()
-        .unwrap();
+        .args(["alice", "s3cret", "tok-123"]);
+    if tls {
+        let dir = repo().join("tests/data/tls");
+        cmd.arg(dir.join("tls-server.pem"))
+            .arg(dir.join("tls-server.key"));
+    }
+    let child = cmd.process_group(0).spawn().unwrap();
     let group = Group(child);
     let started = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
