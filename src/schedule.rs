@@ -544,7 +544,7 @@ pub fn run_search(
         if etl_new { ", new" } else { "" },
         prep.task,
         prep.task_reason,
-        store_path.display()
+        crate::track::store_label(&store_path)
     ));
     let start_to_first_training_ms = crate::PROCESS_START
         .get()

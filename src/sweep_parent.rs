@@ -46,7 +46,7 @@ pub fn check_same_plan(store_path: &Path, name: &str, entries: &[Entry]) -> Resu
     if stored.as_deref().is_some_and(|s| s != entries) {
         bail!(crate::config::ConfigError::new(
             "sweep.name",
-            format!("the sweep `{name}` in {} trains other configs than this one: pass --restart to start it anew, or give this sweep another name", store_path.display())
+            format!("the sweep `{name}` in {} trains other configs than this one: pass --restart to start it anew, or give this sweep another name", crate::track::store_label(store_path))
         ));
     }
     Ok(())

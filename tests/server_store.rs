@@ -110,6 +110,15 @@ fn eight_shards_on_eight_hosts_number_and_train_every_config_once_through_a_serv
     assert!(said.contains("bit for bit"), "{said}");
     let show = run_ok(on_host(root.path(), "show-host", &url).args(["show", "t7"]));
     assert!(String::from_utf8_lossy(&show.stdout).contains("t7-tree["));
+    // A number the server does not have is said as the server's, not as the host's copy.
+    let missing = (on_host(root.path(), "show-host", &url).args(["show", "t99"]))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&missing.stderr);
+    assert!(
+        !missing.status.success() && said.contains(&format!("t99 is not in {url};")),
+        "{said}"
+    );
     let input = root.path().join("new.csv");
     std::fs::write(&input, wine_rows(5)).unwrap();
     let predicted = run_ok(
@@ -122,6 +131,32 @@ fn eight_shards_on_eight_hosts_number_and_train_every_config_once_through_a_serv
         .map(|l| l.rsplit(',').next().unwrap().parse().unwrap())
         .collect();
     assert_eq!(labels.len(), 5, "five predictions: {text}");
+
+    // The other commands, each on a host that took no part: diff, reload-etl, export, eda.
+    let diff = run_ok(on_host(root.path(), "diff-host", &url).args(["diff", "t1", "t7", "--json"]));
+    let diff = stdout_json(&diff);
+    assert!(!diff["settings"].as_array().unwrap().is_empty(), "{diff}");
+    assert!(!diff["metrics"].as_array().unwrap().is_empty(), "{diff}");
+    let table = root.path().join("v1.parquet");
+    run_ok(
+        on_host(root.path(), "etl-host", &url)
+            .args(["reload-etl", "v1", "--out"])
+            .arg(&table),
+    );
+    assert!(std::fs::metadata(&table).unwrap().len() > 0);
+    let exported = root.path().join("exported");
+    run_ok(
+        on_host(root.path(), "export-host", &url)
+            .args(["export", "t7", "--format", "onnx", "--out"])
+            .arg(&exported),
+    );
+    assert!(exported.join("model_t7.onnx").is_file());
+    let eda = run_ok(on_host(root.path(), "eda-host", &url).arg("eda").arg(&cfg));
+    let said = String::from_utf8_lossy(&eda.stdout);
+    assert!(
+        said.contains("Logged as MLflow run eda-v1 (") && said.contains(&url),
+        "{said}"
+    );
 
     // Registered on the server's Model Registry from a host that did not train it: MLflow's
     // client loads models:/trees@champion from the server and predicts as runner does, and

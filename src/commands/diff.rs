@@ -52,9 +52,12 @@ pub fn diff_command(store_path: &Path, a: &str, b: &str, json_out: bool) -> Resu
     let store = MlflowStore::open_read_only(store_path)?;
     let get = |v: &str| -> Result<TrainingRunRow> {
         let n = parse_version(v, 't')?;
-        store
-            .training_run(n)?
-            .ok_or_else(|| anyhow!("training run {v} is not in {}", store.path.display()))
+        store.training_run(n)?.ok_or_else(|| {
+            anyhow!(
+                "training run {v} is not in {}",
+                crate::track::store_label(&store.path)
+            )
+        })
     };
     let (ra, rb) = (get(a)?, get(b)?);
     let (ca, cb) = (comparable(&ra), comparable(&rb));

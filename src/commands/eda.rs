@@ -131,7 +131,7 @@ pub fn eda_command(
             "Logged as MLflow run eda-v{} ({}) in {}",
             eda.etl_version,
             eda.run_uuid,
-            eda.store_path.display()
+            crate::track::store_label(&eda.store_path)
         );
     }
     Ok(std::process::ExitCode::SUCCESS)

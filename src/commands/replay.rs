@@ -247,7 +247,7 @@ fn run_to_replay(store: &MlflowStore, version: &str, check: bool) -> Result<Trai
     let Some(run) = store.training_run(n)? else {
         bail!(
             "training run {version} is not in {}; `runner runs` lists them",
-            store.path.display()
+            crate::track::store_label(&store.path)
         );
     };
     if check && run.status != "FINISHED" && pruned_folds(&run).is_none() {

@@ -33,7 +33,7 @@ pub fn show_command(uri: Option<&str>, version: &str, json: bool) -> Result<Exit
     let Some(run) = store.training_run(n)? else {
         bail!(
             "training run {version} is not in {}; `runner runs` lists them",
-            store.path.display()
+            crate::track::store_label(&store.path)
         );
     };
     let gone = derive_killed(&store)?;

@@ -400,7 +400,7 @@ fn check_first_run_free(store_path: &Path, first: Option<i64>, n: usize) -> Resu
             "--first-run",
             format!(
                 "training version {t} is already taken in {}; the sweep needs t{first}..t{} free: pick a free number or leave --first-run out",
-                store_path.display(),
+                crate::track::store_label(store_path),
                 first + n as i64 - 1
             )
         ));

@@ -35,7 +35,10 @@ pub fn wandb_sync_command(
             .collect::<Result<_>>()?;
         for w in &wanted {
             if !runs.iter().any(|r| r.version == *w) {
-                bail!("training run t{w} is not in {}", store.path.display());
+                bail!(
+                    "training run t{w} is not in {}",
+                    crate::track::store_label(&store.path)
+                );
             }
         }
         runs.retain(|r| wanted.contains(&r.version));

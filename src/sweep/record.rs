@@ -241,7 +241,7 @@ pub fn resolve_run_members(
                 bad(format!(
                     "member \"{t}\" of \"{}\": the store {} has no training run {t} (`runner runs` lists them)",
                     c.name,
-                    store_path.display()
+                    crate::track::store_label(store_path)
                 ))
             })?;
             let model: ModelConfig = serde_json::from_value(row.record["plan"]["model"].clone())

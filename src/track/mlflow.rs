@@ -583,7 +583,7 @@ impl MlflowStore {
             .collect();
         bail!(
             "ETL version v{version} is not in {}; known: {}",
-            self.path.display(),
+            server_registry::store_label(&self.path),
             if known.is_empty() {
                 "none".to_string()
             } else {
@@ -670,7 +670,7 @@ impl MlflowStore {
             |r| r.get::<_, i64>(0),
         )? > 0;
         if taken {
-            bail!("training version t{v} is already taken in {}; pick a free number or leave --first-run out", self.path.display());
+            bail!("training version t{v} is already taken in {}; pick a free number or leave --first-run out", server_registry::store_label(&self.path));
         }
         let tag_version = format!("t{v}");
         spec.name = format!("{tag_version}-{}", spec.name);

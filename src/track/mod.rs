@@ -342,14 +342,7 @@ pub fn tracking_path(cli: Option<&str>, loaded: Option<&LoadedConfig>) -> Result
     })
 }
 
-/// The store as runs are said to be logged to: the server's URL for a server's replica (the
-/// runs are the server's), else the file.
-pub fn store_label(path: &std::path::Path) -> String {
-    match server_registry::bound_url(path) {
-        Ok(Some(url)) => url,
-        _ => path.display().to_string(),
-    }
-}
+pub use server_registry::store_label;
 
 /// The store file a [`store_label`] stands for (a server's: this host's replica of it).
 pub fn store_of_label(label: &str) -> Result<PathBuf> {

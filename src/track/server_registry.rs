@@ -94,6 +94,15 @@ pub fn replica_path(url: &str) -> Result<PathBuf> {
     Ok(dir.join("mlflow.db"))
 }
 
+/// The store as runs are said to be logged to: the server's URL for a server's replica (the
+/// runs are the server's), else the file.
+pub fn store_label(path: &Path) -> String {
+    match bound_url(path) {
+        Ok(Some(url)) => url,
+        _ => path.display().to_string(),
+    }
+}
+
 /// The URL of the server whose replica `store` is; none for a store that is not one.
 pub fn bound_url(store: &Path) -> Result<Option<String>> {
     let binding = store.parent().unwrap_or(Path::new(".")).join(BINDING);
