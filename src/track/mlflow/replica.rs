@@ -379,7 +379,7 @@ impl MlflowStore {
     /// Takes the server's end of a run this host ended otherwise: another host found this one
     /// silent (its heartbeat stale), marked the run KILLED on the server and trained its config
     /// again. That verdict stands, so the config keeps one FINISHED run; the reason is kept.
-    /// (A sweep's parent, which no host judges, never differs so.)
+    /// (A sweep's parent ends as the shard that completed it, or left it last, sent it.)
     fn adopt_server_end(&self, run: &ServerRun) -> Result<()> {
         let tags = pairs_of(&run.data["tags"]);
         let reason = (tags.iter()).find(|(k, _)| k == "runner.killed_reason");
