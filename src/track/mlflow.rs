@@ -1252,8 +1252,12 @@ impl MlflowStore {
         let dir = self.artifact_dir(run_uuid)?;
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create artifact folder {}", dir.display()))?;
-        // Write to a temporary name and rename, so a reader never sees half a file.
-        let tmp = dir.join(format!(".{file_name}.partial"));
+        // Write to a temporary name and rename, so a reader never sees half a file. The name is
+        // this write's own: two shards completing a sweep's parent at once write its files
+        // side by side (the last rename wins, with the same content).
+        static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = dir.join(format!(".{file_name}.{}-{n}.partial", std::process::id()));
         let written = std::fs::write(&tmp, bytes)
             .with_context(|| format!("cannot write {}", tmp.display()))
             .and_then(|_| {
