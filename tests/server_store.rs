@@ -72,22 +72,35 @@ fn eight_shards_on_eight_hosts_number_and_train_every_config_once_through_a_serv
                 .unwrap()
         })
         .collect();
-    let reports: Vec<Value> = (children.into_iter())
-        .map(|child| {
-            let out = child.wait_with_output().unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            stdout_json(&out)
-        })
+    let outputs: Vec<_> = (children.into_iter())
+        .map(|child| child.wait_with_output().unwrap())
         .collect();
+    let said: Vec<_> = (outputs.iter())
+        .map(|out| String::from_utf8_lossy(&out.stderr))
+        .collect();
+    assert!(outputs.iter().all(|o| o.status.success()), "{said:#?}");
+    let reports: Vec<Value> = outputs.iter().map(stdout_json).collect();
+    if !reports.iter().any(|r| r["sweep"]["complete"] == true) {
+        eprintln!("no shard completed the sweep; what the shards said: {said:#?}");
+    }
     let name = the_one_sweep(&reports);
 
     // A host that took no part reads it all from the server.
     let runs = server_runs(root.path(), "fresh", &url);
     assert_eq!(numbers(&runs), dense(40), "t1..t40, unique and dense");
+    // A copy made without its number (a replica of a release that read the numbers before the
+    // runs: a run numbered and trained in between was copied as no training run, for good) is
+    // copied again with it.
+    let replica = std::fs::read_dir(root.path().join("fresh")).unwrap();
+    let replica = replica.flatten().find(|e| e.path().is_dir()).unwrap().path();
+    let db = rusqlite::Connection::open(replica.join("mlflow.db")).unwrap();
+    let gone = db
+        .execute("DELETE FROM runner_training_runs WHERE version = 5", [])
+        .unwrap();
+    assert_eq!(gone, 1);
+    drop(db);
+    let runs = server_runs(root.path(), "fresh", &url);
+    assert_eq!(numbers(&runs), dense(40), "t5 copied again with its number");
     let configs: BTreeSet<&str> = runs.iter().map(config_name).collect();
     assert_eq!(configs.len(), 40, "every config exactly once");
     assert!(runs.iter().all(|r| r["status"] == "FINISHED"));

@@ -253,7 +253,8 @@ pub fn the_one_sweep(reports: &[Value]) -> String {
     assert_eq!(names.len(), 1, "one sweep name for all shards: {names:?}");
     assert!(
         reports.iter().any(|r| r["sweep"]["complete"] == true),
-        "the shard that ends last completes the sweep"
+        "the shard that ends last completes the sweep; each shard saw: {:?}",
+        reports.iter().map(|r| &r["sweep"]).collect::<Vec<_>>()
     );
     names.into_iter().next().unwrap().to_string()
 }

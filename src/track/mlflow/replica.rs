@@ -200,15 +200,18 @@ impl MlflowStore {
             return Ok(());
         };
         self.lock().execute_batch(REPLICA_TABLE)?;
+        let client = registry.client();
+        let mut names = experiments(client)?;
+        names.retain(|_, name| experiment.is_none_or(|e| e == name));
+        let found = runner_runs(client, &names.keys().collect::<Vec<_>>())?;
+        // Read after the runs: a training run is created after its number is claimed, so every
+        // run listed has its number here (read before, a run claimed and trained in between was
+        // copied without its number, for good: its status never changed again).
         let claims = registry.claims()?;
         self.import_etl_versions(&registry, &claims)?;
         let numbers: HashMap<&str, i64> = (claims.iter())
             .filter_map(|(k, v)| Some((v.as_str(), k.strip_prefix('t')?.parse().ok()?)))
             .collect();
-        let client = registry.client();
-        let mut names = experiments(client)?;
-        names.retain(|_, name| experiment.is_none_or(|e| e == name));
-        let found = runner_runs(client, &names.keys().collect::<Vec<_>>())?;
         let mut runs: Vec<ServerRun> = found.iter().filter_map(ServerRun::of).collect();
         let (local, copied) = self.replica_statuses(experiment)?;
         self.send_missed(&registry, &runs, &local, &copied)?;
@@ -224,7 +227,11 @@ impl MlflowStore {
         let wanted: Vec<(&ServerRun, &String)> = (runs.iter())
             .filter(|run| match (local.get(&run.uuid), copied.get(&run.uuid)) {
                 (None, _) => true,
-                (Some(_), Some(status)) => *status != run.status,
+                (Some(_), Some(status)) => match status.strip_suffix(" unnumbered") {
+                    Some(_) if numbers.contains_key(run.uuid.as_str()) => true,
+                    Some(status) => status != run.status,
+                    None => *status != run.status,
+                },
                 _ => false,
             })
             .filter_map(|run| {
@@ -328,7 +335,13 @@ impl MlflowStore {
                  WHERE ?1 IS NULL OR e.name = ?1",
                 &[&experiment],
             )?,
-            read("SELECT run_uuid, status FROM runner_replica_runs", &[])?,
+            // A copy without its training row says so in its status: it is copied again once
+            // its number is known (a replica written before numbers were read after the runs).
+            read(
+                "SELECT c.run_uuid, CASE WHEN t.run_uuid IS NULL THEN c.status || ' unnumbered' ELSE c.status END
+                 FROM runner_replica_runs c LEFT JOIN runner_training_runs t ON t.run_uuid = c.run_uuid",
+                &[],
+            )?,
         ))
     }
 
