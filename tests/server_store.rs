@@ -92,7 +92,11 @@ fn eight_shards_on_eight_hosts_number_and_train_every_config_once_through_a_serv
     // runs: a run numbered and trained in between was copied as no training run, for good) is
     // copied again with it.
     let replica = std::fs::read_dir(root.path().join("fresh")).unwrap();
-    let replica = replica.flatten().find(|e| e.path().is_dir()).unwrap().path();
+    let replica = replica
+        .flatten()
+        .find(|e| e.path().is_dir())
+        .unwrap()
+        .path();
     let db = rusqlite::Connection::open(replica.join("mlflow.db")).unwrap();
     let gone = db
         .execute("DELETE FROM runner_training_runs WHERE version = 5", [])

@@ -1,8 +1,10 @@
 //! Exact k-nearest-neighbour search by brute force, as scikit-learn's `algorithm = "brute"`:
-//! the squared distances of a block of query rows to every training row come from one matrix
-//! product (|q|^2 + |t|^2 - 2 q.t), which finds the candidates; the candidates' distances are
-//! then computed exactly, row by row, so the neighbours and their distances are the same as a
-//! tree search's (ties ordered by training row). Blocks of queries run on `threads` threads.
+//! the squared distances of a block of query rows to a tile of training rows come from one
+//! matrix product (|q|^2 + |t|^2 - 2 q.t), in f32 on rows centred on the training means, which
+//! finds the candidates: every row within a margin that covers f32's rounding of the k-th
+//! smallest. The candidates' distances are then computed exactly in f64, row by row, so the
+//! neighbours and their distances are the same as a tree search's (ties ordered by training
+//! row) and as the f64 product's. Blocks of queries run on `threads` threads.
 
 use ndarray::{s, Array2, ArrayView1, ArrayView2, Axis};
 use std::collections::BinaryHeap;
@@ -24,12 +26,31 @@ pub(crate) fn order(hits: &mut Neighbours) {
     hits.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
 }
 
-/// The most distances one block holds (32 MiB of f64 per thread).
-const BLOCK_CELLS: usize = 1 << 22;
+/// Queries searched together: one matrix product per block and tile of training rows.
+const QUERY_BLOCK: usize = 64;
 
-/// Training rows with their squared norms, ready to be searched.
+/// Training rows per tile: a block's products with a tile (1 MiB of f32) stay in the cache
+/// until they are scanned.
+const TRAIN_TILE: usize = 4096;
+
+/// How many rows the scan for candidates checks at once.
+const SCAN_RUN: usize = 16;
+
+/// Beyond this magnitude a centred value's square could overflow f32: such tables are searched
+/// with an f64 product instead.
+const F32_SAFE: f64 = 1e15;
+
+/// Training rows with their squared norms, ready to be searched. The candidates come from a
+/// product in f32 of rows centred on the training means (distances do not change with a shift;
+/// centring keeps the norms, and with them the rounding, as small as the spread of the data),
+/// with a margin that covers f32's rounding; the candidates' distances are then exact f64.
 pub(crate) struct BruteIndex<'a> {
     train: &'a Array2<f64>,
+    centre: Vec<f64>,
+    /// The centred training rows in f32; none where a value is too large for f32 (the product
+    /// is then in f64, of the rows as they are).
+    centred: Option<Array2<f32>>,
+    /// The squared norms of the rows as the product sees them.
     squared_norms: Vec<f64>,
     /// The largest squared norm, which bounds the rounding error of the matrix product.
     max_norm: f64,
@@ -37,10 +58,24 @@ pub(crate) struct BruteIndex<'a> {
 
 impl<'a> BruteIndex<'a> {
     pub(crate) fn new(train: &'a Array2<f64>) -> BruteIndex<'a> {
-        let squared_norms: Vec<f64> = train.rows().into_iter().map(|r| r.dot(&r)).collect();
+        let centre: Vec<f64> = (train.axis_iter(Axis(1)))
+            .map(|col| col.mean().unwrap_or(0.0))
+            .collect();
+        let centred64 = train - &ndarray::ArrayView1::from(&centre[..]);
+        let fits_f32 = centred64.iter().all(|v| v.abs() < F32_SAFE);
+        let (centred, squared_norms): (Option<Array2<f32>>, Vec<f64>) = if fits_f32 {
+            let c32 = centred64.mapv(|v| v as f32);
+            let norms = c32.rows().into_iter().map(sq32).collect();
+            (Some(c32), norms)
+        } else {
+            let norms = train.rows().into_iter().map(|r| r.dot(&r)).collect();
+            (None, norms)
+        };
         let max_norm = squared_norms.iter().copied().fold(0.0, f64::max);
         BruteIndex {
             train,
+            centre,
+            centred,
             squared_norms,
             max_norm,
         }
@@ -75,13 +110,49 @@ impl<'a> BruteIndex<'a> {
     }
 
     fn search_chunk(&self, queries: ArrayView2<f64>, k: usize) -> Vec<Neighbours> {
-        let n_train = self.train.nrows();
-        let block = (BLOCK_CELLS / n_train.max(1)).clamp(1, 256);
+        let centre = ndarray::ArrayView1::from(&self.centre[..]);
         let mut out = Vec::with_capacity(queries.nrows());
-        for start in (0..queries.nrows()).step_by(block) {
-            let q = queries.slice(s![start..(start + block).min(queries.nrows()), ..]);
-            let products = q.dot(&self.train.t());
-            for (row, dots) in q.outer_iter().zip(products.axis_iter(Axis(0))) {
+        for start in (0..queries.nrows()).step_by(QUERY_BLOCK) {
+            let q = queries.slice(s![start..(start + QUERY_BLOCK).min(queries.nrows()), ..]);
+            match &self.centred {
+                Some(train) => {
+                    let centred = &q - &centre;
+                    if !centred.iter().all(|v| v.abs() < F32_SAFE) {
+                        // A query too far out for f32 (or not a number): every distance exactly.
+                        out.extend(q.outer_iter().map(|row| self.exact_scan(row, k)));
+                        continue;
+                    }
+                    let q32 = centred.mapv(|v| v as f32);
+                    let margins = self.margins(q32.rows().into_iter().map(sq32), f32_unit());
+                    let tile = |rows| q32.dot(&train.slice(s![rows, ..]).t());
+                    out.extend(self.nearest_of_block(q, tile, &margins, k));
+                }
+                None => {
+                    let norms = q.rows().into_iter().map(|r| r.dot(&r));
+                    let margins = self.margins(norms, 1e-9 / 2.0);
+                    let tile = |rows| q.dot(&self.train.slice(s![rows, ..]).t());
+                    out.extend(self.nearest_of_block(q, tile, &margins, k));
+                }
+            }
+        }
+        out
+    }
+
+    /// The neighbours of a block of queries: the training rows are scanned a tile of
+    /// [`TRAIN_TILE`] rows at a time (`products` of a range of rows: the block's products with
+    /// them), so each tile's products are still in the cache when they are scanned.
+    fn nearest_of_block<T: Copy + Into<f64>>(
+        &self,
+        queries: ArrayView2<f64>,
+        products: impl Fn(std::ops::Range<usize>) -> Array2<T>,
+        margins: &[f64],
+        k: usize,
+    ) -> Vec<Neighbours> {
+        let n_train = self.train.nrows();
+        let mut scans: Vec<Scan> = (margins.iter()).map(|m| Scan::new(k, *m)).collect();
+        for first in (0..n_train).step_by(TRAIN_TILE) {
+            let dots = products(first..(first + TRAIN_TILE).min(n_train));
+            for (scan, dots) in scans.iter_mut().zip(dots.outer_iter()) {
                 let copied;
                 let dots = match dots.to_slice() {
                     Some(contiguous) => contiguous,
@@ -90,49 +161,118 @@ impl<'a> BruteIndex<'a> {
                         &copied
                     }
                 };
-                out.push(self.exact_nearest(row, dots, k));
+                scan.rows(dots, &self.squared_norms[first..], first);
             }
         }
-        out
+        (queries.outer_iter().zip(scans))
+            .map(|(row, scan)| self.exact_of(row, scan))
+            .collect()
     }
 
-    /// The `k` nearest by exact distance among the rows whose approximate squared distance,
-    /// from the query's products with them, is within rounding of the k-th smallest (less
-    /// |q|^2, which every row shares: |t|^2 - 2 q.t). One pass keeps the k smallest in
-    /// a heap and collects every row within rounding of the heap's largest as it goes (a
-    /// superset of the final candidates, since that largest only falls).
-    fn exact_nearest(&self, row: ArrayView1<f64>, dots: &[f64], k: usize) -> Neighbours {
-        let k = k.min(dots.len());
-        if k == 0 {
-            return Vec::new();
-        }
-        // The product's rounding error is far below 1e-9 of the norms involved.
-        let margin = 1e-9 * (row.dot(&row) + self.max_norm) + f64::MIN_POSITIVE;
-        let norms = &self.squared_norms;
-        let approx = |idx: usize| norms[idx] - 2.0 * dots[idx];
-        let mut smallest: BinaryHeap<Total> = (0..k).map(|i| Total(approx(i))).collect();
-        let mut candidates: Vec<(f64, usize)> = (0..k).map(|i| (approx(i), i)).collect();
-        let mut kth = smallest.peek().map_or(f64::INFINITY, |t| t.0);
-        for (idx, (d, t)) in dots.iter().zip(norms).enumerate().skip(k) {
-            let a = t - 2.0 * d;
-            if a <= kth + margin {
-                candidates.push((a, idx));
-                if a < kth {
-                    smallest.pop();
-                    smallest.push(Total(a));
-                    kth = smallest.peek().map_or(f64::INFINITY, |t| t.0);
-                }
-            }
-        }
-        let mut hits: Neighbours = candidates
-            .into_iter()
-            .filter(|(a, _)| *a <= kth + margin)
+    fn exact_scan(&self, row: ArrayView1<f64>, k: usize) -> Neighbours {
+        let mut all: Neighbours = (self.train.outer_iter().enumerate())
+            .map(|(i, t)| (distance(t, row), i))
+            .collect();
+        order(&mut all);
+        all.truncate(k);
+        all
+    }
+
+    /// How far each query's approximate squared distances (less its own norm) may be from the
+    /// exact ones: the product's rounding, at `unit` per term, over the row's length (plus the
+    /// rounding of the inputs themselves), relative to the norms involved, twice over.
+    fn margins(&self, query_norms: impl Iterator<Item = f64>, unit: f64) -> Vec<f64> {
+        let terms = (self.train.ncols() + 4) as f64;
+        (query_norms)
+            .map(|q| 4.0 * terms * unit * (q + self.max_norm) + f64::MIN_POSITIVE)
+            .collect()
+    }
+
+    /// The `k` nearest of a finished [`Scan`]'s candidates, by exact distance.
+    fn exact_of(&self, row: ArrayView1<f64>, scan: Scan) -> Neighbours {
+        let limit = scan.kth + scan.margin;
+        let mut hits: Neighbours = (scan.candidates.into_iter())
+            .filter(|(a, _)| *a <= limit)
             .map(|(_, idx)| (distance(self.train.row(idx), row), idx))
             .collect();
         order(&mut hits);
-        hits.truncate(k);
+        hits.truncate(scan.k);
         hits
     }
+}
+
+/// One query's pass over the training rows' approximate squared distances (less |q|^2, which
+/// every row shares: |t|^2 - 2 q.t): it keeps the k smallest in a heap and collects every row
+/// within `margin` of the heap's largest as it goes, a superset of the rows within the margin
+/// of the final k-th smallest (which only falls), the only rows that can be among the `k`
+/// nearest by exact distance.
+struct Scan {
+    k: usize,
+    margin: f64,
+    smallest: BinaryHeap<Total>,
+    candidates: Vec<(f64, usize)>,
+    /// The heap's largest once it holds k rows; infinite before.
+    kth: f64,
+}
+
+impl Scan {
+    fn new(k: usize, margin: f64) -> Scan {
+        Scan {
+            k,
+            margin,
+            smallest: BinaryHeap::with_capacity(k + 1),
+            candidates: Vec::new(),
+            kth: f64::INFINITY,
+        }
+    }
+
+    /// Scans the rows `first..first + dots.len()` (`norms` starts at row `first`).
+    fn rows<T: Copy + Into<f64>>(&mut self, dots: &[T], norms: &[f64], first: usize) {
+        let approx = |i: usize| norms[i] - 2.0 * dots[i].into();
+        // Rows in runs of SCAN_RUN: a run none of whose rows is within the margin (nearly
+        // all, once the heap holds near rows) is passed over with one branch.
+        let mut start = 0;
+        while start < dots.len() {
+            let end = (start + SCAN_RUN).min(dots.len());
+            let limit = self.kth + self.margin;
+            let any_near = (dots[start..end].iter().zip(&norms[start..end]))
+                .fold(false, |near, (d, t)| {
+                    near | (t - 2.0 * (*d).into() <= limit)
+                });
+            if any_near {
+                for i in start..end {
+                    self.offer(approx(i), first + i);
+                }
+            }
+            start = end;
+        }
+    }
+
+    fn offer(&mut self, a: f64, idx: usize) {
+        if self.smallest.len() < self.k {
+            self.candidates.push((a, idx));
+            self.smallest.push(Total(a));
+            if self.smallest.len() == self.k {
+                self.kth = self.smallest.peek().map_or(f64::INFINITY, |t| t.0);
+            }
+        } else if a <= self.kth + self.margin {
+            self.candidates.push((a, idx));
+            if a < self.kth {
+                self.smallest.pop();
+                self.smallest.push(Total(a));
+                self.kth = self.smallest.peek().map_or(f64::INFINITY, |t| t.0);
+            }
+        }
+    }
+}
+
+/// The unit roundoff of f32 arithmetic, doubled for products summed with fused multiply-adds.
+fn f32_unit() -> f64 {
+    f64::from(f32::EPSILON)
+}
+
+fn sq32(row: ArrayView1<f32>) -> f64 {
+    row.iter().map(|&v| f64::from(v).powi(2)).sum()
 }
 
 /// An f64 ordered by `total_cmp`, for the heap.
@@ -182,6 +322,53 @@ mod tests {
                 assert_eq!(hits, &all);
             }
         }
+    }
+
+    fn exact(train: &Array2<f64>, queries: &Array2<f64>, k: usize) -> Vec<Neighbours> {
+        (queries.outer_iter())
+            .map(|q| {
+                let mut all: Neighbours = (train.outer_iter().enumerate())
+                    .map(|(i, t)| (distance(t, q), i))
+                    .collect();
+                order(&mut all);
+                all.truncate(k);
+                all
+            })
+            .collect()
+    }
+
+    #[test]
+    fn rows_far_from_zero_with_a_small_spread_find_the_exact_neighbours() {
+        // f32 has 7 digits: 1e6 plus a spread of 1e-2 leaves about one digit of the spread
+        // uncentred; centred, the candidates are still exact.
+        let mut rng = SplitMix64::new(5);
+        let train = Array2::from_shape_fn((600, 4), |_| 1e6 + rng.next_f64() * 1e-2);
+        let queries = Array2::from_shape_fn((50, 4), |_| 1e6 + rng.next_f64() * 1e-2);
+        let found = BruteIndex::new(&train).k_nearest(queries.view(), 5, 2);
+        assert_eq!(found, exact(&train, &queries, 5));
+    }
+
+    #[test]
+    fn queries_beyond_f32_and_tables_beyond_f32_are_searched_exactly() {
+        let train = table(300, 3, 6);
+        let mut queries = table(20, 3, 7);
+        queries[[3, 1]] = 1e300;
+        queries[[9, 0]] = -1e20;
+        let found = BruteIndex::new(&train).k_nearest(queries.view(), 4, 1);
+        assert_eq!(found, exact(&train, &queries, 4));
+        let mut wide = table(300, 3, 8);
+        wide[[10, 2]] = 1e200;
+        let found = BruteIndex::new(&wide).k_nearest(queries.view(), 4, 1);
+        assert_eq!(found, exact(&wide, &queries, 4));
+    }
+
+    #[test]
+    fn tiles_of_training_rows_find_what_one_pass_finds() {
+        // More rows than a tile and more queries than a block, with ties across tiles.
+        let train = table(2 * TRAIN_TILE + 300, 3, 9);
+        let queries = table(QUERY_BLOCK + 10, 3, 10);
+        let found = BruteIndex::new(&train).k_nearest(queries.view(), 9, 2);
+        assert_eq!(found, exact(&train, &queries, 9));
     }
 
     #[test]

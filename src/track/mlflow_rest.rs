@@ -650,13 +650,9 @@ impl Tracker for Mirror {
         if self.client.settings.as_store {
             let there = self.client.get("runs/get", &[("run_id", &run_id)])?;
             let ended = there["run"]["info"]["status"].as_str().unwrap_or_default();
-            let tags = there["run"]["data"]["tags"].as_array().cloned();
+            let tags = pairs_of(&there["run"]["data"]["tags"]);
             let tag = |key: &str| {
-                (tags.iter().flatten())
-                    .find(|t| t["key"] == key)
-                    .and_then(|t| t["value"].as_str())
-                    .unwrap_or_default()
-                    .to_string()
+                (tags.iter().find(|(k, _)| k == key)).map_or(String::new(), |(_, v)| v.clone())
             };
             // A sweep's parent is ended by whichever shard completes the sweep, and no host
             // judges it: its last end is the one that counts.
@@ -714,6 +710,13 @@ impl Tracker for Mirror {
 /// Whether a run's status on the server is an end.
 pub fn is_ended(status: &str) -> bool {
     matches!(status, "FINISHED" | "FAILED" | "KILLED")
+}
+
+/// A server's list of `{"key": .., "value": ..}` (a run's tags or params) as pairs.
+pub fn pairs_of(v: &Value) -> Vec<(String, String)> {
+    (v.as_array().into_iter().flatten())
+        .filter_map(|p| Some((p["key"].as_str()?.into(), p["value"].as_str()?.into())))
+        .collect()
 }
 
 /// One call of the [`Tracker`] lifecycle, queued for the sender thread.

@@ -13,7 +13,9 @@
 //! host's process), and a copy is replaced whenever the server's status differs.
 
 use super::{insert_metrics, insert_run, MlflowStore};
-use crate::track::mlflow_rest::{self, is_ended, MlflowServer, RestClient, RUN_FILE, SUMMARY_FILE};
+use crate::track::mlflow_rest::{
+    self, is_ended, pairs_of, MlflowServer, RestClient, RUN_FILE, SUMMARY_FILE,
+};
 use crate::track::server_registry::{self, ServerRegistry, REGISTRY_EXPERIMENT};
 use crate::track::{owner, Metric, RunSpec, RunStatus, TrackedRun, Tracker};
 use anyhow::{Context, Result};
@@ -91,12 +93,6 @@ fn mark_if_silent(client: &RestClient, run: &mut ServerRun) -> Result<()> {
     client.post("runs/update", &update)?;
     run.status = "KILLED".into();
     Ok(())
-}
-
-fn pairs_of(v: &Value) -> Vec<(String, String)> {
-    (v.as_array().into_iter().flatten())
-        .filter_map(|p| Some((p["key"].as_str()?.into(), p["value"].as_str()?.into())))
-        .collect()
 }
 
 impl<'a> ServerRun<'a> {
