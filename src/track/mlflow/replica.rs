@@ -210,6 +210,7 @@ impl MlflowStore {
             .collect();
         let mut runs: Vec<ServerRun> = found.iter().filter_map(ServerRun::of).collect();
         let (local, copied) = self.replica_statuses(experiment)?;
+        let unnumbered = self.unnumbered_copies()?;
         self.send_missed(&registry, &runs, &local, &copied)?;
         // Other hosts' runs: their processes are judged by their heartbeats on the server.
         let others =
@@ -223,11 +224,12 @@ impl MlflowStore {
         let wanted: Vec<(&ServerRun, &String)> = (runs.iter())
             .filter(|run| match (local.get(&run.uuid), copied.get(&run.uuid)) {
                 (None, _) => true,
-                (Some(_), Some(status)) => match status.strip_suffix(" unnumbered") {
-                    Some(_) if numbers.contains_key(run.uuid.as_str()) => true,
-                    Some(status) => status != run.status,
-                    None => *status != run.status,
-                },
+                // A copy without its number is copied again once the number is known.
+                (Some(_), Some(status)) => {
+                    *status != run.status
+                        || (unnumbered.contains(&run.uuid)
+                            && numbers.contains_key(run.uuid.as_str()))
+                }
                 _ => false,
             })
             .filter_map(|run| {
@@ -331,14 +333,21 @@ impl MlflowStore {
                  WHERE ?1 IS NULL OR e.name = ?1",
                 &[&experiment],
             )?,
-            // A copy without its training row says so in its status: it is copied again once
-            // its number is known (a replica written before numbers were read after the runs).
-            read(
-                "SELECT c.run_uuid, CASE WHEN t.run_uuid IS NULL THEN c.status || ' unnumbered' ELSE c.status END
-                 FROM runner_replica_runs c LEFT JOIN runner_training_runs t ON t.run_uuid = c.run_uuid",
-                &[],
-            )?,
+            read("SELECT run_uuid, status FROM runner_replica_runs", &[])?,
         ))
+    }
+
+    /// The runs copied from the server without a training row: not training runs, or (in a
+    /// replica written before numbers were read after the runs) training runs copied before
+    /// their number was known.
+    fn unnumbered_copies(&self) -> Result<std::collections::HashSet<String>> {
+        let conn = self.lock();
+        let mut st = conn.prepare(
+            "SELECT c.run_uuid FROM runner_replica_runs c
+             WHERE NOT EXISTS (SELECT 1 FROM runner_training_runs t WHERE t.run_uuid = c.run_uuid)",
+        )?;
+        let rows = st.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     /// Sends again the runs this host made that have ended here (or were marked KILLED here,
