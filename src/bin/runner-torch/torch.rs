@@ -8,6 +8,7 @@
 //! helper process (this program), which seeds the generator at the fit's start, so with a
 //! fixed seed and thread count two runs give identical losses, whatever trains beside them.
 
+use crate::flat::{FlatOptimizer, Rule};
 use anyhow::{anyhow, bail, Result};
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2};
 use runner::models::{
@@ -54,6 +55,29 @@ fn linear(vs: nn::Path, inp: i64, out: i64) -> nn::Linear {
             bias: true,
         },
     )
+}
+
+/// Pooling over pairs of neighbours (kernel 2, stride 2; an odd last position is dropped).
+/// From algorithm 2 as a max or mean over a view of pairs: libtorch's `max_pool1d` with
+/// gradients took a tenth of the wine CNN's time. The values are the same.
+fn pool(x: &Tensor, kind: &str, algorithm: u32) -> Tensor {
+    let max = kind == "max";
+    if algorithm < 2 {
+        return if max {
+            x.max_pool1d([2], [2], [0], [1], false)
+        } else {
+            x.avg_pool1d([2], [2], [0], false, true)
+        };
+    }
+    let (channels, len) = (x.size()[1], x.size()[2]);
+    let pairs = x
+        .narrow(2, 0, 2 * (len / 2))
+        .reshape([-1, channels, len / 2, 2]);
+    if max {
+        pairs.max_dim(-1, false).0
+    } else {
+        pairs.mean_dim(-1, false, None)
+    }
 }
 
 /// Dense layers: linear -> [batch norm] -> activation -> [dropout] per width.
@@ -109,11 +133,15 @@ struct Net {
     out: nn::Linear,
 }
 
-impl ModuleT for Net {
-    fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
-        let x = (x - &self.mean) / &self.std;
+impl Net {
+    fn standardise(&self, x: &Tensor) -> Tensor {
+        (x - &self.mean) / &self.std
+    }
+
+    /// The network on inputs already standardised.
+    fn forward_standardised(&self, x: &Tensor, train: bool) -> Tensor {
         let h = match &self.body {
-            Body::Mlp(s) => s.forward_t(&x, train),
+            Body::Mlp(s) => s.forward_t(x, train),
             Body::Cnn { convs, head } => {
                 let z = convs.forward_t(&x.unsqueeze(1), train);
                 head.forward_t(&z.flatten(1, -1), train)
@@ -136,6 +164,12 @@ impl ModuleT for Net {
             }
         };
         h.apply(&self.out)
+    }
+}
+
+impl ModuleT for Net {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+        self.forward_standardised(&self.standardise(x), train)
     }
 }
 
@@ -176,14 +210,8 @@ fn build(vs: &nn::Path, cfg: &ModelConfig, features: i64, outputs: i64) -> Resul
                 let a = act.clone();
                 convs = convs.add_fn(move |x| activation(&a, x));
                 if pool != "none" && len >= 2 {
-                    let p = pool.clone();
-                    convs = convs.add_fn(move |x| {
-                        if p == "max" {
-                            x.max_pool1d([2], [2], [0], [1], false)
-                        } else {
-                            x.avg_pool1d([2], [2], [0], false, true)
-                        }
-                    });
+                    let (kind, algorithm) = (pool.clone(), cfg.algorithm());
+                    convs = convs.add_fn(move |x| self::pool(x, &kind, algorithm));
                     len /= 2;
                 }
                 inp = ch;
@@ -379,10 +407,43 @@ fn set_standardisation(net: &mut Net, xf: &Array2<f64>, dev: Device) {
     });
 }
 
-fn optimizer(cfg: &ModelConfig, vs: &nn::VarStore) -> Result<nn::Optimizer> {
+/// The weight updates: libtorch's optimiser, one weight tensor at a time, for runs recorded with
+/// algorithm 1; from algorithm 2 the same rules over all weights at once ([`FlatOptimizer`]).
+enum Optimizer {
+    Torch(nn::Optimizer),
+    Flat(FlatOptimizer),
+}
+
+impl Optimizer {
+    fn backward_step(&mut self, loss: &Tensor) -> Result<()> {
+        match self {
+            Optimizer::Torch(opt) => opt.backward_step(loss),
+            Optimizer::Flat(opt) => opt.backward_step(loss)?,
+        }
+        Ok(())
+    }
+}
+
+fn optimizer(cfg: &ModelConfig, vs: &nn::VarStore) -> Result<Optimizer> {
     let lr = cfg.float("learning_rate")?;
     let wd = cfg.float("weight_decay")?;
-    Ok(match cfg.str("optimizer")? {
+    let name = cfg.str("optimizer")?;
+    if cfg.algorithm() >= 2 {
+        let rule = match name {
+            "sgd" => Rule::Sgd {
+                lr,
+                momentum: cfg.float("momentum")?,
+                weight_decay: wd,
+            },
+            _ => Rule::Adam {
+                lr,
+                weight_decay: wd,
+                decoupled: name == "adamw",
+            },
+        };
+        return Ok(Optimizer::Flat(FlatOptimizer::new(vs, rule)?));
+    }
+    Ok(Optimizer::Torch(match name {
         "adamw" => nn::AdamW {
             wd,
             ..Default::default()
@@ -399,7 +460,7 @@ fn optimizer(cfg: &ModelConfig, vs: &nn::VarStore) -> Result<nn::Optimizer> {
             ..Default::default()
         }
         .build(vs, lr)?,
-    })
+    }))
 }
 
 /// Per-class loss weights for `class_weight = "balanced"`: n / (K_present * count).
@@ -545,6 +606,76 @@ fn training_and_valid_rows(
     Ok((take(&fit_rows), valid))
 }
 
+/// The rows a network trains on, as tensors, and how a step takes its batch: from algorithm 2
+/// the inputs are standardised once and each epoch's shuffle is gathered once, a batch being a
+/// slice of it; algorithm 1 gathered each batch's rows and standardised them in the network.
+struct TrainingRows {
+    inputs: Tensor,
+    targets: Tensor,
+    once: bool,
+    batch_norm: bool,
+}
+
+fn index_tensor(rows: &[usize], device: Device) -> Tensor {
+    Tensor::from_slice(&rows.iter().map(|i| *i as i64).collect::<Vec<_>>()).to_device(device)
+}
+
+impl TrainingRows {
+    fn new(net: &Net, cfg: &ModelConfig, x: Tensor, y: Tensor) -> Result<TrainingRows> {
+        let once = cfg.algorithm() >= 2;
+        Ok(TrainingRows {
+            inputs: if once {
+                tch::no_grad(|| net.standardise(&x))
+            } else {
+                x
+            },
+            targets: y,
+            once,
+            batch_norm: cfg.bool("batch_norm")?,
+        })
+    }
+
+    /// The epoch's rows in `order` (algorithm 2 only).
+    fn shuffled(&self, order: &[usize]) -> Option<(Tensor, Tensor)> {
+        self.once.then(|| {
+            let idx = index_tensor(order, self.inputs.device());
+            (
+                self.inputs.index_select(0, &idx),
+                self.targets.index_select(0, &idx),
+            )
+        })
+    }
+
+    /// The step's batch: rows `chunk`, at position `at` of the epoch's order.
+    fn batch(
+        &self,
+        shuffled: Option<&(Tensor, Tensor)>,
+        chunk: &[usize],
+        at: usize,
+    ) -> (Tensor, Tensor) {
+        match shuffled {
+            Some((x, y)) => {
+                let (at, n) = (at as i64, chunk.len() as i64);
+                (x.narrow(0, at, n), y.narrow(0, at, n))
+            }
+            None => {
+                let idx = index_tensor(chunk, self.inputs.device());
+                (
+                    self.inputs.index_select(0, &idx),
+                    self.targets.index_select(0, &idx),
+                )
+            }
+        }
+    }
+
+    fn forward(&self, net: &Net, x: &Tensor) -> Tensor {
+        match self.once {
+            true => net.forward_standardised(x, true),
+            false => net.forward_t(x, true),
+        }
+    }
+}
+
 pub(crate) fn fit(
     cfg: &ModelConfig,
     data: &TrainSet,
@@ -582,8 +713,12 @@ pub(crate) fn fit(
             Task::Regression => logits.squeeze_dim(-1).mse_loss(y, tch::Reduction::Mean),
         }
     };
-    let x_train = tensor(xf.view(), dev);
-    let y_train = targets(yf.view(), data.task, dev);
+    let rows = TrainingRows::new(
+        &net,
+        cfg,
+        tensor(xf.view(), dev),
+        targets(yf.view(), data.task, dev),
+    )?;
     let valid_t = valid.as_ref().map(|(x, y)| {
         (
             tensor(x.view(), dev),
@@ -599,19 +734,19 @@ pub(crate) fn fit(
     let mut ran = 0;
     for epoch in 0..epochs {
         SplitMix64::derive(ctx.seed, 0xE90C + epoch as u64).shuffle(&mut order);
+        let shuffled = rows.shuffled(&order);
         let (mut total, mut seen) = (0.0, 0usize);
+        let mut start = 0;
         for chunk in order.chunks(batch) {
+            let at = start;
+            start += chunk.len();
             // A batch of one cannot be batch-normalised: fold it into the previous step.
-            if chunk.len() < 2 && cfg.bool("batch_norm")? {
+            if chunk.len() < 2 && rows.batch_norm {
                 continue;
             }
-            let idx = Tensor::from_slice(&chunk.iter().map(|i| *i as i64).collect::<Vec<_>>())
-                .to_device(dev);
-            let loss = loss_of(
-                &net.forward_t(&x_train.index_select(0, &idx), true),
-                &y_train.index_select(0, &idx),
-            );
-            opt.backward_step(&loss);
+            let (x, y) = rows.batch(shuffled.as_ref(), chunk, at);
+            let loss = loss_of(&rows.forward(&net, &x), &y);
+            opt.backward_step(&loss)?;
             total += loss.double_value(&[]) * chunk.len() as f64;
             seen += chunk.len();
         }
