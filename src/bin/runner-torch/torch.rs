@@ -80,6 +80,21 @@ fn pool(x: &Tensor, kind: &str, algorithm: u32) -> Tensor {
     }
 }
 
+/// A 1-D convolution (stride 1, zero padding `k / 2`) as one matrix product over the unfolded
+/// windows, from algorithm 2: oneDNN's convolution sets itself up on every call, which on the
+/// wine CNN's small layers cost more than the arithmetic. The weights are the same tensors.
+fn conv_unfolded(x: &Tensor, conv: &nn::Conv1D, k: i64) -> Tensor {
+    let (inputs, outputs) = (x.size()[1], conv.ws.size()[0]);
+    let windows = x.constant_pad_nd([k / 2, k / 2]).unfold(2, k, 1);
+    let len = windows.size()[2];
+    windows
+        .permute([0, 2, 1, 3])
+        .reshape([-1, inputs * k])
+        .linear(&conv.ws.view([outputs, inputs * k]), conv.bs.as_ref())
+        .view([-1, len, outputs])
+        .permute([0, 2, 1])
+}
+
 /// Dense layers: linear -> [batch norm] -> activation -> [dropout] per width.
 fn dense(
     vs: &nn::Path,
@@ -198,7 +213,11 @@ fn build(vs: &nn::Path, cfg: &ModelConfig, features: i64, outputs: i64) -> Resul
                     bs_init: bs_init.unwrap_or(nn::Init::Const(0.0)),
                     ..Default::default()
                 };
-                convs = convs.add(nn::conv1d(vs / format!("conv{i}"), inp, ch, k, conf));
+                let conv = nn::conv1d(vs / format!("conv{i}"), inp, ch, k, conf);
+                convs = match cfg.algorithm() {
+                    1 => convs.add(conv),
+                    _ => convs.add_fn(move |x| conv_unfolded(x, &conv, k)),
+                };
                 len = len + 2 * (k / 2) - k + 1;
                 if cfg.bool("batch_norm")? {
                     convs = convs.add(nn::batch_norm1d(
