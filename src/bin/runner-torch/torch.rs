@@ -60,8 +60,7 @@ fn linear(vs: nn::Path, inp: i64, out: i64) -> nn::Linear {
 /// Pooling over pairs of neighbours (kernel 2, stride 2; an odd last position is dropped).
 /// From algorithm 2 as a max or mean over a view of pairs: libtorch's `max_pool1d` with
 /// gradients took a tenth of the wine CNN's time. The values are the same.
-fn pool(x: &Tensor, kind: &str, algorithm: u32) -> Tensor {
-    let max = kind == "max";
+fn pool(x: &Tensor, max: bool, algorithm: u32) -> Tensor {
     if algorithm < 2 {
         return if max {
             x.max_pool1d([2], [2], [0], [1], false)
@@ -82,7 +81,8 @@ fn pool(x: &Tensor, kind: &str, algorithm: u32) -> Tensor {
 
 /// A 1-D convolution (stride 1, zero padding `k / 2`) as one matrix product over the unfolded
 /// windows, from algorithm 2: oneDNN's convolution sets itself up on every call, which on the
-/// wine CNN's small layers cost more than the arithmetic. The weights are the same tensors.
+/// wine CNN's small layers cost more than the arithmetic. The weights are the same tensors,
+/// viewed on each call: the optimiser moves them into its flat tensor after the network is built.
 fn conv_unfolded(x: &Tensor, conv: &nn::Conv1D, k: i64) -> Tensor {
     let (inputs, outputs) = (x.size()[1], conv.ws.size()[0]);
     let windows = x.constant_pad_nd([k / 2, k / 2]).unfold(2, k, 1);
@@ -229,8 +229,8 @@ fn build(vs: &nn::Path, cfg: &ModelConfig, features: i64, outputs: i64) -> Resul
                 let a = act.clone();
                 convs = convs.add_fn(move |x| activation(&a, x));
                 if pool != "none" && len >= 2 {
-                    let (kind, algorithm) = (pool.clone(), cfg.algorithm());
-                    convs = convs.add_fn(move |x| self::pool(x, &kind, algorithm));
+                    let (max, algorithm) = (pool == "max", cfg.algorithm());
+                    convs = convs.add_fn(move |x| self::pool(x, max, algorithm));
                     len /= 2;
                 }
                 inp = ch;
@@ -688,9 +688,10 @@ impl TrainingRows {
     }
 
     fn forward(&self, net: &Net, x: &Tensor) -> Tensor {
-        match self.once {
-            true => net.forward_standardised(x, true),
-            false => net.forward_t(x, true),
+        if self.once {
+            net.forward_standardised(x, true)
+        } else {
+            net.forward_t(x, true)
         }
     }
 }
