@@ -149,15 +149,21 @@ impl FlatOptimizer {
         }
     }
 
+    /// The gradient with L2 weight decay added (`weight_decay` times the weights), as libtorch's
+    /// Adam and SGD add it.
+    fn grad_with_l2(&self, weight_decay: f64) -> Tensor {
+        if weight_decay != 0.0 {
+            &self.grads + &self.weights * weight_decay
+        } else {
+            self.grads.shallow_clone()
+        }
+    }
+
     fn adam(&mut self, lr: f64, weight_decay: f64, decoupled: bool) {
         let step = self.steps;
         let correction1 = 1.0 - BETA1.powi(step);
         let correction2 = 1.0 - BETA2.powi(step);
-        let grad = if weight_decay != 0.0 && !decoupled {
-            &self.grads + &self.weights * weight_decay
-        } else {
-            self.grads.shallow_clone()
-        };
+        let grad = self.grad_with_l2(if decoupled { 0.0 } else { weight_decay });
         if weight_decay != 0.0 && decoupled {
             let _ = self.weights.g_mul_scalar_(1.0 - lr * weight_decay);
         }
@@ -176,11 +182,7 @@ impl FlatOptimizer {
     }
 
     fn sgd(&mut self, lr: f64, momentum: f64, weight_decay: f64) {
-        let grad = if weight_decay != 0.0 {
-            &self.grads + &self.weights * weight_decay
-        } else {
-            self.grads.shallow_clone()
-        };
+        let grad = self.grad_with_l2(weight_decay);
         let grad = if momentum != 0.0 {
             match &mut self.first_moment {
                 Some(buffer) => {
