@@ -21,6 +21,7 @@ use linfa_svm::Svm;
 use ndarray::{Array1, Array2, ArrayView2};
 use serde::{Deserialize, Serialize};
 use smo::{Gram, Kernel, Problem, Rows};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
@@ -178,6 +179,72 @@ impl FittedModel for Machine {
     }
 }
 
+/// The distinct support vectors of several machines over one table, and where each machine's
+/// are among them: the machines of a one-vs-rest fit share most of their rows, so a prediction
+/// computes each kernel value once instead of once per machine.
+struct SharedSupport {
+    rows: Rows,
+    /// Per machine, the shared row of each of its support vectors, in its order.
+    picks: Vec<Vec<usize>>,
+}
+
+impl SharedSupport {
+    fn new(machines: &[&Machine], width: usize) -> SharedSupport {
+        let mut first_seen: HashMap<Vec<u64>, usize> = HashMap::new();
+        let mut values = Vec::new();
+        let picks = machines
+            .iter()
+            .map(|m| {
+                (m.support.chunks(width.max(1)))
+                    .map(|row| {
+                        let key = row.iter().map(|v| v.to_bits()).collect();
+                        *first_seen.entry(key).or_insert_with(|| {
+                            values.extend_from_slice(row);
+                            values.len() / width.max(1) - 1
+                        })
+                    })
+                    .collect()
+            })
+            .collect();
+        SharedSupport {
+            rows: Rows::from_values(values, width),
+            picks,
+        }
+    }
+}
+
+/// Each machine's decision values on `x`, the same values, bit for bit, as
+/// [`Machine::decisions`] gives (the same kernel values, summed in the same order), with each
+/// kernel value shared by the machines computed once.
+fn shared_decisions(machines: &[&Machine], x: ArrayView2<f64>) -> Result<Vec<Vec<f64>>> {
+    let Some(first) = machines.first() else {
+        return Ok(Vec::new());
+    };
+    let alike = machines
+        .iter()
+        .all(|m| m.kernel == first.kernel && m.width == first.width);
+    if !alike || x.ncols() != first.width {
+        return machines.iter().map(|m| m.decisions(x)).collect();
+    }
+    let shared = SharedSupport::new(machines, first.width);
+    let queries = Rows::new(x);
+    let mut kernel = vec![0.0; shared.rows.count()];
+    let mut out = vec![Vec::with_capacity(queries.count()); machines.len()];
+    for q in 0..queries.count() {
+        let (xq, nq) = (queries.row(q), queries.norm(q));
+        for (u, k) in kernel.iter_mut().enumerate() {
+            *k = (first.kernel).value(shared.rows.row(u), xq, shared.rows.norm(u), nq);
+        }
+        for ((m, picks), decisions) in machines.iter().zip(&shared.picks).zip(&mut out) {
+            let sum: f64 = (m.coef.iter().zip(picks))
+                .map(|(c, u)| c * kernel[*u])
+                .sum();
+            decisions.push(sum - m.rho);
+        }
+    }
+    Ok(out)
+}
+
 /// A machine for `class` against the others, with its Platt sigmoid `1 / (1 + exp(a f + b))`.
 #[derive(Serialize, Deserialize)]
 struct ClassMachine {
@@ -244,9 +311,11 @@ impl FittedModel for SvmClassifier {
 
 fn one_vs_rest(x: ArrayView2<f64>, k: usize, machines: &[ClassMachine]) -> Result<Array2<f64>> {
     let mut proba = Array2::zeros((x.nrows(), k));
-    for m in machines {
-        for (i, p) in m.probabilities(x)?.into_iter().enumerate() {
-            proba[[i, m.class]] = p;
+    let plain: Vec<&Machine> = machines.iter().map(|m| &m.machine).collect();
+    for (m, decisions) in machines.iter().zip(shared_decisions(&plain, x)?) {
+        let [a, b] = m.platt;
+        for (i, f) in decisions.into_iter().enumerate() {
+            proba[[i, m.class]] = platt_probability(f, a, b);
         }
     }
     for mut row in proba.rows_mut() {
@@ -728,6 +797,24 @@ mod tests {
             slope(&one),
             slope(&train_fit)
         );
+    }
+
+    #[test]
+    fn shared_kernel_values_give_each_machine_its_own_decisions_bit_for_bit() {
+        let (x, y) = table(300, 3);
+        let (json, _) = fit_json(&cfg(2, &[]), &x, &y, 3, 1);
+        let machines: Vec<ClassMachine> = serde_json::from_value(json["machines"].clone()).unwrap();
+        let plain: Vec<&Machine> = machines.iter().map(|m| &m.machine).collect();
+        let shared = SharedSupport::new(&plain, 3);
+        let total: usize = plain.iter().map(|m| m.coef.len()).sum();
+        assert!(shared.rows.count() < total, "no support vector is shared");
+        let (queries, _) = table(50, 3);
+        let together = shared_decisions(&plain, queries.view()).unwrap();
+        for (m, values) in plain.iter().zip(together) {
+            let alone = m.decisions(queries.view()).unwrap();
+            let bits = |v: &[f64]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&alone), bits(&values));
+        }
     }
 
     #[test]

@@ -59,10 +59,11 @@ pub struct Rows {
 
 impl Rows {
     pub fn new(x: ArrayView2<f64>) -> Rows {
-        Rows::from_vec(x.iter().copied().collect(), x.ncols())
+        Rows::from_values(x.iter().copied().collect(), x.ncols())
     }
 
-    fn from_vec(x: Vec<f64>, width: usize) -> Rows {
+    /// Rows of `width` values each, one after another.
+    pub fn from_values(x: Vec<f64>, width: usize) -> Rows {
         let norms = (x.chunks(width.max(1)))
             .map(|r| dot(r, r))
             .collect::<Vec<_>>();
@@ -72,7 +73,7 @@ impl Rows {
     /// The rows at `picks`, in that order.
     pub fn subset(&self, picks: &[usize]) -> Rows {
         let x = picks.iter().flat_map(|i| self.row(*i)).copied().collect();
-        Rows::from_vec(x, self.width)
+        Rows::from_values(x, self.width)
     }
 
     pub fn count(&self) -> usize {
