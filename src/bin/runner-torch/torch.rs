@@ -68,14 +68,15 @@ fn pool(x: &Tensor, max: bool, algorithm: u32) -> Tensor {
             x.avg_pool1d([2], [2], [0], false, true)
         };
     }
-    let (channels, len) = (x.size()[1], x.size()[2]);
+    // Channels last: [batch, position, channel].
+    let (len, channels) = (x.size()[1], x.size()[2]);
     let pairs = x
-        .narrow(2, 0, 2 * (len / 2))
-        .reshape([-1, channels, len / 2, 2]);
+        .narrow(1, 0, 2 * (len / 2))
+        .reshape([-1, len / 2, 2, channels]);
     if max {
-        pairs.max_dim(-1, false).0
+        pairs.max_dim(2, false).0
     } else {
-        pairs.mean_dim(-1, false, None)
+        pairs.mean_dim(2, false, None)
     }
 }
 
@@ -83,16 +84,18 @@ fn pool(x: &Tensor, max: bool, algorithm: u32) -> Tensor {
 /// windows, from algorithm 2: oneDNN's convolution sets itself up on every call, which on the
 /// wine CNN's small layers cost more than the arithmetic. The weights are the same tensors,
 /// viewed on each call: the optimiser moves them into its flat tensor after the network is built.
+///
+/// Channels last in and out ([batch, position, channel]): the windows' matrix is the same, and
+/// the activation and pooling that follow run over contiguous memory (over libtorch's
+/// [batch, channel, position] they ran over a transposed view, a third of the CNN's time).
 fn conv_unfolded(x: &Tensor, conv: &nn::Conv1D, k: i64) -> Tensor {
-    let (inputs, outputs) = (x.size()[1], conv.ws.size()[0]);
-    let windows = x.constant_pad_nd([k / 2, k / 2]).unfold(2, k, 1);
-    let len = windows.size()[2];
+    let (inputs, outputs) = (x.size()[2], conv.ws.size()[0]);
+    let windows = x.constant_pad_nd([0, 0, k / 2, k / 2]).unfold(1, k, 1);
+    let len = windows.size()[1];
     windows
-        .permute([0, 2, 1, 3])
         .reshape([-1, inputs * k])
         .linear(&conv.ws.view([outputs, inputs * k]), conv.bs.as_ref())
         .view([-1, len, outputs])
-        .permute([0, 2, 1])
 }
 
 /// Dense layers: linear -> [batch norm] -> activation -> [dropout] per width.
@@ -131,6 +134,8 @@ enum Body {
     Cnn {
         convs: nn::SequentialT,
         head: nn::SequentialT,
+        /// From algorithm 2 the convolutions run on [batch, position, channel].
+        channels_last: bool,
     },
     Lstm {
         lstm: nn::LSTM,
@@ -157,9 +162,22 @@ impl Net {
     fn forward_standardised(&self, x: &Tensor, train: bool) -> Tensor {
         let h = match &self.body {
             Body::Mlp(s) => s.forward_t(x, train),
-            Body::Cnn { convs, head } => {
+            Body::Cnn {
+                convs,
+                head,
+                channels_last: false,
+            } => {
                 let z = convs.forward_t(&x.unsqueeze(1), train);
                 head.forward_t(&z.flatten(1, -1), train)
+            }
+            Body::Cnn {
+                convs,
+                head,
+                channels_last: true,
+            } => {
+                // The head reads channel after channel, as libtorch's layout flattens.
+                let z = convs.forward_t(&x.unsqueeze(-1), train);
+                head.forward_t(&z.permute([0, 2, 1]).flatten(1, -1), train)
             }
             Body::Lstm {
                 lstm,
@@ -204,6 +222,7 @@ fn build(vs: &nn::Path, cfg: &ModelConfig, features: i64, outputs: i64) -> Resul
             let act = cfg.str("activation")?.to_string();
             let pool = cfg.str("pool")?.to_string();
             let mut convs = nn::seq_t();
+            let channels_last = cfg.algorithm() >= 2;
             let (mut len, mut inp) = (features, 1);
             for i in 0..cfg.int("conv_layers")? {
                 let (ws_init, bs_init) = torch_init(inp * k);
@@ -220,11 +239,14 @@ fn build(vs: &nn::Path, cfg: &ModelConfig, features: i64, outputs: i64) -> Resul
                 };
                 len = len + 2 * (k / 2) - k + 1;
                 if cfg.bool("batch_norm")? {
-                    convs = convs.add(nn::batch_norm1d(
-                        vs / format!("cbn{i}"),
-                        ch,
-                        Default::default(),
-                    ));
+                    let bn = nn::batch_norm1d(vs / format!("cbn{i}"), ch, Default::default());
+                    convs = match channels_last {
+                        false => convs.add(bn),
+                        // Normalised over libtorch's layout, as a view: the same statistics.
+                        true => convs.add_fn_t(move |x, train| {
+                            x.permute([0, 2, 1]).apply_t(&bn, train).permute([0, 2, 1])
+                        }),
+                    };
                 }
                 let a = act.clone();
                 convs = convs.add_fn(move |x| activation(&a, x));
@@ -239,7 +261,14 @@ fn build(vs: &nn::Path, cfg: &ModelConfig, features: i64, outputs: i64) -> Resul
                 bail!("cnn: kernel_size {k} is wider than the {features} features");
             }
             let (head, w) = dense(&(vs / "head"), ch * len, &widths, cfg)?;
-            (Body::Cnn { convs, head }, w)
+            (
+                Body::Cnn {
+                    convs,
+                    head,
+                    channels_last,
+                },
+                w,
+            )
         }
         _ => {
             let hidden = cfg.int("hidden_size")?;
