@@ -23,6 +23,7 @@ const LAYERS: &[&[&str]] = &[
         "models::classical",
         "models::ensemble",
         "models::gbm",
+        "models::lgbm_trees",
         "models::logistic",
         "models::neighbours",
         "models::nn",

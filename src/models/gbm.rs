@@ -434,6 +434,7 @@ mod xgboost {
 #[cfg(feature = "lightgbm")]
 mod lightgbm {
     use super::*;
+    use crate::models::lgbm_trees::Trees;
     use lightgbm3_sys as sys;
     use std::ffi::{CStr, CString};
     use std::os::raw::{c_char, c_int, c_void};
@@ -585,9 +586,12 @@ mod lightgbm {
         n_classes: usize,
         /// The model in LightGBM's text format.
         text: String,
-        /// The booster parsed from `text` at the first prediction and kept for the next ones
-        /// (a permutation importance predicts a fold a dozen times), one thread at a time.
+        /// The booster parsed from `text` at the first prediction LightGBM makes and kept for
+        /// the next ones, one thread at a time.
         loaded: std::sync::Mutex<Option<Handle>>,
+        /// The trees read from `text` at the first prediction, predicted here the same as
+        /// LightGBM would (`None`: a model this reader does not know, predicted by LightGBM).
+        trees: std::sync::OnceLock<Option<Trees>>,
         threads: usize,
         best_round: i64,
         split: Vec<f64>,
@@ -600,16 +604,8 @@ mod lightgbm {
         n_classes: usize,
         best_round: i64,
     ) -> Result<Box<dyn FittedModel>> {
-        Ok(Box::new(LgbmModel {
-            task,
-            n_classes,
-            text: String::from_utf8(text.to_vec())?,
-            loaded: std::sync::Mutex::new(None),
-            threads: 1,
-            best_round,
-            split: Vec::new(),
-            gain: Vec::new(),
-        }))
+        let text = String::from_utf8(text.to_vec())?;
+        Ok(Box::new(LgbmModel::new(task, n_classes, text, best_round)))
     }
 
     fn importance(h: &Handle, features: usize, iterations: i32, kind: u32) -> Result<Vec<f64>> {
@@ -626,6 +622,43 @@ mod lightgbm {
 
     impl FittedModel for LgbmModel {
         fn predict(&self, x: ArrayView2<f64>) -> Result<Prediction> {
+            let trees = self.trees.get_or_init(|| Trees::parse(&self.text));
+            let raw = match trees.as_ref().filter(|t| t.features() == x.ncols()) {
+                Some(trees) => trees.predict(&x.iter().copied().collect::<Vec<_>>()),
+                None => self.predict_in_lightgbm(x)?,
+            };
+            to_prediction(self.task, self.n_classes, raw, x.nrows())
+        }
+        fn to_json(&self) -> Result<serde_json::Value> {
+            Ok(
+                json!({"library": "lightgbm", "best_round": self.best_round, "model": "see the native model file"}),
+            )
+        }
+        fn native(&self) -> Vec<(&'static str, Vec<u8>)> {
+            vec![("txt", self.text.clone().into_bytes())]
+        }
+        fn feature_importance(&self) -> Vec<(&'static str, Vec<f64>)> {
+            vec![("split", self.split.clone()), ("gain", self.gain.clone())]
+        }
+    }
+
+    impl LgbmModel {
+        fn new(task: Task, n_classes: usize, text: String, best_round: i64) -> LgbmModel {
+            LgbmModel {
+                task,
+                n_classes,
+                text,
+                loaded: std::sync::Mutex::new(None),
+                trees: std::sync::OnceLock::new(),
+                threads: 1,
+                best_round,
+                split: Vec::new(),
+                gain: Vec::new(),
+            }
+        }
+
+        /// LightGBM's own prediction (raw outputs, converted by the objective).
+        fn predict_in_lightgbm(&self, x: ArrayView2<f64>) -> Result<Vec<f64>> {
             let mut loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
             if loaded.is_none() {
                 let text = CString::new(self.text.as_str())?;
@@ -673,18 +706,7 @@ mod lightgbm {
                 "predict",
             )?;
             out.truncate(len as usize);
-            to_prediction(self.task, self.n_classes, out, x.nrows())
-        }
-        fn to_json(&self) -> Result<serde_json::Value> {
-            Ok(
-                json!({"library": "lightgbm", "best_round": self.best_round, "model": "see the native model file"}),
-            )
-        }
-        fn native(&self) -> Vec<(&'static str, Vec<u8>)> {
-            vec![("txt", self.text.clone().into_bytes())]
-        }
-        fn feature_importance(&self) -> Vec<(&'static str, Vec<f64>)> {
-            vec![("split", self.split.clone()), ("gain", self.gain.clone())]
+            Ok(out)
         }
     }
 
@@ -839,14 +861,76 @@ mod lightgbm {
             sys::C_API_FEATURE_IMPORTANCE_GAIN,
         )?;
         Ok(Box::new(LgbmModel {
-            task: data.task,
-            n_classes: data.n_classes,
-            text,
-            loaded: std::sync::Mutex::new(None),
             threads,
-            best_round,
             split,
             gain,
+            ..LgbmModel::new(data.task, data.n_classes, text, best_round)
         }))
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use crate::models::test_config;
+        use crate::rng::SplitMix64;
+
+        /// Rows with missing values, exact zeros and values within LightGBM's zero threshold.
+        fn table(n: usize, rng: &mut SplitMix64) -> Array2<f64> {
+            Array2::from_shape_fn((n, 4), |_| match rng.next_f64() {
+                u if u < 0.05 => f64::NAN,
+                u if u < 0.10 => 0.0,
+                u if u < 0.12 => 1e-40,
+                u => (u - 0.5) * 4.0,
+            })
+        }
+
+        fn target(x: &Array2<f64>, task: Task, k: usize, rng: &mut SplitMix64) -> Array1<f64> {
+            x.rows()
+                .into_iter()
+                .map(|r| {
+                    let s = r[0].max(-1.0) + r[1].abs() * 0.5 + rng.next_f64();
+                    match task {
+                        Task::Regression => s,
+                        _ => ((s + 2.0) / 5.0 * k as f64)
+                            .clamp(0.0, k as f64 - 1.0)
+                            .floor(),
+                    }
+                })
+                .collect()
+        }
+
+        #[test]
+        fn trees_predicted_here_give_lightgbms_probabilities_bit_for_bit() {
+            let mut rng = SplitMix64::new(5);
+            for (task, k) in [
+                (Task::Regression, 0),
+                (Task::Classification, 2),
+                (Task::Classification, 4),
+            ] {
+                let x = table(600, &mut rng);
+                let y = target(&x, task, k, &mut rng);
+                let data = TrainSet {
+                    x: x.view(),
+                    y: y.view(),
+                    task,
+                    n_classes: k,
+                    labels: None,
+                };
+                let cfg = test_config(
+                    "lightgbm",
+                    &[("n_rounds", crate::models::ParamValue::Int(30))],
+                );
+                let fitted = fit(&cfg, &data, &FitContext::new(3, 1)).unwrap();
+                let text = String::from_utf8(fitted.native()[0].1.clone()).unwrap();
+                let model = LgbmModel::new(task, k, text, 29);
+                let trees = Trees::parse(&model.text).expect("a model runner trains is read");
+                let queries = table(300, &mut rng);
+                let here = trees.predict(&queries.iter().copied().collect::<Vec<_>>());
+                let there = model.predict_in_lightgbm(queries.view()).unwrap();
+                let bits = |v: &[f64]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                assert_eq!(here.len(), there.len(), "{task} {k}");
+                assert_eq!(bits(&here), bits(&there), "{task} {k}");
+            }
+        }
     }
 }

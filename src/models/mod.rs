@@ -79,6 +79,8 @@ macro_rules! class_params {
 mod classical;
 pub mod ensemble;
 mod gbm;
+#[cfg_attr(not(feature = "lightgbm"), allow(dead_code))]
+mod lgbm_trees;
 mod logistic;
 mod neighbours;
 mod nn;
