@@ -403,6 +403,21 @@ fn network_runs_of_the_release_before_flat_optimisers_replay_bit_for_bit() {
     }
 }
 
+/// Runs written before the CNN ran channels last, one-vs-rest SVMs shared their kernel values
+/// and LightGBM's trees were predicted by runner: the same versions of these kinds, so the new
+/// code must give the same numbers, bit for bit (a CNN with batch norm, dropout and both
+/// poolings; an RBF SVM over six classes; LightGBM over six classes).
+#[test]
+#[cfg(all(feature = "torch", feature = "lightgbm"))]
+fn runs_before_faster_cnn_svm_and_lightgbm_predictions_replay_bit_for_bit() {
+    let d = tempfile::tempdir().unwrap();
+    release_store(d.path(), "store-934fca9");
+    for t in ["t1", "t2", "t3", "t4"] {
+        let out = run_ok(runner(d.path()).args(["replay", t, "--check", "--json"]));
+        assert_eq!(stdout_json(&out)["identical"], true, "{t}");
+    }
+}
+
 #[test]
 fn runs_written_by_the_previous_release_replay_bit_for_bit() {
     let d = tempfile::tempdir().unwrap();
