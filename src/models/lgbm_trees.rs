@@ -11,53 +11,61 @@
 /// LightGBM's `kZeroThreshold`: smaller values are zero to its predictor.
 const ZERO: f64 = 1e-35_f32 as f64;
 
-/// One tree: split `i` sends a row to `left[i]` or `right[i]`; a negative child `c` is leaf `!c`.
+/// One split: a row goes to `left` or `right`; a negative child `c` is leaf `!c`.
+#[derive(Clone, Copy)]
+struct Split {
+    threshold: f64,
+    feature: u32,
+    /// LightGBM's missing type: 0 none, 1 zero, 2 NaN.
+    missing: u8,
+    /// Where a missing value goes.
+    default_left: bool,
+    left: i32,
+    right: i32,
+}
+
+impl Split {
+    /// LightGBM's `NumericalDecision`.
+    fn next(&self, value: f64) -> i32 {
+        let value = if value.is_nan() && self.missing != 2 {
+            0.0
+        } else {
+            value
+        };
+        let is_missing = match self.missing {
+            0 => false,
+            1 => (-ZERO..=ZERO).contains(&value),
+            _ => value.is_nan(),
+        };
+        let go_left = if is_missing {
+            self.default_left
+        } else {
+            value <= self.threshold
+        };
+        if go_left {
+            self.left
+        } else {
+            self.right
+        }
+    }
+}
+
 struct Tree {
-    feature: Vec<usize>,
-    threshold: Vec<f64>,
-    /// LightGBM's decision type: bit 1 missing values go left, bits 2-3 the missing type.
-    decision: Vec<u8>,
-    left: Vec<i32>,
-    right: Vec<i32>,
+    splits: Vec<Split>,
     leaf: Vec<f64>,
 }
 
 impl Tree {
     fn value(&self, row: &[f64]) -> f64 {
-        if self.feature.is_empty() {
+        if self.splits.is_empty() {
             return self.leaf[0];
         }
         let mut node = 0i32;
         while node >= 0 {
-            let i = node as usize;
-            node = self.next(i, row[self.feature[i]]);
+            let split = &self.splits[node as usize];
+            node = split.next(row[split.feature as usize]);
         }
         self.leaf[!node as usize]
-    }
-
-    /// LightGBM's `NumericalDecision`.
-    fn next(&self, i: usize, value: f64) -> i32 {
-        let missing = (self.decision[i] >> 2) & 3;
-        let value = if value.is_nan() && missing != 2 {
-            0.0
-        } else {
-            value
-        };
-        let is_missing = match missing {
-            1 => (-ZERO..=ZERO).contains(&value),
-            2 => value.is_nan(),
-            _ => false,
-        };
-        let go_left = if is_missing {
-            self.decision[i] & 2 != 0
-        } else {
-            value <= self.threshold[i]
-        };
-        if go_left {
-            self.left[i]
-        } else {
-            self.right[i]
-        }
     }
 }
 
@@ -94,39 +102,38 @@ fn tree(block: &str, features: usize) -> Option<Tree> {
     }
     let leaf: Vec<f64> = list(&fields, "leaf_value")?;
     if leaves <= 1 {
-        return (leaf.len() == 1).then(|| Tree {
-            feature: Vec::new(),
-            threshold: Vec::new(),
-            decision: Vec::new(),
-            left: Vec::new(),
-            right: Vec::new(),
+        return (leaf.len() == 1).then_some(Tree {
+            splits: Vec::new(),
             leaf,
         });
     }
-    let tree = Tree {
-        feature: list(&fields, "split_feature")?,
-        threshold: list(&fields, "threshold")?,
-        decision: list(&fields, "decision_type")?,
-        left: list(&fields, "left_child")?,
-        right: list(&fields, "right_child")?,
-        leaf,
-    };
+    let feature: Vec<u32> = list(&fields, "split_feature")?;
+    let threshold: Vec<f64> = list(&fields, "threshold")?;
+    let decision: Vec<u8> = list(&fields, "decision_type")?;
+    let left: Vec<i32> = list(&fields, "left_child")?;
+    let right: Vec<i32> = list(&fields, "right_child")?;
     let splits = leaves - 1;
     let child_ok =
         |c: &i32| (*c >= 0 && (*c as usize) < splits) || (*c < 0 && (!*c as usize) < leaves);
-    let sound = tree.leaf.len() == leaves
-        && [
-            tree.threshold.len(),
-            tree.decision.len(),
-            tree.left.len(),
-            tree.right.len(),
-        ]
-        .iter()
-        .all(|n| *n == splits)
-        && tree.feature.iter().all(|f| *f < features)
-        && tree.decision.iter().all(|d| d & 1 == 0)
-        && tree.left.iter().chain(&tree.right).all(child_ok);
-    sound.then_some(tree)
+    let sound = leaf.len() == leaves
+        && [feature.len(), threshold.len(), decision.len(), left.len(), right.len()]
+            .iter()
+            .all(|n| *n == splits)
+        && feature.iter().all(|f| (*f as usize) < features)
+        // Bit 0: a categorical split, which runner does not train.
+        && decision.iter().all(|d| d & 1 == 0)
+        && left.iter().chain(&right).all(child_ok);
+    let splits = (0..splits)
+        .map(|i| Split {
+            threshold: threshold[i],
+            feature: feature[i],
+            missing: (decision[i] >> 2) & 3,
+            default_left: decision[i] & 2 != 0,
+            left: left[i],
+            right: right[i],
+        })
+        .collect();
+    sound.then_some(Tree { splits, leaf })
 }
 
 impl Trees {
