@@ -122,7 +122,10 @@ fn tree(block: &str, features: usize) -> Option<Tree> {
         && feature.iter().all(|f| (*f as usize) < features)
         // Bit 0: a categorical split, which runner does not train.
         && decision.iter().all(|d| d & 1 == 0)
-        && left.iter().chain(&right).all(child_ok);
+        && left.iter().chain(&right).all(child_ok)
+        // LightGBM numbers a split after its parent: a walk down always ends.
+        && (0..splits).all(|i| left[i] < 0 || left[i] as usize > i)
+        && (0..splits).all(|i| right[i] < 0 || right[i] as usize > i);
     let splits = (0..splits)
         .map(|i| Split {
             threshold: threshold[i],
