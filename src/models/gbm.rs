@@ -624,7 +624,7 @@ mod lightgbm {
         fn predict(&self, x: ArrayView2<f64>) -> Result<Prediction> {
             let trees = self.trees.get_or_init(|| Trees::parse(&self.text));
             let raw = match trees.as_ref().filter(|t| t.features() == x.ncols()) {
-                Some(trees) => trees.predict(&x.iter().copied().collect::<Vec<_>>()),
+                Some(trees) => trees.predict(&x.iter().copied().collect::<Vec<_>>(), self.threads),
                 None => self.predict_in_lightgbm(x)?,
             };
             to_prediction(self.task, self.n_classes, raw, x.nrows())
@@ -925,11 +925,13 @@ mod lightgbm {
                 let model = LgbmModel::new(task, k, text, 29);
                 let trees = Trees::parse(&model.text).expect("a model runner trains is read");
                 let queries = table(300, &mut rng);
-                let here = trees.predict(&queries.iter().copied().collect::<Vec<_>>());
                 let there = model.predict_in_lightgbm(queries.view()).unwrap();
                 let bits = |v: &[f64]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-                assert_eq!(here.len(), there.len(), "{task} {k}");
-                assert_eq!(bits(&here), bits(&there), "{task} {k}");
+                for threads in [1, 2] {
+                    let here = trees.predict(&queries.iter().copied().collect::<Vec<_>>(), threads);
+                    assert_eq!(here.len(), there.len(), "{task} {k}");
+                    assert_eq!(bits(&here), bits(&there), "{task} {k} {threads}");
+                }
             }
         }
     }

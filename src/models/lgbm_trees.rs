@@ -179,10 +179,11 @@ impl Trees {
     }
 
     /// What LightGBM's `LGBM_BoosterPredictForMat` gives for row-major `rows` of `features()`
-    /// values: per row, one value, or one probability per class for more than two.
-    pub(crate) fn predict(&self, rows: &[f64]) -> Vec<f64> {
-        let k = self.per_iteration;
-        let width = self.features;
+    /// values: per row, one value, or one probability per class for more than two. Blocks of
+    /// rows are spread over `threads` threads; each row's arithmetic is the same on any number.
+    pub(crate) fn predict(&self, rows: &[f64], threads: usize) -> Vec<f64> {
+        const BLOCK: usize = 256;
+        let (k, width) = (self.per_iteration, self.features);
         // As LightGBM reads a dense row: values within its zero threshold are zero.
         let cleaned: Vec<f64> = (rows.iter())
             .map(|v| {
@@ -193,20 +194,38 @@ impl Trees {
                 }
             })
             .collect();
-        let mut out = vec![0.0f64; cleaned.len() / width.max(1) * k];
-        const BLOCK: usize = 256;
-        for (block, sums) in cleaned.chunks(BLOCK * width).zip(out.chunks_mut(BLOCK * k)) {
+        let mut out = vec![0.0f64; cleaned.len() / width * k];
+        let mut blocks: Vec<(&[f64], &mut [f64])> = (cleaned.chunks(BLOCK * width))
+            .zip(out.chunks_mut(BLOCK * k))
+            .collect();
+        let per_thread = blocks.len().div_ceil(threads.max(1)).max(1);
+        std::thread::scope(|s| {
+            let mut parts = blocks.chunks_mut(per_thread);
+            let first = parts.next();
+            for part in parts {
+                s.spawn(move || self.predict_blocks(part));
+            }
+            if let Some(part) = first {
+                self.predict_blocks(part);
+            }
+        });
+        out
+    }
+
+    /// Each block's rows through every tree, a tree at a time, then converted.
+    fn predict_blocks(&self, blocks: &mut [(&[f64], &mut [f64])]) {
+        let k = self.per_iteration;
+        for (block, sums) in blocks.iter_mut() {
             for (t, tree) in self.trees.iter().enumerate() {
                 let class = t % k;
-                for (row, sum) in block.chunks(width).zip(sums.chunks_mut(k)) {
+                for (row, sum) in block.chunks(self.features).zip(sums.chunks_mut(k)) {
                     sum[class] += tree.value(row);
                 }
             }
+            for sum in sums.chunks_mut(k) {
+                self.convert(sum);
+            }
         }
-        for sum in out.chunks_mut(k) {
-            self.convert(sum);
-        }
-        out
     }
 
     /// LightGBM's `ConvertOutput` of one row's raw scores.
