@@ -113,8 +113,11 @@ fn tree(block: &str, features: usize) -> Option<Tree> {
     let left: Vec<i32> = list(&fields, "left_child")?;
     let right: Vec<i32> = list(&fields, "right_child")?;
     let splits = leaves - 1;
-    let child_ok =
-        |c: &i32| (*c >= 0 && (*c as usize) < splits) || (*c < 0 && (!*c as usize) < leaves);
+    // A child split comes after its parent (so a walk down always ends), a leaf is in range.
+    let child_ok = |parent: usize, c: i32| {
+        (c >= 0 && (c as usize) > parent && (c as usize) < splits)
+            || (c < 0 && (!c as usize) < leaves)
+    };
     let sound = leaf.len() == leaves
         && [feature.len(), threshold.len(), decision.len(), left.len(), right.len()]
             .iter()
@@ -122,10 +125,10 @@ fn tree(block: &str, features: usize) -> Option<Tree> {
         && feature.iter().all(|f| (*f as usize) < features)
         // Bit 0: a categorical split, which runner does not train.
         && decision.iter().all(|d| d & 1 == 0)
-        && left.iter().chain(&right).all(child_ok)
-        // LightGBM numbers a split after its parent: a walk down always ends.
-        && (0..splits).all(|i| left[i] < 0 || left[i] as usize > i)
-        && (0..splits).all(|i| right[i] < 0 || right[i] as usize > i);
+        && (0..splits).all(|i| child_ok(i, left[i]) && child_ok(i, right[i]));
+    if !sound {
+        return None;
+    }
     let splits = (0..splits)
         .map(|i| Split {
             threshold: threshold[i],
@@ -136,7 +139,7 @@ fn tree(block: &str, features: usize) -> Option<Tree> {
             right: right[i],
         })
         .collect();
-    sound.then_some(Tree { splits, leaf })
+    Some(Tree { splits, leaf })
 }
 
 impl Trees {

@@ -255,9 +255,14 @@ struct ClassMachine {
 
 impl ClassMachine {
     fn probabilities(&self, x: ArrayView2<f64>) -> Result<Vec<f64>> {
-        let [a, b] = self.platt;
         let f = self.machine.decisions(x)?;
-        Ok(f.into_iter().map(|f| platt_probability(f, a, b)).collect())
+        Ok(f.into_iter().map(|f| self.probability(f)).collect())
+    }
+
+    /// The Platt sigmoid of a decision value.
+    fn probability(&self, decision: f64) -> f64 {
+        let [a, b] = self.platt;
+        platt_probability(decision, a, b)
     }
 }
 
@@ -313,9 +318,8 @@ fn one_vs_rest(x: ArrayView2<f64>, k: usize, machines: &[ClassMachine]) -> Resul
     let mut proba = Array2::zeros((x.nrows(), k));
     let plain: Vec<&Machine> = machines.iter().map(|m| &m.machine).collect();
     for (m, decisions) in machines.iter().zip(shared_decisions(&plain, x)?) {
-        let [a, b] = m.platt;
         for (i, f) in decisions.into_iter().enumerate() {
-            proba[[i, m.class]] = platt_probability(f, a, b);
+            proba[[i, m.class]] = m.probability(f);
         }
     }
     for mut row in proba.rows_mut() {
