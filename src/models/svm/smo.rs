@@ -106,23 +106,34 @@ pub struct Gram {
 }
 
 impl Gram {
+    /// `K(x_i, x_j)` equals `K(x_j, x_i)` to the bit (the dot product's terms and the norms'
+    /// sum commute), so each value is computed once, for `j >= i`, and copied across.
     pub fn compute(rows: &Rows, kernel: Kernel, threads: usize) -> Gram {
         let n = rows.count();
         let mut values = vec![0.0f32; n * n];
-        let chunk = n.div_ceil(threads.max(1)).max(1) * n;
+        let bounds = triangle_shares(n, threads.max(1));
         std::thread::scope(|s| {
-            for (c, part) in values.chunks_mut(chunk.max(1)).enumerate() {
+            let mut rest = values.as_mut_slice();
+            for w in bounds.windows(2).filter(|w| w[1] > w[0]) {
+                let (part, tail) = rest.split_at_mut((w[1] - w[0]) * n);
+                rest = tail;
+                let first = w[0];
                 s.spawn(move || {
-                    for (r, out) in part.chunks_mut(n).enumerate() {
-                        let i = c * chunk / n + r;
+                    for (r, out) in part.chunks_mut(n.max(1)).enumerate() {
+                        let i = first + r;
                         let (xi, ni) = (rows.row(i), rows.norm(i));
-                        for (j, v) in out.iter_mut().enumerate() {
+                        for (j, v) in out.iter_mut().enumerate().skip(i) {
                             *v = kernel.value(xi, rows.row(j), ni, rows.norm(j)) as f32;
                         }
                     }
                 });
             }
         });
+        for i in 1..n {
+            for j in 0..i {
+                values[i * n + j] = values[j * n + i];
+            }
+        }
         Gram { n, values }
     }
 
@@ -130,6 +141,24 @@ impl Gram {
     pub fn bytes(n: usize) -> usize {
         n.saturating_mul(n).saturating_mul(4)
     }
+}
+
+/// Row bounds splitting the upper triangle of an `n x n` table into `parts` shares of about
+/// equal area (row `i` holds `n - i` values): `parts + 1` increasing bounds from 0 to `n`.
+fn triangle_shares(n: usize, parts: usize) -> Vec<usize> {
+    let total = (n * (n + 1) / 2) as f64;
+    let mut bounds = vec![0];
+    let (mut row, mut done) = (0, 0.0);
+    for p in 1..parts {
+        let want = total * p as f64 / parts as f64;
+        while row < n && done < want {
+            done += (n - row) as f64;
+            row += 1;
+        }
+        bounds.push(row);
+    }
+    bounds.push(n);
+    bounds
 }
 
 /// Kernel rows `K(x_i, .)` over the `n` training rows, computed on demand and evicted least
@@ -235,6 +264,40 @@ pub struct Solution {
     pub iterations: usize,
 }
 
+/// The dual variables, their gradient, and which may move in each direction: `up` (libsvm's
+/// I_up: `y_t a_t` can grow) and `low` (I_low: it can shrink), kept as the alphas change.
+struct Dual {
+    alpha: Vec<f64>,
+    grad: Vec<f64>,
+    up: Vec<bool>,
+    low: Vec<bool>,
+}
+
+impl Dual {
+    fn new(problem: &Problem) -> Dual {
+        let l = problem.y.len();
+        let mut dual = Dual {
+            alpha: vec![0.0; l],
+            grad: problem.p.clone(),
+            up: vec![false; l],
+            low: vec![false; l],
+        };
+        for t in 0..l {
+            dual.mark(problem, t);
+        }
+        dual
+    }
+
+    /// Variable `t`'s directions after its alpha changed.
+    fn mark(&mut self, problem: &Problem, t: usize) {
+        let below_c = !problem.at_upper(&self.alpha, t);
+        let above_0 = self.alpha[t] > 0.0;
+        let positive = problem.y[t] > 0.0;
+        self.up[t] = if positive { below_c } else { above_0 };
+        self.low[t] = if positive { above_0 } else { below_c };
+    }
+}
+
 impl Problem<'_> {
     /// The row of variable `t` (`t < 2n`; a comparison, not a division, in the hot loops).
     fn base(&self, t: usize) -> usize {
@@ -255,32 +318,36 @@ impl Problem<'_> {
                 self.kernel.value(r.row(b), r.row(b), r.norm(b), r.norm(b))
             })
             .collect();
-        let mut alpha = vec![0.0; l];
-        let mut grad = self.p.clone();
+        let mut dual = Dual::new(self);
         let cap = (100 * l).max(10_000_000);
         let mut iterations = 0;
         while iterations < cap {
-            let Some((i, j)) = self.select(&mut cache, &alpha, &grad, &diag) else {
+            let Some((i, j)) = self.select(&mut cache, &dual, &diag) else {
                 break;
             };
             iterations += 1;
             let (bi, bj) = (self.base(i), self.base(j));
             let (ki, kj) = cache.pair(bi, bj);
-            let (old_i, old_j) = (alpha[i], alpha[j]);
+            let (old_i, old_j) = (dual.alpha[i], dual.alpha[j]);
             let quad = (diag[i] + diag[j] - 2.0 * f64::from(ki[bj])).max(TAU);
-            self.step(&mut alpha, &grad, i, j, quad);
+            self.step(&mut dual.alpha, &dual.grad, i, j, quad);
+            dual.mark(self, i);
+            dual.mark(self, j);
             let (di, dj) = (
-                self.y[i] * (alpha[i] - old_i),
-                self.y[j] * (alpha[j] - old_j),
+                self.y[i] * (dual.alpha[i] - old_i),
+                self.y[j] * (dual.alpha[j] - old_j),
             );
-            for (t, g) in grad.iter_mut().enumerate() {
-                let b = self.base(t);
-                *g += self.y[t] * (di * f64::from(ki[b]) + dj * f64::from(kj[b]));
+            // Variable t's row is t mod n: the variables in runs of n, each against the rows.
+            let n = ki.len().max(1);
+            for (grad, y) in dual.grad.chunks_mut(n).zip(self.y.chunks(n)) {
+                for (((g, y), a), b) in grad.iter_mut().zip(y).zip(ki).zip(kj) {
+                    *g += y * (di * f64::from(*a) + dj * f64::from(*b));
+                }
             }
         }
-        let rho = self.rho(&alpha, &grad);
+        let rho = self.rho(&dual.alpha, &dual.grad);
         Solution {
-            alpha,
+            alpha: dual.alpha,
             rho,
             iterations,
         }
@@ -291,48 +358,42 @@ impl Problem<'_> {
     }
 
     /// libsvm's WSS 2: `i` maximises the violation, `j` the second-order gain with `i`; `None`
-    /// once the largest violation is below the tolerance.
-    fn select(
-        &self,
-        cache: &mut KernelCache,
-        alpha: &[f64],
-        grad: &[f64],
-        diag: &[f64],
-    ) -> Option<(usize, usize)> {
+    /// once the largest violation is below the tolerance. `-y_t G_t` is `-G_t` or `G_t` exactly,
+    /// as a product with +-1 only flips the sign.
+    fn select(&self, cache: &mut KernelCache, dual: &Dual, diag: &[f64]) -> Option<(usize, usize)> {
+        let (grad, y) = (&dual.grad, &self.y);
         let mut gmax = f64::NEG_INFINITY;
         let mut pick_i = None;
-        for t in 0..self.y.len() {
-            let violation = if self.y[t] > 0.0 {
-                (!self.at_upper(alpha, t)).then(|| -grad[t])
-            } else {
-                (alpha[t] > 0.0).then_some(grad[t])
-            };
-            if let Some(v) = violation.filter(|v| *v >= gmax) {
-                gmax = v;
+        for t in 0..y.len() {
+            let violation = -(y[t] * grad[t]);
+            // One branch, rarely taken: the membership alone would be mispredicted.
+            if dual.up[t] & (violation >= gmax) {
+                gmax = violation;
                 pick_i = Some(t);
             }
         }
         let i = pick_i?;
         let bi = self.base(i);
         let (ki, _) = cache.pair(bi, bi);
+        let n = ki.len().max(1);
         let mut gmax2 = f64::NEG_INFINITY;
         let (mut best, mut pick_j) = (f64::INFINITY, None);
-        for t in 0..self.y.len() {
-            let g = if self.y[t] > 0.0 {
-                (alpha[t] > 0.0).then_some(grad[t])
-            } else {
-                (!self.at_upper(alpha, t)).then(|| -grad[t])
-            };
-            let Some(g) = g else { continue };
-            gmax2 = gmax2.max(g);
-            let diff = gmax + g;
-            if diff > 0.0 {
-                let b = self.base(t);
-                let quad = (diag[i] + diag[t] - 2.0 * f64::from(ki[b])).max(TAU);
-                let gain = -(diff * diff) / quad;
-                if gain <= best {
-                    best = gain;
-                    pick_j = Some(t);
+        for start in (0..y.len()).step_by(n) {
+            let end = (start + n).min(y.len());
+            for ((t, k), low) in (start..end).zip(ki).zip(&dual.low[start..end]) {
+                let g = y[t] * grad[t];
+                // Only the sum `gmax + gmax2` is used, so a zero's sign does not matter here.
+                if *low & (g > gmax2) {
+                    gmax2 = g;
+                }
+                let diff = gmax + g;
+                if *low & (diff > 0.0) {
+                    let quad = (diag[i] + diag[t] - 2.0 * f64::from(*k)).max(TAU);
+                    let gain = -(diff * diff) / quad;
+                    if gain <= best {
+                        best = gain;
+                        pick_j = Some(t);
+                    }
                 }
             }
         }
@@ -532,5 +593,27 @@ mod tests {
         let mut shared = problem(&rows, kernel, &y, 2.0, 1);
         shared.gram = Some((&gram, &picks));
         assert_eq!(lazy.alpha, shared.solve().alpha);
+    }
+
+    #[test]
+    fn the_table_holds_each_kernel_value_to_the_bit_at_any_thread_count() {
+        for n in [0, 1, 5, 37] {
+            let (x, _) = noisy(n);
+            let rows = Rows::new(x.view());
+            let kernel = Kernel::Rbf { gamma: 0.7 };
+            for threads in [1, 2, 3, 8] {
+                let gram = Gram::compute(&rows, kernel, threads);
+                for i in 0..n {
+                    for j in 0..n {
+                        let want =
+                            kernel.value(rows.row(i), rows.row(j), rows.norm(i), rows.norm(j));
+                        assert_eq!(gram.values[i * n + j].to_bits(), (want as f32).to_bits());
+                    }
+                }
+            }
+            let shares = triangle_shares(n, 3);
+            assert_eq!((shares[0], shares[3]), (0, n));
+            assert!(shares.windows(2).all(|w| w[0] <= w[1]), "{shares:?}");
+        }
     }
 }
