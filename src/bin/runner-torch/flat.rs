@@ -244,9 +244,7 @@ mod tests {
     /// Weights after 30 steps of the flat rule and of libtorch's optimiser: the largest
     /// difference, and the largest change from the start (which must be far larger).
     fn compare(rule: Rule, torch: impl OptimizerConfig) -> (f32, f32) {
-        // libtorch's generator is process-wide and the tests run on threads side by side.
-        static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-        let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+        let _turn = crate::generator_turn();
         let (flat_vs, torch_vs, start_vs) = (same_start(), same_start(), same_start());
         let start = train(
             None,

@@ -4,9 +4,18 @@
 //! It is the only program of the package that links libtorch, through `tch`: its code is here,
 //! not in the library.
 
+mod dropout;
 mod flat;
 mod serve;
 mod torch;
+
+/// libtorch's random generator is process-wide and tests run on threads side by side: a test
+/// that seeds it holds this while it draws.
+#[cfg(test)]
+pub(crate) fn generator_turn() -> std::sync::MutexGuard<'static, ()> {
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 fn main() -> std::process::ExitCode {
     // No fast bins in glibc's allocator: libtorch frees many small blocks between allocations

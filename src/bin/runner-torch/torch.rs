@@ -8,6 +8,7 @@
 //! helper process (this program), which seeds the generator at the fit's start, so with a
 //! fixed seed and thread count two runs give identical losses, whatever trains beside them.
 
+use crate::dropout::Masks;
 use crate::flat::{FlatOptimizer, Rule};
 use anyhow::{anyhow, bail, Result};
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2};
@@ -105,6 +106,7 @@ fn dense(
     mut inp: i64,
     widths: &[usize],
     cfg: &ModelConfig,
+    masks: &Masks,
 ) -> Result<(nn::SequentialT, i64)> {
     let mut seq = nn::seq_t();
     let act = cfg.str("activation")?.to_string();
@@ -122,7 +124,8 @@ fn dense(
         let a = act.clone();
         seq = seq.add_fn(move |x| activation(&a, x));
         if p > 0.0 {
-            seq = seq.add_fn_t(move |x, train| x.dropout(p, train));
+            let masks = masks.clone();
+            seq = seq.add_fn_t(move |x, train| masks.apply(x, p, train));
         }
         inp = w;
     }
@@ -152,6 +155,8 @@ struct Net {
     std: Tensor,
     body: Body,
     out: nn::Linear,
+    /// Where the dense layers' dropout masks come from.
+    masks: Masks,
 }
 
 impl Net {
@@ -207,9 +212,10 @@ fn build(vs: &nn::Path, cfg: &ModelConfig, features: i64, outputs: i64) -> Resul
     let std = vs.ones_no_train("norm_std", &[features]);
     let widths =
         runner::models::parse_widths(cfg.str("hidden")?).map_err(|e| anyhow!("hidden: {e}"))?;
+    let masks = Masks::default();
     let (body, width) = match cfg.kind.as_str() {
         "mlp" => {
-            let (s, w) = dense(vs, features, &widths, cfg)?;
+            let (s, w) = dense(vs, features, &widths, cfg, &masks)?;
             (Body::Mlp(s), w)
         }
         "cnn" => {
@@ -256,7 +262,7 @@ fn build(vs: &nn::Path, cfg: &ModelConfig, features: i64, outputs: i64) -> Resul
             if len < 1 {
                 bail!("cnn: kernel_size {k} is wider than the {features} features");
             }
-            let (head, w) = dense(&(vs / "head"), ch * len, &widths, cfg)?;
+            let (head, w) = dense(&(vs / "head"), ch * len, &widths, cfg, &masks)?;
             (
                 Body::Cnn {
                     convs,
@@ -279,7 +285,7 @@ fn build(vs: &nn::Path, cfg: &ModelConfig, features: i64, outputs: i64) -> Resul
                 ..Default::default()
             };
             let lstm = nn::lstm(vs / "lstm", 1, hidden, rc);
-            let (head, w) = dense(&(vs / "head"), hidden * dirs, &widths, cfg)?;
+            let (head, w) = dense(&(vs / "head"), hidden * dirs, &widths, cfg, &masks)?;
             (
                 Body::Lstm {
                     lstm,
@@ -297,6 +303,7 @@ fn build(vs: &nn::Path, cfg: &ModelConfig, features: i64, outputs: i64) -> Resul
         std,
         body,
         out,
+        masks,
     })
 }
 
@@ -731,7 +738,8 @@ pub(crate) fn fit(
         t => t as i32,
     };
     tch::set_num_threads(threads);
-    tch::manual_seed((ctx.seed % (i64::MAX as u64)) as i64);
+    let seed = (ctx.seed % (i64::MAX as u64)) as i64;
+    tch::manual_seed(seed);
     let dev = device(cfg)?;
     let f = data.x.ncols();
     let outputs = if data.task == Task::Classification {
@@ -743,6 +751,12 @@ pub(crate) fn fit(
     let ((xf, yf), valid) = training_and_valid_rows(cfg, data, ctx, patience)?;
     let mut vs = nn::VarStore::new(dev);
     let mut net = build(&vs.root(), cfg, f as i64, outputs)?;
+    // Nothing else in training draws from libtorch's generator (the LSTM has no dropout of
+    // its own), so runner can draw the masks from where it stands now.
+    let p = cfg.float("dropout")?;
+    if dev == Device::Cpu && p > 0.0 {
+        net.masks.follow(seed, p);
+    }
     set_standardisation(&mut net, &xf, dev);
     let mut opt = optimizer(cfg, &vs)?;
     let class_weights = class_weights(cfg, data, &yf, dev)?;
@@ -865,5 +879,28 @@ impl FittedModel for ScriptModel {
     }
     fn native(&self) -> Vec<(&'static str, Vec<u8>)> {
         vec![("pt", self.torchscript.clone())]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use runner::models::ParamValue;
+
+    /// The dense layers of every kind draw their dropout masks in runner, from where libtorch's
+    /// generator stands after the kind's initialisation (the speed-up of the dropout module;
+    /// if it were lost, libtorch would draw them, to the same values, more slowly).
+    #[test]
+    fn every_kind_with_dropout_draws_its_masks_here() {
+        let _turn = crate::generator_turn();
+        for kind in ["mlp", "cnn", "lstm"] {
+            let mut cfg = ModelConfig::with_defaults(kind, kind).unwrap();
+            cfg.params
+                .insert("dropout".to_string(), ParamValue::Float(0.2));
+            tch::manual_seed(42);
+            let vs = nn::VarStore::new(Device::Cpu);
+            let net = build(&vs.root(), &cfg, 11, 6).unwrap();
+            assert!(net.masks.follow(42, 0.2), "{kind}");
+        }
     }
 }
