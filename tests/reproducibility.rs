@@ -418,6 +418,21 @@ fn runs_before_faster_cnn_svm_and_lightgbm_predictions_replay_bit_for_bit() {
     }
 }
 
+/// Runs written before the SVM solver's faster scans and half kernel table, runner's own
+/// dropout masks and XGBoost's model written on demand: the same versions of these kinds, so the
+/// new code must give the same numbers, bit for bit (a linear SVM with balanced class weights,
+/// an MLP and an LSTM with dropout, XGBoost with its gain importance, an RBF epsilon-SVR).
+#[test]
+#[cfg(all(feature = "torch", feature = "xgboost"))]
+fn runs_before_faster_svm_dropout_and_xgboost_replay_bit_for_bit() {
+    let d = tempfile::tempdir().unwrap();
+    release_store(d.path(), "store-55ed8f4");
+    for t in ["t1", "t2", "t3", "t4", "t5"] {
+        let out = run_ok(runner(d.path()).args(["replay", t, "--check", "--json"]));
+        assert_eq!(stdout_json(&out)["identical"], true, "{t}");
+    }
+}
+
 #[test]
 fn runs_written_by_the_previous_release_replay_bit_for_bit() {
     let d = tempfile::tempdir().unwrap();
