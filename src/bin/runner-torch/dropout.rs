@@ -154,6 +154,8 @@ impl Masks {
     }
 
     /// `x` with dropout `p` when training: the mask drawn here when following, else libtorch's.
+    /// (The dense layers' inputs are an activation's output, contiguous floats: while following,
+    /// libtorch draws none itself.)
     pub(crate) fn apply(&self, x: &Tensor, p: f64, train: bool) -> Tensor {
         let eligible = train
             && p > 0.0
