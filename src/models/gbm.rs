@@ -183,7 +183,7 @@ mod xgboost {
         /// The booster is not Sync; predictions take turns.
         booster: Mutex<Booster>,
         /// The JSON model and the total gain of the splits on each feature, made when first
-        /// asked for: only the refitted model's are exported, and writing them took a quarter
+        /// asked for: only the refitted model's are exported, and writing them took a fifth
         /// of a wine fold's time (the text dump of 1,200 trees most of it).
         json: OnceLock<Vec<u8>>,
         gain: OnceLock<Vec<f64>>,
