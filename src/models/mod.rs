@@ -581,6 +581,36 @@ pub fn fit(cfg: &ModelConfig, data: &TrainSet, ctx: &FitContext) -> Result<Box<d
     }
 }
 
+/// Whether the CV folds of `cfg` train together, in one [`fit_stack`]: a kind that stacks them
+/// (the MLP from its algorithm 3), fitted as it is (no resampling, calibration or threshold,
+/// which fit each fold on its own rows).
+pub fn trains_folds_stacked(cfg: &ModelConfig, task: Task) -> bool {
+    let plain = !post::wanted(cfg, task).unwrap_or(true)
+        && (task == Task::Regression || cfg.str("resample").is_ok_and(|r| r == "none"));
+    plain && nn::stacks(cfg)
+}
+
+/// Fits `cfg` on each training set (the folds of a run), each with its context: stacked where
+/// [`trains_folds_stacked`] says so, else one after the other. Each set's model, in order.
+pub fn fit_stack(
+    cfg: &ModelConfig,
+    sets: &[TrainSet],
+    ctxs: &[FitContext],
+) -> Result<Vec<Box<dyn FittedModel>>> {
+    let Some(first) = sets.first() else {
+        return Ok(Vec::new());
+    };
+    if sets.len() != ctxs.len() || !trains_folds_stacked(cfg, first.task) {
+        return (sets.iter().zip(ctxs))
+            .map(|(s, c)| fit(cfg, s, c))
+            .collect();
+    }
+    let backend = available_backend(&cfg.kind)?;
+    check_algorithm(backend.spec(), cfg.algorithm())?;
+    backend.check(cfg).map_err(|e| anyhow!("{e}"))?;
+    nn::fit_stack(cfg, sets, ctxs)
+}
+
 /// Fits on the rows as the config's `resample` asks (classification), seeded by the context:
 /// the rows given are a training fold's, never a validation fold's.
 fn fit_resampled(

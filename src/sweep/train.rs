@@ -78,37 +78,81 @@ pub fn fit_with_curve(
     eval_rows: Option<&[usize]>,
     curve: Option<&Curve<'_>>,
 ) -> Result<(Fitted, Option<Array2<f64>>)> {
-    let etl = etl_for(&prep.loaded.config.etl, &plan.model);
-    let preprocessor = Preprocessor::fit(&prep.table, rows, &etl);
-    let x = preprocessor.transform(&prep.table, rows)?;
-    let y: Array1<f64> = rows.iter().map(|r| prep.y[*r]).collect();
-    let data = TrainSet {
-        x: x.view(),
-        y: y.view(),
-        task: prep.task,
-        n_classes: prep.labels.as_ref().map(|l| l.classes.len()).unwrap_or(0),
-        labels: prep.labels.as_ref().map(|l| l.classes.as_slice()),
-    };
-    let eval = eval_rows
-        .map(|r| -> Result<(Array2<f64>, Array1<f64>)> {
-            let x = preprocessor.transform(&prep.table, r)?;
-            let y: Array1<f64> = r.iter().map(|i| prep.y[*i]).collect();
-            Ok((x, y))
+    let inputs = FoldInputs::of(prep, plan, rows, eval_rows)?;
+    let model = models::fit(
+        &plan.model,
+        &inputs.set(prep),
+        &inputs.context(plan, seed, curve),
+    )?;
+    Ok(inputs.fitted(model))
+}
+
+/// A training fold's model matrix, built by its own preprocessing, and its evaluation rows'.
+struct FoldInputs {
+    preprocessor: Preprocessor,
+    x: Array2<f64>,
+    y: Array1<f64>,
+    eval: Option<(Array2<f64>, Array1<f64>)>,
+}
+
+impl FoldInputs {
+    fn of(
+        prep: &Prepared,
+        plan: &TrainPlan,
+        rows: &[usize],
+        eval_rows: Option<&[usize]>,
+    ) -> Result<FoldInputs> {
+        let etl = etl_for(&prep.loaded.config.etl, &plan.model);
+        let preprocessor = Preprocessor::fit(&prep.table, rows, &etl);
+        let x = preprocessor.transform(&prep.table, rows)?;
+        let y: Array1<f64> = rows.iter().map(|r| prep.y[*r]).collect();
+        let eval = eval_rows
+            .map(|r| -> Result<(Array2<f64>, Array1<f64>)> {
+                let x = preprocessor.transform(&prep.table, r)?;
+                let y: Array1<f64> = r.iter().map(|i| prep.y[*i]).collect();
+                Ok((x, y))
+            })
+            .transpose()?;
+        Ok(FoldInputs {
+            preprocessor,
+            x,
+            y,
+            eval,
         })
-        .transpose()?;
-    let ctx = FitContext {
-        seed,
-        threads: plan.threads,
-        eval: eval.as_ref().map(|(x, y)| (x.view(), y.view())),
-        curve,
-        feature_names: Some(&preprocessor.output_names),
-    };
-    let model = models::fit(&plan.model, &data, &ctx)?;
-    let fitted = Fitted {
-        preprocessor,
-        model,
-    };
-    Ok((fitted, eval.map(|(x, _)| x)))
+    }
+
+    fn set<'a>(&'a self, prep: &'a Prepared) -> TrainSet<'a> {
+        TrainSet {
+            x: self.x.view(),
+            y: self.y.view(),
+            task: prep.task,
+            n_classes: prep.labels.as_ref().map(|l| l.classes.len()).unwrap_or(0),
+            labels: prep.labels.as_ref().map(|l| l.classes.as_slice()),
+        }
+    }
+
+    fn context<'a>(
+        &'a self,
+        plan: &TrainPlan,
+        seed: u64,
+        curve: Option<&'a Curve<'a>>,
+    ) -> FitContext<'a> {
+        FitContext {
+            seed,
+            threads: plan.threads,
+            eval: self.eval.as_ref().map(|(x, y)| (x.view(), y.view())),
+            curve,
+            feature_names: Some(&self.preprocessor.output_names),
+        }
+    }
+
+    fn fitted(self, model: Box<dyn models::FittedModel>) -> (Fitted, Option<Array2<f64>>) {
+        let fitted = Fitted {
+            preprocessor: self.preprocessor,
+            model,
+        };
+        (fitted, self.eval.map(|(x, _)| x))
+    }
 }
 
 pub fn predict_rows(
@@ -190,6 +234,19 @@ fn train_fold(
     let eval_rows = Some(fold.test.as_slice());
     crate::interrupt::check()?;
     let (fitted, x) = fit_with_curve(prep, &fold_plan, &fold.train, seed, eval_rows, Some(&curve))?;
+    score_fold(prep, plan, fold, i, fitted, x, curve)
+}
+
+/// Scores fold `i`'s model on its validation rows (`x`, their model matrix): its outcome.
+fn score_fold(
+    prep: &Prepared,
+    plan: &TrainPlan,
+    fold: &eval::Fold,
+    i: usize,
+    fitted: Fitted,
+    x: Option<Array2<f64>>,
+    curve: Curve<'_>,
+) -> Result<FoldOutcome> {
     crate::interrupt::check()?;
     let stopped = curve.stopped();
     let points = finish_curve(curve)?;
@@ -250,7 +307,62 @@ fn train_wave(
     })
 }
 
-/// Trains and scores every CV fold, `plan.fold_jobs` at a time; each fold's scores reach the
+/// Trains the folds `first..first + n` as one stacked model (`models::fit_stack`), on all the
+/// plan's threads, then scores each; their outcomes in fold order.
+fn train_stacked(
+    prep: &Prepared,
+    plan: &TrainPlan,
+    splits: &Splits,
+    first: usize,
+    n: usize,
+    run_uuid: &str,
+    trackers: &dyn Tracker,
+) -> Result<Vec<FoldOutcome>> {
+    let folds = &splits.folds[first..first + n];
+    let inputs = (folds.iter())
+        .map(|fold| FoldInputs::of(prep, plan, &fold.train, Some(&fold.test)))
+        .collect::<Result<Vec<_>>>()?;
+    let curves: Vec<Curve> = (first..first + n)
+        .map(|i| judged(plan, i, live_curve(trackers, run_uuid, format!("fold{i}"))))
+        .collect();
+    crate::interrupt::check()?;
+    let sets: Vec<TrainSet> = inputs.iter().map(|f| f.set(prep)).collect();
+    let ctxs: Vec<FitContext> = (inputs.iter().zip(&curves).enumerate())
+        .map(|(k, (f, curve))| {
+            f.context(plan, fold_seed(plan.seed, (first + k) as u64), Some(curve))
+        })
+        .collect();
+    let models = models::fit_stack(&plan.model, &sets, &ctxs).with_context(|| {
+        format!(
+            "folds {} to {} of {}",
+            first + 1,
+            first + n,
+            splits.folds.len()
+        )
+    })?;
+    drop((sets, ctxs));
+    (inputs.into_iter().zip(models).zip(curves).enumerate())
+        .map(|(k, ((f, model), curve))| {
+            let (fitted, x) = f.fitted(model);
+            score_fold(prep, plan, &folds[k], first + k, fitted, x, curve)
+                .with_context(|| format!("fold {} of {}", first + k + 1, splits.folds.len()))
+        })
+        .collect()
+}
+
+/// How many folds from `first` train at once: a repeat's folds where they train stacked, else
+/// `plan.fold_jobs`.
+fn wave_size(prep: &Prepared, plan: &TrainPlan, splits: &Splits, first: usize) -> (usize, bool) {
+    let rest = &splits.folds[first..];
+    if models::trains_folds_stacked(&plan.model, prep.task) {
+        let repeat = rest[0].repeat;
+        return (rest.iter().take_while(|f| f.repeat == repeat).count(), true);
+    }
+    (plan.fold_jobs.clamp(1, rest.len()), false)
+}
+
+/// Trains and scores every CV fold, `plan.fold_jobs` at a time (a repeat's folds at once where
+/// they train stacked); each fold's scores reach the
 /// trackers in fold order as its wave ends. The outcome does not depend on how many run at
 /// once: each fold has its own seed, and the pruner judges the folds in order.
 pub(crate) fn cross_validate(
@@ -274,8 +386,14 @@ pub(crate) fn cross_validate(
     let total = splits.folds.len();
     let mut first = 0;
     while first < total && cv.pruned.is_none() {
-        let n = plan.fold_jobs.clamp(1, total - first);
-        let wave = train_wave(prep, plan, splits, first, n, run_uuid, trackers);
+        let (n, stacked) = wave_size(prep, plan, splits, first);
+        let wave = match stacked {
+            true => match train_stacked(prep, plan, splits, first, n, run_uuid, trackers) {
+                Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
+                Err(e) => vec![Err(e)],
+            },
+            false => train_wave(prep, plan, splits, first, n, run_uuid, trackers),
+        };
         crate::memory::release_free();
         for (k, outcome) in wave.into_iter().enumerate() {
             let i = first + k;

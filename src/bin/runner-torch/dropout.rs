@@ -76,6 +76,20 @@ impl Mt19937 {
         self.next += 1;
         self.block[self.next - 1]
     }
+
+    /// One Bernoulli draw by libtorch's rule: kept when the 53 bits of two outputs are below
+    /// `bound` ([`keep_bound`]).
+    #[inline]
+    pub(crate) fn keeps(&mut self, bound: u64) -> bool {
+        let first = self.next_u32();
+        bits53(first, self.next_u32()) < bound
+    }
+}
+
+/// The bound of [`Mt19937::keeps`] for keep probability `keep`: `u < keep` on the 53 bits
+/// themselves (u is bits / 2^53 exactly, and so is the bound).
+pub(crate) fn keep_bound(keep: f64) -> u64 {
+    (keep * (1u64 << 53) as f64).ceil() as u64
 }
 
 /// Outputs searched for libtorch's position: initialising a network of up to about a million
@@ -168,17 +182,9 @@ impl Masks {
             return x.dropout(p, train);
         };
         let keep = 1.0 - p;
-        // `u < keep` on the 53 bits themselves: u is bits / 2^53 exactly, and so is the bound.
-        let bound = (keep * (1u64 << 53) as f64).ceil() as u64;
+        let bound = keep_bound(keep);
         let mask: Vec<f32> = (0..x.numel())
-            .map(|_| {
-                let first = stream.next_u32();
-                if bits53(first, stream.next_u32()) < bound {
-                    1.0
-                } else {
-                    0.0
-                }
-            })
+            .map(|_| if stream.keeps(bound) { 1.0 } else { 0.0 })
             .collect();
         drop(slot);
         let mut noise = Tensor::from_slice(&mask).view(x.size().as_slice());

@@ -7,6 +7,7 @@
 mod dropout;
 mod flat;
 mod serve;
+mod stack;
 mod torch;
 
 /// libtorch's random generator is process-wide and tests run on threads side by side: a test

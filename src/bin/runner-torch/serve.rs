@@ -22,17 +22,18 @@ pub fn serve() -> Result<()> {
     }
     let mut input = BufReader::new(std::io::stdin());
     let mut output = BufWriter::new(std::io::stdout());
-    let mut model: Option<Box<dyn FittedModel>> = None;
+    // The models of the last fit or load (a stacked fit gives one per fold).
+    let mut models: Vec<Box<dyn FittedModel>> = Vec::new();
     while let Some(request) = wire::receive(&mut input)? {
         let op = request.header["op"].as_str();
-        if matches!(op, Some("fit" | "load")) {
-            // The last model's helper is reused for a new one: free the old one first.
-            model = None;
+        if matches!(op, Some("fit" | "fit_stack" | "load")) {
+            // The last models' helper is reused for new ones: free the old ones first.
+            models.clear();
         }
         let answered = match op {
-            Some("fit") => fit(&request, &mut input, &mut output).map(|m| model = Some(m)),
-            Some("load") => load(&request, &mut output).map(|m| model = Some(m)),
-            Some("predict") => predict(model.as_deref(), &request, &mut output),
+            Some("fit" | "fit_stack") => fit(&request, &mut input, &mut output).map(|m| models = m),
+            Some("load") => load(&request, &mut output).map(|m| models = vec![m]),
+            Some("predict") => predict(&models, &request, &mut output),
             _ => Err(anyhow::anyhow!("unknown request {}", request.header)),
         };
         if let Err(e) = answered {
@@ -54,65 +55,113 @@ fn matrix(floats: &mut Floats, rows: usize, cols: usize) -> Result<Array2<f64>> 
     )?)
 }
 
-fn fit(request: &Message, input: &mut Input, output: &mut Output) -> Result<Box<dyn FittedModel>> {
+/// A member's training rows, targets and evaluation rows, as the request sent them.
+type Rows = (Array2<f64>, Array1<f64>, Option<(Array2<f64>, Array1<f64>)>);
+
+/// The members of a fit: one (`fit`, in the header itself) or each fold of a stack.
+fn members(h: &Value, floats: &mut Floats) -> Result<Vec<(u64, Rows)>> {
+    let cols = count(h, "cols")?;
+    let listed: Vec<Value> = match h["members"].as_array() {
+        Some(list) if h["op"] == "fit_stack" => list.clone(),
+        _ => vec![h.clone()],
+    };
+    (listed.iter())
+        .map(|m| {
+            let rows = count(m, "rows")?;
+            let x = matrix(floats, rows, cols)?;
+            let y = Array1::from(floats.take(rows)?);
+            let eval = match m["eval_rows"].as_u64() {
+                Some(n) => Some((
+                    matrix(floats, n as usize, cols)?,
+                    Array1::from(floats.take(n as usize)?),
+                )),
+                None => None,
+            };
+            let seed = m["seed"].as_u64().context("a fit without its seed")?;
+            Ok((seed, (x, y, eval)))
+        })
+        .collect()
+}
+
+fn fit(
+    request: &Message,
+    input: &mut Input,
+    output: &mut Output,
+) -> Result<Vec<Box<dyn FittedModel>>> {
     let h = &request.header;
     let cfg: ModelConfig = serde_json::from_value(h["config"].clone())?;
     let task: Task = serde_json::from_value(h["task"].clone())?;
     let labels: Option<Vec<String>> = serde_json::from_value(h["labels"].clone())?;
-    let (rows, cols) = (count(h, "rows")?, count(h, "cols")?);
-    let mut floats = Floats::new(&request.payload);
-    let x = matrix(&mut floats, rows, cols)?;
-    let y = Array1::from(floats.take(rows)?);
-    let eval = match h["eval_rows"].as_u64() {
-        Some(n) => Some((
-            matrix(&mut floats, n as usize, cols)?,
-            Array1::from(floats.take(n as usize)?),
-        )),
-        None => None,
-    };
-    let data = TrainSet {
-        x: x.view(),
-        y: y.view(),
-        task,
-        n_classes: count(h, "n_classes")?,
-        labels: labels.as_deref(),
-    };
+    let members = members(h, &mut Floats::new(&request.payload))?;
+    let sets: Vec<TrainSet> = (members.iter())
+        .map(|(_, (x, y, _))| -> Result<TrainSet> {
+            Ok(TrainSet {
+                x: x.view(),
+                y: y.view(),
+                task,
+                n_classes: count(h, "n_classes")?,
+                labels: labels.as_deref(),
+            })
+        })
+        .collect::<Result<_>>()?;
     let channel = Mutex::new((input, &mut *output));
-    let curve = Curve::default().judged(Box::new(|round, metric, value| {
-        let mut channel = channel.lock().unwrap_or_else(|e| e.into_inner());
-        let (input, output) = &mut *channel;
-        match pass_on(input, output, round, metric, value) {
-            Ok(true) => Some("runner stopped the training".into()),
-            Ok(false) => None,
-            Err(e) => Some(format!("runner stopped listening: {e:#}")),
+    let curves: Vec<Curve> = (0..members.len())
+        .map(|fold| {
+            let channel = &channel;
+            Curve::default().judged(Box::new(move |round, metric, value| {
+                let mut channel = channel.lock().unwrap_or_else(|e| e.into_inner());
+                let (input, output) = &mut *channel;
+                match pass_on(input, output, fold, round, metric, value) {
+                    Ok(true) => Some("runner stopped the training".into()),
+                    Ok(false) => None,
+                    Err(e) => Some(format!("runner stopped listening: {e:#}")),
+                }
+            }))
+        })
+        .collect();
+    let threads = count(h, "threads")?;
+    let ctxs: Vec<FitContext> = (members.iter().zip(&curves))
+        .map(|((seed, (_, _, eval)), curve)| FitContext {
+            seed: *seed,
+            threads,
+            eval: eval.as_ref().map(|(x, y)| (x.view(), y.view())),
+            curve: Some(curve),
+            feature_names: None,
+        })
+        .collect();
+    let models = match h["op"].as_str() {
+        Some("fit_stack") => {
+            if cfg.kind != "mlp" || cfg.algorithm() < 3 {
+                bail!("only the MLP from its algorithm 3 trains folds stacked");
+            }
+            let pairs: Vec<_> = sets.iter().zip(&ctxs).collect();
+            let fitted = crate::stack::fit_stack(&cfg, &pairs)?;
+            fitted
+                .into_iter()
+                .map(|m| Box::new(m) as Box<dyn FittedModel>)
+                .collect()
         }
-    }));
-    let ctx = FitContext {
-        seed: h["seed"].as_u64().context("a fit without its seed")?,
-        threads: count(h, "threads")?,
-        eval: eval.as_ref().map(|(x, y)| (x.view(), y.view())),
-        curve: Some(&curve),
-        feature_names: None,
+        _ => vec![torch::fit(&cfg, &sets[0], &ctxs[0])?],
     };
-    let model = torch::fit(&cfg, &data, &ctx)?;
-    drop(curve);
-    send_model(
-        channel.into_inner().unwrap_or_else(|e| e.into_inner()).1,
-        &*model,
-    )?;
-    Ok(model)
+    drop(ctxs);
+    drop(curves);
+    let output = channel.into_inner().unwrap_or_else(|e| e.into_inner()).1;
+    for model in &models {
+        send_model(output, &**model)?;
+    }
+    Ok(models)
 }
 
 /// Sends one learning-curve point to runner; whether runner says to stop.
 fn pass_on(
     input: &mut Input,
     output: &mut Output,
+    fold: usize,
     round: i64,
     metric: &str,
     value: f64,
 ) -> Result<bool> {
-    let point =
-        json!({"event": "record", "round": round, "metric": metric, "bits": value.to_bits()});
+    let point = json!({"event": "record", "fold": fold, "round": round, "metric": metric, "bits": value.to_bits()});
     wire::send(output, point, &[])?;
     match wire::receive(input)? {
         Some(answer) => Ok(answer.header["stop"] == true),
@@ -140,11 +189,12 @@ fn send_model(output: &mut Output, model: &dyn FittedModel) -> Result<()> {
     wire::send(output, header, &payload)
 }
 
-fn predict(model: Option<&dyn FittedModel>, request: &Message, output: &mut Output) -> Result<()> {
-    let Some(model) = model else {
-        bail!("predict before a fit or a load");
-    };
+fn predict(models: &[Box<dyn FittedModel>], request: &Message, output: &mut Output) -> Result<()> {
     let h = &request.header;
+    let index = h["model"].as_u64().unwrap_or(0) as usize;
+    let Some(model) = models.get(index) else {
+        bail!("predict of model {index} before a fit or a load that made it");
+    };
     let x = matrix(
         &mut Floats::new(&request.payload),
         count(h, "rows")?,

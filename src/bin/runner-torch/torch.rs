@@ -21,7 +21,7 @@ use std::sync::Mutex;
 use tch::nn::{self, ModuleT, OptimizerConfig, RNN};
 use tch::{Device, Kind, Tensor};
 
-fn activation(name: &str, x: &Tensor) -> Tensor {
+pub(crate) fn activation(name: &str, x: &Tensor) -> Tensor {
     match name {
         "gelu" => x.gelu("none"),
         "tanh" => x.tanh(),
@@ -150,7 +150,7 @@ enum Body {
 }
 
 #[derive(Debug)]
-struct Net {
+pub(crate) struct Net {
     mean: Tensor,
     std: Tensor,
     body: Body,
@@ -160,7 +160,7 @@ struct Net {
 }
 
 impl Net {
-    fn standardise(&self, x: &Tensor) -> Tensor {
+    pub(crate) fn standardise(&self, x: &Tensor) -> Tensor {
         (x - &self.mean) / &self.std
     }
 
@@ -207,7 +207,7 @@ impl ModuleT for Net {
     }
 }
 
-fn build(vs: &nn::Path, cfg: &ModelConfig, features: i64, outputs: i64) -> Result<Net> {
+pub(crate) fn build(vs: &nn::Path, cfg: &ModelConfig, features: i64, outputs: i64) -> Result<Net> {
     let mean = vs.zeros_no_train("norm_mean", &[features]);
     let std = vs.ones_no_train("norm_std", &[features]);
     let widths =
@@ -307,14 +307,14 @@ fn build(vs: &nn::Path, cfg: &ModelConfig, features: i64, outputs: i64) -> Resul
     })
 }
 
-fn tensor(x: ArrayView2<f64>, device: Device) -> Tensor {
+pub(crate) fn tensor(x: ArrayView2<f64>, device: Device) -> Tensor {
     let flat: Vec<f32> = x.iter().map(|v| *v as f32).collect();
     Tensor::from_slice(&flat)
         .view([x.nrows() as i64, x.ncols() as i64])
         .to_device(device)
 }
 
-fn targets(y: ArrayView1<f64>, task: Task, device: Device) -> Tensor {
+pub(crate) fn targets(y: ArrayView1<f64>, task: Task, device: Device) -> Tensor {
     match task {
         Task::Classification => {
             Tensor::from_slice(&y.iter().map(|v| *v as i64).collect::<Vec<_>>()).to_device(device)
@@ -325,7 +325,7 @@ fn targets(y: ArrayView1<f64>, task: Task, device: Device) -> Tensor {
     }
 }
 
-fn device(cfg: &ModelConfig) -> Result<Device> {
+pub(crate) fn device(cfg: &ModelConfig) -> Result<Device> {
     let wanted = cfg.str("device")?;
     if wanted != "cpu" {
         load_cuda_library();
@@ -441,7 +441,7 @@ fn temp_path(ext: &str) -> std::path::PathBuf {
 
 /// Stores the standardisation of the training rows (mean, std; a constant column keeps 1) in
 /// the network.
-fn set_standardisation(net: &mut Net, xf: &Array2<f64>, dev: Device) {
+pub(crate) fn set_standardisation(net: &mut Net, xf: &Array2<f64>, dev: Device) {
     let f = xf.ncols();
     let mean = xf
         .mean_axis(ndarray::Axis(0))
@@ -460,13 +460,13 @@ fn set_standardisation(net: &mut Net, xf: &Array2<f64>, dev: Device) {
 
 /// The weight updates: libtorch's optimiser, one weight tensor at a time, for runs recorded with
 /// algorithm 1; from algorithm 2 the same rules over all weights at once ([`FlatOptimizer`]).
-enum Optimizer {
+pub(crate) enum Optimizer {
     Torch(nn::Optimizer),
     Flat(FlatOptimizer),
 }
 
 impl Optimizer {
-    fn backward_step(&mut self, loss: &Tensor) -> Result<()> {
+    pub(crate) fn backward_step(&mut self, loss: &Tensor) -> Result<()> {
         match self {
             Optimizer::Torch(opt) => opt.backward_step(loss),
             Optimizer::Flat(opt) => opt.backward_step(loss)?,
@@ -475,7 +475,7 @@ impl Optimizer {
     }
 }
 
-fn optimizer(cfg: &ModelConfig, vs: &nn::VarStore) -> Result<Optimizer> {
+pub(crate) fn optimizer(cfg: &ModelConfig, vs: &nn::VarStore) -> Result<Optimizer> {
     let lr = cfg.float("learning_rate")?;
     let wd = cfg.float("weight_decay")?;
     let name = cfg.str("optimizer")?;
@@ -521,13 +521,22 @@ fn class_weights(
     yf: &Array1<f64>,
     dev: Device,
 ) -> Result<Option<Tensor>> {
+    let weights = class_weight_values(cfg, data, yf)?;
+    Ok(weights.map(|w| Tensor::from_slice(&w).to_device(dev)))
+}
+
+/// The per-class loss weights the config asks for (classification): given, or balanced.
+pub(crate) fn class_weight_values(
+    cfg: &ModelConfig,
+    data: &TrainSet,
+    yf: &Array1<f64>,
+) -> Result<Option<Vec<f32>>> {
     if data.task != Task::Classification {
         return Ok(None);
     }
     if cfg.str("class_weight")? != "balanced" {
         let given = data.class_weights(cfg)?;
-        let w: Option<Vec<f32>> = given.map(|w| w.iter().map(|v| *v as f32).collect());
-        return Ok(w.map(|w| Tensor::from_slice(&w).to_device(dev)));
+        return Ok(given.map(|w| w.iter().map(|v| *v as f32).collect()));
     }
     let mut counts = vec![0.0f32; data.n_classes];
     for v in yf.iter() {
@@ -539,11 +548,11 @@ fn class_weights(
         .iter()
         .map(|c| if *c > 0.0 { total / (present * c) } else { 0.0 })
         .collect();
-    Ok(Some(Tensor::from_slice(&weights).to_device(dev)))
+    Ok(Some(weights))
 }
 
 /// Records the epoch's validation accuracy (classes) or mean absolute error (values).
-fn record_valid_score(
+pub(crate) fn record_valid_score(
     ctx: &FitContext,
     data: &TrainSet,
     epoch: i64,
@@ -580,14 +589,14 @@ fn record_valid_score(
 }
 
 /// A copy of every weight, to come back to.
-fn snapshot(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
+pub(crate) fn snapshot(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
     vs.variables()
         .into_iter()
         .map(|(k, v)| (k, v.detach().copy()))
         .collect()
 }
 
-fn restore(vs: &nn::VarStore, weights: Vec<(String, Tensor)>) {
+pub(crate) fn restore(vs: &nn::VarStore, weights: Vec<(String, Tensor)>) {
     let vars = vs.variables();
     tch::no_grad(|| {
         for (k, w) in weights {
@@ -626,7 +635,7 @@ fn saved_forms(
 /// inner split of the training rows; otherwise the caller's evaluation rows (for the learning
 /// curve only), if any.
 #[allow(clippy::type_complexity)]
-fn training_and_valid_rows(
+pub(crate) fn training_and_valid_rows(
     cfg: &ModelConfig,
     data: &TrainSet,
     ctx: &FitContext,
@@ -733,23 +742,20 @@ pub(crate) fn fit(
     data: &TrainSet,
     ctx: &FitContext,
 ) -> Result<Box<dyn FittedModel>> {
-    let threads = match cfg.int("threads")? {
-        0 => 1,
-        t => t as i32,
-    };
+    if cfg.kind == "mlp" && cfg.algorithm() >= 3 {
+        let mut models = crate::stack::fit_stack(cfg, &[(data, ctx)])?;
+        return Ok(Box::new(models.remove(0)));
+    }
+    let threads = thread_count(cfg)?;
     tch::set_num_threads(threads);
     let seed = (ctx.seed % (i64::MAX as u64)) as i64;
     tch::manual_seed(seed);
     let dev = device(cfg)?;
     let f = data.x.ncols();
-    let outputs = if data.task == Task::Classification {
-        data.n_classes as i64
-    } else {
-        1
-    };
+    let outputs = output_count(data);
     let patience = cfg.int("patience")?;
     let ((xf, yf), valid) = training_and_valid_rows(cfg, data, ctx, patience)?;
-    let mut vs = nn::VarStore::new(dev);
+    let vs = nn::VarStore::new(dev);
     let mut net = build(&vs.root(), cfg, f as i64, outputs)?;
     // Nothing else in training draws from libtorch's generator (the LSTM has no dropout of
     // its own), so runner can draw the masks from where it stands now.
@@ -831,17 +837,46 @@ pub(crate) fn fit(
     if let Some(weights) = best_weights {
         restore(&vs, weights);
     }
-    let (safetensors, torchscript) = saved_forms(&mut vs, &net, f, data.task)?;
-    Ok(Box::new(NnModel {
+    let best_epoch = stopper.kept(ran - 1);
+    Ok(Box::new(finish(vs, net, data, threads, ran, best_epoch)?))
+}
+
+/// libtorch's threads for a fit: the config's, 1 where it says 0.
+pub(crate) fn thread_count(cfg: &ModelConfig) -> Result<i32> {
+    Ok(match cfg.int("threads")? {
+        0 => 1,
+        t => t as i32,
+    })
+}
+
+/// The network's outputs: one per class, or one value.
+pub(crate) fn output_count(data: &TrainSet) -> i64 {
+    match data.task {
+        Task::Classification => data.n_classes as i64,
+        Task::Regression => 1,
+    }
+}
+
+/// The trained network as a model, with its saved forms.
+pub(crate) fn finish(
+    mut vs: nn::VarStore,
+    net: Net,
+    data: &TrainSet,
+    threads: i32,
+    epochs: i64,
+    best_epoch: i64,
+) -> Result<NnModel> {
+    let (safetensors, torchscript) = saved_forms(&mut vs, &net, data.x.ncols(), data.task)?;
+    Ok(NnModel {
         task: data.task,
         n_classes: data.n_classes,
         state: Mutex::new((vs, net)),
         threads,
         safetensors,
         torchscript,
-        epochs: ran,
-        best_epoch: stopper.kept(ran - 1),
-    }))
+        epochs,
+        best_epoch,
+    })
 }
 
 /// A saved network run through its TorchScript module (the `model_tN.pt` it was exported as).

@@ -7,6 +7,30 @@ mod remote;
 #[cfg(feature = "torch")]
 pub mod wire;
 
+/// Whether `cfg`'s folds train stacked ([`fit_stack`]): the MLP from its algorithm 3, without
+/// early stopping (each fold would stop at its own epoch).
+pub(crate) fn stacks(cfg: &super::ModelConfig) -> bool {
+    cfg!(feature = "torch")
+        && cfg.kind == "mlp"
+        && cfg.algorithm() >= 3
+        && cfg.int("patience").is_ok_and(|p| p == 0)
+}
+
+/// Trains the networks of several folds as one stacked network, in one helper.
+pub(crate) fn fit_stack(
+    cfg: &super::ModelConfig,
+    sets: &[super::TrainSet],
+    ctxs: &[super::FitContext],
+) -> anyhow::Result<Vec<Box<dyn super::FittedModel>>> {
+    #[cfg(feature = "torch")]
+    return remote::fit_stack(cfg, sets, ctxs);
+    #[cfg(not(feature = "torch"))]
+    {
+        let _ = (cfg, sets, ctxs);
+        Err(super::feature_missing(&MLP))
+    }
+}
+
 /// Ends the network helpers that wait idle for another fit (none without the `torch` feature).
 pub fn end_idle_helpers() {
     #[cfg(feature = "torch")]
@@ -245,11 +269,11 @@ pub(crate) const LSTM_PARAMS: [ParamSpec; 24] = concat(
 pub(crate) static MLP: KindSpec = KindSpec {
     kind: "mlp",
     tasks: BOTH,
-    backend: "libtorch 2.13 (crate tch), one optimiser step over all weights at once; libtorch's optimisers for runs of algorithm 1; feature `torch`",
+    backend: "libtorch 2.13 (crate tch), a run's CV folds trained as one stacked network, one optimiser step over all weights at once; each fold alone for runs of algorithm 2, libtorch's optimisers for algorithm 1; feature `torch`",
     help: "multilayer perceptron",
     feature: Some("torch"),
     onnx: true,
-    algorithm: 2,
+    algorithm: 3,
     unscaled_from: None,
     curve_axis: "epoch",
     params: &MLP_PARAMS,

@@ -5,8 +5,9 @@
 //! with any PyTorch. A network's learning curve still streams as it trains: the helper sends each
 //! point and waits for runner's answer, which says whether a pruner or an interrupt stopped it.
 //!
-//! A helper holds one model at a time. When the model is dropped its helper waits, idle, for the
-//! next fit or load of this process (starting one costs about half a second: libtorch loads and
+//! A helper holds the models of one fit (one, or one per fold where a run's folds train stacked)
+//! or one loaded model. When they are dropped their helper waits, idle, for the next fit or load
+//! of this process (starting one costs about half a second: libtorch loads and
 //! initialises), so a sweep starts about as many helpers as it trains networks at once. Each fit
 //! seeds libtorch's generator and sets its threads first, so a reused helper gives the numbers
 //! of a new one.
@@ -150,14 +151,49 @@ pub fn fit(
     data: &TrainSet,
     ctx: &FitContext,
 ) -> Result<Box<dyn FittedModel>> {
-    let eval = ctx
-        .eval
-        .into_iter()
-        .flat_map(|(x, y)| x.into_iter().chain(y));
-    let values = data.x.iter().chain(data.y.iter()).chain(eval).copied();
-    let count = data.x.len() + data.y.len() + ctx.eval.map_or(0, |(x, y)| x.len() + y.len());
+    let mut models = fit_members(
+        cfg,
+        "fit",
+        std::slice::from_ref(data),
+        std::slice::from_ref(ctx),
+    )?;
+    models.pop().context("the network helper sent no model")
+}
+
+/// Trains the networks of several folds at once in one helper (the MLP's stacked training),
+/// passing each fold's learning curve on to its context; each fold's model in order.
+pub fn fit_stack(
+    cfg: &crate::models::ModelConfig,
+    sets: &[TrainSet],
+    ctxs: &[FitContext],
+) -> Result<Vec<Box<dyn FittedModel>>> {
+    fit_members(cfg, "fit_stack", sets, ctxs)
+}
+
+/// Sends the training sets (and their evaluation rows) as one request `op`; passes the learning
+/// curves on as they come (a point of fold `fold` to `ctxs[fold]`); the models, in order.
+fn fit_members(
+    cfg: &crate::models::ModelConfig,
+    op: &str,
+    sets: &[TrainSet],
+    ctxs: &[FitContext],
+) -> Result<Vec<Box<dyn FittedModel>>> {
+    let (Some(data), Some(ctx)) = (sets.first(), ctxs.first()) else {
+        bail!("a fit of no training set");
+    };
+    let mut count = 0;
+    let members: Vec<Value> = (sets.iter().zip(ctxs))
+        .map(|(set, c)| {
+            count += set.x.len() + set.y.len() + c.eval.map_or(0, |(x, y)| x.len() + y.len());
+            json!({"seed": c.seed, "rows": set.x.nrows(), "eval_rows": c.eval.map(|(x, _)| x.nrows())})
+        })
+        .collect();
+    let values = (sets.iter().zip(ctxs)).flat_map(|(set, c)| {
+        let eval = c.eval.into_iter().flat_map(|(x, y)| x.into_iter().chain(y));
+        set.x.iter().chain(set.y.iter()).chain(eval).copied()
+    });
     let header = json!({
-        "op": "fit",
+        "op": op,
         "config": cfg,
         "task": data.task,
         "n_classes": data.n_classes,
@@ -167,23 +203,36 @@ pub fn fit(
         "rows": data.x.nrows(),
         "cols": data.x.ncols(),
         "eval_rows": ctx.eval.map(|(x, _)| x.nrows()),
+        "members": members,
     });
     let mut helper = Helper::take()?;
     helper.send_floats(header, count, values)?;
-    loop {
+    let mut answers = Vec::new();
+    while answers.len() < sets.len() {
         let message = helper.receive()?;
         if message.header["event"] != "record" {
-            return RemoteModel::from_answer(helper, message, data.task, data.n_classes);
+            answers.push(message);
+            continue;
         }
         let h = &message.header;
         let value = f64::from_bits(h["bits"].as_u64().context("a record without its value")?);
         let metric = h["metric"]
             .as_str()
             .context("a record without its metric")?;
-        ctx.record(h["round"].as_i64().unwrap_or(0), metric, value);
-        let stop = ctx.stop_requested();
+        let fold = h["fold"].as_u64().unwrap_or(0) as usize;
+        let at = ctxs
+            .get(fold)
+            .context("a record of a fold that was not sent")?;
+        at.record(h["round"].as_i64().unwrap_or(0), metric, value);
+        let stop = ctxs.iter().any(|c| c.stop_requested());
         helper.send(json!({"op": "go_on", "stop": stop}), &[])?;
     }
+    let shared = std::sync::Arc::new(Shared(Mutex::new(Some(helper))));
+    (answers.into_iter().enumerate())
+        .map(|(index, message)| {
+            RemoteModel::from_answer(shared.clone(), index, message, data.task, data.n_classes)
+        })
+        .collect()
 }
 
 /// A saved network (its TorchScript file), run by a new helper.
@@ -196,23 +245,37 @@ pub fn load_torchscript(
     let header = json!({"op": "load", "task": task, "n_classes": n_classes});
     helper.send(header, bytes)?;
     let message = helper.receive()?;
-    RemoteModel::from_answer(helper, message, task, n_classes)
+    let shared = std::sync::Arc::new(Shared(Mutex::new(Some(helper))));
+    RemoteModel::from_answer(shared, 0, message, task, n_classes)
 }
 
-/// A trained or loaded network, held by its helper.
+/// A helper that holds models (of one fit); put back to the idle ones once none is left.
+struct Shared(Mutex<Option<Helper>>);
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        let held = self.0.get_mut().unwrap_or_else(|e| e.into_inner());
+        if let Some(helper) = held.take() {
+            helper.put_back();
+        }
+    }
+}
+
+/// A trained or loaded network, held by its helper (model `index` of those it holds).
 struct RemoteModel {
     task: Task,
     n_classes: usize,
     fitted: Value,
     native: Vec<(&'static str, Vec<u8>)>,
-    /// Its helper; `None` once the model is dropped and the helper put back.
-    helper: Mutex<Option<Helper>>,
+    helper: std::sync::Arc<Shared>,
+    index: usize,
 }
 
 impl RemoteModel {
     /// From the helper's `model` message: the model's JSON form and its files.
     fn from_answer(
-        helper: Helper,
+        helper: std::sync::Arc<Shared>,
+        index: usize,
         message: Message,
         task: Task,
         n_classes: usize,
@@ -241,15 +304,17 @@ impl RemoteModel {
             n_classes,
             fitted: message.header["json"].clone(),
             native,
-            helper: Mutex::new(Some(helper)),
+            helper,
+            index,
         }))
     }
 }
 
 impl FittedModel for RemoteModel {
     fn predict(&self, x: ArrayView2<f64>) -> Result<Prediction> {
-        let header = json!({"op": "predict", "rows": x.nrows(), "cols": x.ncols()});
-        let mut held = self.helper.lock().unwrap_or_else(|e| e.into_inner());
+        let header =
+            json!({"op": "predict", "model": self.index, "rows": x.nrows(), "cols": x.ncols()});
+        let mut held = self.helper.0.lock().unwrap_or_else(|e| e.into_inner());
         let helper = held.as_mut().context("the network's helper is gone")?;
         helper.send_floats(header, x.len(), x.iter().copied())?;
         let message = helper.receive()?;
@@ -277,13 +342,4 @@ impl FittedModel for RemoteModel {
 pub fn end_idle() {
     let idle = std::mem::take(&mut *IDLE.lock().unwrap_or_else(|e| e.into_inner()));
     drop(idle);
-}
-
-impl Drop for RemoteModel {
-    fn drop(&mut self) {
-        let held = self.helper.get_mut().unwrap_or_else(|e| e.into_inner());
-        if let Some(helper) = held.take() {
-            helper.put_back();
-        }
-    }
 }
