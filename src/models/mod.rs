@@ -582,7 +582,7 @@ pub fn fit(cfg: &ModelConfig, data: &TrainSet, ctx: &FitContext) -> Result<Box<d
 }
 
 /// Whether the CV folds of `cfg` train together, in one [`fit_stack`]: a kind that stacks them
-/// (the MLP from its algorithm 3), fitted as it is (no resampling, calibration or threshold,
+/// (the MLP and the CNN from their algorithm 3), fitted as it is (no resampling, calibration or threshold,
 /// which fit each fold on its own rows).
 pub fn trains_folds_stacked(cfg: &ModelConfig, task: Task) -> bool {
     let plain = !post::wanted(cfg, task).unwrap_or(true)

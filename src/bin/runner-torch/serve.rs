@@ -131,8 +131,8 @@ fn fit(
         .collect();
     let models = match h["op"].as_str() {
         Some("fit_stack") => {
-            if cfg.kind != "mlp" || cfg.algorithm() < 3 {
-                bail!("only the MLP from its algorithm 3 trains folds stacked");
+            if !crate::stack::stacks(&cfg) {
+                bail!("only the MLP and CNN from their algorithm 3 train folds stacked");
             }
             let pairs: Vec<_> = sets.iter().zip(&ctxs).collect();
             let fitted = crate::stack::fit_stack(&cfg, &pairs)?;

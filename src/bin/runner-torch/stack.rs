@@ -1,4 +1,5 @@
-//! The MLP from its algorithm 3: the networks of a run's CV folds trained as one stacked network.
+//! The MLP and the CNN from their algorithm 3: the networks of a run's CV folds trained as one
+//! stacked network.
 //! On the wine MLP (batches of 64, layers of 64) a step's cost is libtorch's dispatch per op, not
 //! arithmetic; with the folds' weights stacked ([fold, in, out], batched matrix products) the
 //! five folds take one step's ops instead of five.
@@ -54,6 +55,16 @@ struct Norm {
     var: Tensor,
 }
 
+/// A convolution of the CNN (from its algorithm 3) over every fold: the layer's weights as
+/// [fold, in * width, out] (applied to each position's window), then batch norm over rows and
+/// positions, the activation, and pooling of neighbour pairs.
+struct Conv {
+    layer: Layer,
+    width: i64,
+    /// Max (true) or mean (false) pooling, if any.
+    pool: Option<bool>,
+}
+
 /// Rows of every fold, padded to the longest fold's: inputs [fold, rows, features], targets and
 /// each row's share of its fold's loss [fold, rows] (its weight over the fold's sum of weights;
 /// 0 for padding).
@@ -66,6 +77,8 @@ struct Padded {
 /// The folds' networks as one: what trains, and how.
 struct Stack {
     vs: nn::VarStore,
+    /// The CNN's convolutions (none for the MLP), then the dense layers.
+    convs: Vec<Conv>,
     layers: Vec<Layer>,
     out: Layer,
     task: Task,
@@ -86,8 +99,9 @@ struct Batch {
     /// Each row's share of its fold's batch-norm statistics: 1 / rows of its fold, 0 for
     /// padding, [fold, 1, rows].
     stat_share: Tensor,
-    /// rows / (rows - 1) per fold, for the running variance: [fold, 1, 1].
+    /// rows / (rows - 1) per fold, for the running variance, and the rows: [fold, 1, 1].
     unbiased: Tensor,
+    count: Tensor,
     /// Each dense layer's dropout mask (already scaled), [fold, rows, width].
     drops: Vec<Tensor>,
 }
@@ -100,15 +114,83 @@ struct EpochRows {
     share: Tensor,
     stat_share: Tensor,
     unbiased: Tensor,
+    count: Tensor,
     /// Each step's rows per fold.
     lens: Vec<Vec<usize>>,
     longest: usize,
+}
+
+impl Batch {
+    /// The batch's statistics taken over each row's `positions` (a convolution's batch norm):
+    /// each position of a row has its share over the positions.
+    fn over_positions(&self, positions: i64) -> Batch {
+        let (folds, rows) = (self.stat_share.size()[0], self.stat_share.size()[2]);
+        let per_row = &self.stat_share / positions as f64;
+        let count = &self.count * positions as f64;
+        let unbiased = &count / (&count - 1.0).clamp_min(1.0);
+        Batch {
+            rows: Padded {
+                x: self.rows.x.shallow_clone(),
+                y: self.rows.y.shallow_clone(),
+                share: self.rows.share.shallow_clone(),
+            },
+            stat_share: per_row
+                .unsqueeze(-1)
+                .expand([folds, 1, rows, positions], false)
+                .reshape([folds, 1, rows * positions]),
+            unbiased,
+            count,
+            drops: Vec::new(),
+        }
+    }
+}
+
+/// The CNN's convolutions (algorithm 3 and on) of every fold, as its `build` makes them.
+fn convolutions(
+    cfg: &ModelConfig,
+    root: &nn::Path,
+    vars: &[HashMap<String, Tensor>],
+    features: i64,
+) -> Result<Vec<Conv>> {
+    if cfg.kind != "cnn" {
+        return Ok(Vec::new());
+    }
+    let k = cfg.int("kernel_size")?;
+    let pool = cfg.str("pool")?;
+    let bn = cfg.bool("batch_norm")?;
+    let mut len = features;
+    (0..cfg.int("conv_layers")?)
+        .map(|i| {
+            let layer = Layer::shaped(
+                root,
+                vars,
+                &format!("conv{i}"),
+                bn.then(|| format!("cbn{i}")),
+                |t| t.flatten(1, -1).tr(),
+            )?;
+            len = len + 2 * (k / 2) - k + 1;
+            let pooled = pool != "none" && len >= 2;
+            if pooled {
+                len /= 2;
+            }
+            Ok(Conv {
+                layer,
+                width: k,
+                pool: pooled.then_some(pool == "max"),
+            })
+        })
+        .collect()
 }
 
 /// Batch `s` of `n` rows split into `steps` near-equal batches: its first row and its length.
 fn chunk(n: usize, steps: usize, s: usize) -> (usize, usize) {
     let (q, r) = (n / steps, n % steps);
     (s * q + s.min(r), q + usize::from(s < r))
+}
+
+/// Whether `cfg` trains stacked: the MLP and the CNN from their algorithm 3.
+pub(crate) fn stacks(cfg: &ModelConfig) -> bool {
+    matches!(cfg.kind.as_str(), "mlp" | "cnn") && cfg.algorithm() >= 3
 }
 
 /// Trains the folds' networks stacked (see the module's comment); each fold's model in order.
@@ -224,42 +306,54 @@ fn stacked(
 }
 
 impl Layer {
-    /// Layer `name` (and its batch norm `norm`) of every fold, as weights of `root`.
+    /// Dense layer `name` (and its batch norm `norm`) of every fold, as weights of `root`.
     fn of(
         root: &nn::Path,
         vars: &[HashMap<String, Tensor>],
         name: &str,
         norm: Option<String>,
     ) -> Result<Layer> {
+        Layer::shaped(root, vars, name, norm, |t| t.tr())
+    }
+
+    /// Layer `name` of every fold, its weights as [in, out] by `form` (a convolution's
+    /// [out, in, width] flattened to [in * width, out], as its windows are).
+    fn shaped(
+        root: &nn::Path,
+        vars: &[HashMap<String, Tensor>],
+        name: &str,
+        norm: Option<String>,
+        form: impl Fn(&Tensor) -> Tensor,
+    ) -> Result<Layer> {
         let row = |t: &Tensor| t.unsqueeze(0);
-        let w = stacked(vars, &format!("{name}.weight"), |t| t.tr())?;
+        let own = |key: &str| key.replace('.', "_");
+        let w = stacked(vars, &format!("{name}.weight"), form)?;
         let b = stacked(vars, &format!("{name}.bias"), row)?;
         let norm = match norm {
             None => None,
             Some(bn) => {
                 let running = |what: &str| -> Result<Tensor> {
                     let value = stacked(vars, &format!("{bn}.{what}"), row)?;
-                    let mut kept = root.zeros_no_train(&format!("{bn}_{what}"), &value.size());
+                    let mut kept =
+                        root.zeros_no_train(&own(&format!("{bn}.{what}")), &value.size());
                     tch::no_grad(|| kept.copy_(&value));
                     Ok(kept)
                 };
+                let learnt = |what: &str| -> Result<Tensor> {
+                    let value = stacked(vars, &format!("{bn}.{what}"), row)?;
+                    Ok(root.var_copy(&own(&format!("{bn}.{what}")), &value))
+                };
                 Some(Norm {
-                    gamma: root.var_copy(
-                        &format!("{bn}_weight"),
-                        &stacked(vars, &format!("{bn}.weight"), row)?,
-                    ),
-                    beta: root.var_copy(
-                        &format!("{bn}_bias"),
-                        &stacked(vars, &format!("{bn}.bias"), row)?,
-                    ),
+                    gamma: learnt("weight")?,
+                    beta: learnt("bias")?,
                     mean: running("running_mean")?,
                     var: running("running_var")?,
                 })
             }
         };
         Ok(Layer {
-            w: root.var_copy(&format!("{name}_w"), &w),
-            b: root.var_copy(&format!("{name}_b"), &b),
+            w: root.var_copy(&own(&format!("{name}.weight")), &w),
+            b: root.var_copy(&own(&format!("{name}.bias")), &b),
             norm,
         })
     }
@@ -386,13 +480,15 @@ impl Stack {
         let widths =
             runner::models::parse_widths(cfg.str("hidden")?).map_err(|e| anyhow!("hidden: {e}"))?;
         let bn = cfg.bool("batch_norm")?;
+        let convs = convolutions(cfg, &root, &vars, folds[0].x.size()[1])?;
+        let head = if cfg.kind == "cnn" { "head." } else { "" };
         let layers = (0..widths.len())
             .map(|i| {
                 Layer::of(
                     &root,
                     &vars,
-                    &format!("dense{i}"),
-                    bn.then(|| format!("bn{i}")),
+                    &format!("{head}dense{i}"),
+                    bn.then(|| format!("{head}bn{i}")),
                 )
             })
             .collect::<Result<Vec<_>>>()?;
@@ -434,6 +530,7 @@ impl Stack {
             starts,
             valid,
             vs,
+            convs,
             layers,
             out,
             task,
@@ -446,7 +543,7 @@ impl Stack {
     /// The stacked network: inputs [fold, rows, features], outputs [fold, rows, outputs];
     /// training (batch norm on the batch, dropout) when given the step's batch.
     fn forward(&self, x: &Tensor, batch: Option<&Batch>) -> Tensor {
-        let mut h = x.shallow_clone();
+        let mut h = self.convolved(x, batch);
         for (l, layer) in self.layers.iter().enumerate() {
             h = layer.b.baddbmm(&h, &layer.w, 1, 1);
             if let Some(norm) = &layer.norm {
@@ -465,6 +562,48 @@ impl Stack {
             }
         }
         self.out.b.baddbmm(&h, &self.out.w, 1, 1)
+    }
+
+    /// The CNN's convolutions on inputs [fold, rows, features], flattened as the head reads
+    /// them (channel after channel); the inputs themselves for the MLP.
+    fn convolved(&self, x: &Tensor, batch: Option<&Batch>) -> Tensor {
+        if self.convs.is_empty() {
+            return x.shallow_clone();
+        }
+        let (folds, rows) = (x.size()[0], x.size()[1]);
+        // [fold, row, position, channel]
+        let mut h = x.unsqueeze(-1);
+        for conv in &self.convs {
+            let (k, channels) = (conv.width, h.size()[3]);
+            let windows = h.constant_pad_nd([0, 0, k / 2, k / 2]).unfold(2, k, 1);
+            let positions = windows.size()[2];
+            let flat = windows.reshape([folds, -1, channels * k]);
+            let mut z = conv.layer.b.baddbmm(&flat, &conv.layer.w, 1, 1);
+            if let Some(norm) = &conv.layer.norm {
+                z = match batch {
+                    Some(batch) => norm.train(&z, &batch.over_positions(positions), &self.bn),
+                    None => norm.eval(&z, &self.bn),
+                };
+            }
+            z = torch::activation(&self.activation, &z).view([folds, rows, positions, -1]);
+            h = match conv.pool {
+                Some(max) if positions >= 2 => {
+                    let pairs = z.narrow(2, 0, 2 * (positions / 2)).reshape([
+                        folds,
+                        rows,
+                        positions / 2,
+                        2,
+                        -1,
+                    ]);
+                    match max {
+                        true => pairs.max_dim(3, false).0,
+                        false => pairs.mean_dim(3, false, None),
+                    }
+                }
+                _ => z,
+            };
+        }
+        h.permute([0, 1, 3, 2]).reshape([folds, rows, -1])
     }
 
     /// Each fold's loss, [fold]: the weighted mean over its rows of cross-entropy or squared
@@ -526,7 +665,7 @@ impl Stack {
         let slots = steps * f * longest;
         let mut index = Vec::with_capacity(slots);
         let (mut share, mut stat_share) = (vec![0f32; slots], vec![0f32; slots]);
-        let mut unbiased = Vec::with_capacity(steps * f);
+        let (mut unbiased, mut count) = (Vec::with_capacity(steps * f), Vec::new());
         for s in 0..steps {
             for (k, fold) in folds.iter().enumerate() {
                 let (start, len) = chunk(fold.order.len(), steps, s);
@@ -546,6 +685,7 @@ impl Stack {
                 }
                 let n = len as f32;
                 unbiased.push(if n > 1.0 { n / (n - 1.0) } else { 1.0 });
+                count.push(n.max(1.0));
             }
         }
         let dev = self.x.device();
@@ -566,6 +706,10 @@ impl Stack {
                 dev,
                 Tensor::from_slice(&unbiased).view([shape[0], shape[1], 1, 1]),
             ),
+            count: on(
+                dev,
+                Tensor::from_slice(&count).view([shape[0], shape[1], 1, 1]),
+            ),
             lens,
             longest,
         }
@@ -582,6 +726,7 @@ impl Stack {
             },
             stat_share: rows.stat_share.get(at),
             unbiased: rows.unbiased.get(at),
+            count: rows.count.get(at),
             drops: self.drops(folds, &rows.lens[s], rows.longest),
         }
     }
@@ -633,8 +778,13 @@ impl Stack {
     /// Fold `k`'s trained weights into its own network.
     fn write_back(&self, k: i64, vs: &nn::VarStore) -> Result<()> {
         let vars = vs.variables();
+        for (i, conv) in self.convs.iter().enumerate() {
+            (conv.layer).write_back(k, &vars, &format!("conv{i}"), &format!("cbn{i}"))?;
+        }
+        let head = if self.convs.is_empty() { "" } else { "head." };
         for (i, layer) in self.layers.iter().enumerate() {
-            layer.write_back(k, &vars, &format!("dense{i}"), &format!("bn{i}"))?;
+            let (dense, bn) = (format!("{head}dense{i}"), format!("{head}bn{i}"));
+            layer.write_back(k, &vars, &dense, &bn)?;
         }
         self.out.write_back(k, &vars, "out", "")
     }
@@ -647,10 +797,10 @@ mod tests {
     use runner::models::{FittedModel, ParamValue};
     use tch::nn::ModuleT;
 
-    /// `rows` rows of 5 features and 3 classes that depend on them, drawn from `seed`.
+    /// `rows` rows of 9 features and 3 classes that depend on them, drawn from `seed`.
     fn table(rows: usize, seed: u64) -> (Array2<f64>, Array1<f64>) {
         let mut rng = SplitMix64::new(seed);
-        let x = Array2::from_shape_fn((rows, 5), |_| rng.next_f64() * 4.0 - 2.0);
+        let x = Array2::from_shape_fn((rows, 9), |_| rng.next_f64() * 4.0 - 2.0);
         let y = x
             .rows()
             .into_iter()
@@ -659,14 +809,18 @@ mod tests {
         (x, y)
     }
 
-    fn config() -> ModelConfig {
-        let mut cfg = ModelConfig::with_defaults("mlp", "mlp").unwrap();
+    fn config(kind: &str) -> ModelConfig {
+        let mut cfg = ModelConfig::with_defaults(kind, kind).unwrap();
         let mut set = |k: &str, v: ParamValue| cfg.params.insert(k.to_string(), v);
         set("hidden", ParamValue::Str("16,8".into()));
         set("dropout", ParamValue::Float(0.2));
         set("batch_norm", ParamValue::Bool(true));
         set("batch_size", ParamValue::Int(16));
         set("epochs", ParamValue::Int(5));
+        if kind == "cnn" {
+            set("channels", ParamValue::Int(4));
+            set("conv_layers", ParamValue::Int(2));
+        }
         cfg
     }
 
@@ -687,6 +841,7 @@ mod tests {
     /// Trains the folds of `tables` stacked, fold k seeded by `seeds[k]`; each fold's
     /// probabilities on `probe`.
     fn probabilities(
+        kind: &str,
         tables: &[(Array2<f64>, Array1<f64>)],
         seeds: &[u64],
         probe: &Array2<f64>,
@@ -694,7 +849,7 @@ mod tests {
         let sets: Vec<TrainSet> = tables.iter().map(|(x, y)| set(x, y)).collect();
         let ctxs: Vec<FitContext> = seeds.iter().map(|s| FitContext::new(*s, 1)).collect();
         let members: Vec<_> = sets.iter().zip(&ctxs).collect();
-        let models = fit_stack(&config(), &members).unwrap();
+        let models = fit_stack(&config(kind), &members).unwrap();
         (models.iter())
             .map(|m| {
                 let proba = m.predict(probe.view()).unwrap().proba.unwrap();
@@ -709,10 +864,12 @@ mod tests {
     fn a_folds_network_does_not_depend_on_the_folds_beside_it() {
         let _turn = crate::generator_turn();
         let (a, probe) = (table(100, 7), table(30, 9).0);
-        let beside_b = probabilities(&[a.clone(), table(100, 8)], &[1, 2], &probe);
-        let beside_c = probabilities(&[a, table(93, 10)], &[1, 2], &probe);
-        assert_eq!(beside_b[0], beside_c[0]);
-        assert_ne!(beside_b[1], beside_c[1]);
+        for kind in ["mlp", "cnn"] {
+            let beside_b = probabilities(kind, &[a.clone(), table(100, 8)], &[1, 2], &probe);
+            let beside_c = probabilities(kind, &[a.clone(), table(93, 10)], &[1, 2], &probe);
+            assert_eq!(beside_b[0], beside_c[0], "{kind}");
+            assert_ne!(beside_b[1], beside_c[1], "{kind}");
+        }
     }
 
     /// A fold whose batches are padded (it has fewer rows than the longest) trains as it would
@@ -724,13 +881,15 @@ mod tests {
         let probe = table(30, 9).0;
         // 100 and 97 rows in batches of 16: seven steps an epoch either way.
         let (long, short) = (table(100, 7), table(97, 8));
-        let stacked = probabilities(&[long, short.clone()], &[1, 2], &probe);
-        let alone = probabilities(&[short], &[2], &probe);
-        let gap = (stacked[1].iter().zip(&alone[0]))
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0, f64::max);
-        assert!(gap < 1e-4, "{gap}");
-        assert!(stacked[1].iter().all(|p| p.is_finite()));
+        for kind in ["mlp", "cnn"] {
+            let stacked = probabilities(kind, &[long.clone(), short.clone()], &[1, 2], &probe);
+            let alone = probabilities(kind, std::slice::from_ref(&short), &[2], &probe);
+            let gap = (stacked[1].iter().zip(&alone[0]))
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f64::max);
+            assert!(gap < 1e-4, "{kind}: {gap}");
+            assert!(stacked[1].iter().all(|p| p.is_finite()), "{kind}");
+        }
     }
 
     /// What each fold's own network (as exported) computes is what the stack computed for it,
@@ -741,28 +900,55 @@ mod tests {
         let tables = [table(60, 3), table(57, 4)];
         let sets: Vec<TrainSet> = tables.iter().map(|(x, y)| set(x, y)).collect();
         let ctxs: Vec<FitContext> = (1..=2).map(|s| FitContext::new(s, 1)).collect();
-        let cfg = config();
         let dev = Device::Cpu;
-        let folds = (sets.iter().zip(&ctxs))
-            .map(|(d, c)| Fold::new(&cfg, d, c, 0, dev))
-            .collect::<Result<Vec<_>>>()
-            .unwrap();
-        let mut folds = folds;
-        let stack = Stack::of(&cfg, &folds, dev).unwrap();
-        let mut opt = torch::optimizer(&cfg, &stack.vs).unwrap();
-        for epoch in 0..3 {
-            stack.epoch(&mut folds, epoch, 4, &mut opt).unwrap();
+        for kind in ["mlp", "cnn"] {
+            let cfg = config(kind);
+            let mut folds = (sets.iter().zip(&ctxs))
+                .map(|(d, c)| Fold::new(&cfg, d, c, 0, dev))
+                .collect::<Result<Vec<_>>>()
+                .unwrap();
+            let stack = Stack::of(&cfg, &folds, dev).unwrap();
+            let mut opt = torch::optimizer(&cfg, &stack.vs).unwrap();
+            for epoch in 0..3 {
+                stack.epoch(&mut folds, epoch, 4, &mut opt).unwrap();
+            }
+            let probe = torch::tensor(table(20, 9).0.view(), dev);
+            let inputs: Vec<Tensor> = (folds.iter())
+                .map(|f| tch::no_grad(|| f.net.standardise(&probe)))
+                .collect();
+            let stacked = tch::no_grad(|| stack.forward(&Tensor::stack(&inputs, 0), None));
+            for (k, fold) in folds.iter().enumerate() {
+                stack.write_back(k as i64, &fold.vs).unwrap();
+                let own = tch::no_grad(|| fold.net.forward_t(&probe, false));
+                let gap = (own - stacked.get(k as i64)).abs().max().double_value(&[]);
+                assert!(gap < 1e-5, "{kind} fold {k}: {gap}");
+            }
         }
-        let probe = table(20, 9).0;
-        let inputs: Vec<Tensor> = (folds.iter())
-            .map(|f| tch::no_grad(|| f.net.standardise(&torch::tensor(probe.view(), dev))))
-            .collect();
-        let stacked = tch::no_grad(|| stack.forward(&Tensor::stack(&inputs, 0), None));
-        for (k, fold) in folds.iter().enumerate() {
-            stack.write_back(k as i64, &fold.vs).unwrap();
-            let own = tch::no_grad(|| fold.net.forward_t(&torch::tensor(probe.view(), dev), false));
-            let gap = (own - stacked.get(k as i64)).abs().max().double_value(&[]);
-            assert!(gap < 1e-5, "fold {k}: {gap}");
+    }
+
+    /// In training, the stack normalises a batch as libtorch's batch norm does (the batch's
+    /// own statistics; over rows and positions after a convolution).
+    #[test]
+    fn a_training_step_normalises_as_libtorchs_batch_norm() {
+        let _turn = crate::generator_turn();
+        let (x, y) = table(40, 5);
+        let data = set(&x, &y);
+        let ctx = FitContext::new(3, 1);
+        for kind in ["mlp", "cnn"] {
+            let mut cfg = config(kind);
+            cfg.params.insert("dropout".into(), ParamValue::Float(0.0));
+            let mut folds = vec![Fold::new(&cfg, &data, &ctx, 0, Device::Cpu).unwrap()];
+            let stack = Stack::of(&cfg, &folds, Device::Cpu).unwrap();
+            let rows = stack.epoch_rows(&folds, 1);
+            let batch = stack.batch(&rows, &mut folds, 0);
+            let stacked = tch::no_grad(|| stack.forward(&batch.rows.x, Some(&batch)));
+            let own = tch::no_grad(|| {
+                folds[0]
+                    .net
+                    .forward_standardised(&batch.rows.x.get(0), true)
+            });
+            let gap = (own - stacked.get(0)).abs().max().double_value(&[]);
+            assert!(gap < 1e-4, "{kind}: {gap}");
         }
     }
 }

@@ -165,7 +165,7 @@ impl Net {
     }
 
     /// The network on inputs already standardised.
-    fn forward_standardised(&self, x: &Tensor, train: bool) -> Tensor {
+    pub(crate) fn forward_standardised(&self, x: &Tensor, train: bool) -> Tensor {
         let h = match &self.body {
             Body::Mlp(s) => s.forward_t(x, train),
             Body::Cnn {
@@ -742,7 +742,7 @@ pub(crate) fn fit(
     data: &TrainSet,
     ctx: &FitContext,
 ) -> Result<Box<dyn FittedModel>> {
-    if cfg.kind == "mlp" && cfg.algorithm() >= 3 {
+    if crate::stack::stacks(cfg) {
         let mut models = crate::stack::fit_stack(cfg, &[(data, ctx)])?;
         return Ok(Box::new(models.remove(0)));
     }

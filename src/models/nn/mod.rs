@@ -7,11 +7,11 @@ mod remote;
 #[cfg(feature = "torch")]
 pub mod wire;
 
-/// Whether `cfg`'s folds train stacked ([`fit_stack`]): the MLP from its algorithm 3, without
-/// early stopping (each fold would stop at its own epoch).
+/// Whether `cfg`'s folds train stacked ([`fit_stack`]): the MLP and the CNN from their
+/// algorithm 3, without early stopping (each fold would stop at its own epoch).
 pub(crate) fn stacks(cfg: &super::ModelConfig) -> bool {
     cfg!(feature = "torch")
-        && cfg.kind == "mlp"
+        && matches!(cfg.kind.as_str(), "mlp" | "cnn")
         && cfg.algorithm() >= 3
         && cfg.int("patience").is_ok_and(|p| p == 0)
 }
@@ -290,11 +290,11 @@ backend!(
 pub(crate) static CNN: KindSpec = KindSpec {
     kind: "cnn",
     tasks: BOTH,
-    backend: "libtorch 2.13 (crate tch), one optimiser step over all weights at once; libtorch's optimisers for runs of algorithm 1; feature `torch`",
+    backend: "libtorch 2.13 (crate tch), a run's CV folds trained as one stacked network, one optimiser step over all weights at once; each fold alone for runs of algorithm 2, libtorch's optimisers for algorithm 1; feature `torch`",
     help: "1-D convolutions over the feature vector, then dense layers",
     feature: Some("torch"),
     onnx: true,
-    algorithm: 2,
+    algorithm: 3,
     unscaled_from: None,
     curve_axis: "epoch",
     params: &CNN_PARAMS,
