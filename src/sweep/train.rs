@@ -277,88 +277,88 @@ fn score_fold(
     })
 }
 
-/// Trains the folds `first..first + n` at once, each on its share of the plan's threads;
-/// their outcomes in fold order. A panic in a fold reaches the run's own handler (`run_one`).
-fn train_wave(
-    prep: &Prepared,
-    plan: &TrainPlan,
-    splits: &Splits,
-    first: usize,
-    n: usize,
-    run_uuid: &str,
-    trackers: &dyn Tracker,
-) -> Vec<Result<FoldOutcome>> {
-    let folds = &splits.folds[first..first + n];
-    let threads = (plan.threads / n).max(1);
-    let one = |i: usize, fold: &eval::Fold| {
-        train_fold(prep, plan, fold, i, threads, run_uuid, trackers)
-            .with_context(|| format!("fold {} of {}", i + 1, splits.folds.len()))
-    };
-    if n == 1 {
-        return vec![one(first, &folds[0])];
-    }
-    std::thread::scope(|s| {
-        let handles: Vec<_> = (folds.iter().enumerate())
-            .map(|(k, fold)| s.spawn(move || one(first + k, fold)))
-            .collect();
-        (handles.into_iter())
-            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-            .collect()
-    })
+/// A run's CV folds and where their outcomes go: what every wave of folds trains with.
+struct FoldRun<'a> {
+    prep: &'a Prepared,
+    plan: &'a TrainPlan,
+    splits: &'a Splits,
+    run_uuid: &'a str,
+    trackers: &'a dyn Tracker,
 }
 
-/// Trains the folds `first..first + n` as one stacked model (`models::fit_stack`), on all the
-/// plan's threads, then scores each; their outcomes in fold order.
-fn train_stacked(
-    prep: &Prepared,
-    plan: &TrainPlan,
-    splits: &Splits,
-    first: usize,
-    n: usize,
-    run_uuid: &str,
-    trackers: &dyn Tracker,
-) -> Result<Vec<FoldOutcome>> {
-    let folds = &splits.folds[first..first + n];
-    let inputs = (folds.iter())
-        .map(|fold| FoldInputs::of(prep, plan, &fold.train, Some(&fold.test)))
-        .collect::<Result<Vec<_>>>()?;
-    let curves: Vec<Curve> = (first..first + n)
-        .map(|i| judged(plan, i, live_curve(trackers, run_uuid, format!("fold{i}"))))
-        .collect();
-    crate::interrupt::check()?;
-    let sets: Vec<TrainSet> = inputs.iter().map(|f| f.set(prep)).collect();
-    let ctxs: Vec<FitContext> = (inputs.iter().zip(&curves).enumerate())
-        .map(|(k, (f, curve))| {
-            f.context(plan, fold_seed(plan.seed, (first + k) as u64), Some(curve))
-        })
-        .collect();
-    let models = models::fit_stack(&plan.model, &sets, &ctxs).with_context(|| {
-        format!(
-            "folds {} to {} of {}",
-            first + 1,
-            first + n,
-            splits.folds.len()
-        )
-    })?;
-    drop((sets, ctxs));
-    (inputs.into_iter().zip(models).zip(curves).enumerate())
-        .map(|(k, ((f, model), curve))| {
-            let (fitted, x) = f.fitted(model);
-            score_fold(prep, plan, &folds[k], first + k, fitted, x, curve)
-                .with_context(|| format!("fold {} of {}", first + k + 1, splits.folds.len()))
-        })
-        .collect()
-}
-
-/// How many folds from `first` train at once: a repeat's folds where they train stacked, else
-/// `plan.fold_jobs`.
-fn wave_size(prep: &Prepared, plan: &TrainPlan, splits: &Splits, first: usize) -> (usize, bool) {
-    let rest = &splits.folds[first..];
-    if models::trains_folds_stacked(&plan.model, prep.task) {
+impl FoldRun<'_> {
+    /// Trains the next wave of folds from `first`: a repeat's folds stacked where the kind trains
+    /// them so, else `plan.fold_jobs` folds side by side. How many it took, and their outcomes in
+    /// fold order.
+    fn next_wave(&self, first: usize) -> (usize, Vec<Result<FoldOutcome>>) {
+        let rest = &self.splits.folds[first..];
+        if !models::trains_folds_stacked(&self.plan.model, self.prep.task) {
+            let n = self.plan.fold_jobs.clamp(1, rest.len());
+            return (n, self.side_by_side(first, n));
+        }
         let repeat = rest[0].repeat;
-        return (rest.iter().take_while(|f| f.repeat == repeat).count(), true);
+        let n = rest.iter().take_while(|f| f.repeat == repeat).count();
+        match self.stacked(first, n) {
+            Ok(outcomes) => (n, outcomes.into_iter().map(Ok).collect()),
+            Err(e) => (n, vec![Err(e)]),
+        }
     }
-    (plan.fold_jobs.clamp(1, rest.len()), false)
+
+    /// Trains the folds `first..first + n` at once, each on its share of the plan's threads;
+    /// their outcomes in fold order. A panic in a fold reaches the run's own handler (`run_one`).
+    fn side_by_side(&self, first: usize, n: usize) -> Vec<Result<FoldOutcome>> {
+        let (prep, plan, total) = (self.prep, self.plan, self.splits.folds.len());
+        let folds = &self.splits.folds[first..first + n];
+        let threads = (plan.threads / n).max(1);
+        let one = |i: usize, fold: &eval::Fold| {
+            train_fold(prep, plan, fold, i, threads, self.run_uuid, self.trackers)
+                .with_context(|| format!("fold {} of {total}", i + 1))
+        };
+        if n == 1 {
+            return vec![one(first, &folds[0])];
+        }
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (folds.iter().enumerate())
+                .map(|(k, fold)| s.spawn(move || one(first + k, fold)))
+                .collect();
+            (handles.into_iter())
+                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
+        })
+    }
+
+    /// Trains the folds `first..first + n` as one stacked model (`models::fit_stack`), on all
+    /// the plan's threads, then scores each; their outcomes in fold order.
+    fn stacked(&self, first: usize, n: usize) -> Result<Vec<FoldOutcome>> {
+        let (prep, plan, total) = (self.prep, self.plan, self.splits.folds.len());
+        let folds = &self.splits.folds[first..first + n];
+        let inputs = (folds.iter())
+            .map(|fold| FoldInputs::of(prep, plan, &fold.train, Some(&fold.test)))
+            .collect::<Result<Vec<_>>>()?;
+        let curves: Vec<Curve> = (first..first + n)
+            .map(|i| {
+                let live = live_curve(self.trackers, self.run_uuid, format!("fold{i}"));
+                judged(plan, i, live)
+            })
+            .collect();
+        crate::interrupt::check()?;
+        let sets: Vec<TrainSet> = inputs.iter().map(|f| f.set(prep)).collect();
+        let ctxs: Vec<FitContext> = (inputs.iter().zip(&curves).enumerate())
+            .map(|(k, (f, curve))| {
+                f.context(plan, fold_seed(plan.seed, (first + k) as u64), Some(curve))
+            })
+            .collect();
+        let models = models::fit_stack(&plan.model, &sets, &ctxs)
+            .with_context(|| format!("folds {} to {} of {total}", first + 1, first + n))?;
+        drop((sets, ctxs));
+        (inputs.into_iter().zip(models).zip(curves).enumerate())
+            .map(|(k, ((f, model), curve))| {
+                let (fitted, x) = f.fitted(model);
+                score_fold(prep, plan, &folds[k], first + k, fitted, x, curve)
+                    .with_context(|| format!("fold {} of {total}", first + k + 1))
+            })
+            .collect()
+    }
 }
 
 /// Trains and scores every CV fold, `plan.fold_jobs` at a time (a repeat's folds at once where
@@ -384,16 +384,16 @@ pub(crate) fn cross_validate(
         pruned: None,
     };
     let total = splits.folds.len();
+    let run = FoldRun {
+        prep,
+        plan,
+        splits,
+        run_uuid,
+        trackers,
+    };
     let mut first = 0;
     while first < total && cv.pruned.is_none() {
-        let (n, stacked) = wave_size(prep, plan, splits, first);
-        let wave = match stacked {
-            true => match train_stacked(prep, plan, splits, first, n, run_uuid, trackers) {
-                Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
-                Err(e) => vec![Err(e)],
-            },
-            false => train_wave(prep, plan, splits, first, n, run_uuid, trackers),
-        };
+        let (n, wave) = run.next_wave(first);
         crate::memory::release_free();
         for (k, outcome) in wave.into_iter().enumerate() {
             let i = first + k;

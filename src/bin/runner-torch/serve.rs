@@ -58,13 +58,12 @@ fn matrix(floats: &mut Floats, rows: usize, cols: usize) -> Result<Array2<f64>> 
 /// A member's training rows, targets and evaluation rows, as the request sent them.
 type Rows = (Array2<f64>, Array1<f64>, Option<(Array2<f64>, Array1<f64>)>);
 
-/// The members of a fit: one (`fit`, in the header itself) or each fold of a stack.
+/// The members of a fit: one (`fit`) or each fold of a stack, in the order of the payload.
 fn members(h: &Value, floats: &mut Floats) -> Result<Vec<(u64, Rows)>> {
     let cols = count(h, "cols")?;
-    let listed: Vec<Value> = match h["members"].as_array() {
-        Some(list) if h["op"] == "fit_stack" => list.clone(),
-        _ => vec![h.clone()],
-    };
+    let listed = h["members"]
+        .as_array()
+        .context("a fit without its members")?;
     (listed.iter())
         .map(|m| {
             let rows = count(m, "rows")?;

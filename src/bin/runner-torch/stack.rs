@@ -93,15 +93,19 @@ struct Stack {
     valid: Option<Padded>,
 }
 
+/// What batch norm takes its statistics over in a step: each row's share of its fold's mean
+/// (1 / its fold's rows, 0 for padding), [fold, 1, rows]; the fold's rows and rows / (rows - 1),
+/// for the running variance, [fold, 1, 1].
+struct Stats {
+    share: Tensor,
+    count: Tensor,
+    unbiased: Tensor,
+}
+
 /// A training step's rows of every fold, padded to the longest batch.
 struct Batch {
     rows: Padded,
-    /// Each row's share of its fold's batch-norm statistics: 1 / rows of its fold, 0 for
-    /// padding, [fold, 1, rows].
-    stat_share: Tensor,
-    /// rows / (rows - 1) per fold, for the running variance, and the rows: [fold, 1, 1].
-    unbiased: Tensor,
-    count: Tensor,
+    stats: Stats,
     /// Each dense layer's dropout mask (already scaled), [fold, rows, width].
     drops: Vec<Tensor>,
 }
@@ -120,27 +124,19 @@ struct EpochRows {
     longest: usize,
 }
 
-impl Batch {
-    /// The batch's statistics taken over each row's `positions` (a convolution's batch norm):
-    /// each position of a row has its share over the positions.
-    fn over_positions(&self, positions: i64) -> Batch {
-        let (folds, rows) = (self.stat_share.size()[0], self.stat_share.size()[2]);
-        let per_row = &self.stat_share / positions as f64;
+impl Stats {
+    /// The statistics taken over each row's `positions` (a convolution's batch norm): each
+    /// position of a row has its share over the positions.
+    fn over_positions(&self, positions: i64) -> Stats {
+        let (folds, rows) = (self.share.size()[0], self.share.size()[2]);
         let count = &self.count * positions as f64;
-        let unbiased = &count / (&count - 1.0).clamp_min(1.0);
-        Batch {
-            rows: Padded {
-                x: self.rows.x.shallow_clone(),
-                y: self.rows.y.shallow_clone(),
-                share: self.rows.share.shallow_clone(),
-            },
-            stat_share: per_row
+        Stats {
+            share: (&self.share / positions as f64)
                 .unsqueeze(-1)
                 .expand([folds, 1, rows, positions], false)
                 .reshape([folds, 1, rows * positions]),
-            unbiased,
+            unbiased: &count / (&count - 1.0).clamp_min(1.0),
             count,
-            drops: Vec::new(),
         }
     }
 }
@@ -283,12 +279,10 @@ impl<'a, 'd, 'c> Fold<'a, 'd, 'c> {
         })
     }
 
-    /// A row's weight in the fold's loss: its class's weight, if the config gives classes any.
+    /// A row's weight in the fold's loss: its class's weight, if the config gives classes any
+    /// (classification only).
     fn weight_of(&self, y: f64) -> f32 {
-        match (&self.class_weights, self.data.task) {
-            (Some(w), Task::Classification) => w[y as usize],
-            _ => 1.0,
-        }
+        self.class_weights.as_ref().map_or(1.0, |w| w[y as usize])
     }
 }
 
@@ -388,13 +382,13 @@ impl Layer {
 
 impl Norm {
     /// Normalised by the batch's own statistics (each fold's rows only); the running ones move.
-    fn train(&self, h: &Tensor, batch: &Batch, bn: &BatchNormConfig) -> Tensor {
-        let mean = batch.stat_share.bmm(h);
+    fn train(&self, h: &Tensor, stats: &Stats, bn: &BatchNormConfig) -> Tensor {
+        let mean = stats.share.bmm(h);
         let centred = h - &mean;
-        let var = batch.stat_share.bmm(&centred.square());
+        let var = stats.share.bmm(&centred.square());
         tch::no_grad(|| {
             let _ = self.mean.shallow_clone().lerp_(&mean, bn.momentum);
-            let _ = (self.var.shallow_clone()).lerp_(&(&var * &batch.unbiased), bn.momentum);
+            let _ = (self.var.shallow_clone()).lerp_(&(&var * &stats.unbiased), bn.momentum);
         });
         centred * (var + bn.eps).rsqrt() * &self.gamma + &self.beta
     }
@@ -446,6 +440,20 @@ fn padded(
     }
 }
 
+/// Every fold's training rows and targets end to end, each fold's followed by one row of zeros
+/// that pads its batches; where each fold's rows start.
+fn end_to_end(folds: &[Fold]) -> (Tensor, Tensor, Vec<i64>) {
+    let (mut xs, mut ys, mut starts) = (Vec::new(), Vec::new(), Vec::new());
+    let mut at = 0;
+    for fold in folds {
+        starts.push(at);
+        at += fold.order.len() as i64 + 1;
+        xs.push(fold.x.constant_pad_nd([0, 0, 0, 1]));
+        ys.push(fold.y.constant_pad_nd([0, 1]));
+    }
+    (Tensor::cat(&xs, 0), Tensor::cat(&ys, 0), starts)
+}
+
 /// `t` on `dev` (no call where it is there already: a step's ops are its cost).
 fn on(dev: Device, t: Tensor) -> Tensor {
     if dev == Device::Cpu {
@@ -494,17 +502,7 @@ impl Stack {
             .collect::<Result<Vec<_>>>()?;
         let out = Layer::of(&root, &vars, "out", None)?;
         let task = folds[0].data.task;
-        let mut parts = Vec::new();
-        let mut starts = Vec::new();
-        let mut at = 0;
-        for fold in folds {
-            starts.push(at);
-            at += fold.order.len() as i64 + 1;
-            parts.push((
-                fold.x.constant_pad_nd([0, 0, 0, 1]),
-                fold.y.constant_pad_nd([0, 1]),
-            ));
-        }
+        let (x, y, starts) = end_to_end(folds);
         let valid = folds.iter().any(|f| f.valid.is_some()).then(|| {
             padded(task, folds, |f| {
                 let (x, y, values) = f.valid.as_ref()?;
@@ -513,20 +511,8 @@ impl Stack {
             })
         });
         Ok(Stack {
-            x: Tensor::cat(
-                &parts
-                    .iter()
-                    .map(|p| p.0.shallow_clone())
-                    .collect::<Vec<_>>(),
-                0,
-            ),
-            y: Tensor::cat(
-                &parts
-                    .iter()
-                    .map(|p| p.1.shallow_clone())
-                    .collect::<Vec<_>>(),
-                0,
-            ),
+            x,
+            y,
             starts,
             valid,
             vs,
@@ -548,7 +534,7 @@ impl Stack {
             h = layer.b.baddbmm(&h, &layer.w, 1, 1);
             if let Some(norm) = &layer.norm {
                 h = match batch {
-                    Some(batch) => norm.train(&h, batch, &self.bn),
+                    Some(batch) => norm.train(&h, &batch.stats, &self.bn),
                     None => norm.eval(&h, &self.bn),
                 };
             }
@@ -581,7 +567,7 @@ impl Stack {
             let mut z = conv.layer.b.baddbmm(&flat, &conv.layer.w, 1, 1);
             if let Some(norm) = &conv.layer.norm {
                 z = match batch {
-                    Some(batch) => norm.train(&z, &batch.over_positions(positions), &self.bn),
+                    Some(batch) => norm.train(&z, &batch.stats.over_positions(positions), &self.bn),
                     None => norm.eval(&z, &self.bn),
                 };
             }
@@ -724,9 +710,11 @@ impl Stack {
                 y: rows.y.get(at),
                 share: rows.share.get(at),
             },
-            stat_share: rows.stat_share.get(at),
-            unbiased: rows.unbiased.get(at),
-            count: rows.count.get(at),
+            stats: Stats {
+                share: rows.stat_share.get(at),
+                count: rows.count.get(at),
+                unbiased: rows.unbiased.get(at),
+            },
             drops: self.drops(folds, &rows.lens[s], rows.longest),
         }
     }

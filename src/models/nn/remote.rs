@@ -160,7 +160,8 @@ pub fn fit(
     models.pop().context("the network helper sent no model")
 }
 
-/// Trains the networks of several folds at once in one helper (the MLP's stacked training),
+/// Trains the networks of several folds at once in one helper (the MLP's and CNN's stacked
+/// training),
 /// passing each fold's learning curve on to its context; each fold's model in order.
 pub fn fit_stack(
     cfg: &crate::models::ModelConfig,
@@ -198,11 +199,8 @@ fn fit_members(
         "task": data.task,
         "n_classes": data.n_classes,
         "labels": data.labels,
-        "seed": ctx.seed,
         "threads": ctx.threads,
-        "rows": data.x.nrows(),
         "cols": data.x.ncols(),
-        "eval_rows": ctx.eval.map(|(x, _)| x.nrows()),
         "members": members,
     });
     let mut helper = Helper::take()?;
