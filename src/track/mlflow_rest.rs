@@ -551,9 +551,30 @@ impl Mirror {
             "dataset": dataset,
         });
         let body = json!({ "run_id": run_id, "datasets": [input] });
-        self.client.post("runs/log-inputs", &body)?;
-        Ok(())
+        // Hosts that log a new dataset at once race in the server's check-then-insert: the one
+        // that loses is refused, the dataset is there by then, and asking again links it.
+        let mut tries = 0;
+        loop {
+            match self.client.post("runs/log-inputs", &body) {
+                Err(e) if tries < 3 && lost_insert_race(&e) => tries += 1,
+                other => return other.map(|_| ()),
+            }
+            std::thread::sleep(Duration::from_millis(100 << tries));
+        }
     }
+}
+
+/// Whether the server refused a write because another writer inserted the same row first (its
+/// database's unique constraint: SQLite, PostgreSQL and MySQL say it in their own words).
+fn lost_insert_race(e: &anyhow::Error) -> bool {
+    let said = [
+        "IntegrityError",
+        "UniqueViolation",
+        "UNIQUE constraint",
+        "Duplicate entry",
+    ];
+    (e.downcast_ref::<Refused>())
+        .is_some_and(|r| r.code == 400 && said.iter().any(|s| r.text.contains(s)))
 }
 
 impl Tracker for Mirror {
@@ -1024,6 +1045,78 @@ mod tests {
                 json!({"key": "a", "value": "3"})
             ]
         );
+    }
+
+    /// A server on loopback that answers each request with the next of `answers` (HTTP status,
+    /// JSON body) and sends back the paths it was asked for when the answers run out.
+    fn scripted_server(
+        answers: Vec<(u16, Value)>,
+    ) -> (String, std::thread::JoinHandle<Vec<String>>) {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let serve = std::thread::spawn(move || {
+            let mut paths = Vec::new();
+            for (code, body) in answers {
+                let (stream, _) = listener.accept().unwrap();
+                let mut reader = BufReader::new(stream);
+                let (mut head, mut line) = (String::new(), String::new());
+                while reader.read_line(&mut line).unwrap() > 2 {
+                    head.push_str(&line.to_lowercase());
+                    line.clear();
+                }
+                let length = (head.lines())
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .map_or(0, |n| n.trim().parse().unwrap());
+                reader.read_exact(&mut vec![0; length]).unwrap();
+                paths.push(head.split_whitespace().nth(1).unwrap().to_string());
+                let body = body.to_string();
+                let answer = format!("HTTP/1.1 {code} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+                reader.get_mut().write_all(answer.as_bytes()).unwrap();
+            }
+            paths
+        });
+        (url, serve)
+    }
+
+    fn mirror_of(url: &str) -> Mirror {
+        Mirror {
+            client: RestClient::new(settings(url, "test.toml").unwrap()).unwrap(),
+            experiments: Mutex::new(HashMap::new()),
+            runs: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn wine_input() -> crate::track::DatasetInput {
+        crate::track::DatasetInput {
+            name: "wine-v1".into(),
+            digest: "dc71b914".into(),
+            source_uri: "builtin:winequality-red".into(),
+            schema: vec![("alcohol".into(), "double".into())],
+            num_rows: 1599,
+            num_cols: 12,
+        }
+    }
+
+    #[test]
+    fn a_dataset_another_host_inserted_first_is_linked_on_a_second_try() {
+        let race = json!({"error_code": "BAD_REQUEST", "message": "(sqlite3.IntegrityError) UNIQUE constraint failed: datasets.experiment_id, datasets.name, datasets.digest"});
+        let (url, server) = scripted_server(vec![(400, race), (200, json!({}))]);
+        mirror_of(&url).log_dataset("r1", &wine_input()).unwrap();
+        let asked = server.join().unwrap();
+        assert_eq!(asked, ["/api/2.0/mlflow/runs/log-inputs"; 2]);
+    }
+
+    #[test]
+    fn a_dataset_the_server_refuses_for_another_reason_is_not_sent_again() {
+        let refused =
+            json!({"error_code": "INVALID_PARAMETER_VALUE", "message": "Dataset name too long"});
+        let (url, server) = scripted_server(vec![(400, refused)]);
+        let e = mirror_of(&url)
+            .log_dataset("r1", &wine_input())
+            .unwrap_err();
+        assert!(e.to_string().contains("Dataset name too long"), "{e}");
+        assert_eq!(server.join().unwrap().len(), 1);
     }
 
     #[test]
