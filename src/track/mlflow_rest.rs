@@ -980,11 +980,16 @@ impl Tracker for MlflowServer {
         let bytes = summary.to_string().into_bytes();
         self.push(Op::Artifact(run_uuid.into(), SUMMARY_FILE.into(), bytes))
     }
-    /// Waits until every queued call is sent; says what the server did not take (the runs are
-    /// complete in the store).
+    /// Waits until every queued call is sent; says what the server did not take: a mirror's
+    /// runs are complete in the store; a store server's are in this host's replica, which sends
+    /// them again when a runner command next opens it.
     fn close(&self) -> Vec<String> {
+        let kept = match self.mirror.client.settings.as_store {
+            true => "the run is in this host's replica; its next runner command sends it again",
+            false => "the run is complete in the store",
+        };
         (self.drain().into_iter())
-            .map(|e| format!("MLflow server: {e} (the run is complete in the store)"))
+            .map(|e| format!("MLflow server: {e} ({kept})"))
             .collect()
     }
 }
