@@ -928,15 +928,22 @@ mod lightgbm {
                 .collect()
         }
 
+        /// Each task trained on rows with missing values (splits with a missing type) and on
+        /// rows without (plain splits, walked on their own path here), then asked about rows
+        /// with missing values, zeros and near-zeros.
         #[test]
         fn trees_predicted_here_give_lightgbms_probabilities_bit_for_bit() {
             let mut rng = SplitMix64::new(5);
-            for (task, k) in [
+            let tasks = [
                 (Task::Regression, 0),
                 (Task::Classification, 2),
                 (Task::Classification, 4),
-            ] {
-                let x = table(600, &mut rng);
+            ];
+            for (missing, (task, k)) in [true, false].iter().flat_map(|m| tasks.map(|t| (*m, t))) {
+                let mut x = table(600, &mut rng);
+                if !missing {
+                    x.mapv_inplace(|v| if v.is_nan() { 1.5 } else { v });
+                }
                 let y = target(&x, task, k, &mut rng);
                 let data = TrainSet {
                     x: x.view(),
@@ -953,6 +960,7 @@ mod lightgbm {
                 let text = String::from_utf8(fitted.native()[0].1.clone()).unwrap();
                 let model = LgbmModel::new(task, k, text, 29);
                 let trees = Trees::parse(&model.text).expect("a model runner trains is read");
+                assert_eq!(trees.is_plain(), !missing, "{task} {k}");
                 let queries = table(300, &mut rng);
                 let there = model.predict_in_lightgbm(queries.view()).unwrap();
                 let bits = |v: &[f64]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();

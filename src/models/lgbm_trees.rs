@@ -67,6 +67,26 @@ impl Tree {
         }
         self.leaf[!node as usize]
     }
+
+    /// [`Tree::value`] where no split treats a value as missing and the row has no NaN (a
+    /// missing value is then 0, as LightGBM reads it): one comparison a split.
+    fn plain_value(&self, row: &[f64]) -> f64 {
+        if self.splits.is_empty() {
+            return self.leaf[0];
+        }
+        let mut node = 0i32;
+        while node >= 0 {
+            let split = &self.splits[node as usize];
+            let left = row[split.feature as usize] <= split.threshold;
+            node = if left { split.left } else { split.right };
+        }
+        self.leaf[!node as usize]
+    }
+
+    /// Whether every split compares the value alone (LightGBM's missing type none).
+    fn is_plain(&self) -> bool {
+        self.splits.iter().all(|s| s.missing == 0)
+    }
 }
 
 enum Output {
@@ -80,6 +100,9 @@ pub(crate) struct Trees {
     per_iteration: usize,
     features: usize,
     output: Output,
+    /// Every tree [`Tree::is_plain`]: rows are read with NaN as 0 and walked by
+    /// [`Tree::plain_value`].
+    plain: bool,
 }
 
 fn header<'a>(text: &'a str, key: &str) -> Option<&'a str> {
@@ -169,12 +192,18 @@ impl Trees {
             .collect::<Option<Vec<_>>>()?;
         (per_iteration > 0 && !trees.is_empty() && trees.len() % per_iteration == 0).then_some(
             Trees {
+                plain: trees.iter().all(Tree::is_plain),
                 trees,
                 per_iteration,
                 features,
                 output,
             },
         )
+    }
+
+    /// Whether no split of the model treats a value as missing (it was trained without any).
+    pub(crate) fn is_plain(&self) -> bool {
+        self.plain
     }
 
     pub(crate) fn features(&self) -> usize {
@@ -187,10 +216,11 @@ impl Trees {
     pub(crate) fn predict(&self, rows: &[f64], threads: usize) -> Vec<f64> {
         const BLOCK: usize = 256;
         let (k, width) = (self.per_iteration, self.features);
-        // As LightGBM reads a dense row: values within its zero threshold are zero.
+        // As LightGBM reads a dense row: values within its zero threshold are zero (and a NaN
+        // is zero to a split that has no missing type, which is every split of a plain model).
         let cleaned: Vec<f64> = (rows.iter())
             .map(|v| {
-                if v.abs() > ZERO || v.is_nan() {
+                if v.abs() > ZERO || (v.is_nan() && !self.plain) {
                     *v
                 } else {
                     0.0
@@ -221,8 +251,11 @@ impl Trees {
         for (block, sums) in blocks.iter_mut() {
             for (t, tree) in self.trees.iter().enumerate() {
                 let class = t % k;
-                for (row, sum) in block.chunks(self.features).zip(sums.chunks_mut(k)) {
-                    sum[class] += tree.value(row);
+                let rows = block.chunks(self.features).zip(sums.chunks_mut(k));
+                if self.plain {
+                    rows.for_each(|(row, sum)| sum[class] += tree.plain_value(row));
+                } else {
+                    rows.for_each(|(row, sum)| sum[class] += tree.value(row));
                 }
             }
             for sum in sums.chunks_mut(k) {
