@@ -202,6 +202,7 @@ impl Trees {
     }
 
     /// Whether no split of the model treats a value as missing (it was trained without any).
+    #[cfg(test)]
     pub(crate) fn is_plain(&self) -> bool {
         self.plain
     }
