@@ -57,28 +57,28 @@ struct Tree {
 
 impl Tree {
     fn value(&self, row: &[f64]) -> f64 {
-        if self.splits.is_empty() {
-            return self.leaf[0];
-        }
-        let mut node = 0i32;
-        while node >= 0 {
-            let split = &self.splits[node as usize];
-            node = split.next(row[split.feature as usize]);
-        }
-        self.leaf[!node as usize]
+        self.walk(row, Split::next)
     }
 
     /// [`Tree::value`] where no split treats a value as missing and the row has no NaN (a
     /// missing value is then 0, as LightGBM reads it): one comparison a split.
     fn plain_value(&self, row: &[f64]) -> f64 {
+        self.walk(row, |split, value| match value <= split.threshold {
+            true => split.left,
+            false => split.right,
+        })
+    }
+
+    /// The leaf the row reaches, each split sending it on by `next(split, the row's value)`.
+    #[inline(always)]
+    fn walk(&self, row: &[f64], next: impl Fn(&Split, f64) -> i32) -> f64 {
         if self.splits.is_empty() {
             return self.leaf[0];
         }
         let mut node = 0i32;
         while node >= 0 {
             let split = &self.splits[node as usize];
-            let left = row[split.feature as usize] <= split.threshold;
-            node = if left { split.left } else { split.right };
+            node = next(split, row[split.feature as usize]);
         }
         self.leaf[!node as usize]
     }
