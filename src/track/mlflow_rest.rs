@@ -140,6 +140,21 @@ pub fn refused_with(e: &anyhow::Error, code: u16) -> bool {
     e.downcast_ref::<Refused>().is_some_and(|r| r.code == code)
 }
 
+/// Whether the server refused a write because another writer inserted the same row between its
+/// check and its insert (hosts logging one new dataset at once): its database's unique
+/// constraint, in SQLAlchemy's, PostgreSQL's, SQLite's or MySQL's words. The server's transaction
+/// was rolled back, so sending the request again is as sending it the first time, and by then
+/// the row is there to be found.
+fn lost_insert_race(code: u16, message: &str) -> bool {
+    let said = [
+        "IntegrityError",
+        "UniqueViolation",
+        "UNIQUE constraint",
+        "Duplicate entry",
+    ];
+    code == 400 && said.iter().any(|s| message.contains(s))
+}
+
 /// Why a request did not succeed.
 enum Failure {
     /// A connection error, a timeout, 429 or a 5xx: worth trying again.
@@ -237,13 +252,21 @@ impl RestClient {
         Ok(serde_json::from_slice(&body).unwrap_or(Value::Null))
     }
 
-    /// [`RestClient::send`], the answer's bytes as they came.
+    /// [`RestClient::send`], the answer's bytes as they came. A request that lost an insert race
+    /// ([`lost_insert_race`]) is sent again up to 3 times, 100 ms doubling apart.
     fn send_raw(&self, what: &str, build: &dyn Fn() -> RequestBuilder) -> Result<Vec<u8>> {
         let started = Instant::now();
         let mut wait = Duration::from_millis(500);
+        let mut races = 0;
         loop {
             match self.once(build) {
                 Ok(v) => return Ok(v),
+                Err(Failure::Refused(code, message))
+                    if races < 3 && lost_insert_race(code, &message) =>
+                {
+                    std::thread::sleep(Duration::from_millis(100 << races));
+                    races += 1;
+                }
                 Err(Failure::Refused(code, message)) => {
                     return Err(self.refusal(what, code, &message))
                 }
@@ -551,30 +574,9 @@ impl Mirror {
             "dataset": dataset,
         });
         let body = json!({ "run_id": run_id, "datasets": [input] });
-        // Hosts that log a new dataset at once race in the server's check-then-insert: the one
-        // that loses is refused, the dataset is there by then, and asking again links it.
-        let mut tries = 0;
-        loop {
-            match self.client.post("runs/log-inputs", &body) {
-                Err(e) if tries < 3 && lost_insert_race(&e) => tries += 1,
-                other => return other.map(|_| ()),
-            }
-            std::thread::sleep(Duration::from_millis(100 << tries));
-        }
+        self.client.post("runs/log-inputs", &body)?;
+        Ok(())
     }
-}
-
-/// Whether the server refused a write because another writer inserted the same row first (its
-/// database's unique constraint: SQLite, PostgreSQL and MySQL say it in their own words).
-fn lost_insert_race(e: &anyhow::Error) -> bool {
-    let said = [
-        "IntegrityError",
-        "UniqueViolation",
-        "UNIQUE constraint",
-        "Duplicate entry",
-    ];
-    (e.downcast_ref::<Refused>())
-        .is_some_and(|r| r.code == 400 && said.iter().any(|s| r.text.contains(s)))
 }
 
 impl Tracker for Mirror {

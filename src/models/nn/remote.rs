@@ -161,8 +161,7 @@ pub fn fit(
 }
 
 /// Trains the networks of several folds at once in one helper (the MLP's and CNN's stacked
-/// training),
-/// passing each fold's learning curve on to its context; each fold's model in order.
+/// training), passing each fold's learning curve on to its context; each fold's model in order.
 pub fn fit_stack(
     cfg: &crate::models::ModelConfig,
     sets: &[TrainSet],
