@@ -33,6 +33,7 @@ const LAYERS: &[&[&str]] = &[
         "models::post",
         "models::svm",
         "models::svm::smo",
+        "models::svm::smo::shrink",
         "models::tree",
         "models::tree::hist",
         "models::tree::packed",

@@ -28,11 +28,11 @@ use std::sync::Mutex;
 pub(crate) static SVM: KindSpec = KindSpec {
     kind: "svm",
     tasks: BOTH,
-    backend: "runner's libsvm-style SMO (one machine for two classes, one per class against the rest for more, Platt-scaled on cross-validated decisions; epsilon-SVR); linfa-svm for runs of algorithm 1",
+    backend: "runner's libsvm-style SMO with shrinking (one machine for two classes, one per class against the rest for more, Platt-scaled on cross-validated decisions; epsilon-SVR); without shrinking for runs of algorithm 2, linfa-svm for algorithm 1",
     help: "support vector machine",
     feature: None,
     onnx: true,
-    algorithm: 2,
+    algorithm: 3,
     unscaled_from: None,
     curve_axis: "step",
     params: class_params![
@@ -336,6 +336,8 @@ struct Settings {
     kernel: Kernel,
     tolerance: f64,
     cache_bytes: usize,
+    /// libsvm's shrinking, from algorithm 3.
+    shrinking: bool,
     platt_folds: usize,
     seed: u64,
 }
@@ -356,6 +358,7 @@ impl Settings {
             kernel,
             tolerance: cfg.float("tolerance")?,
             cache_bytes: cfg.int("cache_mb")? as usize * (1 << 20),
+            shrinking: cfg.algorithm() >= 3,
             platt_folds: cfg.int("platt_folds")? as usize,
             seed,
         })
@@ -383,6 +386,7 @@ impl Settings {
             c,
             tolerance: self.tolerance,
             cache_bytes: self.cache_bytes,
+            shrinking: self.shrinking,
         };
         let solution = problem.solve();
         let n = rows.count();

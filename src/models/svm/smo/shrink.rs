@@ -1,0 +1,211 @@
+//! The solver with libsvm's shrinking (Chang and Lin, libsvm's `Solver`), the SVM's algorithm 3.
+//! Every `min(l, 1000)` pair updates, a variable at a bound whose gradient says it will stay
+//! there (it violates less than the pair that would be chosen now) leaves the active set: the
+//! selection and the gradient's update then run over the active variables only. The gradient
+//! of the others is rebuilt from `G_bar` (each variable's sum over the variables at their upper
+//! bound) and the free variables: once when the violation first falls below ten times the
+//! tolerance (all variables come back), and at the end, where the optimum is checked again
+//! over every variable. The solution meets the same stopping test; its alphas differ from the
+//! solver without shrinking by about the tolerance, not bit for bit.
+
+use super::{Dual, KernelCache, Partner, Problem, Solution};
+
+const SHRINK_EVERY: usize = 100;
+
+/// The active variables (ascending) and what shrinking keeps.
+struct Active {
+    vars: Vec<usize>,
+    /// `G_bar`: per variable, `sum_s C_s Q_ts` over the variables `s` at their upper bound
+    /// (kept as the gradient is, by `update_gradient` with one variable's change).
+    g_bar: Vec<f64>,
+    /// Whether every variable came back once (the violation fell below ten times the tolerance).
+    unshrunk: bool,
+    most_shrunk: usize,
+}
+
+impl Problem<'_> {
+    pub(super) fn solve_shrinking(&self) -> Solution {
+        let l = self.y.len();
+        let mut cache = KernelCache::new(self);
+        let diag = self.diagonal();
+        let mut dual = Dual::new(self);
+        let mut active = Active {
+            vars: (0..l).collect(),
+            g_bar: vec![0.0; l],
+            unshrunk: false,
+            most_shrunk: 0,
+        };
+        let cap = (100 * l).max(10_000_000);
+        let (mut iterations, mut countdown) = (0, l.min(SHRINK_EVERY));
+        while iterations < cap {
+            countdown -= 1;
+            if countdown == 0 {
+                countdown = l.min(SHRINK_EVERY);
+                self.shrink(&mut active, &mut dual, &mut cache);
+            }
+            let pair = match self.select_active(&mut cache, &dual, &diag, &active.vars) {
+                Some(pair) => pair,
+                None if active.vars.len() < l => {
+                    // Optimal over the active set: every variable back, checked again.
+                    self.reconstruct(&active, &mut dual, &mut cache);
+                    active.vars = (0..l).collect();
+                    countdown = 1;
+                    match self.select_active(&mut cache, &dual, &diag, &active.vars) {
+                        Some(pair) => pair,
+                        None => break,
+                    }
+                }
+                None => break,
+            };
+            iterations += 1;
+            self.update(pair, &mut active, &mut dual, &mut cache, &diag);
+        }
+        if active.vars.len() < l {
+            self.reconstruct(&active, &mut dual, &mut cache);
+        }
+        let rho = self.rho(&dual.alpha, &dual.grad);
+        Solution {
+            alpha: dual.alpha,
+            rho,
+            iterations,
+            most_shrunk: active.most_shrunk,
+        }
+    }
+
+    /// WSS 2 over the active variables.
+    fn select_active(
+        &self,
+        cache: &mut KernelCache,
+        dual: &Dual,
+        diag: &[f64],
+        vars: &[usize],
+    ) -> Option<(usize, usize)> {
+        if vars.len() == self.y.len() {
+            return self.select(cache, dual, diag);
+        }
+        let (grad, y) = (&dual.grad, &self.y);
+        let (mut gmax, mut pick_i) = (f64::NEG_INFINITY, None);
+        for &t in vars {
+            let violation = -(y[t] * grad[t]);
+            if dual.up[t] & (violation >= gmax) {
+                gmax = violation;
+                pick_i = Some(t);
+            }
+        }
+        let i = pick_i?;
+        let bi = self.base(i);
+        let (ki, _) = cache.pair(bi, bi);
+        let mut partner = Partner::new(gmax, diag[i]);
+        for &t in vars {
+            let k = ki[self.base(t)];
+            partner.consider(dual.low[t], y[t] * grad[t], diag[t], k, t);
+        }
+        partner.pair_with(i, self.tolerance)
+    }
+
+    /// The pair's step; the active variables' gradient and everyone's `G_bar` follow it.
+    fn update(
+        &self,
+        (i, j): (usize, usize),
+        active: &mut Active,
+        dual: &mut Dual,
+        cache: &mut KernelCache,
+        diag: &[f64],
+    ) {
+        let (bi, bj) = (self.base(i), self.base(j));
+        let (ki, kj) = cache.pair(bi, bj);
+        let (old_i, old_j) = (dual.alpha[i], dual.alpha[j]);
+        let was_upper = (self.at_upper(&dual.alpha, i), self.at_upper(&dual.alpha, j));
+        let quad = (diag[i] + diag[j] - 2.0 * f64::from(ki[bj])).max(super::TAU);
+        self.step(&mut dual.alpha, &dual.grad, i, j, quad);
+        dual.mark(self, i);
+        dual.mark(self, j);
+        let (di, dj) = (
+            self.y[i] * (dual.alpha[i] - old_i),
+            self.y[j] * (dual.alpha[j] - old_j),
+        );
+        if active.vars.len() == self.y.len() {
+            super::update_gradient(&mut dual.grad, &self.y, ki, kj, di, dj);
+        } else {
+            for &t in &active.vars {
+                let b = self.base(t);
+                dual.grad[t] += self.y[t] * (di * f64::from(ki[b]) + dj * f64::from(kj[b]));
+            }
+        }
+        for (v, was, row) in [(i, was_upper.0, ki), (j, was_upper.1, kj)] {
+            let now = self.at_upper(&dual.alpha, v);
+            if now != was {
+                let cy = if now { 1.0 } else { -1.0 } * self.c[v] * self.y[v];
+                super::update_gradient(&mut active.g_bar, &self.y, row, row, cy, 0.0);
+            }
+        }
+    }
+
+    /// libsvm's `do_shrinking`: the largest violations over the active set; all variables back
+    /// (their gradient rebuilt) the first time they fall below ten times the tolerance; then
+    /// the variables at a bound that violate less than them leave.
+    fn shrink(&self, active: &mut Active, dual: &mut Dual, cache: &mut KernelCache) {
+        let (mut gmax1, mut gmax2) = (f64::NEG_INFINITY, f64::NEG_INFINITY);
+        for &t in &active.vars {
+            let yg = self.y[t] * dual.grad[t];
+            if dual.up[t] {
+                gmax1 = gmax1.max(-yg);
+            }
+            if dual.low[t] {
+                gmax2 = gmax2.max(yg);
+            }
+        }
+        let l = self.y.len();
+        if !active.unshrunk && gmax1 + gmax2 <= self.tolerance * 10.0 {
+            active.unshrunk = true;
+            self.reconstruct(active, dual, cache);
+            active.vars = (0..l).collect();
+        }
+        active
+            .vars
+            .retain(|&t| !self.stays_at_bound(dual, t, gmax1, gmax2));
+        active.most_shrunk = active.most_shrunk.max(l - active.vars.len());
+    }
+
+    /// libsvm's `be_shrunk`: variable `t` is at a bound and violates less than the largest
+    /// violations `gmax1` (over `I_up`) and `gmax2` (over `I_low`).
+    fn stays_at_bound(&self, dual: &Dual, t: usize, gmax1: f64, gmax2: f64) -> bool {
+        let (g, positive) = (dual.grad[t], self.y[t] > 0.0);
+        if self.at_upper(&dual.alpha, t) {
+            -g > if positive { gmax1 } else { gmax2 }
+        } else if dual.alpha[t] <= 0.0 {
+            g > if positive { gmax2 } else { gmax1 }
+        } else {
+            false
+        }
+    }
+
+    /// libsvm's `reconstruct_gradient`: the gradient of every inactive variable, from `G_bar`,
+    /// the linear term and the free variables.
+    fn reconstruct(&self, active: &Active, dual: &mut Dual, cache: &mut KernelCache) {
+        let l = self.y.len();
+        let mut is_active = vec![false; l];
+        for &t in &active.vars {
+            is_active[t] = true;
+        }
+        let inactive: Vec<usize> = (0..l).filter(|t| !is_active[*t]).collect();
+        if inactive.is_empty() {
+            return;
+        }
+        for &t in &inactive {
+            dual.grad[t] = active.g_bar[t] + self.p[t];
+        }
+        for s in 0..l {
+            let a = dual.alpha[s];
+            if a <= 0.0 || self.at_upper(&dual.alpha, s) {
+                continue;
+            }
+            let bs = self.base(s);
+            let (ks, _) = cache.pair(bs, bs);
+            let ya = self.y[s] * a;
+            for &t in &inactive {
+                dual.grad[t] += self.y[t] * ya * f64::from(ks[self.base(t)]);
+            }
+        }
+    }
+}
