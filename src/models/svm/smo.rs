@@ -404,15 +404,7 @@ impl Problem<'_> {
             iterations += 1;
             let (bi, bj) = (self.base(i), self.base(j));
             let (ki, kj) = cache.pair(bi, bj);
-            let (old_i, old_j) = (dual.alpha[i], dual.alpha[j]);
-            let quad = (diag[i] + diag[j] - 2.0 * f64::from(ki[bj])).max(TAU);
-            self.step(&mut dual.alpha, &dual.grad, i, j, quad);
-            dual.mark(self, i);
-            dual.mark(self, j);
-            let (di, dj) = (
-                self.y[i] * (dual.alpha[i] - old_i),
-                self.y[j] * (dual.alpha[j] - old_j),
-            );
+            let (di, dj) = self.move_pair(&mut dual, (i, j), diag[i] + diag[j], ki[bj]);
             update_gradient(&mut dual.grad, &self.y, ki, kj, di, dj);
         }
         let rho = self.rho(&dual.alpha, &dual.grad);
@@ -424,8 +416,44 @@ impl Problem<'_> {
         }
     }
 
+    /// The pair's step (`diags` = `K_ii + K_jj`, `kij` = `K_ij`), each variable's directions
+    /// after it; the changes of `y_i a_i` and `y_j a_j`.
+    fn move_pair(
+        &self,
+        dual: &mut Dual,
+        (i, j): (usize, usize),
+        diags: f64,
+        kij: f32,
+    ) -> (f64, f64) {
+        let (old_i, old_j) = (dual.alpha[i], dual.alpha[j]);
+        let quad = (diags - 2.0 * f64::from(kij)).max(TAU);
+        self.step(&mut dual.alpha, &dual.grad, i, j, quad);
+        dual.mark(self, i);
+        dual.mark(self, j);
+        (
+            self.y[i] * (dual.alpha[i] - old_i),
+            self.y[j] * (dual.alpha[j] - old_j),
+        )
+    }
+
     fn at_upper(&self, alpha: &[f64], t: usize) -> bool {
         alpha[t] >= self.c[t]
+    }
+
+    /// The largest violation `-y_t G_t` over the variables `ts` in `I_up`, and the last variable
+    /// with it.
+    #[inline(always)]
+    fn most_violating(&self, dual: &Dual, ts: impl Iterator<Item = usize>) -> (f64, Option<usize>) {
+        let (mut gmax, mut pick) = (f64::NEG_INFINITY, None);
+        for t in ts {
+            let violation = -(self.y[t] * dual.grad[t]);
+            // One branch, rarely taken: the membership alone would be mispredicted.
+            if dual.up[t] & (violation >= gmax) {
+                gmax = violation;
+                pick = Some(t);
+            }
+        }
+        (gmax, pick)
     }
 
     /// libsvm's WSS 2: `i` maximises the violation, `j` the second-order gain with `i`; `None`
@@ -433,16 +461,7 @@ impl Problem<'_> {
     /// as a product with +-1 only flips the sign.
     fn select(&self, cache: &mut KernelCache, dual: &Dual, diag: &[f64]) -> Option<(usize, usize)> {
         let (grad, y) = (&dual.grad, &self.y);
-        let mut gmax = f64::NEG_INFINITY;
-        let mut pick_i = None;
-        for t in 0..y.len() {
-            let violation = -(y[t] * grad[t]);
-            // One branch, rarely taken: the membership alone would be mispredicted.
-            if dual.up[t] & (violation >= gmax) {
-                gmax = violation;
-                pick_i = Some(t);
-            }
-        }
+        let (gmax, pick_i) = self.most_violating(dual, 0..y.len());
         let i = pick_i?;
         let bi = self.base(i);
         let (ki, _) = cache.pair(bi, bi);

@@ -84,14 +84,7 @@ impl Problem<'_> {
             return self.select(cache, dual, diag);
         }
         let (grad, y) = (&dual.grad, &self.y);
-        let (mut gmax, mut pick_i) = (f64::NEG_INFINITY, None);
-        for &t in vars {
-            let violation = -(y[t] * grad[t]);
-            if dual.up[t] & (violation >= gmax) {
-                gmax = violation;
-                pick_i = Some(t);
-            }
-        }
+        let (gmax, pick_i) = self.most_violating(dual, vars.iter().copied());
         let i = pick_i?;
         let bi = self.base(i);
         let (ki, _) = cache.pair(bi, bi);
@@ -114,16 +107,8 @@ impl Problem<'_> {
     ) {
         let (bi, bj) = (self.base(i), self.base(j));
         let (ki, kj) = cache.pair(bi, bj);
-        let (old_i, old_j) = (dual.alpha[i], dual.alpha[j]);
         let was_upper = (self.at_upper(&dual.alpha, i), self.at_upper(&dual.alpha, j));
-        let quad = (diag[i] + diag[j] - 2.0 * f64::from(ki[bj])).max(super::TAU);
-        self.step(&mut dual.alpha, &dual.grad, i, j, quad);
-        dual.mark(self, i);
-        dual.mark(self, j);
-        let (di, dj) = (
-            self.y[i] * (dual.alpha[i] - old_i),
-            self.y[j] * (dual.alpha[j] - old_j),
-        );
+        let (di, dj) = self.move_pair(dual, (i, j), diag[i] + diag[j], ki[bj]);
         if active.vars.len() == self.y.len() {
             super::update_gradient(&mut dual.grad, &self.y, ki, kj, di, dj);
         } else {
