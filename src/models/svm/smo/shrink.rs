@@ -1,5 +1,5 @@
 //! The solver with libsvm's shrinking (Chang and Lin, libsvm's `Solver`), the SVM's algorithm 3.
-//! Every `min(l, 1000)` pair updates, a variable at a bound whose gradient says it will stay
+//! Every `SHRINK_EVERY` pair updates, a variable at a bound whose gradient says it will stay
 //! there (it violates less than the pair that would be chosen now) leaves the active set: the
 //! selection and the gradient's update then run over the active variables only. The gradient
 //! of the others is rebuilt from `G_bar` (each variable's sum over the variables at their upper
@@ -10,6 +10,8 @@
 
 use super::{Dual, KernelCache, Partner, Problem, Solution};
 
+/// Pair updates between two shrinkings (at most `l`). libsvm waits 1000: on a 1,500-row RBF
+/// problem of 11 features (843 and 1,618 updates at C = 1 and 3) that came too late to help.
 const SHRINK_EVERY: usize = 100;
 
 /// The active variables (ascending) and what shrinking keeps.
