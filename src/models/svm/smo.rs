@@ -377,6 +377,11 @@ impl Problem<'_> {
         }
     }
 
+    /// Pair updates after which the solver stops even if the tolerance is not met.
+    fn iteration_cap(&self) -> usize {
+        (100 * self.y.len()).max(10_000_000)
+    }
+
     /// `K(x_t, x_t)` of every variable.
     fn diagonal(&self) -> Vec<f64> {
         (0..self.y.len())
@@ -391,11 +396,10 @@ impl Problem<'_> {
         if self.shrinking {
             return self.solve_shrinking();
         }
-        let l = self.y.len();
         let mut cache = KernelCache::new(self);
         let diag = self.diagonal();
         let mut dual = Dual::new(self);
-        let cap = (100 * l).max(10_000_000);
+        let cap = self.iteration_cap();
         let mut iterations = 0;
         while iterations < cap {
             let Some((i, j)) = self.select(&mut cache, &dual, &diag) else {
@@ -586,10 +590,15 @@ mod tests {
         }
     }
 
+    /// The solution's decision value at `x`: a sum over the variables (two a row for
+    /// epsilon-SVR).
     fn decision(rows: &Rows, pr: &Problem, s: &Solution, x: &[f64]) -> f64 {
         let nx = dot(x, x);
-        (0..rows.count())
-            .map(|i| pr.y[i] * s.alpha[i] * pr.kernel.value(rows.row(i), x, rows.norm(i), nx))
+        (0..pr.y.len())
+            .map(|t| {
+                let b = pr.base(t);
+                pr.y[t] * s.alpha[t] * pr.kernel.value(rows.row(b), x, rows.norm(b), nx)
+            })
             .sum::<f64>()
             - s.rho
     }
@@ -692,18 +701,12 @@ mod tests {
                 pr.y.len(),
                 shrunk.iterations
             );
-            let value = |s: &Solution, x: &[f64]| -> f64 {
-                let nx = dot(x, x);
-                (0..pr.y.len())
-                    .map(|t| {
-                        let b = pr.base(t);
-                        pr.y[t] * s.alpha[t] * kernel.value(rows.row(b), x, rows.norm(b), nx)
-                    })
-                    .sum::<f64>()
-                    - s.rho
-            };
             for i in 0..n {
-                let (a, b) = (value(&plain, rows.row(i)), value(&shrunk, rows.row(i)));
+                let x = rows.row(i);
+                let (a, b) = (
+                    decision(&rows, &pr, &plain, x),
+                    decision(&rows, &pr, &shrunk, x),
+                );
                 assert!(
                     (a - b).abs() < 1e-2,
                     "row {i}: {a} without shrinking, {b} with"

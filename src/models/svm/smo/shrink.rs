@@ -37,7 +37,7 @@ impl Problem<'_> {
             unshrunk: false,
             most_shrunk: 0,
         };
-        let cap = (100 * l).max(10_000_000);
+        let cap = self.iteration_cap();
         let (mut iterations, mut countdown) = (0, l.min(SHRINK_EVERY));
         while iterations < cap {
             countdown -= 1;
