@@ -574,17 +574,8 @@ impl Stack {
             z = torch::activation(&self.activation, &z).view([folds, rows, positions, -1]);
             h = match conv.pool {
                 Some(max) if positions >= 2 => {
-                    let pairs = z.narrow(2, 0, 2 * (positions / 2)).reshape([
-                        folds,
-                        rows,
-                        positions / 2,
-                        2,
-                        -1,
-                    ]);
-                    match max {
-                        true => pairs.max_dim(3, false).0,
-                        false => pairs.mean_dim(3, false, None),
-                    }
+                    let pooled = torch::pool_pairs(&z.view([folds * rows, positions, -1]), max);
+                    pooled.view([folds, rows, positions / 2, -1])
                 }
                 _ => z,
             };
