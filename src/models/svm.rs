@@ -20,7 +20,7 @@ use linfa::prelude::*;
 use linfa_svm::Svm;
 use ndarray::{Array1, Array2, ArrayView2};
 use serde::{Deserialize, Serialize};
-use smo::{Gram, Kernel, Problem, Rows};
+use smo::{ExactGram, Gram, Kernel, Problem, Rows};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -366,8 +366,10 @@ impl Settings {
 
     /// Solves one problem over `rows` and keeps its support vectors.
     fn machine(&self, rows: &Rows, y: Vec<f64>, p: Vec<f64>, c: Vec<f64>) -> Machine {
-        self.machine_over(rows, None, y, p, c)
+        self.machine_over(rows, None, y, p, c).0
     }
+
+    /// The machine, and which of `rows` its support vectors are.
 
     fn machine_over(
         &self,
@@ -376,7 +378,7 @@ impl Settings {
         y: Vec<f64>,
         p: Vec<f64>,
         c: Vec<f64>,
-    ) -> Machine {
+    ) -> (Machine, Vec<usize>) {
         let problem = Problem {
             rows,
             kernel: self.kernel,
@@ -394,31 +396,34 @@ impl Settings {
         for (t, a) in solution.alpha.iter().enumerate() {
             coef[t % n] += problem.y[t] * a;
         }
-        let (mut support, mut kept) = (Vec::new(), Vec::new());
+        let (mut support, mut kept, mut support_rows) = (Vec::new(), Vec::new(), Vec::new());
         for (i, c) in coef.into_iter().enumerate() {
             if c != 0.0 {
                 support.extend_from_slice(rows.row(i));
                 kept.push(c);
+                support_rows.push(i);
             }
         }
-        Machine {
+        let machine = Machine {
             kernel: self.kernel,
             width: rows.width(),
             support,
             coef: kept,
             rho: solution.rho,
             iterations: solution.iterations,
-        }
+        };
+        (machine, support_rows)
     }
 
-    /// C-SVC: `positive` rows against the others, with per-side bounds.
+    /// C-SVC: `positive` rows against the others, with per-side bounds; which rows are its
+    /// support vectors.
     fn classifier(
         &self,
         rows: &Rows,
         gram: Option<(&Gram, &[usize])>,
         positive: &[bool],
         bounds: (f64, f64),
-    ) -> Machine {
+    ) -> (Machine, Vec<usize>) {
         let y = positive
             .iter()
             .map(|p| if *p { 1.0 } else { -1.0 })
@@ -486,10 +491,17 @@ fn calibrated(
     let folds = Some(settings.platt_folds).filter(|k| *k >= 2).unwrap_or(0);
     let per_class = 1 + folds;
     let jobs = classes.len() * per_class;
-    // A table whose kernel fits the cache is computed once for every machine and fold.
+    // A table whose kernel fits the cache is computed once for every machine and fold; where
+    // its doubles fit too, the folds' decision values are read from them.
     let n = rows.count();
-    let gram = (jobs > 1 && Gram::bytes(n) <= settings.cache_bytes)
-        .then(|| Gram::compute(rows, settings.kernel, ctx.threads));
+    let both = Gram::bytes(n) + ExactGram::bytes(n);
+    let exact = (jobs > 1 && folds > 0 && both <= settings.cache_bytes)
+        .then(|| ExactGram::compute(rows, settings.kernel, ctx.threads));
+    let gram = match &exact {
+        Some(exact) => Some(Gram::of_exact(exact)),
+        None => (jobs > 1 && Gram::bytes(n) <= settings.cache_bytes)
+            .then(|| Gram::compute(rows, settings.kernel, ctx.threads)),
+    };
     let identity: Vec<usize> = (0..n).collect();
     let whole = gram.as_ref().map(|g| (g, identity.as_slice()));
     let results: Vec<Mutex<Option<Job>>> = (0..jobs).map(|_| Mutex::new(None)).collect();
@@ -502,10 +514,10 @@ fn calibrated(
         let class = classes[at / per_class];
         let positive: Vec<bool> = labels.iter().map(|l| *l == class).collect();
         let job = match at % per_class {
-            0 => Job::Full(settings.classifier(rows, whole, &positive, bounds[class])),
+            0 => Job::Full(settings.classifier(rows, whole, &positive, bounds[class]).0),
             fold => Job::Fold(fold_decisions(
                 settings,
-                (rows, gram.as_ref()),
+                (rows, gram.as_ref(), exact.as_ref()),
                 &positive,
                 bounds[class],
                 (fold - 1, class),
@@ -562,10 +574,11 @@ fn ndarray_view(rows: &Rows) -> Result<ArrayView2<'_, f64>> {
 }
 
 /// The decision values of fold `fold` (of a seeded permutation per class) from a machine trained
-/// on the other folds; +-1 when those hold one side only (as libsvm).
+/// on the other folds; +-1 when those hold one side only (as libsvm). With the table's exact
+/// kernel values they are read from it, not computed again: the same values, bit for bit.
 fn fold_decisions(
     settings: &Settings,
-    (rows, gram): (&Rows, Option<&Gram>),
+    (rows, gram, exact): (&Rows, Option<&Gram>, Option<&ExactGram>),
     positive: &[bool],
     bounds: (f64, f64),
     (fold, class): (usize, usize),
@@ -591,7 +604,13 @@ fn fold_decisions(
         return held.iter().map(|i| (*i, f)).collect();
     }
     let shared = gram.map(|g| (g, train.as_slice()));
-    let machine = settings.classifier(&rows.subset(&train), shared, &train_positive, bounds);
+    let (machine, support) =
+        settings.classifier(&rows.subset(&train), shared, &train_positive, bounds);
+    if let Some(exact) = exact {
+        let support: Vec<usize> = support.iter().map(|s| train[*s]).collect();
+        let decisions = exact.decisions(&support, &machine.coef, machine.rho, held);
+        return held.iter().copied().zip(decisions).collect();
+    }
     let held_rows = rows.subset(held);
     let decisions = ndarray_view(&held_rows)
         .and_then(|x| machine.decisions(x))
@@ -823,6 +842,38 @@ mod tests {
             let bits = |v: &[f64]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&alone), bits(&values));
         }
+    }
+
+    /// A Platt fold's decision values read from the table's doubles are the ones its machine
+    /// computes, bit for bit, and a fit whose cache holds only the float table (so computes
+    /// them) gives the same model.
+    #[test]
+    fn platt_folds_read_from_the_table_decide_as_their_machines_bit_for_bit() {
+        let (x, y) = table(300, 3);
+        let settings = Settings::from_config(&cfg(3, &[]), 42).unwrap();
+        let rows = Rows::new(x.view());
+        let exact = ExactGram::compute(&rows, settings.kernel, 2);
+        let gram = Gram::of_exact(&exact);
+        let positive: Vec<bool> = y.iter().map(|v| *v == 1.0).collect();
+        for fold in 0..settings.platt_folds {
+            let decide = |exact| {
+                let parts = (&rows, Some(&gram), exact);
+                let mut d = fold_decisions(&settings, parts, &positive, (1.0, 1.0), (fold, 1));
+                d.sort_by_key(|(i, _)| *i);
+                d.into_iter()
+                    .map(|(i, f)| (i, f.to_bits()))
+                    .collect::<Vec<_>>()
+            };
+            let (read, computed) = (decide(Some(&exact)), decide(None));
+            assert_eq!(read.len(), 60);
+            assert_eq!(read, computed, "fold {fold}");
+        }
+        // 300 rows: the float table takes 0.36 MB, with the doubles 1.08 MB.
+        let small_cache = cfg(3, &[("cache_mb", ParamValue::Int(1))]);
+        assert_eq!(
+            fit_json(&small_cache, &x, &y, 3, 1).0,
+            fit_json(&cfg(3, &[]), &x, &y, 3, 1).0
+        );
     }
 
     #[test]

@@ -102,47 +102,109 @@ impl Rows {
 /// Every kernel value of a table, computed once (on `threads` threads) and shared by the
 /// machines of one fit, whose rows are subsets of the table's: for a small table the machines
 /// of a one-vs-rest fit and their Platt folds would otherwise each compute the same values.
+/// The solver reads them as floats, as libsvm's kernel cache holds them.
 pub struct Gram {
     n: usize,
     values: Vec<f32>,
 }
 
 impl Gram {
-    /// `K(x_i, x_j)` equals `K(x_j, x_i)` to the bit (the dot product's terms and the norms'
-    /// sum commute), so each value is computed once, for `j >= i`, and copied across.
     pub fn compute(rows: &Rows, kernel: Kernel, threads: usize) -> Gram {
-        let n = rows.count();
-        let mut values = vec![0.0f32; n * n];
-        let bounds = triangle_shares(n, threads.max(1));
-        std::thread::scope(|s| {
-            let mut rest = values.as_mut_slice();
-            for w in bounds.windows(2).filter(|w| w[1] > w[0]) {
-                let (part, tail) = rest.split_at_mut((w[1] - w[0]) * n);
-                rest = tail;
-                let first = w[0];
-                s.spawn(move || {
-                    for (r, out) in part.chunks_mut(n.max(1)).enumerate() {
-                        let i = first + r;
-                        let (xi, ni) = (rows.row(i), rows.norm(i));
-                        for (j, v) in out.iter_mut().enumerate().skip(i) {
-                            *v = kernel.value(xi, rows.row(j), ni, rows.norm(j)) as f32;
-                        }
-                    }
-                });
-            }
-        });
-        for i in 1..n {
-            for j in 0..i {
-                values[i * n + j] = values[j * n + i];
-            }
+        Gram {
+            n: rows.count(),
+            values: kernel_table(rows, kernel, threads, |v| v as f32),
         }
-        Gram { n, values }
+    }
+
+    /// The float table of the exact values.
+    pub fn of_exact(exact: &ExactGram) -> Gram {
+        Gram {
+            n: exact.n,
+            values: exact.values.iter().map(|v| *v as f32).collect(),
+        }
     }
 
     /// The bytes a table of `n` rows takes.
     pub fn bytes(n: usize) -> usize {
         n.saturating_mul(n).saturating_mul(4)
     }
+}
+
+/// A table's kernel values as computed, in doubles: what a machine's decision values sum over
+/// ([`ExactGram::decisions`]).
+pub struct ExactGram {
+    n: usize,
+    values: Vec<f64>,
+}
+
+impl ExactGram {
+    pub fn compute(rows: &Rows, kernel: Kernel, threads: usize) -> ExactGram {
+        ExactGram {
+            n: rows.count(),
+            values: kernel_table(rows, kernel, threads, |v| v),
+        }
+    }
+
+    pub fn bytes(n: usize) -> usize {
+        n.saturating_mul(n).saturating_mul(8)
+    }
+
+    /// `sum_s coef_s K(x_support[s], x_q) - rho` for each table row `q` of `queries`: the
+    /// decision values a machine with these support vectors (table rows) computes for those
+    /// rows, bit for bit (the same kernel values, summed in the same order).
+    pub fn decisions(
+        &self,
+        support: &[usize],
+        coef: &[f64],
+        rho: f64,
+        queries: &[usize],
+    ) -> Vec<f64> {
+        queries
+            .iter()
+            .map(|q| {
+                let row = &self.values[q * self.n..(q + 1) * self.n];
+                let sum: f64 = coef.iter().zip(support).map(|(c, s)| c * row[*s]).sum();
+                sum - rho
+            })
+            .collect()
+    }
+}
+
+/// Every `K(x_i, x_j)` of `rows`, row-major, as `cast` stores it. `K(x_i, x_j)` equals
+/// `K(x_j, x_i)` to the bit (the dot product's terms and the norms' sum commute), so each value
+/// is computed once, for `j >= i`, and copied across.
+fn kernel_table<T: Copy + Default + Send>(
+    rows: &Rows,
+    kernel: Kernel,
+    threads: usize,
+    cast: impl Fn(f64) -> T + Copy + Send,
+) -> Vec<T> {
+    let n = rows.count();
+    let mut values = vec![T::default(); n * n];
+    let bounds = triangle_shares(n, threads.max(1));
+    std::thread::scope(|s| {
+        let mut rest = values.as_mut_slice();
+        for w in bounds.windows(2).filter(|w| w[1] > w[0]) {
+            let (part, tail) = rest.split_at_mut((w[1] - w[0]) * n);
+            rest = tail;
+            let first = w[0];
+            s.spawn(move || {
+                for (r, out) in part.chunks_mut(n.max(1)).enumerate() {
+                    let i = first + r;
+                    let (xi, ni) = (rows.row(i), rows.norm(i));
+                    for (j, v) in out.iter_mut().enumerate().skip(i) {
+                        *v = cast(kernel.value(xi, rows.row(j), ni, rows.norm(j)));
+                    }
+                }
+            });
+        }
+    });
+    for i in 1..n {
+        for j in 0..i {
+            values[i * n + j] = values[j * n + i];
+        }
+    }
+    values
 }
 
 /// Row bounds splitting the upper triangle of an `n x n` table into `parts` shares of about
