@@ -86,6 +86,34 @@ impl Mt19937 {
     }
 }
 
+impl Mt19937 {
+    /// A mask of `out.len()` Bernoulli draws ([`Mt19937::keeps`], in order): `scale` where
+    /// kept, else 0. The same draws as one `keeps` after another, taken from the block in pairs.
+    pub(crate) fn fill_mask(&mut self, bound: u64, scale: f32, out: &mut [f32]) {
+        let mut rest = out;
+        while !rest.is_empty() {
+            if self.next + 2 > STATE {
+                // A pair across two blocks (or none left): one draw the plain way.
+                rest[0] = if self.keeps(bound) { scale } else { 0.0 };
+                rest = &mut rest[1..];
+                continue;
+            }
+            let pairs = ((STATE - self.next) / 2).min(rest.len());
+            let outputs = &self.block[self.next..self.next + 2 * pairs];
+            let (now, later) = rest.split_at_mut(pairs);
+            for (m, pair) in now.iter_mut().zip(outputs.chunks_exact(2)) {
+                *m = if bits53(pair[0], pair[1]) < bound {
+                    scale
+                } else {
+                    0.0
+                };
+            }
+            self.next += 2 * pairs;
+            rest = later;
+        }
+    }
+}
+
 /// The bound of [`Mt19937::keeps`] for keep probability `keep`: `u < keep` on the 53 bits
 /// themselves (u is bits / 2^53 exactly, and so is the bound).
 pub(crate) fn keep_bound(keep: f64) -> u64 {
@@ -183,9 +211,8 @@ impl Masks {
         };
         let keep = 1.0 - p;
         let bound = keep_bound(keep);
-        let mask: Vec<f32> = (0..x.numel())
-            .map(|_| if stream.keeps(bound) { 1.0 } else { 0.0 })
-            .collect();
+        let mut mask = vec![0.0f32; x.numel()];
+        stream.fill_mask(bound, 1.0, &mut mask);
         drop(slot);
         let mut noise = Tensor::from_slice(&mask).view(x.size().as_slice());
         // As libtorch's dropout scales its mask and applies it: the same ops, the same values.
@@ -197,6 +224,23 @@ impl Masks {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A mask filled from the block in pairs is the one drawn a `keeps` at a time, whatever the
+    /// position in the block (pairs that straddle two blocks included).
+    #[test]
+    fn a_filled_mask_is_the_masks_drawn_one_by_one() {
+        let bound = keep_bound(0.7);
+        let (mut filled, mut one_by_one) = (Mt19937::new(9), Mt19937::new(9));
+        for len in [0, 1, 5, 311, 312, 313, 1000, 623, 7, 2500] {
+            let mut mask = vec![-1.0f32; len];
+            filled.fill_mask(bound, 2.5, &mut mask);
+            let drawn: Vec<f32> = (0..len)
+                .map(|_| if one_by_one.keeps(bound) { 2.5 } else { 0.0 })
+                .collect();
+            assert_eq!(mask, drawn, "{len}");
+        }
+        assert_eq!(filled.next_u32(), one_by_one.next_u32());
+    }
 
     #[test]
     fn the_twister_gives_the_standard_sequence() {

@@ -724,9 +724,8 @@ impl Stack {
             .collect();
         for (k, (fold, len)) in folds.iter_mut().zip(lens).enumerate() {
             for (mask, w) in masks.iter_mut().zip(&widths) {
-                for m in &mut mask[k * longest * w..(k * longest + len) * w] {
-                    *m = if fold.masks.keeps(bound) { scale } else { 0.0 };
-                }
+                let rows = &mut mask[k * longest * w..(k * longest + len) * w];
+                fold.masks.fill_mask(bound, scale, rows);
             }
         }
         let dev = self.x.device();
