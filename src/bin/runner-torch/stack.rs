@@ -561,7 +561,7 @@ impl Stack {
         let mut h = x.unsqueeze(-1);
         for conv in &self.convs {
             let (k, channels) = (conv.width, h.size()[3]);
-            let windows = h.constant_pad_nd([0, 0, k / 2, k / 2]).unfold(2, k, 1);
+            let windows = torch::windows(&h.constant_pad_nd([0, 0, k / 2, k / 2]), 2, k);
             let positions = windows.size()[2];
             let flat = windows.reshape([folds, -1, channels * k]);
             let mut z = conv.layer.b.baddbmm(&flat, &conv.layer.w, 1, 1);
