@@ -370,7 +370,6 @@ impl Settings {
     }
 
     /// The machine, and which of `rows` its support vectors are.
-
     fn machine_over(
         &self,
         rows: &Rows,
