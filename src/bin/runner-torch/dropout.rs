@@ -84,9 +84,7 @@ impl Mt19937 {
         let first = self.next_u32();
         bits53(first, self.next_u32()) < bound
     }
-}
 
-impl Mt19937 {
     /// A mask of `out.len()` Bernoulli draws ([`Mt19937::keeps`], in order): `scale` where
     /// kept, else 0. The same draws as one `keeps` after another, taken from the block in pairs.
     pub(crate) fn fill_mask(&mut self, bound: u64, scale: f32, out: &mut [f32]) {
