@@ -100,7 +100,7 @@ pub(crate) static SVM: KindSpec = KindSpec {
                 max: 1_000_000,
             },
             default: Default_::Int(200),
-            help: "megabytes of kernel rows each machine keeps while training (algorithm 2)",
+            help: "megabytes of kernel values a fit keeps: each machine's cache of kernel rows, or one table of them all shared by the fit's machines where it fits (in doubles too where both fit, read by the Platt folds); algorithm 2 on",
         },
     ],
 };
