@@ -379,9 +379,9 @@ fn svm_and_logistic_runs_of_the_release_before_runners_own_solvers_replay_bit_fo
 
 /// Networks recorded with libtorch's optimisers (algorithm version 1) replay with them, bit for
 /// bit. Trained now, each lands near the old log loss but not on it, so the replays took the old
-/// path; the LSTM (version 2: one AdamW step with weight decay over all weights at once) within
-/// float rounding (the flat rules are libtorch's). The MLP and the CNN are at version 3 (their
-/// folds stacked, each epoch's rows split into batches of near-equal size), so further off.
+/// path: the MLP, the CNN and the LSTM are at version 3 (their folds stacked, each epoch's rows
+/// split into batches of near-equal size). The flat rules' agreement with libtorch's optimisers
+/// is checked by the helper's unit tests (`flat.rs`).
 #[test]
 #[cfg(feature = "torch")]
 fn network_runs_of_the_release_before_flat_optimisers_replay_bit_for_bit() {
@@ -391,12 +391,10 @@ fn network_runs_of_the_release_before_flat_optimisers_replay_bit_for_bit() {
         let new_version = report["runs"][i]["version"].as_str().unwrap();
         let (before, now) = (log_loss(old), log_loss(new_version));
         assert_ne!(before, now, "{old} and {new_version}");
-        if i == 2 {
-            assert!(
-                (before - now).abs() < 1e-5 * before,
-                "{old} {before} and {new_version} {now}: the flat rule is not libtorch's"
-            );
-        }
+        assert!(
+            (before - now).abs() < 0.05 * before,
+            "{old} {before} and {new_version} {now}: not the same network trained again"
+        );
     }
 }
 

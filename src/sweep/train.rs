@@ -288,7 +288,7 @@ struct FoldRun<'a> {
 
 impl FoldRun<'_> {
     /// Trains the next wave of folds from `first`: a repeat's folds stacked where the kind trains
-    /// them so, else `plan.fold_jobs` folds side by side. How many it took, and their outcomes in
+    /// them so (in `plan.fold_jobs` stacks side by side), else `plan.fold_jobs` folds side by side. How many it took, and their outcomes in
     /// fold order.
     fn next_wave(&self, first: usize) -> (usize, Vec<Result<FoldOutcome>>) {
         let rest = &self.splits.folds[first..];
@@ -298,10 +298,34 @@ impl FoldRun<'_> {
         }
         let repeat = rest[0].repeat;
         let n = rest.iter().take_while(|f| f.repeat == repeat).count();
-        match self.stacked(first, n) {
+        match self.stacks_side_by_side(first, n) {
             Ok(outcomes) => (n, outcomes.into_iter().map(Ok).collect()),
             Err(e) => (n, vec![Err(e)]),
         }
+    }
+
+    /// Trains the folds `first..first + n` as `plan.fold_jobs` stacks of near-equal size side by
+    /// side (a fold's network does not depend on the folds stacked beside it, to the bit); their
+    /// outcomes in fold order.
+    fn stacks_side_by_side(&self, first: usize, n: usize) -> Result<Vec<FoldOutcome>> {
+        let stacks = self.plan.fold_jobs.clamp(1, n);
+        if stacks == 1 {
+            return self.stacked(first, n);
+        }
+        let bounds: Vec<usize> = (0..=stacks).map(|s| first + s * n / stacks).collect();
+        let parts: Vec<Result<Vec<FoldOutcome>>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (bounds.windows(2))
+                .map(|w| s.spawn(move || self.stacked(w[0], w[1] - w[0])))
+                .collect();
+            (handles.into_iter())
+                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
+        });
+        let mut outcomes = Vec::with_capacity(n);
+        for part in parts {
+            outcomes.extend(part?);
+        }
+        Ok(outcomes)
     }
 
     /// Trains the folds `first..first + n` at once, each on its share of the plan's threads;
@@ -327,8 +351,8 @@ impl FoldRun<'_> {
         })
     }
 
-    /// Trains the folds `first..first + n` as one stacked model (`models::fit_stack`), on all
-    /// the plan's threads, then scores each; their outcomes in fold order.
+    /// Trains the folds `first..first + n` as one stacked model (`models::fit_stack`), then
+    /// scores each; their outcomes in fold order.
     fn stacked(&self, first: usize, n: usize) -> Result<Vec<FoldOutcome>> {
         let (prep, plan, total) = (self.prep, self.plan, self.splits.folds.len());
         let folds = &self.splits.folds[first..first + n];

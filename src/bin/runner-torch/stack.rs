@@ -1,8 +1,10 @@
-//! The MLP and the CNN from their algorithm 3: the networks of a run's CV folds trained as one
-//! stacked network.
+//! The MLP, the CNN and the LSTM from their algorithm 3: the networks of a run's CV folds trained
+//! as one stacked network.
 //! On the wine MLP (batches of 64, layers of 64) a step's cost is libtorch's dispatch per op, not
 //! arithmetic; with the folds' weights stacked ([fold, in, out], batched matrix products) the
-//! five folds take one step's ops instead of five.
+//! five folds take one step's ops instead of five. The LSTM itself runs once per fold (libtorch's
+//! fused LSTM takes one set of weights), each fold's on its own slice of the stacked weights; its
+//! dense head, loss and optimiser step are stacked.
 //!
 //! Each fold stays its own network: its weights start as its own seed initialises them, its rows
 //! are shuffled by its own seed, its batch norm sees only its rows, its dropout masks come from
@@ -65,6 +67,17 @@ struct Conv {
     pool: Option<bool>,
 }
 
+/// The LSTM (from its algorithm 3) of every fold: libtorch's flat weights (per layer and
+/// direction: input, hidden, input bias, hidden bias), each stacked [fold, ...].
+struct Recurrent {
+    weights: Vec<Tensor>,
+    /// Each weight's name in a fold's own network.
+    names: Vec<String>,
+    layers: i64,
+    bidirectional: bool,
+    hidden: i64,
+}
+
 /// Rows of every fold, padded to the longest fold's: inputs [fold, rows, features], targets and
 /// each row's share of its fold's loss [fold, rows] (its weight over the fold's sum of weights;
 /// 0 for padding).
@@ -77,8 +90,9 @@ struct Padded {
 /// The folds' networks as one: what trains, and how.
 struct Stack {
     vs: nn::VarStore,
-    /// The CNN's convolutions (none for the MLP), then the dense layers.
+    /// The CNN's convolutions (none for the MLP), or the LSTM, then the dense layers.
     convs: Vec<Conv>,
+    recurrent: Option<Recurrent>,
     layers: Vec<Layer>,
     out: Layer,
     task: Task,
@@ -184,9 +198,76 @@ fn chunk(n: usize, steps: usize, s: usize) -> (usize, usize) {
     (s * q + s.min(r), q + usize::from(s < r))
 }
 
-/// Whether `cfg` trains stacked: the MLP and the CNN from their algorithm 3.
+/// Whether `cfg` trains stacked: the MLP, the CNN and the LSTM from their algorithm 3.
 pub(crate) fn stacks(cfg: &ModelConfig) -> bool {
-    matches!(cfg.kind.as_str(), "mlp" | "cnn") && cfg.algorithm() >= 3
+    matches!(cfg.kind.as_str(), "mlp" | "cnn" | "lstm") && cfg.algorithm() >= 3
+}
+
+/// The LSTM of every fold, as its `build` makes it; `None` for the other kinds.
+fn recurrent(
+    cfg: &ModelConfig,
+    root: &nn::Path,
+    vars: &[HashMap<String, Tensor>],
+) -> Result<Option<Recurrent>> {
+    if cfg.kind != "lstm" {
+        return Ok(None);
+    }
+    let (layers, bidirectional) = (cfg.int("num_layers")?, cfg.bool("bidirectional")?);
+    let directions: &[&str] = if bidirectional {
+        &["", "_reverse"]
+    } else {
+        &[""]
+    };
+    let mut names = Vec::new();
+    for layer in 0..layers {
+        for suffix in directions {
+            for what in ["weight_ih", "weight_hh", "bias_ih", "bias_hh"] {
+                names.push(format!("lstm.{what}_l{layer}{suffix}"));
+            }
+        }
+    }
+    let weights = (names.iter())
+        .map(|name| {
+            let value = stacked(vars, name, |t| t.shallow_clone())?;
+            Ok(root.var_copy(&name.replace('.', "_"), &value))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Some(Recurrent {
+        weights,
+        names,
+        layers,
+        bidirectional,
+        hidden: cfg.int("hidden_size")?,
+    }))
+}
+
+impl Recurrent {
+    /// Each fold's LSTM on its inputs [fold, rows, features] (the features as a sequence), from
+    /// zero states, as its own network runs it; the last position's output, [fold, rows, hidden
+    /// * directions].
+    fn forward(&self, x: &Tensor) -> Tensor {
+        let (folds, rows) = (x.size()[0], x.size()[1]);
+        let per_fold: Vec<Vec<Tensor>> = self.weights.iter().map(|w| w.unbind(0)).collect();
+        let states = self.layers * if self.bidirectional { 2 } else { 1 };
+        let zero = Tensor::zeros([states, rows, self.hidden], (Kind::Float, x.device()));
+        let outs: Vec<Tensor> = (0..folds)
+            .map(|k| {
+                let weights: Vec<&Tensor> = per_fold.iter().map(|w| &w[k as usize]).collect();
+                let (out, _, _) = x.get(k).unsqueeze(-1).lstm(
+                    &[&zero, &zero],
+                    &weights,
+                    true,
+                    self.layers,
+                    0.0,
+                    true,
+                    self.bidirectional,
+                    true,
+                );
+                out.select(1, -1)
+            })
+            .collect();
+        Tensor::stack(&outs, 0)
+    }
 }
 
 /// Trains the folds' networks stacked (see the module's comment); each fold's model in order.
@@ -489,7 +570,8 @@ impl Stack {
             runner::models::parse_widths(cfg.str("hidden")?).map_err(|e| anyhow!("hidden: {e}"))?;
         let bn = cfg.bool("batch_norm")?;
         let convs = convolutions(cfg, &root, &vars, folds[0].x.size()[1])?;
-        let head = if cfg.kind == "cnn" { "head." } else { "" };
+        let recurrent = recurrent(cfg, &root, &vars)?;
+        let head = if cfg.kind == "mlp" { "" } else { "head." };
         let layers = (0..widths.len())
             .map(|i| {
                 Layer::of(
@@ -517,6 +599,7 @@ impl Stack {
             valid,
             vs,
             convs,
+            recurrent,
             layers,
             out,
             task,
@@ -529,7 +612,10 @@ impl Stack {
     /// The stacked network: inputs [fold, rows, features], outputs [fold, rows, outputs];
     /// training (batch norm on the batch, dropout) when given the step's batch.
     fn forward(&self, x: &Tensor, batch: Option<&Batch>) -> Tensor {
-        let mut h = self.convolved(x, batch);
+        let mut h = match &self.recurrent {
+            Some(lstm) => lstm.forward(x),
+            None => self.convolved(x, batch),
+        };
         for (l, layer) in self.layers.iter().enumerate() {
             h = layer.b.baddbmm(&h, &layer.w, 1, 1);
             if let Some(norm) = &layer.norm {
@@ -759,7 +845,18 @@ impl Stack {
         for (i, conv) in self.convs.iter().enumerate() {
             (conv.layer).write_back(k, &vars, &format!("conv{i}"), &format!("cbn{i}"))?;
         }
-        let head = if self.convs.is_empty() { "" } else { "head." };
+        if let Some(lstm) = &self.recurrent {
+            for (name, w) in lstm.names.iter().zip(&lstm.weights) {
+                let mut own = (vars.get(name))
+                    .ok_or_else(|| anyhow!("the network has no weight `{name}`"))?
+                    .shallow_clone();
+                tch::no_grad(|| own.copy_(&w.get(k)));
+            }
+        }
+        let head = match (self.convs.is_empty(), &self.recurrent) {
+            (true, None) => "",
+            _ => "head.",
+        };
         for (i, layer) in self.layers.iter().enumerate() {
             let (dense, bn) = (format!("{head}dense{i}"), format!("{head}bn{i}"));
             layer.write_back(k, &vars, &dense, &bn)?;
@@ -798,6 +895,9 @@ mod tests {
         if kind == "cnn" {
             set("channels", ParamValue::Int(4));
             set("conv_layers", ParamValue::Int(2));
+        }
+        if kind == "lstm" {
+            set("hidden_size", ParamValue::Int(6));
         }
         cfg
     }
@@ -842,7 +942,7 @@ mod tests {
     fn a_folds_network_does_not_depend_on_the_folds_beside_it() {
         let _turn = crate::generator_turn();
         let (a, probe) = (table(100, 7), table(30, 9).0);
-        for kind in ["mlp", "cnn"] {
+        for kind in ["mlp", "cnn", "lstm"] {
             let beside_b = probabilities(kind, &[a.clone(), table(100, 8)], &[1, 2], &probe);
             let beside_c = probabilities(kind, &[a.clone(), table(93, 10)], &[1, 2], &probe);
             assert_eq!(beside_b[0], beside_c[0], "{kind}");
@@ -859,7 +959,7 @@ mod tests {
         let probe = table(30, 9).0;
         // 100 and 97 rows in batches of 16: seven steps an epoch either way.
         let (long, short) = (table(100, 7), table(97, 8));
-        for kind in ["mlp", "cnn"] {
+        for kind in ["mlp", "cnn", "lstm"] {
             let stacked = probabilities(kind, &[long.clone(), short.clone()], &[1, 2], &probe);
             let alone = probabilities(kind, std::slice::from_ref(&short), &[2], &probe);
             let gap = (stacked[1].iter().zip(&alone[0]))
@@ -879,7 +979,7 @@ mod tests {
         let sets: Vec<TrainSet> = tables.iter().map(|(x, y)| set(x, y)).collect();
         let ctxs: Vec<FitContext> = (1..=2).map(|s| FitContext::new(s, 1)).collect();
         let dev = Device::Cpu;
-        for kind in ["mlp", "cnn"] {
+        for kind in ["mlp", "cnn", "lstm"] {
             let cfg = config(kind);
             let mut folds = (sets.iter().zip(&ctxs))
                 .map(|(d, c)| Fold::new(&cfg, d, c, 0, dev))
@@ -912,7 +1012,7 @@ mod tests {
         let (x, y) = table(40, 5);
         let data = set(&x, &y);
         let ctx = FitContext::new(3, 1);
-        for kind in ["mlp", "cnn"] {
+        for kind in ["mlp", "cnn", "lstm"] {
             let mut cfg = config(kind);
             cfg.params.insert("dropout".into(), ParamValue::Float(0.0));
             let mut folds = vec![Fold::new(&cfg, &data, &ctx, 0, Device::Cpu).unwrap()];

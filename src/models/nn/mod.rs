@@ -7,11 +7,11 @@ mod remote;
 #[cfg(feature = "torch")]
 pub mod wire;
 
-/// Whether `cfg`'s folds train stacked ([`fit_stack`]): the MLP and the CNN from their
+/// Whether `cfg`'s folds train stacked ([`fit_stack`]): the MLP, the CNN and the LSTM from their
 /// algorithm 3, without early stopping (each fold would stop at its own epoch).
 pub(crate) fn stacks(cfg: &super::ModelConfig) -> bool {
     cfg!(feature = "torch")
-        && matches!(cfg.kind.as_str(), "mlp" | "cnn")
+        && matches!(cfg.kind.as_str(), "mlp" | "cnn" | "lstm")
         && cfg.algorithm() >= 3
         && cfg.int("patience").is_ok_and(|p| p == 0)
 }
@@ -311,11 +311,11 @@ backend!(
 pub(crate) static LSTM: KindSpec = KindSpec {
     kind: "lstm",
     tasks: BOTH,
-    backend: "libtorch 2.13 (crate tch), one optimiser step over all weights at once; libtorch's optimisers for runs of algorithm 1; feature `torch`",
+    backend: "libtorch 2.13 (crate tch), a run's CV folds trained as one stacked network (each fold's LSTM on its own weights, the dense head and the optimiser step stacked), one optimiser step over all weights at once; each fold alone for runs of algorithm 2, libtorch's optimisers for algorithm 1; feature `torch`",
     help: "LSTM reading the features as a sequence, then a dense head",
     feature: Some("torch"),
     onnx: true,
-    algorithm: 2,
+    algorithm: 3,
     unscaled_from: None,
     curve_axis: "epoch",
     params: &LSTM_PARAMS,
