@@ -22,9 +22,15 @@ fn main() -> std::process::ExitCode {
     // No fast bins in glibc's allocator: libtorch frees many small blocks between allocations
     // of tensors of tens of kilobytes, and each such allocation first consolidated the fast
     // bins (a tenth of the wine CNN's time). Arithmetic is unchanged.
+    // Blocks up to 64 MiB from the heap, and up to 256 MiB of free heap kept: oneDNN's LSTM
+    // allocates and frees its buffers on every call, and with glibc's defaults the heap grew
+    // and shrank around them (about a thousand brk calls and their page faults in the wine
+    // LSTM's run). Arithmetic is unchanged.
     // SAFETY: mallopt only sets an allocator parameter; nothing is allocated concurrently yet.
     unsafe {
         libc::mallopt(libc::M_MXFAST, 0);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 64 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
     }
     match serve::serve() {
         Ok(()) => std::process::ExitCode::SUCCESS,
