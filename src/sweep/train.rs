@@ -288,8 +288,8 @@ struct FoldRun<'a> {
 
 impl FoldRun<'_> {
     /// Trains the next wave of folds from `first`: a repeat's folds stacked where the kind trains
-    /// them so (in `plan.fold_jobs` stacks side by side), else `plan.fold_jobs` folds side by side. How many it took, and their outcomes in
-    /// fold order.
+    /// them so (as `plan.fold_jobs` stacks side by side), else `plan.fold_jobs` folds side by
+    /// side. How many it took, and their outcomes in fold order.
     fn next_wave(&self, first: usize) -> (usize, Vec<Result<FoldOutcome>>) {
         let rest = &self.splits.folds[first..];
         if !models::trains_folds_stacked(&self.plan.model, self.prep.task) {
@@ -313,13 +313,8 @@ impl FoldRun<'_> {
             return self.stacked(first, n);
         }
         let bounds: Vec<usize> = (0..=stacks).map(|s| first + s * n / stacks).collect();
-        let parts: Vec<Result<Vec<FoldOutcome>>> = std::thread::scope(|s| {
-            let handles: Vec<_> = (bounds.windows(2))
-                .map(|w| s.spawn(move || self.stacked(w[0], w[1] - w[0])))
-                .collect();
-            (handles.into_iter())
-                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-                .collect()
+        let parts = at_once(stacks, |s| {
+            self.stacked(bounds[s], bounds[s + 1] - bounds[s])
         });
         let mut outcomes = Vec::with_capacity(n);
         for part in parts {
@@ -341,14 +336,7 @@ impl FoldRun<'_> {
         if n == 1 {
             return vec![one(first, &folds[0])];
         }
-        std::thread::scope(|s| {
-            let handles: Vec<_> = (folds.iter().enumerate())
-                .map(|(k, fold)| s.spawn(move || one(first + k, fold)))
-                .collect();
-            (handles.into_iter())
-                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-                .collect()
-        })
+        at_once(n, |k| one(first + k, &folds[k]))
     }
 
     /// Trains the folds `first..first + n` as one stacked model (`models::fit_stack`), then
@@ -383,6 +371,18 @@ impl FoldRun<'_> {
             })
             .collect()
     }
+}
+
+/// `job(k)` for each `k` in `0..n`, each on a thread of its own, all at once; the results in
+/// order. A panic in a job reaches the caller's thread.
+fn at_once<R: Send>(n: usize, job: impl Fn(usize) -> R + Sync) -> Vec<R> {
+    let job = &job;
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..n).map(|k| s.spawn(move || job(k))).collect();
+        (handles.into_iter())
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    })
 }
 
 /// Trains and scores every CV fold, `plan.fold_jobs` at a time (a repeat's folds at once where

@@ -243,8 +243,8 @@ fn recurrent(
 
 impl Recurrent {
     /// Each fold's LSTM on its inputs [fold, rows, features] (the features as a sequence), from
-    /// zero states, as its own network runs it; the last position's output, [fold, rows, hidden
-    /// * directions].
+    /// zero states, as its own network runs it; the last position's output, [fold, rows,
+    /// directions x hidden].
     fn forward(&self, x: &Tensor) -> Tensor {
         let (folds, rows) = (x.size()[0], x.size()[1]);
         let per_fold: Vec<Vec<Tensor>> = self.weights.iter().map(|w| w.unbind(0)).collect();
@@ -853,10 +853,8 @@ impl Stack {
                 tch::no_grad(|| own.copy_(&w.get(k)));
             }
         }
-        let head = match (self.convs.is_empty(), &self.recurrent) {
-            (true, None) => "",
-            _ => "head.",
-        };
+        let mlp = self.convs.is_empty() && self.recurrent.is_none();
+        let head = if mlp { "" } else { "head." };
         for (i, layer) in self.layers.iter().enumerate() {
             let (dense, bn) = (format!("{head}dense{i}"), format!("{head}bn{i}"));
             layer.write_back(k, &vars, &dense, &bn)?;
