@@ -93,6 +93,9 @@ struct Stack {
     /// The CNN's convolutions (none for the MLP), or the LSTM, then the dense layers.
     convs: Vec<Conv>,
     recurrent: Option<Recurrent>,
+    /// Where a fold's own network names its dense layers: "head." after convolutions or an
+    /// LSTM.
+    head: &'static str,
     layers: Vec<Layer>,
     out: Layer,
     task: Task,
@@ -600,6 +603,7 @@ impl Stack {
             vs,
             convs,
             recurrent,
+            head,
             layers,
             out,
             task,
@@ -853,8 +857,7 @@ impl Stack {
                 tch::no_grad(|| own.copy_(&w.get(k)));
             }
         }
-        let mlp = self.convs.is_empty() && self.recurrent.is_none();
-        let head = if mlp { "" } else { "head." };
+        let head = self.head;
         for (i, layer) in self.layers.iter().enumerate() {
             let (dense, bn) = (format!("{head}dense{i}"), format!("{head}bn{i}"));
             layer.write_back(k, &vars, &dense, &bn)?;
