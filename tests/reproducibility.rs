@@ -442,6 +442,21 @@ fn runs_of_stacked_network_folds_replay_bit_for_bit() {
     }
 }
 
+/// LSTMs whose CV folds trained stacked (algorithm 3: each fold's LSTM one fused call on its
+/// slice of the stacked weights, the dense head and the optimiser step stacked) replay bit for
+/// bit: one with dropout and batch norm in its head, a two-layer bidirectional one with AdamW
+/// and batches of 100, a regression one over four folds.
+#[test]
+#[cfg(feature = "torch")]
+fn runs_of_stacked_lstm_folds_replay_bit_for_bit() {
+    let d = tempfile::tempdir().unwrap();
+    release_store(d.path(), "store-570662b");
+    for t in ["t1", "t2", "t3"] {
+        let out = run_ok(runner(d.path()).args(["replay", t, "--check", "--json"]));
+        assert_eq!(stdout_json(&out)["identical"], true, "{t}");
+    }
+}
+
 #[test]
 fn runs_written_by_the_previous_release_replay_bit_for_bit() {
     let d = tempfile::tempdir().unwrap();
