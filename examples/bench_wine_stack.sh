@@ -21,6 +21,7 @@ mkdir "$work/etl"
 (cd "$work/etl" && "$bin" sweep "$OLDPWD/configs/wine.toml" --only gaussian-nb >/dev/null 2>&1)
 "$bin" --tracking-uri "sqlite:///$work/etl/mlflow.db" reload-etl v1 --out "$work/wine.csv" >/dev/null
 echo "machine: $(nproc) cores; $("$py" -c 'import sklearn, xgboost, lightgbm, torch, mlflow; print(f"scikit-learn {sklearn.__version__}, xgboost {xgboost.__version__}, lightgbm {lightgbm.__version__}, torch {torch.__version__}, mlflow {mlflow.__version__}")')"
+ratios=()
 for round in $(seq "${ROUNDS:-2}"); do
   mkdir "$work/runner$round"
   (cd "$work/runner$round" && /usr/bin/time -f "%e %P %M" -o time "$bin" sweep "$OLDPWD/configs/wine.toml" --json >report.json 2>/dev/null)
@@ -31,5 +32,9 @@ for round in $(seq "${ROUNDS:-2}"); do
     { tail -n 20 "$work/py$round.err"; exit 1; }
   read -r p_wall p_cpu p_rss <"$work/py$round.time"
   echo "round $round Python stack: wall ${p_wall} s, CPU ${p_cpu}, peak RSS $((p_rss / 1024)) MiB, $(cat "$work/py$round.json")"
-  echo "round $round ratio runner / Python: $("$py" -c "print(f'{$r_wall / $p_wall:.3f}')")"
+  ratio=$("$py" -c "print(f'{$r_wall / $p_wall:.4f}')")
+  ratios+=("$ratio")
+  echo "round $round ratio runner / Python: $ratio"
 done
+# The machine's noise moves single rounds by more than the distance to 0.10x: the spread.
+"$py" -c "import statistics, sys; r = [float(v) for v in sys.argv[1:]]; print(f'ratios over {len(r)} rounds: median {statistics.median(r):.4f}, min {min(r):.4f}, max {max(r):.4f}, above 0.10: {sum(v > 0.10 for v in r)}')" "${ratios[@]}"
