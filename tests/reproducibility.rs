@@ -266,9 +266,19 @@ fn release_store(dir: &Path, name: &str) -> std::path::PathBuf {
     db
 }
 
-/// Replays runs t1..=t`runs` of the release store `name` with `--check` (each must be
-/// identical), then trains its config and sweep file again with this build: the sweep's report
-/// and each run's `metric` (mean) by version, as the real MLflow client reads it.
+/// Replays runs t1..=t`runs` of the release store `name`, copied into `dir`, with `--check`:
+/// each must be identical.
+fn replays_bit_for_bit(dir: &Path, name: &str, runs: usize) {
+    release_store(dir, name);
+    for t in (1..=runs).map(|i| format!("t{i}")) {
+        let out = run_ok(runner(dir).args(["replay", &t, "--check", "--json"]));
+        assert_eq!(stdout_json(&out)["identical"], true, "{name} {t}");
+    }
+}
+
+/// Replays runs t1..=t`runs` of the release store `name` ([`replays_bit_for_bit`]), then trains
+/// its config and sweep file again with this build: the sweep's report and each run's `metric`
+/// (mean) by version, as the real MLflow client reads it.
 fn replay_then_train_again(
     name: &str,
     runs: usize,
@@ -276,11 +286,7 @@ fn replay_then_train_again(
     metric: &'static str,
 ) -> (serde_json::Value, impl Fn(&str) -> f64) {
     let d = tempfile::tempdir().unwrap();
-    release_store(d.path(), name);
-    for t in (1..=runs).map(|i| format!("t{i}")) {
-        let out = run_ok(runner(d.path()).args(["replay", &t, "--check", "--json"]));
-        assert_eq!(stdout_json(&out)["identical"], true, "{t}");
-    }
+    replays_bit_for_bit(d.path(), name, runs);
     for f in ["config.toml", "sweep.toml"] {
         std::fs::copy(
             repo().join("tests/data").join(name).join(f),
@@ -406,11 +412,7 @@ fn network_runs_of_the_release_before_flat_optimisers_replay_bit_for_bit() {
 #[cfg(all(feature = "torch", feature = "lightgbm"))]
 fn runs_before_faster_cnn_svm_and_lightgbm_predictions_replay_bit_for_bit() {
     let d = tempfile::tempdir().unwrap();
-    release_store(d.path(), "store-934fca9");
-    for t in ["t1", "t2", "t3", "t4"] {
-        let out = run_ok(runner(d.path()).args(["replay", t, "--check", "--json"]));
-        assert_eq!(stdout_json(&out)["identical"], true, "{t}");
-    }
+    replays_bit_for_bit(d.path(), "store-934fca9", 4);
 }
 
 /// Runs written before the SVM solver's faster scans and half kernel table, runner's own
@@ -421,11 +423,7 @@ fn runs_before_faster_cnn_svm_and_lightgbm_predictions_replay_bit_for_bit() {
 #[cfg(all(feature = "torch", feature = "xgboost"))]
 fn runs_before_faster_svm_dropout_and_xgboost_replay_bit_for_bit() {
     let d = tempfile::tempdir().unwrap();
-    release_store(d.path(), "store-55ed8f4");
-    for t in ["t1", "t2", "t3", "t4", "t5"] {
-        let out = run_ok(runner(d.path()).args(["replay", t, "--check", "--json"]));
-        assert_eq!(stdout_json(&out)["identical"], true, "{t}");
-    }
+    replays_bit_for_bit(d.path(), "store-55ed8f4", 5);
 }
 
 /// Networks whose CV folds trained stacked (the MLP and CNN of algorithm 3: an MLP with batch
@@ -435,11 +433,7 @@ fn runs_before_faster_svm_dropout_and_xgboost_replay_bit_for_bit() {
 #[cfg(feature = "torch")]
 fn runs_of_stacked_network_folds_replay_bit_for_bit() {
     let d = tempfile::tempdir().unwrap();
-    release_store(d.path(), "store-381d630");
-    for t in ["t1", "t2", "t3"] {
-        let out = run_ok(runner(d.path()).args(["replay", t, "--check", "--json"]));
-        assert_eq!(stdout_json(&out)["identical"], true, "{t}");
-    }
+    replays_bit_for_bit(d.path(), "store-381d630", 3);
 }
 
 /// LSTMs whose CV folds trained stacked (algorithm 3: each fold's LSTM one fused call on its
@@ -450,11 +444,7 @@ fn runs_of_stacked_network_folds_replay_bit_for_bit() {
 #[cfg(feature = "torch")]
 fn runs_of_stacked_lstm_folds_replay_bit_for_bit() {
     let d = tempfile::tempdir().unwrap();
-    release_store(d.path(), "store-570662b");
-    for t in ["t1", "t2", "t3"] {
-        let out = run_ok(runner(d.path()).args(["replay", t, "--check", "--json"]));
-        assert_eq!(stdout_json(&out)["identical"], true, "{t}");
-    }
+    replays_bit_for_bit(d.path(), "store-570662b", 3);
 }
 
 #[test]
