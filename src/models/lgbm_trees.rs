@@ -71,7 +71,7 @@ impl Tree {
 
     /// The leaf the row reaches, each split sending it on by `next(split, the row's value)`.
     #[inline(always)]
-    fn walk(&self, row: &[f64], next: impl Fn(&Split, f64) -> i32) -> f64 {
+    fn walk(&self, row: &[f64], mut next: impl FnMut(&Split, f64) -> i32) -> f64 {
         if self.splits.is_empty() {
             return self.leaf[0];
         }
@@ -81,6 +81,20 @@ impl Tree {
             node = next(split, row[split.feature as usize]);
         }
         self.leaf[!node as usize]
+    }
+
+    /// [`Tree::walk`] by the model's rule (`plain`: [`Tree::plain_value`]), telling `read` each
+    /// feature a split on the path reads.
+    fn walk_reading(&self, row: &[f64], plain: bool, mut read: impl FnMut(u32)) -> f64 {
+        let next = |split: &Split, value: f64| {
+            read(split.feature);
+            match plain {
+                true if value <= split.threshold => split.left,
+                true => split.right,
+                false => split.next(value),
+            }
+        };
+        self.walk(row, next)
     }
 
     /// Whether every split compares the value alone (LightGBM's missing type none).
@@ -103,6 +117,54 @@ pub(crate) struct Trees {
     /// Every tree [`Tree::is_plain`]: rows are read with NaN as 0 and walked by
     /// [`Tree::plain_value`].
     plain: bool,
+}
+
+/// The most row-tree pairs [`Trees::walked`] keeps (each a leaf value and a few column
+/// entries: about 50 MB at most).
+const WALKED_MAX: usize = 1 << 21;
+
+/// Fixed rows walked through every tree, for their predictions with one column changed (the
+/// permutation importance): only a path that reads the column can end elsewhere, so only those
+/// are walked again; every other tree's value is the one kept. Each row's sum runs over the
+/// trees in their order, as [`Trees::predict`] does, so the predictions are the same bit for bit.
+pub(crate) struct Walked<'a> {
+    trees: &'a Trees,
+    /// The leaf value of each row in each tree, `[tree * rows + row]`.
+    values: Vec<f64>,
+    /// Per column, the `[tree * rows + row]` whose path reads it, ascending.
+    readers: Vec<Vec<u32>>,
+}
+
+impl Walked<'_> {
+    /// [`Trees::predict`] of `rows`: the walked rows with `column` changed. Tree by tree over
+    /// the rows, as [`Trees::predict`] walks them.
+    pub(crate) fn predict_changed(&self, rows: &[f64], column: usize) -> Vec<f64> {
+        let trees = self.trees;
+        let (k, width) = (trees.per_iteration, trees.features);
+        let cleaned = trees.cleaned(rows);
+        let n = cleaned.len() / width.max(1);
+        let mut changed = self.readers.get(column).into_iter().flatten().peekable();
+        let mut out = vec![0.0f64; n * k];
+        for (t, tree) in trees.trees.iter().enumerate() {
+            let class = t % k;
+            for (r, sum) in out.chunks_mut(k).enumerate() {
+                let at = t * n + r;
+                sum[class] += if changed.next_if(|c| **c as usize == at).is_some() {
+                    let row = &cleaned[r * width..(r + 1) * width];
+                    match trees.plain {
+                        true => tree.plain_value(row),
+                        false => tree.value(row),
+                    }
+                } else {
+                    self.values[at]
+                };
+            }
+        }
+        for sum in out.chunks_mut(k) {
+            trees.convert(sum);
+        }
+        out
+    }
 }
 
 fn header<'a>(text: &'a str, key: &str) -> Option<&'a str> {
@@ -217,17 +279,7 @@ impl Trees {
     pub(crate) fn predict(&self, rows: &[f64], threads: usize) -> Vec<f64> {
         const BLOCK: usize = 256;
         let (k, width) = (self.per_iteration, self.features);
-        // As LightGBM reads a dense row: values within its zero threshold are zero (and a NaN
-        // is zero to a split that has no missing type, which is every split of a plain model).
-        let cleaned: Vec<f64> = (rows.iter())
-            .map(|v| {
-                if v.abs() > ZERO || (v.is_nan() && !self.plain) {
-                    *v
-                } else {
-                    0.0
-                }
-            })
-            .collect();
+        let cleaned = self.cleaned(rows);
         let mut out = vec![0.0f64; cleaned.len() / width * k];
         let mut blocks: Vec<(&[f64], &mut [f64])> = (cleaned.chunks(BLOCK * width))
             .zip(out.chunks_mut(BLOCK * k))
@@ -244,6 +296,50 @@ impl Trees {
             }
         });
         out
+    }
+
+    /// The rows as LightGBM reads a dense row: values within its zero threshold are zero (and a
+    /// NaN is zero to a split that has no missing type, which is every split of a plain model).
+    fn cleaned(&self, rows: &[f64]) -> Vec<f64> {
+        (rows.iter())
+            .map(|v| {
+                if v.abs() > ZERO || (v.is_nan() && !self.plain) {
+                    *v
+                } else {
+                    0.0
+                }
+            })
+            .collect()
+    }
+
+    /// `rows` walked through every tree, remembering each leaf value and which paths read each
+    /// column (see [`Walked`]); `None` beyond [`WALKED_MAX`] row-tree pairs.
+    pub(crate) fn walked(&self, rows: &[f64]) -> Option<Walked<'_>> {
+        let cleaned = self.cleaned(rows);
+        let (n, count) = (cleaned.len() / self.features.max(1), self.trees.len());
+        if n * count > WALKED_MAX {
+            return None;
+        }
+        let mut values = Vec::with_capacity(n * count);
+        let mut readers = vec![Vec::new(); self.features];
+        // The last pair that recorded each column: a path reads a column once or more.
+        let mut last = vec![u32::MAX; self.features];
+        for (t, tree) in self.trees.iter().enumerate() {
+            for (r, row) in cleaned.chunks(self.features).enumerate() {
+                let at = (t * n + r) as u32;
+                values.push(tree.walk_reading(row, self.plain, |f| {
+                    if last[f as usize] != at {
+                        last[f as usize] = at;
+                        readers[f as usize].push(at);
+                    }
+                }));
+            }
+        }
+        Some(Walked {
+            trees: self,
+            values,
+            readers,
+        })
     }
 
     /// Each block's rows through every tree, a tree at a time, then converted.

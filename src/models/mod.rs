@@ -491,6 +491,11 @@ impl FitContext<'_> {
 
 pub trait FittedModel: Send + Sync {
     fn predict(&self, x: ArrayView2<f64>) -> Result<Prediction>;
+    /// A cheaper [`ColumnShuffles`] for rows that differ from `x` in one column at a time (the
+    /// permutation importance), where the model has one.
+    fn column_shuffles<'a>(&'a self, _x: ArrayView2<f64>) -> Option<Box<dyn ColumnShuffles + 'a>> {
+        None
+    }
     /// The fitted state, for the run's model artifact.
     fn to_json(&self) -> Result<serde_json::Value>;
     /// The model in its library's own formats (extension, bytes), where it has them.
@@ -507,6 +512,14 @@ pub trait FittedModel: Send + Sync {
     fn threshold(&self) -> Option<f64> {
         None
     }
+}
+
+/// Predictions of rows that are a fixed table with one column changed, which reuse what the
+/// model computed for the fixed rows: the same predictions as [`FittedModel::predict`], bit for
+/// bit.
+pub trait ColumnShuffles {
+    /// `predict` of `x`: the fixed rows with column `column` changed.
+    fn predict(&self, x: ArrayView2<f64>, column: usize) -> Result<Prediction>;
 }
 
 /// What a run saved of its model: its config, its `to_json` form, and its native files by
