@@ -48,6 +48,14 @@ impl Split {
             self.right
         }
     }
+
+    /// [`Split::next`] where the split treats no value as missing: one comparison.
+    fn plain_next(&self, value: f64) -> i32 {
+        match value <= self.threshold {
+            true => self.left,
+            false => self.right,
+        }
+    }
 }
 
 struct Tree {
@@ -63,10 +71,15 @@ impl Tree {
     /// [`Tree::value`] where no split treats a value as missing and the row has no NaN (a
     /// missing value is then 0, as LightGBM reads it): one comparison a split.
     fn plain_value(&self, row: &[f64]) -> f64 {
-        self.walk(row, |split, value| match value <= split.threshold {
-            true => split.left,
-            false => split.right,
-        })
+        self.walk(row, Split::plain_next)
+    }
+
+    /// The row's leaf value by the model's rule (`plain`: [`Tree::plain_value`]).
+    fn value_by(&self, row: &[f64], plain: bool) -> f64 {
+        match plain {
+            true => self.plain_value(row),
+            false => self.value(row),
+        }
     }
 
     /// The leaf the row reaches, each split sending it on by `next(split, the row's value)`.
@@ -89,8 +102,7 @@ impl Tree {
         let next = |split: &Split, value: f64| {
             read(split.feature);
             match plain {
-                true if value <= split.threshold => split.left,
-                true => split.right,
+                true => split.plain_next(value),
                 false => split.next(value),
             }
         };
@@ -150,11 +162,7 @@ impl Walked<'_> {
             for (r, sum) in out.chunks_mut(k).enumerate() {
                 let at = t * n + r;
                 sum[class] += if changed.next_if(|c| **c as usize == at).is_some() {
-                    let row = &cleaned[r * width..(r + 1) * width];
-                    match trees.plain {
-                        true => tree.plain_value(row),
-                        false => tree.value(row),
-                    }
+                    tree.value_by(&cleaned[r * width..(r + 1) * width], trees.plain)
                 } else {
                     self.values[at]
                 };
