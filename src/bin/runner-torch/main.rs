@@ -18,20 +18,16 @@ pub(crate) fn generator_turn() -> std::sync::MutexGuard<'static, ()> {
     ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// mimalloc serves every allocation of the process, libtorch's and oneDNN's included (the
+/// crate's `override` defines `malloc`, `free` and `posix_memalign`, which the shared libraries
+/// then resolve to). libtorch allocates each op's output with `posix_memalign` and frees it a
+/// few ops later, hundreds of times a training step: in glibc's allocator that was about a
+/// tenth of the networks' CPU (`_int_malloc` and `_int_free` split and merged the aligned
+/// blocks). Arithmetic is unchanged.
+#[global_allocator]
+static HEAP: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
-    // No fast bins in glibc's allocator: libtorch frees many small blocks between allocations
-    // of tensors of tens of kilobytes, and each such allocation first consolidated the fast
-    // bins (a tenth of the wine CNN's time). Arithmetic is unchanged.
-    // Blocks up to 64 MiB from the heap, and up to 256 MiB of free heap kept: oneDNN's LSTM
-    // allocates and frees its buffers on every call, and with glibc's defaults the heap grew
-    // and shrank around them (about a thousand brk calls and their page faults in the wine
-    // LSTM's run). Arithmetic is unchanged.
-    // SAFETY: mallopt only sets an allocator parameter; nothing is allocated concurrently yet.
-    unsafe {
-        libc::mallopt(libc::M_MXFAST, 0);
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 64 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
-    }
     match serve::serve() {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
