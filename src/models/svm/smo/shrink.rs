@@ -25,6 +25,64 @@ struct Active {
     most_shrunk: usize,
 }
 
+/// The active variables' row, `y`, gradient, `K(x_t, x_t)` and directions side by side, in
+/// the order of `Active::vars`, so that the scans of a pair update read memory in order. The
+/// gradient of an active variable lives here between two shrinkings (`unpack` writes it back);
+/// the arithmetic is the same as on the variables' own arrays.
+struct Packed {
+    vars: Vec<usize>,
+    rows: Vec<usize>,
+    y: Vec<f64>,
+    grad: Vec<f64>,
+    diag: Vec<f64>,
+    up: Vec<bool>,
+    low: Vec<bool>,
+}
+
+impl Packed {
+    fn of(problem: &Problem, vars: &[usize], dual: &Dual, diag: &[f64]) -> Packed {
+        let pick = |from: &[f64]| vars.iter().map(|t| from[*t]).collect();
+        let flag = |from: &[bool]| vars.iter().map(|t| from[*t]).collect();
+        Packed {
+            vars: vars.to_vec(),
+            rows: vars.iter().map(|t| problem.base(*t)).collect(),
+            y: pick(&problem.y),
+            grad: pick(&dual.grad),
+            diag: pick(diag),
+            up: flag(&dual.up),
+            low: flag(&dual.low),
+        }
+    }
+
+    /// The active variables' gradient back into the dual.
+    fn unpack(&self, dual: &mut Dual) {
+        for (t, g) in self.vars.iter().zip(&self.grad) {
+            dual.grad[*t] = *g;
+        }
+    }
+
+    /// The largest violation `-y_t G_t` over the active variables in `I_up`, and the last
+    /// position with it (as `most_violating` over the variables in ascending order).
+    fn most_violating(&self) -> (f64, Option<usize>) {
+        let (mut gmax, mut pick) = (f64::NEG_INFINITY, None);
+        for (p, ((up, y), g)) in self.up.iter().zip(&self.y).zip(&self.grad).enumerate() {
+            let violation = -(y * g);
+            if *up & (violation >= gmax) {
+                gmax = violation;
+                pick = Some(p);
+            }
+        }
+        (gmax, pick)
+    }
+
+    /// `G_t += y_t (di K_it + dj K_jt)` over the active variables (`update_gradient`'s terms).
+    fn update_gradient(&mut self, ki: &[f32], kj: &[f32], di: f64, dj: f64) {
+        for ((g, y), b) in self.grad.iter_mut().zip(&self.y).zip(&self.rows) {
+            *g += y * (di * f64::from(ki[*b]) + dj * f64::from(kj[*b]));
+        }
+    }
+}
+
 impl Problem<'_> {
     pub(super) fn solve_shrinking(&self) -> Solution {
         let l = self.y.len();
@@ -37,22 +95,27 @@ impl Problem<'_> {
             unshrunk: false,
             most_shrunk: 0,
         };
+        let mut packed = Packed::of(self, &active.vars, &dual, &diag);
         let cap = self.iteration_cap();
         let (mut iterations, mut countdown) = (0, l.min(SHRINK_EVERY));
         while iterations < cap {
             countdown -= 1;
             if countdown == 0 {
                 countdown = l.min(SHRINK_EVERY);
+                packed.unpack(&mut dual);
                 self.shrink(&mut active, &mut dual, &mut cache);
+                packed = Packed::of(self, &active.vars, &dual, &diag);
             }
-            let pair = match self.select_active(&mut cache, &dual, &diag, &active.vars) {
+            let pair = match self.select_packed(&mut cache, &packed) {
                 Some(pair) => pair,
                 None if active.vars.len() < l => {
                     // Optimal over the active set: every variable back, checked again.
+                    packed.unpack(&mut dual);
                     self.reconstruct(&active, &mut dual, &mut cache);
                     active.vars = (0..l).collect();
+                    packed = Packed::of(self, &active.vars, &dual, &diag);
                     countdown = 1;
-                    match self.select_active(&mut cache, &dual, &diag, &active.vars) {
+                    match self.select_packed(&mut cache, &packed) {
                         Some(pair) => pair,
                         None => break,
                     }
@@ -60,8 +123,9 @@ impl Problem<'_> {
                 None => break,
             };
             iterations += 1;
-            self.update(pair, &mut active, &mut dual, &mut cache, &diag);
+            self.update(pair, &mut active, &mut packed, &mut dual, &mut cache, &diag);
         }
+        packed.unpack(&mut dual);
         if active.vars.len() < l {
             self.reconstruct(&active, &mut dual, &mut cache);
         }
@@ -74,51 +138,42 @@ impl Problem<'_> {
         }
     }
 
-    /// WSS 2 over the active variables.
-    fn select_active(
-        &self,
-        cache: &mut KernelCache,
-        dual: &Dual,
-        diag: &[f64],
-        vars: &[usize],
-    ) -> Option<(usize, usize)> {
-        if vars.len() == self.y.len() {
-            return self.select(cache, dual, diag);
-        }
-        let (grad, y) = (&dual.grad, &self.y);
-        let (gmax, pick_i) = self.most_violating(dual, vars.iter().copied());
+    /// WSS 2 over the active variables: the pair's positions in `packed`.
+    fn select_packed(&self, cache: &mut KernelCache, packed: &Packed) -> Option<(usize, usize)> {
+        let (gmax, pick_i) = packed.most_violating();
         let i = pick_i?;
-        let bi = self.base(i);
-        let (ki, _) = cache.pair(bi, bi);
-        let mut partner = Partner::new(gmax, diag[i]);
-        for &t in vars {
-            let k = ki[self.base(t)];
-            partner.consider(dual.low[t], y[t] * grad[t], diag[t], k, t);
+        let (ki, _) = cache.pair(packed.rows[i], packed.rows[i]);
+        let mut partner = Partner::new(gmax, packed.diag[i]);
+        let each = (packed.low.iter()).zip(&packed.y).zip(&packed.grad);
+        for (p, (((low, y), g), (diag, b))) in
+            each.zip(packed.diag.iter().zip(&packed.rows)).enumerate()
+        {
+            partner.consider(*low, y * g, *diag, ki[*b], p);
         }
         partner.pair_with(i, self.tolerance)
     }
 
-    /// The pair's step; the active variables' gradient and everyone's `G_bar` follow it.
+    /// The step of the pair at positions `(pi, pj)`; the active variables' gradient and
+    /// everyone's `G_bar` follow it.
     fn update(
         &self,
-        (i, j): (usize, usize),
+        (pi, pj): (usize, usize),
         active: &mut Active,
+        packed: &mut Packed,
         dual: &mut Dual,
         cache: &mut KernelCache,
         diag: &[f64],
     ) {
-        let (bi, bj) = (self.base(i), self.base(j));
+        let (i, j) = (packed.vars[pi], packed.vars[pj]);
+        (dual.grad[i], dual.grad[j]) = (packed.grad[pi], packed.grad[pj]);
+        let (bi, bj) = (packed.rows[pi], packed.rows[pj]);
         let (ki, kj) = cache.pair(bi, bj);
         let was_upper = (self.at_upper(&dual.alpha, i), self.at_upper(&dual.alpha, j));
         let (di, dj) = self.move_pair(dual, (i, j), diag[i] + diag[j], ki[bj]);
-        if active.vars.len() == self.y.len() {
-            super::update_gradient(&mut dual.grad, &self.y, ki, kj, di, dj);
-        } else {
-            for &t in &active.vars {
-                let b = self.base(t);
-                dual.grad[t] += self.y[t] * (di * f64::from(ki[b]) + dj * f64::from(kj[b]));
-            }
+        for (p, t) in [(pi, i), (pj, j)] {
+            (packed.up[p], packed.low[p]) = (dual.up[t], dual.low[t]);
         }
+        packed.update_gradient(ki, kj, di, dj);
         for (v, was, row) in [(i, was_upper.0, ki), (j, was_upper.1, kj)] {
             let now = self.at_upper(&dual.alpha, v);
             if now != was {
