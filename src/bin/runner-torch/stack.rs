@@ -699,14 +699,23 @@ impl Stack {
             SplitMix64::derive(fold.ctx.seed, 0xE90C + epoch as u64).shuffle(&mut fold.order);
         }
         let rows = self.epoch_rows(folds, steps);
-        let (mut total, mut seen) = (vec![0.0; folds.len()], vec![0usize; folds.len()]);
-        for (s, lens) in rows.lens.iter().enumerate() {
+        let mut step_losses = Vec::with_capacity(steps);
+        for s in 0..rows.lens.len() {
             let batch = self.batch(&rows, folds, s);
             let losses = self.losses(&self.forward(&batch.rows.x, Some(&batch)), &batch.rows);
             opt.backward_step(&losses.sum(Kind::Float))?;
-            let values = Vec::<f64>::try_from(losses.detach().to_kind(Kind::Double))?;
+            step_losses.push(losses.detach());
+        }
+        // Read once an epoch, not once a step (a step's ops are its cost): [step, fold].
+        let values = Vec::<f64>::try_from(
+            Tensor::stack(&step_losses, 0)
+                .to_kind(Kind::Double)
+                .view(-1),
+        )?;
+        let (mut total, mut seen) = (vec![0.0; folds.len()], vec![0usize; folds.len()]);
+        for (s, lens) in rows.lens.iter().enumerate() {
             for (k, len) in lens.iter().enumerate() {
-                total[k] += values[k] * *len as f64;
+                total[k] += values[s * folds.len() + k] * *len as f64;
                 seen[k] += len;
             }
         }
