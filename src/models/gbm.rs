@@ -583,9 +583,17 @@ mod lightgbm {
         Ok(out)
     }
 
+    /// The longest model text written so far in this process: LightGBM writes the whole text
+    /// again when the buffer is too small (about 0.05 s for the wine model's 2.8 MB), and the
+    /// fits of one config write texts of about the same length.
+    static LONGEST_MODEL_TEXT: std::sync::atomic::AtomicUsize =
+        std::sync::atomic::AtomicUsize::new(1 << 20);
+
     fn model_string(h: &Handle, num_iteration: i32) -> Result<String> {
+        use std::sync::atomic::Ordering::Relaxed;
         let mut len: i64 = 0;
-        let mut buf = vec![0u8; 1 << 20];
+        let hint = LONGEST_MODEL_TEXT.load(Relaxed);
+        let mut buf = vec![0u8; hint + hint / 4];
         loop {
             // SAFETY: `buf` is writable for its length; LightGBM reports the length it needs.
             check(
@@ -607,6 +615,7 @@ mod lightgbm {
             }
             buf = vec![0u8; len as usize];
         }
+        LONGEST_MODEL_TEXT.fetch_max(len as usize, Relaxed);
         buf.truncate((len as usize).saturating_sub(1));
         Ok(String::from_utf8(buf)?)
     }
