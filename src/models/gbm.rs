@@ -584,7 +584,7 @@ mod lightgbm {
     }
 
     /// The longest model text written so far in this process: LightGBM writes the whole text
-    /// again when the buffer is too small (about 0.05 s for the wine model's 2.8 MB), and the
+    /// again when the buffer is too small (about 0.03 s for the wine model's 2.8 MB), and the
     /// fits of one config write texts of about the same length.
     static LONGEST_MODEL_TEXT: std::sync::atomic::AtomicUsize =
         std::sync::atomic::AtomicUsize::new(1 << 20);
