@@ -506,12 +506,13 @@ impl Problem<'_> {
         alpha[t] >= self.c[t]
     }
 
-    /// The largest violation `-y_t G_t` over the variables `ts` in `I_up`, and the last variable
-    /// with it.
+    /// The largest violation `-y_t G_t` over the variables in `I_up`, and the last variable with
+    /// it (the shrinking solver's `Packed::most_violating` scans its active variables the same
+    /// way).
     #[inline(always)]
-    fn most_violating(&self, dual: &Dual, ts: impl Iterator<Item = usize>) -> (f64, Option<usize>) {
+    fn most_violating(&self, dual: &Dual) -> (f64, Option<usize>) {
         let (mut gmax, mut pick) = (f64::NEG_INFINITY, None);
-        for t in ts {
+        for t in 0..self.y.len() {
             let violation = -(self.y[t] * dual.grad[t]);
             // One branch, rarely taken: the membership alone would be mispredicted.
             if dual.up[t] & (violation >= gmax) {
@@ -527,7 +528,7 @@ impl Problem<'_> {
     /// as a product with +-1 only flips the sign.
     fn select(&self, cache: &mut KernelCache, dual: &Dual, diag: &[f64]) -> Option<(usize, usize)> {
         let (grad, y) = (&dual.grad, &self.y);
-        let (gmax, pick_i) = self.most_violating(dual, 0..y.len());
+        let (gmax, pick_i) = self.most_violating(dual);
         let i = pick_i?;
         let bi = self.base(i);
         let (ki, _) = cache.pair(bi, bi);

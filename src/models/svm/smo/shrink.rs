@@ -62,7 +62,7 @@ impl Packed {
     }
 
     /// The largest violation `-y_t G_t` over the active variables in `I_up`, and the last
-    /// position with it (as `most_violating` over the variables in ascending order).
+    /// position with it (as `Problem::most_violating` over all the variables in order).
     fn most_violating(&self) -> (f64, Option<usize>) {
         let (mut gmax, mut pick) = (f64::NEG_INFINITY, None);
         for (p, ((up, y), g)) in self.up.iter().zip(&self.y).zip(&self.grad).enumerate() {
