@@ -20,7 +20,7 @@ use linfa::prelude::*;
 use linfa_svm::Svm;
 use ndarray::{Array1, Array2, ArrayView2};
 use serde::{Deserialize, Serialize};
-use smo::{ExactGram, Gram, Kernel, Problem, Rows};
+use smo::{lane_sums, ExactGram, Gram, Kernel, Problem, Rows, LANES};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -142,7 +142,13 @@ struct Machine {
 }
 
 impl Machine {
+    /// `f(x)` of each row of `x` (as [`shared_decisions`] computes them).
     fn decisions(&self, x: ArrayView2<f64>) -> Result<Vec<f64>> {
+        let mut all = shared_decisions(&[self], x)?;
+        Ok(all.pop().unwrap_or_default())
+    }
+
+    fn check_width(&self, x: ArrayView2<f64>) -> Result<()> {
         if x.ncols() != self.width {
             bail!(
                 "svm: {} input columns, trained on {}",
@@ -150,20 +156,10 @@ impl Machine {
                 self.width
             );
         }
-        let support = Rows::new(
-            ArrayView2::from_shape((self.coef.len(), self.width), &self.support)
-                .map_err(|e| anyhow!("svm: damaged support vectors: {e}"))?,
-        );
-        let queries = Rows::new(x);
-        Ok((0..queries.count())
-            .map(|q| {
-                let (xq, nq) = (queries.row(q), queries.norm(q));
-                let sum: f64 = (self.coef.iter().enumerate())
-                    .map(|(s, c)| c * self.kernel.value(support.row(s), xq, support.norm(s), nq))
-                    .sum();
-                sum - self.rho
-            })
-            .collect())
+        if self.support.len() != self.coef.len() * self.width {
+            bail!("svm: damaged support vectors");
+        }
+        Ok(())
     }
 }
 
@@ -213,33 +209,38 @@ impl SharedSupport {
     }
 }
 
-/// Each machine's decision values on `x`, the same values, bit for bit, as
-/// [`Machine::decisions`] gives (the same kernel values, summed in the same order), with each
-/// kernel value shared by the machines computed once.
+/// Each machine's decision values on `x`: `sum_s coef_s K(sv_s, x) - rho`, its support vectors'
+/// kernel values added in their order (`Iterator::sum`'s value, to the bit). A kernel value
+/// shared by the machines (a one-vs-rest fit's machines share most of their rows) is computed
+/// once, and [`LANES`] rows are summed side by side.
 fn shared_decisions(machines: &[&Machine], x: ArrayView2<f64>) -> Result<Vec<Vec<f64>>> {
     let Some(first) = machines.first() else {
         return Ok(Vec::new());
     };
-    let alike = machines
-        .iter()
-        .all(|m| m.kernel == first.kernel && m.width == first.width);
-    if !alike || x.ncols() != first.width {
+    for m in machines {
+        m.check_width(x)?;
+    }
+    if machines.iter().any(|m| m.kernel != first.kernel) {
         return machines.iter().map(|m| m.decisions(x)).collect();
     }
     let shared = SharedSupport::new(machines, first.width);
     let queries = Rows::new(x);
-    let mut kernel = vec![0.0; shared.rows.count()];
+    let units = shared.rows.count();
+    let mut kernel = vec![0.0; LANES * units];
     let mut out = vec![Vec::with_capacity(queries.count()); machines.len()];
-    for q in 0..queries.count() {
-        let (xq, nq) = (queries.row(q), queries.norm(q));
-        for (u, k) in kernel.iter_mut().enumerate() {
-            *k = (first.kernel).value(shared.rows.row(u), xq, shared.rows.norm(u), nq);
+    for start in (0..queries.count()).step_by(LANES) {
+        let block = (queries.count() - start).min(LANES);
+        for (lane, values) in kernel.chunks_mut(units.max(1)).take(block).enumerate() {
+            let (xq, nq) = (queries.row(start + lane), queries.norm(start + lane));
+            for (u, k) in values.iter_mut().enumerate() {
+                *k = (first.kernel).value(shared.rows.row(u), xq, shared.rows.norm(u), nq);
+            }
         }
+        let lanes: [&[f64]; LANES] =
+            std::array::from_fn(|lane| &kernel[lane.min(block - 1) * units..][..units]);
         for ((m, picks), decisions) in machines.iter().zip(&shared.picks).zip(&mut out) {
-            let sum: f64 = (m.coef.iter().zip(picks))
-                .map(|(c, u)| c * kernel[*u])
-                .sum();
-            decisions.push(sum - m.rho);
+            let sums = lane_sums(lanes, &m.coef, picks);
+            decisions.extend(sums[..block].iter().map(|sum| sum - m.rho));
         }
     }
     Ok(out)
@@ -836,11 +837,28 @@ mod tests {
         assert!(shared.rows.count() < total, "no support vector is shared");
         let (queries, _) = table(50, 3);
         let together = shared_decisions(&plain, queries.view()).unwrap();
+        let bits = |v: &[f64]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
         for (m, values) in plain.iter().zip(together) {
             let alone = m.decisions(queries.view()).unwrap();
-            let bits = |v: &[f64]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&alone), bits(&values));
+            // 50 rows: twelve blocks of four lanes, then a block of two.
+            assert_eq!(bits(&one_by_one(m, queries.view())), bits(&values));
         }
+    }
+
+    /// A machine's decision values a row and a support vector at a time, each row's sum alone.
+    fn one_by_one(m: &Machine, x: ArrayView2<f64>) -> Vec<f64> {
+        let support = Rows::from_values(m.support.clone(), m.width);
+        let queries = Rows::new(x);
+        (0..queries.count())
+            .map(|q| {
+                let (xq, nq) = (queries.row(q), queries.norm(q));
+                let sum: f64 = (m.coef.iter().enumerate())
+                    .map(|(s, c)| c * m.kernel.value(support.row(s), xq, support.norm(s), nq))
+                    .sum();
+                sum - m.rho
+            })
+            .collect()
     }
 
     /// A Platt fold's decision values read from the table's doubles are the ones its machine
