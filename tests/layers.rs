@@ -37,6 +37,7 @@ const LAYERS: &[&[&str]] = &[
         "models::tree",
         "models::tree::hist",
         "models::tree::packed",
+        "models::tree::shuffles",
     ],
     &["config", "config::space", "config::sweeps"],
     &["data"],

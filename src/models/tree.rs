@@ -4,7 +4,8 @@
 //! bootstrap draws) is a pure function of the seed, so `replay --check` holds bit for bit.
 
 use super::params::{Default_, ParamSpec, ParamType, BOTH};
-use super::{argmax, FitContext, FittedModel, KindSpec, ModelConfig, Prediction, Task, TrainSet};
+use super::{argmax, ColumnShuffles, FitContext, FittedModel, KindSpec, ModelConfig};
+use super::{Prediction, Task, TrainSet};
 use crate::rng::SplitMix64;
 use anyhow::{bail, Result};
 use ndarray::{Array2, ArrayView1, ArrayView2};
@@ -12,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 mod hist;
 mod packed;
+mod shuffles;
 
 /// The parameters a tree and a forest share to the letter.
 const MIN_SAMPLES_SPLIT: ParamSpec = ParamSpec {
@@ -222,7 +224,12 @@ impl Tree {
     }
 
     fn leaf(&self, row: ArrayView1<f64>) -> &[f64] {
-        let mut i = 0;
+        self.leaf_from(0, row)
+    }
+
+    /// The leaf `row` reaches from node `start`.
+    fn leaf_from(&self, start: usize, row: ArrayView1<f64>) -> &[f64] {
+        let mut i = start;
         loop {
             match &self.nodes[i] {
                 Node::Leaf(v) => return v,
@@ -537,15 +544,17 @@ pub struct TreeEnsemble {
 /// Rows a forest predicts tree by tree before the next rows.
 const PREDICT_BLOCK: usize = 64;
 
-impl FittedModel for TreeEnsemble {
-    fn predict(&self, x: ArrayView2<f64>) -> Result<Prediction> {
-        let n = x.nrows();
-        Ok(match self.task {
+impl TreeEnsemble {
+    /// The prediction of `n` rows whose leaf in tree `t` for row `i` is `leaf(t, i)`: each row
+    /// adds its trees' leaves in the trees' order.
+    fn predict_by<'t>(&'t self, n: usize, leaf: impl Fn(usize, usize) -> &'t [f64]) -> Prediction {
+        let trees = self.trees.len();
+        match self.task {
             Task::Regression => {
                 let values = (0..n)
                     .map(|i| {
-                        let s: f64 = self.trees.iter().map(|t| t.leaf(x.row(i))[0]).sum();
-                        s / self.trees.len() as f64
+                        let s: f64 = (0..trees).map(|t| leaf(t, i)[0]).sum();
+                        s / trees as f64
                     })
                     .collect();
                 Prediction {
@@ -559,15 +568,15 @@ impl FittedModel for TreeEnsemble {
                 // row still adds its trees' leaves in the trees' order.
                 for start in (0..n).step_by(PREDICT_BLOCK) {
                     let rows = start..(start + PREDICT_BLOCK).min(n);
-                    for t in &self.trees {
+                    for t in 0..trees {
                         for i in rows.clone() {
-                            for (k, v) in t.leaf(x.row(i)).iter().enumerate() {
+                            for (k, v) in leaf(t, i).iter().enumerate() {
                                 proba[[i, k]] += v;
                             }
                         }
                     }
                 }
-                proba.mapv_inplace(|v| v / self.trees.len() as f64);
+                proba.mapv_inplace(|v| v / trees as f64);
                 let values = (0..n)
                     .map(|i| argmax(proba.row(i).iter().copied()) as f64)
                     .collect();
@@ -576,7 +585,18 @@ impl FittedModel for TreeEnsemble {
                     proba: Some(proba),
                 }
             }
-        })
+        }
+    }
+}
+
+impl FittedModel for TreeEnsemble {
+    fn predict(&self, x: ArrayView2<f64>) -> Result<Prediction> {
+        Ok(self.predict_by(x.nrows(), |t, i| self.trees[t].leaf(x.row(i))))
+    }
+
+    fn column_shuffles<'a>(&'a self, x: ArrayView2<f64>) -> Option<Box<dyn ColumnShuffles + 'a>> {
+        let walked = shuffles::Walked::new(self, x)?;
+        Some(Box::new(walked))
     }
 
     fn to_json(&self) -> Result<serde_json::Value> {
