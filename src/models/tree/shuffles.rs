@@ -12,7 +12,7 @@ use crate::models::{ColumnShuffles, Prediction};
 use anyhow::{bail, Result};
 use ndarray::{Array2, ArrayView2};
 
-/// The most path entries kept (16 bytes each): a larger forest or table predicts plainly.
+/// The most path entries kept (8 bytes each, 64 MiB): a larger forest or table predicts plainly.
 const MAX_ENTRIES: usize = 1 << 23;
 
 /// The fixed rows and every tree's walk of each of them.
