@@ -229,23 +229,40 @@ impl Tree {
 
     /// The leaf `row` reaches from node `start`.
     fn leaf_from(&self, start: usize, row: ArrayView1<f64>) -> &[f64] {
+        self.values(self.walk_from(start, row, |_, _| {}))
+    }
+
+    /// The node of the leaf `row` reaches from node `start`; `on_split(node, feature)` sees each
+    /// split on the way.
+    fn walk_from(
+        &self,
+        start: usize,
+        row: ArrayView1<f64>,
+        mut on_split: impl FnMut(usize, usize),
+    ) -> usize {
         let mut i = start;
-        loop {
-            match &self.nodes[i] {
-                Node::Leaf(v) => return v,
-                Node::Split {
-                    feature,
-                    threshold,
-                    left,
-                    right,
-                } => {
-                    i = if row[*feature] <= *threshold {
-                        *left
-                    } else {
-                        *right
-                    }
-                }
-            }
+        while let Node::Split {
+            feature,
+            threshold,
+            left,
+            right,
+        } = &self.nodes[i]
+        {
+            on_split(i, *feature);
+            i = if row[*feature] <= *threshold {
+                *left
+            } else {
+                *right
+            };
+        }
+        i
+    }
+
+    /// The values of leaf node `i` (none for a split).
+    fn values(&self, i: usize) -> &[f64] {
+        match &self.nodes[i] {
+            Node::Leaf(v) => v,
+            Node::Split { .. } => &[],
         }
     }
 }

@@ -7,7 +7,7 @@
 //! tests `j`: the splits above it tested other columns, so they send the row the same way. The
 //! leaves are then added exactly as `predict` adds them.
 
-use super::{Node, TreeEnsemble};
+use super::TreeEnsemble;
 use crate::models::{ColumnShuffles, Prediction};
 use anyhow::{bail, Result};
 use ndarray::{Array2, ArrayView2};
@@ -38,21 +38,9 @@ impl<'a> Walked<'a> {
         starts.push(0);
         for tree in &forest.trees {
             for row in x.outer_iter() {
-                let mut i = 0;
-                while let Node::Split {
-                    feature,
-                    threshold,
-                    left,
-                    right,
-                } = &tree.nodes[i]
-                {
-                    path.push((i as u32, *feature as u32));
-                    i = if row[*feature] <= *threshold {
-                        *left
-                    } else {
-                        *right
-                    };
-                }
+                let i = tree.walk_from(0, row, |node, feature| {
+                    path.push((node as u32, feature as u32));
+                });
                 if path.len() > MAX_ENTRIES || i > u32::MAX as usize {
                     return None;
                 }
@@ -95,10 +83,7 @@ impl ColumnShuffles for Walked<'_> {
             let tree = &trees[t];
             match self.restart(t, i, column, changed[i]) {
                 Some(node) => tree.leaf_from(node, x.row(i)),
-                None => match &tree.nodes[self.leaves[t * rows + i] as usize] {
-                    Node::Leaf(values) => values,
-                    Node::Split { .. } => unreachable!("a walk ends at a leaf"),
-                },
+                None => tree.values(self.leaves[t * rows + i] as usize),
             }
         }))
     }
