@@ -57,11 +57,9 @@ impl<'a> Walked<'a> {
         })
     }
 
-    /// The node tree `t`'s walk of changed row `i` starts again from: `None` to keep its leaf.
-    fn restart(&self, t: usize, i: usize, column: usize, changed: bool) -> Option<usize> {
-        if !changed {
-            return None;
-        }
+    /// The node tree `t`'s walk of row `i`, its value in `column` changed, starts again from:
+    /// the first split on its path that tests `column`, or `None` to keep its leaf.
+    fn restart(&self, t: usize, i: usize, column: usize) -> Option<usize> {
         let w = t * self.fixed.nrows() + i;
         let steps = &self.path[self.starts[w]..self.starts[w + 1]];
         let (node, _) = steps.iter().find(|(_, f)| *f as usize == column)?;
@@ -81,7 +79,7 @@ impl ColumnShuffles for Walked<'_> {
         let trees = &self.forest.trees;
         Ok(self.forest.predict_by(rows, |t, i| {
             let tree = &trees[t];
-            match self.restart(t, i, column, changed[i]) {
+            match changed[i].then(|| self.restart(t, i, column)).flatten() {
                 Some(node) => tree.leaf_from(node, x.row(i)),
                 None => tree.values(self.leaves[t * rows + i] as usize),
             }
